@@ -1,0 +1,1 @@
+"""The `vidnas` command line (typer). Only this package prints; the library logs."""

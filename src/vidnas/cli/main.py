@@ -1,0 +1,31 @@
+"""Entry point of the `vidnas` command. Sub-commands live one module each in this package."""
+
+from __future__ import annotations
+
+import typer
+
+from vidnas import __version__
+from vidnas.cli import data as data_cmd
+
+app = typer.Typer(
+    name="vidnas",
+    help="Search, train, evaluate, benchmark and deploy fast spatial-temporal models for semantic video segmentation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cmd.app, name="data")
+
+
+@app.command()
+def version() -> None:
+    """Print the vidnas version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

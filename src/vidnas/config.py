@@ -1,0 +1,336 @@
+"""Configuration: frozen dataclasses whose defaults are the papers' numbers.
+
+Resolution order: dataclass defaults -> YAML preset (``--config``) -> ``--set a.b=c`` overrides.
+The resolved config is written into every run directory (``config.yaml``) so a result can be reproduced.
+
+Sources quoted in comments:
+    [ST-NAS]  Lee et al., "Spatial-Temporal NAS for Fast Surgical Segmentation" (../shared/seeds/000_*).
+    [CELLS]   Nekrasov et al., "Architecture Search of Dynamic Cells for Semantic Video Segmentation" (001_*).
+    [SPEC]    ../shared/docs/SPEC.md, where a paper is silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidnas.utils import atomic_write_text
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "StnasConfig",
+    "CellsConfig",
+    "Config",
+    "ConfigError",
+    "load_config",
+    "apply_overrides",
+    "config_to_dict",
+    "config_from_dict",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key or file."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the clips come from and how they are cut and augmented."""
+
+    format: str = "synthetic"  # one of vidnas.data.FORMATS
+    root: str | None = None  # data set root; None only for `synthetic`
+    train_split: str = "train"
+    val_split: str = "val"
+    height: int = 320  # [ST-NAS] images resized to 320x576 (HxW)
+    width: int = 576
+    window: int = 11  # [ST-NAS] time window of 11 frames
+    temporal: str = "causal"  # "causal": window ends at the annotated frame; "centred": centred on it [ST-NAS]
+    supervise: str = "target"  # "target": only the window's annotated target frame; "all": every annotated frame
+    rotate_degrees: float = 10.0  # [ST-NAS] random rotation in [-10, 10] degrees
+    hflip: bool = True  # [ST-NAS] random horizontal flip
+    augment: bool = True  # train-time augmentation on/off (never applied to eval)
+    ignore_index: int = 255  # [SPEC] void / unknown label values
+    frame_stride: int = 1  # use every n-th video frame when building windows
+    num_workers: int = 0
+    # synthetic generator [SPEC]: seeded, deterministic; some frames corrupted while labels stay true
+    synthetic_videos: int = 6
+    synthetic_frames: int = 24
+    synthetic_classes: int = 4
+    synthetic_corruption: float = 0.3  # probability that a frame is corrupted
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Encoder + decoder of a VideoSegmenter (before any architecture file is applied)."""
+
+    encoder: str = "swin_tiny"  # swin_tiny | swin_base | mobilenetv2 | efficientnet_lite0 | tiny variants
+    encoder_depths: tuple[int, ...] | None = None  # per-stage depth override, e.g. (1, 2, 3, 2) = [ST-NAS] Swin Short
+    weights: str | None = None  # None (random init), "imagenet" (efficientnet_lite0 only) or a local checkpoint path
+    decoder: str = "sptcn"  # sptcn | head (non-temporal, window 1) | arch2
+    decoder_channels: int = 128  # [SPEC] SP-TCN reduction width F
+    full_channels: bool = False  # [ST-NAS] FC: drop the channel-reduction conv
+    decoder_dilations: tuple[int, ...] = (1, 2, 4, 8)  # [SPEC] temporal dilations of the residual layers
+    arch: str | None = None  # path to an arch.json; overrides depths/ops/full_channels
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation schedule of the final model."""
+
+    epochs: int = 25  # [ST-NAS] final model trained for 25 epochs
+    batch_size: int = 16  # [ST-NAS]
+    lr: float = 1e-4  # [ST-NAS] AdamW lr 1e-4
+    weight_decay: float = 1e-3  # [ST-NAS] AdamW weight decay 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)  # [ST-NAS] "0.9 momentum"
+    seed: int = 0
+    device: str = "cpu"
+    max_steps_per_epoch: int | None = None  # cap for quick runs
+    val_every: int = 1
+    log_every: int = 10
+    out_dir: str = "runs"
+
+
+@dataclass(frozen=True)
+class StnasConfig:
+    """ST-NAS search [ST-NAS Sec. 3.2, 3.3]."""
+
+    encoder_epochs: int = 5  # [ST-NAS] supernet encoder trained for 5 epochs
+    decoder_epochs: int = 5  # [ST-NAS] supernet decoder trained for 5 epochs
+    lam: float = 1e-3  # Eq. 2 lambda [SPEC: user-chosen; sweep with --lambdas]
+    threshold: float = 1.0  # [ST-NAS] remove block i while alpha_i < 1
+    warmup_epochs: int = 1  # [ST-NAS] "warm-up epochs" before beta trains (count not given) [SPEC]
+    arch_lr: float = 3e-4  # DARTS default for architecture weights [SPEC]
+    mode: str = "joint"  # "joint" (paper, single level) | "alternating" (first-order, data halves)
+    latency_table: str | None = None  # JSON from `vidnas latency`; None = measure now
+
+
+@dataclass(frozen=True)
+class CellsConfig:
+    """Dynamic-cell search [CELLS Sec. 3, 4.1, 4.2]."""
+
+    num_layers: int = 5  # [CELLS] 5 on CamVid, 4 on CityScapes
+    candidates: int = 30
+    seq_len: int = 3  # [CELLS] CamVid sequences of 3 frames
+    cell_epochs: int = 20  # [CELLS] 20 epochs for CamVid
+    cell_lr: float = 8e-3  # [CELLS] Adam 8e-3
+    cell_batch_size: int = 48  # [CELLS] mini-batches of 48 sequences
+    controller_hidden: int = 100  # [CELLS] 2-layer LSTM, 100 hidden units
+    controller_lr: float = 1e-4  # [CELLS] PPO learning rate 1e-4
+    ppo_clip: float = 0.1  # [SPEC]
+    baseline_decay: float = 0.95  # [SPEC] EMA reward baseline
+    grad_clip: float = 2.0  # [SPEC]
+    entropy_weight: float = 0.0  # optional entropy bonus [SPEC]
+    meta_val_fraction: float = 0.1  # [CELLS] meta-train 90% / meta-val 10%
+    top_k: int = 2  # [CELLS] top-2 cells trained end to end
+    workers: int = 2
+    executor: str = "local"  # local | ray
+    cache: str = "memory"  # memory | disk
+    aux_weight: float = 0.3  # [CELLS appendix] auxiliary loss weight of arch2
+    ops: tuple[str, ...] | None = None  # None = all eleven of SPEC.md
+    aggregations: tuple[str, ...] | None = None  # None = all six of SPEC.md
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration of a run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stnas: StnasConfig = field(default_factory=StnasConfig)
+    cells: CellsConfig = field(default_factory=CellsConfig)
+
+
+# ----------------------------------------------------------------------------------------------------------- (de)serialise
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) suitable for YAML/JSON."""
+
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [conv(x) for x in v]
+        return v
+
+    return conv(cfg)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Coerce a YAML/CLI value to the annotated type ``tp``; raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: cannot interpret {value!r} as {tp}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",")
+                     if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+            return False
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def config_from_dict(d: dict[str, Any], cls: type = Config, prefix: str = "") -> Any:
+    """Build a (nested) config dataclass from a dict; unknown keys raise ConfigError listing the valid ones."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
+    hints = _field_types(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if k not in names:
+            raise ConfigError(f"unknown config key {key!r}; valid keys here: {', '.join(names)}")
+        tp = hints[k]
+        if dataclasses.is_dataclass(tp):
+            kwargs[k] = config_from_dict(v or {}, tp, prefix=f"{key}.")
+        else:
+            kwargs[k] = _coerce(v, tp, key)
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``a.b=c`` overrides (values parsed as YAML scalars, then coerced to the field's type).
+
+    Example: ``apply_overrides(cfg, ["train.epochs=2", "model.encoder_depths=1,2,3,2"])``.
+    """
+    d = config_to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        path, raw = item.split("=", 1)
+        parts = path.strip().split(".")
+        node: Any = d
+        for p in parts[:-1]:
+            if not isinstance(node, dict) or p not in node:
+                raise ConfigError(f"override {item!r}: unknown section {p!r}; valid: {', '.join(d)}")
+            node = node[p]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            valid = ", ".join(node) if isinstance(node, dict) else ""
+            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; valid: {valid}")
+        try:
+            val = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            val = raw
+        if isinstance(val, str) and "," in val:
+            val = [yaml.safe_load(x) for x in val.split(",") if x.strip()]
+        node[parts[-1]] = val
+    return config_from_dict(d)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file at ``path`` (if given), then ``overrides``."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            # presets can be named without their folder: "tiny" -> configs/tiny.yaml
+            cand = _preset_path(str(path))
+            if cand is None:
+                raise ConfigError(f"config file not found: {p}")
+            p = cand
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML: {e}") from e
+        try:
+            cfg = config_from_dict(data)
+        except ConfigError as e:
+            raise ConfigError(f"{p}: {e}") from e
+    if overrides:
+        cfg = apply_overrides(cfg, list(overrides))
+    return cfg
+
+
+def _preset_path(name: str) -> Path | None:
+    """Find a preset by name in ./configs or the repository's configs/ folder."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    for base in (Path.cwd() / "configs", Path(__file__).resolve().parents[2] / "configs"):
+        cand = base / f"{stem}.yaml"
+        if cand.is_file():
+            return cand
+    return None
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+

