@@ -152,7 +152,7 @@ class Config:
     cells: CellsConfig = field(default_factory=CellsConfig)
 
 
-# ----------------------------------------------------------------------------------------------------------- (de)serialise
+# ---------------------------------------------------------------------------------------------------- (de)serialise
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -1,0 +1,20 @@
+"""Measurement primitives: parameter and FLOP counts, latency (single and interleaved), result tables."""
+
+from vidnas.bench.counting import count_flops, count_params
+from vidnas.bench.device import device_signature
+from vidnas.bench.report import DEFAULT_COLUMNS, BenchRow, format_table, read_rows_json, write_rows_json
+from vidnas.bench.timing import TimingStats, interleaved_timing, time_fn
+
+__all__ = [
+    "count_params",
+    "count_flops",
+    "TimingStats",
+    "time_fn",
+    "interleaved_timing",
+    "BenchRow",
+    "DEFAULT_COLUMNS",
+    "format_table",
+    "write_rows_json",
+    "read_rows_json",
+    "device_signature",
+]

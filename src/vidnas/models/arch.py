@@ -1,0 +1,288 @@
+"""Architecture files: a derived model as data (encoder depths, decoder ops, full channels, window).
+
+An ``Arch`` plus a config is all ``build_model`` needs; the search writes one as ``arch.json`` with its record (alphas,
+betas, lambda, latency table) in the opaque ``extra`` mapping. JSON layout (schema version 1)::
+
+    {"schema_version": 1, "name": "stnas", "encoder": "swin_tiny", "depths": [1, 2, 3, 2], "decoder": "sptcn",
+     "decoder_ops": ["identity", ...16 names...] | null, "full_channels": true, "window": 11, "causal": true,
+     "channels": 128, "dilations": [1, 2, 4, 8], "extra": {...}}
+
+The paper's Table 1 rows [ST-NAS] are named constants (``PAPER_ROWS``) with the figures the paper reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidnas.models.ops import OPS
+from vidnas.utils import atomic_write_text
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DECODERS",
+    "OPS_PER_LAYER",
+    "Arch",
+    "ArchError",
+    "PaperRow",
+    "PAPER_INPUT_SIZE",
+    "SWIN_B_FRAME",
+    "SWIN_T_FRAME",
+    "SPTCN_BASE",
+    "SPTCN_TINY",
+    "SWIN_SHORT",
+    "FULL_CHANNELS",
+    "STNAS",
+    "STNAS_DECODER_OPS",
+    "PAPER_ROWS",
+]
+
+SCHEMA_VERSION = 1
+DECODERS: tuple[str, ...] = ("sptcn", "head")
+OPS_PER_LAYER = 4  # two 3x3x3 convs per residual layer, each replaced by two ops [ST-NAS Fig. 2]
+
+
+class ArchError(ValueError):
+    """An architecture (file) is invalid; the message names the file (if any) and the field."""
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A model architecture as data.
+
+    Attributes:
+        encoder: encoder name (``vidnas.models.encoders.ENCODERS``), e.g. ``swin_tiny``.
+        depths: blocks per encoder stage, None = the encoder's own (Swin-T 2,2,6,2; Swin Short 1,2,3,2).
+        decoder: ``sptcn`` (temporal) or ``head`` (per-frame).
+        decoder_ops: None = the baseline 3x3x3 convs; else ``4 * len(dilations)`` op names from ``OPS`` in
+            ``SPTCNDecoder.searchable_slots()`` order (the derived TCNNAS decoder).
+        full_channels: drop the SP-TCN channel-reduction conv [ST-NAS "FC"].
+        window: frames per clip w.
+        causal: window ends at the target frame (True) or is centred on it.
+        channels: decoder width F.
+        dilations: temporal dilation of each residual layer.
+        name: a label (a paper row, a run name).
+        extra: the search record (alphas, betas, lambda, latency table...); opaque here, must be JSON-serialisable.
+    """
+
+    encoder: str = "swin_tiny"
+    depths: tuple[int, ...] | None = None
+    decoder: str = "sptcn"
+    decoder_ops: tuple[str, ...] | None = None
+    full_channels: bool = False
+    window: int = 11  # [ST-NAS] 11-frame window
+    causal: bool = True
+    channels: int = 128  # [SPEC] SP-TCN width F
+    dilations: tuple[int, ...] = (1, 2, 4, 8)  # [SPEC] residual layer dilations
+    name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # normalise lists (from JSON or callers) to tuples so the dataclass stays hashable and comparable
+        if self.depths is not None:
+            object.__setattr__(self, "depths", tuple(self.depths))
+        if self.decoder_ops is not None:
+            object.__setattr__(self, "decoder_ops", tuple(self.decoder_ops))
+        object.__setattr__(self, "dilations", tuple(self.dilations))
+        self.validate()
+
+    def validate(self, source: str | None = None) -> None:
+        """Raise ``ArchError`` naming ``source`` and the bad field if anything is inconsistent."""
+        where = f"{source}: " if source else ""
+
+        def fail(fld: str, msg: str) -> None:
+            raise ArchError(f"{where}field {fld!r}: {msg}")
+
+        if not isinstance(self.encoder, str) or not self.encoder:
+            fail("encoder", f"expected a non-empty string, got {self.encoder!r}")
+        if self.depths is not None and (not self.depths or not all(_is_int(d) and d >= 1 for d in self.depths)):
+            fail("depths", f"expected a list of positive integers or null, got {list(self.depths)!r}")
+        if self.decoder not in DECODERS:
+            fail("decoder", f"unknown decoder {self.decoder!r}; valid decoders: {', '.join(DECODERS)}")
+        if not self.dilations or not all(_is_int(d) and d >= 1 for d in self.dilations):
+            fail("dilations", f"expected a list of positive integers, got {list(self.dilations)!r}")
+        if self.decoder_ops is not None:
+            if self.decoder != "sptcn":
+                fail("decoder_ops", f"only the sptcn decoder has searched ops, but decoder is {self.decoder!r}")
+            expected = OPS_PER_LAYER * len(self.dilations)
+            if len(self.decoder_ops) != expected:
+                fail(
+                    "decoder_ops",
+                    f"expected {expected} op names ({OPS_PER_LAYER} per residual layer x {len(self.dilations)} "
+                    f"layers), got {len(self.decoder_ops)}",
+                )
+            for i, op in enumerate(self.decoder_ops):
+                if op not in OPS:
+                    fail("decoder_ops", f"entry {i}: unknown op {op!r}; valid ops: {', '.join(OPS)}")
+        if not isinstance(self.full_channels, bool):
+            fail("full_channels", f"expected true/false, got {self.full_channels!r}")
+        if not _is_int(self.window) or self.window < 1:
+            fail("window", f"expected a positive integer, got {self.window!r}")
+        if not isinstance(self.causal, bool):
+            fail("causal", f"expected true/false, got {self.causal!r}")
+        if not _is_int(self.channels) or self.channels < 1:
+            fail("channels", f"expected a positive integer, got {self.channels!r}")
+        if not isinstance(self.name, str):
+            fail("name", f"expected a string, got {self.name!r}")
+        if not isinstance(self.extra, dict):
+            fail("extra", f"expected a mapping, got {type(self.extra).__name__}")
+
+    @property
+    def searched(self) -> bool:
+        """True when the decoder ops came from a search (``decoder_ops`` set)."""
+        return self.decoder_ops is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict, ``schema_version`` first."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "name": self.name,
+            "encoder": self.encoder,
+            "depths": None if self.depths is None else list(self.depths),
+            "decoder": self.decoder,
+            "decoder_ops": None if self.decoder_ops is None else list(self.decoder_ops),
+            "full_channels": self.full_channels,
+            "window": self.window,
+            "causal": self.causal,
+            "channels": self.channels,
+            "dilations": list(self.dilations),
+            "extra": self.extra,
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        """JSON text (see the module docstring for the layout)."""
+        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | None = None) -> Arch:
+        """Inverse of ``to_dict``; unknown keys, a missing or wrong schema version and bad fields raise ArchError."""
+        where = f"{source}: " if source else ""
+        if not isinstance(data, dict):
+            raise ArchError(f"{where}expected a JSON object, got {type(data).__name__}")
+        if "schema_version" not in data:
+            raise ArchError(f"{where}field 'schema_version' is missing (this reader understands {SCHEMA_VERSION})")
+        version = data["schema_version"]
+        if version != SCHEMA_VERSION:
+            raise ArchError(
+                f"{where}field 'schema_version': unsupported version {version!r}; this reader understands "
+                f"{SCHEMA_VERSION}"
+            )
+        valid = [f for f in cls.__dataclass_fields__]
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "schema_version":
+                continue
+            if key not in valid:
+                raise ArchError(f"{where}unknown field {key!r}; valid fields: schema_version, {', '.join(valid)}")
+            kwargs[key] = value
+        for key in ("depths", "decoder_ops", "dilations"):
+            value = kwargs.get(key)
+            if value is not None and not isinstance(value, list | tuple):
+                raise ArchError(f"{where}field {key!r}: expected a list, got {value!r}")
+        try:
+            return cls(**kwargs)
+        except ArchError as e:
+            raise ArchError(f"{where}{e}") from None
+
+    @classmethod
+    def from_json(cls, text: str, source: str | None = None) -> Arch:
+        """Parse JSON text produced by ``to_json``; ``source`` (a file name) prefixes every error."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchError(f"{source + ': ' if source else ''}invalid JSON: {e}") from e
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``to_json()`` to ``path`` atomically."""
+        return atomic_write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Arch:
+        """Read an architecture file; errors name the file and the field."""
+        p = Path(path)
+        if not p.is_file():
+            raise ArchError(f"architecture file not found: {p}")
+        return cls.from_json(p.read_text(), source=str(p))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # tensors and numpy arrays in the search record
+        return o.tolist()
+    if isinstance(o, tuple | set):
+        return list(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable in Arch.extra: {type(o).__name__}")
+
+
+# --------------------------------------------------------------------------------------------------- paper Table 1
+
+PAPER_INPUT_SIZE = (320, 576)  # [ST-NAS] images resized to 320x576 (HxW); all rows at window 11, causal
+
+SWIN_B_FRAME = Arch(encoder="swin_base", decoder="head", window=1, name="swin_b")  # non-temporal, window 1
+SWIN_T_FRAME = Arch(encoder="swin_tiny", decoder="head", window=1, name="swin_t")
+SPTCN_BASE = Arch(encoder="swin_base", name="sptcn_base")
+SPTCN_TINY = Arch(encoder="swin_tiny", name="sptcn_tiny")
+SWIN_SHORT = Arch(encoder="swin_tiny", depths=(1, 2, 3, 2), name="swin_short")  # [ST-NAS] depth search result
+FULL_CHANNELS = Arch(encoder="swin_tiny", depths=(1, 2, 3, 2), full_channels=True, name="full_channels")
+
+# RECONSTRUCTION: the TCNNAS decoder the paper found is only drawn in its Fig. 2, which the text does not contain.
+# The text says: "several identity functions in its early layers, followed by depth separated and dilated spatial
+# convolutions. Interestingly, no temporal convolutions were used". This list is one concrete decoder consistent with
+# that description (identities first, then separable and dilated spatial convs, no temporal op); it is not the
+# paper's exact architecture. Order: per residual layer (dilation 1, 2, 4, 8): conv1 op 1, conv1 op 2, conv2 op 1,
+# conv2 op 2.
+STNAS_DECODER_OPS: tuple[str, ...] = (
+    "identity", "identity", "identity", "sep_k3",  # layer 1, d=1
+    "identity", "sep_k3", "sep_k5", "spatial_k3",  # layer 2, d=2
+    "sep_k3", "spatial_k3", "sep_k5", "spatial_k3",  # layer 3, d=4
+    "sep_k5", "spatial_k3", "sep_k3", "spatial_k5",  # layer 4, d=8
+)  # fmt: skip
+STNAS = Arch(
+    encoder="swin_tiny",
+    depths=(1, 2, 3, 2),
+    full_channels=True,
+    decoder_ops=STNAS_DECODER_OPS,
+    name="stnas",
+)
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One row of [ST-NAS] Table 1: the architecture and the figures the paper reports for it.
+
+    Attributes:
+        arch: the architecture (full size; build at ``PAPER_INPUT_SIZE``).
+        label: the row's name in the paper.
+        params_m: parameters in millions.
+        fps: frames per second (their GPU; encode one frame + decode an 11-frame window).
+        pn_miou: mIoU on the private partial-nephrectomy data set.
+        cholec_miou: mIoU on CholecSeg8K.
+    """
+
+    arch: Arch
+    label: str
+    params_m: float
+    fps: float
+    pn_miou: float
+    cholec_miou: float
+
+
+# [ST-NAS] Table 1 (NAS-Unet and HR-NAS rows are other methods' models and are not reproduced here)
+PAPER_ROWS: dict[str, PaperRow] = {
+    "swin_b": PaperRow(SWIN_B_FRAME, "Swin-B (non-temporal)", 95.9, 14.7, 60.3, 53.2),
+    "swin_t": PaperRow(SWIN_T_FRAME, "Swin-T (non-temporal)", 34.4, 23.1, 60.5, 52.3),
+    "sptcn_base": PaperRow(SPTCN_BASE, "SP-TCN, Swin-B", 102.6, 12.6, 70.7, 57.0),
+    "sptcn_tiny": PaperRow(SPTCN_TINY, "SP-TCN, Swin-T", 40.4, 20.5, 73.9, 54.3),
+    "swin_short": PaperRow(SWIN_SHORT, "Swin Short", 28.9, 24.8, 72.3, 51.0),
+    "full_channels": PaperRow(FULL_CHANNELS, "Full Channels", 33.0, 28.0, 68.3, 50.8),
+    "stnas": PaperRow(STNAS, "ST-NAS (Ours)", 39.0, 31.9, 69.5, 51.5),
+}
