@@ -93,6 +93,9 @@ class TrainConfig:
     lr: float = 1e-4  # [ST-NAS] AdamW lr 1e-4
     weight_decay: float = 1e-3  # [ST-NAS] AdamW weight decay 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # [ST-NAS] "0.9 momentum"
+    optimizer: str = "adamw"  # adamw [ST-NAS] | sgd (momentum 0.9, used for arch2 [CELLS appendix])
+    schedule: str = "constant"  # constant [ST-NAS] | poly (power 0.9) [CELLS appendix, DeepLab]
+    aux_weight: float = 0.3  # weight of auxiliary losses when a model returns them [CELLS appendix]
     seed: int = 0
     device: str = "cpu"
     max_steps_per_epoch: int | None = None  # cap for quick runs

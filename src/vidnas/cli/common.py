@@ -13,11 +13,11 @@ import typer
 from vidnas.config import Config, ConfigError, load_config, save_config
 
 ConfigOpt = Annotated[
-    Optional[str],  # noqa: UP007  (typer needs Optional on py3.10)
+    Optional[str],  # noqa: UP007, UP045  (typer needs Optional on py3.10)
     typer.Option("--config", "-c", help="YAML preset: a path, or a name from configs/ (e.g. `tiny`)."),
 ]
 SetOpt = Annotated[
-    Optional[list[str]],  # noqa: UP007
+    Optional[list[str]],  # noqa: UP007, UP045
     typer.Option("--set", "-s", help="Override a config value, e.g. --set train.epochs=2 (repeatable)."),
 ]
 

@@ -6,6 +6,7 @@ import typer
 
 from vidnas import __version__
 from vidnas.cli import data as data_cmd
+from vidnas.cli import train as train_cmd
 
 app = typer.Typer(
     name="vidnas",
@@ -15,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cmd.app, name="data")
+app.command("train")(train_cmd.train_cmd)
+app.command("eval")(train_cmd.eval_cmd)
 
 
 @app.command()

@@ -6,9 +6,10 @@ Shapes: clips ``(B, T, 3, H, W)`` in, logits ``(B, T, K, H, W)`` out; inside dec
 from vidnas.models.arch import PAPER_ROWS, SCHEMA_VERSION, Arch, ArchError, PaperRow
 from vidnas.models.build import arch_from_config, build_decoder, build_model
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
-from vidnas.models.encoders import ENCODERS, build_encoder
+from vidnas.models.encoders import ENCODERS, Encoder, EncoderStage, build_encoder
 from vidnas.models.ops import OPS, SEARCH_CANDIDATES, get_op, make_op
 from vidnas.models.segmenter import Streamer, VideoSegmenter
+from vidnas.models.weights import load_checkpoint, load_imagenet_efficientnet_lite0
 
 __all__ = [
     "Arch",
@@ -21,6 +22,10 @@ __all__ = [
     "arch_from_config",
     "build_encoder",
     "ENCODERS",
+    "Encoder",
+    "EncoderStage",
+    "load_checkpoint",
+    "load_imagenet_efficientnet_lite0",
     "SPTCNDecoder",
     "HeadDecoder",
     "OPS",

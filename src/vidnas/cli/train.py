@@ -1,0 +1,111 @@
+"""`vidnas train` and `vidnas eval`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, setup_logging
+
+FormatOpt = Annotated[str | None, typer.Option("--format", help="Data format (overrides data.format).")]  # noqa: UP007, UP045
+RootOpt = Annotated[str | None, typer.Option("--root", help="Data set root (overrides data.root).")]  # noqa: UP007, UP045
+
+
+def _shortcuts(fmt: str | None, root: str | None, **extra: object) -> list[str]:
+    out = []
+    if fmt:
+        out.append(f"data.format={fmt}")
+    if root:
+        out.append(f"data.root={root}")
+    for k, v in extra.items():
+        if v is not None:
+            out.append(f"{k}={v}")
+    return out
+
+
+def train_cmd(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fmt: FormatOpt = None,
+    root: RootOpt = None,
+    arch: Annotated[Path | None, typer.Option("--arch", help="arch.json from a search.")] = None,  # noqa: UP007, UP045
+    epochs: Annotated[int | None, typer.Option(help="Overrides train.epochs.")] = None,  # noqa: UP007, UP045
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory.")] = None,  # noqa: UP007, UP045
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the --out run from its last checkpoint.")] = False,
+    init: Annotated[Path | None, typer.Option("--init", help="Initialise weights from this checkpoint.")] = None,  # noqa: UP007, UP045
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train a model; checkpoints every epoch, best by val mIoU, JSONL + TensorBoard logs in the run directory."""
+    from vidnas.engine.train import train
+
+    setup_logging()
+    if resume and not out:
+        raise fail("--resume needs --out RUN_DIR (the run to continue)")
+    if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():
+        config = str(Path(out) / "config.yaml")
+    cfg = resolve_config(config, set_, _shortcuts(fmt, root, **{"train.epochs": epochs}))
+    arch_obj = None
+    if arch is not None:
+        from vidnas.models import Arch
+
+        try:
+            arch_obj = Arch.load(arch)
+        except (OSError, ValueError) as e:
+            raise fail(str(e)) from e
+    run = make_run_dir(cfg, "train", out)
+    try:
+        res = train(cfg, run, arch=arch_obj, resume=resume, init_weights=init, show_progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from e
+    finally:
+        from vidnas.engine.distributed import cleanup_distributed
+
+        cleanup_distributed()
+    typer.echo(f"run directory: {run}")
+    typer.echo(f"best val mIoU {res.best_miou:.4f} at epoch {res.best_epoch + 1}; checkpoint {res.best_checkpoint}")
+
+
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `vidnas train`.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    fmt: FormatOpt = None,
+    root: RootOpt = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate (default data.val_split).")] = None,  # noqa: UP007, UP045
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output directory.")] = None,  # noqa: UP007, UP045
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Skip the streaming pass.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Evaluate a checkpoint: per-class IoU, mIoU, fwIoU, temporal consistency, overlay images."""
+    from vidnas.config import config_from_dict
+    from vidnas.engine.checkpoint import CheckpointError, load_checkpoint
+    from vidnas.engine.evaluate import per_class_table, run_eval
+
+    setup_logging()
+    try:
+        state = load_checkpoint(checkpoint)
+    except CheckpointError as e:
+        raise fail(str(e)) from e
+    if config is None:  # evaluate with the config the model was trained with, plus overrides
+        base = config_from_dict(state["config"])
+        from vidnas.config import apply_overrides
+
+        try:
+            cfg = apply_overrides(base, [*_shortcuts(fmt, root), *(set_ or [])])
+        except ValueError as e:
+            raise fail(str(e)) from e
+    else:
+        cfg = resolve_config(config, set_, _shortcuts(fmt, root))
+    out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
+    try:
+        res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet)
+    except (FileNotFoundError, ValueError) as e:
+        raise fail(str(e)) from e
+    from vidnas.data import open_source
+
+    names = list(open_source(cfg.data).class_names)
+    main = res.get("stream", res["clips"])
+    typer.echo(per_class_table(main, names))
+    typer.echo(f"written: {out_dir / 'eval.json'}, {out_dir / 'per_class.md'}")

@@ -1,0 +1,1 @@
+"""Training and evaluation loops, checkpoints, torchrun/DDP and run logging."""

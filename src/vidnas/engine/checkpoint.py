@@ -1,0 +1,44 @@
+"""Checkpoints: written atomically, so a run killed mid-save resumes from the previous epoch intact."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidnas.utils import atomic_write
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "unwrap"]
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or does not fit the model; the message names the file."""
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+        else model
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """``torch.save(state)`` to a temporary file, then rename onto ``path``."""
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; raise CheckpointError naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises several unrelated types for a corrupt file
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} is not a vidnas checkpoint (no 'model' entry)")
+    return state

@@ -1,0 +1,260 @@
+"""Training loop of a VideoSegmenter: AdamW, cross-entropy with the ignore index, checkpoint every epoch, exact resume.
+
+Reproducibility: every epoch starts by re-seeding python, numpy and torch from ``(train.seed, epoch)``, and the
+sampler's shuffle is seeded the same way, so a run resumed from the checkpoint of epoch ``e`` continues exactly as the
+uninterrupted run would have (tested). Under torchrun each rank gets its shard via DistributedSampler and DDP keeps
+the weights identical on every rank.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from vidnas.config import Config, config_to_dict
+from vidnas.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from vidnas.engine.distributed import DistInfo, barrier, init_distributed
+from vidnas.engine.evaluate import evaluate_clips
+from vidnas.engine.logger import RunLogger
+from vidnas.utils import atomic_write_json, seed_everything
+
+__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "epoch_seed", "weights_fingerprint"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_miou: float
+    best_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    train_seconds: float = 0.0
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Seed of epoch ``epoch``: depends only on the run seed and the epoch, so resume is exact."""
+    return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW (ST-NAS) or SGD with momentum 0.9 (arch2 pre-training), from ``cfg.train``."""
+    name = cfg.train.optimizer.lower()
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                 betas=cfg.train.betas)
+    if name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=0.9, weight_decay=cfg.train.weight_decay)
+    raise ValueError(f"train.optimizer={cfg.train.optimizer!r}: valid values are adamw, sgd")
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer, in state-dict order (equal iff the weights are bit-identical)."""
+    h = hashlib.sha256()
+    for k, v in model.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean cross-entropy over supervised pixels of every frame.
+
+    Args:
+        logits: (B, T, K, H, W).
+        masks: (B, T, H, W) int64, ``ignore_index`` where unsupervised.
+
+    Returns:
+        Scalar loss; 0 (with a graph) when no pixel is supervised, instead of NaN.
+    """
+    b, t, k, h, w = logits.shape
+    flat = logits.reshape(b * t, k, h, w)  # (B*T, K, H, W)
+    target = masks.reshape(b * t, h, w)  # (B*T, H, W)
+    valid = (target != ignore_index).sum()
+    total = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="sum")
+    return total / valid.clamp(min=1)
+
+
+def build_datasets(cfg: Config):
+    """(source, train ClipDataset, val ClipDataset) from ``cfg.data``."""
+    from vidnas.data import ClipDataset, open_source
+
+    source = open_source(cfg.data)
+    train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed)
+    val_ds = ClipDataset(source, cfg.data.val_split, cfg.data, train=False)
+    return source, train_ds, val_ds
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    arch: Any = None,
+    resume: bool = False,
+    init_weights: str | Path | None = None,
+    show_progress: bool = True,
+) -> TrainResult:
+    """Train ``build_model(cfg, arch)`` on ``cfg.data``; checkpoints and logs go to ``run_dir``.
+
+    Args:
+        cfg: resolved configuration (data, model, train sections are used).
+        run_dir: run directory; ``checkpoints/last.pt`` every epoch, ``checkpoints/best.pt`` by val mIoU,
+            ``metrics.jsonl``, ``tb/`` and ``train_summary.json``.
+        arch: optional ``vidnas.models.Arch`` overriding the model config.
+        resume: continue from ``run_dir/checkpoints/last.pt`` (exactly: same weights as an uninterrupted run).
+        init_weights: optional checkpoint whose model weights initialise the network (e.g. a supernet's).
+        show_progress: tqdm progress bars (rank 0 only).
+    """
+    from tqdm.auto import tqdm
+
+    from vidnas.models import build_model
+
+    run_dir = Path(run_dir)
+    dist_info: DistInfo = init_distributed(cfg.train.device)
+    device = torch.device(cfg.train.device)
+    logger = RunLogger(run_dir, enabled=dist_info.is_main)
+
+    seed_everything(cfg.train.seed)
+    source, train_ds, val_ds = build_datasets(cfg)
+    if len(train_ds) == 0:
+        raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
+    model = build_model(cfg, arch, num_classes=source.num_classes).to(device)
+    if init_weights is not None:
+        state = load_checkpoint(init_weights)
+        missing, unexpected = model.load_state_dict(state["model"], strict=False)
+        log.info("initialised from %s (missing %d, unexpected %d keys)", init_weights, len(missing), len(unexpected))
+    if dist_info.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    opt = build_optimizer(model, cfg)
+    if cfg.train.schedule not in ("constant", "poly"):
+        raise ValueError(f"train.schedule={cfg.train.schedule!r}: valid values are constant, poly")
+
+    ckpt_dir = run_dir / "checkpoints"
+    start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
+    last_path = ckpt_dir / "last.pt"
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+        state = load_checkpoint(last_path)
+        unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch = state["epoch"] + 1
+        best_miou, best_epoch = state["best_miou"], state["best_epoch"]
+        history = state.get("history", [])
+        logger.truncate_after("epoch", "epoch", state["epoch"])
+        logger.truncate_after("train", "epoch", state["epoch"])
+        log.info("resumed from %s at epoch %d", last_path, start_epoch)
+
+    ignore = cfg.data.ignore_index
+    t_start = time.perf_counter()
+    steps_per_epoch = math.ceil(len(train_ds) / (cfg.train.batch_size * dist_info.world_size))
+    if cfg.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    total_steps = max(cfg.train.epochs * steps_per_epoch, 1)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        seed_everything(epoch_seed(cfg.train.seed, epoch))
+        train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
+        if dist_info.enabled:
+            sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.train.seed, drop_last=False)
+            sampler.set_epoch(epoch)
+        else:
+            gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch))
+            sampler = RandomSampler(train_ds, generator=gen)
+        loader = DataLoader(
+            train_ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+            drop_last=False, persistent_workers=False,
+        )
+        model.train()
+        losses = []
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                   disable=not (show_progress and dist_info.is_main), dynamic_ncols=True)
+        for step, batch in enumerate(loader):
+            if step >= steps_per_epoch:
+                break
+            frames = batch["frames"].to(device)  # (B, T, 3, H, W)
+            masks = batch["masks"].to(device)  # (B, T, H, W)
+            out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
+            logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
+            loss = segmentation_loss(logits, masks, ignore)
+            for a in aux:
+                loss = loss + cfg.train.aux_weight * segmentation_loss(a, masks, ignore)
+            if cfg.train.schedule == "poly":
+                _set_lr(opt, cfg.train.lr * (1 - (epoch * steps_per_epoch + step) / total_steps) ** 0.9)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            global_step = epoch * steps_per_epoch + step
+            if step % max(cfg.train.log_every, 1) == 0:
+                logger.log("train", global_step, epoch=epoch, loss=loss.item(), lr=opt.param_groups[0]["lr"])
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.update(1)
+        bar.close()
+        if dist_info.enabled:
+            # BN running statistics are updated locally by each rank's last forward; take rank 0's, as DDP
+            # itself does at the start of every forward, so the checkpoint and every rank agree.
+            for buf in unwrap(model).buffers():
+                torch.distributed.broadcast(buf, 0)
+
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
+        do_val = (epoch + 1) % max(cfg.train.val_every, 1) == 0 or epoch + 1 == cfg.train.epochs
+        if do_val and len(val_ds) > 0:
+            metrics = evaluate_clips(unwrap(model), val_ds, source.num_classes, ignore, device=device,
+                                     batch_size=cfg.train.batch_size, show_progress=show_progress and dist_info.is_main)
+            record.update(val_miou=metrics["miou"], val_fwiou=metrics["fwiou"], val_pixel_acc=metrics["pixel_acc"],
+                          val_macc=metrics["macc"])
+        history.append(record)
+        logger.log("epoch", epoch, **record)
+        is_best = "val_miou" in record and record["val_miou"] > best_miou
+        if is_best:
+            best_miou, best_epoch = record["val_miou"], epoch
+        if dist_info.is_main:
+            state = {
+                "model": unwrap(model).state_dict(),
+                "optimizer": opt.state_dict(),
+                "epoch": epoch,
+                "best_miou": best_miou,
+                "best_epoch": best_epoch,
+                "history": history,
+                "config": config_to_dict(cfg),
+                "arch": arch.to_dict() if arch is not None and hasattr(arch, "to_dict") else None,
+                "num_classes": source.num_classes,
+                "class_names": list(source.class_names),
+            }
+            save_checkpoint(last_path, state)
+            if is_best:
+                save_checkpoint(ckpt_dir / "best.pt", state)
+        barrier()
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+
+    seconds = time.perf_counter() - t_start
+    if dist_info.enabled:  # each rank records a fingerprint of its weights: DDP must keep them identical
+        atomic_write_json(run_dir / "ranks" / f"rank{dist_info.rank}.json",
+                          {"rank": dist_info.rank, "weights_sha256": weights_fingerprint(unwrap(model))})
+    result = TrainResult(run_dir=run_dir, best_miou=best_miou, best_epoch=best_epoch, history=history,
+                         last_checkpoint=last_path if last_path.exists() else None,
+                         best_checkpoint=(ckpt_dir / "best.pt") if (ckpt_dir / "best.pt").exists() else None,
+                         train_seconds=seconds)
+    if dist_info.is_main:
+        atomic_write_json(run_dir / "train_summary.json", {
+            "best_miou": best_miou, "best_epoch": best_epoch, "epochs": cfg.train.epochs, "history": history,
+            "train_seconds_this_invocation": seconds, "world_size": dist_info.world_size,
+        })
+    logger.close()
+    return result
