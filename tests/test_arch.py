@@ -176,8 +176,8 @@ def test_build_with_arch_overrides_config(tmp_path: Path) -> None:
 def test_build_errors_name_the_problem() -> None:
     with pytest.raises(ArchError, match=r"unknown encoder 'resnet9'.*valid encoders:.*swin_tiny"):
         build_model(_tiny_config(encoder="resnet9"), num_classes=K)
-    with pytest.raises(ArchError, match=r"unknown decoder 'arch2'.*sptcn, head"):
-        build_model(_tiny_config(decoder="arch2"), num_classes=K)
+    with pytest.raises(ArchError, match=r"unknown decoder 'unet'.*sptcn, head, arch2"):
+        build_model(_tiny_config(decoder="unet"), num_classes=K)
     cfg = _tiny_config()
     with pytest.raises(ArchError, match="temporal"):
         build_model(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, temporal="future")), num_classes=K)

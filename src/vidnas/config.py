@@ -62,6 +62,7 @@ class DataConfig:
     ignore_index: int = 255  # [SPEC] void / unknown label values
     frame_stride: int = 1  # use every n-th video frame when building windows
     num_workers: int = 0
+    cache_frames: int | None = None  # decoded+resized frames kept in memory (None: just enough for one window)
     # synthetic generator [SPEC]: seeded, deterministic; some frames corrupted while labels stay true
     synthetic_videos: int = 6
     synthetic_frames: int = 24

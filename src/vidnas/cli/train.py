@@ -32,6 +32,12 @@ def train_cmd(
     root: RootOpt = None,
     arch: Annotated[Path | None, typer.Option("--arch", help="arch.json from a search.")] = None,  # noqa: UP007, UP045
     epochs: Annotated[int | None, typer.Option(help="Overrides train.epochs.")] = None,  # noqa: UP007, UP045
+    encoder: Annotated[str | None, typer.Option(help="Overrides model.encoder, e.g. efficientnet_lite0.")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Encoder weights: `imagenet` (efficientnet_lite0; needs the `pretrained` extra) or a local "
+                     "timm checkpoint path."),
+    ] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory.")] = None,  # noqa: UP007, UP045
     resume: Annotated[bool, typer.Option("--resume", help="Continue the --out run from its last checkpoint.")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="Initialise weights from this checkpoint.")] = None,  # noqa: UP007, UP045
@@ -45,7 +51,8 @@ def train_cmd(
         raise fail("--resume needs --out RUN_DIR (the run to continue)")
     if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():
         config = str(Path(out) / "config.yaml")
-    cfg = resolve_config(config, set_, _shortcuts(fmt, root, **{"train.epochs": epochs}))
+    cfg = resolve_config(config, set_, _shortcuts(fmt, root, **{"train.epochs": epochs, "model.encoder": encoder,
+                                                                 "model.weights": weights}))
     arch_obj = None
     if arch is not None:
         from vidnas.models import Arch

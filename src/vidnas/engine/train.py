@@ -96,8 +96,9 @@ def build_datasets(cfg: Config):
     from vidnas.data import ClipDataset, open_source
 
     source = open_source(cfg.data)
-    train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed)
-    val_ds = ClipDataset(source, cfg.data.val_split, cfg.data, train=False)
+    cache = cfg.data.cache_frames
+    train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed, cache_frames=cache)
+    val_ds = ClipDataset(source, cfg.data.val_split, cfg.data, train=False, cache_frames=cache)
     return source, train_ds, val_ds
 
 

@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-DECODERS: tuple[str, ...] = ("sptcn", "head")
+DECODERS: tuple[str, ...] = ("sptcn", "head", "arch2")
 OPS_PER_LAYER = 4  # two 3x3x3 convs per residual layer, each replaced by two ops [ST-NAS Fig. 2]
 
 

@@ -111,6 +111,10 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> V
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if arch.encoder not in ENCODERS:
         raise ArchError(f"unknown encoder {arch.encoder!r}; valid encoders: {', '.join(ENCODERS)}")
+    if arch.decoder == "arch2":  # static network of the dynamic-cell search (per frame, auxiliary heads)
+        from vidnas.models.arch2 import build_arch2
+
+        return build_arch2(cfg, num_classes=num_classes, encoder=arch.encoder)
     img_size = (cfg.data.height, cfg.data.width)
     encoder = build_encoder(arch.encoder, img_size=img_size, depths=arch.depths, weights=cfg.model.weights)
     decoder = build_decoder(arch, encoder.out_channels[-1], num_classes)

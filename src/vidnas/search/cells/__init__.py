@@ -1,0 +1,93 @@
+"""Dynamic-cell search [CELLS]: search space, LSTM controller, PPO, reward, feature cache, executors, search loop.
+
+The cell and the video model it plugs into live in ``vidnas.models.cell`` (models never import search); this package
+samples, trains and scores cells. Entry points: ``run_cell_search`` then ``train_top_cells``; ``vidnas search cells``
+on the command line.
+"""
+
+from vidnas.search.cells.cache import (
+    CacheInfo,
+    DiskFeatureCache,
+    FeatureCache,
+    MemoryFeatureCache,
+    build_caches,
+    split_meta,
+)
+from vidnas.search.cells.controller import Controller, ControllerSample
+from vidnas.search.cells.evaluate import (
+    CandidateJob,
+    CandidateResult,
+    EarlyStopRule,
+    InjectedFailure,
+    run_candidate,
+    score_cell,
+    sequence_loss,
+    train_cell,
+)
+from vidnas.search.cells.executors import (
+    EXECUTORS,
+    ExecutorError,
+    InlineExecutor,
+    LocalExecutor,
+    RayExecutor,
+    make_executor,
+)
+from vidnas.search.cells.ppo import PPOTrainer, ppo_loss, ppo_surrogate
+from vidnas.search.cells.reward import RewardBaseline, geometric_reward, reward_from_confusion
+from vidnas.search.cells.search import (
+    CellSearch,
+    CellSearchResult,
+    SearchOptions,
+    read_log,
+    run_cell_search,
+    select_top,
+    top_genotypes,
+)
+from vidnas.search.cells.space import CellSearchSpace, Decision
+from vidnas.search.cells.static import load_static, train_static
+from vidnas.search.cells.topk import FinalOptions, measure_runtime, train_top_cells
+
+__all__ = [
+    "CellSearchSpace",
+    "Decision",
+    "Controller",
+    "ControllerSample",
+    "PPOTrainer",
+    "ppo_loss",
+    "ppo_surrogate",
+    "RewardBaseline",
+    "geometric_reward",
+    "reward_from_confusion",
+    "CacheInfo",
+    "FeatureCache",
+    "MemoryFeatureCache",
+    "DiskFeatureCache",
+    "build_caches",
+    "split_meta",
+    "CandidateJob",
+    "CandidateResult",
+    "EarlyStopRule",
+    "InjectedFailure",
+    "run_candidate",
+    "score_cell",
+    "sequence_loss",
+    "train_cell",
+    "EXECUTORS",
+    "ExecutorError",
+    "InlineExecutor",
+    "LocalExecutor",
+    "RayExecutor",
+    "make_executor",
+    "CellSearch",
+    "CellSearchResult",
+    "SearchOptions",
+    "read_log",
+    "run_cell_search",
+    "select_top",
+    "top_genotypes",
+    "load_static",
+    "train_static",
+    "FinalOptions",
+    "measure_runtime",
+    "train_top_cells",
+]

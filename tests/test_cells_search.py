@@ -1,0 +1,221 @@
+"""The cell search end to end on synthetic data at 32x48: cache, workers, failures, log, checkpoint, resume, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+from vidnas.config import Config, load_config
+from vidnas.models.cell import CellGenotype, load_cell_model
+from vidnas.search.cells import (
+    ExecutorError,
+    SearchOptions,
+    make_executor,
+    read_log,
+    run_cell_search,
+    split_meta,
+    train_static,
+)
+from vidnas.search.cells.cache import CacheInfo, build_caches
+from vidnas.search.cells.evaluate import CandidateJob
+from vidnas.search.cells.search import CHECKPOINT_NAME, LOG_NAME, search_data_config
+from vidnas.search.cells.static import load_static
+
+TINY = [
+    "data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",
+    "model.encoder=mobilenetv2_test", "train.batch_size=4",
+    "cells.num_layers=2", "cells.cell_epochs=2", "cells.cell_batch_size=8",
+    "cells.ops=conv1x1,sep3x3,skip,deform3x3", "cells.aggregations=sum,concat,conv3d",
+]  # fmt: skip
+
+
+def tiny_cfg(*extra: str) -> Config:
+    return load_config(None, [*TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def static_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny arch2 static network trained for two steps (the search needs a checkpoint, not a good one)."""
+    return train_static(tiny_cfg(), tmp_path_factory.mktemp("static"), epochs=1, max_steps_per_epoch=2)
+
+
+def test_split_meta_is_seeded_and_disjoint() -> None:
+    tr, va = split_meta(30, 0.1, seed=3)
+    assert len(va) == 3 and len(tr) == 27 and not set(tr) & set(va) and sorted(tr + va) == list(range(30))
+    assert split_meta(30, 0.1, seed=3) == (tr, va) and split_meta(30, 0.1, seed=4) != (tr, va)
+    assert len(split_meta(5, 0.1)[1]) == 1  # at least one meta-val window
+    with pytest.raises(ValueError):
+        split_meta(1)
+
+
+def test_static_checkpoint_round_trip(static_ckpt: Path) -> None:
+    model, cfg, state = load_static(static_ckpt)
+    assert cfg.model.decoder == "arch2" and cfg.model.encoder == "mobilenetv2_test" and state["num_classes"] == 4
+    assert not model.training
+    with pytest.raises(ValueError, match="not found"):
+        load_static(static_ckpt.parent / "missing.pt")
+
+
+def test_disk_cache_equals_memory_cache(static_ckpt: Path, tmp_path: Path) -> None:
+    from vidnas.data import ClipDataset, open_source
+
+    cfg = tiny_cfg()
+    static, _, _ = load_static(static_ckpt)
+    data_cfg = search_data_config(cfg)
+    ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
+    info = CacheInfo(4, 255, 3, (80, 64, 8, 24, 80), (32, 48))
+    mem = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="memory")
+    disk = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="disk", directory=tmp_path, key="k",
+                        shard_size=5)
+    assert len(disk[0].shards) == 3  # 14 meta-train windows in shards of 5
+    for m, d in zip(mem, disk, strict=True):
+        assert len(m) == len(d)
+        bm, bd = list(m.batches(4)), list(d.batches(4))
+        for key in ("dec0", "layer4", "layer2", "layer3", "masks"):
+            assert torch.equal(torch.cat([b[key] for b in bm]), torch.cat([b[key] for b in bd]))
+    assert mem[0].tensors["masks"].shape == (14, 2, 32, 48)  # frames 1..T-1 are supervised
+    again = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="disk", directory=tmp_path, key="k")
+    assert again[0].shards == disk[0].shards  # same key: reused, not rebuilt
+
+
+def test_search_with_worker_processes_records_failures_and_goes_on(static_ckpt: Path, tmp_path: Path) -> None:
+    """Real spawned workers; candidates whose cell uses `concat` raise inside the worker (injected on purpose)."""
+    cfg = tiny_cfg("cells.candidates=4", "cells.workers=2", "cells.top_k=2")
+    opts = SearchOptions(batch_size=2, inject_failure="concat", show_progress=False)
+    res = run_cell_search(cfg, tmp_path, static_ckpt, options=opts)
+    recs = read_log(tmp_path / LOG_NAME)
+    assert sorted(recs) == [0, 1, 2, 3] and res.evaluated == 4
+    uses_concat = {c for c, r in recs.items() if any(layer["aggregation"] == "concat" for layer in r["cell"])}
+    failed = {c for c, r in recs.items() if r["failed"]}
+    assert failed == uses_concat and 0 < len(failed) < 4  # some failed, the search went on
+    for c in failed:
+        assert recs[c]["reward"] is None and "InjectedFailure" in recs[c]["error"]
+    for c in set(recs) - failed:
+        r = recs[c]
+        assert 0.0 <= r["reward"] <= 1.0 and r["error"] is None and r["epochs_run"] in (1, 2)
+        assert set(r["metrics"]) >= {"miou", "fwiou", "macc"} and r["seconds"] > 0
+        assert not r["worker"].endswith(f":{os.getpid()}")  # ran in another process
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=False)
+    assert state["candidates_done"] == 4 and state["batches_done"] == 2
+    ppo_log = [json.loads(line) for line in (tmp_path / "ppo.jsonl").read_text().splitlines()]
+    assert [set(p["updated_on"]) for p in ppo_log] == [{0, 1} - failed, {2, 3} - failed]  # failures excluded
+    for name in ("rewards.png", "sampling.png", "top0.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0
+    assert [r["cid"] for r in res.top] == sorted(set(recs) - failed, key=lambda c: -recs[c]["reward"])[:2]
+    summary = json.loads((tmp_path / "search_summary.json").read_text())
+    assert summary["failed"] == len(failed) and summary["candidates"] == 4
+
+
+def test_resume_continues_without_rerunning_finished_candidates(static_ckpt: Path, tmp_path: Path) -> None:
+    opts = SearchOptions(batch_size=2, show_progress=False, plots=False)
+    run = tmp_path / "run"
+    first = run_cell_search(tiny_cfg("cells.candidates=2", "cells.workers=0"), run, static_ckpt, options=opts)
+    assert first.evaluated == 2
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_cell_search(tiny_cfg("cells.candidates=2", "cells.workers=0"), run, static_ckpt, options=opts)
+    shutil.copy(run / CHECKPOINT_NAME, tmp_path / "after_batch0.pt")
+
+    cfg4 = tiny_cfg("cells.candidates=4", "cells.workers=0")
+    second = run_cell_search(cfg4, run, static_ckpt, resume=True, options=opts)  # extends the search
+    assert second.evaluated == 2
+    full_log = read_log(run / LOG_NAME)
+    assert sorted(full_log) == [0, 1, 2, 3]
+    final_state = torch.load(run / CHECKPOINT_NAME, weights_only=False)
+
+    # simulate an interruption inside batch 1: candidate 2 finished and was logged, candidate 3 and the update not
+    shutil.copy(tmp_path / "after_batch0.pt", run / CHECKPOINT_NAME)
+    lines = (run / LOG_NAME).read_text().splitlines()
+    (run / LOG_NAME).write_text("\n".join(line for line in lines if json.loads(line)["cid"] != 3) + "\n")
+    third = run_cell_search(cfg4, run, static_ckpt, resume=True, options=opts)
+    assert third.evaluated == 1  # only candidate 3 ran again
+    log = read_log(run / LOG_NAME)
+    assert log[2] == full_log[2]  # reused as logged
+    assert log[3]["tokens"] == full_log[3]["tokens"]  # the replayed sample is the one of the uninterrupted run
+    assert log[3]["reward"] == pytest.approx(full_log[3]["reward"])  # candidates are deterministic
+    state = torch.load(run / CHECKPOINT_NAME, weights_only=False)
+    for k, v in final_state["controller"].items():
+        assert torch.allclose(state["controller"][k], v), k  # same controller as without the interruption
+    assert state["candidates_done"] == 4
+
+
+def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
+    from vidnas.cli.search_cells import cells_cmd
+
+    app = typer.Typer()
+    app.command()(cells_cmd)
+    out = tmp_path / "cli"
+    args = ["--static", str(static_ckpt), "--out", str(out), "-n", "2", "--workers", "0", "--top-k", "1",
+            "--final-cell-epochs", "1", "--final-epochs", "1", "--final-batch-size", "4", "--max-steps", "2", "-q"]
+    for item in TINY:
+        args += ["--set", item]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "top0: candidate" in result.output
+    geno = CellGenotype.load(out / "top" / "cell0.json")
+    data = json.loads((out / "top" / "cell0.json").read_text())
+    assert data["schema_version"] == 1 and data["ops"] == ["conv1x1", "sep3x3", "skip", "deform3x3"]
+    assert data["aggregations"] == ["sum", "concat", "conv3d"] and len(data["tokens"]) == 2
+    model, cfg, state = load_cell_model(out / "top" / "cell0" / "model.pt")
+    assert model.genotype.to_tokens() == geno.to_tokens() and "miou" in state["val"]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 3, 32, 48)).shape == (1, 3, 4, 32, 48)
+    from vidnas.data import open_source
+    from vidnas.engine.evaluate import evaluate_stream
+
+    streamed = evaluate_stream(model, open_source(cfg.data), "val", cfg.data)  # the deployment protocol
+    assert streamed["frames"] == 8 and 0.0 <= streamed["miou"] <= 1.0
+    report = (out / "report.md").read_text()
+    assert "per-frame baseline" in report and "w/ cell0" in report
+    assert (out / "top" / "runtime.json").exists() and (out / "config.yaml").exists()
+    # resuming a finished search evaluates nothing new
+    result = CliRunner().invoke(app, ["--out", str(out), "--resume", "--static", str(static_ckpt), "--top-k", "0",
+                                      "-q"])
+    assert result.exit_code == 0, result.output
+    assert "0 evaluated now" in result.output
+
+
+def test_ray_executor_missing_extra_names_it(static_ckpt: Path, tmp_path: Path) -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("ray is installed")
+    with pytest.raises(ExecutorError, match=r"vidnas\[ray\]"):
+        make_executor("ray", None, None, workers=2)  # type: ignore[arg-type]
+    with pytest.raises(ExecutorError, match="valid executors: local, ray"):
+        make_executor("dask", None, None, workers=2)  # type: ignore[arg-type]
+    with pytest.raises(ExecutorError, match=r"vidnas\[ray\]"):  # before any work is done
+        run_cell_search(tiny_cfg("cells.executor=ray"), tmp_path, static_ckpt)
+    assert not (tmp_path / LOG_NAME).exists()
+
+
+def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
+    ray = pytest.importorskip("ray")
+    from vidnas.data import ClipDataset, open_source
+
+    cfg = tiny_cfg()
+    static, _, _ = load_static(static_ckpt)
+    data_cfg = search_data_config(cfg)
+    ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
+    info = CacheInfo(4, 255, 3, (80, 64, 8, 24, 80), (32, 48))
+    train_cache, val_cache = build_caches(static, ds, info, val_fraction=0.1, seed=0)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        ex = make_executor("ray", train_cache, val_cache, workers=2)
+        jobs = [CandidateJob(cid=i, tokens=(2, 1, 0, 1, 1, 5, 3, 2, 1, 0), ops=("conv1x1", "sep3x3", "skip"),
+                             aggregations=("sum", "concat"), num_classes=4, in_channels=info.in_channels, epochs=1,
+                             batch_size=8, seed=i, inject_failure="concat" if i == 1 else None) for i in range(2)]
+        results = {r.cid: r for r in ex.run(jobs)}
+        ex.close()
+    finally:
+        ray.shutdown()
+    assert not results[0].failed and results[0].reward is not None
+    assert results[1].failed and "InjectedFailure" in results[1].error
