@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vidnas-installed
-EXTRAS ?= dev,pretrained
+EXTRAS ?= dev,pretrained,ray
 
 .PHONY: install demo test lint bench clean
 
