@@ -45,6 +45,7 @@ def test_train_writes_run_dir_and_learns(tmp_path):
     assert len(res.history) == 2 and all("val_miou" in h for h in res.history)
     assert 0.0 <= res.best_miou <= 1.0
     assert list((tmp_path / "tb").iterdir())
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_resume_gives_same_weights_as_uninterrupted(tmp_path):

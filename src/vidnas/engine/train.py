@@ -25,6 +25,7 @@ from vidnas.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from vidnas.engine.distributed import DistInfo, barrier, init_distributed
 from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
+from vidnas.engine.plots import plot_training_curves
 from vidnas.utils import atomic_write_json, seed_everything
 
 __all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "epoch_seed", "weights_fingerprint"]
@@ -257,5 +258,7 @@ def train(
             "best_miou": best_miou, "best_epoch": best_epoch, "epochs": cfg.train.epochs, "history": history,
             "train_seconds_this_invocation": seconds, "world_size": dist_info.world_size,
         })
+        plot_training_curves(history, run_dir / "curves.png",
+                             title=f"{cfg.model.encoder} + {cfg.model.decoder} on {cfg.data.format}")
     logger.close()
     return result

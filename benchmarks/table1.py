@@ -1,0 +1,234 @@
+"""Reproduce the speed columns of [ST-NAS] Table 1 on this machine: params, GFLOPs, latency, FPS, FPS ratio.
+
+The seven model rows of the paper (Swin-B and Swin-T non-temporal, SP-TCN with Swin-B and Swin-T, Swin Short, Full
+Channels, ST-NAS) are built with random weights at 320x576, batch 1, float32, window 11 (window 1 for the
+non-temporal rows), and timed **interleaved in one process** by the paper's protocol (``vidnas.bench.protocol``):
+per frame, encode one frame and decode the full window. The paper's params, FPS and FPS ratio (to SP-TCN Tiny) are
+printed beside ours; absolute FPS differ (their V100 GPU, our CPU), ratios are what to compare.
+
+    python benchmarks/table1.py                 # full size, 30 frames: about 6-10 minutes on the quiet 2-core CPU
+    python benchmarks/table1.py --frames 1000   # the paper's averaging (hours on a CPU)
+    python benchmarks/table1.py --quick         # tiny substitutes at 64x96: checks the script in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidnas.bench import BenchRow, device_signature, format_table, write_rows_json
+from vidnas.bench.protocol import PAPER_FRAMES, protocol_rows
+from vidnas.config import Config
+from vidnas.models import PAPER_ROWS, Arch, VideoSegmenter, build_model
+from vidnas.models.arch import PAPER_INPUT_SIZE
+
+__all__ = [
+    "REF_ROW",
+    "DEFAULT_FRAMES",
+    "DEFAULT_WARMUP",
+    "NUM_CLASSES",
+    "QUICK_SIZE",
+    "COLUMNS",
+    "table1_archs",
+    "build_models",
+    "add_paper_columns",
+    "run",
+    "main",
+]
+
+REF_ROW = "sptcn_tiny"  # the paper's baseline: ST-NAS is "56% faster than the baseline" SP-TCN with Swin-T
+# one round (one frame through each of the 7 models) costs about 9 s here at 320x576 with 2 threads when the machine
+# is quiet (Swin-B 1.2 s, SP-TCN Base 2.1 s, the Swin-T based temporal rows 1-1.4 s each), up to 17 s measured on
+# first calls: 1 priming + 2 warm-up + 30 timed rounds, plus ~30 s of builds and FLOP counts, is 5-10 minutes, under
+# the 15-minute budget
+
+DEFAULT_FRAMES = 30
+DEFAULT_WARMUP = 2
+NUM_CLASSES = 13  # CholecSeg8K, the paper's public data set
+QUICK_SIZE = (64, 96)
+QUICK_ENCODER = "swin_test"  # embed 16, depths 2,2,2,2, window 4
+QUICK_CHANNELS = 8
+COLUMNS: tuple[str, ...] = (
+    "name",
+    "window",
+    "params_m",
+    "paper_params_m",
+    "gflops",
+    "encoder_ms",
+    "decoder_ms",
+    "latency_ms",
+    "fps",
+    "fps_ratio",
+    "paper_fps",
+    "paper_fps_ratio",
+)
+
+
+def table1_archs(names: Sequence[str] | None = None, *, quick: bool = False) -> dict[str, Arch]:
+    """The architectures of the paper rows ``names`` (default all seven, in the paper's order).
+
+    Args:
+        names: keys of ``PAPER_ROWS``.
+        quick: tiny substitutes keeping each row's structure (window, decoder kind, full channels, searched ops,
+            shortened stages): the ``swin_test`` encoder with its depths capped at 2 per stage and a decoder of
+            width 8. For smoke runs only; their timings say nothing about the paper's models.
+
+    Raises:
+        KeyError: an unknown row name (the message lists the valid ones).
+    """
+    names = list(PAPER_ROWS) if names is None else list(names)
+    unknown = [n for n in names if n not in PAPER_ROWS]
+    if unknown:
+        raise KeyError(f"unknown row(s) {unknown}; valid rows: {', '.join(PAPER_ROWS)}")
+    archs = {}
+    for name in names:
+        arch = PAPER_ROWS[name].arch
+        if quick:
+            depths = None if arch.depths is None else tuple(min(d, 2) for d in arch.depths)
+            arch = dataclasses.replace(arch, encoder=QUICK_ENCODER, depths=depths, channels=QUICK_CHANNELS)
+        archs[name] = arch
+    return archs
+
+
+def build_models(
+    archs: Mapping[str, Arch], *, img_size: tuple[int, int], num_classes: int = NUM_CLASSES
+) -> dict[str, VideoSegmenter]:
+    """Build every architecture with random weights at ``img_size``, in eval mode."""
+    models = {}
+    for name, arch in archs.items():
+        cfg = Config()
+        cfg = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, height=img_size[0], width=img_size[1], window=arch.window)
+        )
+        models[name] = build_model(cfg, arch, num_classes=num_classes).eval()
+    return models
+
+
+def add_paper_columns(rows: Sequence[BenchRow], ref: str = REF_ROW) -> list[BenchRow]:
+    """Add ``params_m``, ``fps_ratio`` (our FPS / our ``ref`` FPS) and the paper's ``paper_params_m``, ``paper_fps``,
+    ``paper_fps_ratio`` (paper FPS / paper ``ref`` FPS) to rows named after ``PAPER_ROWS`` keys (in place)."""
+    by_name = {r.name: r for r in rows}
+    our_ref = by_name[ref].fps if ref in by_name else None
+    paper_ref = PAPER_ROWS[ref].fps
+    for r in rows:
+        paper = PAPER_ROWS.get(r.name)
+        r.extra["params_m"] = None if r.params is None else r.params / 1e6
+        r.extra["fps_ratio"] = None if our_ref is None or r.fps is None else r.fps / our_ref
+        r.extra["label"] = paper.label if paper else r.name
+        r.extra["paper_params_m"] = paper.params_m if paper else None
+        r.extra["paper_fps"] = paper.fps if paper else None
+        r.extra["paper_fps_ratio"] = paper.fps / paper_ref if paper else None
+    return list(rows)
+
+
+def run(
+    *,
+    frames: int = DEFAULT_FRAMES,
+    warmup: int = DEFAULT_WARMUP,
+    names: Sequence[str] | None = None,
+    quick: bool = False,
+    img_size: tuple[int, int] | None = None,
+    progress: Callable[[], Any] | None = None,
+) -> list[BenchRow]:
+    """Build the rows' models and measure them interleaved; returns one row each with the paper's figures beside."""
+    size = img_size or (QUICK_SIZE if quick else PAPER_INPUT_SIZE)
+    models = build_models(table1_archs(names, quick=quick), img_size=size)
+    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, progress=progress)
+    for r in rows:
+        r.extra["quick"] = quick
+    return add_paper_columns(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=DEFAULT_FRAMES,
+        help=f"timed frames per model (default {DEFAULT_FRAMES}; the paper: {PAPER_FRAMES})",
+    )
+    parser.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed frames per model first")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--rows", default=None, help=f"comma-separated subset of: {', '.join(PAPER_ROWS)}")
+    parser.add_argument("--height", type=int, default=None, help="input height (default 320; --quick: 64)")
+    parser.add_argument("--width", type=int, default=None, help="input width (default 576; --quick: 96)")
+    parser.add_argument("--quick", action="store_true", help="tiny substitutes at 64x96: a smoke run in seconds")
+    parser.add_argument("--json", type=Path, default=None, help="write the rows (and the device) as a JSON list")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.warmup < 0:
+        parser.error("need --frames >= 1 and --warmup >= 0")
+    if (args.height is None) != (args.width is None):
+        parser.error("give --height and --width together")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    names = None if args.rows is None else [n.strip() for n in args.rows.split(",") if n.strip()]
+    unknown = [n for n in names or [] if n not in PAPER_ROWS]
+    if unknown:
+        parser.error(f"unknown row(s) {', '.join(unknown)}; valid rows: {', '.join(PAPER_ROWS)}")
+    img_size = None if args.height is None else (args.height, args.width)
+
+    from tqdm import tqdm
+
+    n_models = len(names) if names is not None else len(PAPER_ROWS)
+    bar = tqdm(
+        total=n_models * (args.warmup + args.frames),
+        desc="table1",
+        file=sys.stderr,
+        leave=False,
+        disable=True if args.no_progress else None,
+    )
+    t0 = time.perf_counter()
+    try:
+        rows = run(
+            frames=args.frames,
+            warmup=args.warmup,
+            names=names,
+            quick=args.quick,
+            img_size=img_size,
+            progress=bar.update,
+        )
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+
+    size = img_size or (QUICK_SIZE if args.quick else PAPER_INPUT_SIZE)
+    title = "[ST-NAS] Table 1, speed columns" + (
+        " -- QUICK: tiny substitutes, numbers mean nothing" if args.quick else ""
+    )
+    print(title)
+    print(format_table(rows, COLUMNS))
+    dev = device_signature()
+    print(
+        f"device: {dev['cuda'] or dev['cpu']} ({dev['cpu_count']} logical CPUs, {dev['num_threads']} torch threads), "
+        f"torch {dev['torch']}, python {dev['python']}"
+    )
+    print(
+        f"protocol [ST-NAS Sec. 4]: {size[0]}x{size[1]}, batch 1, float32, random weights, {NUM_CLASSES} classes; per "
+        f"frame = encode 1 frame + decode the full window (window 11; 1 for the non-temporal Swin-B/Swin-T rows) "
+        f"via Streamer.push with the ring buffer full; latency = mean over {args.frames} frames after "
+        f"{args.warmup} warm-up pushes (the paper: {PAPER_FRAMES}), FPS = 1000 / latency; all models interleaved in "
+        f"one process (one frame each per round, rotated order). GFLOPs per frame: encoder on 1 frame + decoder on "
+        f"the window (1 MAC = 2 FLOPs). fps_ratio = FPS / FPS of {REF_ROW}; paper_fps_ratio likewise from the "
+        f"paper's FPS (V100 GPU, PyTorch 2.0.1): compare ratios, not absolute FPS. The ST-NAS decoder ops are a "
+        f"reconstruction (the paper's Fig. 2 is not in its text)."
+    )
+    print(f"elapsed: {elapsed:.0f} s")
+    if args.json is not None:
+        for r in rows:
+            r.extra["device"] = dev
+        print(f"written: {write_rows_json(args.json, rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""The ST-NAS FPS protocol on a streaming VideoSegmenter: latency per frame, its encoder / decoder split, FLOPs.
+
+[ST-NAS Sec. 4 "Metrics"]: ``FPS = 1 / T_inf``, where ``T_inf`` is "the time to encode one image plus the time to
+decode a full 11 frame encoding window, i.e. the time to process one frame in a real application", averaged over
+1000 frames. Here the timed unit is one ``Streamer.push`` in steady state (ring buffer full): exactly one encoder
+pass on the new frame, one stack of the ``w`` cached features, one decoder pass on the whole window, the target
+slice and its bilinear upsampling to the image size: what ``vidnas predict`` does per frame. Batch 1.
+
+Forward hooks on ``model.encoder`` and ``model.decoder`` stamp the time inside each push, so one run gives the frame
+latency and its split (encoder, decoder, rest = stack + slice + upsample) without timing anything twice. Several
+models are measured **interleaved** (``vidnas.bench.interleaved_timing``, one push per model per round, rotated
+order), because the development machine is noisy while ratios measured together are stable.
+
+This module never imports ``vidnas.models`` (``bench`` depends on ``config`` only): the model is an argument, any
+object with the ``VideoSegmenter`` interface (``encoder``, ``decoder``, ``window``, ``target_index``, ``encode``,
+``stream``, ``eval``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidnas.bench.counting import count_flops, count_params
+from vidnas.bench.report import BenchRow
+from vidnas.bench.timing import TimingStats, interleaved_timing
+
+__all__ = [
+    "PAPER_FRAMES",
+    "ProtocolResult",
+    "StreamProbe",
+    "ExternalStreamProbe",
+    "measure_protocol",
+    "stnas_frame_latency",
+    "component_latency",
+    "component_flops",
+    "flops_per_frame",
+    "protocol_rows",
+]
+
+PAPER_FRAMES = 1000  # [ST-NAS Sec. 4] inference time averaged over 1000 frames
+
+
+@dataclass(frozen=True)
+class ProtocolResult:
+    """Per-frame timings of one model under the ST-NAS protocol (all over the same timed pushes).
+
+    Attributes:
+        frame: one ``push`` = encode 1 frame + decode the full window (+ stack, slice, upsample): ``T_inf``.
+        encoder: the encoder forward inside each push.
+        decoder: the decoder forward (whole window) inside each push.
+    """
+
+    frame: TimingStats
+    encoder: TimingStats
+    decoder: TimingStats
+
+    @property
+    def other_ms(self) -> float:
+        """Mean time of a push outside the encoder and decoder (feature stack, target slice, upsampling, Python)."""
+        return self.frame.mean_ms - self.encoder.mean_ms - self.decoder.mean_ms
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _check_window(model: Any, window: int | None) -> int:
+    if window is not None and window != model.window:
+        raise ValueError(
+            f"window {window} differs from the model's window {model.window}; build the model with the window to "
+            "measure (the protocol decodes the model's own window)"
+        )
+    return int(model.window)
+
+
+class _Probe:
+    """Common part of the probes: a primed streamer, per-push encoder / decoder times, the last ``n`` samples."""
+
+    def __init__(self, progress: Callable[[], Any] | None) -> None:
+        self.progress = progress
+        self.sync: Callable[[], Any] | None = None
+        self.encoder_ms: list[float] = []
+        self.decoder_ms: list[float] = []
+        self.streamer: Any = None
+        self.frame: Any = None
+
+    def _prime(self) -> None:
+        # until the target frame of the newest window exists, a push encodes but does not decode
+        for _ in range(int(self.streamer.lag) + 1):
+            self.streamer.push(self.frame)
+
+    def __call__(self) -> Any:
+        """Push the frame once: one encoder pass and one decode of the full window."""
+        logits = self.streamer.push(self.frame)
+        if self.progress is not None:
+            self.progress()
+        return logits
+
+    def samples(self, n: int) -> tuple[TimingStats, TimingStats]:
+        """Encoder and decoder statistics over the last ``n`` pushes."""
+        if len(self.encoder_ms) < n or len(self.decoder_ms) < n:
+            raise RuntimeError(
+                f"expected >= {n} encoder and decoder calls, the probe saw {len(self.encoder_ms)} and "
+                f"{len(self.decoder_ms)}"
+            )
+        return TimingStats.from_samples(self.encoder_ms[-n:]), TimingStats.from_samples(self.decoder_ms[-n:])
+
+    def close(self) -> None:
+        """Undo what the probe changed (subclasses)."""
+        self.streamer.reset()
+
+
+class StreamProbe(_Probe):
+    """One PyTorch model under the protocol: a steady-state streamer and hooks splitting each push.
+
+    Calling the probe pushes one frame (a fixed random image, batch 1). On construction the model is put in eval mode
+    and the streamer is primed until every push decodes a full window (centred windows emit nothing for their first
+    ``w - 1 - w // 2`` pushes). Forward hooks on ``model.encoder`` and ``model.decoder`` record every call, warm-up
+    ones included; ``samples(n)`` returns the last ``n``. Call ``close()`` to remove the hooks and restore the model's
+    mode.
+
+    Args:
+        model: a VideoSegmenter (see the module docstring).
+        img_size: (H, W) of the frames.
+        sync: called at each stamp on asynchronous devices (``torch.cuda.synchronize``); None on the CPU.
+        progress: called after each push (e.g. a progress bar's update); cheap, it runs inside the timed region.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        img_size: Sequence[int],
+        *,
+        sync: Callable[[], Any] | None = None,
+        progress: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(progress)
+        self.model = model
+        self.sync = sync
+        self._t0 = 0.0
+        self._was_training = bool(model.training)
+        model.eval()
+        gen = torch.Generator().manual_seed(0)
+        frame = torch.randn(1, 3, int(img_size[0]), int(img_size[1]), generator=gen)  # (1, 3, H, W)
+        self.frame = frame.to(_model_device(model))
+        self.streamer = model.stream(batch_size=1)
+        self._handles = [
+            model.encoder.register_forward_pre_hook(self._start),
+            model.encoder.register_forward_hook(self._stop(self.encoder_ms)),
+            model.decoder.register_forward_pre_hook(self._start),
+            model.decoder.register_forward_hook(self._stop(self.decoder_ms)),
+        ]
+        with torch.inference_mode():
+            self._prime()
+
+    def _stamp(self) -> float:
+        if self.sync is not None:
+            self.sync()
+        return time.perf_counter()
+
+    def _start(self, module: nn.Module, args: Any) -> None:
+        self._t0 = self._stamp()
+
+    def _stop(self, out: list[float]) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, result: Any) -> None:
+            out.append((self._stamp() - self._t0) * 1000.0)
+
+        return hook
+
+    def close(self) -> None:
+        """Remove the hooks, drop the buffered features, restore the model's train / eval mode."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        super().close()
+        self.model.train(self._was_training)
+
+
+class ExternalStreamProbe(_Probe):
+    """A streamer of another runtime (e.g. ``vidnas.export.OrtStreamer``) under the same protocol.
+
+    The streamer must have ``push(frame)``, ``reset()``, ``lag``, ``input_size`` (H, W) and the methods
+    ``encode(frame)`` / ``decode(window)`` that ``push`` calls; the probe shadows those two on the instance with
+    timed wrappers (removed by ``close()``). Frames are numpy float32 ``(1, 3, H, W)``. The decoder time here includes
+    the target slice and the upsampling when the runtime's decoder graph contains them (the ONNX export does).
+
+    Args:
+        streamer: the streamer.
+        progress: called after each push.
+    """
+
+    def __init__(self, streamer: Any, *, progress: Callable[[], Any] | None = None) -> None:
+        import numpy as np
+
+        super().__init__(progress)
+        self.streamer = streamer
+        h, w = (int(v) for v in streamer.input_size)
+        self.frame = np.random.default_rng(0).standard_normal((1, 3, h, w), dtype=np.float32)  # (1, 3, H, W)
+        streamer.encode = self._timed(streamer.encode, self.encoder_ms)
+        streamer.decode = self._timed(streamer.decode, self.decoder_ms)
+        self._prime()
+
+    @staticmethod
+    def _timed(fn: Callable[..., Any], out: list[float]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            result = fn(*args, **kwargs)
+            out.append((time.perf_counter() - t0) * 1000.0)
+            return result
+
+        return wrapper
+
+    def close(self) -> None:
+        """Remove the timed wrappers (the class methods show through again) and reset the streamer."""
+        for attr in ("encode", "decode"):
+            self.streamer.__dict__.pop(attr, None)
+        super().close()
+
+
+def measure_protocol(
+    models: Mapping[str, Any],
+    *,
+    img_size: Sequence[int] | Mapping[str, Sequence[int]],
+    warmup: int,
+    frames: int,
+    window: int | None = None,
+    progress: Callable[[], Any] | None = None,
+) -> dict[str, ProtocolResult]:
+    """Time several models side by side under the ST-NAS protocol.
+
+    Each model gets ``warmup`` untimed pushes after its streamer is primed; then ``frames`` rounds run, each pushing
+    one frame through every model in turn (the order rotated by one per round), so every model gets ``frames`` timed
+    pushes. Batch 1, under ``torch.inference_mode``; each model runs on the device of its parameters.
+
+    Args:
+        models: name -> VideoSegmenter, or a streamer of another runtime (``ExternalStreamProbe``; its frames have
+            its own ``input_size``).
+        img_size: (H, W) for all models, or name -> (H, W).
+        warmup: untimed pushes per model.
+        frames: timed pushes per model (the paper: ``PAPER_FRAMES``).
+        window: expected window of every model; None = each model's own (a mismatch raises ValueError).
+        progress: called after every push (warm-up included), e.g. a progress bar's ``update``.
+
+    Returns:
+        name -> ``ProtocolResult``, in the order of ``models``.
+    """
+    if not models:
+        raise ValueError("no models to measure")
+    sizes = {n: (img_size[n] if isinstance(img_size, Mapping) else img_size) for n in models}
+    probes: dict[str, _Probe] = {}
+    try:
+        for name, model in models.items():
+            _check_window(model, window)
+            if isinstance(model, nn.Module):
+                sync = torch.cuda.synchronize if _model_device(model).type == "cuda" else None
+                probes[name] = StreamProbe(model, sizes[name], sync=sync, progress=progress)
+            else:
+                probes[name] = ExternalStreamProbe(model, progress=progress)
+        any_cuda = any(p.sync is not None for p in probes.values())
+        stats = interleaved_timing(
+            dict(probes),
+            warmup=warmup,
+            iters=1,
+            rounds=frames,
+            sync=torch.cuda.synchronize if any_cuda else None,
+        )
+        out: dict[str, ProtocolResult] = {}
+        for name, probe in probes.items():
+            enc, dec = probe.samples(frames)
+            out[name] = ProtocolResult(frame=stats[name], encoder=enc, decoder=dec)
+        return out
+    finally:
+        for probe in probes.values():
+            probe.close()
+
+
+def stnas_frame_latency(
+    model: Any,
+    *,
+    img_size: Sequence[int],
+    window: int | None = None,
+    warmup: int,
+    frames: int,
+) -> TimingStats:
+    """``T_inf`` of one model: the time to encode one frame plus decode the full window, per pushed frame.
+
+    FPS by the paper's definition is ``result.fps`` (``1000 / mean_ms``).
+
+    Args:
+        model: a VideoSegmenter.
+        img_size: (H, W) of the frames.
+        window: the model's window (checked), None = ``model.window``.
+        warmup: untimed pushes after priming the ring buffer.
+        frames: timed pushes (the paper: 1000).
+    """
+    return measure_protocol({"model": model}, img_size=img_size, warmup=warmup, frames=frames, window=window)[
+        "model"
+    ].frame
+
+
+def component_latency(
+    model: Any,
+    *,
+    img_size: Sequence[int],
+    window: int | None = None,
+    warmup: int,
+    frames: int,
+) -> ProtocolResult:
+    """Frame latency and its split into the encoder (one frame) and the decoder (the whole window).
+
+    Both parts are measured inside the same pushes as the frame latency, so ``frame ~ encoder + decoder + other``
+    (``ProtocolResult.other_ms``). Arguments as ``stnas_frame_latency``.
+    """
+    return measure_protocol({"model": model}, img_size=img_size, warmup=warmup, frames=frames, window=window)["model"]
+
+
+def component_flops(model: Any, img_size: Sequence[int], window: int | None = None) -> dict[str, int]:
+    """FLOPs of one protocol frame, split: the encoder on one image and the decoder on the full window.
+
+    Counted by ``vidnas.bench.count_flops`` (1 MAC = 2 FLOPs; matmuls, convolutions and attention only). The
+    upsampling of the target slice is free there.
+
+    Args:
+        model: a VideoSegmenter (its device is used; its train / eval mode is kept, the count runs in eval mode).
+        img_size: (H, W).
+        window: the model's window (checked), None = ``model.window``.
+
+    Returns:
+        ``{"encoder": ..., "decoder": ..., "total": ...}``.
+    """
+    w = _check_window(model, window)
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, 3, int(img_size[0]), int(img_size[1]), device=_model_device(model))  # (1, 3, H, W)
+        enc = count_flops(model.encode, x)
+        with torch.inference_mode():
+            feat = model.encode(x)  # (1, C, h, w)
+        stacked = feat.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (1, C, T=w, h, w)
+        dec = count_flops(model.decoder, stacked)
+    finally:
+        model.train(was_training)
+    return {"encoder": enc, "decoder": dec, "total": enc + dec}
+
+
+def flops_per_frame(model: Any, img_size: Sequence[int], window: int | None = None) -> int:
+    """Encoder FLOPs for one frame plus decoder FLOPs for the full window (see ``component_flops``)."""
+    return component_flops(model, img_size, window)["total"]
+
+
+def protocol_rows(
+    models: Mapping[str, Any],
+    *,
+    img_size: Sequence[int] | Mapping[str, Sequence[int]],
+    warmup: int,
+    frames: int,
+    flops: bool = True,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+    cost_models: Mapping[str, Any] | None = None,
+    progress: Callable[[], Any] | None = None,
+) -> list[BenchRow]:
+    """Count and time several models (interleaved) and return one ``BenchRow`` each.
+
+    Row fields: ``params``, ``gflops`` (per frame by the protocol), ``latency_ms`` (mean ``T_inf``; ``fps`` =
+    ``1000 / latency_ms``, the paper's averaging). ``extra``: ``encoder_ms``, ``decoder_ms``, ``other_ms`` (means),
+    ``median_ms``, ``p90_ms``, ``std_ms``, ``frames``, ``warmup``, ``window``, ``height``, ``width``,
+    ``encoder_gflops``, ``decoder_gflops``, plus ``extra[name]`` given by the caller.
+
+    Args:
+        models: name -> VideoSegmenter, or a streamer of another runtime (see ``measure_protocol``).
+        img_size: (H, W) for all, or name -> (H, W).
+        warmup: untimed pushes per model.
+        frames: timed pushes per model.
+        flops: count FLOPs (a few seconds per full-size model); None in the row otherwise.
+        extra: name -> more ``extra`` entries (e.g. the source of the model).
+        cost_models: name -> the VideoSegmenter whose params and FLOPs a non-PyTorch candidate reports (the model it
+            was exported from); without one such a row has no params or FLOPs.
+        progress: called after every push.
+    """
+    sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
+    costed = {n: m if isinstance(m, nn.Module) else (cost_models or {}).get(n) for n, m in models.items()}
+    cache: dict[int, dict[str, int]] = {}  # the same model under two runtimes is counted once
+    counts: dict[str, dict[str, int] | None] = {}
+    for n, m in costed.items():
+        if flops and m is not None and id(m) not in cache:
+            cache[id(m)] = component_flops(m, sizes[n])
+        counts[n] = cache.get(id(m)) if flops and m is not None else None
+    results = measure_protocol(models, img_size=sizes, warmup=warmup, frames=frames, progress=progress)
+    rows = []
+    for name, model in models.items():
+        res, fl = results[name], counts[name]
+        row = BenchRow(
+            name=name,
+            params=None if costed[name] is None else count_params(costed[name]),
+            gflops=None if fl is None else fl["total"] / 1e9,
+            latency_ms=res.frame.mean_ms,
+            extra={
+                "encoder_ms": res.encoder.mean_ms,
+                "decoder_ms": res.decoder.mean_ms,
+                "other_ms": res.other_ms,
+                "median_ms": res.frame.median_ms,
+                "p90_ms": res.frame.p90_ms,
+                "std_ms": res.frame.std_ms,
+                "frames": frames,
+                "warmup": warmup,
+                "window": int(model.window),
+                "height": sizes[name][0],
+                "width": sizes[name][1],
+                "encoder_gflops": None if fl is None else fl["encoder"] / 1e9,
+                "decoder_gflops": None if fl is None else fl["decoder"] / 1e9,
+            },
+        )
+        row.extra.update((extra or {}).get(name, {}))
+        rows.append(row)
+    return rows

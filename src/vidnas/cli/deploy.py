@@ -1,0 +1,148 @@
+"""`vidnas export` (ONNX streaming pair + onnxruntime parity check) and `vidnas predict` (video in, masks out)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidnas.cli.common import fail, setup_logging
+
+__all__ = ["export_cmd", "predict_cmd"]
+
+CausalOpt = Annotated[
+    bool | None,
+    typer.Option("--causal/--centred", help="Temporal window: causal or centred (default: as the model was trained)."),
+]
+
+
+def _fmt_size(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.2f} MB"
+
+
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `vidnas train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for encoder.onnx, decoder.onnx, "
+                                      "export.json.")],
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (>= 17; default 17).")] = None,
+    height: Annotated[int | None, typer.Option(help="Input height (default: the training size).")] = None,
+    width: Annotated[int | None, typer.Option(help="Input width (default: the training size).")] = None,
+    causal: CausalOpt = None,
+    parity_frames: Annotated[int, typer.Option("--parity-frames", help="Random frames streamed through PyTorch and "
+                                               "onnxruntime for the parity check (0 skips it).")] = 8,
+    tol: Annotated[float, typer.Option("--tol", help="Largest accepted |PyTorch - onnxruntime| logit "
+                                       "difference; exit 1 above it.")] = 1e-4,
+) -> None:
+    """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch."""
+    from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx, load_for_inference, parity_check
+
+    setup_logging()
+    if (height is None) != (width is None):
+        raise fail("give both --height and --width, or neither")
+    img_size = (height, width) if height is not None and width is not None else None
+    try:
+        loaded = load_for_inference(checkpoint, img_size=img_size, causal=causal)
+        paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
+                            class_names=loaded.class_names, palette=loaded.palette,
+                            extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
+    except DeployError as e:
+        raise fail(str(e)) from e
+    model = loaded.model
+    mode = "causal" if model.causal else "centred"
+    typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
+               f"{model.num_classes} classes, opset {opset or DEFAULT_OPSET}")
+    for p in (paths.encoder, paths.decoder):
+        typer.echo(f"wrote {p} ({_fmt_size(p)})")
+    typer.echo(f"wrote {paths.meta}")
+    if parity_frames <= 0:
+        typer.echo("parity check skipped")
+        return
+    try:
+        diff = parity_check(model, paths.out_dir, frames=parity_frames)
+    except DeployError as e:
+        raise fail(f"parity check failed: {e}", code=1) from e
+    ok = diff <= tol
+    typer.echo(f"parity over {parity_frames} streamed frames: max |torch - onnxruntime| logit difference "
+               f"{diff:.3g} ({'OK' if ok else 'FAILED'}, tolerance {tol:g})")
+    if not ok:
+        raise typer.Exit(1)
+
+
+def predict_cmd(
+    input: Annotated[Path, typer.Argument(help="Video file (mp4, avi, mov, mkv, ...) or folder of *.png / *.jpg "
+                                          "frames.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (masks/, overlay.mp4, summary.json).")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-m", help="Checkpoint (.pt) written by "
+                                                       "`vidnas train`.")] = None,
+    runtime: Annotated[str, typer.Option(help="torch (eager) or onnxruntime (exports to OUT/onnx first, or uses "
+                                         "--onnx).")] = "torch",
+    onnx_dir: Annotated[Path | None, typer.Option("--onnx", help="Existing `vidnas export` directory "
+                                                     "(onnxruntime without --checkpoint).")] = None,
+    causal: CausalOpt = None,
+    max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
+    fps: Annotated[float | None, typer.Option(help="Overlay frame rate (default: the input video's; "
+                                                 "25 for folders).")] = None,
+    no_overlay: Annotated[bool, typer.Option("--no-overlay", help="Do not write overlay.mp4.")] = False,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
+                                                            "runtimes' own).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown."""
+    from tqdm.auto import tqdm
+
+    from vidnas.export import RUNTIMES, DeployError, VideoError, load_runner, open_frames, predict_video
+
+    setup_logging()
+    if runtime not in RUNTIMES:
+        raise fail(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    if checkpoint is None and not (runtime == "onnxruntime" and onnx_dir is not None):
+        raise fail("--checkpoint is required (or --runtime onnxruntime --onnx EXPORT_DIR)")
+    if checkpoint is not None and not checkpoint.is_file():
+        raise fail(f"checkpoint not found: {checkpoint}")
+    if max_frames is not None and max_frames < 1:
+        raise fail("--max-frames must be >= 1")
+    try:  # open the input first: a bad video should fail before the model is built
+        with open_frames(input) as reader:
+            total = reader.num_frames
+    except VideoError as e:
+        raise fail(str(e)) from e
+    if threads is not None:  # torch also resizes every frame, whichever runtime runs the model
+        import torch
+
+        torch.set_num_threads(threads)
+    export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
+    try:
+        runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
+                             intra_op_threads=threads)
+    except DeployError as e:
+        raise fail(str(e)) from e
+    if max_frames is not None:
+        total = min(total, max_frames) if total else max_frames
+    typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
+               f"{'causal' if runner.causal else 'centred'}, runtime {runtime}")
+    bar = tqdm(total=total, unit="frame", desc="predict", disable=quiet, dynamic_ncols=True)
+
+    def progress(done: int, model_fps: float) -> None:
+        bar.update(done - bar.n)
+        if not math.isnan(model_fps):
+            bar.set_postfix(fps=f"{model_fps:.1f}")
+
+    info = {"checkpoint": None if checkpoint is None else str(checkpoint),
+            "export_dir": None if export_dir is None else str(export_dir)}
+    try:
+        res = predict_video(input, out, runner, max_frames=max_frames, fps=fps, overlay=not no_overlay,
+                            progress=progress, info=info)
+    except VideoError as e:
+        raise fail(f"{e} (masks written so far are in {out / 'masks'})") from e
+    finally:
+        bar.close()
+    lat = res.latency_ms
+    typer.echo(f"{res.frames} frames {res.input_size[0]}x{res.input_size[1]} -> masks in {res.masks_dir}")
+    if res.overlay is not None:
+        typer.echo(f"overlay video: {res.overlay} ({res.summary['overlay_codec']}, {res.summary['overlay_fps']:g} fps)")
+    typer.echo(f"model FPS {res.model_fps:.1f} (latency per frame: mean {lat['mean']:.1f} ms, median "
+               f"{lat['median']:.1f} ms, p90 {lat['p90']:.1f} ms); pipeline FPS {res.pipeline_fps:.1f} with "
+               f"decoding and writing")
+    typer.echo(f"summary: {res.summary_path}")

@@ -1,0 +1,290 @@
+"""ONNX export of a ``VideoSegmenter`` as a streaming pair: ``encoder.onnx`` + ``decoder.onnx`` + ``export.json``.
+
+The pair mirrors ``VideoSegmenter.stream()``: the encoder runs once per new frame, the decoder once per window of
+the last ``w`` encoder features (the ST-NAS FPS protocol), and the caller keeps the ring buffer (``OrtStreamer``).
+
+Graphs (batch 1, every shape fixed at export):
+
+* ``encoder.onnx``: ``frame`` (1, 3, H, W) float32, ImageNet-normalised RGB -> ``feature`` (1, C, h, w).
+* ``decoder.onnx``: ``features`` (1, C, T=w, h, w) in time order (oldest first) -> ``logits`` (1, K, H, W), the
+  **target frame only** (index ``w - 1`` causal, ``w // 2`` centred), bilinearly upsampled to the model input size.
+  Emitting one frame instead of all T saves the upsampling of T - 1 maps nobody reads; the temporal convolutions still
+  compute every time step, as in PyTorch.
+
+Exporter: torch's TorchScript-based exporter (``dynamo=False``). The ``torch.export``-based one (the default since
+torch 2.9) needs ``onnxscript``, which is not a vidnas dependency; the TorchScript one traces timm's Swin cleanly
+(its shifted-window masks are constant buffers for a fixed input size, ``torch.roll`` becomes Slice + Concat, the
+window padding becomes Pad) and needs opset >= 17 for ``LayerNormalization``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidnas.export.loading import DeployError
+from vidnas.utils import atomic_write as atomic_save
+from vidnas.utils import atomic_write_json as atomic_save_json
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "EXPORT_SCHEMA_VERSION",
+    "ENCODER_FILE",
+    "DECODER_FILE",
+    "META_FILE",
+    "ExportPaths",
+    "export_onnx",
+    "read_export_meta",
+    "export_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17  # the lowest opset with LayerNormalization (Swin); onnxruntime >= 1.16 runs it
+MIN_OPSET = 17
+EXPORT_SCHEMA_VERSION = 1
+ENCODER_FILE = "encoder.onnx"
+DECODER_FILE = "decoder.onnx"
+META_FILE = "export.json"
+
+
+@dataclass(frozen=True)
+class ExportPaths:
+    """Files of one export directory.
+
+    Attributes:
+        out_dir: the directory.
+        encoder: ``encoder.onnx``.
+        decoder: ``decoder.onnx``.
+        meta: ``export.json`` (written last: its presence marks a complete export).
+    """
+
+    out_dir: Path
+    encoder: Path
+    decoder: Path
+    meta: Path
+
+
+def export_paths(out_dir: str | Path) -> ExportPaths:
+    """The file names of an export directory (nothing is checked)."""
+    d = Path(out_dir)
+    return ExportPaths(d, d / ENCODER_FILE, d / DECODER_FILE, d / META_FILE)
+
+
+class _EncoderGraph(nn.Module):
+    """frame (1, 3, H, W) -> feature (1, C, h, w): ``VideoSegmenter.encode``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frame: torch.Tensor) -> torch.Tensor:
+        return self.model.encode(frame)
+
+
+class _DecoderGraph(nn.Module):
+    """features (1, C, T, h, w) -> logits (1, K, H, W) of the target frame: what ``Streamer._advance`` computes."""
+
+    def __init__(self, model: nn.Module, out_hw: tuple[int, int]) -> None:
+        super().__init__()
+        self.model = model
+        self.out_hw = out_hw
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.model.decoder(features)[:, :, self.model.target_index]  # (1, K, h, w)
+        return self.model._upsample(logits, self.out_hw)  # (1, K, H, W)
+
+
+def export_onnx(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    img_size: Sequence[int] | None = None,
+    opset: int = DEFAULT_OPSET,
+    class_names: Sequence[str] | None = None,
+    palette: np.ndarray | Sequence[Sequence[int]] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ExportPaths:
+    """Export ``model`` as ``encoder.onnx`` + ``decoder.onnx`` + ``export.json`` in ``out_dir``.
+
+    Each file is written to a temporary name and renamed, ``export.json`` last, so an interrupted export never
+    leaves a directory that looks complete. The model's train/eval mode is restored afterwards.
+
+    Args:
+        model: a ``VideoSegmenter`` (exported in eval mode).
+        out_dir: output directory (created).
+        img_size: (H, W) of the frames; None = ``model.encoder.img_size``. Swin models must be exported at the size
+            they were built for (rebuild with ``load_for_inference(img_size=...)`` for another one).
+        opset: ONNX opset (>= 17).
+        class_names: K names recorded in ``export.json`` (default ``class{i}``).
+        palette: (K, 3) display colours recorded in ``export.json`` (default: none recorded).
+        extra: more JSON-able metadata (e.g. the checkpoint path, the architecture).
+
+    Returns:
+        The paths written.
+
+    Raises:
+        DeployError: opset too low, or no input size known.
+    """
+    import onnx
+
+    if opset < MIN_OPSET:
+        raise DeployError(f"opset {opset} is too low: Swin needs LayerNormalization, i.e. opset >= {MIN_OPSET}")
+    if img_size is None:
+        img_size = getattr(getattr(model, "encoder", None), "img_size", None)
+        if img_size is None:
+            raise DeployError("img_size is required: the encoder does not record the input size it was built for")
+    h, w = int(img_size[0]), int(img_size[1])
+    out_hw = model.out_size or (h, w)
+    paths = export_paths(out_dir)
+    paths.out_dir.mkdir(parents=True, exist_ok=True)
+    paths.meta.unlink(missing_ok=True)  # a stale export.json would vouch for half-written graphs
+
+    was_training = model.training
+    model.eval()
+    try:
+        frame = torch.zeros(1, 3, h, w)
+        with torch.no_grad():
+            feature = model.encode(frame)  # (1, C, h', w')
+        c, fh, fw = (int(s) for s in feature.shape[1:])
+        window = torch.zeros(1, c, model.window, fh, fw)  # (1, C, T, h', w')
+        _export_graph(_EncoderGraph(model).eval(), frame, paths.encoder, "frame", "feature", opset)
+        _export_graph(_DecoderGraph(model, out_hw).eval(), window, paths.decoder, "features", "logits", opset)
+    finally:
+        model.train(was_training)
+    k = int(model.num_classes)
+    _set_output_shape(paths.encoder, (1, c, fh, fw))
+    _set_output_shape(paths.decoder, (1, k, int(out_hw[0]), int(out_hw[1])))
+    for p in (paths.encoder, paths.decoder):
+        onnx.checker.check_model(str(p))
+
+    names = [str(n) for n in class_names] if class_names is not None else [f"class{i}" for i in range(k)]
+    meta = _build_meta(model, opset=opset, img_size=(h, w), out_hw=out_hw, feature_shape=(1, c, fh, fw),
+                       class_names=names, palette=palette, extra=extra)
+    atomic_save_json(paths.meta, meta)
+    logger.info("exported %s and %s (opset %d, input %dx%d, window %d %s)", paths.encoder, paths.decoder, opset, h,
+                w, model.window, "causal" if model.causal else "centred")
+    return paths
+
+
+def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
+                  opset: int) -> None:
+    def write(tmp: str) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            # the exporter's notes (legacy exporter, traced Python booleans on fixed shapes, strided-slice folding)
+            # describe fixed-shape tracing, which is what we want here; parity_check is the real test
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=opset, input_names=[input_name],
+                              output_names=[output_name], do_constant_folding=True)
+
+    atomic_save(path, write)
+
+
+def _set_output_shape(path: Path, shape: Sequence[int]) -> None:
+    """Record the output's static shape in the graph: the tracer leaves the decoder's upsampled output symbolic
+    (its size is computed from the input), and consumers (onnxruntime's memory planner, users reading the graph)
+    benefit from the known dims."""
+    import onnx
+
+    graph_model = onnx.load(str(path))
+    dims = graph_model.graph.output[0].type.tensor_type.shape.dim
+    if [d.dim_value for d in dims] == list(shape):
+        return
+    del dims[:]
+    for size in shape:
+        dims.add().dim_value = int(size)
+    atomic_save(path, lambda tmp: onnx.save(graph_model, tmp))
+
+
+def _build_meta(model: nn.Module, *, opset: int, img_size: tuple[int, int], out_hw: Sequence[int],
+                feature_shape: tuple[int, int, int, int], class_names: list[str],
+                palette: np.ndarray | Sequence[Sequence[int]] | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+    import onnx
+    import onnxruntime
+
+    import vidnas
+    from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
+
+    k = int(model.num_classes)
+    if len(class_names) != k:
+        raise DeployError(f"{len(class_names)} class names for a model with {k} classes")
+    pal = None
+    if palette is not None:
+        arr = np.asarray(palette, dtype=np.int64)
+        if arr.shape != (k, 3):
+            raise DeployError(f"palette must have shape ({k}, 3), got {arr.shape}")
+        pal = arr.clip(0, 255).tolist()
+    _, c, fh, fw = feature_shape
+    window, target = int(model.window), int(model.target_index)
+    return {
+        "schema_version": EXPORT_SCHEMA_VERSION,
+        "kind": "vidnas-stream",
+        "encoder": ENCODER_FILE,
+        "decoder": DECODER_FILE,
+        "opset": opset,
+        "exporter": "torch.onnx.export(dynamo=False)",
+        "versions": {"vidnas": vidnas.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__},
+        "input_size": list(img_size),
+        "output_size": [int(out_hw[0]), int(out_hw[1])],
+        "window": window,
+        "causal": bool(model.causal),
+        "target_index": target,
+        "lag": window - 1 - target,
+        "num_classes": k,
+        "class_names": class_names,
+        "palette": pal,
+        "normalization": {
+            "layout": "NCHW", "color": "RGB", "dtype": "float32", "scale": 1.0 / 255.0,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+            "formula": "(rgb_uint8 / 255 - mean) / std",
+            "resize": "bilinear, antialias, align_corners=False (torch.nn.functional.interpolate) to input_size",
+        },
+        "io": {
+            "encoder": {"input": {"name": "frame", "shape": [1, 3, *img_size]},
+                        "output": {"name": "feature", "shape": [1, c, fh, fw]}},
+            "decoder": {"input": {"name": "features", "shape": [1, c, window, fh, fw], "order": "oldest first"},
+                        "output": {"name": "logits", "shape": [1, k, int(out_hw[0]), int(out_hw[1])],
+                                   "frame": "target"}},
+        },
+        "edge_rule": "the first frame's feature fills the window at a video start; centred windows repeat the last "
+                     "frame's feature at the end (flush)",
+        **(extra or {}),
+    }
+
+
+def read_export_meta(out_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``export.json`` of an export directory.
+
+    Raises:
+        DeployError: missing or invalid file, unknown schema version, missing graph file (the message names it).
+    """
+    paths = export_paths(out_dir)
+    if not paths.meta.is_file():
+        raise DeployError(f"not a vidnas ONNX export (no {META_FILE}): {paths.out_dir}")
+    try:
+        meta = json.loads(paths.meta.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DeployError(f"cannot read {paths.meta}: {e}") from e
+    if not isinstance(meta, dict) or meta.get("schema_version") != EXPORT_SCHEMA_VERSION:
+        got = meta.get("schema_version") if isinstance(meta, dict) else None
+        raise DeployError(f"{paths.meta}: unsupported schema_version {got!r} (this reader understands "
+                          f"{EXPORT_SCHEMA_VERSION})")
+    for key in ("window", "causal", "target_index", "num_classes", "input_size", "io"):
+        if key not in meta:
+            raise DeployError(f"{paths.meta}: field {key!r} is missing")
+    for name in (meta.get("encoder", ENCODER_FILE), meta.get("decoder", DECODER_FILE)):
+        if not (paths.out_dir / name).is_file():
+            raise DeployError(f"{paths.out_dir / name} is missing (listed in {paths.meta})")
+    return meta

@@ -1,0 +1,247 @@
+"""Streaming inference with onnxruntime over an export directory, and the PyTorch-vs-ONNX parity check.
+
+``OrtStreamer`` has the interface of ``vidnas.models.Streamer`` (``push`` / ``flush`` / ``reset`` / ``pending``) with
+numpy in and out, batch 1. It keeps the ring buffer of the last ``w`` encoder features as one preallocated
+(1, C, w, h, w') float32 array, oldest first, shifted in place on every push: memory is fixed however long the video.
+Edge rule (the data layer's): the first frame's feature fills the whole window; ``flush`` (centred windows) appends
+copies of the last feature until every pushed frame has its logits.
+
+Example:
+    >>> streamer = OrtStreamer("export_dir")
+    >>> for frame in frames:                      # (1, 3, H, W) float32, ImageNet-normalised
+    ...     logits = streamer.push(frame)         # (1, K, H, W) or None (centred, before the target exists)
+    >>> tail = streamer.flush()                   # the last frames of a centred stream; [] when causal
+
+For benchmarks, ``encode(frame)`` and ``decode(window)`` run one graph each without touching the buffer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidnas.export.exporter import export_paths, read_export_meta
+from vidnas.export.loading import DeployError
+
+__all__ = ["OrtStreamer", "parity_check", "DEFAULT_PROVIDERS"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+
+
+class OrtStreamer:
+    """Frame-by-frame inference with onnxruntime: one encoder run per push, one decoder run per window.
+
+    Args:
+        export_dir: a directory written by ``export_onnx`` (``encoder.onnx``, ``decoder.onnx``, ``export.json``).
+        providers: onnxruntime execution providers, in preference order (default CPU).
+        intra_op_threads: threads per graph run; None = onnxruntime's default (one per physical core).
+        session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+
+    Attributes:
+        runtime: ``"onnxruntime"``.
+        meta: the parsed ``export.json``.
+        window: w. causal: the mode. target_index: index of the emitted frame in a window. lag: pushes between a
+        frame and its logits (0 causal). input_size: (H, W) of frames. num_classes: K. class_names, palette: from
+        the export (palette None when not recorded). feature_shape: (1, C, h, w) of one encoder output.
+
+    Raises:
+        DeployError: not an export directory, or a graph onnxruntime cannot load (the message names the file).
+    """
+
+    runtime = "onnxruntime"
+
+    def __init__(
+        self,
+        export_dir: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+        session_options: Any = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.export_dir = Path(export_dir)
+        self.meta = read_export_meta(self.export_dir)
+        paths = export_paths(self.export_dir)
+        if session_options is None:
+            session_options = ort.SessionOptions()
+            if intra_op_threads is not None:
+                session_options.intra_op_num_threads = int(intra_op_threads)
+        providers = list(providers or DEFAULT_PROVIDERS)
+        self.encoder_session = _session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
+                                        session_options, providers)
+        self.decoder_session = _session(ort, paths.out_dir / self.meta.get("decoder", paths.decoder.name),
+                                        session_options, providers)
+        io = self.meta["io"]
+        self._in_name = io["encoder"]["input"]["name"]
+        self._dec_name = io["decoder"]["input"]["name"]
+        self.window = int(self.meta["window"])
+        self.causal = bool(self.meta["causal"])
+        self.target_index = int(self.meta["target_index"])
+        self.lag = self.window - 1 - self.target_index
+        self.input_size = (int(self.meta["input_size"][0]), int(self.meta["input_size"][1]))
+        self.num_classes = int(self.meta["num_classes"])
+        self.class_names: list[str] = list(self.meta.get("class_names") or [])
+        pal = self.meta.get("palette")
+        self.palette: np.ndarray | None = None if pal is None else np.asarray(pal, dtype=np.uint8)
+        self.feature_shape = tuple(int(s) for s in io["encoder"]["output"]["shape"])  # (1, C, h, w)
+        _, c, fh, fw = self.feature_shape
+        self._buffer = np.zeros((1, c, self.window, fh, fw), dtype=np.float32)  # (1, C, T, h, w), oldest first
+        self._pushed = 0
+        self._appended = 0  # pushes plus the edge copies appended by flush()
+        self._emitted = 0
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers onnxruntime actually uses."""
+        return list(self.encoder_session.get_providers())
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned yet."""
+        return self._pushed - self._emitted
+
+    @property
+    def buffer_nbytes(self) -> int:
+        """Bytes held by the ring buffer (constant: window x one feature map)."""
+        return int(self._buffer.nbytes)
+
+    def reset(self) -> None:
+        """Forget all frames (start of a new video)."""
+        self._pushed = 0
+        self._appended = 0
+        self._emitted = 0
+
+    def encode(self, frame: np.ndarray) -> np.ndarray:
+        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w). Does not touch the buffer."""
+        return self.encoder_session.run(None, {self._in_name: self._check_frame(frame)})[0]
+
+    def decode(self, window: np.ndarray) -> np.ndarray:
+        """Run ``decoder.onnx``: (1, C, w, h, w') float32, oldest first -> (1, K, H, W) target-frame logits."""
+        return self.decoder_session.run(None, {self._dec_name: np.ascontiguousarray(window, dtype=np.float32)})[0]
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        """Add one frame.
+
+        Args:
+            frame: (1, 3, H, W) float32, ImageNet-normalised RGB at ``input_size``.
+
+        Returns:
+            (1, K, H, W) logits of the frame now complete (the one just pushed when causal; ``lag`` pushes earlier
+            when centred), or None while a centred window's target frame has not arrived.
+        """
+        feature = self.encode(frame)  # (1, C, h, w)
+        self._pushed += 1
+        return self._advance(feature)
+
+    def flush(self) -> list[np.ndarray]:
+        """End of the video: emit every pending frame (repeating the last feature), then ``reset()``.
+
+        Returns:
+            The pending frames' logits in frame order, each (1, K, H, W); [] for causal streams.
+        """
+        out: list[np.ndarray] = []
+        while self.pending > 0:
+            logits = self._advance(self._buffer[:, :, -1].copy())
+            if logits is not None:
+                out.append(logits)
+        self.reset()
+        return out
+
+    def _advance(self, feature: np.ndarray) -> np.ndarray | None:
+        if self._appended == 0:
+            self._buffer[...] = feature[:, :, None]  # edge repetition at the video start
+        else:
+            self._buffer[:, :, :-1] = self._buffer[:, :, 1:]  # drop the oldest (numpy handles the overlap)
+            self._buffer[:, :, -1] = feature
+        self._appended += 1
+        # the newest entry is append number _appended - 1, so the window's target frame is `lag` appends earlier
+        if self._appended - 1 - self.lag < 0:
+            return None
+        self._emitted += 1
+        return self.decode(self._buffer)
+
+    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        want = (1, 3, *self.input_size)
+        if frame.shape != want:
+            raise ValueError(f"expected a frame of shape {want} (batch 1, ImageNet-normalised RGB), got {frame.shape}")
+        return frame
+
+    def __repr__(self) -> str:
+        return (f"OrtStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
+                f"{'causal' if self.causal else 'centred'}, providers={self.providers})")
+
+
+def _session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid graphs
+        raise DeployError(f"onnxruntime cannot load {path}: {e}") from e
+
+
+def parity_check(
+    model: torch.nn.Module,
+    export_dir: str | Path,
+    *,
+    frames: int = 8,
+    seed: int = 0,
+    providers: Sequence[str] | None = None,
+) -> float:
+    """Stream the same random frames through ``model.stream()`` and an ``OrtStreamer``; max |logit difference|.
+
+    ``frames`` should exceed the window so the ring buffer wraps and (centred) ``flush`` runs; every emitted frame of
+    both streams is compared, the edge repetition at both ends included.
+
+    Args:
+        model: the exported ``VideoSegmenter`` (put in eval mode for the check, then restored).
+        export_dir: its export directory.
+        frames: number of frames pushed.
+        seed: seed of the random (standard normal, i.e. normalised-space) frames.
+        providers: onnxruntime execution providers.
+
+    Returns:
+        The largest absolute difference between PyTorch and onnxruntime logits.
+
+    Raises:
+        DeployError: the two streams emit a different number of frames or different shapes.
+    """
+    ort_stream = OrtStreamer(export_dir, providers=providers)
+    h, w = ort_stream.input_size
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        torch_stream = model.stream(batch_size=1)
+        outs_t: list[np.ndarray] = []
+        outs_o: list[np.ndarray] = []
+        with torch.no_grad():
+            for _ in range(frames):
+                x = torch.randn(1, 3, h, w, generator=gen)
+                a = torch_stream.push(x)
+                b = ort_stream.push(x.numpy())
+                if (a is None) != (b is None):
+                    raise DeployError("PyTorch and onnxruntime streams emitted frames at different pushes")
+                if a is not None and b is not None:
+                    outs_t.append(a.numpy())
+                    outs_o.append(b)
+            outs_t.extend(t.numpy() for t in torch_stream.flush())
+            outs_o.extend(ort_stream.flush())
+    finally:
+        model.train(was_training)
+    if len(outs_t) != len(outs_o) or len(outs_t) != frames:
+        raise DeployError(f"PyTorch emitted {len(outs_t)} frames and onnxruntime {len(outs_o)} for {frames} pushed")
+    diff = 0.0
+    for a, b in zip(outs_t, outs_o, strict=True):
+        if a.shape != b.shape:
+            raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
+        diff = max(diff, float(np.abs(a - b).max()))
+    logger.info("parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
+    return diff
