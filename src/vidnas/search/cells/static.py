@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, RandomSampler
 
 from vidnas.config import Config, config_from_dict, config_to_dict
+from vidnas.engine.checkpoint import load_checkpoint, save_checkpoint
+from vidnas.engine.train import segmentation_loss
 from vidnas.models.arch2 import Arch2Segmenter, build_arch2
-from vidnas.utils import atomic_write, seed_everything
+from vidnas.utils import seed_everything
 
 __all__ = ["ENCODER_LR", "DECODER_LR", "train_static", "load_static", "static_identity"]
 
@@ -31,14 +32,6 @@ logger = logging.getLogger(__name__)
 
 ENCODER_LR = 5e-2  # [CELLS appendix]
 DECODER_LR = 1e-2  # [CELLS appendix]
-
-
-def _ce(logits: torch.Tensor, masks: torch.Tensor, ignore: int) -> torch.Tensor:
-    """Mean CE over supervised pixels; logits (B, T, K, H, W), masks (B, T, H, W)."""
-    b, t, k, h, w = logits.shape
-    target = masks.reshape(b * t, h, w)
-    n = (target != ignore).sum().clamp(min=1)
-    return F.cross_entropy(logits.reshape(b * t, k, h, w), target, ignore_index=ignore, reduction="sum") / n
 
 
 def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: int | None = None,
@@ -94,7 +87,8 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
                 g["lr"] = lr * (1 - (epoch * steps + step) / total) ** 0.9
             frames, masks = batch["frames"].to(device), batch["masks"].to(device)
             logits, aux = model(frames)
-            loss = _ce(logits, masks, ignore) + sum(cfg.cells.aux_weight * _ce(a, masks, ignore) for a in aux)
+            loss = segmentation_loss(logits, masks, ignore) + sum(
+                cfg.cells.aux_weight * segmentation_loss(a, masks, ignore) for a in aux)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -115,9 +109,7 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
         "best_miou": -1.0,
         "best_epoch": -1,
     }
-    path = Path(out_dir) / "static.pt"
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-    return path
+    return save_checkpoint(Path(out_dir) / "static.pt", state)
 
 
 def load_static(path: str | Path, device: str = "cpu") -> tuple[Arch2Segmenter, Config, dict[str, Any]]:
@@ -130,13 +122,8 @@ def load_static(path: str | Path, device: str = "cpu") -> tuple[Arch2Segmenter, 
         ValueError: not a readable arch2 checkpoint (the message names the file).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"static checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as e:  # torch raises several unrelated types for a corrupt file
-        raise ValueError(f"cannot read static checkpoint {path}: {e}") from e
-    if not isinstance(state, dict) or "model" not in state or "config" not in state or "num_classes" not in state:
+    state = load_checkpoint(path, map_location=device)  # CheckpointError (a ValueError) names the file
+    if "config" not in state or "num_classes" not in state:
         raise ValueError(f"{path} is not a vidnas checkpoint (needs 'model', 'config' and 'num_classes')")
     cfg = config_from_dict(state["config"])
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))  # weights come from the file
