@@ -93,3 +93,23 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
     model, _, _ = load_model_from_checkpoint(out / "checkpoints" / "last.pt")
     assert weights_fingerprint(model) in shas
     assert ck["epoch"] == 0
+
+
+
+def test_train_without_validation_frames_says_so(tmp_path):
+    """A validation split with no annotation: training runs, last.pt is written, the CLI says why there is no best."""
+    from typer.testing import CliRunner
+
+    from fixtures_data import make_folder
+    from vidnas.cli.main import app
+
+    root = make_folder(tmp_path / "data")  # its val video (clipB) has frames but no masks
+    out = tmp_path / "run"
+    sets = [x for t in ["data.height=64", "data.width=96", "train.epochs=1", "train.max_steps_per_epoch=1",
+                        "data.window=2"] for x in ("--set", t)]
+    res = CliRunner().invoke(app, ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--format", "folder",
+                                   "--root", str(root), *sets, "--out", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "no annotated frames in validation split 'val'" in res.output
+    assert (out / "checkpoints" / "last.pt").exists()
+    assert not (out / "checkpoints" / "best.pt").exists()

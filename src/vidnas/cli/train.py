@@ -71,7 +71,11 @@ def train_cmd(
 
         cleanup_distributed()
     typer.echo(f"run directory: {run}")
-    typer.echo(f"best val mIoU {res.best_miou:.4f} at epoch {res.best_epoch + 1}; checkpoint {res.best_checkpoint}")
+    if res.best_checkpoint is None:
+        typer.echo(f"no annotated frames in validation split {cfg.data.val_split!r}: no best checkpoint; "
+                   f"last checkpoint {res.last_checkpoint}")
+    else:
+        typer.echo(f"best val mIoU {res.best_miou:.4f} at epoch {res.best_epoch + 1}; checkpoint {res.best_checkpoint}")
 
 
 def eval_cmd(

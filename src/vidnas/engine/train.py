@@ -163,6 +163,9 @@ def train(
         logger.truncate_after("train", "epoch", state["epoch"])
         log.info("resumed from %s at epoch %d", last_path, start_epoch)
 
+    if len(val_ds) == 0:
+        log.warning("split %r of %s has no annotated frames: no validation, no best.pt (use checkpoints/last.pt)",
+                    cfg.data.val_split, cfg.data.format)
     ignore = cfg.data.ignore_index
     t_start = time.perf_counter()
     steps_per_epoch = math.ceil(len(train_ds) / (cfg.train.batch_size * dist_info.world_size))
