@@ -172,6 +172,13 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
 
     streamed = evaluate_stream(model, open_source(cfg.data), "val", cfg.data)  # the deployment protocol
     assert streamed["frames"] == 8 and 0.0 <= streamed["miou"] <= 1.0
+    # `vidnas eval` takes the cell model's checkpoint like any other
+    from vidnas.cli.main import app as vidnas_app
+
+    res = CliRunner().invoke(vidnas_app, ["eval", str(out / "top" / "cell0" / "model.pt"), "--out",
+                                          str(tmp_path / "cell_eval"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "cell_eval" / "eval.json").read_text())["stream"]["frames"] == 8
     report = (out / "report.md").read_text()
     assert "per-frame baseline" in report and "w/ cell0" in report
     assert (out / "top" / "runtime.json").exists() and (out / "config.yaml").exists()

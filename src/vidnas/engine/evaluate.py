@@ -143,6 +143,9 @@ def per_class_table(metrics: dict[str, Any], class_names: list[str]) -> str:
 def load_model_from_checkpoint(path: str | Path, cfg=None, device: str = "cpu"):
     """Rebuild the model a checkpoint was trained as (its stored config and arch) and load its weights.
 
+    Checkpoints of `vidnas train` and the dynamic-cell models of `vidnas search cells` (``top/cellN/model.pt``) both
+    load here, so `vidnas eval` works on either.
+
     Returns:
         (model, cfg, checkpoint state).
     """
@@ -151,6 +154,11 @@ def load_model_from_checkpoint(path: str | Path, cfg=None, device: str = "cpu"):
     from vidnas.models import Arch, build_model
 
     state = load_checkpoint(path)
+    if "cell" in state:  # a dynamic-cell model from `vidnas search cells` (static network + searched cell)
+        from vidnas.models.cell import load_cell_model
+
+        model, cell_cfg, state = load_cell_model(path, device=device)
+        return model, (cell_cfg if cfg is None else cfg), state
     ck_cfg = config_from_dict(state["config"]) if cfg is None else cfg
     arch = Arch.from_dict(state["arch"]) if state.get("arch") else None
     model = build_model(ck_cfg, arch, num_classes=state["num_classes"]).to(device)
