@@ -26,15 +26,20 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title:
     ax_loss.set_ylabel("train loss")
     ax_loss.grid(alpha=0.3)
     series = (("val_miou", "mIoU"), ("val_fwiou", "fwIoU"), ("val_macc", "mAcc"), ("val_pixel_acc", "pixel acc"))
+    plotted = False
     for key, label in series:
         pts = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
         if pts:
             ax_val.plot(*zip(*pts, strict=True), marker="o", label=label)
+            plotted = True
     ax_val.set_xlabel("epoch")
     ax_val.set_ylabel("validation")
     ax_val.set_ylim(0, 1)
     ax_val.grid(alpha=0.3)
-    ax_val.legend(fontsize=8)
+    if plotted:
+        ax_val.legend(fontsize=8)
+    else:  # no validation split with annotation: say so instead of an empty legend
+        ax_val.text(0.5, 0.5, "no validation data", ha="center", va="center", transform=ax_val.transAxes)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
