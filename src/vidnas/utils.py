@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "seed_everything"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_figure", "seed_everything"]
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
@@ -49,6 +49,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110, **savefig_kwargs: Any) -> Path:
+    """Save a matplotlib figure atomically (format from the file suffix, PNG by default) and close it."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt, **savefig_kwargs))
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return path
 
 
 def _json_default(o: Any) -> Any:

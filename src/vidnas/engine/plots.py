@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import atomic_write
+from vidnas.utils import save_figure
 
 __all__ = ["plot_training_curves"]
 
@@ -43,6 +43,4 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    out = atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

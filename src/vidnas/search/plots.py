@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vidnas.utils import save_figure
+
 __all__ = [
     "OP_COLOURS",
     "op_category",
@@ -61,10 +63,7 @@ def _plt() -> Any:
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
+    path = save_figure(fig, path, bbox_inches="tight")
     logger.debug("wrote %s", path)
     return path
 

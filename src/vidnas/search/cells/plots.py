@@ -15,6 +15,7 @@ from typing import Any
 
 from vidnas.models.cell import NUM_CELL_INPUTS, TOKENS_PER_LAYER, CellGenotype
 from vidnas.search.cells.space import CellSearchSpace
+from vidnas.utils import save_figure
 
 __all__ = ["plot_rewards", "plot_sampling", "draw_cell", "sampling_counts", "running_mean"]
 
@@ -77,11 +78,7 @@ def plot_rewards(records: Sequence[dict[str, Any]], path: str | Path, *, window:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def sampling_counts(records: Sequence[dict[str, Any]], space: CellSearchSpace) -> dict[str, Counter]:
@@ -117,11 +114,7 @@ def plot_sampling(records: Sequence[dict[str, Any]], space: CellSearchSpace, pat
         ax.set_ylabel("sampling proportion")
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def draw_cell(genotype: CellGenotype, path: str | Path, *, title: str | None = None) -> Path:
@@ -172,8 +165,4 @@ def draw_cell(genotype: CellGenotype, path: str | Path, *, title: str | None = N
     ax.axis("off")
     ax.set_title(title or (genotype.name or "cell"), fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
