@@ -179,6 +179,46 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
                                           str(tmp_path / "cell_eval"), "-q"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "cell_eval" / "eval.json").read_text())["stream"]["frames"] == 8
+    # `vidnas bench` times the static network and the cell model side by side (steady state: encoder + cell)
+    bench_json = tmp_path / "bench.json"
+    res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
+                                          str(out / "top" / "cell0" / "model.pt"), "--height", "64", "--width", "96",
+                                          "--frames", "4", "--warmup", "1", "--threads", "1", "--json",
+                                          str(bench_json), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(bench_json.read_text())}
+    assert set(rows) == {"static", "cell0"}, rows
+    static_state = torch.load(static_ckpt, weights_only=False)
+    assert rows["static"]["params"] == sum(v.numel() for k, v in static_state["model"].items()
+                                           if "running" not in k and "num_batches" not in k)
+    assert rows["cell0"]["params"] == sum(p.numel() for p in model.parameters())
+    for r in rows.values():
+        assert r["latency_ms"] > 0 and r["extra"]["decoder_ms"] > 0 and r["extra"]["height"] == 64
+        assert r["gflops"] > r["extra"]["encoder_gflops"] > 0  # encoder + decoder (cell) both counted
+    # `vidnas predict` streams a video through it; `vidnas export` says clearly that it cannot export it yet
+    import av
+    import numpy as np
+
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as c:
+        st = c.add_stream("mpeg4", rate=15)
+        st.width, st.height, st.pix_fmt = 48, 32, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(6):
+            for p in st.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8),
+                                                          format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+    res = CliRunner().invoke(vidnas_app, ["predict", str(video), "--checkpoint",
+                                          str(out / "top" / "cell0" / "model.pt"), "--out", str(tmp_path / "pred"),
+                                          "-q"])
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "pred" / "masks").glob("*.png"))) == 6
+    assert json.loads((tmp_path / "pred" / "summary.json").read_text())["frames"] == 6
+    res = CliRunner().invoke(vidnas_app, ["export", str(out / "top" / "cell0" / "model.pt"), "--out",
+                                          str(tmp_path / "onnx")])
+    assert res.exit_code == 2 and "dynamic-cell" in res.output and "not supported yet" in res.output
     report = (out / "report.md").read_text()
     assert "per-frame baseline" in report and "w/ cell0" in report
     assert (out / "top" / "runtime.json").exists() and (out / "config.yaml").exists()

@@ -143,8 +143,16 @@ def build_source(
         # name a checkpoint after its run directory (runs/<run>/checkpoints/best.pt): two trainings of the same
         # architecture differ there, not in the architecture's name
         path = Path(src.value)
-        name = src.label or (path.parent.parent.name if path.parent.name == "checkpoints" else path.stem)
-        extra["arch"] = (state.get("arch") or {}).get("name") or None
+        # and a dynamic-cell model (runs/<search>/top/cell0/model.pt) after its cell
+        if src.label:
+            name = src.label
+        elif path.parent.name == "checkpoints":
+            name = path.parent.parent.name
+        elif path.stem == "model":
+            name = path.parent.name
+        else:
+            name = path.stem
+        extra["arch"] = ((state.get("arch") or {}).get("name") or (state.get("cell") or {}).get("name") or None)
         extra["num_classes"] = int(state["num_classes"])
     else:
         size = hw or (cfg.data.height, cfg.data.width)

@@ -133,10 +133,16 @@ def export_onnx(
         The paths written.
 
     Raises:
-        DeployError: opset too low, or no input size known.
+        DeployError: opset too low, no input size known, or a frame-by-frame model (arch2, dynamic cell), which this
+            exporter does not handle yet.
     """
     import onnx
 
+    if hasattr(model, "protocol_parts"):  # frame-by-frame models: their decoder is not a window decoder
+        kind = "dynamic-cell" if hasattr(model, "cell") else "arch2 (per-frame)"
+        raise DeployError(f"ONNX export of {kind} models is not supported yet (the export holds an encoder graph and "
+                          "a window-decoder graph); run them with the PyTorch runtime: `vidnas predict` and "
+                          "`vidnas bench` (--runtime torch) take their checkpoints")
     if opset < MIN_OPSET:
         raise DeployError(f"opset {opset} is too low: Swin needs LayerNormalization, i.e. opset >= {MIN_OPSET}")
     if img_size is None:

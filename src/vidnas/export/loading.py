@@ -76,6 +76,8 @@ def load_for_inference(
         state = load_checkpoint(path)
     except CheckpointError as e:
         raise DeployError(str(e)) from e
+    if "cell" in state:  # a dynamic-cell model of `vidnas search cells` (top/cellN/model.pt)
+        return _load_cell(path, state, img_size=img_size, causal=causal)
     try:
         cfg = config_from_dict(state["config"])
         if img_size is not None:
@@ -103,6 +105,31 @@ def load_for_inference(
     palette, source = resolve_palette(cfg, num_classes)
     return LoadedCheckpoint(model=model, cfg=cfg, path=path, img_size=(cfg.data.height, cfg.data.width),
                             class_names=names, palette=palette, palette_source=source, trained_causal=trained_causal)
+
+
+def _load_cell(path: Path, state: dict[str, Any], *, img_size: tuple[int, int] | None,
+               causal: bool | None) -> LoadedCheckpoint:
+    """``load_for_inference`` for a dynamic-cell model: static network on the first frame, encoder + cell after.
+
+    The model is convolutional and frame by frame (no attention windows), so any input size builds; it is causal by
+    construction (each frame uses the previous one only).
+    """
+    from vidnas.config import apply_overrides
+    from vidnas.models.cell import load_cell_model
+
+    if causal is False:
+        raise DeployError(f"{path} is a dynamic-cell model: it is causal by construction (no centred mode)")
+    try:
+        model, cfg, _ = load_cell_model(path)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise DeployError(f"{path}: cannot rebuild the dynamic-cell model: {e}") from e
+    if img_size is not None:
+        cfg = apply_overrides(cfg, [f"data.height={int(img_size[0])}", f"data.width={int(img_size[1])}"])
+    num_classes = int(state["num_classes"])
+    names = [str(n) for n in state.get("class_names") or []] or [f"class{i}" for i in range(num_classes)]
+    palette, source = resolve_palette(cfg, num_classes)
+    return LoadedCheckpoint(model=model, cfg=cfg, path=path, img_size=(cfg.data.height, cfg.data.width),
+                            class_names=names, palette=palette, palette_source=source, trained_causal=True)
 
 
 def resolve_palette(cfg: Any, num_classes: int) -> tuple[np.ndarray, str]:

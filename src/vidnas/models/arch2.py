@@ -285,6 +285,16 @@ class Arch2Segmenter(nn.Module):
             return logits, [up(a) for a in out["aux"]]
         return logits
 
+    def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
+        """The encoder call and the decoder call of one streamed frame, as ``(fn, args)`` pairs (for FLOP counting).
+
+        Args:
+            frame: (1, 3, H, W).
+        """
+        with torch.inference_mode():
+            feats = self.encode(frame)  # 4 x (1, C_i, h_i, w_i)
+        return (self.encode, (frame,)), (self.decode, (feats,))
+
     def step(self, frame: torch.Tensor, state: Any = None) -> tuple[torch.Tensor, Any]:
         """One streamed frame (B, 3, H, W) -> (logits (B, K, H_out, W_out), None): no state is carried."""
         pred = self.decode(self.encode(frame))["pred"]

@@ -740,6 +740,34 @@ class DynamicCellModel(nn.Module):
     def target_index(self) -> int:
         return self.window - 1
 
+    # The benchmark protocol (``vidnas.bench``) times ``encoder`` and ``decoder`` with forward hooks. In steady state
+    # (every frame after the first, ``key_interval`` None) a streamed frame runs the static encoder and the cell: those
+    # two are this model's encoder and decoder. Properties, so the state dict keeps a single copy of every weight.
+    @property
+    def encoder(self) -> nn.Module:
+        """The static network's encoder (runs on every frame)."""
+        return self.static.encoder
+
+    @property
+    def decoder(self) -> nn.Module:
+        """The dynamic cell (replaces the static decoder on every non-key frame)."""
+        return self.cell
+
+    def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
+        """The encoder call and the cell call of one steady-state streamed frame, as ``(fn, args)`` pairs.
+
+        The cell's previous-frame inputs come from the static network on the same frame (their values do not change
+        the cost). Used by ``vidnas.bench`` to count FLOPs.
+
+        Args:
+            frame: (1, 3, H, W).
+        """
+        with torch.inference_mode():
+            feats = self.static.encode(frame)  # 4 x (1, C_i, h_i, w_i)
+            dec = self.static.decode(feats)["dec"]  # (1, 64, h/8, w/8)
+        inputs = (feats[3], dec, feats[1], feats[2], feats[3])
+        return (self.static.encode, (frame,)), (self.cell, (inputs,))
+
     @property
     def genotype(self) -> CellGenotype:
         return self.cell.genotype
