@@ -113,3 +113,39 @@ def test_train_without_validation_frames_says_so(tmp_path):
     assert "no annotated frames in validation split 'val'" in res.output
     assert (out / "checkpoints" / "last.pt").exists()
     assert not (out / "checkpoints" / "best.pt").exists()
+
+
+def test_frozen_encoder_keeps_weights_and_bn_stats(tmp_path):
+    from vidnas.models import build_model
+    from vidnas.utils import seed_everything
+
+    # a CNN encoder, so there are BatchNorm statistics to keep
+    cfg = tiny_cfg("train.encoder_lr_scale=0", "train.epochs=1", "model.encoder=efficientnet_lite0_test")
+    seed_everything(cfg.train.seed)  # the same initial weights as train()'s
+    before = build_model(cfg, None, num_classes=cfg.data.synthetic_classes).state_dict()
+    train(cfg, tmp_path, show_progress=False)
+    after = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["model"]
+    enc_keys = [k for k in after if k.startswith("encoder.")]
+    dec_keys = [k for k in after if k.startswith("decoder.") and after[k].is_floating_point()]
+    assert enc_keys and dec_keys
+    assert any("running_mean" in k for k in enc_keys)
+    for k in enc_keys:
+        assert torch.equal(before[k], after[k]), f"frozen encoder changed: {k}"
+    assert any(not torch.equal(before[k], after[k]) for k in dec_keys), "the decoder did not train"
+
+
+def test_encoder_lr_scale_makes_its_own_group():
+    from vidnas.engine.train import _set_lr, build_optimizer
+    from vidnas.models import build_model
+
+    cfg = tiny_cfg("train.encoder_lr_scale=0.1", "train.lr=0.01")
+    model = build_model(cfg, None, num_classes=4)
+    opt = build_optimizer(model, cfg)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.01, 0.001])
+    n_enc = sum(1 for _ in model.encoder.parameters())
+    assert len(opt.param_groups[1]["params"]) == n_enc
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(1 for _ in model.parameters())
+    _set_lr(opt, 0.5)  # the poly schedule keeps the ratio
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05])
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        train(tiny_cfg("train.encoder_lr_scale=-1"), "/nonexistent", show_progress=False)

@@ -97,6 +97,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw [ST-NAS] | sgd (momentum 0.9, used for arch2 [CELLS appendix])
     schedule: str = "constant"  # constant [ST-NAS] | poly (power 0.9) [CELLS appendix, DeepLab]
     aux_weight: float = 0.3  # weight of auxiliary losses when a model returns them [CELLS appendix]
+    encoder_lr_scale: float = 1.0  # encoder lr = lr * scale (own param group); 0 freezes it (weights and BN stats)
     seed: int = 0
     device: str = "cpu"
     max_steps_per_epoch: int | None = None  # cap for quick runs

@@ -49,20 +49,55 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
 
 
+def _encoder_of(model: torch.nn.Module) -> torch.nn.Module | None:
+    enc = getattr(unwrap(model), "encoder", None)
+    return enc if isinstance(enc, torch.nn.Module) else None
+
+
+def freeze_encoder_if_asked(model: torch.nn.Module, cfg: Config) -> None:
+    """``train.encoder_lr_scale == 0``: the encoder's parameters stop requiring gradients (call before DDP wraps).
+
+    Its BatchNorm statistics are kept too: ``train`` puts the encoder back in eval mode after every ``model.train()``.
+    """
+    if cfg.train.encoder_lr_scale < 0:
+        raise ValueError(f"train.encoder_lr_scale={cfg.train.encoder_lr_scale}: must be >= 0 (0 freezes the encoder)")
+    if cfg.train.encoder_lr_scale == 0:
+        enc = _encoder_of(model)
+        if enc is None:
+            raise ValueError("train.encoder_lr_scale=0 (frozen encoder) needs a model with an `encoder`")
+        for p in enc.parameters():
+            p.requires_grad_(False)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """AdamW (ST-NAS) or SGD with momentum 0.9 (arch2 pre-training), from ``cfg.train``."""
+    """AdamW (ST-NAS) or SGD with momentum 0.9 (arch2 pre-training), from ``cfg.train``.
+
+    With ``train.encoder_lr_scale != 1`` the encoder's parameters form their own group at ``lr * scale`` (each group
+    keeps its ``lr_scale``, which the poly schedule multiplies in); frozen parameters (``requires_grad`` False) are left
+    out.
+    """
     name = cfg.train.optimizer.lower()
+    scale = float(cfg.train.encoder_lr_scale)
+    enc = _encoder_of(model)
+    if scale == 1.0 or enc is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.train.lr, "lr_scale": 1.0}]
+    else:
+        enc_ids = {id(p) for p in enc.parameters()}
+        rest = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
+        groups = [{"params": rest, "lr": cfg.train.lr, "lr_scale": 1.0}]
+        enc_params = [p for p in enc.parameters() if p.requires_grad]
+        if enc_params:
+            groups.append({"params": enc_params, "lr": cfg.train.lr * scale, "lr_scale": scale})
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                 betas=cfg.train.betas)
+        return torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, betas=cfg.train.betas)
     if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.train.lr, momentum=0.9, weight_decay=cfg.train.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.train.lr, momentum=0.9, weight_decay=cfg.train.weight_decay)
     raise ValueError(f"train.optimizer={cfg.train.optimizer!r}: valid values are adamw, sgd")
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
@@ -141,6 +176,7 @@ def train(
         state = load_checkpoint(init_weights)
         missing, unexpected = model.load_state_dict(state["model"], strict=False)
         log.info("initialised from %s (missing %d, unexpected %d keys)", init_weights, len(missing), len(unexpected))
+    freeze_encoder_if_asked(model, cfg)
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = build_optimizer(model, cfg)
@@ -186,6 +222,8 @@ def train(
             drop_last=False, persistent_workers=False,
         )
         model.train()
+        if cfg.train.encoder_lr_scale == 0:
+            _encoder_of(model).eval()  # frozen encoder: BatchNorm statistics stay the pretrained ones
         losses = []
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
                    disable=not (show_progress and dist_info.is_main), dynamic_ncols=True)
