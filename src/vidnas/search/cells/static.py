@@ -6,25 +6,20 @@ here once ``build_model`` knows arch2, and the checkpoints written here evaluate
 
 Pre-training follows [CELLS appendix] where it can on a small budget: SGD with momentum 0.9, the 'poly' schedule
 (power 0.9), learning rates 5e-2 for the encoder and 1e-2 for the decoder, auxiliary losses weighted 0.3
-(``cells.aux_weight``); one frame per sample (window 1) with the data config's augmentation.
+(``cells.aux_weight``); one frame per sample (window 1) with the data config's augmentation. It runs in the training
+engine (``vidnas.engine.train``), so it logs, validates and resumes like ``vidnas train``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import DataLoader, RandomSampler
-
-from vidnas.config import Config, config_from_dict, config_to_dict
-from vidnas.engine.checkpoint import load_checkpoint, save_checkpoint
-from vidnas.engine.train import segmentation_loss
+from vidnas.config import Config, config_from_dict
+from vidnas.engine.checkpoint import load_checkpoint
 from vidnas.models.arch2 import Arch2Segmenter, build_arch2
-from vidnas.utils import seed_everything
 
 __all__ = ["ENCODER_LR", "DECODER_LR", "train_static", "load_static", "static_identity"]
 
@@ -36,80 +31,50 @@ DECODER_LR = 1e-2  # [CELLS appendix]
 
 def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: int | None = None,
                  max_steps_per_epoch: int | None = None, show_progress: bool = False) -> Path:
-    """Pre-train arch2 per frame on ``cfg.data``'s train split; writes ``out_dir/static.pt``.
+    """Pre-train arch2 per frame on ``cfg.data``'s train split with the training engine; returns ``static.pt``.
+
+    The run is an ordinary ``vidnas train`` run in ``out_dir`` (``metrics.jsonl``, ``curves.png``, ``checkpoints/``)
+    with the [CELLS appendix] recipe as config overrides: ``model.decoder=arch2``, window 1, SGD (momentum 0.9, no
+    weight decay), poly schedule, decoder lr ``DECODER_LR`` and encoder lr ``ENCODER_LR``
+    (``train.encoder_lr_scale``), auxiliary losses weighted ``cells.aux_weight``. The last checkpoint is copied to
+    ``out_dir/static.pt``.
 
     Args:
         cfg: resolved config (``data``, ``model.encoder``, ``model.weights``, ``train.seed``, ``train.device``,
             ``cells.aux_weight``).
-        out_dir: where the checkpoint goes.
+        out_dir: the run directory.
         epochs: the budget.
         batch_size: frames per step (default ``train.batch_size``).
         max_steps_per_epoch: cap on steps per epoch (default ``train.max_steps_per_epoch``).
         show_progress: tqdm bars.
 
     Returns:
-        The checkpoint path.
+        The checkpoint path (``out_dir/static.pt``).
     """
-    from tqdm.auto import tqdm
+    import shutil
 
-    from vidnas.data import ClipDataset, open_source
+    from vidnas.engine.train import train
 
     if epochs < 1:
         raise ValueError(f"static pre-training needs epochs >= 1, got {epochs}")
-    seed_everything(cfg.train.seed)
-    device = torch.device(cfg.train.device)
-    data_cfg = dataclasses.replace(cfg.data, window=1, temporal="causal", supervise="target")
-    source = open_source(data_cfg)
-    ds = ClipDataset(source, data_cfg.train_split, data_cfg, train=True)
-    if len(ds) == 0:
-        raise ValueError(f"no annotated frames in split {data_cfg.train_split!r} to pre-train the static network")
-    model = build_arch2(cfg, num_classes=source.num_classes).to(device)
-    opt = torch.optim.SGD([{"params": model.encoder.parameters(), "lr": ENCODER_LR},
-                           {"params": model.decoder.parameters(), "lr": DECODER_LR}], momentum=0.9)
-    base = [g["lr"] for g in opt.param_groups]
-    bs = batch_size or cfg.train.batch_size
     cap = max_steps_per_epoch if max_steps_per_epoch is not None else cfg.train.max_steps_per_epoch
-    steps = math.ceil(len(ds) / bs) if not cap else min(cap, math.ceil(len(ds) / bs))
-    total = max(1, epochs * steps)
-    ignore = data_cfg.ignore_index
-    history = []
-    for epoch in range(epochs):
-        gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)
-        loader = DataLoader(ds, batch_size=bs, sampler=RandomSampler(ds, generator=gen),
-                            num_workers=cfg.data.num_workers)
-        model.train()
-        losses = []
-        bar = tqdm(total=steps, desc=f"static {epoch + 1}/{epochs}", leave=False, disable=not show_progress)
-        for step, batch in enumerate(loader):
-            if step >= steps:
-                break
-            for g, lr in zip(opt.param_groups, base, strict=True):  # poly schedule, power 0.9
-                g["lr"] = lr * (1 - (epoch * steps + step) / total) ** 0.9
-            frames, masks = batch["frames"].to(device), batch["masks"].to(device)
-            logits, aux = model(frames)
-            loss = segmentation_loss(logits, masks, ignore) + sum(
-                cfg.cells.aux_weight * segmentation_loss(a, masks, ignore) for a in aux)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            bar.update(1)
-        bar.close()
-        history.append({"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)})
-        logger.info("static pre-training epoch %d/%d: loss %.4f", epoch + 1, epochs, history[-1]["train_loss"])
-    ck_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, decoder="arch2"))
-    state = {
-        "model": model.state_dict(),
-        "config": config_to_dict(ck_cfg),
-        "arch": None,
-        "num_classes": source.num_classes,
-        "class_names": list(source.class_names),
-        "epoch": epochs - 1,
-        "history": history,
-        "best_miou": -1.0,
-        "best_epoch": -1,
-    }
-    return save_checkpoint(Path(out_dir) / "static.pt", state)
+    run_cfg = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, window=1, temporal="causal", supervise="target"),
+        model=dataclasses.replace(cfg.model, decoder="arch2", arch=None),
+        train=dataclasses.replace(cfg.train, epochs=epochs, batch_size=batch_size or cfg.train.batch_size,
+                                  max_steps_per_epoch=cap, optimizer="sgd", schedule="poly", lr=DECODER_LR,
+                                  encoder_lr_scale=ENCODER_LR / DECODER_LR, weight_decay=0.0,
+                                  aux_weight=cfg.cells.aux_weight),
+    )
+    out_dir = Path(out_dir)
+    res = train(run_cfg, out_dir, show_progress=show_progress)
+    target = out_dir / "static.pt"
+    tmp = out_dir / ".static.pt.tmp"
+    shutil.copyfile(res.last_checkpoint, tmp)
+    tmp.replace(target)
+    logger.info("static network pre-trained for %d epoch(s): %s", epochs, target)
+    return target
 
 
 def load_static(path: str | Path, device: str = "cpu") -> tuple[Arch2Segmenter, Config, dict[str, Any]]:
