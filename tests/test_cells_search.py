@@ -179,6 +179,15 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
                                           str(tmp_path / "cell_eval"), "-q"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "cell_eval" / "eval.json").read_text())["stream"]["frames"] == 8
+    # --key-interval: the static network every 2 frames changes the streamed predictions; refused for other models
+    res = CliRunner().invoke(vidnas_app, ["eval", str(out / "top" / "cell0" / "model.pt"), "--key-interval", "2",
+                                          "--out", str(tmp_path / "cell_eval_k2"), "-q"])
+    assert res.exit_code == 0, res.output
+    k2 = json.loads((tmp_path / "cell_eval_k2" / "eval.json").read_text())
+    assert k2["key_interval"] == 2 and k2["stream"]["frames"] == 8
+    res = CliRunner().invoke(vidnas_app, ["eval", str(static_ckpt), "--key-interval", "2", "--out",
+                                          str(tmp_path / "static_eval"), "-q"])
+    assert res.exit_code == 2 and "dynamic-cell models only" in res.output
     # `vidnas bench` times the static network and the cell model side by side (steady state: encoder + cell)
     bench_json = tmp_path / "bench.json"
     res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
@@ -215,6 +224,9 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
                                           "-q"])
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "pred" / "masks").glob("*.png"))) == 6
+    res = CliRunner().invoke(vidnas_app, ["predict", str(video), "--checkpoint", str(static_ckpt), "--key-interval",
+                                          "3", "--out", str(tmp_path / "pred_static"), "-q"])
+    assert res.exit_code == 2 and "dynamic-cell models only" in res.output
     assert json.loads((tmp_path / "pred" / "summary.json").read_text())["frames"] == 6
     res = CliRunner().invoke(vidnas_app, ["export", str(out / "top" / "cell0" / "model.pt"), "--out",
                                           str(tmp_path / "onnx")])

@@ -110,6 +110,7 @@ def build_source(
     window: int | None,
     num_classes: int,
     device: str = "cpu",
+    key_interval: int | None = None,
 ) -> tuple[str, VideoSegmenter, tuple[int, int], dict[str, Any]]:
     """Build one source's model in eval mode.
 
@@ -120,6 +121,7 @@ def build_source(
         window: frames decoded per pushed frame; None = the model's own (architecture, checkpoint or config).
         num_classes: K of models built with random weights (checkpoints keep their own).
         device: torch device.
+        key_interval: dynamic-cell checkpoints: static network every ``key_interval`` frames (others ignore it).
 
     Returns:
         (name, model, (H, W), extra row entries describing the source).
@@ -139,7 +141,11 @@ def build_source(
         ck_cfg = config_from_dict(state["config"])
         size = hw or (ck_cfg.data.height, ck_cfg.data.width)
         ck_cfg = dataclasses.replace(ck_cfg, data=dataclasses.replace(ck_cfg.data, height=size[0], width=size[1]))
-        model, _, _ = load_model_from_checkpoint(src.value, cfg=ck_cfg, device=device)
+        is_cell = "cell" in state
+        model, _, _ = load_model_from_checkpoint(src.value, cfg=ck_cfg, device=device,
+                                                 key_interval=key_interval if is_cell else None)
+        if is_cell:
+            extra["key_interval"] = key_interval
         # name a checkpoint after its run directory (runs/<run>/checkpoints/best.pt): two trainings of the same
         # architecture differ there, not in the architecture's name
         path = Path(src.value)
@@ -299,6 +305,9 @@ def bench_cmd(
     runtime: Annotated[
         str, typer.Option(help="torch | onnxruntime (ONNX export, CPU) | both (interleaved; ONNX rows named NAME@ort).")
     ] = "torch",
+    key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
+        "--key-interval", help="Dynamic-cell checkpoints: run the static network every N frames (default: only the "
+        "first, i.e. steady state = encoder + cell).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
@@ -335,7 +344,8 @@ def bench_cmd(
     taken: set[str] = set()
     for src in sources:
         try:
-            name, model, size, extra = build_source(src, cfg, hw=hw, window=window, num_classes=classes, device=device)
+            name, model, size, extra = build_source(src, cfg, hw=hw, window=window, num_classes=classes, device=device,
+                                                    key_interval=key_interval)
         except (OSError, ValueError, KeyError) as e:
             raise fail(f"{src.kind} {src.value}: {e}" if src.value else str(e)) from e
         name = _unique(name, taken)

@@ -85,6 +85,9 @@ def predict_cmd(
     fps: Annotated[float | None, typer.Option(help="Overlay frame rate (default: the input video's; "
                                                  "25 for folders).")] = None,
     no_overlay: Annotated[bool, typer.Option("--no-overlay", help="Do not write overlay.mp4.")] = False,
+    key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
+        "--key-interval", help="Dynamic-cell models: re-run the static network every N frames (default: only on "
+        "the first frame).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
                                                             "runtimes' own).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -115,7 +118,7 @@ def predict_cmd(
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
-                             intra_op_threads=threads)
+                             intra_op_threads=threads, key_interval=key_interval)
     except DeployError as e:
         raise fail(str(e)) from e
     if max_frames is not None:

@@ -87,6 +87,9 @@ def eval_cmd(
     split: Annotated[str | None, typer.Option(help="Split to evaluate (default data.val_split).")] = None,  # noqa: UP007, UP045
     out: Annotated[str | None, typer.Option("--out", "-o", help="Output directory.")] = None,  # noqa: UP007, UP045
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Skip the streaming pass.")] = False,
+    key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
+        "--key-interval", help="Dynamic-cell models: re-run the static network every N streamed frames "
+        "(default: only on a video's first frame).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, fwIoU, temporal consistency, overlay images."""
@@ -111,7 +114,8 @@ def eval_cmd(
         cfg = resolve_config(config, set_, _shortcuts(fmt, root))
     out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
     try:
-        res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet)
+        res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,
+                       key_interval=key_interval)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from e
     from vidnas.data import open_source

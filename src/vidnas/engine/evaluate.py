@@ -140,11 +140,15 @@ def per_class_table(metrics: dict[str, Any], class_names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def load_model_from_checkpoint(path: str | Path, cfg=None, device: str = "cpu"):
+def load_model_from_checkpoint(path: str | Path, cfg=None, device: str = "cpu", key_interval: int | None = None):
     """Rebuild the model a checkpoint was trained as (its stored config and arch) and load its weights.
 
     Checkpoints of `vidnas train` and the dynamic-cell models of `vidnas search cells` (``top/cellN/model.pt``) both
     load here, so `vidnas eval` works on either.
+
+    Args:
+        key_interval: dynamic-cell models only: re-run the static network every ``key_interval`` frames when
+            streaming (None: only on the first frame). Refused for other models.
 
     Returns:
         (model, cfg, checkpoint state).
@@ -158,7 +162,13 @@ def load_model_from_checkpoint(path: str | Path, cfg=None, device: str = "cpu"):
         from vidnas.models.cell import load_cell_model
 
         model, cell_cfg, state = load_cell_model(path, device=device)
+        if key_interval is not None:
+            from vidnas.models.cell import set_key_interval
+
+            set_key_interval(model, key_interval, str(path))
         return model, (cell_cfg if cfg is None else cfg), state
+    if key_interval is not None:
+        raise ValueError(f"--key-interval applies to dynamic-cell models only; {path} is not one")
     ck_cfg = config_from_dict(state["config"]) if cfg is None else cfg
     arch = Arch.from_dict(state["arch"]) if state.get("arch") else None
     model = build_model(ck_cfg, arch, num_classes=state["num_classes"]).to(device)
@@ -168,12 +178,12 @@ def load_model_from_checkpoint(path: str | Path, cfg=None, device: str = "cpu"):
 
 
 def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | None = None, stream: bool = True,
-             show_progress: bool = True) -> dict[str, Any]:
+             show_progress: bool = True, key_interval: int | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``cfg.data``; write ``eval.json``, ``per_class.md`` and overlays."""
     from vidnas.data import ClipDataset, open_source
 
     out_dir = Path(out_dir)
-    model, _, state = load_model_from_checkpoint(checkpoint, device=cfg.train.device)
+    model, _, state = load_model_from_checkpoint(checkpoint, device=cfg.train.device, key_interval=key_interval)
     source = open_source(cfg.data)
     if source.num_classes != state["num_classes"]:
         raise ValueError(f"{checkpoint} predicts {state['num_classes']} classes but {cfg.data.format} data at "
@@ -181,6 +191,8 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
     split = split or cfg.data.val_split
     clip_ds = ClipDataset(source, split, cfg.data, train=False)
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "format": cfg.data.format}
+    if key_interval is not None:
+        result["key_interval"] = int(key_interval)
     result["clips"] = evaluate_clips(model, clip_ds, source.num_classes, source.ignore_index,
                                      device=cfg.train.device, batch_size=max(1, cfg.train.batch_size // 2),
                                      show_progress=show_progress)

@@ -54,6 +54,7 @@ def load_for_inference(
     *,
     img_size: tuple[int, int] | None = None,
     causal: bool | None = None,
+    key_interval: int | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the model of a ``vidnas train`` checkpoint and load its weights.
 
@@ -63,6 +64,7 @@ def load_for_inference(
             input size, so a different size works only when every stage keeps the same window (else DeployError).
         causal: override the temporal mode (True causal, False centred); None = as trained. The decoder weights fit
             either mode, but a model is most accurate in the mode it was trained with (a warning says so).
+        key_interval: dynamic-cell models only: re-run the static network every ``key_interval`` frames.
 
     Raises:
         DeployError: missing or unreadable checkpoint, or weights that do not fit the requested size (names the file).
@@ -77,7 +79,9 @@ def load_for_inference(
     except CheckpointError as e:
         raise DeployError(str(e)) from e
     if "cell" in state:  # a dynamic-cell model of `vidnas search cells` (top/cellN/model.pt)
-        return _load_cell(path, state, img_size=img_size, causal=causal)
+        return _load_cell(path, state, img_size=img_size, causal=causal, key_interval=key_interval)
+    if key_interval is not None:
+        raise DeployError(f"--key-interval applies to dynamic-cell models only; {path} is not one")
     try:
         cfg = config_from_dict(state["config"])
         if img_size is not None:
@@ -108,14 +112,14 @@ def load_for_inference(
 
 
 def _load_cell(path: Path, state: dict[str, Any], *, img_size: tuple[int, int] | None,
-               causal: bool | None) -> LoadedCheckpoint:
+               causal: bool | None, key_interval: int | None = None) -> LoadedCheckpoint:
     """``load_for_inference`` for a dynamic-cell model: static network on the first frame, encoder + cell after.
 
     The model is convolutional and frame by frame (no attention windows), so any input size builds; it is causal by
     construction (each frame uses the previous one only).
     """
     from vidnas.config import apply_overrides
-    from vidnas.models.cell import load_cell_model
+    from vidnas.models.cell import CellError, load_cell_model, set_key_interval
 
     if causal is False:
         raise DeployError(f"{path} is a dynamic-cell model: it is causal by construction (no centred mode)")
@@ -123,6 +127,10 @@ def _load_cell(path: Path, state: dict[str, Any], *, img_size: tuple[int, int] |
         model, cfg, _ = load_cell_model(path)
     except (KeyError, ValueError, RuntimeError) as e:
         raise DeployError(f"{path}: cannot rebuild the dynamic-cell model: {e}") from e
+    try:
+        set_key_interval(model, key_interval, str(path))
+    except CellError as e:
+        raise DeployError(str(e)) from e
     if img_size is not None:
         cfg = apply_overrides(cfg, [f"data.height={int(img_size[0])}", f"data.width={int(img_size[1])}"])
     num_classes = int(state["num_classes"])

@@ -121,6 +121,7 @@ def load_runner(
     export_dir: str | Path | None = None,
     intra_op_threads: int | None = None,
     opset: int | None = None,
+    key_interval: int | None = None,
 ) -> FrameRunner:
     """A streamer for ``predict_video``.
 
@@ -132,6 +133,7 @@ def load_runner(
             export is loaded from there.
         intra_op_threads: onnxruntime threads per graph run (None = its default).
         opset: ONNX opset for the export (None = ``DEFAULT_OPSET``).
+        key_interval: dynamic-cell models (torch runtime): re-run the static network every ``key_interval`` frames.
 
     Raises:
         DeployError: unknown runtime, missing checkpoint or export, temporal mode differing from an existing export.
@@ -144,7 +146,9 @@ def load_runner(
     if runtime == "torch":
         if checkpoint is None:
             raise DeployError("the torch runtime needs a checkpoint")
-        return TorchRunner(load_for_inference(checkpoint, causal=causal))
+        return TorchRunner(load_for_inference(checkpoint, causal=causal, key_interval=key_interval))
+    if key_interval is not None:
+        raise DeployError("--key-interval needs the torch runtime (dynamic-cell models are not exported yet)")
     if export_dir is None:
         raise DeployError("the onnxruntime runtime needs an export directory")
     if checkpoint is not None:

@@ -831,6 +831,19 @@ class DynamicCellModel(nn.Module):
         return self.static.parameters()
 
 
+def set_key_interval(model: Any, key_interval: int | None, source: str = "the model") -> None:
+    """Re-run the full static network every ``key_interval`` frames of a dynamic-cell model (None: only the first).
+
+    Raises:
+        CellError: ``model`` is not a dynamic-cell model (``source`` names it), or ``key_interval < 1``.
+    """
+    if not isinstance(model, DynamicCellModel):
+        raise CellError(f"--key-interval applies to dynamic-cell models only; {source} is not one")
+    if key_interval is not None and key_interval < 1:
+        raise CellError(f"key interval must be >= 1, got {key_interval}")
+    model.key_interval = key_interval
+
+
 def cell_in_channels(static: Arch2Segmenter) -> tuple[int, int, int, int, int]:
     """Channels of the five cell inputs for a static network: (C4, 64, C2, C3, C4)."""
     c = static.encoder_channels
