@@ -41,12 +41,21 @@ def train_cmd(
     out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory.")] = None,  # noqa: UP007, UP045
     resume: Annotated[bool, typer.Option("--resume", help="Continue the --out run from its last checkpoint.")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="Initialise weights from this checkpoint.")] = None,  # noqa: UP007, UP045
+    threads: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
+        help="torch intra-op threads (default: torch's). Results repeat bit for bit with the same command, seed "
+        "and thread count on the same machine.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train a model; checkpoints every epoch, best by val mIoU, JSONL + TensorBoard logs in the run directory."""
     from vidnas.engine.train import train
 
     setup_logging()
+    if threads is not None:
+        if threads < 1:
+            raise fail(f"--threads must be >= 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     if resume and not out:
         raise fail("--resume needs --out RUN_DIR (the run to continue)")
     if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():

@@ -298,6 +298,7 @@ def train(
         atomic_write_json(run_dir / "train_summary.json", {
             "best_miou": best_miou, "best_epoch": best_epoch, "epochs": cfg.train.epochs, "history": history,
             "train_seconds_this_invocation": seconds, "world_size": dist_info.world_size,
+            "torch_threads": torch.get_num_threads(),
         })
         plot_training_curves(history, run_dir / "curves.png",
                              title=f"{cfg.model.encoder} + {cfg.model.decoder} on {cfg.data.format}")
