@@ -239,6 +239,8 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
                                       "-q"])
     assert result.exit_code == 0, result.output
     assert "0 evaluated now" in result.output
+    assert "--top-k 0: no end-to-end training" in result.output and "top1: candidate" in result.output  # best listed
+    assert len(json.loads((out / "search_summary.json").read_text())["best"]) == 2  # 2 candidates, both reported
 
 
 def test_ray_executor_missing_extra_names_it(static_ckpt: Path, tmp_path: Path, monkeypatch) -> None:

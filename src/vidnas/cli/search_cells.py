@@ -119,7 +119,9 @@ def cells_cmd(
     n_failed = len(result.records) - len(ok)
     typer.echo(f"search: {len(result.records)} candidates ({result.evaluated} evaluated now, {n_failed} failed, "
                f"{sum(bool(r.get('early_stopped')) for r in ok)} early-stopped); log {run / 'candidates.jsonl'}")
-    for rank, rec in enumerate(result.top):
+    from vidnas.search.cells import select_top
+
+    for rank, rec in enumerate(select_top(result.records, max(cfg.cells.top_k, 3))):
         typer.echo(f"  top{rank}: candidate {rec['cid']}, reward {rec['reward']:.4f}, tokens {rec['tokens']}")
     if cfg.cells.top_k > 0 and result.top:
         final = FinalOptions(cell_epochs=final_cell_epochs, epochs=final_epochs, batch_size=final_batch_size,
@@ -133,6 +135,8 @@ def cells_cmd(
             typer.echo(f"  {s['name']}: val mIoU {v.get('miou', float('nan')):.4f}, reward "
                        f"{v.get('reward', float('nan')):.4f}; {s['cell_json']}")
         typer.echo(f"report: {run / 'report.md'}")
-    elif not result.top:
+    elif cfg.cells.top_k == 0:
+        typer.echo("--top-k 0: no end-to-end training (resume with --top-k K to train the best K cells)")
+    else:
         typer.echo("no successful candidate: nothing to train end to end")
     typer.echo(f"run directory: {run}")

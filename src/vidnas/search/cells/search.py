@@ -361,11 +361,12 @@ class CellSearch:
 
         ordered = [records[c] for c in sorted(records) if c < total]
         top = select_top(ordered, cfg.cells.top_k)
+        best = select_top(ordered, max(cfg.cells.top_k, 3))  # reported and drawn even when nothing is trained
         result = CellSearchResult(self.run_dir, self.space, ordered, top, static, self.static_path, train_cache,
                                   val_cache, evaluated=evaluated)
         if opts.plots:
-            result.plots = self.write_plots(ordered, top)
-        self._summary(ordered, top, time.perf_counter() - t0, evaluated)
+            result.plots = self.write_plots(ordered, best)
+        self._summary(ordered, best, time.perf_counter() - t0, evaluated)
         return result
 
     def _record(self, res: CandidateResult, batch: int, log_prob: float, entropy: float) -> dict[str, Any]:
