@@ -149,3 +149,27 @@ def test_encoder_lr_scale_makes_its_own_group():
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5, 0.05])
     with pytest.raises(ValueError, match="encoder_lr_scale"):
         train(tiny_cfg("train.encoder_lr_scale=-1"), "/nonexistent", show_progress=False)
+
+
+def test_train_cli_model_shortcut_arch2(tmp_path):
+    """`vidnas train --model arch2` trains the cell search's static network per frame (aux losses, poly + SGD)."""
+    from typer.testing import CliRunner
+
+    from vidnas.cli.main import app
+
+    out = tmp_path / "arch2"
+    sets = [x for t in [*TINY, "train.epochs=1", "train.max_steps_per_epoch=2", "model.encoder=mobilenetv2_test",
+                        "train.optimizer=sgd", "train.schedule=poly", "train.lr=0.01"] for x in ("--set", t)]
+    threads = torch.get_num_threads()
+    try:
+        res = CliRunner().invoke(app, ["train", "--config", str(REPO / "configs" / "tiny.yaml"), "--model", "arch2",
+                                       *sets, "--threads", "1", "--out", str(out), "-q"])
+    finally:
+        torch.set_num_threads(threads)  # the CLI sets it process-wide
+    assert res.exit_code == 0, res.output
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["config"]["model"]["decoder"] == "arch2" and state["config"]["data"]["window"] == 1
+    assert any(k.startswith("decoder.aux") for k in state["model"]), "arch2 has auxiliary heads"
+    assert json.loads((out / "train_summary.json").read_text())["torch_threads"] == 1
+    res = CliRunner().invoke(app, ["train", "--model", "unet", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "valid values are sptcn, head, arch2" in res.output

@@ -13,6 +13,13 @@ FormatOpt = Annotated[str | None, typer.Option("--format", help="Data format (ov
 RootOpt = Annotated[str | None, typer.Option("--root", help="Data set root (overrides data.root).")]  # noqa: UP007, UP045
 
 
+MODEL_SHORTCUTS = {
+    "sptcn": ["model.decoder=sptcn"],
+    "head": ["model.decoder=head", "data.window=1"],
+    "arch2": ["model.decoder=arch2", "data.window=1"],
+}
+
+
 def _shortcuts(fmt: str | None, root: str | None, **extra: object) -> list[str]:
     out = []
     if fmt:
@@ -32,6 +39,9 @@ def train_cmd(
     root: RootOpt = None,
     arch: Annotated[Path | None, typer.Option("--arch", help="arch.json from a search.")] = None,  # noqa: UP007, UP045
     epochs: Annotated[int | None, typer.Option(help="Overrides train.epochs.")] = None,  # noqa: UP007, UP045
+    model: Annotated[str | None, typer.Option(  # noqa: UP007, UP045
+        help="Decoder shortcut: sptcn (temporal), head (per frame) or arch2 (the cell search's static network). "
+        "head and arch2 also set data.window=1; --set still wins.")] = None,
     encoder: Annotated[str | None, typer.Option(help="Overrides model.encoder, e.g. efficientnet_lite0.")] = None,
     weights: Annotated[
         str | None,
@@ -60,8 +70,10 @@ def train_cmd(
         raise fail("--resume needs --out RUN_DIR (the run to continue)")
     if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():
         config = str(Path(out) / "config.yaml")
-    cfg = resolve_config(config, set_, _shortcuts(fmt, root, **{"train.epochs": epochs, "model.encoder": encoder,
-                                                                 "model.weights": weights}))
+    if model is not None and model not in MODEL_SHORTCUTS:
+        raise fail(f"--model {model!r}: valid values are {', '.join(MODEL_SHORTCUTS)}")
+    shortcuts = _shortcuts(fmt, root, **{"train.epochs": epochs, "model.encoder": encoder, "model.weights": weights})
+    cfg = resolve_config(config, set_, [*(MODEL_SHORTCUTS[model] if model else []), *shortcuts])
     arch_obj = None
     if arch is not None:
         from vidnas.models import Arch
