@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, setup_logging
+from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, set_threads, setup_logging
 
 if TYPE_CHECKING:
     from vidnas.bench import BenchRow
@@ -257,15 +257,6 @@ def _ort_streamers(
     return out
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import torch
-
-        if threads < 1:
-            raise fail(f"--threads must be >= 1, got {threads}")
-        torch.set_num_threads(threads)
-
-
 OptStr = Optional[str]  # noqa: UP007, UP045  (typer needs Optional on py3.10)
 OptInt = Optional[int]  # noqa: UP007, UP045
 OptPath = Optional[Path]  # noqa: UP007, UP045
@@ -332,7 +323,7 @@ def bench_cmd(
         raise fail("give --height and --width together")
     if window is not None and window < 1:
         raise fail(f"--window must be >= 1, got {window}")
-    _set_threads(threads)
+    set_threads(threads)
     cfg = resolve_config(config, set_)
     hw = (height, width) if height is not None and width is not None else None
     try:
@@ -434,7 +425,7 @@ def latency_cmd(
         raise fail(f"need --iters >= 1 and --warmup >= 0, got {iters} and {warmup}")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
-    _set_threads(threads)
+    set_threads(threads)
     cfg = resolve_config(config, set_)
     name = encoder or cfg.model.encoder
     hw = (height, width) if height is not None and width is not None else (cfg.data.height, cfg.data.width)

@@ -36,6 +36,17 @@ def resolve_config(config: str | None, overrides: list[str] | None, extra: list[
         raise fail(str(e)) from e
 
 
+def set_threads(threads: int | None) -> None:
+    """``--threads``: torch's intra-op thread count for this process (None: leave torch's default); exit 2 if < 1."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise fail(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def make_run_dir(cfg: Config, kind: str, out: str | None = None) -> Path:
     """Create ``out`` (or ``<train.out_dir>/<kind>-<timestamp>``) and write the resolved config into it."""
     run = Path(out) if out else Path(cfg.train.out_dir) / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, setup_logging
+from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, set_threads, setup_logging
 from vidnas.config import Config
 
 __all__ = ["demo_cmd", "demo_config", "DEFAULT_CONFIG", "EMBEDDED_DEMO"]
@@ -64,14 +64,11 @@ def demo_cmd(
     Defaults to configs/demo.yaml (synthetic data, tiny Swin + SP-TCN): no download, no data files, a few minutes
     on a 2-core CPU.
     """
-    import torch
-
     from vidnas.config import save_config
     from vidnas.engine.pipeline import run_demo
 
     setup_logging()
-    if threads >= 1:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if resume and not out:
         raise fail("--resume needs --out RUN_DIR (the demo to continue)")
     cfg = demo_config(config, set_)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidnas.cli.common import fail, setup_logging
+from vidnas.cli.common import fail, set_threads, setup_logging
 
 __all__ = ["export_cmd", "predict_cmd"]
 
@@ -111,10 +111,7 @@ def predict_cmd(
             total = reader.num_frames
     except VideoError as e:
         raise fail(str(e)) from e
-    if threads is not None:  # torch also resizes every frame, whichever runtime runs the model
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,

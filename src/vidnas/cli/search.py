@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, setup_logging
+from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, set_threads, setup_logging
 
 __all__ = ["app", "stnas_cmd", "parse_lambdas"]
 
@@ -76,10 +76,7 @@ def stnas_cmd(
     from vidnas.engine.distributed import cleanup_distributed, is_main
 
     setup_logging()
-    if threads is not None and threads >= 1:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if resume and not out:
         raise fail("--resume needs --out RUN_DIR (the search to continue)")
     if skip_encoder and skip_decoder:

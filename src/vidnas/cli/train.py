@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, setup_logging
+from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, set_threads, setup_logging
 
 FormatOpt = Annotated[str | None, typer.Option("--format", help="Data format (overrides data.format).")]  # noqa: UP007, UP045
 RootOpt = Annotated[str | None, typer.Option("--root", help="Data set root (overrides data.root).")]  # noqa: UP007, UP045
@@ -60,12 +60,7 @@ def train_cmd(
     from vidnas.engine.train import train
 
     setup_logging()
-    if threads is not None:
-        if threads < 1:
-            raise fail(f"--threads must be >= 1, got {threads}")
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if resume and not out:
         raise fail("--resume needs --out RUN_DIR (the run to continue)")
     if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():

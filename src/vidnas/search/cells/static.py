@@ -54,6 +54,7 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
     import shutil
 
     from vidnas.engine.train import train
+    from vidnas.utils import atomic_write
 
     if epochs < 1:
         raise ValueError(f"static pre-training needs epochs >= 1, got {epochs}")
@@ -69,10 +70,7 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
     )
     out_dir = Path(out_dir)
     res = train(run_cfg, out_dir, show_progress=show_progress)
-    target = out_dir / "static.pt"
-    tmp = out_dir / ".static.pt.tmp"
-    shutil.copyfile(res.last_checkpoint, tmp)
-    tmp.replace(target)
+    target = atomic_write(out_dir / "static.pt", lambda tmp: shutil.copyfile(res.last_checkpoint, tmp))
     logger.info("static network pre-trained for %d epoch(s): %s", epochs, target)
     return target
 
