@@ -28,7 +28,7 @@ from vidnas.bench import BenchRow, device_signature, format_table, write_rows_js
 from vidnas.bench.protocol import PAPER_FRAMES, protocol_rows
 from vidnas.config import Config
 from vidnas.models import PAPER_ROWS, Arch, VideoSegmenter, build_model
-from vidnas.models.arch import PAPER_INPUT_SIZE
+from vidnas.models.architecture import PAPER_INPUT_SIZE
 
 __all__ = [
     "REF_ROW",

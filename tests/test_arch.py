@@ -22,7 +22,7 @@ from vidnas.models import (
     build_encoder,
     build_model,
 )
-from vidnas.models.arch import (
+from vidnas.models.architecture import (
     FULL_CHANNELS,
     PAPER_INPUT_SIZE,
     PAPER_ROWS,
@@ -219,7 +219,7 @@ def test_build_never_imports_search() -> None:
         "import sys\n"
         "from vidnas.config import Config, DataConfig, ModelConfig\n"
         "from vidnas.models.build import build_model\n"
-        "from vidnas.models.arch import STNAS\n"
+        "from vidnas.models.architecture import STNAS\n"
         "import dataclasses\n"
         f"cfg = Config(data=DataConfig(height={H}, width={W}, window=3), "
         f"model=ModelConfig(encoder={_tiny_encoder_name()!r}, decoder_channels=8))\n"

@@ -24,9 +24,9 @@ from vidnas.bench.protocol import (
     measure_protocol,
     stnas_frame_latency,
 )
+from vidnas.checkpoint import save_checkpoint
 from vidnas.cli.main import app
 from vidnas.config import Config, config_to_dict, load_config
-from vidnas.engine.checkpoint import save_checkpoint
 from vidnas.models import PAPER_ROWS, Arch, VideoSegmenter, build_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidnas.models.arch2 import Arch2Segmenter
-from vidnas.models.cell import (
+from vidnas.models.cells import (
     AGGREGATIONS,
     CELL_INPUTS,
     CELL_OPS,
@@ -20,6 +19,7 @@ from vidnas.models.cell import (
     cell_in_channels,
 )
 from vidnas.models.encoders import build_encoder
+from vidnas.models.static_segmenter import Arch2Segmenter
 from vidnas.search.cells.cache import static_outputs
 
 H, W, K = 32, 48, 4
@@ -158,17 +158,17 @@ def test_arch2_outputs_aux_and_stream(static: Arch2Segmenter) -> None:
 def test_dynamic_cell_model_stream_equals_forward(static: Arch2Segmenter, key_interval: int | None) -> None:
     torch.manual_seed(1)
     cell = Cell.from_tokens(TOKENS, in_channels=cell_in_channels(static), num_classes=K)
-    model = DynamicCellModel(static, cell, key_interval=key_interval).eval()
+    model = DynamicCellModel(static, cell).eval()
     frames = torch.randn(2, 4, 3, H, W)
     with torch.no_grad():
-        ref = model(frames)
+        ref = model(frames, key_interval=key_interval)
         static_ref = static(frames)
     assert ref.shape == (2, 4, K, H, W)
     assert torch.allclose(ref[:, 0], static_ref[:, 0], atol=1e-5)  # frame 0: the static network
     assert not torch.allclose(ref[:, 1], static_ref[:, 1], atol=1e-3)  # frame 1: the cell
     if key_interval == 2:
         assert torch.allclose(ref[:, 2], static_ref[:, 2], atol=1e-5)  # key frame
-    st = model.stream(batch_size=2)
+    st = model.stream(batch_size=2, key_interval=key_interval)
     outs = [st.push(frames[:, t]) for t in range(4)]
     assert torch.allclose(torch.stack(outs, 1), ref, atol=1e-4)
     st.reset()  # a new video starts with the static network again
@@ -199,10 +199,13 @@ def test_models_never_import_search() -> None:
     import ast
     from pathlib import Path
 
-    import vidnas.models.arch2 as arch2_mod
-    import vidnas.models.cell as cell_mod
+    import vidnas.models.cells.aggregations as agg_mod
+    import vidnas.models.cells.genotype as geno_mod
+    import vidnas.models.cells.model as cell_mod
+    import vidnas.models.cells.ops as ops_mod
+    import vidnas.models.static_segmenter as arch2_mod
 
-    for mod in (arch2_mod, cell_mod):
+    for mod in (arch2_mod, cell_mod, ops_mod, agg_mod, geno_mod):
         tree = ast.parse(Path(mod.__file__).read_text())
         names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
         names += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

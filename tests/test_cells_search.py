@@ -14,7 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from vidnas.config import Config, load_config
-from vidnas.models.cell import CellGenotype, load_cell_model
+from vidnas.models import load_model
+from vidnas.models.cells import CellGenotype
 from vidnas.search.cells import (
     ExecutorError,
     SearchOptions,
@@ -27,7 +28,6 @@ from vidnas.search.cells import (
 from vidnas.search.cells.cache import CacheInfo, build_caches
 from vidnas.search.cells.evaluate import CandidateJob
 from vidnas.search.cells.search import CHECKPOINT_NAME, LOG_NAME, search_data_config
-from vidnas.search.cells.static import load_static
 
 TINY = [
     "data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",
@@ -57,18 +57,19 @@ def test_split_meta_is_seeded_and_disjoint() -> None:
 
 
 def test_static_checkpoint_round_trip(static_ckpt: Path) -> None:
-    model, cfg, state = load_static(static_ckpt)
+    loaded = load_model(static_ckpt, kinds=("arch2",))
+    model, cfg, state = loaded.model, loaded.cfg, loaded.checkpoint
     assert cfg.model.decoder == "arch2" and cfg.model.encoder == "mobilenetv2_test" and state["num_classes"] == 4
     assert not model.training
     with pytest.raises(ValueError, match="not found"):
-        load_static(static_ckpt.parent / "missing.pt")
+        load_model(static_ckpt.parent / "missing.pt", kinds=("arch2",))
 
 
 def test_disk_cache_equals_memory_cache(static_ckpt: Path, tmp_path: Path) -> None:
     from vidnas.data import ClipDataset, open_source
 
     cfg = tiny_cfg()
-    static, _, _ = load_static(static_ckpt)
+    static = load_model(static_ckpt, kinds=("arch2",)).model
     data_cfg = search_data_config(cfg)
     ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
     info = CacheInfo(4, 255, 3, (80, 64, 8, 24, 80), (32, 48))
@@ -163,7 +164,8 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
     data = json.loads((out / "top" / "cell0.json").read_text())
     assert data["schema_version"] == 1 and data["ops"] == ["conv1x1", "sep3x3", "skip", "deform3x3"]
     assert data["aggregations"] == ["sum", "concat", "conv3d"] and len(data["tokens"]) == 2
-    model, cfg, state = load_cell_model(out / "top" / "cell0" / "model.pt")
+    loaded = load_model(out / "top" / "cell0" / "model.pt")
+    model, cfg, state = loaded.model, loaded.cfg, loaded.checkpoint
     assert model.genotype.to_tokens() == geno.to_tokens() and "miou" in state["val"]
     with torch.no_grad():
         assert model(torch.randn(1, 3, 3, 32, 48)).shape == (1, 3, 4, 32, 48)
@@ -260,7 +262,7 @@ def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
     from vidnas.data import ClipDataset, open_source
 
     cfg = tiny_cfg()
-    static, _, _ = load_static(static_ckpt)
+    static = load_model(static_ckpt, kinds=("arch2",)).model
     data_cfg = search_data_config(cfg)
     ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
     info = CacheInfo(4, 255, 3, (80, 64, 8, 24, 80), (32, 48))

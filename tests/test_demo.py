@@ -27,8 +27,8 @@ def test_demo_config_is_the_documented_default():
 
 
 def test_embedded_demo_settings_equal_the_preset():
-    from vidnas.cli.demo import EMBEDDED_DEMO
     from vidnas.config import config_from_dict
+    from vidnas.experiments.demo import EMBEDDED_DEMO
 
     assert config_from_dict(EMBEDDED_DEMO) == load_config(REPO / "configs" / "demo.yaml")
 

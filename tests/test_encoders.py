@@ -9,9 +9,10 @@ import timm
 import torch
 from timm.models.swin_transformer import SwinTransformer
 
-from vidnas.models.encoders import ENCODERS, Encoder, EncoderRegistry, build_encoder
+from vidnas.models.encoders import ENCODERS, Encoder, build_encoder
 from vidnas.models.encoders.efficientnet import EfficientNetEncoder
 from vidnas.models.encoders.swin import SWIN_VARIANTS, SwinEncoder
+from vidnas.registry import Registry
 
 TINY = ["swin_test", "mobilenetv2_test", "efficientnet_lite0_test"]
 HW = (64, 96)
@@ -42,7 +43,7 @@ def test_registry_lists_every_encoder() -> None:
     assert set(ENCODERS) == set(EXPECTED)
     with pytest.raises(KeyError, match="swin_tiny"):  # the message lists the valid names
         build_encoder("swin_huge")
-    registry = EncoderRegistry()
+    registry = Registry("encoder")
     registry.register("a", lambda **_: None)
     with pytest.raises(ValueError, match="already registered"):
         registry.register("a", lambda **_: None)

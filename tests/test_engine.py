@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from vidnas.checkpoint import CheckpointError, load_checkpoint
 from vidnas.config import load_config
-from vidnas.engine.checkpoint import CheckpointError, load_checkpoint
 from vidnas.engine.train import segmentation_loss, train, weights_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +88,9 @@ def test_ddp_two_cpu_processes_end_with_identical_weights(tmp_path):
     shas = {json.loads(p.read_text())["weights_sha256"] for p in ranks}
     assert len(shas) == 1
     ck = load_checkpoint(out / "checkpoints" / "last.pt")
-    from vidnas.engine.evaluate import load_model_from_checkpoint
+    from vidnas.models import load_model
 
-    model, _, _ = load_model_from_checkpoint(out / "checkpoints" / "last.pt")
+    model = load_model(out / "checkpoints" / "last.pt").model
     assert weights_fingerprint(model) in shas
     assert ck["epoch"] == 0
 

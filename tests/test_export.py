@@ -10,16 +10,17 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
+from vidnas.checkpoint import CheckpointError
 from vidnas.cli.main import app
 from vidnas.config import load_config
 from vidnas.export import (
     DeployError,
     OrtStreamer,
     export_onnx,
-    load_for_inference,
     parity_check,
     read_export_meta,
 )
+from vidnas.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 TOL = 1e-4
@@ -53,7 +54,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def causal_export(checkpoint, tmp_path_factory):
-    loaded = load_for_inference(checkpoint)
+    loaded = load_model(checkpoint)
     out = tmp_path_factory.mktemp("onnx")
     paths = export_onnx(loaded.model, out, img_size=loaded.img_size, class_names=loaded.class_names,
                         palette=loaded.palette)
@@ -105,7 +106,7 @@ def test_ort_streamer_interface_and_fixed_buffer(causal_export):
 
 
 def test_centred_export_parity_and_flush(checkpoint, tmp_path):
-    loaded = load_for_inference(checkpoint, causal=False)
+    loaded = load_model(checkpoint, causal=False)
     paths = export_onnx(loaded.model, tmp_path, class_names=loaded.class_names)
     assert parity_check(loaded.model, paths.out_dir, frames=6) < TOL  # includes the flushed tail
     s = OrtStreamer(paths.out_dir)
@@ -119,9 +120,9 @@ def test_centred_export_parity_and_flush(checkpoint, tmp_path):
 def test_export_errors(tmp_path, checkpoint):
     with pytest.raises(DeployError, match="export.json"):
         read_export_meta(tmp_path)
-    with pytest.raises(DeployError, match="missing.pt"):
-        load_for_inference(tmp_path / "missing.pt")
-    loaded = load_for_inference(checkpoint)
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        load_model(tmp_path / "missing.pt")
+    loaded = load_model(checkpoint)
     with pytest.raises(DeployError, match="opset"):
         export_onnx(loaded.model, tmp_path / "x", opset=13)
 

@@ -20,8 +20,7 @@ import torch
 
 from vidnas.config import Config, DataConfig, ModelConfig
 from vidnas.models import Arch, build_model
-from vidnas.models.arch2 import build_arch2 as build_static_segmenter
-from vidnas.models.cell import Cell, CellGenotype, DynamicCellModel, cell_in_channels
+from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, build_static_segmenter, cell_in_channels
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("VIDNAS_REGEN_GOLDEN", "") == "1"

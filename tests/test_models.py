@@ -15,7 +15,7 @@ from vidnas.models import (
     VideoSegmenter,
     build_encoder,
 )
-from vidnas.models.arch import STNAS_DECODER_OPS
+from vidnas.models.architecture import STNAS_DECODER_OPS
 from vidnas.models.ops import BASELINE_OP, get_op, register_op, temporal_extent
 
 H, W = 64, 96  # tiny input; multiple of 32 so every encoder map is exact

@@ -20,9 +20,9 @@ from vidnas.export import (
     TorchRunner,
     VideoError,
     export_onnx,
-    load_for_inference,
     predict_video,
 )
+from vidnas.models import load_model
 
 VIDEO_HW = (120, 214)  # DAVIS 480x854 downscaled: small, and the masks must come back at this size, not 64x96
 N_FRAMES = 12
@@ -113,7 +113,7 @@ def test_predict_frame_folder_library(checkpoint, davis_frames, tmp_path):
     folder.mkdir()
     for i, f in enumerate(davis_frames[:6]):
         Image.fromarray(f).save(folder / f"frame{i}.png")  # natural order: frame2 before frame10
-    runner = TorchRunner(load_for_inference(checkpoint))
+    runner = TorchRunner(load_model(checkpoint))
     done: list[int] = []
     res = predict_video(folder, tmp_path / "out", runner, max_frames=5, progress=lambda n, fps: done.append(n))
     assert res.frames == 5 and done == [1, 2, 3, 4, 5]
@@ -135,7 +135,7 @@ def test_corrupt_video_and_missing_checkpoint_exit_2(checkpoint, davis_mp4, tmp_
                            str(tmp_path / "o")])
     assert res.exit_code == 2 and "nothing_here.mp4" in res.output
     with pytest.raises(VideoError, match="no frames"):
-        predict_video(tmp_path, tmp_path / "o2", TorchRunner(load_for_inference(checkpoint)))  # folder, no images
+        predict_video(tmp_path, tmp_path / "o2", TorchRunner(load_model(checkpoint)))  # folder, no images
 
 
 def test_crash_midway_leaves_only_complete_outputs(checkpoint, davis_mp4, tmp_path):
@@ -150,7 +150,7 @@ def test_crash_midway_leaves_only_complete_outputs(checkpoint, davis_mp4, tmp_pa
     out.mkdir()
     (out / "summary.json").write_text("{}")  # from an earlier run: must not survive into this one
     with pytest.raises(RuntimeError, match="simulated"):
-        predict_video(davis_mp4, out, Crashing(load_for_inference(checkpoint)))
+        predict_video(davis_mp4, out, Crashing(load_model(checkpoint)))
     check_masks(out, 5, VIDEO_HW)  # every mask written is a complete PNG
     assert not (out / "summary.json").exists() and not (out / "overlay.mp4").exists()
     assert not list(out.glob(".*")) and not list((out / "masks").glob(".*"))  # no partial files left
@@ -183,7 +183,7 @@ def test_memory_does_not_grow_with_video_length(checkpoint, tmp_path, runtime):
     video must equal a 20-frame one's up to a small constant. Holding frames, masks or logits would add 60 x (37 KB
     per 96x128 frame, 12 KB per mask, 98 KB per logits map) = 0.7-6 MB, far above the bound. Torch tensors are not
     traced, which is why the onnxruntime path (numpy end to end) is measured too."""
-    loaded = load_for_inference(checkpoint)
+    loaded = load_model(checkpoint)
     if runtime == "torch":
         runner = TorchRunner(loaded)
     else:

@@ -12,9 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from vidnas.checkpoint import load_checkpoint
 from vidnas.cli.main import app
 from vidnas.config import load_config
-from vidnas.engine.checkpoint import load_checkpoint
 from vidnas.engine.logger import read_jsonl
 from vidnas.models import Arch, build_encoder, build_model
 from vidnas.search import plots
@@ -226,9 +226,10 @@ def test_cli_search_then_train_from_arch_file_alone(tmp_path, fixed_table):
                               "--arch", str(out / "arch.json"), "--init", str(out / "derived_init.pt"),
                               "--out", str(train_dir), "--quiet"])
     assert res.exit_code == 0, res.output
-    from vidnas.engine.evaluate import load_model_from_checkpoint
+    from vidnas.models import load_model
 
-    model, _, state = load_model_from_checkpoint(train_dir / "checkpoints" / "last.pt")
+    loaded = load_model(train_dir / "checkpoints" / "last.pt")
+    model, state = loaded.model, loaded.checkpoint
     assert Arch.from_dict(state["arch"]) == arch
     assert model.encoder.depths == arch.depths
     assert model.decoder.channels == arch.channels == 8

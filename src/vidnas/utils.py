@@ -1,4 +1,4 @@
-"""Small leaf helpers shared by every package: atomic writes, seeding. Imports nothing from vidnas."""
+"""Small leaf helpers shared by every package: atomic writes, the JSON default, seeding. Imports nothing from vidnas."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "save_figure", "seed_everything"]
+import numpy as np
+import torch
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "json_default",
+    "seed_everything",
+]
 
 
 def atomic_write(path: str | os.PathLike, writer: Callable[[str], None]) -> Path:
@@ -48,42 +57,23 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
 
 
-def save_figure(fig: Any, path: str | os.PathLike, *, dpi: int = 110, **savefig_kwargs: Any) -> Path:
-    """Save a matplotlib figure atomically (format from the file suffix, PNG by default) and close it."""
-    path = Path(path)
-    fmt = path.suffix.lstrip(".").lower() or "png"
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt, **savefig_kwargs))
-    finally:
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-    return path
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for the library's records: tensors and arrays as lists, tuples and sets as lists,
+    paths as strings; anything else raises TypeError naming the type."""
+    if hasattr(o, "tolist"):  # tensors and numpy arrays
         return o.tolist()
+    if isinstance(o, tuple | set):
+        return list(o)
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (if importable)."""
+    """Seed python, numpy and torch."""
     random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover
-        pass
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -2,7 +2,15 @@
 
 from vidnas.bench.counting import count_flops, count_params
 from vidnas.bench.device import device_signature
-from vidnas.bench.report import DEFAULT_COLUMNS, BenchRow, format_table, read_rows_json, write_rows_json
+from vidnas.bench.report import (
+    DEFAULT_COLUMNS,
+    BenchRow,
+    device_line,
+    format_table,
+    protocol_note,
+    read_rows_json,
+    write_rows_json,
+)
 from vidnas.bench.timing import TimingStats, interleaved_timing, time_fn
 
 __all__ = [
@@ -17,4 +25,6 @@ __all__ = [
     "write_rows_json",
     "read_rows_json",
     "device_signature",
+    "device_line",
+    "protocol_note",
 ]

@@ -11,9 +11,10 @@ latency and its split (encoder, decoder, rest = stack + slice + upsample) withou
 models are measured **interleaved** (``vidnas.bench.interleaved_timing``, one push per model per round, rotated
 order), because the development machine is noisy while ratios measured together are stable.
 
-This module never imports ``vidnas.models`` (``bench`` depends on ``config`` only): the model is an argument, any
-object with the ``VideoSegmenter`` interface (``encoder``, ``decoder``, ``window``, ``target_index``, ``encode``,
-``stream``, ``eval``).
+This module never imports ``vidnas.models`` (``bench`` sits below it): the model is an argument, any object with the
+``VideoSegmenter`` interface (``encoder``, ``decoder``, ``window``, ``encode``, ``stream(batch_size, **options)``,
+``eval``). Streaming settings (a benchmark's ``--window``, a cell model's ``key_interval``) are per-model
+``stream_options``, passed to ``model.stream``.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class StreamProbe(_Probe):
         img_size: (H, W) of the frames.
         sync: called at each stamp on asynchronous devices (``torch.cuda.synchronize``); None on the CPU.
         progress: called after each push (e.g. a progress bar's update); cheap, it runs inside the timed region.
+        stream_options: keyword arguments of ``model.stream`` (``window``, ``key_interval``).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class StreamProbe(_Probe):
         *,
         sync: Callable[[], Any] | None = None,
         progress: Callable[[], Any] | None = None,
+        stream_options: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(progress)
         self.model = model
@@ -150,7 +153,7 @@ class StreamProbe(_Probe):
         gen = torch.Generator().manual_seed(0)
         frame = torch.randn(1, 3, int(img_size[0]), int(img_size[1]), generator=gen)  # (1, 3, H, W)
         self.frame = frame.to(_model_device(model))
-        self.streamer = model.stream(batch_size=1)
+        self.streamer = model.stream(batch_size=1, **(stream_options or {}))
         self._handles = [
             model.encoder.register_forward_pre_hook(self._start),
             model.encoder.register_forward_hook(self._stop(self.encoder_ms)),
@@ -232,6 +235,7 @@ def measure_protocol(
     frames: int,
     window: int | None = None,
     progress: Callable[[], Any] | None = None,
+    stream_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, ProtocolResult]:
     """Time several models side by side under the ST-NAS protocol.
 
@@ -247,6 +251,8 @@ def measure_protocol(
         frames: timed pushes per model (the paper: ``PAPER_FRAMES``).
         window: expected window of every model; None = each model's own (a mismatch raises ValueError).
         progress: called after every push (warm-up included), e.g. a progress bar's ``update``.
+        stream_options: name -> keyword arguments of that model's ``stream`` (e.g. ``{"window": 5}`` to decode
+            another window than the model's own).
 
     Returns:
         name -> ``ProtocolResult``, in the order of ``models``.
@@ -260,7 +266,8 @@ def measure_protocol(
             _check_window(model, window)
             if isinstance(model, nn.Module):
                 sync = torch.cuda.synchronize if _model_device(model).type == "cuda" else None
-                probes[name] = StreamProbe(model, sizes[name], sync=sync, progress=progress)
+                probes[name] = StreamProbe(model, sizes[name], sync=sync, progress=progress,
+                                           stream_options=(stream_options or {}).get(name))
             else:
                 probes[name] = ExternalStreamProbe(model, progress=progress)
         any_cuda = any(p.sync is not None for p in probes.values())
@@ -332,12 +339,12 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
     Args:
         model: a VideoSegmenter (its device is used; its train / eval mode is kept, the count runs in eval mode).
         img_size: (H, W).
-        window: the model's window (checked), None = ``model.window``.
+        window: frames decoded per frame; None = ``model.window`` (frame-by-frame models ignore it).
 
     Returns:
         ``{"encoder": ..., "decoder": ..., "total": ...}``.
     """
-    w = _check_window(model, window)
+    w = int(model.window if window is None else window)
     was_training = model.training
     model.eval()
     try:
@@ -372,6 +379,7 @@ def protocol_rows(
     extra: Mapping[str, Mapping[str, Any]] | None = None,
     cost_models: Mapping[str, Any] | None = None,
     progress: Callable[[], Any] | None = None,
+    stream_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[BenchRow]:
     """Count and time several models (interleaved) and return one ``BenchRow`` each.
 
@@ -390,18 +398,24 @@ def protocol_rows(
         cost_models: name -> the VideoSegmenter whose params and FLOPs a non-PyTorch candidate reports (the model it
             was exported from); without one such a row has no params or FLOPs.
         progress: called after every push.
+        stream_options: name -> keyword arguments of that model's ``stream`` (``window``, ``key_interval``); the
+            row's window and FLOPs follow its ``window``.
     """
     sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
+    options = {n: dict((stream_options or {}).get(n) or {}) for n in models}
+    windows = {n: int(options[n].get("window") or m.window) for n, m in models.items()}
     costed = {n: m if isinstance(m, nn.Module) else (cost_models or {}).get(n) for n, m in models.items()}
-    cache: dict[int, dict[str, int]] = {}  # the same model under two runtimes is counted once
+    cache: dict[tuple[int, int], dict[str, int]] = {}  # the same model under two runtimes is counted once
     counts: dict[str, dict[str, int] | None] = {}
     for n, m in costed.items():
-        if flops and m is not None and id(m) not in cache:
-            cache[id(m)] = component_flops(m, sizes[n])
-        counts[n] = cache.get(id(m)) if flops and m is not None else None
-    results = measure_protocol(models, img_size=sizes, warmup=warmup, frames=frames, progress=progress)
+        key = (id(m), windows[n])
+        if flops and m is not None and key not in cache:
+            cache[key] = component_flops(m, sizes[n], window=windows[n])
+        counts[n] = cache.get(key) if flops and m is not None else None
+    results = measure_protocol(models, img_size=sizes, warmup=warmup, frames=frames, progress=progress,
+                               stream_options=options)
     rows = []
-    for name, model in models.items():
+    for name in models:
         res, fl = results[name], counts[name]
         row = BenchRow(
             name=name,
@@ -417,7 +431,7 @@ def protocol_rows(
                 "std_ms": res.frame.std_ms,
                 "frames": frames,
                 "warmup": warmup,
-                "window": int(model.window),
+                "window": windows[name],
                 "height": sizes[name][0],
                 "width": sizes[name][1],
                 "encoder_gflops": None if fl is None else fl["encoder"] / 1e9,

@@ -10,9 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vidnas.bench.device import device_signature
 from vidnas.utils import atomic_write_json
 
-__all__ = ["BenchRow", "DEFAULT_COLUMNS", "format_table", "write_rows_json", "read_rows_json"]
+__all__ = [
+    "BenchRow",
+    "DEFAULT_COLUMNS",
+    "format_table",
+    "write_rows_json",
+    "read_rows_json",
+    "device_line",
+    "protocol_note",
+]
 
 DEFAULT_COLUMNS: tuple[str, ...] = ("name", "params", "gflops", "latency_ms", "fps")
 _FIELDS = ("name", "params", "gflops", "latency_ms", "fps")
@@ -151,3 +160,24 @@ def read_rows_json(path: str | os.PathLike) -> list[BenchRow]:
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of rows, got {type(data).__name__}")
     return [BenchRow.from_dict(d) for d in data]
+
+
+def device_line() -> str:
+    """One line describing the measuring machine (``device_signature``), printed under every timing table."""
+    d = device_signature()
+    where = d["cuda"] or d["cpu"]
+    return (
+        f"device: {where} ({d['cpu_count']} logical CPUs, {d['num_threads']} torch threads), torch {d['torch']}, "
+        f"python {d['python']}, {d['platform']}"
+    )
+
+
+def protocol_note(frames: int, warmup: int) -> str:
+    """How the latencies of ``vidnas.bench.protocol`` were measured, printed under every protocol table."""
+    return (
+        f"protocol [ST-NAS Sec. 4]: per frame = encode 1 frame + decode the full window (Streamer.push with the ring "
+        f"buffer full), batch 1, float32; latency = mean over {frames} frames after {warmup} warm-up pushes, "
+        f"FPS = 1000 / latency; models interleaved (one push each per round, rotated order); GFLOPs = encoder on 1 "
+        f"frame + decoder on the window (1 MAC = 2 FLOPs); frame-by-frame models (arch2, dynamic cells: steady "
+        f"state) run the encoder and their decoder (cell) once per frame"
+    )

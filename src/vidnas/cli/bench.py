@@ -2,215 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, set_threads, setup_logging
 
-if TYPE_CHECKING:
-    from vidnas.bench import BenchRow
-    from vidnas.config import Config
-    from vidnas.models import Arch, VideoSegmenter
+DEFAULT_CLASSES = 13  # CholecSeg8K (kept equal to vidnas.experiments.benchmark.DEFAULT_CLASSES, which loads late)
 
-__all__ = [
-    "RUNTIMES",
-    "BENCH_COLUMNS",
-    "ModelSource",
-    "parse_sources",
-    "build_source",
-    "bench_cmd",
-    "latency_cmd",
-    "protocol_note",
-    "device_line",
-]
-
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
-BENCH_COLUMNS: tuple[str, ...] = (
-    "name",
-    "window",
-    "params",
-    "gflops",
-    "encoder_ms",
-    "decoder_ms",
-    "latency_ms",
-    "fps",
-)
-DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSource:
-    """Where one benchmarked model comes from.
-
-    Attributes:
-        kind: ``checkpoint`` (a `vidnas train` checkpoint), ``arch`` (an arch.json, random weights), ``row`` (a paper
-            Table 1 row of ``PAPER_ROWS``, random weights) or ``config`` (the config's model, random weights).
-        value: the path or row name ("" for ``config``).
-        label: the row's name in the table; None = derived (file stem, row name, architecture name).
-    """
-
-    kind: str
-    value: str = ""
-    label: str | None = None
-
-
-def _split_label(value: str) -> tuple[str | None, str]:
-    # "fast=runs/a/best.pt" names the row; a plain path (which may itself contain '=' after a '/') does not
-    head, sep, tail = value.partition("=")
-    if sep and head and "/" not in head and tail:
-        return head, tail
-    return None, value
-
-
-def parse_sources(
-    checkpoints: Sequence[str] | None, archs: Sequence[str] | None, rows: Sequence[str] | None
-) -> list[ModelSource]:
-    """Sources in command-line group order (checkpoints, arch files, paper rows); ``--row all`` = every paper row.
-
-    Raises:
-        ValueError: an unknown paper row name (the message lists the valid ones).
-    """
-    from vidnas.models import PAPER_ROWS
-
-    out = []
-    for value in checkpoints or []:
-        label, path = _split_label(value)
-        out.append(ModelSource("checkpoint", path, label))
-    for value in archs or []:
-        label, path = _split_label(value)
-        out.append(ModelSource("arch", path, label))
-    for value in rows or []:
-        names = list(PAPER_ROWS) if value == "all" else [value]
-        for name in names:
-            if name not in PAPER_ROWS:
-                raise ValueError(f"unknown paper row {name!r}; valid rows: all, {', '.join(PAPER_ROWS)}")
-            out.append(ModelSource("row", name))
-    return out or [ModelSource("config")]
-
-
-def _build_from_arch(cfg: Config, arch: Arch, hw: tuple[int, int], num_classes: int) -> VideoSegmenter:
-    from vidnas.models import build_model
-
-    # the model follows the architecture's window; matching data.window avoids build_model's mismatch warning
-    data = dataclasses.replace(cfg.data, height=hw[0], width=hw[1], window=arch.window)
-    return build_model(dataclasses.replace(cfg, data=data), arch, num_classes=num_classes)
-
-
-def build_source(
-    src: ModelSource,
-    cfg: Config,
-    *,
-    hw: tuple[int, int] | None,
-    window: int | None,
-    num_classes: int,
-    device: str = "cpu",
-    key_interval: int | None = None,
-) -> tuple[str, VideoSegmenter, tuple[int, int], dict[str, Any]]:
-    """Build one source's model in eval mode.
-
-    Args:
-        src: the source.
-        cfg: resolved config (image size, encoder weights and the model of a ``config`` source).
-        hw: (H, W) to build and time at; None = the checkpoint's own size, else ``cfg.data``.
-        window: frames decoded per pushed frame; None = the model's own (architecture, checkpoint or config).
-        num_classes: K of models built with random weights (checkpoints keep their own).
-        device: torch device.
-        key_interval: dynamic-cell checkpoints: static network every ``key_interval`` frames (others ignore it).
-
-    Returns:
-        (name, model, (H, W), extra row entries describing the source).
-
-    Raises:
-        ValueError, OSError: unreadable file, invalid architecture, unknown row.
-    """
-    from vidnas.models import PAPER_ROWS, Arch, arch_from_config
-
-    extra: dict[str, Any] = {"source": src.kind if src.kind == "config" else f"{src.kind}:{src.value}"}
-    if src.kind == "checkpoint":
-        from vidnas.config import config_from_dict
-        from vidnas.engine.checkpoint import load_checkpoint
-        from vidnas.engine.evaluate import load_model_from_checkpoint
-
-        state = load_checkpoint(src.value)
-        ck_cfg = config_from_dict(state["config"])
-        size = hw or (ck_cfg.data.height, ck_cfg.data.width)
-        ck_cfg = dataclasses.replace(ck_cfg, data=dataclasses.replace(ck_cfg.data, height=size[0], width=size[1]))
-        is_cell = "cell" in state
-        model, _, _ = load_model_from_checkpoint(src.value, cfg=ck_cfg, device=device,
-                                                 key_interval=key_interval if is_cell else None)
-        if is_cell:
-            extra["key_interval"] = key_interval
-        # name a checkpoint after its run directory (runs/<run>/checkpoints/best.pt): two trainings of the same
-        # architecture differ there, not in the architecture's name
-        path = Path(src.value)
-        # and a dynamic-cell model (runs/<search>/top/cell0/model.pt) after its cell
-        if src.label:
-            name = src.label
-        elif path.parent.name == "checkpoints":
-            name = path.parent.parent.name
-        elif path.stem == "model":
-            name = path.parent.name
-        else:
-            name = path.stem
-        extra["arch"] = ((state.get("arch") or {}).get("name") or (state.get("cell") or {}).get("name") or None)
-        extra["num_classes"] = int(state["num_classes"])
-    else:
-        size = hw or (cfg.data.height, cfg.data.width)
-        if src.kind == "arch":
-            arch = Arch.load(src.value)
-            name = src.label or arch.name or Path(src.value).stem
-        elif src.kind == "row":
-            arch = PAPER_ROWS[src.value].arch
-            name = src.label or src.value
-        elif src.kind == "config":
-            arch = arch_from_config(cfg)
-            name = src.label or (arch.name if cfg.model.arch else "config")
-        else:
-            raise ValueError(f"unknown source kind {src.kind!r}; valid: checkpoint, arch, row, config")
-        model = _build_from_arch(cfg, arch, size, num_classes).to(device)
-        extra["num_classes"] = num_classes
-    if window is not None:
-        # the decoders are convolutional in time: the window is only the streamer's ring-buffer length
-        model.window = int(window)
-    model.eval()
-    return name, model, (int(size[0]), int(size[1])), extra
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    out, i = name, 2
-    while out in taken:
-        out, i = f"{name}-{i}", i + 1
-    taken.add(out)
-    return out
-
-
-def device_line() -> str:
-    """One line describing the measuring machine (``vidnas.bench.device_signature``)."""
-    from vidnas.bench import device_signature
-
-    d = device_signature()
-    where = d["cuda"] or d["cpu"]
-    return (
-        f"device: {where} ({d['cpu_count']} logical CPUs, {d['num_threads']} torch threads), torch {d['torch']}, "
-        f"python {d['python']}, {d['platform']}"
-    )
-
-
-def protocol_note(frames: int, warmup: int) -> str:
-    """How the latencies were measured, printed under every protocol table."""
-    return (
-        f"protocol [ST-NAS Sec. 4]: per frame = encode 1 frame + decode the full window (Streamer.push with the ring "
-        f"buffer full), batch 1, float32; latency = mean over {frames} frames after {warmup} warm-up pushes, "
-        f"FPS = 1000 / latency; models interleaved (one push each per round, rotated order); GFLOPs = encoder on 1 "
-        f"frame + decoder on the window (1 MAC = 2 FLOPs); frame-by-frame models (arch2, dynamic cells: steady "
-        f"state) run the encoder and their decoder (cell) once per frame"
-    )
+__all__ = ["bench_cmd", "latency_cmd"]
 
 
 def _progress_bar(total: int, desc: str, quiet: bool) -> Any:
@@ -219,42 +21,6 @@ def _progress_bar(total: int, desc: str, quiet: bool) -> Any:
     return tqdm(
         total=total, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True, disable=True if quiet else None
     )
-
-
-def _onnxruntime_available() -> bool:
-    """Whether `--runtime onnxruntime` can run: onnxruntime installed and ``vidnas.export`` has its streamer."""
-    try:
-        import onnxruntime  # noqa: F401
-
-        from vidnas.export import OrtStreamer, export_onnx  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _ort_streamers(
-    models: dict[str, VideoSegmenter], sizes: dict[str, tuple[int, int]], out_dir: Path, threads: int
-) -> dict[str, Any]:
-    """Export every model as ONNX (encoder + window decoder) into ``out_dir`` and open an onnxruntime streamer each."""
-    import onnxruntime as ort
-
-    from vidnas.export import DeployError, OrtStreamer, export_onnx
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    # onnxruntime's pool spin-waits after each run by default, stealing the cores from the PyTorch candidates timed
-    # next to it (measured here: a tiny Swin pushed 30x slower); interleaved runs need idle threads to sleep
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    out = {}
-    for i, (name, model) in enumerate(models.items()):
-        path = out_dir / f"model{i}"
-        try:
-            export_onnx(model, path, img_size=sizes[name])
-            out[name] = OrtStreamer(path, session_options=options)
-        except (DeployError, RuntimeError, ValueError) as e:
-            raise fail(f"{name}: ONNX export / onnxruntime failed: {e}") from e
-    return out
 
 
 OptStr = Optional[str]  # noqa: UP007, UP045  (typer needs Optional on py3.10)
@@ -306,14 +72,22 @@ def bench_cmd(
 
     Every frame costs one encoder pass plus one decode of the full window (the model streams with a ring buffer of
     encoder features). All models are timed interleaved in one run, so their ratios are stable on a noisy machine.
+    Any checkpoint kind benchmarks: window models, ST-NAS-derived models, arch2, dynamic-cell models.
     """
-    from vidnas.bench import write_rows_json
-    from vidnas.bench.protocol import protocol_rows
+    from vidnas.bench import BenchRow, device_line, device_signature, format_table, protocol_note, write_rows_json
+    from vidnas.experiments.benchmark import (
+        BENCH_COLUMNS,
+        RUNTIMES,
+        build_sources,
+        onnxruntime_available,
+        parse_sources,
+        run_benchmark,
+    )
 
     setup_logging()
     if runtime not in RUNTIMES:
         raise fail(f"unknown --runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
-    if runtime != "torch" and not _onnxruntime_available():
+    if runtime != "torch" and not onnxruntime_available():
         raise fail("--runtime onnxruntime is not available: install onnx and onnxruntime")
     if runtime != "torch" and device != "cpu":
         raise fail(f"--runtime {runtime} runs onnxruntime on the CPU: use --device cpu")
@@ -330,70 +104,31 @@ def bench_cmd(
         sources = parse_sources(checkpoint, arch, row)
     except ValueError as e:
         raise fail(str(e)) from e
-    models: dict[str, VideoSegmenter] = {}
-    sizes: dict[str, tuple[int, int]] = {}
-    extras: dict[str, dict[str, Any]] = {}
-    taken: set[str] = set()
-    for src in sources:
-        try:
-            name, model, size, extra = build_source(src, cfg, hw=hw, window=window, num_classes=classes, device=device,
-                                                    key_interval=key_interval)
-        except (OSError, ValueError, KeyError) as e:
-            raise fail(f"{src.kind} {src.value}: {e}" if src.value else str(e)) from e
-        name = _unique(name, taken)
-        models[name], sizes[name], extras[name] = model, size, {**extra, "runtime": "torch"}
-
-    with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
-        candidates: dict[str, Any] = {}
-        cand_sizes: dict[str, tuple[int, int]] = {}
-        cand_extras: dict[str, dict[str, Any]] = {}
-        cost_models: dict[str, VideoSegmenter] = {}
-        streamers: dict[str, Any] = {}
-        if runtime != "torch":
-            import torch
-
-            streamers = _ort_streamers(models, sizes, Path(tmp), threads or torch.get_num_threads())
-        for name, model in models.items():
-            # both runtimes of one model side by side, so their ratio is measured under the same machine load
-            if runtime in ("torch", "both"):
-                candidates[name], cand_sizes[name], cand_extras[name] = model, sizes[name], extras[name]
-            if runtime in ("onnxruntime", "both"):
-                ort_name = f"{name}@ort" if runtime == "both" else name
-                candidates[ort_name], cand_sizes[ort_name] = streamers[name], sizes[name]
-                cand_extras[ort_name] = {**extras[name], "runtime": "onnxruntime"}
-                cost_models[ort_name] = model
-        if ref is not None and ref not in candidates:
-            raise fail(f"--ref {ref!r} names no row; rows: {', '.join(candidates)}")
-        bar = _progress_bar(len(candidates) * (warmup + frames), "bench", quiet)
-        try:
-            rows = protocol_rows(
-                candidates,
-                img_size=cand_sizes,
-                warmup=warmup,
-                frames=frames,
-                flops=flops,
-                extra=cand_extras,
-                cost_models=cost_models,
-                progress=bar.update,
-            )
-        finally:
-            bar.close()
-    _print_rows(rows, ref, frames, warmup)
+    try:
+        models = build_sources(sources, cfg, hw=hw, window=window, num_classes=classes, device=device,
+                               key_interval=key_interval)
+    except (OSError, ValueError, KeyError) as e:
+        raise fail(str(e)) from e
+    row_names = [n for m in models for n in ((m.name, f"{m.name}@ort") if runtime == "both" else (m.name,))]
+    if ref is not None and ref not in row_names:
+        raise fail(f"--ref {ref!r} names no row; rows: {', '.join(row_names)}")
+    runs = 2 if runtime == "both" else 1
+    bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
+    try:
+        rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
+                                             threads=threads, progress=bar.update)
+    except (ValueError, RuntimeError) as e:
+        raise fail(str(e)) from e
+    finally:
+        bar.close()
+    typer.echo(format_table(rows, BENCH_COLUMNS, ref=ref))
+    typer.echo(device_line())
+    typer.echo(protocol_note(frames, warmup))
     if json_out is not None:
-        from vidnas.bench import device_signature
-
         dev = {**device_signature(), "torch_device": device}
         for r in rows:
             r.extra["device"] = dev
         typer.echo(f"written: {write_rows_json(json_out, rows)}")
-
-
-def _print_rows(rows: Sequence[BenchRow], ref: str | None, frames: int, warmup: int) -> None:
-    from vidnas.bench import format_table
-
-    typer.echo(format_table(rows, BENCH_COLUMNS, ref=ref))
-    typer.echo(device_line())
-    typer.echo(protocol_note(frames, warmup))
 
 
 def latency_cmd(
@@ -416,7 +151,7 @@ def latency_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2)."""
-    from vidnas.bench import BenchRow, format_table
+    from vidnas.bench import BenchRow, device_line, format_table
     from vidnas.models.encoders import build_encoder
     from vidnas.search.latency import downsample_signature, measure_encoder_blocks
 

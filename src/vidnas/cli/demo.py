@@ -9,41 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, set_threads, setup_logging
-from vidnas.config import Config
+from vidnas.cli.common import ConfigOpt, SetOpt, fail, set_threads, setup_logging
 
-__all__ = ["demo_cmd", "demo_config", "DEFAULT_CONFIG", "EMBEDDED_DEMO"]
+__all__ = ["demo_cmd"]
 
 Opt = Optional  # noqa: UP007  (typer needs Optional on py3.10)
-
-DEFAULT_CONFIG = "demo"  # configs/demo.yaml
-# The same settings as configs/demo.yaml (a test keeps them equal), used when the preset file is not reachable, e.g.
-# after a non-editable `pip install`: the demo must run anywhere with nothing but the package.
-EMBEDDED_DEMO: dict = {
-    "data": {"format": "synthetic", "height": 128, "width": 192, "window": 4, "synthetic_videos": 6,
-             "synthetic_frames": 16, "synthetic_classes": 4, "synthetic_corruption": 0.3},
-    "model": {"encoder": "swin_test", "encoder_depths": [2, 2, 4, 2], "decoder": "sptcn", "decoder_channels": 16,
-              "decoder_dilations": [1, 2, 4, 8]},
-    "train": {"epochs": 20, "batch_size": 4, "lr": 1.0e-3, "log_every": 5},
-    "stnas": {"encoder_epochs": 2, "decoder_epochs": 2, "warmup_epochs": 1, "lam": 2.0e-4, "arch_lr": 0.01},
-}
-
-
-def demo_config(config: str | None, overrides: list[str] | None) -> Config:
-    """``config`` (default the ``demo`` preset, or ``EMBEDDED_DEMO`` if the preset file is not found) + ``--set``."""
-    from vidnas.config import ConfigError, apply_overrides, config_from_dict, load_config
-
-    if config is not None:
-        return resolve_config(config, overrides)
-    try:
-        cfg = load_config(DEFAULT_CONFIG)
-    except ConfigError:
-        cfg = config_from_dict(EMBEDDED_DEMO)
-    try:
-        return apply_overrides(cfg, list(overrides or []))
-    except ConfigError as e:
-        raise fail(str(e)) from e
-
 
 def demo_cmd(
     config: ConfigOpt = None,
@@ -64,14 +34,17 @@ def demo_cmd(
     Defaults to configs/demo.yaml (synthetic data, tiny Swin + SP-TCN): no download, no data files, a few minutes
     on a 2-core CPU.
     """
-    from vidnas.config import save_config
-    from vidnas.engine.pipeline import run_demo
+    from vidnas.config import ConfigError, save_config
+    from vidnas.experiments.demo import demo_config, run_demo
 
     setup_logging()
     set_threads(threads)
     if resume and not out:
         raise fail("--resume needs --out RUN_DIR (the demo to continue)")
-    cfg = demo_config(config, set_)
+    try:
+        cfg = demo_config(config, set_)
+    except ConfigError as e:
+        raise fail(str(e)) from e
     run = Path(out) if out else Path(cfg.train.out_dir) / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")

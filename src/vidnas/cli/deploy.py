@@ -36,18 +36,20 @@ def export_cmd(
                                        "difference; exit 1 above it.")] = 1e-4,
 ) -> None:
     """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch."""
-    from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx, load_for_inference, parity_check
+    import vidnas.export
+    from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx
+    from vidnas.models import load_model
 
     setup_logging()
     if (height is None) != (width is None):
         raise fail("give both --height and --width, or neither")
     img_size = (height, width) if height is not None and width is not None else None
     try:
-        loaded = load_for_inference(checkpoint, img_size=img_size, causal=causal)
+        loaded = load_model(checkpoint, img_size=img_size, causal=causal)
         paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
                             class_names=loaded.class_names, palette=loaded.palette,
                             extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
-    except DeployError as e:
+    except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     model = loaded.model
     mode = "causal" if model.causal else "centred"
@@ -60,7 +62,7 @@ def export_cmd(
         typer.echo("parity check skipped")
         return
     try:
-        diff = parity_check(model, paths.out_dir, frames=parity_frames)
+        diff = vidnas.export.parity_check(model, paths.out_dir, frames=parity_frames)
     except DeployError as e:
         raise fail(f"parity check failed: {e}", code=1) from e
     ok = diff <= tol
@@ -95,7 +97,7 @@ def predict_cmd(
     """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown."""
     from tqdm.auto import tqdm
 
-    from vidnas.export import RUNTIMES, DeployError, VideoError, load_runner, open_frames, predict_video
+    from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
 
     setup_logging()
     if runtime not in RUNTIMES:
@@ -116,7 +118,7 @@ def predict_cmd(
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
                              intra_op_threads=threads, key_interval=key_interval)
-    except DeployError as e:
+    except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames

@@ -129,7 +129,7 @@ def _depths(d: object) -> str:
 def _sweep(cfg, run: Path, lambdas: str, *, resume: bool, quiet: bool, skip_encoder: bool, skip_decoder: bool,
            bench_frames: int) -> None:
     from vidnas.engine.distributed import cleanup_distributed
-    from vidnas.engine.pipeline import run_sweep, sweep_table
+    from vidnas.experiments.sweep import run_sweep, sweep_table
 
     try:
         values = parse_lambdas(lambdas)

@@ -64,7 +64,7 @@ def cells_cmd(
     top/cell{k}/model.pt, report.md into the run directory.
     """
     from vidnas.data import DataError
-    from vidnas.models.cell import CellError
+    from vidnas.models.cells import CellError
     from vidnas.search.cells import (
         ExecutorError,
         FinalOptions,

@@ -109,8 +109,8 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, fwIoU, temporal consistency, overlay images."""
+    from vidnas.checkpoint import CheckpointError, load_checkpoint
     from vidnas.config import config_from_dict
-    from vidnas.engine.checkpoint import CheckpointError, load_checkpoint
     from vidnas.engine.evaluate import per_class_table, run_eval
 
     setup_logging()

@@ -33,7 +33,7 @@ from vidnas.data.cityscapes import CityscapesSource
 from vidnas.data.clips import ClipDataset, VideoFrames, target_position, window_indices
 from vidnas.data.davis import DavisSource
 from vidnas.data.folder import FolderSource
-from vidnas.data.palette import colorize, default_palette, overlay
+from vidnas.data.palette import colorize, default_palette, overlay, resolve_palette
 from vidnas.data.stats import preview_grid, preview_layout, split_stats
 from vidnas.data.synthetic import CORRUPTIONS, SyntheticSource
 from vidnas.data.transforms import (
@@ -83,6 +83,7 @@ __all__ = [
     "default_palette",
     "colorize",
     "overlay",
+    "resolve_palette",
     "split_stats",
     "preview_grid",
     "preview_layout",

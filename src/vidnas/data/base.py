@@ -14,9 +14,12 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import numpy as np
+
+from vidnas import registry
+from vidnas.registry import Registry
 
 __all__ = [
     "DataError",
@@ -49,11 +52,8 @@ class DataError(ValueError):
     """
 
 
-class UnknownNameError(DataError, KeyError):
+class UnknownNameError(DataError, registry.UnknownNameError):
     """A registry or split lookup failed; the message lists the valid names."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
 
 
 # --------------------------------------------------------------------------------------------------------- frames
@@ -477,30 +477,7 @@ class VideoSource(abc.ABC):
 
 # --------------------------------------------------------------------------------------------------------- registry
 
-T = TypeVar("T")
-
-
-class Registry(dict[str, T]):
-    """Name -> class. Registering a name twice raises; a failed lookup lists the valid names."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__()
-        self.what = what
-
-    def register(self, name: str) -> Callable[[T], T]:
-        def deco(obj: T) -> T:
-            if name in self:
-                raise ValueError(f"{self.what} {name!r} is already registered")
-            self[name] = obj
-            return obj
-
-        return deco
-
-    def __missing__(self, name: str) -> T:
-        raise UnknownNameError(f"unknown {self.what} {name!r}; valid names: {', '.join(sorted(self))}")
-
-
-FORMATS: Registry[type[VideoSource]] = Registry("data format")
+FORMATS: Registry[type[VideoSource]] = Registry("data format", error=UnknownNameError)
 
 
 def register_format(name: str) -> Callable[[type[VideoSource]], type[VideoSource]]:

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "is_main", "broadcast_object", "barrier"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup_distributed",
+    "is_main",
+    "broadcast_object",
+    "barrier",
+    "unwrap",
+    "sync_buffers",
+]
 
 
 @dataclass(frozen=True)
@@ -66,3 +75,19 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics), as DDP does at the start of each forward.
+
+    Each rank's last forward updated its statistics locally; after this the checkpoint and every rank agree.
+    """
+    if not info.enabled:
+        return
+    for buf in unwrap(model).buffers():
+        dist.broadcast(buf, 0)

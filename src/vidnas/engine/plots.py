@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import save_figure
+from vidnas.plotting import plt, save_figure
 
 __all__ = ["plot_training_curves"]
 
@@ -14,11 +14,6 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title:
     """Plot ``train_loss`` and the ``val_*`` metrics of each epoch record; returns the path (None if no epochs)."""
     if not history:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     epochs = [h["epoch"] + 1 for h in history]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.6))
     ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", color="tab:red")

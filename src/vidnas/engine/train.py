@@ -19,13 +19,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm.auto import tqdm
 
+from vidnas.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_to_dict
-from vidnas.engine.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from vidnas.engine.distributed import DistInfo, barrier, init_distributed
+from vidnas.data import ClipDataset, open_source
+from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
 from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
 from vidnas.engine.plots import plot_training_curves
+from vidnas.models import build_model
 from vidnas.utils import atomic_write_json, seed_everything
 
 __all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "epoch_seed", "weights_fingerprint"]
@@ -129,8 +132,6 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
 
 def build_datasets(cfg: Config):
     """(source, train ClipDataset, val ClipDataset) from ``cfg.data``."""
-    from vidnas.data import ClipDataset, open_source
-
     source = open_source(cfg.data)
     cache = cfg.data.cache_frames
     train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed, cache_frames=cache)
@@ -158,10 +159,6 @@ def train(
         init_weights: optional checkpoint whose model weights initialise the network (e.g. a supernet's).
         show_progress: tqdm progress bars (rank 0 only).
     """
-    from tqdm.auto import tqdm
-
-    from vidnas.models import build_model
-
     run_dir = Path(run_dir)
     dist_info: DistInfo = init_distributed(cfg.train.device)
     device = torch.device(cfg.train.device)
@@ -249,11 +246,7 @@ def train(
             bar.set_postfix(loss=f"{loss.item():.3f}")
             bar.update(1)
         bar.close()
-        if dist_info.enabled:
-            # BN running statistics are updated locally by each rank's last forward; take rank 0's, as DDP
-            # itself does at the start of every forward, so the checkpoint and every rank agree.
-            for buf in unwrap(model).buffers():
-                torch.distributed.broadcast(buf, 0)
+        sync_buffers(model, dist_info)  # BN statistics: rank 0's, so the checkpoint and every rank agree
 
         record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
         do_val = (epoch + 1) % max(cfg.train.val_every, 1) == 0 or epoch + 1 == cfg.train.epochs

@@ -1,36 +1,36 @@
 """Deployment: ONNX export as a streaming encoder/decoder pair, onnxruntime streaming, prediction on real videos.
 
-* ``export_onnx(model, out_dir, img_size=..., opset=...) -> ExportPaths``: ``encoder.onnx`` (one frame -> one
-  feature map), ``decoder.onnx`` (a window of features -> the target frame's logits) and ``export.json``.
-* ``OrtStreamer(out_dir)``: the ``Streamer`` interface (``push`` / ``flush`` / ``reset``) on onnxruntime, numpy in and
-  out, with a fixed-size ring buffer of encoder features.
-* ``parity_check(model, out_dir, frames=...) -> float``: max |PyTorch - onnxruntime| logits over a stream.
-* ``predict_video(source, out_dir, runner)``: masks, overlay video and summary for a video file or frame folder,
-  streaming in constant memory; ``load_runner(checkpoint, runtime=...)`` builds the runner.
+* ``export_onnx(model, out_dir, img_size=..., opset=...) -> ExportPaths`` (``exporter``): ``encoder.onnx`` (one frame
+  -> one feature map), ``decoder.onnx`` (a window of features -> the target frame's logits) and ``export.json``.
+* ``runtime``: ``OrtStreamer(out_dir)`` (the ``Streamer`` protocol on onnxruntime, numpy in and out, with a
+  fixed-size ring buffer), ``parity_check(model, out_dir, frames=...)``, and the runners of ``vidnas predict``:
+  ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner`` (``model.stream()`` of any model kind) or an
+  ``OrtStreamer``.
+* ``predict``: ``predict_video(source, out_dir, runner)``: masks, overlay video and summary for a video file or frame
+  folder, streaming in constant memory. ``video``: frame readers and the overlay writer.
 
-See ``docs/DEPLOY.md``.
+Models are loaded with ``vidnas.models.load_model``. See ``docs/DEPLOY.md``.
 """
 
 from vidnas.export.exporter import (
     DEFAULT_OPSET,
     EXPORT_SCHEMA_VERSION,
+    DeployError,
     ExportPaths,
     export_onnx,
     export_paths,
     read_export_meta,
 )
-from vidnas.export.loading import DeployError, LoadedCheckpoint, load_for_inference, resolve_palette
-from vidnas.export.predict import (
+from vidnas.export.predict import PredictResult, StreamingStats, predict_video, preprocess
+from vidnas.export.runtime import (
+    DEFAULT_PROVIDERS,
     RUNTIMES,
     FrameRunner,
-    PredictResult,
-    StreamingStats,
+    OrtStreamer,
     TorchRunner,
     load_runner,
-    predict_video,
-    preprocess,
+    parity_check,
 )
-from vidnas.export.runtime import DEFAULT_PROVIDERS, OrtStreamer, parity_check
 from vidnas.export.video import FrameReader, OverlayWriter, VideoError, open_frames, pick_codec
 
 __all__ = [
@@ -41,9 +41,6 @@ __all__ = [
     "export_paths",
     "read_export_meta",
     "DeployError",
-    "LoadedCheckpoint",
-    "load_for_inference",
-    "resolve_palette",
     "RUNTIMES",
     "FrameRunner",
     "PredictResult",

@@ -31,11 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidnas.export.loading import DeployError
+import vidnas
+from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
 from vidnas.utils import atomic_write as atomic_save
 from vidnas.utils import atomic_write_json as atomic_save_json
 
 __all__ = [
+    "DeployError",
     "DEFAULT_OPSET",
     "EXPORT_SCHEMA_VERSION",
     "ENCODER_FILE",
@@ -55,6 +57,10 @@ EXPORT_SCHEMA_VERSION = 1
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 META_FILE = "export.json"
+
+
+class DeployError(ValueError):
+    """An export directory, a graph or an option cannot be used for deployment; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -92,16 +98,17 @@ class _EncoderGraph(nn.Module):
 
 
 class _DecoderGraph(nn.Module):
-    """features (1, C, T, h, w) -> logits (1, K, H, W) of the target frame: what ``Streamer._advance`` computes."""
+    """features (1, C, T, h, w) -> logits (1, K, H, W) of the target frame, as ``WindowStreamer._advance`` computes."""
 
-    def __init__(self, model: nn.Module, out_hw: tuple[int, int]) -> None:
+    def __init__(self, model: nn.Module, out_hw: tuple[int, int], target_index: int) -> None:
         super().__init__()
         self.model = model
         self.out_hw = out_hw
+        self.target_index = target_index
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits = self.model.decoder(features)[:, :, self.model.target_index]  # (1, K, h, w)
-        return self.model._upsample(logits, self.out_hw)  # (1, K, H, W)
+        logits = self.model.decoder(features)[:, :, self.target_index]  # (1, K, h, w)
+        return self.model.upsample(logits, self.out_hw)  # (1, K, H, W)
 
 
 def export_onnx(
@@ -113,6 +120,7 @@ def export_onnx(
     class_names: Sequence[str] | None = None,
     palette: np.ndarray | Sequence[Sequence[int]] | None = None,
     extra: dict[str, Any] | None = None,
+    window: int | None = None,
 ) -> ExportPaths:
     """Export ``model`` as ``encoder.onnx`` + ``decoder.onnx`` + ``export.json`` in ``out_dir``.
 
@@ -128,6 +136,7 @@ def export_onnx(
         class_names: K names recorded in ``export.json`` (default ``class{i}``).
         palette: (K, 3) display colours recorded in ``export.json`` (default: none recorded).
         extra: more JSON-able metadata (e.g. the checkpoint path, the architecture).
+        window: frames per decoded window; None = the model's own (the decoders are convolutional in time).
 
     Returns:
         The paths written.
@@ -151,6 +160,10 @@ def export_onnx(
             raise DeployError("img_size is required: the encoder does not record the input size it was built for")
     h, w = int(img_size[0]), int(img_size[1])
     out_hw = model.out_size or (h, w)
+    w_frames = int(model.window if window is None else window)
+    if w_frames < 1:
+        raise DeployError(f"window must be >= 1, got {w_frames}")
+    target = w_frames - 1 if model.causal else w_frames // 2
     paths = export_paths(out_dir)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     paths.meta.unlink(missing_ok=True)  # a stale export.json would vouch for half-written graphs
@@ -162,9 +175,10 @@ def export_onnx(
         with torch.no_grad():
             feature = model.encode(frame)  # (1, C, h', w')
         c, fh, fw = (int(s) for s in feature.shape[1:])
-        window = torch.zeros(1, c, model.window, fh, fw)  # (1, C, T, h', w')
+        example = torch.zeros(1, c, w_frames, fh, fw)  # (1, C, T, h', w')
         _export_graph(_EncoderGraph(model).eval(), frame, paths.encoder, "frame", "feature", opset)
-        _export_graph(_DecoderGraph(model, out_hw).eval(), window, paths.decoder, "features", "logits", opset)
+        _export_graph(_DecoderGraph(model, out_hw, target).eval(), example, paths.decoder, "features", "logits",
+                      opset)
     finally:
         model.train(was_training)
     k = int(model.num_classes)
@@ -175,10 +189,10 @@ def export_onnx(
 
     names = [str(n) for n in class_names] if class_names is not None else [f"class{i}" for i in range(k)]
     meta = _build_meta(model, opset=opset, img_size=(h, w), out_hw=out_hw, feature_shape=(1, c, fh, fw),
-                       class_names=names, palette=palette, extra=extra)
+                       class_names=names, palette=palette, extra=extra, window=w_frames, target=target)
     atomic_save_json(paths.meta, meta)
     logger.info("exported %s and %s (opset %d, input %dx%d, window %d %s)", paths.encoder, paths.decoder, opset, h,
-                w, model.window, "causal" if model.causal else "centred")
+                w, w_frames, "causal" if model.causal else "centred")
     return paths
 
 
@@ -215,12 +229,10 @@ def _set_output_shape(path: Path, shape: Sequence[int]) -> None:
 
 def _build_meta(model: nn.Module, *, opset: int, img_size: tuple[int, int], out_hw: Sequence[int],
                 feature_shape: tuple[int, int, int, int], class_names: list[str],
-                palette: np.ndarray | Sequence[Sequence[int]] | None, extra: dict[str, Any] | None) -> dict[str, Any]:
+                palette: np.ndarray | Sequence[Sequence[int]] | None, extra: dict[str, Any] | None, window: int,
+                target: int) -> dict[str, Any]:
     import onnx
     import onnxruntime
-
-    import vidnas
-    from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
 
     k = int(model.num_classes)
     if len(class_names) != k:
@@ -232,7 +244,6 @@ def _build_meta(model: nn.Module, *, opset: int, img_size: tuple[int, int], out_
             raise DeployError(f"palette must have shape ({k}, 3), got {arr.shape}")
         pal = arr.clip(0, 255).tolist()
     _, c, fh, fw = feature_shape
-    window, target = int(model.window), int(model.target_index)
     return {
         "schema_version": EXPORT_SCHEMA_VERSION,
         "kind": "vidnas-stream",

@@ -1,6 +1,7 @@
 """Run a trained model over a video file or a frame folder: per-frame masks, an overlay video, a summary.
 
-Frames stream through the model one at a time (``VideoSegmenter.stream()`` or ``OrtStreamer``): the reader decodes
+Frames stream through the model one at a time (a runner of ``vidnas.export.runtime``: ``model.stream()`` in PyTorch,
+or ``OrtStreamer``): the reader decodes
 one frame, the streamer keeps only its ring buffer of ``w`` encoder features, the pending queue holds at most
 ``lag + 1`` frames (centred windows emit a frame ``lag`` pushes after it arrived), and every mask is written as soon
 as it exists. Memory therefore does not grow with the video's length (tested with tracemalloc).
@@ -27,25 +28,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-import torch
+from PIL import Image
 
-from vidnas.export.loading import DeployError, LoadedCheckpoint, load_for_inference
+from vidnas.data import default_palette, normalize, resize_image
+from vidnas.data import overlay as paint_overlay
+from vidnas.export.runtime import FrameRunner
 from vidnas.export.video import OverlayWriter, VideoError, open_frames
 from vidnas.utils import atomic_write as atomic_save
 from vidnas.utils import atomic_write_json as atomic_save_json
 
 __all__ = [
-    "RUNTIMES",
-    "FrameRunner",
-    "TorchRunner",
-    "load_runner",
     "preprocess",
     "StreamingStats",
     "NearestResizer",
-    "blend",
     "PredictResult",
     "predict_video",
     "DEFAULT_FOLDER_FPS",
@@ -53,120 +51,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnxruntime")
 DEFAULT_FOLDER_FPS = 25.0  # overlay frame rate for frame folders (no rate recorded); CholecSeg8K's 25 fps
-
-
-class FrameRunner(Protocol):
-    """What ``predict_video`` needs from a streamer (``TorchRunner`` and ``OrtStreamer`` both provide it).
-
-    ``push(frame (1, 3, H, W) float32) -> (1, K, H, W) logits | None``; ``flush() -> list of logits``; ``reset()``;
-    attributes ``runtime``, ``input_size`` (H, W), ``window``, ``causal``, ``lag``, ``num_classes``,
-    ``class_names``, ``palette`` ((K, 3) uint8 or None).
-    """
-
-    runtime: str
-    input_size: tuple[int, int]
-    window: int
-    causal: bool
-    lag: int
-    num_classes: int
-    class_names: list[str]
-    palette: np.ndarray | None
-
-    def push(self, frame: np.ndarray) -> np.ndarray | None: ...
-
-    def flush(self) -> list[np.ndarray]: ...
-
-    def reset(self) -> None: ...
-
-
-class TorchRunner:
-    """``VideoSegmenter.stream()`` behind the numpy ``FrameRunner`` interface (eager PyTorch, CPU).
-
-    Args:
-        loaded: a model from ``load_for_inference``.
-    """
-
-    runtime = "torch"
-
-    def __init__(self, loaded: LoadedCheckpoint) -> None:
-        self.loaded = loaded
-        model = loaded.model
-        self._streamer = model.stream(batch_size=1)
-        self.input_size = loaded.img_size
-        self.window = int(model.window)
-        self.causal = bool(model.causal)
-        self.lag = self._streamer.lag
-        self.num_classes = int(model.num_classes)
-        self.class_names = loaded.class_names
-        self.palette: np.ndarray | None = loaded.palette
-
-    def push(self, frame: np.ndarray) -> np.ndarray | None:
-        out = self._streamer.push(torch.from_numpy(frame))
-        return None if out is None else out.numpy()
-
-    def flush(self) -> list[np.ndarray]:
-        return [t.numpy() for t in self._streamer.flush()]
-
-    def reset(self) -> None:
-        self._streamer.reset()
-
-
-def load_runner(
-    checkpoint: str | Path | None,
-    *,
-    runtime: str = "torch",
-    causal: bool | None = None,
-    export_dir: str | Path | None = None,
-    intra_op_threads: int | None = None,
-    opset: int | None = None,
-    key_interval: int | None = None,
-) -> FrameRunner:
-    """A streamer for ``predict_video``.
-
-    Args:
-        checkpoint: a ``vidnas train`` checkpoint; may be None for ``onnxruntime`` with an existing ``export_dir``.
-        runtime: ``torch`` (eager) or ``onnxruntime``.
-        causal: temporal mode override (None = as trained / as exported).
-        export_dir: onnxruntime only: with a checkpoint, the model is exported there first; without one, an existing
-            export is loaded from there.
-        intra_op_threads: onnxruntime threads per graph run (None = its default).
-        opset: ONNX opset for the export (None = ``DEFAULT_OPSET``).
-        key_interval: dynamic-cell models (torch runtime): re-run the static network every ``key_interval`` frames.
-
-    Raises:
-        DeployError: unknown runtime, missing checkpoint or export, temporal mode differing from an existing export.
-    """
-    from vidnas.export.exporter import DEFAULT_OPSET, export_onnx
-    from vidnas.export.runtime import OrtStreamer
-
-    if runtime not in RUNTIMES:
-        raise DeployError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
-    if runtime == "torch":
-        if checkpoint is None:
-            raise DeployError("the torch runtime needs a checkpoint")
-        return TorchRunner(load_for_inference(checkpoint, causal=causal, key_interval=key_interval))
-    if key_interval is not None:
-        raise DeployError("--key-interval needs the torch runtime (dynamic-cell models are not exported yet)")
-    if export_dir is None:
-        raise DeployError("the onnxruntime runtime needs an export directory")
-    if checkpoint is not None:
-        loaded = load_for_inference(checkpoint, causal=causal)
-        export_onnx(loaded.model, export_dir, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
-                    class_names=loaded.class_names, palette=loaded.palette,
-                    extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
-    streamer = OrtStreamer(export_dir, intra_op_threads=intra_op_threads)
-    if causal is not None and causal != streamer.causal:
-        raise DeployError(f"{export_dir} was exported {'causal' if streamer.causal else 'centred'}; re-export it "
-                          f"with the other mode (vidnas export --{'causal' if causal else 'centred'})")
-    return streamer
 
 
 def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """uint8 (H0, W0, 3) RGB -> (1, 3, H, W) float32 ImageNet-normalised, resized as in evaluation."""
-    from vidnas.data import normalize, resize_image
-
     return normalize(resize_image(rgb, size[0], size[1]))[None].numpy()
 
 
@@ -236,24 +125,6 @@ class NearestResizer:
         return labels[self.rows, self.cols]
 
 
-def blend(rgb: np.ndarray, mask: np.ndarray, palette: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Overlay: ``(1 - alpha) * rgb + alpha * palette[mask]`` in integer arithmetic (every pixel has a class).
-
-    Args:
-        rgb: uint8 (H, W, 3).
-        mask: class ids (H, W), all < len(palette).
-        palette: uint8 (K, 3).
-        alpha: opacity of the class colours.
-
-    Returns:
-        uint8 (H, W, 3).
-    """
-    a = int(round(alpha * 256))
-    colour = palette[mask].astype(np.uint16)  # (H, W, 3)
-    out = rgb.astype(np.uint16) * (256 - a) + colour * a + 128  # 8-bit fixed point, rounded
-    return (out >> 8).astype(np.uint8)
-
-
 @dataclass
 class PredictResult:
     """What ``predict_video`` did (also written to ``summary.json``).
@@ -315,10 +186,6 @@ def predict_video(
     Raises:
         VideoError: unreadable or corrupt input (names the file); masks written before the error stay valid.
     """
-    from PIL import Image
-
-    from vidnas.data import default_palette
-
     out_dir = Path(out_dir)
     masks_dir = out_dir / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
@@ -356,7 +223,7 @@ def predict_video(
         class_pixels[:] += np.bincount(mask.ravel(), minlength=k)[:k]
         atomic_save(masks_dir / f"{index:06d}.png", lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
         if writer is not None:
-            writer.write(blend(rgb, mask, palette, alpha))
+            writer.write(paint_overlay(rgb, mask, palette, ignore_index=None, alpha=alpha))
         done += 1
         if progress is not None:
             progress(done, done / model_seconds if model_seconds > 0 else float("nan"))

@@ -1,4 +1,5 @@
-"""Streaming inference with onnxruntime over an export directory, and the PyTorch-vs-ONNX parity check.
+"""The deployment runtimes: onnxruntime streaming over an export directory, the PyTorch-vs-ONNX parity check, and
+the runners ``vidnas predict`` drives (``FrameRunner``: ``TorchRunner`` or ``OrtStreamer``, built by ``load_runner``).
 
 ``OrtStreamer`` has the interface of ``vidnas.models.Streamer`` (``push`` / ``flush`` / ``reset`` / ``pending``) with
 numpy in and out, batch 1. It keeps the ring buffer of the last ``w`` encoder features as one preallocated
@@ -20,19 +21,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from vidnas.export.exporter import export_paths, read_export_meta
-from vidnas.export.loading import DeployError
+from vidnas.export.exporter import DEFAULT_OPSET, DeployError, export_onnx, export_paths, read_export_meta
+from vidnas.models import LoadedModel, load_model
 
-__all__ = ["OrtStreamer", "parity_check", "DEFAULT_PROVIDERS"]
+__all__ = [
+    "RUNTIMES",
+    "FrameRunner",
+    "TorchRunner",
+    "load_runner",
+    "OrtStreamer",
+    "parity_check",
+    "ort_streamers",
+    "quiet_session_options",
+    "DEFAULT_PROVIDERS",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+RUNTIMES = ("torch", "onnxruntime")
 
 
 class OrtStreamer:
@@ -219,7 +231,7 @@ def parity_check(
     was_training = model.training
     model.eval()
     try:
-        torch_stream = model.stream(batch_size=1)
+        torch_stream = model.stream(batch_size=1, window=ort_stream.window)  # the window the graphs were built for
         outs_t: list[np.ndarray] = []
         outs_o: list[np.ndarray] = []
         with torch.no_grad():
@@ -245,3 +257,149 @@ def parity_check(
         diff = max(diff, float(np.abs(a - b).max()))
     logger.info("parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
     return diff
+
+
+class FrameRunner(Protocol):
+    """What ``predict_video`` needs from a streamer (``TorchRunner`` and ``OrtStreamer`` both provide it).
+
+    ``push(frame (1, 3, H, W) float32) -> (1, K, H, W) logits | None``; ``flush() -> list of logits``; ``reset()``;
+    attributes ``runtime``, ``input_size`` (H, W), ``window``, ``causal``, ``lag``, ``num_classes``,
+    ``class_names``, ``palette`` ((K, 3) uint8 or None).
+    """
+
+    runtime: str
+    input_size: tuple[int, int]
+    window: int
+    causal: bool
+    lag: int
+    num_classes: int
+    class_names: list[str]
+    palette: np.ndarray | None
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None: ...
+
+    def flush(self) -> list[np.ndarray]: ...
+
+    def reset(self) -> None: ...
+
+
+class TorchRunner:
+    """``model.stream()`` behind the numpy ``FrameRunner`` interface (eager PyTorch, CPU); any model kind.
+
+    Args:
+        loaded: a model from ``vidnas.models.load_model``.
+        key_interval: dynamic-cell models: re-run the static network every ``key_interval`` frames (None: only on
+            a video's first frame); refused (ValueError) for other models.
+    """
+
+    runtime = "torch"
+
+    def __init__(self, loaded: LoadedModel, *, key_interval: int | None = None) -> None:
+        self.loaded = loaded
+        model = loaded.model
+        self._streamer = model.stream(batch_size=1, key_interval=key_interval)
+        self.input_size = loaded.img_size
+        self.window = int(self._streamer.window)
+        self.causal = bool(model.causal)
+        self.lag = self._streamer.lag
+        self.num_classes = int(model.num_classes)
+        self.class_names = loaded.class_names
+        self.palette: np.ndarray | None = loaded.palette
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        out = self._streamer.push(torch.from_numpy(frame))
+        return None if out is None else out.numpy()
+
+    def flush(self) -> list[np.ndarray]:
+        return [t.numpy() for t in self._streamer.flush()]
+
+    def reset(self) -> None:
+        self._streamer.reset()
+
+
+def load_runner(
+    checkpoint: str | Path | None,
+    *,
+    runtime: str = "torch",
+    causal: bool | None = None,
+    export_dir: str | Path | None = None,
+    intra_op_threads: int | None = None,
+    opset: int | None = None,
+    key_interval: int | None = None,
+) -> FrameRunner:
+    """A streamer for ``predict_video``.
+
+    Args:
+        checkpoint: a model checkpoint (``load_model``); may be None for ``onnxruntime`` with an existing
+            ``export_dir``.
+        runtime: ``torch`` (eager) or ``onnxruntime``.
+        causal: temporal mode override (None = as trained / as exported).
+        export_dir: onnxruntime only: with a checkpoint, the model is exported there first; without one, an existing
+            export is loaded from there.
+        intra_op_threads: onnxruntime threads per graph run (None = its default).
+        opset: ONNX opset for the export (None = ``DEFAULT_OPSET``).
+        key_interval: dynamic-cell models (torch runtime): re-run the static network every ``key_interval`` frames.
+
+    Raises:
+        DeployError: unknown runtime, missing export, temporal mode differing from an existing export.
+        CheckpointError: a missing or unreadable checkpoint.
+    """
+    if runtime not in RUNTIMES:
+        raise DeployError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        if checkpoint is None:
+            raise DeployError("the torch runtime needs a checkpoint")
+        loaded = load_model(checkpoint, causal=causal)
+        try:
+            return TorchRunner(loaded, key_interval=key_interval)
+        except ValueError as e:
+            raise DeployError(f"--key-interval: {checkpoint}: {e}") from e
+    if key_interval is not None:
+        raise DeployError("--key-interval needs the torch runtime (dynamic-cell models are not exported yet)")
+    if export_dir is None:
+        raise DeployError("the onnxruntime runtime needs an export directory")
+    if checkpoint is not None:
+        loaded = load_model(checkpoint, causal=causal)
+        export_onnx(loaded.model, export_dir, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
+                    class_names=loaded.class_names, palette=loaded.palette,
+                    extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
+    streamer = OrtStreamer(export_dir, intra_op_threads=intra_op_threads)
+    if causal is not None and causal != streamer.causal:
+        raise DeployError(f"{export_dir} was exported {'causal' if streamer.causal else 'centred'}; re-export it "
+                          f"with the other mode (vidnas export --{'causal' if causal else 'centred'})")
+    return streamer
+
+
+def quiet_session_options(threads: int) -> Any:
+    """onnxruntime session options for timing side by side with other models: ``threads`` intra-op threads whose
+    pool sleeps between runs.
+
+    onnxruntime's pool spin-waits after each run by default, stealing the cores from the PyTorch candidates timed
+    next to it (measured here: a tiny Swin pushed 30x slower); interleaved runs need idle threads to sleep.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int) -> dict[str, OrtStreamer]:
+    """Export every model (objects with ``name``, ``model``, ``size`` and ``stream_options``) into ``out_dir`` and
+    open an onnxruntime streamer on each (``quiet_session_options``).
+
+    Raises:
+        DeployError: a model that cannot be exported or loaded (the message names it).
+    """
+    options = quiet_session_options(threads)
+    out: dict[str, OrtStreamer] = {}
+    for i, bm in enumerate(models):
+        path = Path(out_dir) / f"model{i}"
+        try:
+            export_onnx(bm.model, path, img_size=bm.size, window=bm.stream_options.get("window"))
+            out[bm.name] = OrtStreamer(path, session_options=options)
+        except (DeployError, RuntimeError, ValueError) as e:
+            raise DeployError(f"{bm.name}: ONNX export / onnxruntime failed: {e}") from e
+    return out

@@ -1,14 +1,28 @@
-"""Models: encoders, decoders and their ops, the VideoSegmenter, architecture files and ``build_model``.
+"""Models: encoders, decoders and their ops, the model families, architecture files, building and loading.
 
-Shapes: clips ``(B, T, 3, H, W)`` in, logits ``(B, T, K, H, W)`` out; inside decoders ``(B, C, T, h, w)``.
+Layout (what lives where; each file imports only from the ones above it in this list):
+
+* ``layers`` (shared 2D layers), ``ops`` (the ST-NAS decoder ops, ``OPS``), ``encoders/`` (``ENCODERS``);
+* ``architecture`` (``Arch``: an ST-NAS architecture file, the paper's Table 1 rows), ``decoders`` (SP-TCN, head);
+* ``streaming`` (the ``Streamer`` protocol, ``WindowStreamer``, ``FrameStreamer``);
+* ``segmenter`` (``VideoSegmenter``: encoder + window decoder), ``static_segmenter`` (arch2, per frame),
+  ``cells/`` (dynamic cells: ops, aggregations, genotype, model);
+* ``build`` (``build_model`` from a config and an ``Arch``), ``loading`` (``load_model`` of any checkpoint).
+
+Shapes: clips ``(B, T, 3, H, W)`` in, logits ``(B, T, K, H, W)`` out; inside window decoders ``(B, C, T, h, w)``.
+Models never import ``vidnas.search`` (tested).
 """
 
-from vidnas.models.arch import PAPER_ROWS, SCHEMA_VERSION, Arch, ArchError, PaperRow
+from vidnas.models.architecture import PAPER_ROWS, SCHEMA_VERSION, Arch, ArchError, PaperRow
 from vidnas.models.build import arch_from_config, build_decoder, build_model
+from vidnas.models.cells import CellGenotype, DynamicCellModel, build_cell_model
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, Encoder, EncoderStage, build_encoder
-from vidnas.models.ops import OPS, SEARCH_CANDIDATES, get_op, make_op
-from vidnas.models.segmenter import Streamer, VideoSegmenter
+from vidnas.models.loading import MODEL_KINDS, LoadedModel, load_model
+from vidnas.models.ops import OPS, SEARCH_CANDIDATES, get_op, make_op, register_op
+from vidnas.models.segmenter import VideoSegmenter
+from vidnas.models.static_segmenter import Arch2Segmenter, build_static_segmenter
+from vidnas.models.streaming import FrameStreamer, Streamer, WindowStreamer
 from vidnas.models.weights import load_checkpoint, load_imagenet_efficientnet_lite0
 
 __all__ = [
@@ -32,6 +46,17 @@ __all__ = [
     "SEARCH_CANDIDATES",
     "get_op",
     "make_op",
+    "register_op",
     "VideoSegmenter",
+    "Arch2Segmenter",
+    "build_static_segmenter",
+    "CellGenotype",
+    "DynamicCellModel",
+    "build_cell_model",
     "Streamer",
+    "WindowStreamer",
+    "FrameStreamer",
+    "MODEL_KINDS",
+    "LoadedModel",
+    "load_model",
 ]

@@ -11,10 +11,11 @@ import logging
 from torch import nn
 
 from vidnas.config import Config
-from vidnas.models.arch import DECODERS, Arch, ArchError
+from vidnas.models.architecture import DECODERS, Arch, ArchError
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, build_encoder
 from vidnas.models.segmenter import VideoSegmenter
+from vidnas.models.static_segmenter import build_static_segmenter
 
 __all__ = ["build_model", "build_decoder", "arch_from_config", "TEMPORAL_MODES"]
 
@@ -80,7 +81,7 @@ def build_decoder(arch: Arch, in_channels: int, num_classes: int) -> nn.Module:
     raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
 
 
-def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> VideoSegmenter:
+def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> nn.Module:
     """Build the segmenter described by ``cfg`` (and ``arch``, which overrides the model part of it).
 
     Args:
@@ -92,8 +93,8 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> V
         num_classes: K.
 
     Returns:
-        A ``VideoSegmenter`` (in training mode, as any new ``nn.Module``) taking (B, T, 3, H, W) clips at
-        ``(data.height, data.width)``.
+        A ``VideoSegmenter`` (or, for the ``arch2`` decoder, the per-frame ``Arch2Segmenter``), in training mode as
+        any new ``nn.Module``, taking (B, T, 3, H, W) clips at ``(data.height, data.width)``.
 
     Raises:
         ArchError: unknown encoder or decoder name, invalid architecture.
@@ -112,9 +113,7 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> V
     if arch.encoder not in ENCODERS:
         raise ArchError(f"unknown encoder {arch.encoder!r}; valid encoders: {', '.join(ENCODERS)}")
     if arch.decoder == "arch2":  # static network of the dynamic-cell search (per frame, auxiliary heads)
-        from vidnas.models.arch2 import build_arch2
-
-        return build_arch2(cfg, num_classes=num_classes, encoder=arch.encoder)
+        return build_static_segmenter(cfg, num_classes=num_classes, encoder=arch.encoder)
     img_size = (cfg.data.height, cfg.data.width)
     encoder = build_encoder(arch.encoder, img_size=img_size, depths=arch.depths, weights=cfg.model.weights)
     decoder = build_decoder(arch, encoder.out_channels[-1], num_classes)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidnas.registry import Registry
+
 __all__ = [
     "OpFactory",
     "OPS",
@@ -191,16 +193,15 @@ def _conv3d_k3(channels: int, dilation: int, *, causal: bool = True) -> nn.Modul
 
 # The first seven entries are the decoder supernet's candidates [ST-NAS Sec. 3.3: identity, dilated 2D spatial,
 # depth-separated 2D spatial, dilated 1D temporal, kernel sizes 3 and 5]; their order is the beta column order.
-OPS: dict[str, OpFactory] = {
-    "identity": _identity,
-    "spatial_k3": _spatial(3),
-    "spatial_k5": _spatial(5),
-    "sep_k3": _sep(3),
-    "sep_k5": _sep(5),
-    "temporal_k3": _temporal(3),
-    "temporal_k5": _temporal(5),
-    "conv3d_k3": _conv3d_k3,
-}
+OPS: Registry[OpFactory] = Registry("decoder op", listed_as="ops")
+OPS.register("identity", _identity)
+OPS.register("spatial_k3", _spatial(3))
+OPS.register("spatial_k5", _spatial(5))
+OPS.register("sep_k3", _sep(3))
+OPS.register("sep_k5", _sep(5))
+OPS.register("temporal_k3", _temporal(3))
+OPS.register("temporal_k5", _temporal(5))
+OPS.register("conv3d_k3", _conv3d_k3)
 
 SEARCH_CANDIDATES: tuple[str, ...] = (
     "identity",
@@ -216,11 +217,8 @@ BASELINE_OP = "conv3d_k3"
 
 
 def get_op(name: str) -> OpFactory:
-    """The factory registered as ``name``; a failed lookup lists the valid names."""
-    try:
-        return OPS[name]
-    except KeyError:
-        raise KeyError(f"unknown decoder op {name!r}; valid ops: {', '.join(OPS)}") from None
+    """The factory registered as ``name``; a failed lookup (``UnknownNameError``, a KeyError) lists the valid names."""
+    return OPS[name]
 
 
 def make_op(name: str, channels: int, dilation: int = 1, *, causal: bool = True) -> nn.Module:
@@ -229,10 +227,12 @@ def make_op(name: str, channels: int, dilation: int = 1, *, causal: bool = True)
 
 
 def register_op(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Add a factory to ``OPS`` (appended, so existing beta columns keep their meaning). Raises on a duplicate."""
-    if name in OPS:
-        raise KeyError(f"decoder op {name!r} is already registered")
-    OPS[name] = factory
+    """Add a factory to ``OPS`` (appended, so existing beta columns keep their meaning).
+
+    Raises:
+        DuplicateNameError: ``name`` is already registered.
+    """
+    OPS.register(name, factory)
 
 
 def temporal_extent(module: nn.Module) -> int:

@@ -1,26 +1,23 @@
 """VideoSegmenter: a per-frame encoder plus a decoder over a window of frames, for training and for streaming.
 
 Clip forward (training, evaluation): ``(B, T, 3, H, W) -> (B, T, K, H, W)``; the mask of frame t is slice t.
-Streaming (inference, the ST-NAS FPS protocol): ``stream()`` keeps a ring buffer of the last ``w`` encoder features,
-so each new frame costs one encoder pass plus one decode of the full window [ST-NAS Sec. 4 "Metrics"].
-
-Window rule shared with the data layer (SPEC "Clip model"): the clip of target frame t holds frames
-``t - w + 1 .. t`` (causal) or ``t - w // 2 .. t - w // 2 + w - 1`` (centred: target at index ``w // 2``), with frame
-indices clamped to the video, i.e. the first (last) frame repeated past the video's start (end). The streamer builds
-exactly these windows, so its outputs equal the clip forward's target-frame outputs (tested).
+Streaming (inference, the ST-NAS FPS protocol): ``stream()`` returns a ``WindowStreamer``
+(``vidnas.models.streaming``), which keeps a ring buffer of the last ``w`` encoder features, so each new frame costs
+one encoder pass plus one decode of the full window [ST-NAS Sec. 4 "Metrics"].
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VideoSegmenter", "Streamer"]
+from vidnas.models.layers import resize_to
+from vidnas.models.streaming import WindowStreamer
+
+__all__ = ["VideoSegmenter"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +86,7 @@ class VideoSegmenter(nn.Module):
         logits = self.decoder(features)  # (B, K, T, h, w)
         b, k, t, h, w = logits.shape
         logits = logits.transpose(1, 2).reshape(b * t, k, h, w)  # (B*T, K, h, w)
-        logits = self._upsample(logits, out_hw)  # (B*T, K, H, W)
+        logits = self.upsample(logits, out_hw)  # (B*T, K, H, W)
         return logits.reshape(b, t, k, *logits.shape[-2:])  # (B, T, K, H, W)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
@@ -108,111 +105,20 @@ class VideoSegmenter(nn.Module):
         feats = feats.reshape(b, t, *feats.shape[1:]).transpose(1, 2)  # (B, C, T, h', w')
         return self.decode(feats, self.out_size or (h, w))
 
-    def stream(self, batch_size: int = 1) -> Streamer:
-        """A stateful streamer over this model (see ``Streamer``). Put the model in eval mode first."""
-        return Streamer(self, batch_size=batch_size)
-
-    def _upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
-        """(N, K, h, w) -> (N, K, H, W), bilinear, align_corners=False."""
-        if tuple(logits.shape[-2:]) == tuple(out_hw):
-            return logits
-        return F.interpolate(logits, size=tuple(out_hw), mode="bilinear", align_corners=False)
-
-
-class Streamer:
-    """Frame-by-frame inference with a ring buffer of the last ``w`` encoder features.
-
-    Each ``push`` runs the encoder once on the new frame and the decoder once on the whole window (the ST-NAS FPS
-    protocol). While fewer than ``w`` frames have been seen, the window is filled with copies of the first frame's
-    features, the data layer's rule at a video start.
-
-    * Causal: ``push`` returns the logits of the frame just pushed (the last slice of the decoded window).
-    * Centred: ``push`` returns the logits of the frame pushed ``w - 1 - w // 2`` pushes ago (``w // 2`` for odd w),
-      None until that frame exists; ``flush()`` repeats the last frame's features to emit the remaining frames, the
-      data layer's rule at a video end.
-
-    Runs under ``torch.no_grad()``. Call ``flush()`` (centred) or ``reset()`` at the end of each video.
-
-    Args:
-        model: the VideoSegmenter.
-        batch_size: B of every pushed frame (independent streams decoded together).
-    """
-
-    def __init__(self, model: VideoSegmenter, batch_size: int = 1) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self.window = model.window
-        self.target_index = model.target_index
-        # frames between the target and the newest frame of a window: 0 (causal), w - 1 - w // 2 (centred)
-        self.lag = self.window - 1 - self.target_index
-        self._buffer: collections.deque[torch.Tensor] = collections.deque(maxlen=self.window)
-        self._pushed = 0
-        self._appended = 0  # pushes plus the edge copies appended by flush()
-        self._emitted = 0
-        self._out_hw: tuple[int, int] | None = None
-        if model.training:
-            logger.warning("streaming a model in training mode: BatchNorm uses batch statistics of each window")
-
-    def reset(self) -> None:
-        """Forget all frames (start of a new video)."""
-        self._buffer.clear()
-        self._pushed = 0
-        self._appended = 0
-        self._emitted = 0
-        self._out_hw = None
-
-    @property
-    def pending(self) -> int:
-        """Frames pushed whose logits have not been returned yet."""
-        return self._pushed - self._emitted
-
-    @torch.no_grad()
-    def push(self, frame: torch.Tensor) -> torch.Tensor | None:
-        """Add one frame.
+    def stream(self, batch_size: int = 1, *, key_interval: int | None = None,
+               window: int | None = None) -> WindowStreamer:
+        """A stateful streamer over this model (``vidnas.models.streaming.WindowStreamer``); eval mode first.
 
         Args:
-            frame: (B, 3, H, W).
-
-        Returns:
-            (B, K, H_out, W_out) logits of the frame now complete (see the class docstring), or None.
+            batch_size: B of every pushed frame.
+            key_interval: dynamic-cell models only; must be None here (ValueError otherwise).
+            window: frames decoded per push; None = ``self.window``.
         """
-        if frame.dim() != 4 or frame.shape[0] != self.batch_size:
-            raise ValueError(f"expected a frame of shape ({self.batch_size}, 3, H, W), got {tuple(frame.shape)}")
-        self._out_hw = self.model.out_size or (int(frame.shape[-2]), int(frame.shape[-1]))
-        feat = self.model.encode(frame)  # (B, C, h, w)
-        self._pushed += 1
-        return self._advance(feat)
+        if key_interval is not None:
+            raise ValueError("key_interval applies to dynamic-cell models only; this is a window model "
+                             f"({type(self.decoder).__name__} decoder, window {self.window})")
+        return WindowStreamer(self, batch_size=batch_size, window=window)
 
-    @torch.no_grad()
-    def flush(self) -> list[torch.Tensor]:
-        """End of the video: emit every pending frame, then ``reset()``.
-
-        Centred windows repeat the last frame's features (the data layer's rule at a video end) until every pushed
-        frame has been returned; causal streams have nothing pending and return [].
-
-        Returns:
-            The pending frames' logits in frame order, each (B, K, H_out, W_out).
-        """
-        out: list[torch.Tensor] = []
-        while self.pending > 0:
-            logits = self._advance(self._buffer[-1])
-            if logits is not None:
-                out.append(logits)
-        self.reset()
-        return out
-
-    def _advance(self, feat: torch.Tensor) -> torch.Tensor | None:
-        """Append ``feat`` (B, C, h, w) to the window; decode it if the window's target frame has been pushed."""
-        if not self._buffer:
-            self._buffer.extend([feat] * self.window)  # edge repetition at the video start
-        else:
-            self._buffer.append(feat)
-        self._appended += 1
-        # the window's newest entry is append number _appended - 1, so its target frame is `lag` appends earlier
-        if self._appended - 1 - self.lag < 0:
-            return None
-        window = torch.stack(tuple(self._buffer), dim=2)  # (B, C, T=w, h', w')
-        logits = self.model.decoder(window)[:, :, self.target_index]  # (B, K, h', w')
-        self._emitted += 1
-        assert self._out_hw is not None
-        return self.model._upsample(logits, self._out_hw)  # (B, K, H_out, W_out)
+    def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
+        """(N, K, h, w) -> (N, K, H, W), bilinear, align_corners=False."""
+        return resize_to(logits, out_hw)

@@ -1,8 +1,8 @@
 """The search record of an ``arch.json``: what a derived architecture came from.
 
-``write_search_arch`` stores the record in ``Arch.extra["search"]`` so the file stays a plain ``models.arch.Arch``
-(``build_model`` reads it and ignores the record) while keeping the alphas, betas, lambda, threshold and latency
-table of the search::
+``write_search_arch`` stores the record in ``Arch.extra["search"]`` so the file stays a plain
+``models.architecture.Arch`` (``build_model`` reads it and ignores the record) while keeping the alphas, betas, lambda,
+threshold and latency table of the search::
 
     "extra": {"search": {"method": "stnas", "alphas": [[...], ...], "betas": [[...], ...],
                          "beta_columns": ["identity", ...], "lambda": 0.001, "threshold": 1.0,
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidnas.models.arch import Arch, ArchError
+from vidnas.models.architecture import Arch, ArchError
 from vidnas.search.dnas.depth import shrink_depth
 
 __all__ = ["SEARCH_KEY", "SearchRecord", "write_search_arch", "read_search_record"]

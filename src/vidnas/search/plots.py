@@ -14,7 +14,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import save_figure
+import matplotlib.patches as mpatches
+
+from vidnas.plotting import plt, save_figure
 
 __all__ = [
     "OP_COLOURS",
@@ -53,15 +55,6 @@ def op_category(name: str) -> str:
     return "spatio-temporal"
 
 
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     path = save_figure(fig, path, bbox_inches="tight")
     logger.debug("wrote %s", path)
@@ -85,7 +78,6 @@ def plot_alpha_trajectories(
         threshold: the shrink-rule threshold (a horizontal line).
         depths: derived depth per stage (blocks ``>= depths[s]`` are the removed ones).
     """
-    plt = _plt()
     rows = [r for r in records if r.get("kind") == "alpha"]
     series: dict[tuple[int, int], list[tuple[int, float]]] = {}
     for r in rows:
@@ -131,7 +123,6 @@ def plot_beta_trajectories(
         candidates: the beta columns (op names).
         per_row: panels per row (4 = one residual layer per row).
     """
-    plt = _plt()
     rows = [r for r in records if r.get("kind") == "beta"]
     series: dict[tuple[int, str], list[tuple[int, float]]] = {}
     for r in rows:
@@ -182,9 +173,6 @@ def draw_decoder(
         full_channels: whether the channel reduction is absent.
         title: figure title.
     """
-    import matplotlib.patches as mpatches
-
-    plt = _plt()
     per = 4
     n_layers = len(dilations)
     if len(ops) != per * n_layers:
@@ -248,7 +236,6 @@ def plot_pareto(
         title: figure title.
         baseline: name of the baseline point (drawn as a star, with arrows from it to the others).
     """
-    plt = _plt()
     pts = [p for p in points if p.get("fps") is not None and p.get("miou") is not None]
     fig, ax = plt.subplots(figsize=(5.6, 4.0))
     xy = [(float(p["fps"]), 100.0 * float(p["miou"])) for p in pts]

@@ -53,8 +53,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
+from vidnas.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_to_dict
-from vidnas.engine.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed
 from vidnas.engine.logger import RunLogger, read_jsonl
 from vidnas.engine.train import build_datasets, epoch_seed, segmentation_loss

@@ -20,15 +20,16 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from vidnas.models.encoders.base import STRIDES, Encoder, EncoderRegistry, EncoderStage, describe
+from vidnas.models.encoders.base import STRIDES, Encoder, EncoderFactory, EncoderStage, describe
 from vidnas.models.encoders.efficientnet import EFFICIENTNET_VARIANTS, EfficientNetEncoder, build_efficientnet
 from vidnas.models.encoders.swin import SWIN_VARIANTS, SwinEncoder, build_swin
+from vidnas.registry import Registry
 
 __all__ = [
     "ENCODERS",
     "STRIDES",
     "Encoder",
-    "EncoderRegistry",
+    "EncoderFactory",
     "EncoderStage",
     "EfficientNetEncoder",
     "SwinEncoder",
@@ -36,7 +37,7 @@ __all__ = [
     "describe",
 ]
 
-ENCODERS = EncoderRegistry()
+ENCODERS: Registry[EncoderFactory] = Registry("encoder")  # factory(*, img_size, depths, weights, **options)
 for _name in SWIN_VARIANTS:
     ENCODERS.register(_name, partial(build_swin, _name))
 for _name in EFFICIENTNET_VARIANTS:

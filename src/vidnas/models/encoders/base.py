@@ -1,4 +1,4 @@
-"""The encoder contract (``Encoder``, ``EncoderStage``) and the encoder registry.
+"""The encoder contract (``Encoder``, ``EncoderStage``); the registry ``ENCODERS`` is in ``vidnas.models.encoders``.
 
 Every encoder is a real timm architecture re-arranged into the same four pieces (stem, stages of
 downsample + same-shape blocks, per-stage output conversion), so that a depth-search supernet [ST-NAS Eq. 1] can run a
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Encoder", "EncoderStage", "EncoderRegistry", "STRIDES", "describe"]
+__all__ = ["Encoder", "EncoderStage", "EncoderFactory", "STRIDES", "describe"]
 
 STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 
@@ -223,35 +223,6 @@ class Encoder(nn.Module):
 
 
 EncoderFactory = Callable[..., Encoder]
-
-
-class EncoderRegistry(Mapping[str, EncoderFactory]):
-    """Name -> encoder factory. Registering a name twice raises; a failed lookup lists the valid names."""
-
-    def __init__(self) -> None:
-        self._factories: dict[str, EncoderFactory] = {}
-
-    def register(self, name: str, factory: EncoderFactory) -> EncoderFactory:
-        """Add ``factory`` under ``name``; ``factory(*, img_size, depths, weights, **options) -> Encoder``."""
-        if name in self._factories:
-            raise ValueError(f"encoder {name!r} is already registered")
-        self._factories[name] = factory
-        return factory
-
-    def __getitem__(self, name: str) -> EncoderFactory:
-        try:
-            return self._factories[name]
-        except KeyError:
-            raise KeyError(f"unknown encoder {name!r}; valid names: {', '.join(sorted(self._factories))}") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._factories)
-
-    def __len__(self) -> int:
-        return len(self._factories)
-
-    def __repr__(self) -> str:
-        return f"EncoderRegistry({sorted(self._factories)})"
 
 
 def describe(encoder: Encoder) -> dict[str, Any]:

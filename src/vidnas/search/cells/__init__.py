@@ -1,6 +1,6 @@
 """Dynamic-cell search [CELLS]: search space, LSTM controller, PPO, reward, feature cache, executors, search loop.
 
-The cell and the video model it plugs into live in ``vidnas.models.cell`` (models never import search); this package
+The cell and the video model it plugs into live in ``vidnas.models.cells`` (models never import search); this package
 samples, trains and scores cells. Entry points: ``run_cell_search`` then ``train_top_cells``; ``vidnas search cells``
 on the command line.
 """
@@ -44,7 +44,7 @@ from vidnas.search.cells.search import (
     top_genotypes,
 )
 from vidnas.search.cells.space import CellSearchSpace, Decision
-from vidnas.search.cells.static import load_static, train_static
+from vidnas.search.cells.static import train_static
 from vidnas.search.cells.topk import FinalOptions, measure_runtime, train_top_cells
 
 __all__ = [
@@ -85,7 +85,6 @@ __all__ = [
     "run_cell_search",
     "select_top",
     "top_genotypes",
-    "load_static",
     "train_static",
     "FinalOptions",
     "measure_runtime",

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from vidnas.metrics import ConfusionMatrix
-from vidnas.models.arch2 import resize_to
-from vidnas.models.cell import Cell, CellGenotype
+from vidnas.models.cells import Cell, CellGenotype
+from vidnas.models.layers import resize_to
 from vidnas.search.cells.cache import FeatureCache
 from vidnas.search.cells.reward import reward_from_confusion
 

@@ -13,24 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vidnas.models.cell import NUM_CELL_INPUTS, TOKENS_PER_LAYER, CellGenotype
+from vidnas.models.cells import NUM_CELL_INPUTS, TOKENS_PER_LAYER, CellGenotype
+from vidnas.plotting import plt, save_figure
 from vidnas.search.cells.space import CellSearchSpace
-from vidnas.utils import save_figure
 
 __all__ = ["plot_rewards", "plot_sampling", "draw_cell", "sampling_counts", "running_mean"]
 
 OP_COLOUR = "#f4a259"  # orange blocks: operations [CELLS Fig. 7]
 AGG_COLOUR = "#8cc084"  # green blocks: aggregation operations
 INPUT_COLOUR = "#d9d9d9"
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def running_mean(values: Sequence[float]) -> list[float]:
@@ -50,7 +41,6 @@ def plot_rewards(records: Sequence[dict[str, Any]], path: str | Path, *, window:
         path: PNG to write.
         window: moving-average window (candidates).
     """
-    plt = _pyplot()
     ok = [r for r in sorted(records, key=lambda r: r["cid"]) if not r.get("failed") and r.get("reward") is not None]
     failed = [r["cid"] for r in records if r.get("failed")]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -101,7 +91,6 @@ def sampling_counts(records: Sequence[dict[str, Any]], space: CellSearchSpace) -
 
 def plot_sampling(records: Sequence[dict[str, Any]], space: CellSearchSpace, path: str | Path) -> Path:
     """Three bar charts: sampling proportion of each op, aggregation and input [CELLS Fig. 4]."""
-    plt = _pyplot()
     counts = sampling_counts(records, space)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, (title, c), colour in zip(axes, counts.items(), (OP_COLOUR, AGG_COLOUR, "#7f9cc0"), strict=True):
@@ -121,7 +110,6 @@ def draw_cell(genotype: CellGenotype, path: str | Path, *, title: str | None = N
     """Draw a cell [CELLS Fig. 7]: inputs (grey) on the left, one column per layer with its two ops (orange) feeding
     its aggregation (green), arrows from each op's input, and the concatenated unused outputs feeding ``dec``.
     """
-    plt = _pyplot()
     from matplotlib.patches import FancyBboxPatch
 
     n_layers = genotype.num_layers

@@ -40,8 +40,9 @@ from typing import Any
 import torch
 
 from vidnas.config import Config, config_to_dict
-from vidnas.models.arch2 import Arch2Segmenter
-from vidnas.models.cell import CellGenotype, cell_in_channels
+from vidnas.data import ClipDataset, open_source
+from vidnas.models import Arch2Segmenter, load_model
+from vidnas.models.cells import CellGenotype, cell_in_channels
 from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cache_key
 from vidnas.search.cells.controller import Controller
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, EarlyStopRule
@@ -49,7 +50,7 @@ from vidnas.search.cells.executors import EXECUTORS, Executor, ExecutorError, im
 from vidnas.search.cells.ppo import PPOTrainer
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
-from vidnas.search.cells.static import load_static, static_identity
+from vidnas.search.cells.static import static_identity
 from vidnas.utils import atomic_write, atomic_write_json
 
 __all__ = [
@@ -204,10 +205,9 @@ class CellSearch:
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _prepare(self) -> tuple[Arch2Segmenter, FeatureCache, FeatureCache]:
-        from vidnas.data import ClipDataset, open_source
-
         cfg = self.cfg
-        static, static_cfg, _ = load_static(self.static_path, device=cfg.train.device)
+        loaded = load_model(self.static_path, device=cfg.train.device, kinds=("arch2",))
+        static, static_cfg = loaded.model, loaded.cfg
         data_cfg = search_data_config(cfg)
         source = open_source(data_cfg)
         if source.num_classes != static.num_classes:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vidnas.models.cell import (
+from vidnas.models.cells import (
     AGGREGATIONS,
     CELL_OPS,
     NUM_CELL_INPUTS,

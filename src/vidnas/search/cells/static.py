@@ -1,8 +1,8 @@
-"""The static network of the cell search: load a trained arch2 checkpoint, or train one on a small budget.
+"""The static network of the cell search: train one on a small budget (a trained one loads with
+``vidnas.models.load_model(path, kinds=("arch2",))``).
 
-A checkpoint is a dict with ``model`` (the ``Arch2Segmenter`` state dict), ``config`` (``config_to_dict``) and
-``num_classes``: the format ``vidnas train`` writes, so ``vidnas train --set model.decoder=arch2 ...`` checkpoints load
-here once ``build_model`` knows arch2, and the checkpoints written here evaluate with ``vidnas eval`` then.
+The checkpoint written here is an ordinary ``vidnas train`` checkpoint of the arch2 static segmenter, so it evaluates
+with ``vidnas eval`` and benchmarks with ``vidnas bench`` like any other.
 
 Pre-training follows [CELLS appendix] where it can on a small budget: SGD with momentum 0.9, the 'poly' schedule
 (power 0.9), learning rates 5e-2 for the encoder and 1e-2 for the decoder, auxiliary losses weighted 0.3
@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
-from vidnas.config import Config, config_from_dict
-from vidnas.engine.checkpoint import load_checkpoint
-from vidnas.models.arch2 import Arch2Segmenter, build_arch2
+from vidnas.config import Config
+from vidnas.engine.train import train
+from vidnas.utils import atomic_write
 
-__all__ = ["ENCODER_LR", "DECODER_LR", "train_static", "load_static", "static_identity"]
+__all__ = ["ENCODER_LR", "DECODER_LR", "train_static", "static_identity"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,6 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
     Returns:
         The checkpoint path (``out_dir/static.pt``).
     """
-    import shutil
-
-    from vidnas.engine.train import train
-    from vidnas.utils import atomic_write
-
     if epochs < 1:
         raise ValueError(f"static pre-training needs epochs >= 1, got {epochs}")
     cap = max_steps_per_epoch if max_steps_per_epoch is not None else cfg.train.max_steps_per_epoch
@@ -73,29 +69,6 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
     target = atomic_write(out_dir / "static.pt", lambda tmp: shutil.copyfile(res.last_checkpoint, tmp))
     logger.info("static network pre-trained for %d epoch(s): %s", epochs, target)
     return target
-
-
-def load_static(path: str | Path, device: str = "cpu") -> tuple[Arch2Segmenter, Config, dict[str, Any]]:
-    """Rebuild the arch2 network a checkpoint holds (its stored config) and load its weights.
-
-    Returns:
-        (model in eval mode, the checkpoint's config, the checkpoint).
-
-    Raises:
-        ValueError: not a readable arch2 checkpoint (the message names the file).
-    """
-    path = Path(path)
-    state = load_checkpoint(path, map_location=device)  # CheckpointError (a ValueError) names the file
-    if "config" not in state or "num_classes" not in state:
-        raise ValueError(f"{path} is not a vidnas checkpoint (needs 'model', 'config' and 'num_classes')")
-    cfg = config_from_dict(state["config"])
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))  # weights come from the file
-    model = build_arch2(cfg, num_classes=int(state["num_classes"]))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ValueError(f"{path} does not hold an arch2 network for encoder {cfg.model.encoder!r}: {e}") from e
-    return model.to(device).eval(), cfg, state
 
 
 def static_identity(path: str | Path) -> dict[str, Any]:

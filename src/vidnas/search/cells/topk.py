@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from vidnas.config import Config, config_to_dict
 from vidnas.metrics import ConfusionMatrix
-from vidnas.models.arch2 import Arch2Segmenter
-from vidnas.models.cell import Cell, CellGenotype, DynamicCellModel, cell_in_channels
+from vidnas.models import Arch2Segmenter
+from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_channels
 from vidnas.search.cells.evaluate import sequence_loss, train_cell
 from vidnas.search.cells.reward import reward_from_confusion
 from vidnas.search.cells.search import CellSearchResult, top_genotypes

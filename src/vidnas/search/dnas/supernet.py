@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidnas.models.arch import Arch
+from vidnas.models.architecture import Arch
 from vidnas.models.decoders import SPTCNDecoder
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.dnas.base import arch_parameters, set_arch_trainable, weight_parameters

@@ -12,14 +12,11 @@ The paper's Table 1 rows [ST-NAS] are named constants (``PAPER_ROWS``) with the 
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from vidnas.jsonfile import JsonFile, check_header, where
 from vidnas.models.ops import OPS
-from vidnas.utils import atomic_write_text
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -50,7 +47,7 @@ class ArchError(ValueError):
 
 
 @dataclass(frozen=True)
-class Arch:
+class Arch(JsonFile):
     """A model architecture as data.
 
     Attributes:
@@ -79,6 +76,9 @@ class Arch:
     dilations: tuple[int, ...] = (1, 2, 4, 8)  # [SPEC] residual layer dilations
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    FILE_KIND = "architecture file"
+    FILE_ERROR = ArchError
 
     def __post_init__(self) -> None:
         # normalise lists (from JSON or callers) to tuples so the dataclass stays hashable and comparable
@@ -152,75 +152,23 @@ class Arch:
             "extra": self.extra,
         }
 
-    def to_json(self, indent: int | None = 2) -> str:
-        """JSON text (see the module docstring for the layout)."""
-        return json.dumps(self.to_dict(), indent=indent, default=_json_default)
-
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Arch:
         """Inverse of ``to_dict``; unknown keys, a missing or wrong schema version and bad fields raise ArchError."""
-        where = f"{source}: " if source else ""
-        if not isinstance(data, dict):
-            raise ArchError(f"{where}expected a JSON object, got {type(data).__name__}")
-        if "schema_version" not in data:
-            raise ArchError(f"{where}field 'schema_version' is missing (this reader understands {SCHEMA_VERSION})")
-        version = data["schema_version"]
-        if version != SCHEMA_VERSION:
-            raise ArchError(
-                f"{where}field 'schema_version': unsupported version {version!r}; this reader understands "
-                f"{SCHEMA_VERSION}"
-            )
-        valid = [f for f in cls.__dataclass_fields__]
-        kwargs: dict[str, Any] = {}
-        for key, value in data.items():
-            if key == "schema_version":
-                continue
-            if key not in valid:
-                raise ArchError(f"{where}unknown field {key!r}; valid fields: schema_version, {', '.join(valid)}")
-            kwargs[key] = value
+        check_header(data, version=SCHEMA_VERSION, error=ArchError, source=source, fields=cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k != "schema_version"}
         for key in ("depths", "decoder_ops", "dilations"):
             value = kwargs.get(key)
             if value is not None and not isinstance(value, list | tuple):
-                raise ArchError(f"{where}field {key!r}: expected a list, got {value!r}")
+                raise ArchError(f"{where(source)}field {key!r}: expected a list, got {value!r}")
         try:
             return cls(**kwargs)
         except ArchError as e:
-            raise ArchError(f"{where}{e}") from None
-
-    @classmethod
-    def from_json(cls, text: str, source: str | None = None) -> Arch:
-        """Parse JSON text produced by ``to_json``; ``source`` (a file name) prefixes every error."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ArchError(f"{source + ': ' if source else ''}invalid JSON: {e}") from e
-        return cls.from_dict(data, source=source)
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``to_json()`` to ``path`` atomically."""
-        return atomic_write_text(path, self.to_json() + "\n")
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Arch:
-        """Read an architecture file; errors name the file and the field."""
-        p = Path(path)
-        if not p.is_file():
-            raise ArchError(f"architecture file not found: {p}")
-        return cls.from_json(p.read_text(), source=str(p))
+            raise ArchError(f"{where(source)}{e}") from None
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):  # tensors and numpy arrays in the search record
-        return o.tolist()
-    if isinstance(o, tuple | set):
-        return list(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable in Arch.extra: {type(o).__name__}")
 
 
 # --------------------------------------------------------------------------------------------------- paper Table 1

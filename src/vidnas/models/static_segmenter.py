@@ -1,4 +1,6 @@
-"""arch2: the static per-frame segmentation network of the dynamic-cell search [CELLS Sec. 3.1, Fig. 2].
+"""The static segmenter ("arch2"): the per-frame network the dynamic-cell search builds on [CELLS Sec. 3.1, Fig. 2].
+
+``arch2`` stays its user-facing name (``--model arch2``, ``model.decoder=arch2``), the name the paper uses.
 
 arch2 is an encoder-decoder network found by Nekrasov et al.'s earlier static search ("Fast NAS of compact semantic
 segmentation models via auxiliary cells", CVPR 2019): a MobileNetV2 encoder (EfficientNet-Lite0 also works) and a
@@ -33,52 +35,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidnas.config import Config
+from vidnas.models.encoders import build_encoder
+from vidnas.models.layers import ConvBNReLU, resize_to
+from vidnas.models.streaming import FrameStreamer
+
 __all__ = [
     "ARCH2_CHANNELS",
-    "ConvBNReLU",
     "Arch2Block",
     "Arch2Decoder",
     "Arch2Segmenter",
-    "FrameStreamer",
-    "build_arch2",
-    "resize_to",
+    "build_static_segmenter",
 ]
 
 logger = logging.getLogger(__name__)
 
 ARCH2_CHANNELS = 64  # [CELLS Sec. 3.1] dec has 64 channels
-
-
-def resize_to(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of (N, C, h, w) to ``hw`` (align_corners=False); returns ``x`` itself if already that size."""
-    if tuple(x.shape[-2:]) == tuple(hw):
-        return x
-    return F.interpolate(x, size=(int(hw[0]), int(hw[1])), mode="bilinear", align_corners=False)
-
-
-class ConvBNReLU(nn.Sequential):
-    """``Conv2d(k, stride, dilation, groups, no bias) -> BatchNorm2d -> ReLU`` with "same" padding.
-
-    Shapes:
-        (N, C_in, h, w) -> (N, C_out, ceil(h / stride), ceil(w / stride)).
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 1, *, stride: int = 1, dilation: int = 1,
-                 groups: int = 1, relu: bool = True) -> None:
-        layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel, stride=stride, padding=dilation * (kernel - 1) // 2,
-                      dilation=dilation, groups=groups, bias=False),
-            nn.BatchNorm2d(out_channels),
-        ]
-        if relu:
-            layers.append(nn.ReLU(inplace=True))
-        super().__init__(*layers)
 
 
 class Arch2Block(nn.Module):
@@ -137,69 +115,6 @@ class Arch2Decoder(nn.Module):
         dec = self.block3(b2 + resize_to(self.down(a1), a2.shape[-2:]))  # (N, 64, H/8, W/8)
         aux = [head(b) for head, b in zip(self.aux_heads, (b1, b2), strict=False)]
         return {"dec": dec, "pred": self.classifier(dec), "aux": aux}
-
-
-class SteppableModel(Protocol):
-    """A model a ``FrameStreamer`` can drive: one frame and a state in, logits and the next state out."""
-
-    out_size: tuple[int, int] | None
-    training: bool
-
-    def step(self, frame: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]: ...
-
-
-class FrameStreamer:
-    """Frame-by-frame inference for per-frame and recurrent models (window 1, causal).
-
-    Same interface as ``vidnas.models.segmenter.Streamer``: ``push(frame)`` returns the logits of the frame just
-    pushed, ``flush()`` returns [] (nothing is ever pending) and resets, ``reset()`` starts a new video. The model's
-    ``step(frame, state)`` carries whatever it needs from frame to frame (nothing for arch2; the previous ``dec`` and
-    ``layer4`` for a dynamic-cell model).
-
-    Args:
-        model: a model with ``step(frame (B, 3, H, W), state) -> (logits (B, K, H, W), state)``.
-        batch_size: B of every pushed frame.
-    """
-
-    def __init__(self, model: SteppableModel, batch_size: int = 1) -> None:
-        self.model = model
-        self.batch_size = batch_size
-        self.window = 1
-        self.lag = 0
-        self._state: Any = None
-        self._pushed = 0
-        if model.training:
-            logger.warning("streaming a model in training mode: BatchNorm uses the statistics of each frame")
-
-    @property
-    def pending(self) -> int:
-        """Frames pushed whose logits have not been returned: always 0."""
-        return 0
-
-    @property
-    def frames_seen(self) -> int:
-        """Frames pushed since the last reset."""
-        return self._pushed
-
-    def reset(self) -> None:
-        """Forget the carried state (start of a new video)."""
-        self._state = None
-        self._pushed = 0
-
-    @torch.no_grad()
-    def push(self, frame: torch.Tensor) -> torch.Tensor:
-        """Add one frame (B, 3, H, W); returns its logits (B, K, H_out, W_out)."""
-        if frame.dim() != 4 or frame.shape[0] != self.batch_size:
-            raise ValueError(f"expected a frame of shape ({self.batch_size}, 3, H, W), got {tuple(frame.shape)}")
-        logits, self._state = self.model.step(frame, self._state)
-        self._pushed += 1
-        return logits
-
-    @torch.no_grad()
-    def flush(self) -> list[torch.Tensor]:
-        """End of a video: nothing is pending; resets and returns []."""
-        self.reset()
-        return []
 
 
 class Arch2Segmenter(nn.Module):
@@ -300,13 +215,23 @@ class Arch2Segmenter(nn.Module):
         pred = self.decode(self.encode(frame))["pred"]
         return resize_to(pred, self.out_size or frame.shape[-2:]), None
 
-    def stream(self, batch_size: int = 1) -> FrameStreamer:
-        """A streamer with the ``Streamer`` interface (push / flush / reset). Put the model in eval mode first."""
-        return FrameStreamer(self, batch_size=batch_size)
+    def stream(self, batch_size: int = 1, *, key_interval: int | None = None,
+               window: int | None = None) -> FrameStreamer:
+        """A ``FrameStreamer`` (``vidnas.models.streaming``); put the model in eval mode first.
+
+        Args:
+            batch_size: B of every pushed frame.
+            key_interval: dynamic-cell models only; must be None here (ValueError otherwise).
+            window: accepted and ignored, so one call streams any model: a frame model decodes one frame per push.
+        """
+        if key_interval is not None:
+            raise ValueError("key_interval applies to dynamic-cell models only; this is the arch2 static segmenter")
+        return FrameStreamer(self.step, batch_size=batch_size, training=self.training)
 
 
-def build_arch2(cfg: Any, *, num_classes: int, encoder: str | None = None, aux: bool = True) -> Arch2Segmenter:
-    """Build arch2 from a config.
+def build_static_segmenter(cfg: Config, *, num_classes: int, encoder: str | None = None,
+                           aux: bool = True) -> Arch2Segmenter:
+    """Build the arch2 static segmenter from a config.
 
     Args:
         cfg: a ``vidnas.config.Config``; uses ``model.encoder`` (unless ``encoder`` is given), ``model.weights``,
@@ -319,8 +244,6 @@ def build_arch2(cfg: Any, *, num_classes: int, encoder: str | None = None, aux: 
     Returns:
         An ``Arch2Segmenter`` in training mode.
     """
-    from vidnas.models.encoders import build_encoder
-
     name = encoder or cfg.model.encoder
     enc = build_encoder(name, img_size=(cfg.data.height, cfg.data.width), weights=cfg.model.weights)
     model = Arch2Segmenter(enc, num_classes, aux=aux)

@@ -1,4 +1,7 @@
-"""Checkpoints: written atomically, so a run killed mid-save resumes from the previous epoch intact."""
+"""Checkpoint files: written atomically, so a run killed mid-save resumes from the previous epoch intact.
+
+Below ``models`` (which loads them) and ``engine`` (which writes them); imports only torch and ``vidnas.utils``.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +13,13 @@ import torch
 
 from vidnas.utils import atomic_write
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError", "unwrap"]
+__all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable or does not fit the model; the message names the file."""
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DistributedDataParallel wrapper (or the module itself)."""
-    return model.module if hasattr(model, "module") and isinstance(model, torch.nn.parallel.DistributedDataParallel) \
-        else model
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:

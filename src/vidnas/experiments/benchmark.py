@@ -1,0 +1,245 @@
+"""Several models of any kind, timed side by side by the ST-NAS FPS protocol: what `vidnas bench` runs.
+
+A model comes from a ``ModelSource``: a checkpoint of any kind (``vidnas.models.load_model``), an architecture file
+or a paper Table 1 row (random weights), or the config's own model. Every model is timed **interleaved in one run**
+(``vidnas.bench.protocol``), under PyTorch, onnxruntime (an ONNX export of it) or both side by side, so the ratios
+hold on a noisy machine. Streaming settings (``--window``, ``--key-interval``) are per-model stream options, never
+attributes changed on a loaded model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidnas.bench import BenchRow
+from vidnas.bench.protocol import protocol_rows
+from vidnas.config import Config
+from vidnas.export.runtime import ort_streamers
+from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_model
+
+__all__ = [
+    "RUNTIMES",
+    "BENCH_COLUMNS",
+    "DEFAULT_CLASSES",
+    "ModelSource",
+    "BenchModel",
+    "parse_sources",
+    "build_source",
+    "build_sources",
+    "onnxruntime_available",
+    "run_benchmark",
+]
+
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
+BENCH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "encoder_ms", "decoder_ms", "latency_ms", "fps")
+DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where one benchmarked model comes from.
+
+    Attributes:
+        kind: ``checkpoint`` (any model checkpoint), ``arch`` (an arch.json, random weights), ``row`` (a paper
+            Table 1 row of ``PAPER_ROWS``, random weights) or ``config`` (the config's model, random weights).
+        value: the path or row name ("" for ``config``).
+        label: the row's name in the table; None = derived (run directory, file stem, row name, architecture name).
+    """
+
+    kind: str
+    value: str = ""
+    label: str | None = None
+
+
+@dataclass
+class BenchModel:
+    """One model ready to time.
+
+    Attributes:
+        name: its row name (unique in a run).
+        model: the network, in eval mode.
+        size: (H, W) it is timed at.
+        extra: row entries describing it (source, architecture name, classes...).
+        stream_options: keyword arguments of its ``model.stream`` (``window``, ``key_interval``).
+    """
+
+    name: str
+    model: nn.Module
+    size: tuple[int, int]
+    extra: dict[str, Any] = field(default_factory=dict)
+    stream_options: dict[str, Any] = field(default_factory=dict)
+
+
+def _split_label(value: str) -> tuple[str | None, str]:
+    # "fast=runs/a/best.pt" names the row; a plain path (which may itself contain '=' after a '/') does not
+    head, sep, tail = value.partition("=")
+    if sep and head and "/" not in head and tail:
+        return head, tail
+    return None, value
+
+
+def parse_sources(
+    checkpoints: Sequence[str] | None, archs: Sequence[str] | None, rows: Sequence[str] | None
+) -> list[ModelSource]:
+    """Sources in command-line group order (checkpoints, arch files, paper rows); ``row`` ``all`` = every paper row.
+
+    Raises:
+        ValueError: an unknown paper row name (the message lists the valid ones).
+    """
+    out = []
+    for value in checkpoints or []:
+        label, path = _split_label(value)
+        out.append(ModelSource("checkpoint", path, label))
+    for value in archs or []:
+        label, path = _split_label(value)
+        out.append(ModelSource("arch", path, label))
+    for value in rows or []:
+        names = list(PAPER_ROWS) if value == "all" else [value]
+        for name in names:
+            if name not in PAPER_ROWS:
+                raise ValueError(f"unknown paper row {name!r}; valid rows: all, {', '.join(PAPER_ROWS)}")
+            out.append(ModelSource("row", name))
+    return out or [ModelSource("config")]
+
+
+def _checkpoint_name(path: Path) -> str:
+    # a checkpoint is named after its run directory (runs/<run>/checkpoints/best.pt): two trainings of the same
+    # architecture differ there, not in the architecture's name; a cell model (runs/<search>/top/cell0/model.pt)
+    # after its cell
+    if path.parent.name == "checkpoints":
+        return path.parent.parent.name
+    if path.stem == "model":
+        return path.parent.name
+    return path.stem
+
+
+def build_source(
+    src: ModelSource,
+    cfg: Config,
+    *,
+    hw: tuple[int, int] | None,
+    window: int | None,
+    num_classes: int,
+    device: str = "cpu",
+    key_interval: int | None = None,
+) -> BenchModel:
+    """Build one source's model in eval mode.
+
+    Args:
+        src: the source.
+        cfg: resolved config (image size, encoder weights and the model of a ``config`` source).
+        hw: (H, W) to build and time at; None = the checkpoint's own size, else ``cfg.data``.
+        window: frames decoded per pushed frame; None = the model's own (architecture, checkpoint or config).
+        num_classes: K of models built with random weights (checkpoints keep their own).
+        device: torch device.
+        key_interval: dynamic-cell checkpoints: static network every ``key_interval`` frames (others ignore it).
+
+    Raises:
+        ValueError, OSError: unreadable file, invalid architecture, unknown row.
+    """
+    extra: dict[str, Any] = {"source": src.kind if src.kind == "config" else f"{src.kind}:{src.value}"}
+    options: dict[str, Any] = {} if window is None else {"window": int(window)}
+    if src.kind == "checkpoint":
+        loaded = load_model(src.value, device=device, img_size=hw)
+        model, size = loaded.model, loaded.img_size
+        name = src.label or _checkpoint_name(Path(src.value))
+        if loaded.kind == "cell":
+            extra["key_interval"] = key_interval
+            if key_interval is not None:
+                options["key_interval"] = int(key_interval)
+        extra["arch"] = loaded.name or None
+        extra["num_classes"] = loaded.num_classes
+    else:
+        size = hw or (cfg.data.height, cfg.data.width)
+        if src.kind == "arch":
+            arch = Arch.load(src.value)
+            name = src.label or arch.name or Path(src.value).stem
+        elif src.kind == "row":
+            arch = PAPER_ROWS[src.value].arch
+            name = src.label or src.value
+        elif src.kind == "config":
+            arch = arch_from_config(cfg)
+            name = src.label or (arch.name if cfg.model.arch else "config")
+        else:
+            raise ValueError(f"unknown source kind {src.kind!r}; valid: checkpoint, arch, row, config")
+        # the model follows the architecture's window; matching data.window avoids build_model's mismatch warning
+        data = dataclasses.replace(cfg.data, height=size[0], width=size[1], window=arch.window)
+        model = build_model(dataclasses.replace(cfg, data=data), arch, num_classes=num_classes).to(device).eval()
+        extra["num_classes"] = num_classes
+    return BenchModel(name=name, model=model, size=(int(size[0]), int(size[1])), extra=extra, stream_options=options)
+
+
+def build_sources(sources: Sequence[ModelSource], cfg: Config, **kwargs: Any) -> list[BenchModel]:
+    """``build_source`` for each source, with unique row names (``name``, ``name-2``...)."""
+    taken: set[str] = set()
+    out = []
+    for src in sources:
+        bm = build_source(src, cfg, **kwargs)
+        name, i = bm.name, 2
+        while name in taken:
+            name, i = f"{bm.name}-{i}", i + 1
+        taken.add(name)
+        bm.name = name
+        out.append(bm)
+    return out
+
+
+def onnxruntime_available() -> bool:
+    """Whether onnxruntime runs can be made: onnx and onnxruntime are importable."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_benchmark(
+    models: Sequence[BenchModel],
+    *,
+    runtime: str = "torch",
+    frames: int,
+    warmup: int,
+    flops: bool = True,
+    threads: int | None = None,
+    progress: Callable[[], Any] | None = None,
+) -> list[BenchRow]:
+    """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
+
+    With onnxruntime each model is exported to a temporary directory first; with ``both`` its ``NAME@ort`` row sits
+    beside its PyTorch row in the same interleaved run. Row extras: ``runtime`` plus what ``protocol_rows`` adds.
+
+    Raises:
+        ValueError: unknown runtime, or a model onnxruntime cannot take (the message names it).
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    candidates: dict[str, Any] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    extras: dict[str, dict[str, Any]] = {}
+    options: dict[str, dict[str, Any]] = {}
+    cost_models: dict[str, nn.Module] = {}
+    with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
+        streamers = {}
+        if runtime != "torch":
+            streamers = ort_streamers(models, Path(tmp), threads or torch.get_num_threads())
+        for bm in models:
+            # both runtimes of one model side by side, so their ratio is measured under the same machine load
+            if runtime in ("torch", "both"):
+                candidates[bm.name], sizes[bm.name] = bm.model, bm.size
+                extras[bm.name], options[bm.name] = {**bm.extra, "runtime": "torch"}, bm.stream_options
+            if runtime in ("onnxruntime", "both"):
+                ort_name = f"{bm.name}@ort" if runtime == "both" else bm.name
+                candidates[ort_name], sizes[ort_name] = streamers[bm.name], bm.size
+                extras[ort_name] = {**bm.extra, "runtime": "onnxruntime"}
+                cost_models[ort_name] = bm.model
+        return protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
+                             cost_models=cost_models, progress=progress, stream_options=options)

@@ -1,0 +1,221 @@
+"""The resumable stages of the ST-NAS experiments (``sweep``: the lambda sweep, paper Fig. 3; ``demo``: `vidnas demo`).
+
+Each stage lives in its own sub-directory with a ``done.json`` marker once finished, so an interrupted experiment
+started again with ``resume=True`` skips what is done and continues the stage it was in (searches and trainings
+resume exactly from their checkpoints):
+
+* **baseline**: the config's model trained for ``train.epochs`` (``baseline/``).
+* **candidate** (one per lambda): ``search_stnas`` (``lam_<lambda>/search/``), then the derived model trained from
+  scratch for ``train.epochs`` like the baseline (``lam_<lambda>/train/``), as the paper trains its final model.
+* **benchmark**: every trained model timed **interleaved in one run** under the ST-NAS FPS protocol
+  (``vidnas.bench.protocol``: encode one frame + decode the full window, per pushed frame), plus parameter and FLOP
+  counts. Never cached: ratios are only meaningful when measured side by side.
+
+``sweep.run_sweep`` adds ``sweep.json``, ``sweep.md`` and ``pareto.png`` (mIoU vs FPS with the baseline);
+``demo.run_demo`` (one lambda) also evaluates both models on the validation split, clip-wise and streaming with
+temporal consistency, and writes ``report.md``, ``demo.json``, the table, and copies of the search's ``arch.json`` and
+plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidnas.bench.protocol import protocol_rows
+from vidnas.config import Config, save_config
+from vidnas.engine.train import train
+from vidnas.models import arch_from_config, load_model
+from vidnas.search.stnas import load_search_summary, search_stnas
+from vidnas.utils import atomic_write_json
+
+__all__ = [
+    "Progress",
+    "Candidate",
+    "lam_dirname",
+    "run_baseline",
+    "run_candidate",
+    "benchmark_candidates",
+]
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]  # called with a one-line stage description (the CLI prints it)
+
+
+@dataclass
+class Candidate:
+    """One trained model of an experiment.
+
+    Attributes:
+        name: row name (``baseline``, ``lam=0.001``...).
+        lam: lambda of its search (None for the baseline).
+        arch: its architecture as a dict (``Arch.to_dict``).
+        checkpoint: the checkpoint evaluated and benchmarked (best by val mIoU).
+        best_miou: best validation mIoU during training (clip protocol).
+        train_seconds: wall time of its final training.
+        search_seconds: wall time of its search (0 for the baseline).
+        search_dir: its search run directory (None for the baseline).
+        metrics: more results filled by later stages (benchmark, evaluation).
+    """
+
+    name: str
+    lam: float | None
+    arch: dict[str, Any]
+    checkpoint: Path
+    best_miou: float
+    train_seconds: float
+    search_seconds: float = 0.0
+    search_dir: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``done.json``, ``sweep.json``, ``demo.json``)."""
+        return {
+            "name": self.name,
+            "lam": self.lam,
+            "arch": self.arch,
+            "checkpoint": str(self.checkpoint),
+            "best_miou": self.best_miou,
+            "train_seconds": self.train_seconds,
+            "search_seconds": self.search_seconds,
+            "search_dir": None if self.search_dir is None else str(self.search_dir),
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Candidate:
+        """Inverse of ``to_dict``."""
+        return cls(
+            name=d["name"],
+            lam=d.get("lam"),
+            arch=d["arch"],
+            checkpoint=Path(d["checkpoint"]),
+            best_miou=float(d["best_miou"]),
+            train_seconds=float(d["train_seconds"]),
+            search_seconds=float(d.get("search_seconds", 0.0)),
+            search_dir=None if d.get("search_dir") is None else Path(d["search_dir"]),
+            metrics=dict(d.get("metrics") or {}),
+        )
+
+    @property
+    def depths(self) -> str:
+        """Encoder depths as ``"1,2,3,2"`` (``"cfg"`` when the architecture keeps the encoder's own)."""
+        d = self.arch.get("depths")
+        return "cfg" if d is None else ",".join(str(x) for x in d)
+
+    @property
+    def decoder(self) -> str:
+        """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts."""
+        ops = self.arch.get("decoder_ops")
+        if ops is None:
+            return "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
+        n_t = sum(o.startswith("temporal") for o in ops)
+        n_i = sum(o == "identity" for o in ops)
+        return f"{n_t}T/{len(ops) - n_t - n_i}S/{n_i}I"
+
+
+def lam_dirname(lam: float) -> str:
+    """Sub-directory of one lambda: ``lam_0.001``, ``lam_0``."""
+    return f"lam_{lam:g}"
+
+
+def _done(path: Path) -> Candidate | None:
+    marker = path / "done.json"
+    if not marker.is_file():
+        return None
+    return Candidate.from_dict(json.loads(marker.read_text()))
+
+
+def _train_stage(cfg: Config, run_dir: Path, arch: Any, *, resume: bool, show_progress: bool) -> tuple[Any, float]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    again = resume and (run_dir / "checkpoints" / "last.pt").is_file()
+    t0 = time.perf_counter()
+    res = train(cfg, run_dir, arch=arch, resume=again, show_progress=show_progress)
+    return res, time.perf_counter() - t0
+
+
+def run_baseline(cfg: Config, run_dir: str | Path, *, resume: bool = True, show_progress: bool = True) -> Candidate:
+    """Train the config's model (the reference every searched model is compared with); skipped if done."""
+    run_dir = Path(run_dir)
+    if resume and (done := _done(run_dir)) is not None:
+        logger.info("baseline already trained in %s", run_dir)
+        return done
+    arch = arch_from_config(cfg)
+    res, seconds = _train_stage(cfg, run_dir / "train", None, resume=resume, show_progress=show_progress)
+    cand = Candidate(name="baseline", lam=None, arch=arch.to_dict(),
+                     checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
+                     train_seconds=seconds)
+    atomic_write_json(run_dir / "done.json", cand.to_dict())
+    return cand
+
+
+def run_candidate(
+    cfg: Config,
+    run_dir: str | Path,
+    lam: float,
+    *,
+    resume: bool = True,
+    show_progress: bool = True,
+    skip_encoder: bool = False,
+    skip_decoder: bool = False,
+    progress: Progress | None = None,
+) -> Candidate:
+    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done."""
+    run_dir = Path(run_dir)
+    if resume and (done := _done(run_dir)) is not None:
+        logger.info("lambda %g already finished in %s", lam, run_dir)
+        return done
+    search_dir = run_dir / "search"
+    try:
+        found = load_search_summary(search_dir) if resume else None
+    except FileNotFoundError:
+        found = None
+    if found is None:
+        if progress:
+            progress(f"search (lambda={lam:g}) -> {search_dir}")
+        search_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, search_dir / "config.yaml")
+        again = resume and any((search_dir / "checkpoints").glob("*_search.pt"))
+        found = search_stnas(cfg, search_dir, resume=again, show_progress=show_progress, lam=lam,
+                             skip_encoder=skip_encoder, skip_decoder=skip_decoder)
+    if progress:
+        progress(f"train the derived model (lambda={lam:g}) -> {run_dir / 'train'}")
+    res, seconds = _train_stage(cfg, run_dir / "train", found.arch, resume=resume, show_progress=show_progress)
+    cand = Candidate(name=f"lam={lam:g}", lam=lam, arch=found.arch.to_dict(),
+                     checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
+                     train_seconds=seconds, search_seconds=found.search_seconds, search_dir=search_dir)
+    atomic_write_json(run_dir / "done.json", cand.to_dict())
+    return cand
+
+
+def benchmark_candidates(
+    candidates: Sequence[Candidate],
+    *,
+    frames: int,
+    warmup: int,
+    device: str = "cpu",
+) -> list[Any]:
+    """Time every candidate interleaved in one run (ST-NAS protocol) and count params / FLOPs.
+
+    Returns the ``BenchRow``s (name = candidate name); each candidate's ``metrics`` gets ``fps``, ``latency_ms``,
+    ``params`` and ``gflops``.
+    """
+    models: dict[str, Any] = {}
+    size: tuple[int, int] | None = None
+    for cand in candidates:
+        loaded = load_model(cand.checkpoint, device=device)
+        models[cand.name] = loaded.model
+        size = loaded.img_size
+    assert size is not None
+    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, flops=True)
+    for cand, row in zip(candidates, rows, strict=True):
+        cand.metrics.update(fps=row.fps, latency_ms=row.latency_ms, params=row.params, gflops=row.gflops,
+                            encoder_ms=row.extra.get("encoder_ms"), decoder_ms=row.extra.get("decoder_ms"))
+    return rows
