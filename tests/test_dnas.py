@@ -15,8 +15,7 @@ from torch import nn
 from vidnas.config import Config, DataConfig, ModelConfig
 from vidnas.models import SEARCH_CANDIDATES, Arch, ArchError, SPTCNDecoder, build_encoder, build_model
 from vidnas.models.encoders import EncoderStage
-from vidnas.search.arch import read_search_record, write_search_arch
-from vidnas.search.dnas import (
+from vidnas.search.stnas import (
     DecoderSupernet,
     DepthSearchStage,
     DepthSupernet,
@@ -25,9 +24,11 @@ from vidnas.search.dnas import (
     arch_warmup,
     build_decoder_supernet,
     derive_arch,
+    read_search_record,
     search_step,
     shrink_depth,
     weight_parameters,
+    write_search_arch,
 )
 
 TINY_ENCODERS = ("swin_test", "efficientnet_lite0_test", "mobilenetv2_test")

@@ -9,7 +9,6 @@ import torch
 
 from vidnas.bench import device_signature
 from vidnas.models import build_encoder
-from vidnas.search.dnas import DepthSupernet
 from vidnas.search.latency import (
     LATENCY_SCHEMA_VERSION,
     LatencyTable,
@@ -18,6 +17,7 @@ from vidnas.search.latency import (
     downsample_signature,
     measure_encoder_blocks,
 )
+from vidnas.search.stnas import DepthSupernet
 
 HW = (64, 64)  # stages 0 and 1 of swin_test (window 4) are 16x16 and 8x8 grids: both have shifted windows
 

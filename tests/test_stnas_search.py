@@ -18,10 +18,8 @@ from vidnas.config import load_config
 from vidnas.engine.logger import read_jsonl
 from vidnas.models import Arch, build_encoder, build_model
 from vidnas.search import plots
-from vidnas.search.arch import read_search_record
-from vidnas.search.dnas import shrink_depth
 from vidnas.search.latency import LatencyTable
-from vidnas.search.stnas import ClippedAdam, load_search_summary, search_stnas
+from vidnas.search.stnas import ClippedAdam, load_search_summary, read_search_record, search_stnas, shrink_depth
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = str(REPO / "configs" / "tiny.yaml")
@@ -144,7 +142,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, fixed_table, crash_afte
     cfg = tiny_cfg(f"stnas.latency_table={fixed_table}")
     full = search_stnas(cfg, tmp_path / "full", show_progress=False, plots=False, save_init=False)
 
-    import vidnas.search.stnas as stnas
+    import vidnas.search.stnas.loop as stnas
 
     # kill the run one step into the epoch after checkpoint number `crash_after`: that step is logged already and
     # must be dropped and redone by the resumed run

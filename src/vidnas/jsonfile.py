@@ -45,7 +45,8 @@ def check_header(data: Any, *, version: int, error: type[Exception], source: str
         raise error(f"{w}field 'schema_version' is missing (this reader understands {version})")
     got = data.get("schema_version", version)
     if got != version:
-        raise error(f"{w}field 'schema_version': unsupported version {got!r}; this reader understands {version}")
+        raise error(f"{w}field 'schema_version': unsupported version {got!r}; this reader understands {version} (a "
+                    f"file of schema_version {got!r} needs another vidnas version)")
     if fields is not None:
         valid = list(fields)
         for key in data:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -200,8 +201,6 @@ class ExternalStreamProbe(_Probe):
     """
 
     def __init__(self, streamer: Any, *, progress: Callable[[], Any] | None = None) -> None:
-        import numpy as np
-
         super().__init__(progress)
         self.streamer = streamer
         h, w = (int(v) for v in streamer.input_size)

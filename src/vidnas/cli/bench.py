@@ -142,22 +142,27 @@ def latency_cmd(
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Latency table JSON to write.")] = Path("latency.json"),
-    iters: Annotated[int, typer.Option(help="Timed calls per block (the table stores the median).")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed calls per block first.")] = 10,
+    iters: Annotated[int, typer.Option(help="Timed calls per block and pass.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per block before the first pass.")] = 3,
+    repeats: Annotated[int, typer.Option(help="Whole-encoder passes; each block keeps the median over passes of "
+                                         "its per-pass median (a stall hits one pass, not the table).")] = 5,
     threads: Annotated[OptInt, typer.Option(help="torch intra-op threads (default: torch's).")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
     config: ConfigOpt = None,
     set_: SetOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2)."""
+    """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2).
+
+    The search measures its table by the same policy when it is given none (vidnas.search.latency).
+    """
     from vidnas.bench import BenchRow, device_line, format_table
     from vidnas.models.encoders import build_encoder
-    from vidnas.search.latency import downsample_signature, measure_encoder_blocks
+    from vidnas.search.latency import downsample_signature, measure_latency_table
 
     setup_logging()
-    if iters < 1 or warmup < 0:
-        raise fail(f"need --iters >= 1 and --warmup >= 0, got {iters} and {warmup}")
+    if iters < 1 or warmup < 0 or repeats < 1:
+        raise fail(f"need --iters >= 1, --warmup >= 0 and --repeats >= 1, got {iters}, {warmup} and {repeats}")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
     set_threads(threads)
@@ -170,15 +175,11 @@ def latency_cmd(
     except (KeyError, ValueError) as e:
         raise fail(str(e).strip("\"'")) from e
 
-    calls_per_module = warmup + iters + 1  # timed + untimed calls, then one pass to feed the next module
-    modules = [m for stage in enc.stages for m in (stage.downsample, *stage.blocks)]
-    bar = _progress_bar(len(modules) * calls_per_module, f"latency {name}", quiet)
-    handles = [m.register_forward_hook(lambda *_: bar.update()) for m in modules]
+    modules = sum(1 + len(stage.blocks) for stage in enc.stages)
+    bar = _progress_bar(modules * repeats, f"latency {name}", quiet)
     try:
-        table = measure_encoder_blocks(enc, hw, warmup=warmup, iters=iters)
+        table = measure_latency_table(enc, hw, warmup=warmup, iters=iters, repeats=repeats, progress=bar.update)
     finally:
-        for h in handles:
-            h.remove()
         bar.close()
     path = table.save(out)
 
@@ -196,7 +197,7 @@ def latency_cmd(
     down = sum(table.downsample.values())
     typer.echo(
         f"{len(table.blocks)} blocks of {name} at {hw[0]}x{hw[1]}: {total:.2f} ms in blocks + {down:.2f} ms "
-        f"in downsamples (medians of {iters} calls after {warmup} warm-up, batch 1)"
+        f"in downsamples (median over {repeats} passes of the median of {iters} calls, {warmup} warm-up, batch 1)"
     )
     typer.echo(device_line())
     typer.echo(f"written: {path}")

@@ -69,8 +69,9 @@ def cells_cmd(
         ExecutorError,
         FinalOptions,
         SearchOptions,
+        prepare_static,
         run_cell_search,
-        train_static,
+        static_network_config,
         train_top_cells,
     )
 
@@ -83,12 +84,9 @@ def cells_cmd(
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
     }))
-    if encoder is None and cfg.model.encoder.startswith("swin"):
-        # the static network of the paper is a CNN; the config default (Swin) is the ST-NAS encoder
-        from vidnas.config import apply_overrides
-
-        cfg = apply_overrides(cfg, ["model.encoder=mobilenetv2"])
-        typer.echo("static network encoder: mobilenetv2 (model.encoder was a Swin; pass --encoder to choose)")
+    cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None)
+    if note:
+        typer.echo(note)
     if cfg.cells.executor not in ("local", "ray"):
         raise fail(f"--executor {cfg.cells.executor!r}: valid values are local, ray")
     if cfg.cells.cache not in ("memory", "disk"):
@@ -98,18 +96,8 @@ def cells_cmd(
     run = make_run_dir(cfg, "cells", out)
     show = not quiet
     try:
-        if static is None:
-            existing = run / "static" / "static.pt"
-            if resume and existing.exists():
-                static = existing
-                typer.echo(f"static network: {static} (trained by the interrupted run)")
-            else:
-                typer.echo(f"no --static checkpoint: training the static arch2 network ({cfg.model.encoder}) for "
-                           f"{static_epochs} epoch(s) first, a small budget; pass --static to use a properly "
-                           f"trained one (`vidnas train --set model.decoder=arch2 ...`)")
-                static = train_static(cfg, run / "static", epochs=static_epochs, max_steps_per_epoch=max_steps,
-                                      show_progress=show)
-                typer.echo(f"static network: {static}")
+        static = prepare_static(cfg, run, static, resume=resume, epochs=static_epochs, max_steps_per_epoch=max_steps,
+                                show_progress=show, say=typer.echo)
         options = SearchOptions(batch_size=batch, max_steps_per_epoch=max_steps, inject_failure=inject_failure,
                                 ray_address=ray_address, show_progress=show)
         result = run_cell_search(cfg, run, static, resume=resume, options=options)

@@ -109,25 +109,13 @@ def eval_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, fwIoU, temporal consistency, overlay images."""
-    from vidnas.checkpoint import CheckpointError, load_checkpoint
-    from vidnas.config import config_from_dict
-    from vidnas.engine.evaluate import per_class_table, run_eval
+    from vidnas.engine.evaluate import eval_config, per_class_table, run_eval
 
     setup_logging()
-    try:
-        state = load_checkpoint(checkpoint)
-    except CheckpointError as e:
+    try:  # the config the model was trained with (or --config), plus overrides
+        cfg = eval_config(checkpoint, config, [*_shortcuts(fmt, root), *(set_ or [])])
+    except ValueError as e:  # CheckpointError, ConfigError
         raise fail(str(e)) from e
-    if config is None:  # evaluate with the config the model was trained with, plus overrides
-        base = config_from_dict(state["config"])
-        from vidnas.config import apply_overrides
-
-        try:
-            cfg = apply_overrides(base, [*_shortcuts(fmt, root), *(set_ or [])])
-        except ValueError as e:
-            raise fail(str(e)) from e
-    else:
-        cfg = resolve_config(config, set_, _shortcuts(fmt, root))
     out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
     try:
         res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,

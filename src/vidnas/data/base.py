@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import yaml
+from PIL import Image, UnidentifiedImageError
 
 from vidnas import registry
 from vidnas.registry import Registry
@@ -179,8 +181,6 @@ class LabelMap:
 
 
 def _open_image(path: str | Path, what: str) -> Any:
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"missing {what} file: {p}")
@@ -250,8 +250,6 @@ def read_label_png(path: str | Path, channel: int | None = None) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file from its header (no decoding)."""
-    from PIL import Image, UnidentifiedImageError
-
     p = Path(path)
     if not p.is_file():
         raise DataError(f"missing image file: {p}")
@@ -264,8 +262,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def load_yaml(path: Path) -> Any:
-    import yaml
-
     try:
         return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:

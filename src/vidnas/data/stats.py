@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from vidnas.data.base import FrameRef, VideoSource
 from vidnas.data.palette import overlay
@@ -113,8 +114,6 @@ def preview_grid(source: VideoSource, split: str, n: int = 8, tile_width: int = 
     Returns:
         A ``PIL.Image.Image`` (RGB) of the size given by ``preview_layout``.
     """
-    from PIL import Image, ImageDraw
-
     frames = _pick(source, split, n)
     if not frames:
         raise ValueError(f"{source.name}/{split}: no frames to preview")

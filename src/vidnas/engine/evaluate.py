@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,14 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from vidnas.checkpoint import load_checkpoint
+from vidnas.config import Config, apply_overrides, config_from_dict, load_config
 from vidnas.data import ClipDataset, VideoFrames, denormalize, open_source, overlay
 from vidnas.metrics import ConfusionMatrix, TemporalConsistency
 from vidnas.models import load_model
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["evaluate_clips", "evaluate_stream", "run_eval", "per_class_table"]
+__all__ = ["evaluate_clips", "evaluate_stream", "eval_config", "run_eval", "per_class_table"]
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,18 @@ def per_class_table(metrics: dict[str, Any], class_names: list[str]) -> str:
         if key in metrics:
             lines.append(f"- {key}: {metrics[key]:.4f}")
     return "\n".join(lines) + "\n"
+
+
+def eval_config(checkpoint: str | Path, config: str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """The config to evaluate ``checkpoint`` with: the one it was trained with (or the ``config`` preset), plus
+    ``overrides`` (``data.root=...``, ``data.format=...``...).
+
+    Raises:
+        CheckpointError: unreadable checkpoint. ConfigError: a bad preset or override.
+    """
+    if config is not None:
+        return load_config(config, list(overrides))
+    return apply_overrides(config_from_dict(load_checkpoint(checkpoint)["config"]), list(overrides))
 
 
 def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | None = None, stream: bool = True,

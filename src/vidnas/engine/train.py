@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
-from tqdm.auto import tqdm
 
 from vidnas.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_to_dict
@@ -27,11 +24,12 @@ from vidnas.data import ClipDataset, open_source
 from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
 from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
+from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
 from vidnas.engine.plots import plot_training_curves
 from vidnas.models import build_model
 from vidnas.utils import atomic_write_json, seed_everything
 
-__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "epoch_seed", "weights_fingerprint"]
+__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +43,6 @@ class TrainResult:
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
     train_seconds: float = 0.0
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Seed of epoch ``epoch``: depends only on the run seed and the epoch, so resume is exact."""
-    return (seed * 1_000_003 + epoch * 7_919) % (2**31 - 1)
 
 
 def _encoder_of(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -201,32 +194,18 @@ def train(
                     cfg.data.val_split, cfg.data.format)
     ignore = cfg.data.ignore_index
     t_start = time.perf_counter()
-    steps_per_epoch = math.ceil(len(train_ds) / (cfg.train.batch_size * dist_info.world_size))
-    if cfg.train.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
-    total_steps = max(cfg.train.epochs * steps_per_epoch, 1)
+    n_steps = steps_per_epoch(len(train_ds), cfg.train.batch_size, dist_info.world_size, cfg.train.max_steps_per_epoch)
+    total_steps = max(cfg.train.epochs * n_steps, 1)
     for epoch in range(start_epoch, cfg.train.epochs):
         seed_everything(epoch_seed(cfg.train.seed, epoch))
         train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
-        if dist_info.enabled:
-            sampler = DistributedSampler(train_ds, shuffle=True, seed=cfg.train.seed, drop_last=False)
-            sampler.set_epoch(epoch)
-        else:
-            gen = torch.Generator().manual_seed(epoch_seed(cfg.train.seed, epoch))
-            sampler = RandomSampler(train_ds, generator=gen)
-        loader = DataLoader(
-            train_ds, batch_size=cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-            drop_last=False, persistent_workers=False,
-        )
+        loader = epoch_loader(train_ds, batch_size=cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
+                              dist_info=dist_info, num_workers=cfg.data.num_workers)
         model.train()
         if cfg.train.encoder_lr_scale == 0:
             _encoder_of(model).eval()  # frozen encoder: BatchNorm statistics stay the pretrained ones
-        losses = []
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                   disable=not (show_progress and dist_info.is_main), dynamic_ncols=True)
-        for step, batch in enumerate(loader):
-            if step >= steps_per_epoch:
-                break
+
+        def step(i: int, batch: dict[str, Any], epoch: int = epoch) -> dict[str, float]:
             frames = batch["frames"].to(device)  # (B, T, 3, H, W)
             masks = batch["masks"].to(device)  # (B, T, H, W)
             out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
@@ -235,20 +214,20 @@ def train(
             for a in aux:
                 loss = loss + cfg.train.aux_weight * segmentation_loss(a, masks, ignore)
             if cfg.train.schedule == "poly":
-                _set_lr(opt, cfg.train.lr * (1 - (epoch * steps_per_epoch + step) / total_steps) ** 0.9)
+                _set_lr(opt, cfg.train.lr * (1 - (epoch * n_steps + i) / total_steps) ** 0.9)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(loss.item())
-            global_step = epoch * steps_per_epoch + step
-            if step % max(cfg.train.log_every, 1) == 0:
-                logger.log("train", global_step, epoch=epoch, loss=loss.item(), lr=opt.param_groups[0]["lr"])
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.update(1)
-        bar.close()
+            value = loss.item()
+            if i % max(cfg.train.log_every, 1) == 0:
+                logger.log("train", epoch * n_steps + i, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"])
+            return {"loss": value}
+
+        logs = run_epoch(loader, step, steps=n_steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                         show_progress=show_progress and dist_info.is_main)
         sync_buffers(model, dist_info)  # BN statistics: rank 0's, so the checkpoint and every rank agree
 
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": sum(losses) / max(len(losses), 1)}
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": mean_loss(logs)}
         do_val = (epoch + 1) % max(cfg.train.val_every, 1) == 0 or epoch + 1 == cfg.train.epochs
         if do_val and len(val_ds) > 0:
             metrics = evaluate_clips(unwrap(model), val_ds, source.num_classes, ignore, device=device,

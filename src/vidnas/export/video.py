@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+from vidnas.data.base import natural_key
 
 __all__ = ["VideoError", "FrameReader", "open_frames", "OverlayWriter", "IMAGE_SUFFIXES", "pick_codec"]
 
@@ -67,8 +70,6 @@ class FrameReader:
             raise VideoError(f"video {self.path} has no decodable frames")
 
     def _iter_folder(self) -> Iterator[np.ndarray]:
-        from PIL import Image
-
         for f in self._files:
             try:
                 with Image.open(f) as im:
@@ -98,8 +99,6 @@ def open_frames(path: str | os.PathLike) -> FrameReader:
         VideoError: the path does not exist, the folder has no frames, or the file is not a readable video.
     """
     import av
-
-    from vidnas.data.base import natural_key
 
     p = Path(path)
     if p.is_dir():

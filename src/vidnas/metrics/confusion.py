@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 __all__ = ["ConfusionMatrix", "as_label_tensor"]
 
@@ -134,8 +135,6 @@ class ConfusionMatrix:
         Every rank must call it (collective). NCCL only reduces CUDA tensors, so the matrix visits the current CUDA
         device there and comes back to the CPU.
         """
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return
         if dist.get_backend() == "nccl":

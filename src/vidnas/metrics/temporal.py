@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from vidnas.metrics.confusion import as_label_tensor
 
@@ -210,8 +211,6 @@ class TemporalConsistency:
 
     def all_reduce(self) -> None:
         """Sum the counts over all processes; a no-op unless torch.distributed is initialised (collective)."""
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()):
             return
         if dist.get_backend() == "nccl":

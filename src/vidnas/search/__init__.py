@@ -1,40 +1,6 @@
-"""Architecture search: ST-NAS differentiable search (``dnas``), latency tables, architecture files with their
-search record. Search code imports ``vidnas.models``; models never import search."""
+"""Architecture search: ``stnas`` (ST-NAS differentiable search), ``cells`` (dynamic-cell search with an LSTM
+controller and PPO), ``latency`` (latency tables, one measuring policy), ``plots`` (figures both share).
 
-from vidnas.search.arch import SearchRecord, read_search_record, write_search_arch
-from vidnas.search.dnas import (
-    DecoderSupernet,
-    DepthSearchStage,
-    DepthSupernet,
-    MixedOp,
-    arch_parameters,
-    arch_warmup,
-    build_decoder_supernet,
-    derive_arch,
-    search_step,
-    set_arch_trainable,
-    shrink_depth,
-    weight_parameters,
-)
-from vidnas.search.latency import LatencyTable, MissingLatencyError, measure_encoder_blocks
-
-__all__ = [
-    "SearchRecord",
-    "read_search_record",
-    "write_search_arch",
-    "LatencyTable",
-    "MissingLatencyError",
-    "measure_encoder_blocks",
-    "DepthSearchStage",
-    "DepthSupernet",
-    "shrink_depth",
-    "MixedOp",
-    "DecoderSupernet",
-    "build_decoder_supernet",
-    "arch_parameters",
-    "weight_parameters",
-    "set_arch_trainable",
-    "arch_warmup",
-    "search_step",
-    "derive_arch",
-]
+Search code imports ``vidnas.engine`` and ``vidnas.models``; neither imports search (tested). Import what you need
+from the sub-packages, e.g. ``from vidnas.search.stnas import search_stnas``.
+"""

@@ -1,8 +1,15 @@
 """Latency tables: measured per-block latency (ms) of an encoder, keyed by block signature, for Eq. 2 [ST-NAS].
 
-A table holds, for one device, the median time of every encoder block at its real input shape (batch 1, after
-warm-up), keyed by ``Encoder.block_signature(stage, block, img_size)`` (e.g.
-``"swin_tiny/s2/b1/w7x7_shift3x3_h12/1x20x36x384"``): the signature names the encoder, the stage, the block index,
+One measuring policy serves `vidnas latency` and the search (``measure_latency_table``): every block is timed at its
+real input shape (batch 1) for ``iters`` calls after warm-up, in ``repeats`` whole-encoder passes, and the table keeps
+each block's median over the passes of its per-pass median. One pass times a block's calls back to back, a few ms for
+a small block: a single descheduling of the process on a busy machine covers all of them and inflates that block
+100-fold (seen on the 2-core development machine); over several passes such a stall hits one pass, and the median
+over passes ignores it.
+
+A table holds, for one device, the median time of every encoder block, keyed by
+``Encoder.block_signature(stage, block, img_size)`` (e.g. ``"swin_tiny/s2/b1/w7x7_shift3x3_h12/1x20x36x384"``): the
+signature names the encoder, the stage, the block index,
 the block's kind (Swin: window, shift, heads, so shifted and unshifted blocks differ) and its input shape. A table
 measured on the full encoder therefore serves every shortened one. The downsample (patch merging, stride-changing
 block) of each stage is timed too, for reports; it is not searched and not part of the penalty.
@@ -20,9 +27,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import json
 import logging
 import os
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vidnas.bench import device_signature, time_fn
-from vidnas.utils import atomic_write_json
+from vidnas.jsonfile import JsonFile, check_header, where
 
 if TYPE_CHECKING:
     from vidnas.models.encoders import Encoder
@@ -44,11 +51,18 @@ __all__ = [
     "MissingLatencyError",
     "downsample_signature",
     "measure_encoder_blocks",
+    "measure_latency_table",
+    "LATENCY_WARMUP",
+    "LATENCY_ITERS",
+    "LATENCY_REPEATS",
 ]
 
 logger = logging.getLogger(__name__)
 
 LATENCY_SCHEMA_VERSION = 1
+LATENCY_WARMUP = 3  # untimed calls per block before the first pass (1 before the others)
+LATENCY_ITERS = 5  # timed calls per block and pass
+LATENCY_REPEATS = 5  # whole-encoder passes; each block keeps the median over passes of its per-pass median
 # device-signature fields that change latencies; the others (python version, platform string) are informative
 DEVICE_KEYS: tuple[str, ...] = ("cpu", "num_threads", "torch", "machine", "cuda", "torch_device")
 
@@ -71,7 +85,7 @@ def downsample_signature(encoder: Encoder, stage: int, input_hw: tuple[int, int]
 
 
 @dataclass
-class LatencyTable:
+class LatencyTable(JsonFile):
     """Block latencies (ms) of one device.
 
     Attributes:
@@ -89,6 +103,9 @@ class LatencyTable:
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+
+    FILE_KIND = "latency table"
+    FILE_ERROR = LatencyTableError
 
     # --- lookups ----------------------------------------------------------------------------------------------------
 
@@ -153,20 +170,13 @@ class LatencyTable:
     @classmethod
     def from_dict(cls, data: Any, source: str | os.PathLike | None = None) -> LatencyTable:
         """Inverse of ``to_dict``; a wrong schema version or a malformed field raises ``LatencyTableError``."""
-        where = f"{source}: " if source is not None else ""
-        if not isinstance(data, dict):
-            raise LatencyTableError(f"{where}expected a JSON object, got {type(data).__name__}")
-        version = data.get("schema_version")
-        if version != LATENCY_SCHEMA_VERSION:
-            raise LatencyTableError(
-                f"{where}unsupported latency table schema_version {version!r}; this reader understands "
-                f"{LATENCY_SCHEMA_VERSION}"
-            )
+        check_header(data, version=LATENCY_SCHEMA_VERSION, error=LatencyTableError, source=source)
         tables: dict[str, dict[str, float]] = {}
         for key in ("blocks", "downsample"):
             raw = data.get(key, {})
             if not isinstance(raw, dict) or not all(isinstance(v, int | float) for v in raw.values()):
-                raise LatencyTableError(f"{where}field {key!r}: expected an object of signature -> milliseconds")
+                raise LatencyTableError(f"{where(source)}field {key!r}: expected an object of signature -> "
+                                        "milliseconds")
             tables[key] = {str(k): float(v) for k, v in raw.items()}
         return cls(
             blocks=tables["blocks"],
@@ -179,24 +189,17 @@ class LatencyTable:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the table as JSON atomically (a crash never leaves half a file); remembers ``path``."""
-        self.path = atomic_write_json(path, self.to_dict())
+        self.path = super().save(path)
         return self.path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LatencyTable:
-        """Read a table written by ``save``; errors name the file."""
-        p = Path(path)
-        if not p.is_file():
-            raise LatencyTableError(f"latency table not found: {p}")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise LatencyTableError(f"{p}: invalid JSON: {e}") from e
-        table = cls.from_dict(data, source=p)
+        """Read a table written by ``save``; errors name the file; warns when it was measured on another device."""
+        table = super().load(path)
         if not table.matches_device():
             logger.warning(
                 "%s was measured on another device (%s); its latencies may not hold here",
-                p,
+                path,
                 table.device.get("cpu") or table.device.get("cuda"),
             )
         return table
@@ -209,6 +212,7 @@ def measure_encoder_blocks(
     warmup: int = 10,
     iters: int = 50,
     sync: Callable[[], Any] | None = None,
+    progress: Callable[[], Any] | None = None,
 ) -> LatencyTable:
     """Time every block (and downsample) of ``encoder`` at its real input shape, batch 1.
 
@@ -223,6 +227,7 @@ def measure_encoder_blocks(
         warmup: untimed calls per module.
         iters: timed calls per module.
         sync: called after each timed call; default ``torch.cuda.synchronize`` on CUDA, nothing on CPU.
+        progress: called after each block (and downsample) is timed.
 
     Returns:
         The table (not saved; call ``save``).
@@ -257,6 +262,8 @@ def measure_encoder_blocks(
                 stats = time_fn(functools.partial(stage.downsample, h), warmup=warmup, iters=iters, sync=sync)
                 table.downsample[sig] = stats.median_ms
                 table.stats[sig] = stats.to_dict()
+                if progress is not None:
+                    progress()
                 h = stage.downsample(h)
                 want = tuple(encoder.block_input_shape(i, hw))
                 if tuple(h.shape) != want:
@@ -268,9 +275,50 @@ def measure_encoder_blocks(
                     stats = time_fn(functools.partial(block, h), warmup=warmup, iters=iters, sync=sync)
                     table.blocks[sig] = stats.median_ms
                     table.stats[sig] = stats.to_dict()
+                    if progress is not None:
+                        progress()
                     h = block(h)
                     logger.debug("%s: %.3f ms", sig, stats.median_ms)
     finally:
         encoder.train(was_training)
     logger.info("measured %d blocks of %s at %s on %s", len(table.blocks), encoder.name, hw, device)
+    return table
+
+
+def measure_latency_table(
+    encoder: Encoder,
+    img_size: tuple[int, int] | None = None,
+    *,
+    warmup: int = LATENCY_WARMUP,
+    iters: int = LATENCY_ITERS,
+    repeats: int = LATENCY_REPEATS,
+    progress: Callable[[], Any] | None = None,
+) -> LatencyTable:
+    """The latency table of ``encoder`` by the one policy (module docstring): ``repeats`` passes of
+    ``measure_encoder_blocks``, each block keeping the median of its per-pass medians.
+
+    Args:
+        encoder: an ``Encoder`` (the full-depth one, so that every shortened encoder finds its blocks).
+        img_size: image (H, W); default the encoder's ``img_size``.
+        warmup: untimed calls per block in the first pass (later passes: 1).
+        iters: timed calls per block and pass.
+        repeats: passes.
+        progress: called once per block (and downsample) per pass, e.g. a progress bar's ``update``.
+
+    Returns:
+        The table (not saved); ``stats[sig]["pass_medians_ms"]`` keeps every pass's median.
+    """
+    if repeats < 1 or iters < 1 or warmup < 0:
+        raise ValueError(f"need repeats >= 1, iters >= 1 and warmup >= 0, got {repeats}, {iters} and {warmup}")
+    passes = [measure_encoder_blocks(encoder, img_size, warmup=warmup if r == 0 else 1, iters=iters,
+                                     progress=progress) for r in range(repeats)]
+    table = passes[0]
+    for attr in ("blocks", "downsample"):
+        merged = getattr(table, attr)
+        for sig in merged:
+            values = [getattr(p, attr)[sig] for p in passes]
+            merged[sig] = statistics.median(values)
+            table.stats[sig] = {**table.stats.get(sig, {}), "median_ms": merged[sig], "pass_medians_ms": values}
+    table.meta.update(repeats=repeats, warmup=warmup, iters=iters,
+                      statistic="median over passes of the per-pass median")
     return table

@@ -40,6 +40,7 @@ from timm.models import efficientnet as timm_effnet
 from torch import nn
 
 from vidnas.models.encoders.base import STRIDES, Encoder, EncoderStage
+from vidnas.models.weights import load_checkpoint, load_imagenet_efficientnet_lite0
 
 __all__ = ["EFFICIENTNET_VARIANTS", "EfficientNetEncoder", "build_efficientnet"]
 
@@ -174,12 +175,8 @@ def build_efficientnet(
                     f"weights='imagenet' is only available for efficientnet_lite0; for {name} pass a local "
                     "timm checkpoint path"
                 )
-            from vidnas.models.weights import load_imagenet_efficientnet_lite0
-
             load_imagenet_efficientnet_lite0(model)
         else:
-            from vidnas.models.weights import load_checkpoint
-
             load_checkpoint(model, weights, ignore_prefixes=("classifier.",))
     encoder = EfficientNetEncoder(model, name=name, img_size=(int(img_size[0]), int(img_size[1])))
     if depths is not None:

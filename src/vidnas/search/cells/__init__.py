@@ -44,7 +44,7 @@ from vidnas.search.cells.search import (
     top_genotypes,
 )
 from vidnas.search.cells.space import CellSearchSpace, Decision
-from vidnas.search.cells.static import train_static
+from vidnas.search.cells.static import prepare_static, static_network_config, train_static
 from vidnas.search.cells.topk import FinalOptions, measure_runtime, train_top_cells
 
 __all__ = [
@@ -86,6 +86,8 @@ __all__ = [
     "select_top",
     "top_genotypes",
     "train_static",
+    "prepare_static",
+    "static_network_config",
     "FinalOptions",
     "measure_runtime",
     "train_top_cells",

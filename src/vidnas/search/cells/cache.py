@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from vidnas.utils import atomic_write, atomic_write_json
 
@@ -267,8 +268,6 @@ def build_caches(static: torch.nn.Module, dataset: Any, info: CacheInfo, *, val_
     static.eval().to(device)
     caches = []
     split_meta_rec: dict[str, Any] = {}
-    from tqdm.auto import tqdm
-
     for name, idx in (("meta_train", train_idx), ("meta_val", val_idx)):
         loader = DataLoader(Subset(dataset, idx), batch_size=batch_size, shuffle=False)
         parts: list[dict[str, torch.Tensor]] = []

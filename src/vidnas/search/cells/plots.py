@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from matplotlib.patches import FancyBboxPatch
+from matplotlib.ticker import MaxNLocator
+
 from vidnas.models.cells import NUM_CELL_INPUTS, TOKENS_PER_LAYER, CellGenotype
 from vidnas.plotting import plt, save_figure
 from vidnas.search.cells.space import CellSearchSpace
@@ -59,8 +62,6 @@ def plot_rewards(records: Sequence[dict[str, Any]], path: str | Path, *, window:
         w = max(1, min(window, len(ys)))
         mov = [sum(ys[max(0, i - w + 1):i + 1]) / len(ys[max(0, i - w + 1):i + 1]) for i in range(len(ys))]
         ax.plot(xs, mov, color="#e67e22", lw=1.2, ls="--", label=f"moving average ({w})")
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("candidate")
     ax.set_ylabel("reward (mIoU x fwIoU x mAcc)^(1/3)")
@@ -110,8 +111,6 @@ def draw_cell(genotype: CellGenotype, path: str | Path, *, title: str | None = N
     """Draw a cell [CELLS Fig. 7]: inputs (grey) on the left, one column per layer with its two ops (orange) feeding
     its aggregation (green), arrows from each op's input, and the concatenated unused outputs feeding ``dec``.
     """
-    from matplotlib.patches import FancyBboxPatch
-
     n_layers = genotype.num_layers
     col_w = 4.0
     fig_w = 2.5 + col_w * n_layers + 2.5

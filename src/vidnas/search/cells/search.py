@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
@@ -47,6 +48,7 @@ from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cac
 from vidnas.search.cells.controller import Controller
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, EarlyStopRule
 from vidnas.search.cells.executors import EXECUTORS, Executor, ExecutorError, import_ray, make_executor
+from vidnas.search.cells.plots import draw_cell, plot_rewards, plot_sampling
 from vidnas.search.cells.ppo import PPOTrainer
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
@@ -248,8 +250,6 @@ class CellSearch:
     # -- main loop -----------------------------------------------------------------------------------------------
     def run(self, *, resume: bool = False) -> CellSearchResult:
         """Search until ``cells.candidates`` candidates have been evaluated; returns the log and the top-k cells."""
-        from tqdm.auto import tqdm
-
         cfg, opts = self.cfg, self.options
         self.run_dir.mkdir(parents=True, exist_ok=True)
         records = read_log(self.log_path)
@@ -381,8 +381,6 @@ class CellSearch:
 
     def write_plots(self, records: list[dict[str, Any]], top: list[dict[str, Any]]) -> dict[str, Path]:
         """Reward curve, sampling proportions and a drawing of each top cell under ``run_dir/plots``."""
-        from vidnas.search.cells.plots import draw_cell, plot_rewards, plot_sampling
-
         out = {"rewards": plot_rewards(records, self.run_dir / "plots" / "rewards.png"),
                "sampling": plot_sampling(records, self.space, self.run_dir / "plots" / "sampling.png")}
         for rank, rec in enumerate(top):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,60 @@ from vidnas.config import Config
 from vidnas.engine.train import train
 from vidnas.utils import atomic_write
 
-__all__ = ["ENCODER_LR", "DECODER_LR", "train_static", "static_identity"]
+__all__ = [
+    "ENCODER_LR",
+    "DECODER_LR",
+    "CNN_ENCODER",
+    "static_network_config",
+    "prepare_static",
+    "train_static",
+    "static_identity",
+]
 
 logger = logging.getLogger(__name__)
 
 ENCODER_LR = 5e-2  # [CELLS appendix]
 DECODER_LR = 1e-2  # [CELLS appendix]
+CNN_ENCODER = "mobilenetv2"  # [CELLS] the static network's encoder
+
+
+def static_network_config(cfg: Config, *, encoder_chosen: bool) -> tuple[Config, str | None]:
+    """The config a static network is trained from: the paper's static network is a CNN, so a Swin ``model.encoder``
+    (the ST-NAS default) becomes ``CNN_ENCODER`` unless the user chose an encoder.
+
+    Returns:
+        (config, a note for the user or None).
+    """
+    if encoder_chosen or not cfg.model.encoder.startswith("swin"):
+        return cfg, None
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, encoder=CNN_ENCODER))
+    return cfg, f"static network encoder: {CNN_ENCODER} (model.encoder was a Swin; pass --encoder to choose)"
+
+
+def prepare_static(cfg: Config, run_dir: str | Path, static: str | Path | None, *, resume: bool, epochs: int,
+                   max_steps_per_epoch: int | None = None, show_progress: bool = False,
+                   say: Callable[[str], Any] | None = None) -> Path:
+    """The static network of a cell search: ``static`` if given, the one an interrupted run trained (``resume``), or
+    one trained now on a small budget (``train_static`` into ``run_dir/static``).
+
+    Args:
+        say: called with one line per decision (the CLI prints them).
+    """
+    if static is not None:
+        return Path(static)
+    existing = Path(run_dir) / "static" / "static.pt"
+    if resume and existing.exists():
+        if say:
+            say(f"static network: {existing} (trained by the interrupted run)")
+        return existing
+    if say:
+        say(f"no --static checkpoint: training the static arch2 network ({cfg.model.encoder}) for {epochs} epoch(s) "
+            "first, a small budget; pass --static to use a properly trained one (`vidnas train --model arch2 ...`)")
+    path = train_static(cfg, Path(run_dir) / "static", epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+                        show_progress=show_progress)
+    if say:
+        say(f"static network: {path}")
+    return path
 
 
 def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: int | None = None,

@@ -35,12 +35,14 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 
 from vidnas.config import Config, config_to_dict
+from vidnas.data import ClipDataset, open_source
+from vidnas.engine.loop import mean_loss, run_epoch
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_channels
 from vidnas.search.cells.evaluate import sequence_loss, train_cell
 from vidnas.search.cells.reward import reward_from_confusion
-from vidnas.search.cells.search import CellSearchResult, top_genotypes
+from vidnas.search.cells.search import CellSearchResult, search_data_config, top_genotypes
 from vidnas.utils import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -98,33 +100,35 @@ def evaluate_windows(model: torch.nn.Module, dataset: Any, num_classes: int, ign
 def finetune(model: DynamicCellModel, dataset: Any, *, epochs: int, cell_lr: float, batch_size: int,
              ignore_index: int, seed: int = 0, max_steps_per_epoch: int | None = None, device: str = "cpu",
              show_progress: bool = False) -> list[float]:
-    """End-to-end fine-tuning (optimisers and loss in the module docstring); returns the mean loss per epoch."""
-    from tqdm.auto import tqdm
+    """End-to-end fine-tuning (optimisers and loss in the module docstring); returns the mean loss per epoch.
 
+    Runs in the engine's epoch loop (``vidnas.engine.loop.run_epoch``); the shuffle of epoch e is seeded by
+    ``seed * 1000 + e``.
+    """
     opt_static = torch.optim.SGD(model.static_parameters(), lr=STATIC_LR, momentum=0.9)
     opt_cell = torch.optim.Adam(model.cell_parameters(), lr=cell_lr)
+
+    def step(i: int, batch: dict[str, Any]) -> dict[str, float]:
+        logits = model(batch["frames"].to(device))  # (B, T, K, H, W)
+        masks = batch["masks"].to(device)  # (B, T, H, W)
+        preds = [logits[:, t] for t in range(1, logits.shape[1])]  # frames after the first
+        loss = sequence_loss(preds, masks[:, 1:], ignore_index)
+        opt_static.zero_grad(set_to_none=True)
+        opt_cell.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_static.step()
+        opt_cell.step()
+        return {"loss": loss.item()}
+
     history = []
     for epoch in range(epochs):
         model.train()
         model.static.eval()  # frozen BatchNorm statistics (see the module docstring)
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-        losses = []
         loader = DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen))
-        for step, batch in enumerate(tqdm(loader, desc=f"finetune {epoch + 1}/{epochs}", leave=False,
-                                          disable=not show_progress, dynamic_ncols=True)):
-            if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
-                break
-            logits = model(batch["frames"].to(device))  # (B, T, K, H, W)
-            masks = batch["masks"].to(device)  # (B, T, H, W)
-            preds = [logits[:, t] for t in range(1, logits.shape[1])]  # frames after the first
-            loss = sequence_loss(preds, masks[:, 1:], ignore_index)
-            opt_static.zero_grad(set_to_none=True)
-            opt_cell.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_static.step()
-            opt_cell.step()
-            losses.append(loss.item())
-        history.append(sum(losses) / max(len(losses), 1))
+        steps = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
+        logs = run_epoch(loader, step, steps=steps, desc=f"finetune {epoch + 1}/{epochs}", show_progress=show_progress)
+        history.append(mean_loss(logs))
         logger.info("fine-tuning epoch %d/%d: loss %.4f", epoch + 1, epochs, history[-1])
     return history
 
@@ -169,9 +173,6 @@ def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOpti
         One summary dict per cell: ``name``, ``candidate``, ``search_reward``, ``val`` (scores), ``baseline_val``,
         ``runtime``, paths.
     """
-    from vidnas.data import ClipDataset, open_source
-    from vidnas.search.cells.search import search_data_config
-
     opts = options or FinalOptions()
     out_dir = result.run_dir / "top"
     data_cfg = search_data_config(cfg)

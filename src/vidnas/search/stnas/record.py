@@ -1,4 +1,5 @@
-"""The search record of an ``arch.json``: what a derived architecture came from.
+"""What an ST-NAS search leaves behind: the search record inside ``arch.json`` and the run's ``StnasResult``
+(``search_summary.json``).
 
 ``write_search_arch`` stores the record in ``Arch.extra["search"]`` so the file stays a plain
 ``models.architecture.Arch`` (``build_model`` reads it and ignores the record) while keeping the alphas, betas, lambda,
@@ -12,6 +13,7 @@ threshold and latency table of the search::
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -20,9 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from vidnas.models.architecture import Arch, ArchError
-from vidnas.search.dnas.depth import shrink_depth
+from vidnas.search.stnas.derive import shrink_depth
 
-__all__ = ["SEARCH_KEY", "SearchRecord", "write_search_arch", "read_search_record"]
+__all__ = [
+    "SEARCH_KEY",
+    "SearchRecord",
+    "write_search_arch",
+    "read_search_record",
+    "StnasResult",
+    "load_search_summary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -176,3 +185,121 @@ def read_search_record(path: str | os.PathLike) -> SearchRecord:
         )
     except (TypeError, ValueError) as e:
         raise ArchError(f"{path}: malformed extra.{SEARCH_KEY}: {e}") from e
+
+
+@dataclass
+class StnasResult:
+    """What one ST-NAS search produced.
+
+    Attributes:
+        run_dir: the run directory.
+        arch: the derived architecture (as written to ``arch_path``).
+        arch_path: ``arch.json``.
+        lam: lambda of Eq. 2.
+        threshold: shrink-rule threshold.
+        full_depths: depths of the searched (full) encoder.
+        depths: derived depths (None if the encoder search was skipped and the config sets none).
+        alphas: final alphas per stage, per block (None if skipped).
+        decoder_ops: derived op per decoder slot (None if the decoder search was skipped).
+        betas: final betas per slot, per candidate (None if skipped).
+        candidates: the beta columns.
+        latency_table_path: the latency table used (None if the encoder search was skipped).
+        full_latency_ms: summed block latency (ms) of the full encoder.
+        derived_latency_ms: summed block latency (ms) of the derived encoder (Eq. 2's "expected latency").
+        encoder_seconds: wall time of the encoder search (all invocations, resumes included).
+        decoder_seconds: wall time of the decoder search.
+        init_checkpoint: ``derived_init.pt`` (derived model with the supernets' weights) or None.
+        files: every file written, for the summary.
+    """
+
+    run_dir: Path
+    arch: Arch
+    arch_path: Path
+    lam: float
+    threshold: float
+    full_depths: tuple[int, ...] | None = None
+    depths: tuple[int, ...] | None = None
+    alphas: list[list[float]] | None = None
+    decoder_ops: tuple[str, ...] | None = None
+    betas: list[list[float]] | None = None
+    candidates: tuple[str, ...] | None = None
+    latency_table_path: Path | None = None
+    full_latency_ms: float | None = None
+    derived_latency_ms: float | None = None
+    encoder_seconds: float = 0.0
+    decoder_seconds: float = 0.0
+    init_checkpoint: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def search_seconds(self) -> float:
+        """Encoder plus decoder search wall time."""
+        return self.encoder_seconds + self.decoder_seconds
+
+    @property
+    def latency_saving(self) -> float | None:
+        """``1 - derived / full`` block latency (0.25 = a quarter of the encoder's block time removed)."""
+        if not self.full_latency_ms or self.derived_latency_ms is None:
+            return None
+        return 1.0 - self.derived_latency_ms / self.full_latency_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (``search_summary.json``)."""
+        return {
+            "run_dir": str(self.run_dir),
+            "arch_path": str(self.arch_path),
+            "arch": self.arch.to_dict(),
+            "lambda": self.lam,
+            "threshold": self.threshold,
+            "full_depths": None if self.full_depths is None else list(self.full_depths),
+            "depths": None if self.depths is None else list(self.depths),
+            "alphas": self.alphas,
+            "decoder_ops": None if self.decoder_ops is None else list(self.decoder_ops),
+            "betas": self.betas,
+            "candidates": None if self.candidates is None else list(self.candidates),
+            "latency_table_path": None if self.latency_table_path is None else str(self.latency_table_path),
+            "full_latency_ms": self.full_latency_ms,
+            "derived_latency_ms": self.derived_latency_ms,
+            "latency_saving": self.latency_saving,
+            "encoder_seconds": self.encoder_seconds,
+            "decoder_seconds": self.decoder_seconds,
+            "search_seconds": self.search_seconds,
+            "init_checkpoint": None if self.init_checkpoint is None else str(self.init_checkpoint),
+            "files": [str(p) for p in self.files],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StnasResult:
+        """Inverse of ``to_dict``."""
+
+        def tup(v: Any) -> tuple | None:
+            return None if v is None else tuple(v)
+
+        return cls(
+            run_dir=Path(d["run_dir"]),
+            arch=Arch.from_dict(d["arch"]),
+            arch_path=Path(d["arch_path"]),
+            lam=float(d["lambda"]),
+            threshold=float(d["threshold"]),
+            full_depths=tup(d.get("full_depths")),
+            depths=tup(d.get("depths")),
+            alphas=d.get("alphas"),
+            decoder_ops=tup(d.get("decoder_ops")),
+            betas=d.get("betas"),
+            candidates=tup(d.get("candidates")),
+            latency_table_path=None if d.get("latency_table_path") is None else Path(d["latency_table_path"]),
+            full_latency_ms=d.get("full_latency_ms"),
+            derived_latency_ms=d.get("derived_latency_ms"),
+            encoder_seconds=float(d.get("encoder_seconds", 0.0)),
+            decoder_seconds=float(d.get("decoder_seconds", 0.0)),
+            init_checkpoint=None if d.get("init_checkpoint") is None else Path(d["init_checkpoint"]),
+            files=[Path(p) for p in d.get("files", [])],
+        )
+
+
+def load_search_summary(run_dir: str | Path) -> StnasResult:
+    """The ``StnasResult`` of a finished search, from its ``search_summary.json``."""
+    path = Path(run_dir) / "search_summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no finished ST-NAS search in {run_dir} (missing {path.name})")
+    return StnasResult.from_dict(json.loads(path.read_text()))

@@ -1,0 +1,103 @@
+"""Deriving from the supernets [ST-NAS Sec. 3.2, 3.3]: the shrink rule for the encoder depths, the derived ``Arch``
+(depths and decoder ops, to which ``record.write_search_arch`` adds the search record) and ``derived_init.pt`` (the
+derived model carrying the supernets' weights).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from vidnas.checkpoint import save_checkpoint
+from vidnas.config import Config, config_to_dict
+from vidnas.models import VideoSegmenter, build_model
+from vidnas.models.architecture import Arch
+
+if TYPE_CHECKING:
+    from vidnas.search.stnas.supernet import DecoderSupernet, DepthSupernet
+
+__all__ = ["shrink_depth", "derive_arch", "save_derived_init"]
+
+logger = logging.getLogger(__name__)
+
+
+def shrink_depth(alphas: Sequence[float], threshold: float = 1.0, *, min_blocks: int = 1) -> int:
+    """The shrink rule [ST-NAS Sec. 3.2]: how many leading blocks of a stage to keep.
+
+    From the last block backwards, block i is removed while ``alpha_i < threshold``; the first block met with
+    ``alpha_i >= threshold`` stops the scan, and it and all blocks before it are kept. At least ``min_blocks`` blocks
+    are kept (fewer only if the stage has fewer). Blocks can only go from the end because block i + 1 reads block i.
+
+    Examples (threshold 1): ``[1.2, 0.5, 0.9] -> 1``, ``[0.3, 1.5, 0.2, 0.1] -> 2``, ``[0.2, 0.4] -> 1``,
+    ``[] -> 0``.
+
+    Args:
+        alphas: the stage's alpha values, block 1 first.
+        threshold: keep the last block whose alpha reaches it (paper: 1).
+        min_blocks: lower bound on the kept blocks (paper: 1).
+
+    Returns:
+        The number of blocks kept (a prefix of the stage).
+    """
+    keep = len(alphas)
+    floor = min(max(min_blocks, 0), keep)
+    while keep > floor and float(alphas[keep - 1]) < threshold:
+        keep -= 1
+    return keep
+
+
+def derive_arch(
+    base: Arch,
+    *,
+    depth_supernet: DepthSupernet | None = None,
+    decoder_supernet: DecoderSupernet | None = None,
+    threshold: float = 1.0,
+    name: str | None = None,
+) -> Arch:
+    """``base`` with the depths and / or decoder ops derived by the given supernets.
+
+    The derived architecture starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry
+    an older search record); ``vidnas.search.stnas.record.write_search_arch`` adds this search's record.
+    """
+    changes: dict[str, Any] = {"extra": {}}
+    if depth_supernet is not None:
+        changes["depths"] = depth_supernet.derive(threshold)
+    if decoder_supernet is not None:
+        changes["decoder_ops"] = decoder_supernet.derive()
+        changes["decoder"] = "sptcn"
+    if name is not None:
+        changes["name"] = name
+    return dataclasses.replace(base, **changes)
+
+
+def save_derived_init(path: Path, cfg: Config, arch: Arch, source: Any, *, encoder: nn.Module,
+                      decoder: nn.Module) -> Path:
+    """The derived model carrying the supernets' trained weights, as an engine checkpoint (``derived_init.pt``).
+
+    ``encoder`` is the derived encoder (the decoder search's, or ``DepthSupernet.derived_encoder``), ``decoder`` the
+    derived decoder (``DecoderSupernet.derived_decoder()``, or the encoder search's baseline decoder). The state-dict
+    names are those of ``build_model(cfg, arch)``, so ``vidnas train --arch arch.json --init derived_init.pt`` loads
+    every tensor (checked here: a mismatch is logged).
+    """
+    derived = VideoSegmenter(encoder, decoder, source.num_classes, window=arch.window, causal=arch.causal)
+    state = {k: v.detach().cpu() for k, v in derived.state_dict().items()}
+    reference = build_model(cfg, arch, num_classes=source.num_classes).state_dict()
+    missing = sorted(set(reference) - set(state))
+    unexpected = sorted(set(state) - set(reference))
+    if missing or unexpected:
+        logger.warning("derived_init.pt does not match build_model(arch): missing %s, unexpected %s",
+                       missing[:5], unexpected[:5])
+    return save_checkpoint(path, {
+        "model": state,
+        "epoch": -1,
+        "config": config_to_dict(cfg),
+        "arch": arch.to_dict(),
+        "num_classes": source.num_classes,
+        "class_names": list(source.class_names),
+        "source": "stnas supernet",
+    })

