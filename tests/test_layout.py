@@ -123,3 +123,30 @@ def test_lower_layers_never_import_search_engine_or_cli(package: str) -> None:
             " ['vidnas', 'cli'], ['vidnas', 'experiments'], ['vidnas', 'export']))\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_extend_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/ARCHITECTURE.md's "Extend it" example runs as written: a new decoder op and a new cell aggregation are
+    registered and searched from Python, without the CLI."""
+    import re
+
+    from vidnas.models import OPS
+    from vidnas.models.cells import AGGREGATIONS
+
+    doc = (SRC.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
+    assert len(blocks) == 1, "one python example expected in docs/ARCHITECTURE.md"
+    monkeypatch.chdir(tmp_path)
+    try:
+        namespace: dict = {}
+        exec(compile(blocks[0], "ARCHITECTURE.md", "exec"), namespace)  # noqa: S102
+        dec, result = namespace["dec"], namespace["result"]
+        assert set(dec.ops) <= {"identity", "sep_k3", "temporal_k3", "temporal_k7"}
+        assert dec.candidates[-1] == "temporal_k7" and len(dec.betas[0]) == 4
+        assert (tmp_path / "runs" / "extend" / "stnas" / "checkpoints" / "decoder_search.pt").is_file()
+        ok = [r for r in result.records if not r["failed"]]
+        assert len(result.records) == 2 and ok, result.records
+        assert result.space.aggregations == ("sum", "max")
+    finally:  # leave the shared tables as the other tests expect them
+        OPS.pop("temporal_k7", None)
+        AGGREGATIONS.pop("max", None)

@@ -118,6 +118,7 @@ class StnasConfig:
     arch_lr: float = 3e-4  # DARTS default for architecture weights [SPEC]
     mode: str = "joint"  # "joint" (paper, single level) | "alternating" (first-order, data halves)
     latency_table: str | None = None  # JSON from `vidnas latency`; None = measure now
+    candidates: tuple[str, ...] | None = None  # decoder-search ops (names in OPS); None = the paper's seven
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ NAS steps are performed separately"), and ``search_stnas``, which runs both and 
    Eq. 2 (``step.encoder_search_loss``) for ``stnas.encoder_epochs``. Every step logs the task loss, the penalty,
    the expected latency and every alpha. The shrink rule with ``stnas.threshold`` derives the depths.
 2. ``search_decoder_ops``. A new model: the derived encoder (carrying the weights trained in step 1) and an SP-TCN
-   decoder supernet whose 16 slots are ``MixedOp``s over the seven candidates. Betas are frozen for
-   ``stnas.warmup_epochs``, then train jointly with the weights (single level) or, with ``stnas.mode =
+   decoder supernet whose 16 slots are ``MixedOp``s over the seven candidates (``stnas.candidates``). Betas are
+   frozen for ``stnas.warmup_epochs``, then train jointly with the weights (single level) or, with ``stnas.mode =
    "alternating"``, first-order DARTS on two halves of the training data. The task loss alone drives it. Derived op
    per slot: argmax of beta.
 3. ``search_stnas`` writes (rank 0) ``arch.json`` (``record.write_search_arch``), ``derived_init.pt``,
@@ -47,6 +47,7 @@ from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, s
 from vidnas.engine.train import build_datasets, segmentation_loss
 from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder, build_model
 from vidnas.models.encoders import Encoder
+from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.latency import LatencyTable, measure_latency_table
 from vidnas.search.stnas.derive import derive_arch, save_derived_init
 from vidnas.search.stnas.record import StnasResult, write_search_arch
@@ -461,7 +462,8 @@ def search_decoder_ops(
         encoder = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths,
                                 weights=cfg.model.weights)
     supernet = build_decoder_supernet(encoder.out_channels[-1], ctx.num_classes, channels=base.channels,
-                                      dilations=base.dilations, full_channels=base.full_channels, causal=base.causal)
+                                      dilations=base.dilations, full_channels=base.full_channels, causal=base.causal,
+                                      candidates=cfg.stnas.candidates or SEARCH_CANDIDATES)
     model = VideoSegmenter(encoder, supernet, ctx.num_classes, window=base.window, causal=base.causal).to(ctx.device)
 
     def terms(task: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
