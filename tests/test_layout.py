@@ -6,7 +6,8 @@ Layers, bottom to top (docs/ARCHITECTURE.md draws them)::
     0  utils, registry                                   leaf helpers (atomic writes, seeding; one registry)
     1  jsonfile, plotting, checkpoint                    file formats: versioned JSON, figures, checkpoints
     2  config
-    3  data, metrics, bench                              (bench times any model without importing models)
+    3  data, metrics, bench, rundir                      (bench times any model without importing models;
+                                                      rundir: output directories and --resume configs)
     4  models
     5  engine, export
     6  search                                            (search -> engine -> models)
@@ -28,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("utils", "registry", "__init__"),
     ("jsonfile", "plotting", "checkpoint"),
     ("config",),
-    ("data", "metrics", "bench"),
+    ("data", "metrics", "bench", "rundir"),
     ("models",),
     ("engine", "export"),
     ("search",),

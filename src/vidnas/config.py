@@ -36,6 +36,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "save_config",
+    "validate_config",
 ]
 
 
@@ -269,7 +270,73 @@ def config_from_dict(d: dict[str, Any], cls: type = Config, prefix: str = "") ->
             kwargs[k] = config_from_dict(v or {}, tp, prefix=f"{key}.")
         else:
             kwargs[k] = _coerce(v, tp, key)
-    return cls(**kwargs)
+    out = cls(**kwargs)
+    return validate_config(out) if cls is Config else out
+
+
+# Value checks run on every config built from a file, a dict or overrides (config_from_dict): a bad value fails at
+# once, naming the key, before any data is read or any model built. key -> (test, what a valid value is).
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "data.height": (lambda v: v >= 1, ">= 1"),
+    "data.width": (lambda v: v >= 1, ">= 1"),
+    "data.window": (lambda v: v >= 1, ">= 1"),
+    "data.temporal": (lambda v: v in ("causal", "centred", "centered"), "causal or centred"),
+    "data.supervise": (lambda v: v in ("target", "all"), "target or all"),
+    "data.frame_stride": (lambda v: v >= 1, ">= 1"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+    "data.ignore_index": (lambda v: v >= 0, ">= 0"),
+    "data.rotate_degrees": (lambda v: v >= 0, ">= 0"),
+    "data.synthetic_videos": (lambda v: v >= 1, ">= 1"),
+    "data.synthetic_frames": (lambda v: v >= 1, ">= 1"),
+    "data.synthetic_classes": (lambda v: v >= 2, ">= 2"),
+    "data.synthetic_corruption": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "model.decoder_channels": (lambda v: v >= 1, ">= 1"),
+    "model.decoder_dilations": (lambda v: len(v) >= 1 and all(d >= 1 for d in v), "a non-empty list of values >= 1"),
+    "model.encoder_depths": (lambda v: v is None or all(d >= 1 for d in v), "null or a list of values >= 1"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.optimizer": (lambda v: v.lower() in ("adamw", "sgd"), "adamw or sgd"),
+    "train.schedule": (lambda v: v in ("constant", "poly"), "constant or poly"),
+    "train.aux_weight": (lambda v: v >= 0, ">= 0"),
+    "train.encoder_lr_scale": (lambda v: v >= 0, ">= 0 (0 freezes the encoder)"),
+    "train.max_steps_per_epoch": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "train.val_every": (lambda v: v >= 1, ">= 1"),
+    "train.log_every": (lambda v: v >= 1, ">= 1"),
+    "stnas.encoder_epochs": (lambda v: v >= 0, ">= 0"),
+    "stnas.decoder_epochs": (lambda v: v >= 0, ">= 0"),
+    "stnas.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "stnas.lam": (lambda v: v >= 0, ">= 0 (lambda weighs a latency penalty; a negative one would reward latency)"),
+    "stnas.arch_lr": (lambda v: v > 0, "> 0"),
+    "stnas.mode": (lambda v: v in ("joint", "alternating"), "joint or alternating"),
+    "cells.num_layers": (lambda v: v >= 1, ">= 1"),
+    "cells.candidates": (lambda v: v >= 1, ">= 1"),
+    "cells.seq_len": (lambda v: v >= 2, ">= 2 (a key frame and at least one cell frame)"),
+    "cells.cell_epochs": (lambda v: v >= 1, ">= 1"),
+    "cells.cell_lr": (lambda v: v > 0, "> 0"),
+    "cells.cell_batch_size": (lambda v: v >= 1, ">= 1"),
+    "cells.controller_lr": (lambda v: v > 0, "> 0"),
+    "cells.meta_val_fraction": (lambda v: 0 < v < 1, "between 0 and 1"),
+    "cells.top_k": (lambda v: v >= 0, ">= 0"),
+    "cells.workers": (lambda v: v >= 0, ">= 0 (0 runs candidates in this process)"),
+    "cells.executor": (lambda v: v in ("local", "ray"), "local or ray"),
+    "cells.cache": (lambda v: v in ("memory", "disk"), "memory or disk"),
+}
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check every value of ``_CHECKS``; returns ``cfg``.
+
+    Raises:
+        ConfigError: ``section.key=value: must be ...`` for the first bad value.
+    """
+    for key, (ok, what) in _CHECKS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r}: must be {what}")
+    return cfg
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

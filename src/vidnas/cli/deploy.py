@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vidnas.cli.common import fail, set_threads, setup_logging
+from vidnas.cli.common import OverwriteOpt, ThreadsOpt, fail, output_dir, set_threads, setup_logging
 
 __all__ = ["export_cmd", "predict_cmd"]
 
@@ -34,16 +34,25 @@ def export_cmd(
                                                "onnxruntime for the parity check (0 skips it).")] = 8,
     tol: Annotated[float, typer.Option("--tol", help="Largest accepted |PyTorch - onnxruntime| logit "
                                        "difference; exit 1 above it.")] = 1e-4,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
-    """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch."""
+    """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch.
+
+    --out must be new, empty, or an earlier export (replaced); any other directory needs --overwrite.
+    """
     import vidnas.export
     from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx
     from vidnas.models import load_model
 
     setup_logging()
+    set_threads(threads)
     if (height is None) != (width is None):
         raise fail("give both --height and --width, or neither")
+    if not checkpoint.is_file():
+        raise fail(f"checkpoint not found: {checkpoint}")
     img_size = (height, width) if height is not None and width is not None else None
+    output_dir(out, "export", overwrite=overwrite)
     try:
         loaded = load_model(checkpoint, img_size=img_size, causal=causal)
         paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
@@ -92,9 +101,14 @@ def predict_cmd(
         "the first frame).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
                                                             "runtimes' own).")] = None,
+    overwrite: OverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown."""
+    """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown.
+
+    --out must be new, empty or an earlier prediction (whose own files, listed in its vidnas_predict.json, are
+    replaced); a directory holding anything else, or laid out like a data set, is refused.
+    """
     from tqdm.auto import tqdm
 
     from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
@@ -113,6 +127,9 @@ def predict_cmd(
             total = reader.num_frames
     except VideoError as e:
         raise fail(str(e)) from e
+    if out.resolve() == input.resolve() or (input.is_dir() and input.resolve() in out.resolve().parents):
+        raise fail(f"--out {out} is inside the input {input}: choose a directory outside the data")
+    output_dir(out, "predict", overwrite=overwrite)
     set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
@@ -135,7 +152,7 @@ def predict_cmd(
             "export_dir": None if export_dir is None else str(export_dir)}
     try:
         res = predict_video(input, out, runner, max_frames=max_frames, fps=fps, overlay=not no_overlay,
-                            progress=progress, info=info)
+                            progress=progress, info=info, prepare=False)
     except VideoError as e:
         raise fail(f"{e} (masks written so far are in {out / 'masks'})") from e
     finally:

@@ -7,7 +7,18 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, setup_logging
+from vidnas.cli.common import (
+    ConfigOpt,
+    OverwriteOpt,
+    SetOpt,
+    ThreadsOpt,
+    check_run_inputs,
+    fail,
+    make_run_dir,
+    run_config,
+    set_threads,
+    setup_logging,
+)
 
 __all__ = ["cells_cmd"]
 
@@ -56,6 +67,8 @@ def cells_cmd(
     inject_failure: Annotated[Opt[str], typer.Option("--inject-failure", hidden=True,
                                                      help="Testing aid: candidates using this op/aggregation "
                                                           "raise in the worker.")] = None,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Search a dynamic cell with an LSTM controller trained by PPO, then train the top-k cells end to end.
@@ -69,6 +82,7 @@ def cells_cmd(
         ExecutorError,
         FinalOptions,
         SearchOptions,
+        adopt_static_model,
         prepare_static,
         run_cell_search,
         static_network_config,
@@ -76,24 +90,22 @@ def cells_cmd(
     )
 
     setup_logging()
-    if resume and not out:
-        raise fail("--resume needs --out RUN_DIR (the search to continue)")
-    if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():
-        config = str(Path(out) / "config.yaml")
-    cfg = resolve_config(config, set_, _shortcuts(**{
+    set_threads(threads)
+    cfg = run_config("cells", out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
     }))
-    cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None)
+    if static is not None and not resume:
+        try:  # the static network's own model config wins: the saved cell models must load with it
+            cfg, note = adopt_static_model(cfg, static)
+        except ValueError as e:
+            raise fail(str(e)) from e
+    else:
+        cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None)
     if note:
         typer.echo(note)
-    if cfg.cells.executor not in ("local", "ray"):
-        raise fail(f"--executor {cfg.cells.executor!r}: valid values are local, ray")
-    if cfg.cells.cache not in ("memory", "disk"):
-        raise fail(f"--cache {cfg.cells.cache!r}: valid values are memory, disk")
-    if cfg.cells.workers < 0:
-        raise fail(f"--workers must be >= 0, got {cfg.cells.workers}")
-    run = make_run_dir(cfg, "cells", out)
+    check_run_inputs(cfg)
+    run = make_run_dir(cfg, "cells", out, resume=resume, overwrite=overwrite)
     show = not quiet
     try:
         static = prepare_static(cfg, run, static, resume=resume, epochs=static_epochs, max_steps_per_epoch=max_steps,

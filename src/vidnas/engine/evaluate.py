@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 
 from vidnas.checkpoint import load_checkpoint
 from vidnas.config import Config, apply_overrides, config_from_dict, load_config
-from vidnas.data import ClipDataset, VideoFrames, denormalize, open_source, overlay
+from vidnas.data import ClipDataset, DataError, VideoFrames, denormalize, open_source, overlay
 from vidnas.metrics import ConfusionMatrix, TemporalConsistency
 from vidnas.models import load_model
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["evaluate_clips", "evaluate_stream", "eval_config", "run_eval", "per_class_table"]
+__all__ = ["evaluate_clips", "evaluate_stream", "eval_config", "default_eval_dir", "run_eval", "per_class_table"]
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,25 @@ def eval_config(checkpoint: str | Path, config: str | None = None, overrides: Se
         CheckpointError: unreadable checkpoint. ConfigError: a bad preset or override.
     """
     if config is not None:
-        return load_config(config, list(overrides))
-    return apply_overrides(config_from_dict(load_checkpoint(checkpoint)["config"]), list(overrides))
+        cfg = load_config(config, list(overrides))
+    else:
+        cfg = apply_overrides(config_from_dict(load_checkpoint(checkpoint)["config"]), list(overrides))
+    root = cfg.data.root
+    if root and not Path(root).exists():
+        how = ("relative, resolved against the working directory " + str(Path.cwd())) if not Path(root).is_absolute() \
+            else "absolute"
+        raise DataError(f"data.root {root} ({how}, as the config of {checkpoint} stores it) does not exist here; "
+                        "pass --root DIR (or --set data.root=DIR)")
+    return cfg
+
+
+def default_eval_dir(checkpoint: str | Path) -> Path:
+    """Where ``vidnas eval`` writes without ``--out``: ``eval/<checkpoint name>`` in the run the checkpoint belongs
+    to (``RUN/checkpoints/best.pt`` -> ``RUN/eval/best``; ``RUN/derived_init.pt`` -> ``RUN/eval/derived_init``;
+    ``SEARCH/top/cell0/model.pt`` -> ``SEARCH/top/cell0/eval/model``)."""
+    p = Path(checkpoint).resolve()
+    run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    return run / "eval" / p.stem
 
 
 def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | None = None, stream: bool = True,

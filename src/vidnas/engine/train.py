@@ -18,15 +18,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from vidnas.checkpoint import load_checkpoint, save_checkpoint
-from vidnas.config import Config, config_to_dict
+from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vidnas.config import Config, config_from_dict, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
 from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
 from vidnas.engine.plots import plot_training_curves
-from vidnas.models import build_model
+from vidnas.models import Arch, arch_from_config, build_model
+from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
 __all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint"]
@@ -123,6 +124,40 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
     return total / valid.clamp(min=1)
 
 
+def _describe(cfg: Config, arch: Any) -> str:
+    a = arch if arch is not None else arch_from_config(cfg)
+    depths = "" if a.depths is None else f" depths {','.join(str(d) for d in a.depths)}"
+    ops = " searched ops" if a.decoder_ops else ""
+    return f"{a.encoder}{depths} + {a.decoder}{ops} (width {a.channels}, window {a.window})"
+
+
+def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any = None) -> None:
+    """Initialise ``model`` from the weights of checkpoint ``path`` (``--init``): tensors of the same name and shape
+    are loaded; missing and unexpected names are logged.
+
+    Raises:
+        CheckpointError: unreadable file, or a checkpoint of another model (tensors of the same name with other
+            shapes); the message says which model each side is.
+    """
+    state = load_checkpoint(path)
+    own = model.state_dict()
+    clash = [k for k, v in state["model"].items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if clash:
+        theirs = "unknown"
+        try:
+            ck_cfg = config_from_dict(state["config"])
+            ck_arch = Arch.from_dict(state["arch"]) if state.get("arch") else None
+            theirs = _describe(ck_cfg, ck_arch)
+        except (KeyError, ValueError):
+            pass
+        raise CheckpointError(
+            f"--init {path} holds another model ({theirs}) than the one trained here ({_describe(cfg, arch)}): "
+            f"{len(clash)} tensors differ in shape, e.g. {clash[0]} {tuple(state['model'][clash[0]].shape)} vs "
+            f"{tuple(own[clash[0]].shape)}")
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    log.info("initialised from %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
+
+
 def build_datasets(cfg: Config):
     """(source, train ClipDataset, val ClipDataset) from ``cfg.data``."""
     source = open_source(cfg.data)
@@ -153,6 +188,18 @@ def train(
         show_progress: tqdm progress bars (rank 0 only).
     """
     run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last_path = ckpt_dir / "last.pt"
+    if not resume and last_path.exists():
+        raise ValueError(f"{run_dir} already holds a training run ({last_path}); continue it with resume "
+                         "(--resume) or train into another directory")
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+        resume_state = load_checkpoint(last_path)
+        if arch is None and resume_state.get("arch"):  # a run of a searched model continues with its architecture
+            arch = Arch.from_dict(resume_state["arch"], source=str(last_path))
+    remove_orphan_temporaries([run_dir, ckpt_dir])  # a run killed mid-write leaves .NAME.XXXX.tmp files
     dist_info: DistInfo = init_distributed(cfg.train.device)
     device = torch.device(cfg.train.device)
     logger = RunLogger(run_dir, enabled=dist_info.is_main)
@@ -163,9 +210,7 @@ def train(
         raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
     model = build_model(cfg, arch, num_classes=source.num_classes).to(device)
     if init_weights is not None:
-        state = load_checkpoint(init_weights)
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        log.info("initialised from %s (missing %d, unexpected %d keys)", init_weights, len(missing), len(unexpected))
+        init_from(model, init_weights, cfg, arch)
     freeze_encoder_if_asked(model, cfg)
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -173,13 +218,9 @@ def train(
     if cfg.train.schedule not in ("constant", "poly"):
         raise ValueError(f"train.schedule={cfg.train.schedule!r}: valid values are constant, poly")
 
-    ckpt_dir = run_dir / "checkpoints"
     start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
-    last_path = ckpt_dir / "last.pt"
     if resume:
-        if not last_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
-        state = load_checkpoint(last_path)
+        state = resume_state
         unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1

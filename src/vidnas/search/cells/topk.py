@@ -162,7 +162,7 @@ def measure_runtime(static: Arch2Segmenter, model: DynamicCellModel, hw: tuple[i
         "dynamic_ms": statistics.median(d), "dynamic_ms_std": statistics.pstdev(d),
         "static_params_m": sum(p.numel() for p in static.parameters()) / 1e6,
         "dynamic_params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "seq_len": seq_len, "input_hw": list(hw),
+        "seq_len": seq_len, "input_hw": list(hw), "torch_threads": torch.get_num_threads(),
     }
 
 
