@@ -63,6 +63,7 @@ class DataConfig:
     ignore_index: int = 255  # [SPEC] void / unknown label values
     frame_stride: int = 1  # use every n-th video frame when building windows
     num_workers: int = 0
+    persistent_workers: bool = False  # keep loader workers alive across epochs (with num_workers > 0)
     cache_frames: int | None = None  # decoded+resized frames kept in memory (None: just enough for one window)
     # synthetic generator [SPEC]: seeded, deterministic; some frames corrupted while labels stay true
     synthetic_videos: int = 6
@@ -100,7 +101,8 @@ class TrainConfig:
     aux_weight: float = 0.3  # weight of auxiliary losses when a model returns them [CELLS appendix]
     encoder_lr_scale: float = 1.0  # encoder lr = lr * scale (own param group); 0 freezes it (weights and BN stats)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N (--device on every command)
+    amp: str = "none"  # none | bf16 | fp16: mixed precision of training, supernet phases and cell training
     max_steps_per_epoch: int | None = None  # cap for quick runs
     val_every: int = 1
     log_every: int = 10
@@ -304,6 +306,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "train.max_steps_per_epoch": (lambda v: v is None or v >= 1, "null or >= 1"),
     "train.val_every": (lambda v: v >= 1, ">= 1"),
     "train.log_every": (lambda v: v >= 1, ">= 1"),
+    "train.amp": (lambda v: v in ("none", "bf16", "fp16"), "none, bf16 or fp16"),
     "stnas.encoder_epochs": (lambda v: v >= 0, ">= 0"),
     "stnas.decoder_epochs": (lambda v: v >= 0, ">= 0"),
     "stnas.warmup_epochs": (lambda v: v >= 0, ">= 0"),

@@ -9,10 +9,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from vidnas.cli.common import (
+    AmpOpt,
     ConfigOpt,
     OverwriteOpt,
     SetOpt,
     ThreadsOpt,
+    device_overrides,
     fail,
     output_file,
     resolve_config,
@@ -77,6 +79,7 @@ def bench_cmd(
         "--key-interval", help="Dynamic-cell checkpoints: run the static network every N frames (default: only the "
         "first, i.e. steady state = encoder + cell).")] = None,
     overwrite: OverwriteOpt = False,
+    amp: AmpOpt = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
@@ -102,6 +105,7 @@ def bench_cmd(
         raise fail("--runtime onnxruntime is not available: install onnx and onnxruntime")
     if runtime != "torch" and device != "cpu":
         raise fail(f"--runtime {runtime} runs onnxruntime on the CPU: use --device cpu")
+    device_overrides(device, amp)  # an unknown device, CUDA where there is none, or a bad --amp fails here
     if frames < 1 or warmup < 0:
         raise fail(f"need --frames >= 1 and --warmup >= 0, got {frames} and {warmup}")
     if (height is None) != (width is None):
@@ -132,7 +136,7 @@ def bench_cmd(
     bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
     try:
         rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
-                                             threads=threads, progress=bar.update)
+                                             threads=threads, progress=bar.update, amp=amp)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:
@@ -183,6 +187,7 @@ def latency_cmd(
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
     output_file(out, overwrite=overwrite)
+    device_overrides(device)
     set_threads(threads)
     cfg = resolve_config(config, set_)
     name = encoder or cfg.model.encoder

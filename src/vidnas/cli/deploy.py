@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from vidnas.cli.common import OverwriteOpt, ThreadsOpt, fail, output_dir, set_threads, setup_logging
+from vidnas.cli.common import (
+    AmpOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    ThreadsOpt,
+    device_overrides,
+    fail,
+    output_dir,
+    set_threads,
+    setup_logging,
+)
 
 __all__ = ["export_cmd", "predict_cmd"]
 
@@ -36,6 +46,7 @@ def export_cmd(
                                        "difference; exit 1 above it.")] = 1e-4,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch.
 
@@ -52,9 +63,10 @@ def export_cmd(
     if not checkpoint.is_file():
         raise fail(f"checkpoint not found: {checkpoint}")
     img_size = (height, width) if height is not None and width is not None else None
+    device_overrides(device)  # checked here: an unknown device or CUDA where there is none fails at once
     output_dir(out, "export", overwrite=overwrite)
     try:
-        loaded = load_model(checkpoint, img_size=img_size, causal=causal)
+        loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
         paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
                             class_names=loaded.class_names, palette=loaded.palette,
                             extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
@@ -102,6 +114,8 @@ def predict_cmd(
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
                                                             "runtimes' own).")] = None,
     overwrite: OverwriteOpt = False,
+    device: DeviceOpt = None,
+    amp: AmpOpt = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown.
@@ -122,6 +136,10 @@ def predict_cmd(
         raise fail(f"checkpoint not found: {checkpoint}")
     if max_frames is not None and max_frames < 1:
         raise fail("--max-frames must be >= 1")
+    device_overrides(device, amp)  # checked before any work
+    if runtime == "onnxruntime" and (device not in (None, "cpu") or amp != "none"):
+        raise fail("--device and --amp apply to the torch runtime (onnxruntime runs the exported graphs on its CPU "
+                   "provider)")
     try:  # open the input first: a bad video should fail before the model is built
         with open_frames(input) as reader:
             total = reader.num_frames
@@ -134,7 +152,7 @@ def predict_cmd(
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
-                             intra_op_threads=threads, key_interval=key_interval)
+                             intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     if max_frames is not None:

@@ -13,10 +13,12 @@ import typer
 
 from vidnas.cli.common import (
     ConfigOpt,
+    DeviceOpt,
     OverwriteOpt,
     SetOpt,
     ThreadsOpt,
     check_run_inputs,
+    device_overrides,
     fail,
     make_run_dir,
     run_config,
@@ -76,6 +78,9 @@ def stnas_cmd(
     no_init: Annotated[bool, typer.Option("--no-init", help="Do not write derived_init.pt.")] = False,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    amp: Annotated[Opt[str], typer.Option("--amp", help="Mixed precision of the supernet phases: none | bf16 | "
+                                                        "fp16 (train.amp; alphas and betas stay float32).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """ST-NAS: search the encoder depths (Eq. 1, 2, shrink rule) and the decoder ops (TCNNAS), write arch.json.
@@ -101,7 +106,8 @@ def stnas_cmd(
             raise fail(str(e)) from e
     kind = "sweep" if lambdas else "stnas"
     cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
-        "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table}))
+        "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table})
+        + device_overrides(device, amp))
     check_run_inputs(cfg)
     run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite)
     if values is not None:

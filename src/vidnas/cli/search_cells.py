@@ -9,10 +9,12 @@ import typer
 
 from vidnas.cli.common import (
     ConfigOpt,
+    DeviceOpt,
     OverwriteOpt,
     SetOpt,
     ThreadsOpt,
     check_run_inputs,
+    device_overrides,
     fail,
     make_run_dir,
     run_config,
@@ -69,6 +71,7 @@ def cells_cmd(
                                                           "raise in the worker.")] = None,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Search a dynamic cell with an LSTM controller trained by PPO, then train the top-k cells end to end.
@@ -94,7 +97,7 @@ def cells_cmd(
     cfg = run_config("cells", out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
-    }))
+    }) + device_overrides(device))
     if static is not None and not resume:
         try:  # the static network's own model config wins: the saved cell models must load with it
             cfg, note = adopt_static_model(cfg, static)

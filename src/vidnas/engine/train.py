@@ -27,6 +27,7 @@ from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
 from vidnas.engine.plots import plot_training_curves
 from vidnas.models import Arch, arch_from_config, build_model
+from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
@@ -234,6 +235,10 @@ def train(
         log.warning("split %r of %s has no annotated frames: no validation, no best.pt (use checkpoints/last.pt)",
                     cfg.data.val_split, cfg.data.format)
     ignore = cfg.data.ignore_index
+    scaler = grad_scaler(device, cfg.train.amp)
+    if resume and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    loading = loader_options(device, cfg.data.num_workers, cfg.data.persistent_workers)
     t_start = time.perf_counter()
     n_steps = steps_per_epoch(len(train_ds), cfg.train.batch_size, dist_info.world_size, cfg.train.max_steps_per_epoch)
     total_steps = max(cfg.train.epochs * n_steps, 1)
@@ -241,24 +246,26 @@ def train(
         seed_everything(epoch_seed(cfg.train.seed, epoch))
         train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
         loader = epoch_loader(train_ds, batch_size=cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
-                              dist_info=dist_info, num_workers=cfg.data.num_workers)
+                              dist_info=dist_info, **loading)
         model.train()
         if cfg.train.encoder_lr_scale == 0:
             _encoder_of(model).eval()  # frozen encoder: BatchNorm statistics stay the pretrained ones
 
         def step(i: int, batch: dict[str, Any], epoch: int = epoch) -> dict[str, float]:
-            frames = batch["frames"].to(device)  # (B, T, 3, H, W)
-            masks = batch["masks"].to(device)  # (B, T, H, W)
-            out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
-            logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
-            loss = segmentation_loss(logits, masks, ignore)
-            for a in aux:
-                loss = loss + cfg.train.aux_weight * segmentation_loss(a, masks, ignore)
+            frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
+            masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
+            with autocast(device, cfg.train.amp):
+                out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
+                logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
+                loss = segmentation_loss(logits.float(), masks, ignore)
+                for a in aux:
+                    loss = loss + cfg.train.aux_weight * segmentation_loss(a.float(), masks, ignore)
             if cfg.train.schedule == "poly":
                 _set_lr(opt, cfg.train.lr * (1 - (epoch * n_steps + i) / total_steps) ** 0.9)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # unscales first; skips the step on inf/NaN gradients (fp16)
+            scaler.update()
             value = loss.item()
             if i % max(cfg.train.log_every, 1) == 0:
                 logger.log("train", epoch * n_steps + i, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"])
@@ -284,6 +291,7 @@ def train(
             state = {
                 "model": unwrap(model).state_dict(),
                 "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "best_miou": best_miou,
                 "best_epoch": best_epoch,
