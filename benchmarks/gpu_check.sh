@@ -79,8 +79,8 @@ import json, sys
 try:
     rows = [json.loads(line) for line in open(sys.argv[1])]
 except OSError:
-    sys.exit(0)
-print("losses:", [round(r["loss"], 4) for r in rows if r.get("kind") == "train"])
+    rows = []
+print("losses:", [round(r["loss"], 4) for r in rows if r.get("kind") == "train"] or "none (the run failed)")
 PYEOF
     tail -n 1 "$LOG"
 done
