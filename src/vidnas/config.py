@@ -59,9 +59,13 @@ class DataConfig:
     supervise: str = "target"  # "target": only the window's annotated target frame; "all": every annotated frame
     rotate_degrees: float = 10.0  # [ST-NAS] random rotation in [-10, 10] degrees
     hflip: bool = True  # [ST-NAS] random horizontal flip
+    scale_range: tuple[float, float] = (1.0, 1.0)  # random scale then crop/pad back to height x width, the same for
+    # every frame of a clip; (1, 1) = off; [CELLS] uses (0.5, 2.0)
     augment: bool = True  # train-time augmentation on/off (never applied to eval)
     ignore_index: int = 255  # [SPEC] void / unknown label values
     frame_stride: int = 1  # use every n-th video frame when building windows
+    val_frame_stride: int | None = None  # windows of the val split: every n-th frame (None: frame_stride); CamVid
+    # trains on 1 Hz annotations and validates on a 15 Hz clip: 15 makes a val window span what a train window spans
     num_workers: int = 0
     persistent_workers: bool = False  # keep loader workers alive across epochs (with num_workers > 0)
     cache_frames: int | None = None  # decoded+resized frames kept in memory (None: just enough for one window)
@@ -97,7 +101,11 @@ class TrainConfig:
     weight_decay: float = 1e-3  # [ST-NAS] AdamW weight decay 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # [ST-NAS] "0.9 momentum"
     optimizer: str = "adamw"  # adamw [ST-NAS] | sgd (momentum 0.9, used for arch2 [CELLS appendix])
-    schedule: str = "constant"  # constant [ST-NAS] | poly (power 0.9) [CELLS appendix, DeepLab]
+    schedule: str = "constant"  # constant [ST-NAS] | poly (power 0.9) [CELLS appendix, DeepLab] | cosine
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up from 0 over this many epochs (fractions allowed)
+    decoder_lr_scale: float = 1.0  # non-encoder parameters train at lr * scale (the encoder at lr * encoder_lr_scale)
+    loss: str = "ce"  # ce | balanced (median-frequency class weights of the train split) | ohem (hardest pixels)
+    ohem_keep: float = 0.25  # ohem: the fraction of supervised pixels (the hardest) that count in each batch
     aux_weight: float = 0.3  # weight of auxiliary losses when a model returns them [CELLS appendix]
     encoder_lr_scale: float = 1.0  # encoder lr = lr * scale (own param group); 0 freezes it (weights and BN stats)
     seed: int = 0
@@ -300,7 +308,13 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "train.lr": (lambda v: v > 0, "> 0"),
     "train.weight_decay": (lambda v: v >= 0, ">= 0"),
     "train.optimizer": (lambda v: v.lower() in ("adamw", "sgd"), "adamw or sgd"),
-    "train.schedule": (lambda v: v in ("constant", "poly"), "constant or poly"),
+    "train.schedule": (lambda v: v in ("constant", "poly", "cosine"), "constant, poly or cosine"),
+    "train.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "train.decoder_lr_scale": (lambda v: v > 0, "> 0"),
+    "train.loss": (lambda v: v in ("ce", "balanced", "ohem"), "ce, balanced or ohem"),
+    "train.ohem_keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "data.scale_range": (lambda v: 0 < v[0] <= v[1], "two values 0 < min <= max"),
+    "data.val_frame_stride": (lambda v: v is None or v >= 1, "null or >= 1"),
     "train.aux_weight": (lambda v: v >= 0, ">= 0"),
     "train.encoder_lr_scale": (lambda v: v >= 0, ">= 0 (0 freezes the encoder)"),
     "train.max_steps_per_epoch": (lambda v: v is None or v >= 1, "null or >= 1"),
