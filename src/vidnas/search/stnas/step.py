@@ -125,6 +125,7 @@ def search_step(
     *,
     mode: str = "joint",
     arch_batch: Any = None,
+    after_arch_backward: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One step of supernet training (see the module docstring for the two modes).
 
@@ -142,6 +143,10 @@ def search_step(
         batch: the batch of this step (``"alternating"``: of the weight half of the data).
         mode: ``"joint"`` or ``"alternating"``.
         arch_batch: ``"alternating"`` only: a batch from the architecture half of the data.
+        after_arch_backward: called after the backward pass whose gradients the architecture step uses, before any
+            optimiser step or clipping (so ``p.grad`` of every architecture weight is the raw gradient of the loss);
+            not called while the architecture weights are frozen. The encoder search reads its task-only alpha
+            gradients here.
 
     Returns:
         ``{"loss": ..., **logs}`` of the weight step, plus ``"arch_loss"`` and ``arch_*`` logs of the architecture
@@ -159,6 +164,8 @@ def search_step(
     if not arch_on:
         return result
     if mode == "joint":
+        if after_arch_backward is not None:
+            after_arch_backward()
         arch_optimizer.step()  # same gradients as the weight step: single-level optimisation
         return result
     if arch_batch is None:
@@ -167,6 +174,8 @@ def search_step(
     arch_optimizer.zero_grad(set_to_none=True)
     arch_loss, arch_logs = _loss(loss_fn, arch_batch)
     arch_loss.backward()
+    if after_arch_backward is not None:
+        after_arch_backward()
     arch_optimizer.step()
     weight_optimizer.zero_grad(set_to_none=True)  # the arch step's weight gradients are not applied
     result["arch_loss"] = float(arch_loss.detach())
