@@ -62,7 +62,7 @@ def test_beta_lr_is_travel_over_arch_steps_and_entropy_is_logged(two_seeds):
     run, res = two_seeds
     rec = read_search_record(run / "arch.json")
     arch_steps = (2 - 1) * STEPS
-    assert rec.decoder["arch_lr"] == pytest.approx(3.0 / arch_steps) and rec.decoder["beta_travel"] == 3.0
+    assert rec.decoder["arch_lr"] == pytest.approx(10.0 / arch_steps) and rec.decoder["beta_travel"] == 10.0
     recs = read_jsonl(run / "metrics.jsonl")
     dec = [r for r in recs if r["kind"] == "decoder_search"]
     beta = [r for r in recs if r["kind"] == "beta"]

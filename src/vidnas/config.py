@@ -128,8 +128,8 @@ class StnasConfig:
     bn_calib_batches: int = 4  # training batches that recalibrate BatchNorm before each truncated loss
     target_latency_ms: float | None = None  # budget mode: table latency of encoder + decoder must fit (ms)
     # Decoder search: Adam moves a beta by about its lr per step, so the betas' lr is beta_travel / (arch steps of
-    # the decoder phase) [SPEC]; None = use arch_lr for the betas too.
-    beta_travel: float | None = 3.0
+    # the decoder phase) [SPEC]; None = use arch_lr for the betas too. 10: the weights separate (docs/STNAS.md).
+    beta_travel: float | None = 10.0
     decoder_seeds: int = 1  # decoder searches averaged (softmax weights) before the argmax
 
 
