@@ -28,6 +28,7 @@ from vidnas.data import (
     CholecSeg8kSource,
     CityscapesSource,
     ClipDataset,
+    DataError,
     DavisSource,
     FolderSource,
     SyntheticSource,
@@ -277,6 +278,24 @@ def test_synthetic_corruption_keeps_labels() -> None:
         assert np.array_equal(noisy.read_mask(f), clean.read_mask(f))  # labels stay true
         same = np.array_equal(noisy.read_image(f), clean.read_image(f))
         assert same == (kind is None), (f, kind)  # only the corrupted frames change
+
+
+def test_synthetic_classes_by_shape() -> None:
+    """Shape mode: the same random stream (background, paths), one shared paint; the class is the shape type."""
+    cfg = DataConfig(height=48, width=64, synthetic_videos=3, synthetic_frames=3, synthetic_corruption=0.0)
+    app, shp = open_source(cfg), open_source(replace(cfg, synthetic_classes_by="shape"))
+    ia, ma = _pixels(app, "train")
+    ib, mb = _pixels(shp, "train")
+    both_bg = (ma == 0) & (mb == 0)
+    assert both_bg.mean() > 0.3 and np.array_equal(ia[both_bg], ib[both_bg])  # the same background: same stream
+    assert not np.array_equal(ia, ib) and len(np.unique(mb)) >= 3
+    # one paint for every class: the foreground colours of two classes are alike
+    fg = [ib[mb == c].reshape(-1, 3).mean(0) for c in (1, 2, 3) if (mb == c).sum() > 50]
+    assert len(fg) >= 2 and np.abs(fg[0] - fg[1]).max() < 25
+    with pytest.raises(DataError, match="classes_by"):
+        open_source(replace(cfg, synthetic_classes_by="colour"))
+    with pytest.raises(DataError, match="4 classes"):
+        open_source(replace(cfg, synthetic_classes_by="shape", synthetic_classes=5))
 
 
 def test_synthetic_default_and_video_frames() -> None:

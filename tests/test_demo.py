@@ -33,14 +33,56 @@ def test_embedded_demo_settings_equal_the_preset():
     assert config_from_dict(EMBEDDED_DEMO) == load_config(REPO / "configs" / "demo.yaml")
 
 
+def test_demo_uses_the_shipped_latency_table():
+    from vidnas.experiments.demo import DEMO_LATENCY_TABLE, EMBEDDED_DEMO, demo_latency_table
+    from vidnas.search.latency import LatencyTable
+
+    assert demo_latency_table(load_config("demo")) == str(DEMO_LATENCY_TABLE)
+    from vidnas.config import config_from_dict
+
+    assert demo_latency_table(config_from_dict(EMBEDDED_DEMO)) == str(DEMO_LATENCY_TABLE)
+    assert LatencyTable.load(DEMO_LATENCY_TABLE).meta["depths"] == [2, 2, 4, 2]
+    # another size is not covered: the search measures its own table
+    assert demo_latency_table(load_config("demo", TEST_SIZE)) is None
+    assert demo_latency_table(load_config("demo", ["stnas.latency_table=x.json"])) == "x.json"
+
+
+def test_demo_repeats_its_arch_json(tmp_path):
+    """The same command (seeded, with a fixed latency table, as the shipped one for the default demo) gives the
+    same arch.json, byte for byte."""
+    from vidnas.models import build_encoder
+    from vidnas.search.latency import LatencyTable
+
+    enc = build_encoder("swin_test", img_size=(64, 96), depths=(2, 2, 4, 2))
+    table = LatencyTable(blocks={enc.block_signature(i, j): 0.3 + 0.1 * i + 0.05 * j for i, d in
+                                 enumerate(enc.depths) for j in range(d)}, meta={"encoder": "swin_test"})
+    path = table.save(tmp_path / "table.json")
+    sets = sum((["--set", s] for s in [*TEST_SIZE, f"stnas.latency_table={path}", "stnas.lam=0.001"]), [])
+    files = []
+    for k in range(2):
+        out = tmp_path / f"demo{k}"
+        res = CliRunner().invoke(app, ["demo", *sets, "--out", str(out), "--bench-frames", "2", "--random", "0",
+                                       "--quiet"])
+        assert res.exit_code == 0, res.output
+        files.append((out / "arch.json").read_bytes())
+    assert files[0] == files[1]
+    arch = Arch.load(tmp_path / "demo0" / "arch.json")
+    assert arch.decoder_ops is None and arch.extra["search"]["depth"]["rule"] == "truncated"  # default: depths only
+
+
 def test_demo_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", *sum((["--set", s] for s in TEST_SIZE), []), "--out", str(out), "--bench-frames", "3", "--quiet"]
+    # --decoder-search: the whole pipeline, decoder search included (the default demo searches the depths only)
+    args = ["demo", *sum((["--set", s] for s in TEST_SIZE), []), "--out", str(out), "--bench-frames", "3", "--quiet",
+            "--random", "2", "--decoder-search"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("name"))
     assert lines[header + 2].startswith("baseline") and lines[header + 3].startswith("searched")
+    # the random architectures of the same space, in the same table and the same interleaved benchmark
+    assert lines[header + 4].startswith("random0") and lines[header + 5].startswith("random1")
+    assert "random architectures: the searched model dominates" in res.output
     for col in ("params", "fps", "mIoU", "VC8", "flicker", "search_s", "train_s"):
         assert col in lines[header]
     assert "search time:" in res.output and "of the searched model's total training time" in res.output
@@ -50,10 +92,11 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     report = (out / "report.md").read_text()
     assert "baseline" in report and "searched" in report and "```" in report
     demo = json.loads((out / "demo.json").read_text())
-    for key in ("baseline", "searched"):
-        m = demo[key]["metrics"]
+    for m in [demo["baseline"]["metrics"], demo["searched"]["metrics"], *(r["metrics"] for r in demo["random"])]:
         assert {"fps", "miou", "vc8", "flicker", "params"} <= m.keys()
         assert 0.0 <= m["miou"] <= 1.0 and m["fps"] > 0
+    assert len(demo["random"]) == 2 and demo["dominance"]["random"] == 2
+    assert all(r["kind"] == "random" and r["train_seconds"] > 0 for r in demo["random"])
     assert demo["searched"]["search_seconds"] > 0 and 0 < demo["search_share"] < 1
     # the copied arch.json is the searched model's architecture and builds
     arch = Arch.load(out / "arch.json")

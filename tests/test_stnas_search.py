@@ -23,10 +23,12 @@ from vidnas.search.stnas import ClippedAdam, load_search_summary, read_search_re
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = str(REPO / "configs" / "tiny.yaml")
-# configs/tiny.yaml: swin_test (depths 2,2,2,2) at 64x96, window 3, SP-TCN width 8 with dilations 1,2 (8 slots)
+# configs/tiny.yaml: swin_test (depths 2,2,2,2) at 64x96, window 3, SP-TCN width 8 with dilations 1,2 (8 slots).
+# These tests pin the paper's shrink rule (Eq. 2 with lambda in training); the truncated rule, the default of user
+# presets, has its own tests (test_stnas_depth.py).
 TINY = ["data.synthetic_videos=3", "data.synthetic_frames=6", "train.batch_size=2", "train.max_steps_per_epoch=2",
         "stnas.encoder_epochs=2", "stnas.decoder_epochs=2", "stnas.warmup_epochs=1", "stnas.arch_lr=0.05",
-        "stnas.lam=0.05"]
+        "stnas.lam=0.05", "stnas.depth_rule=paper"]
 STEPS = 2  # steps per search epoch under TINY
 
 

@@ -75,6 +75,7 @@ class DataConfig:
     synthetic_classes: int = 4
     synthetic_corruption: float = 0.3  # probability that a frame is corrupted
     synthetic_seed: int = 0
+    synthetic_classes_by: str = "appearance"  # "appearance" (colour + stripes per class) | "shape" (class = outline)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,17 @@ class StnasConfig:
     mode: str = "joint"  # "joint" (paper, single level) | "alternating" (first-order, data halves)
     latency_table: str | None = None  # JSON from `vidnas latency`; None = measure now
     candidates: tuple[str, ...] | None = None  # decoder-search ops (names in OPS); None = the paper's seven
+    # Depth decision [SPEC "Decisions revised"]: "truncated" (default for user presets) picks the depths minimising
+    # the truncated validation loss L(depths) + lam * latency(depths) (or the most accurate that fits
+    # target_latency_ms); "paper" is the paper's shrink rule on the alphas (configs/paper_stnas.yaml).
+    depth_rule: str = "truncated"
+    depth_val_batches: int = 8  # validation batches behind every truncated loss (the first ones, fixed order)
+    bn_calib_batches: int = 4  # training batches that recalibrate BatchNorm before each truncated loss
+    target_latency_ms: float | None = None  # budget mode: table latency of encoder + decoder must fit (ms)
+    # Decoder search: Adam moves a beta by about its lr per step, so the betas' lr is beta_travel / (arch steps of
+    # the decoder phase) [SPEC]; None = use arch_lr for the betas too. 10: the weights separate (docs/STNAS.md).
+    beta_travel: float | None = 10.0
+    decoder_seeds: int = 1  # decoder searches averaged (softmax weights) before the argmax
 
 
 @dataclass(frozen=True)

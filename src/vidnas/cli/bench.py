@@ -158,7 +158,8 @@ def latency_cmd(
     depths: Annotated[
         OptStr,
         typer.Option(
-            help="Blocks per stage, e.g. 2,2,6,2 (default: full depth, which serves every shortened encoder)."
+            help="Blocks per stage, e.g. 2,2,6,2 (default: the config's model.encoder_depths for its encoder, else "
+            "the encoder's full depth; the full depth serves every shortened encoder)."
         ),
     ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Latency table JSON to write.")] = Path("latency.json"),
@@ -171,6 +172,12 @@ def latency_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    decoder: Annotated[bool, typer.Option(
+        "--decoder", help="Also time the config's SP-TCN decoder parts (baseline, fixed parts, every candidate op) "
+                          "on the window, so budgets (--target-latency) read whole-model latencies from the table.")]
+    = False,
+    classes: Annotated[OptInt, typer.Option("--classes", help="With --decoder: classes K of the head (default: "
+                                                              "the config's data set).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2).
@@ -194,6 +201,8 @@ def latency_cmd(
     hw = (height, width) if height is not None and width is not None else (cfg.data.height, cfg.data.width)
     try:
         depth_list = None if depths is None else tuple(int(d) for d in depths.split(","))
+        if depth_list is None and name == cfg.model.encoder and cfg.model.encoder_depths is not None:
+            depth_list = tuple(cfg.model.encoder_depths)  # the config's (deeper) encoder, e.g. the demo's 2,2,4,2
         enc = build_encoder(name, img_size=hw, depths=depth_list).to(device)
     except (KeyError, ValueError) as e:
         raise fail(str(e).strip("\"'")) from e
@@ -204,6 +213,21 @@ def latency_cmd(
         table = measure_latency_table(enc, hw, warmup=warmup, iters=iters, repeats=repeats, progress=bar.update)
     finally:
         bar.close()
+    if decoder:
+        import dataclasses
+
+        from vidnas.models import SEARCH_CANDIDATES, arch_from_config
+        from vidnas.search.latency import complete_model_parts
+
+        try:
+            if classes is None:
+                from vidnas.data import open_source
+
+                classes = open_source(cfg.data).num_classes
+            base = dataclasses.replace(arch_from_config(cfg), encoder=name, depths=depth_list)
+            complete_model_parts(table, enc, base, int(classes), cfg.stnas.candidates or SEARCH_CANDIDATES)
+        except (KeyError, ValueError, OSError) as e:
+            raise fail(str(e).strip("\"'")) from e
     path = table.save(out)
 
     rows = []

@@ -1,4 +1,5 @@
-"""`vidnas search stnas`: the ST-NAS search (encoder depths, decoder ops), or a lambda sweep with ``--lambdas``.
+"""`vidnas search stnas`: the ST-NAS search (encoder depths, decoder ops), or a lambda sweep with ``--lambdas`` and
+random architectures of the same space with ``--random K``.
 
 The sub-app ``app`` is registered as ``vidnas search`` in ``cli/main.py``; the dynamic-cell search (``cells``) is
 added to the same sub-app there.
@@ -74,6 +75,20 @@ def stnas_cmd(
     latency_table: Annotated[Opt[Path], typer.Option(
         "--latency-table", help="Latency table from `vidnas latency` (overrides stnas.latency_table); default: "
                                 "measure the encoder's blocks now.")] = None,
+    target_latency: Annotated[Opt[float], typer.Option(
+        "--target-latency", help="Budget mode (truncated depth rule): the most accurate depths whose table latency "
+                                 "of encoder + decoder (ms per frame) fits MS; an error says when none fits. "
+                                 "Overrides stnas.target_latency_ms.")] = None,
+    target_fps: Annotated[Opt[float], typer.Option(
+        "--target-fps", help="Budget mode as frames per second: --target-latency 1000/FPS.")] = None,
+    random_k: Annotated[int, typer.Option(
+        "--random", help="Also train K random architectures of the same space (depths per stage, decoder ops) "
+                         "exactly like the searched model(s) and benchmark all interleaved (a sweep; with no "
+                         "--lambdas the config's lambda or --target-latency).")] = 0,
+    random_mode: Annotated[str, typer.Option(
+        "--random-mode", help="Random depths: uniform per stage, or latency (matched to the searched model's "
+                              "block latency within 10%, by the table).")] = "uniform",
+    random_seed: Annotated[int, typer.Option("--random-seed", help="Seed of the random architectures.")] = 0,
     bench_frames: Annotated[int, typer.Option("--bench-frames", help="Sweep: timed frames per model.")] = 100,
     no_init: Annotated[bool, typer.Option("--no-init", help="Do not write derived_init.pt.")] = False,
     overwrite: OverwriteOpt = False,
@@ -98,21 +113,37 @@ def stnas_cmd(
         raise fail("give either --lambda or --lambdas")
     if latency_table is not None and not latency_table.is_file():
         raise fail(f"--latency-table {latency_table}: file not found (build one with `vidnas latency`)")
+    if target_latency is not None and target_fps is not None:
+        raise fail("give either --target-latency or --target-fps")
+    if target_fps is not None:
+        if not target_fps > 0:
+            raise fail(f"--target-fps must be > 0, got {target_fps}")
+        target_latency = 1000.0 / target_fps
+    if target_latency is not None and not target_latency > 0:
+        raise fail(f"--target-latency must be > 0 ms, got {target_latency}")
+    if target_latency is not None and lambdas is not None:
+        raise fail("give either --target-latency (budget mode) or --lambdas (a lambda sweep)")
+    if random_k < 0:
+        raise fail(f"--random must be >= 0, got {random_k}")
+    if random_mode not in ("uniform", "latency"):
+        raise fail(f"--random-mode {random_mode!r}: use uniform or latency")
     values = None
     if lambdas is not None:
         try:
             values = parse_lambdas(lambdas)
         except ValueError as e:
             raise fail(str(e)) from e
-    kind = "sweep" if lambdas else "stnas"
+    sweep = lambdas is not None or random_k > 0
+    kind = "sweep" if sweep else "stnas"
     cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
-        "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table})
-        + device_overrides(device, amp))
+        "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table,
+        "stnas.target_latency_ms": target_latency}) + device_overrides(device, amp))
     check_run_inputs(cfg)
     run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite)
-    if values is not None:
-        _sweep(cfg, run, values, resume=resume, quiet=quiet, skip_encoder=skip_encoder, skip_decoder=skip_decoder,
-               bench_frames=bench_frames)
+    if sweep:
+        _sweep(cfg, run, values if values is not None else [cfg.stnas.lam], resume=resume, quiet=quiet,
+               skip_encoder=skip_encoder, skip_decoder=skip_decoder, bench_frames=bench_frames, random_k=random_k,
+               random_mode=random_mode, random_seed=random_seed)
         return
     from vidnas.search.stnas import search_stnas
 
@@ -128,9 +159,22 @@ def stnas_cmd(
     typer.echo(f"run directory: {run}")
     if res.alphas is not None:
         saving = res.latency_saving
+        depth = res.depth or {}
+        how = (f"budget {depth['budget_ms']:g} ms" if depth.get("budget_ms") is not None else f"lambda {res.lam:g}")
         typer.echo(f"encoder depths: {_depths(res.full_depths)} -> {_depths(res.depths)}  "
                    f"(block latency {res.full_latency_ms:.2f} -> {res.derived_latency_ms:.2f} ms"
-                   + (f", {saving:.0%} saved" if saving is not None else "") + f"; lambda {res.lam:g})")
+                   + (f", {saving:.0%} saved" if saving is not None else "") + f"; {res.depth_rule} rule, {how})")
+        if res.model_latency_ms is not None:
+            line = (f"model latency (table, per frame): {res.full_model_latency_ms:.2f} -> "
+                    f"{res.model_latency_ms:.2f} ms")
+            if depth.get("budget_ms") is not None:
+                over = res.model_latency_ms > depth["budget_ms"]
+                line += f" ({'OVER' if over else 'within'} the budget of {depth['budget_ms']:g} ms)"
+            typer.echo(line)
+        path = depth.get("path") or []
+        if len(path) > 1:
+            typer.echo("lambda path: " + "; ".join(f"{_depths(p['depths'])} from {p['lambda_from']:.3g}"
+                                                   for p in path))
     if res.decoder_ops is not None:
         n_t = sum(o.startswith("temporal") for o in res.decoder_ops)
         n_i = sum(o == "identity" for o in res.decoder_ops)
@@ -149,18 +193,21 @@ def _depths(d: object) -> str:
 
 
 def _sweep(cfg, run: Path, values: list[float], *, resume: bool, quiet: bool, skip_encoder: bool, skip_decoder: bool,
-           bench_frames: int) -> None:
+           bench_frames: int, random_k: int = 0, random_mode: str = "uniform", random_seed: int = 0) -> None:
     from vidnas.engine.distributed import cleanup_distributed
-    from vidnas.experiments.sweep import run_sweep, sweep_table
+    from vidnas.experiments.sweep import dominance_lines, run_sweep, sweep_table
 
     try:
         res = run_sweep(cfg, run, values, resume=resume, show_progress=not quiet, skip_encoder=skip_encoder,
                         skip_decoder=skip_decoder, bench_frames=bench_frames,
-                        progress=lambda msg: typer.echo(f"== {msg}", err=True))
+                        progress=lambda msg: typer.echo(f"== {msg}", err=True), random_k=random_k,
+                        random_mode=random_mode, random_seed=random_seed)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
     finally:
         cleanup_distributed()
     typer.echo(f"run directory: {run}")
-    typer.echo(sweep_table(res.baseline, res.candidates))
+    typer.echo(sweep_table(res.baseline, res.candidates, res.randoms))
+    if res.randoms:
+        typer.echo("\n".join(dominance_lines(res.dominance)))
     typer.echo("written: " + ", ".join(p.name for p in res.files))

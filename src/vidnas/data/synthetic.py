@@ -11,7 +11,15 @@ corrupted after rendering, while their labels stay true:
 - ``dropout``: a large region dropped to a flat grey.
 
 A per-frame model cannot see through these; a model that looks at the neighbouring frames can. Every frame is
-annotated. Video ``k`` is generated from ``SeedSequence([seed, k])`` (the noise of its frame ``t`` from
+annotated.
+
+``classes_by`` says what tells the foreground classes apart: ``"appearance"`` (default; each class its own colour and
+stripes, every shape type for every class: a pixel's colour gives its class) or ``"shape"`` (every shape painted the
+same; class ``c`` is always shape type ``c - 1``: ellipse, rectangle, diamond, so at most 4 classes). In shape mode a
+pixel's class depends on the outline of the region around it, so spatial context (encoder depth) matters. Both
+modes draw the same random numbers: the videos differ only in the class of each shape and its paint.
+
+Video ``k`` is generated from ``SeedSequence([seed, k])`` (the noise of its frame ``t`` from
 ``[seed, k, t + 1]``), so the same seed gives the same pixels on any machine, the train / val videos never share a
 seed, and a frame that is clean at one corruption probability is pixel-identical at another. Split: the last
 ``max(1, round(n / 3))`` videos are ``val``, the others ``train``. Videos are generated on first use and kept in
@@ -61,7 +69,8 @@ class SyntheticSource(VideoSource):
     """
 
     def __init__(self, *, videos: int = 6, frames: int = 24, classes: int = 4, corruption: float = 0.3,
-                 seed: int = 0, height: int = 64, width: int = 96, ignore_index: int = 255) -> None:
+                 seed: int = 0, height: int = 64, width: int = 96, ignore_index: int = 255,
+                 classes_by: str = "appearance") -> None:
         super().__init__(None, ignore_index=ignore_index)
         if videos < 2:
             raise DataError(f"synthetic: synthetic_videos must be >= 2 (one train and one val video), got {videos}")
@@ -73,6 +82,12 @@ class SyntheticSource(VideoSource):
             raise DataError(f"synthetic: synthetic_corruption must be a probability, got {corruption}")
         if height < 8 or width < 8:
             raise DataError(f"synthetic: frame size must be at least 8x8, got {height}x{width}")
+        if classes_by not in ("appearance", "shape"):
+            raise DataError(f"synthetic: synthetic_classes_by must be appearance or shape, got {classes_by!r}")
+        if classes_by == "shape" and classes > 4:
+            raise DataError(f"synthetic: classes_by=shape tells 3 shape types apart (4 classes with background), "
+                            f"got synthetic_classes={classes}")
+        self.classes_by = classes_by
         self.n_videos, self.n_frames, self.n_classes = int(videos), int(frames), int(classes)
         self.corruption_p, self.seed = float(corruption), int(seed)
         self.height, self.width = int(height), int(width)
@@ -87,7 +102,8 @@ class SyntheticSource(VideoSource):
         return cls(videos=g(data_cfg, "synthetic_videos", 6), frames=g(data_cfg, "synthetic_frames", 24),
                    classes=g(data_cfg, "synthetic_classes", 4), corruption=g(data_cfg, "synthetic_corruption", 0.3),
                    seed=g(data_cfg, "synthetic_seed", 0), height=g(data_cfg, "height", 64),
-                   width=g(data_cfg, "width", 96), ignore_index=g(data_cfg, "ignore_index", 255))
+                   width=g(data_cfg, "width", 96), ignore_index=g(data_cfg, "ignore_index", 255),
+                   classes_by=g(data_cfg, "synthetic_classes_by", "appearance"))
 
     # -- classes -------------------------------------------------------------------------------------------------
     @property
@@ -158,7 +174,8 @@ class SyntheticSource(VideoSource):
 
     def __repr__(self) -> str:
         return (f"SyntheticSource(videos={self.n_videos}, frames={self.n_frames}, classes={self.n_classes}, "
-                f"corruption={self.corruption_p}, seed={self.seed}, size={self.height}x{self.width})")
+                f"corruption={self.corruption_p}, seed={self.seed}, size={self.height}x{self.width}, "
+                f"classes_by={self.classes_by})")
 
     # -- generator ------------------------------------------------------------------------------------------------
     def _render(self, k: int) -> _Rendered:
@@ -190,6 +207,8 @@ class SyntheticSource(VideoSource):
         rng.shuffle(classes)
         n = len(classes)
         kind = rng.integers(0, 3, n)  # 0 ellipse, 1 rectangle, 2 diamond
+        if self.classes_by == "shape":
+            kind = (classes - 1) % 3  # the class is the shape type (drawn above all the same: same random stream)
         half = rng.uniform(0.13, 0.26, (n, 2)) * s  # half-axes (a, b) in pixels
         pos0 = rng.uniform([0.1 * h, 0.1 * w], [0.9 * h, 0.9 * w], (n, 2))
         vel = rng.uniform(-0.04, 0.04, (n, 2)) * s
@@ -231,7 +250,7 @@ class SyntheticSource(VideoSource):
                 if not inside.any():
                     continue
                 c = int(classes[i])
-                img[inside] = _paint(app, c, u[inside], v[inside], s)
+                img[inside] = _paint(app, 1 if self.classes_by == "shape" else c, u[inside], v[inside], s)
                 lbl[inside] = c
             # per-frame noise stream: corrupting one frame does not change the pixels of the others
             noise = np.random.default_rng(np.random.SeedSequence([self.seed, k, t + 1]))

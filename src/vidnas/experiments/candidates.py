@@ -7,6 +7,9 @@ resume exactly from their checkpoints):
 * **baseline**: the config's model trained for ``train.epochs`` (``baseline/``).
 * **candidate** (one per lambda): ``search_stnas`` (``lam_<lambda>/search/``), then the derived model trained from
   scratch for ``train.epochs`` like the baseline (``lam_<lambda>/train/``), as the paper trains its final model.
+* **random** (``random_<i>/``): architectures drawn at random from the same space
+  (``vidnas.search.stnas.sample_random_archs``: depths uniform per stage or latency-matched to a searched model,
+  decoder ops uniform), each trained from scratch exactly like the baseline and the searched models.
 * **benchmark**: every trained model timed **interleaved in one run** under the ST-NAS FPS protocol
   (``vidnas.bench.protocol``: encode one frame + decode the full window, per pushed frame), plus parameter and FLOP
   counts. Never cached: ratios are only meaningful when measured side by side.
@@ -19,6 +22,7 @@ plots.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -30,8 +34,9 @@ from typing import Any
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config, save_config
 from vidnas.engine.train import train
-from vidnas.models import arch_from_config, load_model
-from vidnas.search.stnas import load_search_summary, search_stnas
+from vidnas.models import Arch, arch_from_config, build_encoder, load_model
+from vidnas.models.ops import SEARCH_CANDIDATES
+from vidnas.search.stnas import load_search_summary, sample_random_archs, search_stnas
 from vidnas.utils import atomic_write_json
 
 __all__ = [
@@ -40,6 +45,10 @@ __all__ = [
     "lam_dirname",
     "run_baseline",
     "run_candidate",
+    "run_random",
+    "random_archs_for",
+    "dominated",
+    "dominance_counts",
     "benchmark_candidates",
 ]
 
@@ -62,6 +71,7 @@ class Candidate:
         search_seconds: wall time of its search (0 for the baseline).
         search_dir: its search run directory (None for the baseline).
         metrics: more results filled by later stages (benchmark, evaluation).
+        kind: ``baseline``, ``searched`` or ``random``.
     """
 
     name: str
@@ -73,6 +83,11 @@ class Candidate:
     search_seconds: float = 0.0
     search_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.kind:  # files written before kinds existed
+            self.kind = "baseline" if self.lam is None else "searched"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``done.json``, ``sweep.json``, ``demo.json``)."""
@@ -86,6 +101,7 @@ class Candidate:
             "search_seconds": self.search_seconds,
             "search_dir": None if self.search_dir is None else str(self.search_dir),
             "metrics": self.metrics,
+            "kind": self.kind,
         }
 
     @classmethod
@@ -101,6 +117,7 @@ class Candidate:
             search_seconds=float(d.get("search_seconds", 0.0)),
             search_dir=None if d.get("search_dir") is None else Path(d["search_dir"]),
             metrics=dict(d.get("metrics") or {}),
+            kind=str(d.get("kind") or ""),
         )
 
     @property
@@ -166,8 +183,13 @@ def run_candidate(
     skip_encoder: bool = False,
     skip_decoder: bool = False,
     progress: Progress | None = None,
+    name: str | None = None,
 ) -> Candidate:
-    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done."""
+    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done.
+
+    ``name``: the row name (default ``lam=<lambda>``; a budget search passes ``target=<ms>ms``).
+    """
+    label = name or f"lam={lam:g}"
     run_dir = Path(run_dir)
     if resume and (done := _done(run_dir)) is not None:
         logger.info("lambda %g already finished in %s", lam, run_dir)
@@ -179,20 +201,98 @@ def run_candidate(
         found = None
     if found is None:
         if progress:
-            progress(f"search (lambda={lam:g}) -> {search_dir}")
+            progress(f"search ({label}) -> {search_dir}")
         search_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, search_dir / "config.yaml")
         again = resume and any((search_dir / "checkpoints").glob("*_search.pt"))
         found = search_stnas(cfg, search_dir, resume=again, show_progress=show_progress, lam=lam,
                              skip_encoder=skip_encoder, skip_decoder=skip_decoder)
     if progress:
-        progress(f"train the derived model (lambda={lam:g}) -> {run_dir / 'train'}")
+        progress(f"train the derived model ({label}) -> {run_dir / 'train'}")
     res, seconds = _train_stage(cfg, run_dir / "train", found.arch, resume=resume, show_progress=show_progress)
-    cand = Candidate(name=f"lam={lam:g}", lam=lam, arch=found.arch.to_dict(),
+    arch = Arch.load(found.arch_path) if Path(found.arch_path).is_file() else found.arch  # with its search record
+    cand = Candidate(name=label, lam=lam, arch=arch.to_dict(),
                      checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
                      train_seconds=seconds, search_seconds=found.search_seconds, search_dir=search_dir)
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
+
+
+def run_random(cfg: Config, run_dir: str | Path, arch: Arch, *, resume: bool = True,
+               show_progress: bool = True) -> Candidate:
+    """Train one random architecture from scratch exactly like the baseline (``run_dir/train``); skipped if done.
+
+    ``run_dir/arch.json`` keeps the architecture.
+    """
+    run_dir = Path(run_dir)
+    if resume and (done := _done(run_dir)) is not None:
+        logger.info("random architecture already trained in %s", run_dir)
+        return done
+    run_dir.mkdir(parents=True, exist_ok=True)
+    arch.save(run_dir / "arch.json")
+    res, seconds = _train_stage(cfg, run_dir / "train", arch, resume=resume, show_progress=show_progress)
+    cand = Candidate(name=arch.name, lam=None, arch=arch.to_dict(), checkpoint=res.best_checkpoint or
+                     res.last_checkpoint, best_miou=res.best_miou, train_seconds=seconds, kind="random")
+    atomic_write_json(run_dir / "done.json", cand.to_dict())
+    return cand
+
+
+def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode: str = "uniform", seed: int = 0,
+                     tolerance: float = 0.1, skip_encoder: bool = False, skip_decoder: bool = False) -> list[Arch]:
+    """``k`` random architectures of the space the searched candidates came from (``sample_random_archs``).
+
+    Depths: uniform per stage over ``1 .. N_s`` of the config's encoder (``skip_encoder``: the config's depths), or
+    latency-matched to the searched candidates in turn (``mode="latency"``: sample ``i`` matches searched candidate
+    ``i mod len(searched)``, by the block latencies recorded in its ``arch.json``). Decoder ops: uniform over
+    ``stnas.candidates`` (``skip_decoder``: the config's decoder).
+    """
+    base = arch_from_config(cfg)
+    enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+    full = tuple(enc.depths)
+    candidates = None if skip_decoder else tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
+    if k == 0:
+        return []
+    if mode == "uniform" or skip_encoder:
+        archs = sample_random_archs(base, full, k, candidates=candidates, seed=seed)
+        if skip_encoder:
+            archs = [dataclasses.replace(a, depths=base.depths) for a in archs]
+        return archs
+    if not searched:
+        raise ValueError("latency-matched random architectures need a searched model to match")
+    out: list[Arch] = []
+    for i in range(k):
+        ref = searched[i % len(searched)]
+        rec = (Arch.from_dict(ref.arch).extra.get("search") or {}).get("depth") or {}
+        lat = rec.get("block_latencies")
+        if not lat:
+            raise ValueError(f"{ref.name}: its arch.json records no block latencies to match")
+        # one draw per sample, each from its own seed, so adding samples never changes the earlier ones
+        arch = sample_random_archs(base, full, 1, candidates=candidates, seed=seed * 100_003 + i, mode="latency",
+                                   block_latencies=lat, reference_depths=ref.arch["depths"], tolerance=tolerance)[0]
+        out.append(dataclasses.replace(arch, name=f"random{i}"))
+    return out
+
+
+def dominated(a: Candidate, b: Candidate, *, miou_key: str | None = None) -> bool:
+    """Whether ``a`` dominates ``b``: FPS and mIoU both at least ``b``'s, one of them higher.
+
+    mIoU: ``metrics[miou_key]`` if given (e.g. the demo's streaming ``miou``), else ``best_miou``.
+    """
+    def miou(c: Candidate) -> float:
+        return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
+
+    fa, fb = a.metrics.get("fps"), b.metrics.get("fps")
+    if fa is None or fb is None:
+        return False
+    return fa >= fb and miou(a) >= miou(b) and (fa > fb or miou(a) > miou(b))
+
+
+def dominance_counts(searched: Sequence[Candidate], randoms: Sequence[Candidate], *,
+                     miou_key: str | None = None) -> dict[str, dict[str, int]]:
+    """Per searched candidate: how many random ones it dominates, how many dominate it, out of how many."""
+    return {s.name: {"dominates": sum(dominated(s, r, miou_key=miou_key) for r in randoms),
+                     "dominated_by": sum(dominated(r, s, miou_key=miou_key) for r in randoms),
+                     "random": len(randoms)} for s in searched}
 
 
 def benchmark_candidates(

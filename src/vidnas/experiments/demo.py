@@ -1,11 +1,19 @@
 """The demo pipeline (`vidnas demo`): the whole ST-NAS pipeline on small synthetic data, on the CPU, in minutes.
 
-Baseline training, encoder search, decoder search, final training, evaluation (clip + streaming with temporal
-consistency), interleaved benchmark, table and report; the stages are those of ``vidnas.experiments.candidates``.
+Baseline training, encoder search, decoder search, final training, a few random architectures of the same space
+trained alike, evaluation (clip + streaming with temporal consistency), one interleaved benchmark of every model,
+table and report; the stages are those of ``vidnas.experiments.candidates``.
+
+Repeatable: every stage is seeded, and the search reads the latency table shipped with the package
+(``DEMO_LATENCY_TABLE``, measured on the development machine) whenever it covers the demo's model, so the same
+command gives the same ``arch.json`` on every run and machine (with the same torch version and thread count).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,26 +27,37 @@ from vidnas.experiments.candidates import (
     Candidate,
     Progress,
     benchmark_candidates,
+    dominance_counts,
     lam_dirname,
+    random_archs_for,
     run_baseline,
     run_candidate,
+    run_random,
 )
-from vidnas.models import load_model
+from vidnas.models import SEARCH_CANDIDATES, arch_from_config, build_encoder, load_model
+from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
 from vidnas.search.plots import plot_pareto
+from vidnas.search.stnas import check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["DEFAULT_CONFIG", "EMBEDDED_DEMO", "demo_config", "DemoResult", "demo_table", "run_demo"]
+__all__ = ["DEFAULT_CONFIG", "EMBEDDED_DEMO", "DEMO_LATENCY_TABLE", "DEMO_RANDOM", "demo_config", "demo_latency_table",
+           "DemoResult", "demo_table", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+DEMO_LATENCY_TABLE = Path(__file__).with_name("demo_latency.json")  # `vidnas latency --config demo --decoder`
+DEMO_RANDOM = 3  # random architectures the demo trains beside the searched one
 
 DEFAULT_CONFIG = "demo"  # configs/demo.yaml
 # The same settings as configs/demo.yaml (a test keeps them equal), used when the preset file is not reachable, e.g.
 # after a non-editable `pip install`: the demo must run anywhere with nothing but the package.
 EMBEDDED_DEMO: dict = {
-    "data": {"format": "synthetic", "height": 128, "width": 192, "window": 4, "synthetic_videos": 6,
-             "synthetic_frames": 16, "synthetic_classes": 4, "synthetic_corruption": 0.3},
+    "data": {"format": "synthetic", "height": 128, "width": 192, "window": 4, "synthetic_videos": 12,
+             "synthetic_frames": 8, "synthetic_classes": 4, "synthetic_corruption": 0.3},
     "model": {"encoder": "swin_test", "encoder_depths": [2, 2, 4, 2], "decoder": "sptcn", "decoder_channels": 16,
               "decoder_dilations": [1, 2, 4, 8]},
     "train": {"epochs": 20, "batch_size": 4, "lr": 1.0e-3, "log_every": 5},
-    "stnas": {"encoder_epochs": 2, "decoder_epochs": 2, "warmup_epochs": 1, "lam": 2.0e-4, "arch_lr": 0.01},
+    "stnas": {"encoder_epochs": 6, "decoder_epochs": 4, "warmup_epochs": 1, "lam": 0.01, "arch_lr": 0.01},
 }
 
 
@@ -57,9 +76,31 @@ def demo_config(config: str | None, overrides: list[str] | None) -> Config:
     return apply_overrides(cfg, list(overrides or []))
 
 
+def demo_latency_table(cfg: Config) -> str | None:
+    """The shipped latency table (``DEMO_LATENCY_TABLE``) when ``cfg`` names none and the table covers its model
+    (every block, the stem, outputs, decoder parts and candidate ops at its shapes); else
+    ``cfg.stnas.latency_table`` (None: the search measures one)."""
+    if cfg.stnas.latency_table is not None or not DEMO_LATENCY_TABLE.is_file():
+        return cfg.stnas.latency_table
+    try:
+        table = LatencyTable.from_dict(json.loads(DEMO_LATENCY_TABLE.read_text()), source=DEMO_LATENCY_TABLE)
+        base = arch_from_config(cfg)
+        enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+        table.latencies_for(enc)
+        keys = model_part_keys(enc, base, open_source(cfg.data).num_classes,
+                               cfg.stnas.candidates or SEARCH_CANDIDATES)
+        if table.has_parts([*keys[0], *keys[1]]):
+            return str(DEMO_LATENCY_TABLE)
+        logger.info("the shipped demo latency table lacks parts of this model: the search measures its own")
+    except (KeyError, ValueError, LatencyTableError) as e:
+        logger.info("shipped demo latency table not used: %s", e)
+    return None
+
+
 @dataclass
 class DemoResult:
-    """The demo pipeline's outcome: the baseline and the searched model, evaluated and benchmarked together."""
+    """The demo pipeline's outcome: the baseline, the searched model and the random architectures, evaluated and
+    benchmarked together."""
 
     run_dir: Path
     baseline: Candidate
@@ -67,6 +108,12 @@ class DemoResult:
     total_seconds: float
     table: str
     files: list[Path] = field(default_factory=list)
+    randoms: list[Candidate] = field(default_factory=list)
+
+    @property
+    def dominance(self) -> dict[str, int]:
+        """Random architectures the searched model dominates on FPS and streaming mIoU (and that dominate it)."""
+        return dominance_counts([self.searched], self.randoms, miou_key="miou")[self.searched.name]
 
     @property
     def search_share(self) -> float:
@@ -87,13 +134,14 @@ def _evaluate(cand: Candidate, cfg: Config, show_progress: bool) -> None:
                         stream_frames=stream.get("frames"))
 
 
-def demo_table(baseline: Candidate, searched: Candidate) -> str:
-    """The demo's closing table (plain text, aligned), baseline first, with the searched/baseline ratios."""
+def demo_table(baseline: Candidate, searched: Candidate, randoms: list[Candidate] | tuple = ()) -> str:
+    """The demo's closing table (plain text, aligned): baseline, searched, then the random architectures, with the
+    FPS ratio to the baseline."""
     rows = []
-    for c in (baseline, searched):
+    for c in (baseline, searched, *randoms):
         m = c.metrics
         rows.append(BenchRow(
-            name="baseline" if c.lam is None else "searched",
+            name=c.name if c.kind == "random" else ("baseline" if c.kind == "baseline" else "searched"),
             params=m.get("params"), gflops=m.get("gflops"), latency_ms=m.get("latency_ms"),
             extra={"depths": c.depths, "decoder": c.decoder, "mIoU": m.get("miou"), "clip_mIoU": m.get("clip_miou"),
                    "VC8": m.get("vc8"), "flicker": m.get("flicker"), "search_s": round(c.search_seconds, 1),
@@ -105,6 +153,10 @@ def demo_table(baseline: Candidate, searched: Candidate) -> str:
     share = searched.search_seconds / max(searched.search_seconds + searched.train_seconds, 1e-9)
     text += (f"\nsearch time: {searched.search_seconds:.1f} s = {share:.1%} of the searched model's total training "
              f"time (search + final training; paper: 9.7%)")
+    if randoms:
+        dom = dominance_counts([searched], randoms, miou_key="miou")[searched.name]
+        text += (f"\nrandom architectures: the searched model dominates {dom['dominates']} of {dom['random']} on FPS "
+                 f"and mIoU ({dom['dominated_by']} dominate it)")
     return text
 
 
@@ -117,9 +169,13 @@ def run_demo(
     bench_frames: int = 100,
     bench_warmup: int = 10,
     progress: Progress | None = None,
+    random_k: int = DEMO_RANDOM,
+    random_seed: int = 0,
+    decoder_search: bool = False,
 ) -> DemoResult:
     """The whole ST-NAS pipeline on ``cfg``: baseline training, encoder search, decoder search, final training,
-    evaluation (clip + streaming, temporal consistency), interleaved benchmark, table and report.
+    ``random_k`` random architectures trained alike, evaluation (clip + streaming, temporal consistency), one
+    interleaved benchmark of all, table and report.
 
     Args:
         cfg: resolved config (``configs/demo.yaml`` by default in the CLI).
@@ -131,33 +187,52 @@ def run_demo(
         bench_frames: timed pushes per model.
         bench_warmup: untimed pushes per model.
         progress: called with a line per stage.
+        random_k: random architectures of the searched space (uniform depths and ops, ``random_seed``).
+        random_seed: their seed.
+        decoder_search: also search the decoder ops (TCNNAS). Off by default: on the demo data the searched decoders'
+            factorised ops lose 7-12 mIoU points against the baseline's 3x3x3 convs (docs/RESULTS.md §5), so the
+            default demo searches the encoder depths and keeps the baseline decoder (random architectures likewise).
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
+    check_stnas_config(cfg)
+    if random_k < 0:
+        raise ValueError(f"random architectures must be >= 0, got {random_k}")
+    table = demo_latency_table(cfg)
+    if table is not None and table != cfg.stnas.latency_table:
+        cfg = dataclasses.replace(cfg, stnas=dataclasses.replace(cfg.stnas, latency_table=table))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     lam = cfg.stnas.lam
     if progress:
-        progress(f"1/5 baseline training ({cfg.train.epochs} epochs) -> {run_dir / 'baseline'}")
+        progress(f"1/6 baseline training ({cfg.train.epochs} epochs) -> {run_dir / 'baseline'}")
     baseline = run_baseline(cfg, run_dir / "baseline", resume=resume, show_progress=show_progress)
 
     def step(msg: str) -> None:
         if progress:
-            progress(("2/5 " if msg.startswith("search") else "3/5 ") + msg)
+            progress(("2/6 " if msg.startswith("search") else "3/6 ") + msg)
 
     searched = run_candidate(cfg, run_dir / lam_dirname(lam), lam, resume=resume, show_progress=show_progress,
-                             progress=step)
+                             progress=step, skip_decoder=not decoder_search)
+    randoms = []
+    for i, arch in enumerate(random_archs_for(cfg, [searched], random_k, seed=random_seed,
+                                              skip_decoder=not decoder_search)):
+        if progress:
+            progress(f"4/6 random architecture {i + 1}/{random_k} ({cfg.train.epochs} epochs) -> "
+                     f"{run_dir / f'random_{i}'}")
+        randoms.append(run_random(cfg, run_dir / f"random_{i}", arch, resume=resume, show_progress=show_progress))
+    everything = [baseline, searched, *randoms]
     if progress:
-        progress("4/5 evaluation on the validation split (clips + streaming, temporal consistency)")
-    for cand in (baseline, searched):
+        progress("5/6 evaluation on the validation split (clips + streaming, temporal consistency)")
+    for cand in everything:
         _evaluate(cand, cfg, show_progress)
     if progress:
-        progress(f"5/5 benchmark baseline vs searched, interleaved ({bench_frames} frames each)")
-    benchmark_candidates([baseline, searched], frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
+        progress(f"6/6 benchmark of all {len(everything)} models, interleaved ({bench_frames} frames each)")
+    benchmark_candidates(everything, frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
 
     files: list[Path] = []
     assert searched.search_dir is not None
-    for name in ("arch.json", "alphas.png", "betas.png", "decoder.png"):
+    for name in ("arch.json", "alphas.png", "betas.png", "decoder.png", "latency_table.json"):
         src = searched.search_dir / name
         if src.is_file():
             files.append(Path(shutil.copy2(src, run_dir / name)))
@@ -165,13 +240,18 @@ def run_demo(
                "miou": baseline.metrics.get("miou")},
               {"name": "searched", "label": f"searched λ={lam:g} ({searched.depths})",
                "fps": searched.metrics.get("fps"), "miou": searched.metrics.get("miou")}]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.metrics.get("miou"), "kind": "random"}
+               for c in randoms]
     files.append(plot_pareto(points, run_dir / "pareto.png", title="vidnas demo: mIoU (streaming) vs FPS"))
-    table = demo_table(baseline, searched)
+    table = demo_table(baseline, searched, randoms)
     total = time.perf_counter() - t0
-    result = DemoResult(run_dir=run_dir, baseline=baseline, searched=searched, total_seconds=total, table=table)
+    result = DemoResult(run_dir=run_dir, baseline=baseline, searched=searched, total_seconds=total, table=table,
+                        randoms=randoms)
     atomic_write_json(run_dir / "demo.json", {
-        "baseline": baseline.to_dict(), "searched": searched.to_dict(), "total_seconds": total,
+        "baseline": baseline.to_dict(), "searched": searched.to_dict(), "random": [c.to_dict() for c in randoms],
+        "dominance": result.dominance if randoms else None, "total_seconds": total,
         "search_share": result.search_share, "bench": {"frames": bench_frames, "warmup": bench_warmup},
+        "latency_table": cfg.stnas.latency_table,
     })
     atomic_write_text(run_dir / "report.md", _demo_report(result, cfg))
     files += [run_dir / "demo.json", run_dir / "report.md"]
@@ -190,9 +270,12 @@ def _demo_report(res: DemoResult, cfg: Config) -> str:
         f"corruption {cfg.data.synthetic_corruption}. Model: {cfg.model.encoder} depths "
         f"{b.depths}, SP-TCN decoder width {cfg.model.decoder_channels}, dilations "
         f"{list(cfg.model.decoder_dilations)}.",
-        f"Schedule: baseline and final model {cfg.train.epochs} epochs each; encoder search {cfg.stnas.encoder_epochs}"
-        f" epochs (lambda {cfg.stnas.lam:g}), decoder search {cfg.stnas.decoder_epochs} epochs "
-        f"({cfg.stnas.warmup_epochs} warm-up, {cfg.stnas.mode}).", "",
+        f"Schedule: baseline, final model and random architectures {cfg.train.epochs} epochs each; encoder search "
+        f"{cfg.stnas.encoder_epochs} epochs ({cfg.stnas.depth_rule} depth rule, lambda {cfg.stnas.lam:g}), decoder "
+        f"search " + (f"{cfg.stnas.decoder_epochs} epochs ({cfg.stnas.warmup_epochs} warm-up, {cfg.stnas.mode}, "
+                      f"{cfg.stnas.decoder_seeds} seed(s))" if s.arch.get("decoder_ops") else "off (baseline decoder)")
+        + f". Latency table: `{cfg.stnas.latency_table or 'measured in the run'}`.",
+        "",
         "```", res.table, "```", "",
         "mIoU, VC8 and flicker: streaming evaluation (every validation frame pushed in order, as `vidnas predict`"
         " does); clip_mIoU: the training protocol. FPS: one interleaved run, encode one frame + decode the window.",
@@ -201,6 +284,11 @@ def _demo_report(res: DemoResult, cfg: Config) -> str:
     if fps_b and fps_s:
         lines.append(f"Speed-up: {fps_s / fps_b:.2f}x FPS; mIoU change "
                      f"{100 * ((s.metrics.get('miou') or 0) - (b.metrics.get('miou') or 0)):+.1f} points.")
+    if res.randoms:
+        d = res.dominance
+        lines.append(f"Random architectures of the same space (uniform depths per stage, uniform decoder ops), "
+                     f"trained exactly like the searched one: the searched model dominates {d['dominates']} of "
+                     f"{d['random']} on FPS and mIoU; {d['dominated_by']} dominate it.")
     lines += [f"Total wall time: {res.total_seconds:.0f} s.", "",
               f"Searched architecture: `arch.json` (search run: `{search_dir}`, its own `report.md` lists the alphas "
               "and betas). Retrain it anywhere with `vidnas train --arch arch.json`.", ""]

@@ -1,6 +1,8 @@
-"""The lambda sweep [ST-NAS Fig. 3]: a baseline and one search + final training per lambda, benchmarked together.
+"""The lambda sweep [ST-NAS Fig. 3]: a baseline, one search + final training per lambda (or one budget search), and
+random architectures of the same space, all trained alike and benchmarked together.
 
-``vidnas search stnas --lambdas ...`` runs it; the stages are those of ``vidnas.experiments.candidates``.
+``vidnas search stnas --lambdas ...`` (and ``--random K``) runs it; the stages are those of
+``vidnas.experiments.candidates``.
 """
 
 from __future__ import annotations
@@ -15,38 +17,57 @@ from vidnas.experiments.candidates import (
     Candidate,
     Progress,
     benchmark_candidates,
+    dominance_counts,
     lam_dirname,
+    random_archs_for,
     run_baseline,
     run_candidate,
+    run_random,
 )
 from vidnas.search.plots import plot_pareto
+from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["SweepResult", "sweep_table", "run_sweep"]
+__all__ = ["SweepResult", "sweep_table", "dominance_lines", "run_sweep"]
 
 
 @dataclass
 class SweepResult:
-    """A lambda sweep: the baseline and one candidate per lambda, benchmarked together."""
+    """A lambda sweep: the baseline, one candidate per lambda and the random architectures, benchmarked together."""
 
     run_dir: Path
     baseline: Candidate
     candidates: list[Candidate]
+    randoms: list[Candidate] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
+    @property
+    def dominance(self) -> dict[str, dict[str, int]]:
+        """Per searched model: random architectures it dominates (FPS and best val mIoU), and that dominate it."""
+        return dominance_counts(self.candidates, self.randoms)
 
-def sweep_table(baseline: Candidate, candidates: Sequence[Candidate]) -> str:
-    """Markdown table of a sweep: lambda, depths, decoder, params, FPS, mIoU, search and training time."""
-    lines = ["| model | lambda | depths | decoder | params (M) | GFLOPs | FPS | mIoU | search s | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in [baseline, *candidates]:
+
+def sweep_table(baseline: Candidate, candidates: Sequence[Candidate], randoms: Sequence[Candidate] = ()) -> str:
+    """Markdown table of a sweep: lambda, depths, decoder, params, FPS (and its ratio), mIoU, search and train time."""
+    lines = ["| model | lambda | depths | decoder | params (M) | GFLOPs | FPS | FPS / baseline | mIoU | search s | "
+             "train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base_fps = baseline.metrics.get("fps")
+    for c in [baseline, *candidates, *randoms]:
         m = c.metrics
+        ratio = "-" if not base_fps or m.get("fps") is None else f"{m['fps'] / base_fps:.2f}x"
         lines.append(
             f"| {c.name} | {'-' if c.lam is None else f'{c.lam:g}'} | {c.depths} | {c.decoder} | "
             f"{_num(m.get('params'), 1e-6, '.3f')} | {_num(m.get('gflops'), 1.0, '.3f')} | "
-            f"{_num(m.get('fps'), 1.0, '.1f')} | {c.best_miou:.4f} | {c.search_seconds:.1f} | {c.train_seconds:.1f} |"
+            f"{_num(m.get('fps'), 1.0, '.1f')} | {ratio} | {c.best_miou:.4f} | {c.search_seconds:.1f} | "
+            f"{c.train_seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def dominance_lines(counts: dict[str, dict[str, int]], what: str = "best val mIoU") -> list[str]:
+    """One line per searched model: how many random architectures it dominates on FPS and mIoU."""
+    return [f"- {name} dominates {c['dominates']} of {c['random']} random architectures on FPS and {what} "
+            f"({c['dominated_by']} dominate it)" for name, c in counts.items()]
 
 
 def _num(v: Any, scale: float, spec: str) -> str:
@@ -65,15 +86,21 @@ def run_sweep(
     bench_frames: int = 100,
     bench_warmup: int = 10,
     progress: Progress | None = None,
+    random_k: int = 0,
+    random_mode: str = "uniform",
+    random_seed: int = 0,
 ) -> SweepResult:
-    """Search once per lambda, train each derived model and the baseline, benchmark all together, plot the Pareto
-    front of mIoU vs FPS [ST-NAS Fig. 3].
+    """Search once per lambda, train each derived model, the baseline and ``random_k`` random architectures, benchmark
+    all together, plot the Pareto front of mIoU vs FPS [ST-NAS Fig. 3].
+
+    With ``cfg.stnas.target_latency_ms`` set, the one searched model is the budget search (``target_<ms>ms/``) and
+    ``lambdas`` is ignored.
 
     Args:
         cfg: resolved config.
-        run_dir: the sweep's directory (``baseline/``, ``lam_<lambda>/``, ``sweep.json``, ``sweep.md``,
-            ``pareto.png``).
-        lambdas: the lambdas of Eq. 2 to search with.
+        run_dir: the sweep's directory (``baseline/``, ``lam_<lambda>/``, ``random_<i>/``, ``sweep.json``,
+            ``sweep.md``, ``pareto.png``).
+        lambdas: the lambdas to search with.
         resume: skip finished stages and continue interrupted ones (default on: a sweep is long).
         show_progress: tqdm bars.
         skip_encoder: search the decoder only.
@@ -81,39 +108,71 @@ def run_sweep(
         bench_frames: timed pushes per model (the paper: 1000).
         bench_warmup: untimed pushes per model.
         progress: called with a line per stage.
+        random_k: random architectures of the same space (``random_archs_for``), trained like the others.
+        random_mode: ``uniform`` or ``latency`` (matched to the searched models in turn).
+        random_seed: seed of the random architectures (independent of ``train.seed``, so every training seed sees
+            the same ones).
     """
     run_dir = Path(run_dir)
     lambdas = [float(v) for v in lambdas]
-    if not lambdas:
+    budget = cfg.stnas.target_latency_ms
+    if budget is None and not lambdas:
         raise ValueError("the sweep needs at least one lambda")
     if len(set(lambdas)) != len(lambdas):
         raise ValueError(f"duplicate lambdas in {lambdas}")
+    if random_k < 0:
+        raise ValueError(f"--random must be >= 0, got {random_k}")
+    if random_mode not in RANDOM_MODES:
+        raise ValueError(f"random mode {random_mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
+    check_stnas_config(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
+    runs = ([(cfg.stnas.lam, f"target_{budget:g}ms", f"target={budget:g}ms")] if budget is not None
+            else [(lam, lam_dirname(lam), None) for lam in lambdas])
+    cands = []
+    for lam, sub, name in runs:  # searches first: a budget nothing fits fails before any training
+        cands.append(run_candidate(cfg, run_dir / sub, lam, resume=resume, show_progress=show_progress,
+                                   skip_encoder=skip_encoder, skip_decoder=skip_decoder, progress=progress,
+                                   name=name))
     if progress:
         progress(f"baseline training -> {run_dir / 'baseline'}")
     baseline = run_baseline(cfg, run_dir / "baseline", resume=resume, show_progress=show_progress)
-    cands = []
-    for lam in lambdas:
-        cands.append(run_candidate(cfg, run_dir / lam_dirname(lam), lam, resume=resume, show_progress=show_progress,
-                                   skip_encoder=skip_encoder, skip_decoder=skip_decoder, progress=progress))
+    archs = random_archs_for(cfg, cands, random_k, mode=random_mode, seed=random_seed, skip_encoder=skip_encoder,
+                             skip_decoder=skip_decoder)
+    randoms = []
+    for i, arch in enumerate(archs):
+        if progress:
+            progress(f"train random architecture {i + 1}/{len(archs)} -> {run_dir / f'random_{i}'}")
+        randoms.append(run_random(cfg, run_dir / f"random_{i}", arch, resume=resume, show_progress=show_progress))
+    everything = [baseline, *cands, *randoms]
     if progress:
-        progress(f"benchmark {1 + len(cands)} models interleaved ({bench_frames} frames each)")
-    benchmark_candidates([baseline, *cands], frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
-    result = SweepResult(run_dir=run_dir, baseline=baseline, candidates=cands)
+        progress(f"benchmark {len(everything)} models interleaved ({bench_frames} frames each)")
+    benchmark_candidates(everything, frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
+    result = SweepResult(run_dir=run_dir, baseline=baseline, candidates=cands, randoms=randoms)
     atomic_write_json(run_dir / "sweep.json", {
         "lambdas": lambdas,
+        "target_latency_ms": budget,
         "baseline": baseline.to_dict(),
         "candidates": [c.to_dict() for c in cands],
+        "random": [c.to_dict() for c in randoms],
+        "random_mode": random_mode,
+        "random_seed": random_seed,
+        "dominance": result.dominance,
         "bench": {"frames": bench_frames, "warmup": bench_warmup, "protocol": "encode 1 frame + decode window"},
     })
     ops = [f"- {c.name}: depths {c.depths}; decoder ops {', '.join(c.arch.get('decoder_ops') or ['baseline'])}"
-           for c in cands]
-    atomic_write_text(run_dir / "sweep.md", "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands)
-                      + "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); "
-                      "mIoU: best validation mIoU of each training.\n\n" + "\n".join(ops) + "\n")
-    points = [{"name": c.name, "label": c.name if c.lam is None else f"λ={c.lam:g} ({c.depths})",
-               "fps": c.metrics.get("fps"), "miou": c.best_miou} for c in [baseline, *cands]]
+           for c in [*cands, *randoms]]
+    text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms) + (
+        "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); "
+        "mIoU: best validation mIoU of each training.\n\n")
+    if randoms:
+        text += (f"Random architectures: {len(randoms)} drawn from the same space ({random_mode} depths, uniform "
+                 f"decoder ops, seed {random_seed}), trained exactly like the searched ones.\n\n"
+                 + "\n".join(dominance_lines(result.dominance)) + "\n\n")
+    atomic_write_text(run_dir / "sweep.md", text + "\n".join(ops) + "\n")
+    points = [{"name": c.name, "label": c.name if c.kind == "baseline" else f"{c.name} ({c.depths})",
+               "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": c.kind} for c in [baseline, *cands]]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "random"} for c in randoms]
     plot_pareto(points, run_dir / "pareto.png", title="ST-NAS lambda sweep: mIoU vs FPS")
     result.files = [run_dir / "sweep.json", run_dir / "sweep.md", run_dir / "pareto.png"]
     return result

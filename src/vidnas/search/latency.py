@@ -14,31 +14,48 @@ the block's kind (Swin: window, shift, heads, so shifted and unshifted blocks di
 measured on the full encoder therefore serves every shortened one. The downsample (patch merging, stride-changing
 block) of each stage is timed too, for reports; it is not searched and not part of the penalty.
 
-JSON layout (schema version 1)::
+Besides the searched blocks a table holds the other **parts** of a model's per-frame cost (``parts``), so that
+the latency of any architecture of the ST-NAS space can be read from the table (``LatencyTable.model_latency``)::
+
+    T(arch) = stem + sum_s [downsample_s + sum_{i <= d_s} s_{s,i} + output_s] + decoder(arch) + upsample
+
+with ``decoder(arch)`` the full-window decode of the SP-TCN baseline (one entry) or, for a searched decoder, the
+decoder with every slot an identity (``sptcn_fixed``: reduction, adapters, skips, final conv, head) plus the latency
+of each slot's op at the slot's dilation. Stem and output conversions are timed with the blocks
+(``measure_encoder_blocks``); the decoder parts by ``measure_decoder_parts`` (the search measures the missing ones
+when a budget needs them). This is the ST-NAS protocol's unit (encode one frame + decode the window), minus the
+feature stacking and Python overhead of a push.
+
+JSON layout (schema version 1; ``parts`` is optional, older tables have none)::
 
     {"schema_version": 1, "device": {...vidnas.bench.device_signature()..., "torch_device": "cpu"},
      "meta": {"encoder": "swin_tiny", "img_size": [320, 576], "warmup": 10, "iters": 50, "statistic": "median",
               "batch": 1, "created": "2025-...Z"},
-     "blocks": {signature: ms, ...}, "downsample": {signature: ms, ...},
+     "blocks": {signature: ms, ...}, "downsample": {signature: ms, ...}, "parts": {signature: ms, ...},
      "stats": {signature: {"median_ms", "mean_ms", "std_ms", "p90_ms", "n"}, ...}}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import functools
 import logging
 import os
 import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 
 from vidnas.bench import device_signature, time_fn
 from vidnas.jsonfile import JsonFile, check_header, where
+from vidnas.models.architecture import Arch
+from vidnas.models.build import build_decoder
+from vidnas.models.ops import SEARCH_CANDIDATES, make_op
 
 if TYPE_CHECKING:
     from vidnas.models.encoders import Encoder
@@ -50,7 +67,13 @@ __all__ = [
     "LatencyTableError",
     "MissingLatencyError",
     "downsample_signature",
+    "stem_signature",
+    "output_signature",
+    "decoder_signatures",
     "measure_encoder_blocks",
+    "measure_decoder_parts",
+    "complete_model_parts",
+    "model_part_keys",
     "measure_latency_table",
     "LATENCY_WARMUP",
     "LATENCY_ITERS",
@@ -84,6 +107,50 @@ def downsample_signature(encoder: Encoder, stage: int, input_hw: tuple[int, int]
     return f"{encoder.name}/s{stage}/downsample/{shape}"
 
 
+def _hw(encoder: Encoder, input_hw: tuple[int, int] | None) -> tuple[int, int]:
+    return tuple(encoder.img_size) if input_hw is None else (int(input_hw[0]), int(input_hw[1]))  # type: ignore
+
+
+def stem_signature(encoder: Encoder, input_hw: tuple[int, int] | None = None) -> str:
+    """Table key (``parts``) of the encoder's stem on a ``1x3xHxW`` image: ``"{name}/stem/1x3xHxW"``."""
+    h, w = _hw(encoder, input_hw)
+    return f"{encoder.name}/stem/1x3x{h}x{w}"
+
+
+def output_signature(encoder: Encoder, stage: int, input_hw: tuple[int, int] | None = None) -> str:
+    """Table key (``parts``) of stage ``stage``'s output conversion (``Encoder.stage_output``)."""
+    shape = "x".join(str(d) for d in encoder.block_input_shape(stage, input_hw))
+    return f"{encoder.name}/s{stage}/output/{shape}"
+
+
+def decoder_signatures(arch: Arch, in_channels: int, num_classes: int, feature_hw: tuple[int, int],
+                       img_hw: tuple[int, int]) -> dict[str, Any]:
+    """Table keys (``parts``) of the decoder of ``arch`` (an ``sptcn`` architecture) and of the final upsampling.
+
+    The decoder runs on the window ``(1, in_channels, window, h, w)`` with ``(h, w) = feature_hw``.
+
+    Returns:
+        ``{"baseline": key of the whole 3x3x3 SP-TCN decoder, "fixed": key of the searched decoder with every slot
+        an identity, "ops": [per slot: key of that slot's op in ``arch.decoder_ops``] or None for the baseline,
+        "op": callable (name, dilation) -> key, "upsample": key}``.
+    """
+    h, w = feature_hw
+    t = arch.window
+    mode = "causal" if arch.causal else "centred"
+    dil = "-".join(str(d) for d in arch.dilations)
+    common = f"cin{in_channels}_f{arch.channels}_k{num_classes}_d{dil}_fc{int(arch.full_channels)}_{mode}/t{t}_{h}x{w}"
+
+    def op(name: str, dilation: int) -> str:
+        return f"decoder/op/{name}/f{arch.channels}_d{dilation}_{mode}/t{t}_{h}x{w}"
+
+    ops = None
+    if arch.decoder_ops is not None:
+        per = len(arch.decoder_ops) // len(arch.dilations)
+        ops = [op(name, arch.dilations[k // per]) for k, name in enumerate(arch.decoder_ops)]
+    return {"baseline": f"decoder/sptcn_baseline/{common}", "fixed": f"decoder/sptcn_fixed/{common}", "ops": ops,
+            "op": op, "upsample": f"segmenter/upsample/k{num_classes}_{h}x{w}_to_{img_hw[0]}x{img_hw[1]}"}
+
+
 @dataclass
 class LatencyTable(JsonFile):
     """Block latencies (ms) of one device.
@@ -91,7 +158,8 @@ class LatencyTable(JsonFile):
     Attributes:
         blocks: block signature -> median latency in ms (what Eq. 2 uses as s_i).
         device: where it was measured (``vidnas.bench.device_signature()`` plus ``torch_device``).
-        downsample: downsample signature -> median ms (reporting only).
+        downsample: downsample signature -> median ms (not searched; part of ``model_latency``).
+        parts: every other timed part (stem, output conversions, decoder parts, upsampling) -> median ms.
         stats: signature -> timing statistics (median, mean, std, p90, n) of blocks and downsamples.
         meta: encoder name, image size, warm-up and timed calls, creation time.
         path: the file this table was loaded from or saved to (used in error messages), None if never on disk.
@@ -100,6 +168,7 @@ class LatencyTable(JsonFile):
     blocks: dict[str, float] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
     downsample: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, float] = field(default_factory=dict)
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -148,6 +217,69 @@ class LatencyTable(JsonFile):
         blocks = sum(sum(stage) for stage in self.latencies_for(encoder, input_hw))
         return blocks + sum(v for v in self.downsample_for(encoder, input_hw) if v is not None)
 
+    def part(self, signature: str) -> float:
+        """Latency (ms) of a non-block part (``parts`` or ``downsample``).
+
+        Raises:
+            MissingLatencyError: naming the signature and the table's file.
+        """
+        if signature in self.parts:
+            return self.parts[signature]
+        if signature in self.downsample:
+            return self.downsample[signature]
+        raise MissingLatencyError(
+            f"part {signature!r} not in latency table {self._where()} ({len(self.parts)} parts); measure it with "
+            "`vidnas latency --decoder` for this model and input size (or let the search measure it)"
+        )
+
+    def has_parts(self, signatures: Sequence[str]) -> bool:
+        """Whether every signature is in ``parts`` or ``downsample``."""
+        return all(sig in self.parts or sig in self.downsample for sig in signatures)
+
+    def fixed_encoder_latency(self, encoder: Encoder, input_hw: tuple[int, int] | None = None) -> float:
+        """The encoder's cost outside its searched blocks (ms): stem + every downsample + every output conversion.
+
+        Raises:
+            MissingLatencyError: a part is missing (tables from before parts were recorded have no stem).
+        """
+        total = self.part(stem_signature(encoder, input_hw))
+        for i in range(len(encoder.depths)):
+            total += self.part(downsample_signature(encoder, i, input_hw))
+            total += self.part(output_signature(encoder, i, input_hw))
+        return total
+
+    def decoder_latency(self, arch: Arch, in_channels: int, num_classes: int, feature_hw: tuple[int, int],
+                        img_hw: tuple[int, int]) -> float:
+        """Table latency (ms) of ``arch``'s decoder on its full window, plus the upsampling of one frame's logits.
+
+        Baseline SP-TCN: its own entry. Searched decoder: ``sptcn_fixed`` + the sum of the slots' op latencies.
+
+        Raises:
+            MissingLatencyError: a part is missing.
+        """
+        keys = decoder_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
+        total = self.part(keys["upsample"])
+        if keys["ops"] is None:
+            return total + self.part(keys["baseline"])
+        return total + self.part(keys["fixed"]) + sum(self.part(k) for k in keys["ops"])
+
+    def model_latency(self, encoder: Encoder, depths: Sequence[int] | None, arch: Arch, num_classes: int) -> float:
+        """Table latency (ms) of one frame of a model (module docstring): encoder at ``depths`` + ``arch``'s decoder.
+
+        Args:
+            encoder: the full-depth encoder the table was measured on (block j keeps its signature when shortened).
+            depths: blocks kept per stage (a prefix of each); None = all.
+            arch: the architecture (its decoder part is used: ``sptcn`` only).
+            num_classes: K.
+        """
+        lat = self.latencies_for(encoder)
+        depths = list(encoder.depths) if depths is None else list(depths)
+        blocks = sum(sum(row[:d]) for row, d in zip(lat, depths, strict=True))
+        last = len(encoder.depths) - 1
+        return (self.fixed_encoder_latency(encoder) + blocks
+                + self.decoder_latency(arch, encoder.out_channels[last], num_classes, encoder.feature_hw(last),
+                                       encoder.img_size))
+
     def matches_device(self, other: Mapping[str, Any] | None = None) -> bool:
         """Whether this table was measured on ``other`` (default: this machine, CPU), comparing ``DEVICE_KEYS``."""
         if other is None:
@@ -164,6 +296,7 @@ class LatencyTable(JsonFile):
             "meta": dict(self.meta),
             "blocks": dict(self.blocks),
             "downsample": dict(self.downsample),
+            "parts": dict(self.parts),
             "stats": {k: dict(v) for k, v in self.stats.items()},
         }
 
@@ -172,7 +305,7 @@ class LatencyTable(JsonFile):
         """Inverse of ``to_dict``; a wrong schema version or a malformed field raises ``LatencyTableError``."""
         check_header(data, version=LATENCY_SCHEMA_VERSION, error=LatencyTableError, source=source)
         tables: dict[str, dict[str, float]] = {}
-        for key in ("blocks", "downsample"):
+        for key in ("blocks", "downsample", "parts"):
             raw = data.get(key, {})
             if not isinstance(raw, dict) or not all(isinstance(v, int | float) for v in raw.values()):
                 raise LatencyTableError(f"{where(source)}field {key!r}: expected an object of signature -> "
@@ -182,6 +315,7 @@ class LatencyTable(JsonFile):
             blocks=tables["blocks"],
             device=dict(data.get("device") or {}),
             downsample=tables["downsample"],
+            parts=tables["parts"],
             stats={str(k): dict(v) for k, v in (data.get("stats") or {}).items()},
             meta=dict(data.get("meta") or {}),
             path=Path(source) if source is not None else None,
@@ -256,6 +390,10 @@ def measure_encoder_blocks(
         with torch.inference_mode():
             x = torch.randn(1, 3, *hw, device=device)
             encoder.check_input(x)
+            sig = stem_signature(encoder, hw)
+            stats = time_fn(functools.partial(encoder.stem, x), warmup=warmup, iters=iters, sync=sync)
+            table.parts[sig] = stats.median_ms
+            table.stats[sig] = stats.to_dict()
             h = encoder.stem(x)
             for i, stage in enumerate(encoder.stages):
                 sig = downsample_signature(encoder, i, hw)
@@ -279,6 +417,10 @@ def measure_encoder_blocks(
                         progress()
                     h = block(h)
                     logger.debug("%s: %.3f ms", sig, stats.median_ms)
+                sig = output_signature(encoder, i, hw)
+                stats = time_fn(functools.partial(encoder.stage_output, i, h), warmup=warmup, iters=iters, sync=sync)
+                table.parts[sig] = stats.median_ms
+                table.stats[sig] = stats.to_dict()
     finally:
         encoder.train(was_training)
     logger.info("measured %d blocks of %s at %s on %s", len(table.blocks), encoder.name, hw, device)
@@ -313,7 +455,7 @@ def measure_latency_table(
     passes = [measure_encoder_blocks(encoder, img_size, warmup=warmup if r == 0 else 1, iters=iters,
                                      progress=progress) for r in range(repeats)]
     table = passes[0]
-    for attr in ("blocks", "downsample"):
+    for attr in ("blocks", "downsample", "parts"):
         merged = getattr(table, attr)
         for sig in merged:
             values = [getattr(p, attr)[sig] for p in passes]
@@ -322,3 +464,107 @@ def measure_latency_table(
     table.meta.update(repeats=repeats, warmup=warmup, iters=iters,
                       statistic="median over passes of the per-pass median")
     return table
+
+
+def measure_decoder_parts(
+    arch: Arch,
+    in_channels: int,
+    num_classes: int,
+    feature_hw: tuple[int, int],
+    img_hw: tuple[int, int],
+    *,
+    candidates: Sequence[str] = SEARCH_CANDIDATES,
+    warmup: int = LATENCY_WARMUP,
+    iters: int = LATENCY_ITERS,
+    repeats: int = LATENCY_REPEATS,
+    device: str | torch.device = "cpu",
+) -> dict[str, float]:
+    """Time the decoder parts of ``decoder_signatures`` on a random window ``(1, in_channels, window, h, w)``.
+
+    Measured (eval mode, batch 1, random weights: latency does not depend on them): the baseline SP-TCN of ``arch``
+    (``decoder_ops`` None), the searched decoder with every slot an identity (``sptcn_fixed``), every candidate op at
+    every dilation of ``arch`` on ``(1, channels, window, h, w)``, and the bilinear upsampling of one frame's logits
+    ``(1, K, h, w) -> (1, K, H, W)``. Same policy as the blocks: the median over ``repeats`` passes of the per-pass
+    median of ``iters`` calls.
+
+    Returns:
+        signature -> ms (to merge into ``LatencyTable.parts``).
+    """
+    h, w = feature_hw
+    keys = decoder_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
+    base = dataclasses.replace(arch, decoder="sptcn", decoder_ops=None, extra={})
+    per = 4 * len(arch.dilations)
+    fixed = dataclasses.replace(base, decoder_ops=("identity",) * per)
+    modules: dict[str, tuple[torch.nn.Module, torch.Tensor]] = {}
+    x_in = torch.randn(1, in_channels, arch.window, h, w, device=device)
+    x_op = torch.randn(1, arch.channels, arch.window, h, w, device=device)
+    modules[keys["baseline"]] = (build_decoder(base, in_channels, num_classes), x_in)
+    modules[keys["fixed"]] = (build_decoder(fixed, in_channels, num_classes), x_in)
+    for d in sorted(set(arch.dilations)):
+        for name in candidates:
+            modules[keys["op"](name, d)] = (make_op(name, arch.channels, d, causal=arch.causal), x_op)
+    logits = torch.randn(1, num_classes, h, w, device=device)
+
+    def upsample(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, size=tuple(img_hw), mode="bilinear", align_corners=False)
+
+    samples: dict[str, list[float]] = {k: [] for k in [*modules, keys["upsample"]]}
+    for m, _ in modules.values():
+        m.to(device).eval()
+    for r in range(repeats):
+        wu = warmup if r == 0 else 1
+        for key, (m, x) in modules.items():
+            samples[key].append(time_fn(functools.partial(m, x), warmup=wu, iters=iters).median_ms)
+        samples[keys["upsample"]].append(time_fn(functools.partial(upsample, logits), warmup=wu, iters=iters).median_ms)
+    out = {k: statistics.median(v) for k, v in samples.items()}
+    logger.info("measured %d decoder parts (window %d at %dx%d)", len(out), arch.window, h, w)
+    return out
+
+
+def model_part_keys(encoder: Encoder, base: Arch, num_classes: int,
+                     candidates: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(encoder parts, decoder parts): the ``parts`` keys ``model_latency`` needs for ``base`` (its SP-TCN decoder,
+    baseline or searched over ``candidates``) besides the block latencies."""
+    last = len(encoder.depths) - 1
+    enc = [stem_signature(encoder)] + [output_signature(encoder, i) for i in range(len(encoder.depths))]
+    enc += [downsample_signature(encoder, i) for i in range(len(encoder.depths))]
+    dec: list[str] = []
+    if base.decoder == "sptcn":
+        keys = decoder_signatures(base, encoder.out_channels[last], num_classes, encoder.feature_hw(last),
+                                  encoder.img_size)
+        dec = [keys["baseline"], keys["fixed"], keys["upsample"]]
+        dec += [keys["op"](name, d) for d in sorted(set(base.dilations)) for name in candidates]
+    return enc, dec
+
+
+def complete_model_parts(table: LatencyTable, encoder: Encoder, base: Arch, num_classes: int,
+                         candidates: Sequence[str] = SEARCH_CANDIDATES) -> bool:
+    """Measure the parts of ``model_latency`` that ``table`` lacks (stem, outputs, decoder parts), in place.
+
+    ``base`` is the config's architecture: its SP-TCN decoder (baseline, fixed parts of a searched one, every op of
+    ``candidates`` at its dilations) is what gets measured; ``encoder`` the full-depth encoder, on its device.
+
+    Returns:
+        Whether anything was added.
+    """
+    enc_keys, dec_keys = model_part_keys(encoder, base, num_classes, candidates)
+    added = False
+    if not table.has_parts(enc_keys):
+        logger.info("latency table: measuring the stem, downsamples and output conversions of %s", encoder.name)
+        measured = measure_latency_table(encoder)
+        for k in enc_keys:
+            if k in measured.downsample:
+                table.downsample.setdefault(k, measured.downsample[k])
+            else:
+                table.parts.setdefault(k, measured.parts[k])
+        added = True
+    if dec_keys and not table.has_parts(dec_keys):
+        last = len(encoder.depths) - 1
+        logger.info("latency table: measuring the decoder parts (baseline, fixed parts, %d ops)", len(candidates))
+        device = next(iter(encoder.parameters())).device
+        parts = measure_decoder_parts(base, encoder.out_channels[last], num_classes, encoder.feature_hw(last),
+                                      encoder.img_size, candidates=candidates, device=device)
+        for k, v in parts.items():
+            table.parts.setdefault(k, v)
+        added = True
+    return added

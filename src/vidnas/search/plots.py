@@ -49,7 +49,9 @@ def plot_pareto(
     """mIoU against FPS of several models with their Pareto front [ST-NAS Fig. 3].
 
     Args:
-        points: one mapping per model with ``name``, ``fps``, ``miou`` (0-1) and optionally ``label``.
+        points: one mapping per model with ``name``, ``fps``, ``miou`` (0-1) and optionally ``label`` and ``kind``
+            (``"random"``: a random architecture of the searched space, drawn as a small grey point without label
+            or arrow).
         path: PNG to write.
         title: figure title.
         baseline: name of the baseline point (drawn as a star, with arrows from it to the others).
@@ -61,12 +63,18 @@ def plot_pareto(
     if len(front) > 1:
         ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], color="#bbbbbb", lw=1, ls="--", zorder=1,
                 label="Pareto front")
+    randoms = [i for i, p in enumerate(pts) if p.get("kind") == "random"]
+    if randoms:
+        ax.scatter([xy[i][0] for i in randoms], [xy[i][1] for i in randoms], s=22, marker="o", color="#b0b0b0",
+                   edgecolors="#808080", linewidths=0.5, zorder=2, label=f"random architectures ({len(randoms)})")
     base_xy = next((xy[i] for i, p in enumerate(pts) if p["name"] == baseline), None)
     for i, p in enumerate(pts):
+        if p.get("kind") == "random":
+            continue
         x, y = xy[i]
         is_base = p["name"] == baseline
         ax.scatter([x], [y], s=110 if is_base else 45, marker="*" if is_base else "o", zorder=3,
-                   color="#d62728" if is_base else ("#1f77b4" if i in front else "#7f7f7f"))
+                   color="#d62728" if is_base else ("#1f77b4" if i in front else "#6baed6"))
         ax.annotate(str(p.get("label", p["name"])), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         if base_xy is not None and not is_base:
             ax.annotate("", xy=(x, y), xytext=base_xy, zorder=2,
@@ -75,6 +83,6 @@ def plot_pareto(
     ax.set_ylabel("mIoU (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    if len(front) > 1:
+    if len(front) > 1 or randoms:
         ax.legend(fontsize=7, loc="best")
     return _save(fig, path)

@@ -1,16 +1,17 @@
 """Deriving from the supernets [ST-NAS Sec. 3.2, 3.3]: the shrink rule for the encoder depths, the derived ``Arch``
 (depths and decoder ops, to which ``record.write_search_arch`` adds the search record) and ``derived_init.pt`` (the
-derived model carrying the supernets' weights).
+derived model carrying the supernets' weights, BatchNorm recalibrated: ``recalibrate_batchnorm``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from vidnas.checkpoint import save_checkpoint
@@ -21,7 +22,7 @@ from vidnas.models.architecture import Arch
 if TYPE_CHECKING:
     from vidnas.search.stnas.supernet import DecoderSupernet, DepthSupernet
 
-__all__ = ["shrink_depth", "derive_arch", "save_derived_init"]
+__all__ = ["shrink_depth", "derive_arch", "recalibrate_batchnorm", "save_derived_init"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,33 +59,86 @@ def derive_arch(
     decoder_supernet: DecoderSupernet | None = None,
     threshold: float = 1.0,
     name: str | None = None,
+    depths: Sequence[int] | None = None,
+    decoder_ops: Sequence[str] | None = None,
 ) -> Arch:
     """``base`` with the depths and / or decoder ops derived by the given supernets.
 
-    The derived architecture starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry
-    an older search record); ``vidnas.search.stnas.record.write_search_arch`` adds this search's record.
+    ``depths`` / ``decoder_ops``, when given, win over the supernets' own derivation (the truncated-loss depth rule,
+    decoder ops from several seeds). The derived architecture starts without ``base``'s ``extra`` (an architecture
+    file the config pointed to may carry an older search record); ``vidnas.search.stnas.record.write_search_arch``
+    adds this search's record.
     """
     changes: dict[str, Any] = {"extra": {}}
-    if depth_supernet is not None:
+    if depths is not None:
+        changes["depths"] = tuple(int(d) for d in depths)
+    elif depth_supernet is not None:
         changes["depths"] = depth_supernet.derive(threshold)
-    if decoder_supernet is not None:
-        changes["decoder_ops"] = decoder_supernet.derive()
+    if decoder_ops is not None or decoder_supernet is not None:
+        changes["decoder_ops"] = tuple(decoder_ops) if decoder_ops is not None else decoder_supernet.derive()
         changes["decoder"] = "sptcn"
     if name is not None:
         changes["name"] = name
     return dataclasses.replace(base, **changes)
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Any], forward: Callable[[Any], Any]) -> int:
+    """Recompute the running statistics of every BatchNorm of ``model`` on ``batches``.
+
+    A derived model drops the other candidates of every mixed op and truncated stages drop blocks, so the inputs of
+    later BatchNorm layers no longer have the statistics those layers tracked in the supernet. Here every BatchNorm
+    that tracks statistics is reset and set to a cumulative average (``momentum=None``), so after the forward passes
+    its ``running_mean`` / ``running_var`` are the average of the per-batch statistics over ``batches``. Only the
+    BatchNorm layers are in training mode meanwhile (dropout, drop-path stay off); no weight changes. Momenta and
+    train / eval modes are restored.
+
+    Args:
+        model: any module.
+        batches: the calibration batches (training data).
+        forward: ``batch -> anything``: runs ``model`` on one batch.
+
+    Returns:
+        The number of BatchNorm layers recalibrated (0: nothing to do, no forward pass run).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or not batches:
+        return 0
+    modes = {m: m.training for m in model.modules()}
+    momenta = [bn.momentum for bn in bns]
+    try:
+        model.eval()
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average: equal weight for every batch
+            bn.train()
+        for batch in batches:
+            forward(batch)
+    finally:
+        for bn, mom in zip(bns, momenta, strict=True):
+            bn.momentum = mom
+        for m, mode in modes.items():
+            m.training = mode
+    logger.debug("recalibrated %d BatchNorm layers on %d batches", len(bns), len(batches))
+    return len(bns)
+
+
 def save_derived_init(path: Path, cfg: Config, arch: Arch, source: Any, *, encoder: nn.Module,
-                      decoder: nn.Module) -> Path:
+                      decoder: nn.Module, calib_batches: Sequence[Any] = (), device: Any = "cpu") -> Path:
     """The derived model carrying the supernets' trained weights, as an engine checkpoint (``derived_init.pt``).
 
     ``encoder`` is the derived encoder (the decoder search's, or ``DepthSupernet.derived_encoder``), ``decoder`` the
-    derived decoder (``DecoderSupernet.derived_decoder()``, or the encoder search's baseline decoder). The state-dict
-    names are those of ``build_model(cfg, arch)``, so ``vidnas train --arch arch.json --init derived_init.pt`` loads
-    every tensor (checked here: a mismatch is logged).
+    derived decoder (``DecoderSupernet.derived_decoder()``, its mixing weights folded into the chosen ops, or the
+    encoder search's baseline decoder). With ``calib_batches`` (training batches ``{"frames": (B, T, 3, H, W)}``)
+    every BatchNorm is recalibrated on them (``recalibrate_batchnorm``), so the derived model computes what the
+    supernet computed as closely as a single op per slot can. The state-dict names are those of
+    ``build_model(cfg, arch)``, so ``vidnas train --arch arch.json --init derived_init.pt`` loads every tensor (checked
+    here: a mismatch is logged).
     """
     derived = VideoSegmenter(encoder, decoder, source.num_classes, window=arch.window, causal=arch.causal)
+    if calib_batches:
+        derived.to(device)
+        recalibrate_batchnorm(derived, calib_batches, lambda b: derived(b["frames"].to(device)))
     state = {k: v.detach().cpu() for k, v in derived.state_dict().items()}
     reference = build_model(cfg, arch, num_classes=source.num_classes).state_dict()
     missing = sorted(set(reference) - set(state))

@@ -4,23 +4,31 @@ Two public searches a researcher can call from Python, each on its own supernet 
 NAS steps are performed separately"), and ``search_stnas``, which runs both and writes every output:
 
 1. ``search_encoder_depths``. The latency table (``cfg.stnas.latency_table``, or every block of the full-depth encoder
-   timed now by ``vidnas.search.latency.measure_latency_table`` and saved as ``latency_table.json``; under torchrun
+   and the decoder parts timed now by ``vidnas.search.latency`` and saved as ``latency_table.json``; under torchrun
    rank 0 measures and broadcasts). The model of the config with its encoder wrapped in a ``DepthSupernet`` (Eq. 1);
    network weights (AdamW, ``cfg.train``) and alphas (``ClippedAdam`` at ``stnas.arch_lr``) train on the loss of
-   Eq. 2 (``step.encoder_search_loss``) for ``stnas.encoder_epochs``. Every step logs the task loss, the penalty,
-   the expected latency and every alpha. The shrink rule with ``stnas.threshold`` derives the depths.
+   Eq. 2 (``step.encoder_search_loss``) for ``stnas.encoder_epochs``: with lambda under the paper's rule, with
+   lambda 0 under the truncated rule (it applies lambda when it decides, so one supernet serves every lambda and
+   budget). Every step logs the task loss, the penalty, the expected latency, every alpha and every alpha's
+   task-only gradient (``alpha_grad``). The depths: the shrink rule (``stnas.depth_rule = "paper"``) or the
+   truncated validation losses with lambda or a latency budget (``"truncated"``; ``vidnas.search.stnas.depth``).
 2. ``search_decoder_ops``. A new model: the derived encoder (carrying the weights trained in step 1) and an SP-TCN
    decoder supernet whose 16 slots are ``MixedOp``s over the seven candidates (``stnas.candidates``). Betas are
    frozen for ``stnas.warmup_epochs``, then train jointly with the weights (single level) or, with ``stnas.mode =
-   "alternating"``, first-order DARTS on two halves of the training data. The task loss alone drives it. Derived op
-   per slot: argmax of beta.
+   "alternating"``, first-order DARTS on two halves of the training data, at the lr ``stnas.beta_travel / arch
+   steps``. The task loss alone drives it; every step logs the mean entropy of softmax(beta). Derived op per slot:
+   argmax of beta; with ``stnas.decoder_seeds = N`` the search runs N times (seeds ``k = 0 .. N-1``) and derives
+   from the softmax weights averaged over the seeds (``search_decoder_seeds``).
 3. ``search_stnas`` writes (rank 0) ``arch.json`` (``record.write_search_arch``), ``derived_init.pt``,
-   ``metrics.jsonl`` and TensorBoard (kinds ``encoder_search``, ``alpha``, ``decoder_search``, ``beta``), the plots
-   and ``report.md`` (``report``), ``search_summary.json``; every rank writes ``ranks/rank{N}_arch.json``.
+   ``metrics.jsonl`` and TensorBoard (kinds ``encoder_search``, ``alpha``, ``alpha_grad``, ``decoder_search``,
+   ``beta``; ``_s{k}`` suffixes for decoder seed k > 0), the plots and ``report.md`` (``report``),
+   ``search_summary.json``; every rank writes ``ranks/rank{N}_arch.json``. ``arch.json`` holds no timing: the same
+   command, seed, thread count and latency table give the same file, byte for byte.
 
 Both phases train in the engine's epoch loop (``vidnas.engine.loop``). Resume: a checkpoint per phase
-(``checkpoints/encoder_search.pt``, ``checkpoints/decoder_search.pt``) holds the supernet weights (arch weights
-included), both optimisers, the epoch and the elapsed time. Every epoch re-seeds from ``(train.seed, phase, epoch)``
+(``checkpoints/encoder_search.pt``, ``decoder_search.pt``, ``decoder_s{k}_search.pt``) holds the supernet weights
+(arch weights included), both optimisers, the epoch, the elapsed time and what the phase accumulates (the sums of
+the task-only alpha gradients). Every epoch re-seeds from ``(train.seed, phase, epoch)``
 and each phase's model is built right after seeding with a phase-specific seed, so ``resume=True`` continues exactly
 where the uninterrupted search would be (tested: same alphas and betas to the bit).
 """
@@ -28,9 +36,9 @@ where the uninterrupted search would be (tested: same alphas and betas to the bi
 from __future__ import annotations
 
 import logging
-import shutil
+import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,9 +57,24 @@ from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder,
 from vidnas.models.encoders import Encoder
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.precision import autocast, grad_scaler, loader_options
-from vidnas.search.latency import LatencyTable, measure_latency_table
+from vidnas.search.latency import (
+    LatencyTable,
+    complete_model_parts,
+    decoder_signatures,
+    measure_latency_table,
+)
+from vidnas.search.stnas.depth import (
+    DEPTH_RULES,
+    BudgetError,
+    DepthDecision,
+    choose_depths,
+    flip_lambdas,
+    lambda_path,
+    min_latency,
+    truncated_losses,
+)
 from vidnas.search.stnas.derive import derive_arch, save_derived_init
-from vidnas.search.stnas.record import StnasResult, write_search_arch
+from vidnas.search.stnas.record import StnasResult, decoder_consensus, write_search_arch
 from vidnas.search.stnas.report import draw_search, search_report
 from vidnas.search.stnas.step import (
     ARCH_BETAS,
@@ -78,17 +101,32 @@ __all__ = [
     "DecoderSearch",
     "search_encoder_depths",
     "search_decoder_ops",
+    "search_decoder_seeds",
+    "decoder_latency_estimate",
     "search_stnas",
 ]
 
 logger = logging.getLogger(__name__)
 
 _PHASE_SALT = {"encoder": 1, "decoder": 2}  # separates the two phases' seeds
-_CKPT = {"encoder": "encoder_search.pt", "decoder": "decoder_search.pt"}
-_KINDS = {  # metrics.jsonl record kinds of each phase (a resumed phase drops those after its checkpoint)
-    "encoder": ("encoder_search", "alpha", "encoder_epoch"),
-    "decoder": ("decoder_search", "beta", "decoder_epoch"),
-}
+_SEED_SALT = 1000  # decoder seed k > 0: phase seed + k * _SEED_SALT
+
+
+def _decoder_phase(k: int) -> str:
+    """Phase name of decoder search seed ``k``: ``decoder`` (k = 0, as before seeds existed), ``decoder_s{k}``."""
+    return "decoder" if k == 0 else f"decoder_s{k}"
+
+
+def _ckpt_name(phase: str) -> str:
+    return f"{phase}_search.pt"  # encoder_search.pt, decoder_search.pt, decoder_s1_search.pt, ...
+
+
+def _kinds(phase: str) -> tuple[str, ...]:
+    """metrics.jsonl record kinds of a phase (a resumed phase drops those after its checkpoint)."""
+    if phase == "encoder":
+        return ("encoder_search", "alpha", "alpha_grad", "encoder_epoch")
+    suffix = phase[len("decoder"):]
+    return (f"decoder_search{suffix}", f"beta{suffix}", f"decoder_epoch{suffix}")
 
 
 # ------------------------------------------------------------------------------------------------------ context
@@ -109,6 +147,7 @@ class SearchContext:
     train_ds: Any
     resume: bool = False
     show_progress: bool = True
+    val_ds: Any = None
 
     @classmethod
     def open(cls, cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True
@@ -118,15 +157,14 @@ class SearchContext:
         Raises:
             ValueError: bad ``stnas.mode`` or no annotated training frame.
         """
-        if cfg.stnas.mode not in SEARCH_MODES:
-            raise ValueError(f"stnas.mode={cfg.stnas.mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
+        check_stnas_config(cfg)
         run_dir = Path(run_dir)
         dist_info = init_distributed(cfg.train.device)
         run_logger = RunLogger(run_dir, enabled=dist_info.is_main)
-        source, train_ds, _ = build_datasets(cfg)
+        source, train_ds, val_ds = build_datasets(cfg)
         if len(train_ds) == 0:
             raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
-        return cls(cfg, run_dir, dist_info, run_logger, source, train_ds, resume, show_progress)
+        return cls(cfg, run_dir, dist_info, run_logger, source, train_ds, resume, show_progress, val_ds)
 
     @property
     def device(self) -> torch.device:
@@ -161,6 +199,7 @@ class EncoderSearch:
     lam: float
     threshold: float
     seconds: float
+    decision: DepthDecision | None = None
 
     @property
     def alphas(self) -> list[list[float]]:
@@ -168,8 +207,14 @@ class EncoderSearch:
 
     @property
     def depths(self) -> tuple[int, ...]:
-        """The derived depths (shrink rule at ``threshold``)."""
+        """The derived depths: the decision's (``depth_rule``), else the shrink rule at ``threshold``."""
+        if self.decision is not None:
+            return tuple(self.decision.depths)
         return self.supernet.derive(self.threshold)
+
+    def derived_encoder(self) -> Encoder:
+        """A copy of the encoder keeping the derived depths, with the weights trained in the supernet."""
+        return self.supernet.encoder.with_depths(self.depths)
 
     @property
     def full_depths(self) -> tuple[int, ...]:
@@ -183,7 +228,7 @@ class EncoderSearch:
     @property
     def derived_latency_ms(self) -> float:
         """Summed block latency (ms) of the derived encoder."""
-        return self.supernet.expected_latency(self.latencies, self.threshold)
+        return float(sum(sum(row[:d]) for row, d in zip(self.latencies, self.depths, strict=True)))
 
 
 @dataclass
@@ -193,10 +238,17 @@ class DecoderSearch:
     model: VideoSegmenter
     supernet: DecoderSupernet
     seconds: float
+    arch_lr: float | None = None
+    seed_index: int = 0
 
     @property
     def betas(self) -> list[list[float]]:
         return self.supernet.betas()
+
+    @property
+    def weights(self) -> list[list[float]]:
+        """softmax(beta) per slot."""
+        return self.supernet.op_weights()
 
     @property
     def ops(self) -> tuple[str, ...]:
@@ -212,7 +264,37 @@ class DecoderSearch:
 
 
 def _phase_seed(seed: int, phase: str) -> int:
+    if phase.startswith("decoder_s"):
+        return seed * 31 + _PHASE_SALT["decoder"] + _SEED_SALT * int(phase[len("decoder_s"):])
     return seed * 31 + _PHASE_SALT[phase]
+
+
+def check_stnas_config(cfg: Config) -> None:
+    """Reject bad ``stnas`` values with a message naming the key and value (before any expensive work).
+
+    Raises:
+        ValueError: bad mode, depth rule, budget, travel, seeds or batch counts.
+    """
+    st = cfg.stnas
+    if st.mode not in SEARCH_MODES:
+        raise ValueError(f"stnas.mode={st.mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
+    if st.depth_rule not in DEPTH_RULES:
+        raise ValueError(f"stnas.depth_rule={st.depth_rule!r}; valid rules: {', '.join(DEPTH_RULES)}")
+    if st.target_latency_ms is not None:
+        if not (math.isfinite(st.target_latency_ms) and st.target_latency_ms > 0):
+            raise ValueError(f"stnas.target_latency_ms={st.target_latency_ms}: must be a positive number of ms")
+        if st.depth_rule != "truncated":
+            raise ValueError("a latency budget (stnas.target_latency_ms, --target-latency) needs "
+                             f"stnas.depth_rule=truncated, not {st.depth_rule!r}")
+    if st.beta_travel is not None and not st.beta_travel > 0:
+        raise ValueError(f"stnas.beta_travel={st.beta_travel}: must be > 0 (or null to use stnas.arch_lr)")
+    if st.decoder_seeds < 1:
+        raise ValueError(f"stnas.decoder_seeds={st.decoder_seeds}: must be >= 1")
+    if st.depth_val_batches < 1 or st.bn_calib_batches < 0:
+        raise ValueError(f"stnas.depth_val_batches={st.depth_val_batches} must be >= 1 and "
+                         f"stnas.bn_calib_batches={st.bn_calib_batches} >= 0")
+    if not st.lam >= 0:
+        raise ValueError(f"stnas.lam={st.lam}: lambda must be >= 0")
 
 
 def _cycle(make: Callable[[], DataLoader]) -> Iterator[Any]:
@@ -226,23 +308,38 @@ def _cycle(make: Callable[[], DataLoader]) -> Iterator[Any]:
             raise ValueError("the architecture half of the training data is empty")
 
 
-def _latency_table(ctx: SearchContext, encoder: Encoder) -> LatencyTable:
-    """The table of Eq. 2: the configured file, the one this run measured before (resume), or measure now."""
+def _latency_table(ctx: SearchContext, encoder: Encoder, *, need_parts: bool = False) -> LatencyTable:
+    """The table of Eq. 2: the configured file, the one this run measured before (resume), or measure now.
+
+    A table measured now holds every part of ``LatencyTable.model_latency`` (stem, outputs, decoder parts); a given
+    table gets the missing ones measured only when ``need_parts`` (a latency budget). The run directory keeps the
+    table used (``latency_table.json``: a copy of the given file, plus any part measured here).
+    """
     cfg, run_dir, dist_info = ctx.cfg, ctx.run_dir, ctx.dist_info
     local = run_dir / "latency_table.json"
+    base = arch_from_config(cfg)
+    candidates = tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
+    data = None
     if cfg.stnas.latency_table:
         table = LatencyTable.load(cfg.stnas.latency_table)
-        logger.info("latency table %s (%d blocks)", table.path, len(table.blocks))
-        if dist_info.is_main and table.path is not None and table.path.resolve() != local.resolve():
-            shutil.copy2(table.path, local)  # a copy beside the result; arch.json records the original path
+        logger.info("latency table %s (%d blocks, %d parts)", table.path, len(table.blocks), len(table.parts))
+        if dist_info.is_main:
+            if need_parts:
+                complete_model_parts(table, encoder, base, ctx.num_classes, candidates)
+            data = table.to_dict()
+            if table.path is None or table.path.resolve() != local.resolve():
+                LatencyTable.from_dict(data).save(local)  # beside the result; arch.json records the given path
+        given = table.path
+        data = broadcast_object(data) if dist_info.enabled else data
+        table = LatencyTable.from_dict(data, source=given)
     elif ctx.resume and local.is_file():
         table = LatencyTable.load(local)
     else:
-        data = None
         if dist_info.is_main:
             logger.info("measuring the block latencies of %s at %s (no stnas.latency_table given)",
                         encoder.name, encoder.img_size)
             measured = measure_latency_table(encoder)
+            complete_model_parts(measured, encoder, base, ctx.num_classes, candidates)
             measured.save(local)
             data = measured.to_dict()
         # timings differ between processes: every rank must regularise with rank 0's
@@ -250,6 +347,32 @@ def _latency_table(ctx: SearchContext, encoder: Encoder) -> LatencyTable:
         table = LatencyTable.from_dict(data, source=local)
     table.latencies_for(encoder)  # fail now, naming the missing signature, not mid-epoch
     return table
+
+
+def decoder_latency_estimate(table: LatencyTable, encoder: Encoder, base: Arch, num_classes: int, *,
+                             searched: bool, candidates: Sequence[str] = SEARCH_CANDIDATES) -> float:
+    """The decoder's share (ms) of a latency budget, read from the table.
+
+    Not searched: the table latency of ``base``'s decoder (the SP-TCN baseline, or ``base.decoder_ops``). Searched:
+    its ops are not known yet, so every slot counts the mean latency of the candidates (the expected latency under
+    uniformly drawn ops) on top of the fixed parts. The report states the searched decoder's actual table latency.
+
+    Raises:
+        ValueError: a decoder other than ``sptcn`` (its latency is not in tables).
+        MissingLatencyError: a part is missing.
+    """
+    if base.decoder != "sptcn":
+        raise ValueError(f"a latency budget needs the sptcn decoder in the latency table, the config has "
+                         f"{base.decoder!r}")
+    last = len(encoder.depths) - 1
+    args = (encoder.out_channels[last], num_classes, encoder.feature_hw(last), encoder.img_size)
+    if not searched:
+        return table.decoder_latency(base, *args)
+    keys = decoder_signatures(base, *args)
+    per = 4 * len(base.dilations)
+    mean_op = [sum(table.part(keys["op"](name, base.dilations[k // 4])) for name in candidates) / len(candidates)
+               for k in range(per)]
+    return table.part(keys["fixed"]) + table.part(keys["upsample"]) + sum(mean_op)
 
 
 def _sync_arch(model: nn.Module, dist_info: DistInfo) -> None:
@@ -263,7 +386,12 @@ def _sync_arch(model: nn.Module, dist_info: DistInfo) -> None:
 
 @dataclass
 class _Phase:
-    """One supernet training phase (encoder or decoder search)."""
+    """One supernet training phase (encoder or decoder search).
+
+    ``arch_lr``: the architecture weights' lr, or a function of the number of architecture steps of the phase.
+    ``after_arch_backward``: see ``search_step``. ``state``: what the phase accumulates across steps (saved in its
+    checkpoint, restored on resume).
+    """
 
     name: str
     model: VideoSegmenter
@@ -271,8 +399,11 @@ class _Phase:
     warmup_epochs: int
     loss_terms: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
     on_step: Callable[[int, int, dict[str, float]], None]
+    arch_lr: float | Callable[[int], float] = 3e-4
+    after_arch_backward: Callable[[], None] | None = None
     seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    used_arch_lr: float = 0.0
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
@@ -283,11 +414,22 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
     model = phase.model
     seed = _phase_seed(cfg.train.seed, phase.name)
     set_arch_trainable(model, True)  # DDP registers what requires grad now; warm-up freezes later (see below)
+    halves: tuple[Any, Any] | None = None
+    if cfg.stnas.mode == "alternating":
+        # first-order DARTS: weights on one half of the training items, architecture on the other (fixed split)
+        perm = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed)).tolist()
+        cut = len(perm) // 2
+        halves = (Subset(train_ds, sorted(perm[:cut])), Subset(train_ds, sorted(perm[cut:])))
+    weight_ds = train_ds if halves is None else halves[0]
+    steps = steps_per_epoch(len(weight_ds), cfg.train.batch_size, dist_info.world_size, cfg.train.max_steps_per_epoch)
+    arch_steps = max(phase.epochs - phase.warmup_epochs, 0) * steps  # one arch step per weight step, both modes
+    lr = phase.arch_lr(max(arch_steps, 1)) if callable(phase.arch_lr) else float(phase.arch_lr)
+    phase.used_arch_lr = lr
     weight_opt = torch.optim.AdamW(weight_parameters(model), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
                                    betas=cfg.train.betas)
-    arch_opt = ClippedAdam(arch_parameters(model), max_norm=ARCH_GRAD_CLIP, lr=cfg.stnas.arch_lr, betas=ARCH_BETAS,
+    arch_opt = ClippedAdam(arch_parameters(model), max_norm=ARCH_GRAD_CLIP, lr=lr, betas=ARCH_BETAS,
                            weight_decay=0.0)
-    ckpt = ctx.run_dir / "checkpoints" / _CKPT[phase.name]
+    ckpt = ctx.run_dir / "checkpoints" / _ckpt_name(phase.name)
     start = 0
     if ctx.resume and ckpt.is_file():
         state = load_checkpoint(ckpt)
@@ -295,8 +437,9 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
         weight_opt.load_state_dict(state["weight_optimizer"])
         arch_opt.load_state_dict(state["arch_optimizer"])
         start, phase.seconds = int(state["epoch"]) + 1, float(state.get("seconds", 0.0))
+        phase.state.update(state.get("phase_state") or {})
         logger.info("%s search: resumed from %s at epoch %d", phase.name, ckpt, start)
-    for kind in _KINDS[phase.name]:
+    for kind in _kinds(phase.name):
         ctx.run_logger.truncate_after(kind, "epoch", start - 1)
     if start >= phase.epochs:
         set_arch_trainable(model, False)
@@ -307,15 +450,6 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
     net: nn.Module = model
     if dist_info.enabled:
         net = nn.parallel.DistributedDataParallel(model, find_unused_parameters=phase.warmup_epochs > start)
-
-    halves: tuple[Any, Any] | None = None
-    if cfg.stnas.mode == "alternating":
-        # first-order DARTS: weights on one half of the training items, architecture on the other (fixed split)
-        perm = torch.randperm(len(train_ds), generator=torch.Generator().manual_seed(seed)).tolist()
-        cut = len(perm) // 2
-        halves = (Subset(train_ds, sorted(perm[:cut])), Subset(train_ds, sorted(perm[cut:])))
-    weight_ds = train_ds if halves is None else halves[0]
-    steps = steps_per_epoch(len(weight_ds), cfg.train.batch_size, dist_info.world_size, cfg.train.max_steps_per_epoch)
     ignore = cfg.data.ignore_index
 
     def loaded(ds: Any, s: int, epoch: int) -> DataLoader:
@@ -348,7 +482,7 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
                  ) -> dict[str, float]:
             arch_batch = next(arch_iter) if (arch_iter is not None and arch_on) else None
             logs = search_step(model, loss_fn, weight_opt, arch_opt, batch, mode=cfg.stnas.mode, arch_batch=arch_batch,
-                               scaler=scaler)
+                               scaler=scaler, after_arch_backward=phase.after_arch_backward)
             phase.on_step(epoch * steps + i, epoch, {**logs, "arch_trainable": float(arch_on)})
             return logs
 
@@ -358,7 +492,7 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
         sync_buffers(model, dist_info)  # BN statistics: rank 0's, as the engine does
         _sync_arch(model, dist_info)
         phase.seconds += time.perf_counter() - t0
-        ctx.run_logger.log(f"{phase.name}_epoch", epoch, epoch=epoch, loss=mean_loss(logs), seconds=phase.seconds)
+        ctx.run_logger.log(_kinds(phase.name)[-1], epoch, epoch=epoch, loss=mean_loss(logs), seconds=phase.seconds)
         if dist_info.is_main:
             save_checkpoint(ckpt, {
                 "phase": phase.name,
@@ -368,6 +502,7 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
                 "arch_optimizer": arch_opt.state_dict(),
                 "scaler": scaler.state_dict(),
                 "seconds": phase.seconds,
+                "phase_state": phase.state,
                 "config": config_to_dict(cfg),
             })
         barrier()
@@ -393,50 +528,179 @@ def search_encoder_depths(
     resume: bool = False,
     show_progress: bool = True,
     context: SearchContext | None = None,
+    budget_ms: float | None = None,
+    decoder_searched: bool = False,
 ) -> EncoderSearch:
-    """The encoder depth search (module docstring, step 1): train a depth supernet on Eq. 2 and derive its depths.
+    """The encoder depth search (module docstring, step 1): train a depth supernet and decide its depths.
+
+    Under ``stnas.depth_rule = "paper"`` the supernet trains on Eq. 2 with ``lam`` and the shrink rule derives the
+    depths. Under ``"truncated"`` it trains on the task loss (lambda 0 in Eq. 2), then the truncated validation losses
+    decide (``vidnas.search.stnas.depth``): ``argmin L + lam * T``, or with ``budget_ms`` the most accurate depths
+    whose table latency (encoder + decoder) fits. Every arch step logs each alpha's task-only gradient
+    ``g_i = dL_task/d alpha_i``; their means give the paper rule's flip lambdas ``-E[g_i] / s_i``.
 
     Args:
         cfg: resolved config (``data``, ``model``, ``train`` for the optimiser and batches, ``stnas``).
         run_dir: run directory (its ``checkpoints/encoder_search.pt``, ``latency_table.json``, ``metrics.jsonl``).
-        lam: lambda of Eq. 2; None = ``cfg.stnas.lam``.
+        lam: lambda; None = ``cfg.stnas.lam``.
         resume: continue from the phase checkpoint (exactly).
         show_progress: tqdm bars (rank 0).
         context: a shared ``SearchContext`` (``search_stnas`` passes one); None = open one for this call.
+        budget_ms: latency budget (ms) of encoder + decoder; None = ``cfg.stnas.target_latency_ms`` (None: lambda).
+        decoder_searched: the decoder will be searched after this (its budget share is then an estimate:
+            ``decoder_latency_estimate``).
 
     Returns:
-        An ``EncoderSearch`` (the trained supernet, its alphas, the derived depths and latencies).
+        An ``EncoderSearch`` (the trained supernet, its alphas, the decision and the derived depths).
+
+    Raises:
+        BudgetError: before any training, when no depth combination fits the budget.
     """
     ctx, own = _with_context(cfg, run_dir, context, resume, show_progress)
     lam = float(cfg.stnas.lam if lam is None else lam)
+    budget_ms = cfg.stnas.target_latency_ms if budget_ms is None else float(budget_ms)
+    rule = cfg.stnas.depth_rule
+    if budget_ms is not None and rule != "truncated":
+        raise ValueError(f"a latency budget needs stnas.depth_rule=truncated, not {rule!r}")
     threshold = float(cfg.stnas.threshold)
     seed_everything(_phase_seed(cfg.train.seed, "encoder"))
-    model = build_model(cfg, arch_from_config(cfg), num_classes=ctx.num_classes)
+    base = arch_from_config(cfg)
+    model = build_model(cfg, base, num_classes=ctx.num_classes)
     supernet = DepthSupernet(model.encoder)
     model.encoder = supernet
     model.to(ctx.device)  # after wrapping: the alphas go with the weights
-    table = _latency_table(ctx, supernet.encoder)
+    table = _latency_table(ctx, supernet.encoder, need_parts=budget_ms is not None)
     lat = table.latencies_for(supernet.encoder)
+    fixed_ms, decoder_ms = 0.0, None
+    if budget_ms is not None:
+        candidates = tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
+        decoder_ms = decoder_latency_estimate(table, supernet.encoder, base, ctx.num_classes,
+                                              searched=decoder_searched, candidates=candidates)
+        fixed_ms = table.fixed_encoder_latency(supernet.encoder) + decoder_ms
+        lowest = min_latency(lat, fixed_ms)
+        if lowest > budget_ms:  # say it now, not after the epochs
+            raise BudgetError(
+                f"no depth combination fits the latency budget {budget_ms:g} ms: the smallest table latency is "
+                f"{lowest:.3f} ms (every stage at its first block: {lowest - fixed_ms:.3f} ms of blocks, "
+                f"{fixed_ms - decoder_ms:.3f} ms of stem / downsamples / outputs, {decoder_ms:.3f} ms decoder"
+                + (", estimated for a searched decoder" if decoder_searched else "") + f"; table {table.path})")
+    lam_train = lam if rule == "paper" else 0.0
+    flat_lat = [s for row in lat for s in row]
+    phase_state: dict[str, Any] = {"grad_sum": [0.0] * len(flat_lat), "grad_steps": 0}
 
     def terms(task: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return encoder_search_loss(task, supernet, lat, lam)
+        return encoder_search_loss(task, supernet, lat, lam_train)
+
+    last_grad: list[float] = []
+
+    def task_grads() -> None:
+        # g_task = dL/d alpha - lam_train * sign(alpha) * s: the penalty's gradient is known exactly (Eq. 2)
+        g = []
+        for stage, row in zip(supernet.stages, lat, strict=True):
+            if stage.alpha is None or stage.alpha.grad is None:
+                g += [0.0] * len(row)
+                continue
+            pen = lam_train * torch.sign(stage.alpha.detach()) * torch.as_tensor(row, dtype=stage.alpha.dtype)
+            g += (stage.alpha.grad.detach() - pen.to(stage.alpha.device)).tolist()
+        phase.state["grad_sum"] = [a + b for a, b in zip(phase.state["grad_sum"], g, strict=True)]
+        phase.state["grad_steps"] += 1
+        last_grad[:] = g
 
     def on_step(step: int, epoch: int, logs: dict[str, float]) -> None:
-        ctx.run_logger.log("encoder_search", step, epoch=epoch, lam=lam,
+        ctx.run_logger.log("encoder_search", step, epoch=epoch, lam=lam, lam_train=lam_train,
                            expected_latency_ms=supernet.expected_latency(lat, threshold),
                            depths=list(supernet.derive(threshold)), **logs)
         ctx.run_logger.log("alpha", step, epoch=epoch, **{
             f"s{s}_b{i}": a for s, row in enumerate(supernet.alphas()) for i, a in enumerate(row)})
+        if last_grad:
+            names = [f"s{s}_b{i}" for s, row in enumerate(lat) for i in range(len(row))]
+            ctx.run_logger.log("alpha_grad", step, epoch=epoch, **dict(zip(names, last_grad, strict=True)))
+            last_grad.clear()
 
-    phase = _Phase("encoder", model, cfg.stnas.encoder_epochs, 0, terms, on_step)
+    phase = _Phase("encoder", model, cfg.stnas.encoder_epochs, 0, terms, on_step, arch_lr=cfg.stnas.arch_lr,
+                   after_arch_backward=task_grads, state=phase_state)
     _run_phase(phase, ctx)
     _sync_arch(model, ctx.dist_info)
-    out = EncoderSearch(model, supernet, table, lat, lam, threshold, phase.seconds)
-    logger.info("encoder search: depths %s -> %s, block latency %.2f -> %.2f ms", out.full_depths, out.depths,
-                out.full_latency_ms, out.derived_latency_ms)
+
+    n = max(int(phase.state["grad_steps"]), 1)
+    flat_mean = [v / n for v in phase.state["grad_sum"]]
+    grad_mean, k = [], 0
+    for row in lat:
+        grad_mean.append(flat_mean[k:k + len(row)])
+        k += len(row)
+    full_depths = supernet.depths
+    if rule == "paper":
+        decision = DepthDecision(rule="paper", depths=supernet.derive(threshold), lam=lam, full_depths=full_depths,
+                                 block_latencies=lat)
+    else:
+        decision = _truncated_decision(ctx, model, supernet, lat, lam=lam, budget_ms=budget_ms, fixed_ms=fixed_ms)
+        decision.decoder_ms = decoder_ms
+    decision.latency_ms = sum(sum(row[:d]) for row, d in zip(lat, decision.depths, strict=True)) + decision.fixed_ms
+    decision.task_grad_mean = grad_mean
+    decision.flip_lambda = flip_lambdas(grad_mean, lat)
+    out = EncoderSearch(model, supernet, table, lat, lam, threshold, phase.seconds, decision)
+    logger.info("encoder search (%s rule): depths %s -> %s, block latency %.2f -> %.2f ms", rule, out.full_depths,
+                out.depths, out.full_latency_ms, out.derived_latency_ms)
     if own:
         ctx.close()
     return out
+
+
+def _fixed_batches(ds: Any, batch_size: int, count: int, *, shuffle_seed: int | None = None) -> list[Any]:
+    """The first ``count`` batches of ``ds`` (in order, or shuffled by ``shuffle_seed``), held in memory."""
+    if shuffle_seed is None:
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
+    else:
+        loader = epoch_loader(ds, batch_size=batch_size, seed=shuffle_seed, epoch=0)
+    out = []
+    for batch in loader:
+        if len(out) >= count:
+            break
+        out.append(batch)
+    return out
+
+
+def _truncated_decision(ctx: SearchContext, model: VideoSegmenter, supernet: DepthSupernet,
+                        lat: list[list[float]], *, lam: float, budget_ms: float | None,
+                        fixed_ms: float) -> DepthDecision:
+    """Measure the truncated losses and decide (rank 0's decision on every rank)."""
+    cfg, device, ignore = ctx.cfg, ctx.device, ctx.cfg.data.ignore_index
+    val_ds = ctx.val_ds
+    if val_ds is None or len(val_ds) == 0:
+        logger.warning("no validation frames in split %r: the truncated losses use training clips",
+                       cfg.data.val_split)
+        val_ds = ctx.train_ds
+    bs = cfg.train.batch_size
+    ctx.train_ds.set_epoch(0)
+    seed = _phase_seed(cfg.train.seed, "encoder")
+    val_batches = _fixed_batches(val_ds, bs, cfg.stnas.depth_val_batches)
+    calib = _fixed_batches(ctx.train_ds, bs, cfg.stnas.bn_calib_batches, shuffle_seed=seed + 17)
+
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        logits = model(batch["frames"].to(device))  # (B, T, K, H, W)
+        return segmentation_loss(logits, batch["masks"].to(device), ignore)
+
+    t0 = time.perf_counter()
+    full, losses = truncated_losses(supernet, loss_of, val_batches, model=model, calib_batches=calib,
+                                    calib_forward=lambda b: model(b["frames"].to(device)))
+    if ctx.dist_info.enabled:
+        full, losses = broadcast_object((full, losses))  # type: ignore[misc]
+    if budget_ms is not None:
+        choice = choose_depths(losses, full, lat, budget_ms=budget_ms, fixed_ms=fixed_ms)
+    else:
+        choice = choose_depths(losses, full, lat, lam=lam, fixed_ms=fixed_ms)
+    logger.info("truncated losses measured in %.1f s over %d validation batches: depths %s (loss %.4f, %.3f ms)",
+                time.perf_counter() - t0, len(val_batches), choice.depths, choice.loss, choice.latency_ms)
+    return DepthDecision(rule="truncated", depths=choice.depths, lam=None if budget_ms is not None else lam,
+                         budget_ms=budget_ms, full_depths=supernet.depths, losses=losses, full_loss=full,
+                         loss=choice.loss, fixed_ms=fixed_ms, block_latencies=lat,
+                         path=lambda_path(losses, full, lat, fixed_ms=fixed_ms), val_batches=len(val_batches))
+
+
+def _entropy(weights: list[list[float]]) -> tuple[float, float]:
+    """(mean over slots of the entropy of softmax(beta) in nats, mean over slots of the largest weight)."""
+    ent = [-sum(w * math.log(w) for w in row if w > 0) for row in weights]
+    return sum(ent) / len(ent), sum(max(row) for row in weights) / len(weights)
 
 
 def search_decoder_ops(
@@ -447,17 +711,27 @@ def search_decoder_ops(
     resume: bool = False,
     show_progress: bool = True,
     context: SearchContext | None = None,
+    seed_index: int = 0,
 ) -> DecoderSearch:
     """The decoder op search (module docstring, step 2): train a TCNNAS decoder supernet and derive its ops.
+
+    The betas' lr is ``stnas.beta_travel / A`` with ``A = (decoder_epochs - warmup_epochs) * steps per epoch`` the
+    architecture steps of the phase: Adam moves a beta by about its lr per step, so every beta can travel about
+    ``beta_travel`` in total, whatever the budget (None: ``stnas.arch_lr`` per step). Every step logs the mean
+    entropy of softmax(beta) over the slots (``beta_entropy``; uniform: ln 7 = 1.946 nats) and the mean largest
+    weight (``beta_max``).
 
     Args:
         cfg: resolved config; the decoder must be ``sptcn``.
         run_dir: run directory (its ``checkpoints/decoder_search.pt``, ``metrics.jsonl``).
-        encoder: the encoder to search on (e.g. ``EncoderSearch.supernet.derived_encoder(threshold)``, with the
-            weights trained there); None = the config's encoder.
+        encoder: the encoder to search on (e.g. ``EncoderSearch.derived_encoder()``, with the weights trained
+            there); None = the config's encoder. Not modified: the search trains a copy.
         resume: continue from the phase checkpoint (exactly).
         show_progress: tqdm bars (rank 0).
         context: a shared ``SearchContext``; None = open one for this call.
+        seed_index: which of ``stnas.decoder_seeds`` searches this is (0 = the only one by default); seed ``k > 0``
+            has its own phase seed, checkpoint ``decoder_s{k}_search.pt`` and log kinds ``decoder_search_s{k}``,
+            ``beta_s{k}``.
 
     Raises:
         ValueError: the config's decoder is not ``sptcn``.
@@ -467,32 +741,65 @@ def search_decoder_ops(
         raise ValueError(f"the decoder search needs the sptcn decoder, the config has {base.decoder!r}; "
                          "pass skip_decoder (--skip-decoder) to search the encoder only")
     ctx, own = _with_context(cfg, run_dir, context, resume, show_progress)
-    seed_everything(_phase_seed(cfg.train.seed, "decoder"))
+    name = _decoder_phase(seed_index)
+    seed_everything(_phase_seed(cfg.train.seed, name))
     if encoder is None:
         encoder = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths,
                                 weights=cfg.model.weights)
+    else:
+        encoder = encoder.with_depths(encoder.depths)  # a copy: every seed starts from the same weights
     supernet = build_decoder_supernet(encoder.out_channels[-1], ctx.num_classes, channels=base.channels,
                                       dilations=base.dilations, full_channels=base.full_channels, causal=base.causal,
                                       candidates=cfg.stnas.candidates or SEARCH_CANDIDATES)
     model = VideoSegmenter(encoder, supernet, ctx.num_classes, window=base.window, causal=base.causal).to(ctx.device)
+    kind_search, kind_beta = _kinds(name)[:2]
 
     def terms(task: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return task, {"task_loss": float(task.detach())}
 
     def on_step(step: int, epoch: int, logs: dict[str, float]) -> None:
-        ctx.run_logger.log("decoder_search", step, epoch=epoch, ops=list(supernet.derive()), **logs)
-        ctx.run_logger.log("beta", step, epoch=epoch, **{
-            f"{k:02d}_{name}": w for k, row in enumerate(supernet.op_weights())
-            for name, w in zip(supernet.candidates, row, strict=True)})
+        weights = supernet.op_weights()
+        entropy, top = _entropy(weights)
+        ctx.run_logger.log(kind_search, step, epoch=epoch, ops=list(supernet.derive()), beta_entropy=entropy,
+                           beta_max=top, **logs)
+        ctx.run_logger.log(kind_beta, step, epoch=epoch, **{
+            f"{k:02d}_{op}": w for k, row in enumerate(weights)
+            for op, w in zip(supernet.candidates, row, strict=True)})
 
-    phase = _Phase("decoder", model, cfg.stnas.decoder_epochs, cfg.stnas.warmup_epochs, terms, on_step)
+    travel = cfg.stnas.beta_travel
+    arch_lr: float | Callable[[int], float] = cfg.stnas.arch_lr if travel is None else (lambda n: float(travel) / n)
+    phase = _Phase(name, model, cfg.stnas.decoder_epochs, cfg.stnas.warmup_epochs, terms, on_step, arch_lr=arch_lr)
     _run_phase(phase, ctx)
     _sync_arch(model, ctx.dist_info)
-    out = DecoderSearch(model, supernet, phase.seconds)
-    logger.info("decoder search: ops %s", list(out.ops))
+    out = DecoderSearch(model, supernet, phase.seconds, phase.used_arch_lr, seed_index)
+    logger.info("decoder search (seed %d, beta lr %.3g): ops %s", seed_index, phase.used_arch_lr, list(out.ops))
     if own:
         ctx.close()
     return out
+
+
+def search_decoder_seeds(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    encoder: Encoder | None = None,
+    resume: bool = False,
+    show_progress: bool = True,
+    context: SearchContext | None = None,
+) -> tuple[list[DecoderSearch], dict[str, Any]]:
+    """``stnas.decoder_seeds`` decoder searches from the same encoder, and their consensus.
+
+    Returns:
+        (every seed's ``DecoderSearch``, ``record.decoder_consensus(...)``: the ops derived from the softmax weights
+        averaged over the seeds, the per-slot agreement between seeds, ...).
+    """
+    ctx, own = _with_context(cfg, run_dir, context, resume, show_progress)
+    runs = [search_decoder_ops(cfg, run_dir, encoder=encoder, context=ctx, seed_index=k)
+            for k in range(cfg.stnas.decoder_seeds)]
+    consensus = decoder_consensus([r.weights for r in runs], runs[0].candidates)
+    if own:
+        ctx.close()
+    return runs, consensus
 
 
 # ------------------------------------------------------------------------------------------------------ the search
@@ -517,7 +824,7 @@ def search_stnas(
         run_dir: run directory (created).
         resume: continue from the phase checkpoints in ``run_dir/checkpoints`` (exactly).
         show_progress: tqdm bars (rank 0).
-        lam: lambda of Eq. 2; None = ``cfg.stnas.lam``.
+        lam: lambda; None = ``cfg.stnas.lam``.
         skip_encoder: keep the config's encoder depths, search the decoder only.
         skip_decoder: keep the config's decoder, search the encoder depths only.
         save_init: write ``derived_init.pt``.
@@ -528,72 +835,92 @@ def search_stnas(
 
     Raises:
         FileNotFoundError: ``resume`` without any checkpoint in ``run_dir``.
-        ValueError: bad ``stnas.mode``, both phases skipped, or a decoder search on a non-SP-TCN decoder.
+        ValueError: a bad ``stnas`` value, both phases skipped, or a decoder search on a non-SP-TCN decoder.
+        BudgetError: no depth combination fits ``stnas.target_latency_ms`` (raised before training).
     """
     run_dir = Path(run_dir)
     lam = float(cfg.stnas.lam if lam is None else lam)
     threshold = float(cfg.stnas.threshold)
-    if cfg.stnas.mode not in SEARCH_MODES:
-        raise ValueError(f"stnas.mode={cfg.stnas.mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
+    check_stnas_config(cfg)
+    if lam < 0:
+        raise ValueError(f"lambda must be >= 0, got {lam}")
     if skip_encoder and skip_decoder:
         raise ValueError("nothing to search: both the encoder and the decoder search are skipped")
+    if skip_encoder and cfg.stnas.target_latency_ms is not None:
+        raise ValueError("a latency budget decides encoder depths: it cannot be used with skip_encoder")
     base = arch_from_config(cfg)
     if not skip_decoder and base.decoder != "sptcn":
         raise ValueError(f"the decoder search needs the sptcn decoder, the config has {base.decoder!r}; "
                          "pass skip_decoder (--skip-decoder) to search the encoder only")
     ckpt_dir = run_dir / "checkpoints"
-    if resume and not any((ckpt_dir / name).is_file() for name in _CKPT.values()):
+    if resume and not any(ckpt_dir.glob("*_search.pt")):
         raise FileNotFoundError(f"--resume: no search checkpoint in {ckpt_dir}")
 
     ctx = SearchContext.open(cfg, run_dir, resume=resume, show_progress=show_progress)
-    enc = None if skip_encoder else search_encoder_depths(cfg, run_dir, lam=lam, context=ctx)
-    dec = None
+    enc = None if skip_encoder else search_encoder_depths(cfg, run_dir, lam=lam, context=ctx,
+                                                          decoder_searched=not skip_decoder)
+    decs: list[DecoderSearch] = []
+    consensus: dict[str, Any] | None = None
     if not skip_decoder:
         # the derived depths, with the weights trained above; else the config's encoder
-        encoder = None if enc is None else enc.supernet.derived_encoder(threshold)
-        dec = search_decoder_ops(cfg, run_dir, encoder=encoder, context=ctx)
+        encoder = None if enc is None else enc.derived_encoder()
+        decs, consensus = search_decoder_seeds(cfg, run_dir, encoder=encoder, context=ctx)
 
-    arch = derive_arch(base, depth_supernet=None if enc is None else enc.supernet,
-                       decoder_supernet=None if dec is None else dec.supernet, threshold=threshold, name="stnas")
-    result = _result(run_dir, arch, base, lam, threshold, enc, dec)
-    _write(ctx, result, enc, dec, save_init=save_init, plots=plots)
+    arch = derive_arch(base, depths=None if enc is None else enc.depths,
+                       decoder_ops=None if consensus is None else consensus["ops"], threshold=threshold,
+                       name="stnas")
+    result = _result(run_dir, arch, base, lam, threshold, enc, decs, consensus, cfg)
+    _write(ctx, result, enc, decs, save_init=save_init, plots=plots)
     ctx.close()
     barrier()
     return result
 
 
 def _result(run_dir: Path, arch: Arch, base: Arch, lam: float, threshold: float, enc: EncoderSearch | None,
-            dec: DecoderSearch | None) -> StnasResult:
+            decs: list[DecoderSearch], consensus: dict[str, Any] | None, cfg: Config) -> StnasResult:
     result = StnasResult(run_dir=run_dir, arch=arch, arch_path=run_dir / "arch.json", lam=lam, threshold=threshold,
-                         full_depths=base.depths, depths=base.depths)
+                         full_depths=base.depths, depths=base.depths, depth_rule=cfg.stnas.depth_rule)
     if enc is not None:
         result.full_depths, result.depths, result.alphas = enc.full_depths, enc.depths, enc.alphas
         result.latency_table_path = enc.table.path
         result.full_latency_ms, result.derived_latency_ms = enc.full_latency_ms, enc.derived_latency_ms
         result.encoder_seconds = enc.seconds
-    if dec is not None:
-        result.betas, result.decoder_ops, result.candidates = dec.betas, dec.ops, dec.candidates
-        result.decoder_seconds = dec.seconds
+        result.depth = enc.decision.to_dict() if enc.decision is not None else None
+        try:
+            result.model_latency_ms = enc.table.model_latency(enc.supernet.encoder, enc.depths, arch,
+                                                              enc.model.num_classes)
+            result.full_model_latency_ms = enc.table.model_latency(enc.supernet.encoder, None, base,
+                                                                   enc.model.num_classes)
+        except KeyError as e:  # a given table without the decoder parts: block latency only
+            logger.info("no full-model table latency: %s", e)
+    if decs:
+        # one seed: its raw betas; several: log of the averaged softmax weights (argmax = the derived op)
+        result.betas = decs[0].betas if len(decs) == 1 or consensus is None else consensus["betas"]
+        result.decoder_ops, result.candidates = tuple(consensus["ops"]), decs[0].candidates
+        result.decoder_seconds = sum(d.seconds for d in decs)
+        result.decoder = {**consensus, "arch_lr": decs[0].arch_lr, "beta_travel": cfg.stnas.beta_travel,
+                          "betas_per_seed": [d.betas for d in decs]}
     return result
 
 
-def _write(ctx: SearchContext, result: StnasResult, enc: EncoderSearch | None, dec: DecoderSearch | None, *,
+def _write(ctx: SearchContext, result: StnasResult, enc: EncoderSearch | None, decs: list[DecoderSearch], *,
            save_init: bool, plots: bool) -> None:
     """``arch.json`` with its record (every rank its own under torchrun), then, on rank 0, the other files."""
     cfg, run_dir, dist_info = ctx.cfg, ctx.run_dir, ctx.dist_info
     device = None if enc is None else enc.table.device
     record = dict(alphas=result.alphas, betas=result.betas, lam=result.lam, threshold=result.threshold,
                   latency_table_path=result.latency_table_path, latency_table_device=device,
-                  beta_columns=result.candidates)
+                  beta_columns=result.candidates, depth=result.depth, decoder=result.decoder)
     if dist_info.enabled:
         # each rank records what it derived; the test compares them
         write_search_arch(run_dir / "ranks" / f"rank{dist_info.rank}_arch.json", result.arch, **record,
                           extra={"rank": dist_info.rank, "world_size": dist_info.world_size})
     if not dist_info.is_main:
         return
+    # no timing in arch.json: the same command gives the same file (times are in search_summary.json)
     write_search_arch(result.arch_path, result.arch, **record, extra={
         "encoder_epochs": 0 if enc is None else cfg.stnas.encoder_epochs,
-        "decoder_epochs": 0 if dec is None else cfg.stnas.decoder_epochs,
+        "decoder_epochs": 0 if not decs else cfg.stnas.decoder_epochs,
         "warmup_epochs": cfg.stnas.warmup_epochs,
         "mode": cfg.stnas.mode,
         "arch_lr": cfg.stnas.arch_lr,
@@ -601,22 +928,28 @@ def _write(ctx: SearchContext, result: StnasResult, enc: EncoderSearch | None, d
         "full_depths": None if result.full_depths is None else list(result.full_depths),
         "full_latency_ms": result.full_latency_ms,
         "derived_latency_ms": result.derived_latency_ms,
-        "encoder_seconds": result.encoder_seconds,
-        "decoder_seconds": result.decoder_seconds,
+        "model_latency_ms": result.model_latency_ms,
+        "full_model_latency_ms": result.full_model_latency_ms,
     })
     result.files.append(result.arch_path)
     if result.latency_table_path is not None:
-        result.files.append(Path(result.latency_table_path))
+        result.files.append(run_dir / "latency_table.json")
     if save_init:
         # encoder: the decoder search's (derived, trained further there) or the depth supernet's derived copy;
-        # decoder: the decoder supernet's derived decoder or the encoder search's baseline decoder
-        if dec is not None:
-            encoder, decoder = dec.model.encoder, dec.supernet.derived_decoder()
+        # decoder: seed 0's decoder supernet reduced to the derived ops (mixing weights folded in), or the encoder
+        # search's baseline decoder; BatchNorm recalibrated on training batches
+        if decs:
+            encoder = decs[0].model.encoder
+            decoder = decs[0].supernet.derived_decoder(result.arch.decoder_ops)
         else:
             assert enc is not None
-            encoder, decoder = enc.supernet.derived_encoder(result.threshold), enc.model.decoder
+            encoder, decoder = enc.derived_encoder(), enc.model.decoder
+        ctx.train_ds.set_epoch(0)
+        calib = _fixed_batches(ctx.train_ds, cfg.train.batch_size, max(cfg.stnas.bn_calib_batches, 1),
+                               shuffle_seed=_phase_seed(cfg.train.seed, "decoder") + 17)
         result.init_checkpoint = save_derived_init(run_dir / "derived_init.pt", cfg, result.arch, ctx.source,
-                                                   encoder=encoder, decoder=decoder)
+                                                   encoder=encoder, decoder=decoder, calib_batches=calib,
+                                                   device=ctx.device)
         result.files.append(result.init_checkpoint)
     result.files.append(run_dir / "metrics.jsonl")
     if plots:

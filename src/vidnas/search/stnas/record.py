@@ -7,7 +7,15 @@ threshold and latency table of the search::
 
     "extra": {"search": {"method": "stnas", "alphas": [[...], ...], "betas": [[...], ...],
                          "beta_columns": ["identity", ...], "lambda": 0.001, "threshold": 1.0,
-                         "latency_table": {"path": "...", "device": {...}}, ...extra keys...}}
+                         "latency_table": {"path": "...", "device": {...}},
+                         "depth": {"rule": "truncated", "depths": [...], "losses": [[...], ...], "flip_lambda": ...},
+                         "decoder": {"seeds": N, "weights_mean": [[...], ...], "slot_agreement": [...], ...},
+                         ...extra keys...}}
+
+``depth`` is ``vidnas.search.stnas.depth.DepthDecision.to_dict()``; ``decoder`` is ``decoder_consensus`` plus the
+betas' lr. With several decoder seeds, ``betas`` holds ``log`` of the seed-averaged softmax weights (a beta vector
+whose softmax is that average, so its argmax is the derived op); each seed's raw betas are in
+``decoder.betas_per_seed``.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,11 +31,13 @@ from pathlib import Path
 from typing import Any
 
 from vidnas.models.architecture import Arch, ArchError
+from vidnas.search.stnas.depth import choose_depths
 from vidnas.search.stnas.derive import shrink_depth
 
 __all__ = [
     "SEARCH_KEY",
     "SearchRecord",
+    "decoder_consensus",
     "write_search_arch",
     "read_search_record",
     "StnasResult",
@@ -36,7 +47,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SEARCH_KEY = "search"  # key of the record inside Arch.extra
-_RESERVED = ("method", "alphas", "betas", "beta_columns", "lambda", "threshold", "latency_table")
+_RESERVED = ("method", "alphas", "betas", "beta_columns", "lambda", "threshold", "latency_table", "depth", "decoder")
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,8 @@ class SearchRecord:
         latency_table_path: the latency table used, or None.
         latency_table_device: the device signature stored in that table, or None.
         method: search method label ("stnas"), or None.
+        depth: how the depths were decided (``DepthDecision.to_dict()``), or None.
+        decoder: the decoder search's consensus over seeds (``decoder_consensus``) and its lr, or None.
         extra: any other record entries (epochs, run name, ...).
     """
 
@@ -65,7 +78,65 @@ class SearchRecord:
     latency_table_path: str | None = None
     latency_table_device: dict[str, Any] | None = None
     method: str | None = None
+    depth: dict[str, Any] | None = None
+    decoder: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def decoder_consensus(weights: Sequence[Sequence[Sequence[float]]], candidates: Sequence[str]) -> dict[str, Any]:
+    """Derive decoder ops from several decoder searches and say how far they agree.
+
+    Args:
+        weights: per seed, per slot, softmax(beta) over ``candidates``: shape (N, S, M).
+        candidates: the M op names.
+
+    Returns:
+        ``{"seeds": N, "ops": argmax per slot of the mean weights, "weights_mean": (S, M), "betas": log of the mean
+        weights, "seed_ops": (N, S) each seed's own argmax, "slot_agreement": per slot the fraction of seeds whose
+        argmax is the derived op, "agreement": their mean, "pairwise_agreement": mean over seed pairs of the fraction
+        of slots where both pick the same op (None for one seed), "op_preference": (N, M) each seed's weight per op
+        averaged over slots, "op_preference_corr": mean Pearson correlation of op_preference between seed pairs
+        (None for one seed), "chance_agreement": 1 / M}``.
+    """
+    n = len(weights)
+    if n == 0:
+        raise ValueError("no decoder search to derive from")
+    cols = list(candidates)
+    slots = len(weights[0])
+    mean = [[sum(weights[k][s][j] for k in range(n)) / n for j in range(len(cols))] for s in range(slots)]
+
+    def argmax(row: Sequence[float]) -> int:
+        return max(range(len(row)), key=lambda j: (row[j], -j))
+
+    ops = [cols[argmax(row)] for row in mean]
+    seed_ops = [[cols[argmax(row)] for row in w] for w in weights]
+    slot_agreement = [sum(seed_ops[k][s] == ops[s] for k in range(n)) / n for s in range(slots)]
+    pref = [[sum(w[s][j] for s in range(slots)) / slots for j in range(len(cols))] for w in weights]
+    pairs = [(a, b) for a in range(n) for b in range(a + 1, n)]
+    pairwise = None if not pairs else sum(
+        sum(seed_ops[a][s] == seed_ops[b][s] for s in range(slots)) / slots for a, b in pairs) / len(pairs)
+    corr = None if not pairs else sum(_pearson(pref[a], pref[b]) for a, b in pairs) / len(pairs)
+    return {
+        "seeds": n,
+        "ops": ops,
+        "weights_mean": mean,
+        "betas": [[math.log(max(v, 1e-30)) for v in row] for row in mean],
+        "seed_ops": seed_ops,
+        "slot_agreement": slot_agreement,
+        "agreement": sum(slot_agreement) / slots,
+        "pairwise_agreement": pairwise,
+        "op_preference": pref,
+        "op_preference_corr": corr,
+        "chance_agreement": 1.0 / len(cols),
+    }
+
+
+def _pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
 def _floats2(values: Sequence[Sequence[float]] | None) -> list[list[float]] | None:
@@ -87,12 +158,15 @@ def write_search_arch(
     extra: Mapping[str, Any] | None = None,
     beta_columns: Sequence[str] | None = None,
     method: str = "stnas",
+    depth: Mapping[str, Any] | None = None,
+    decoder: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``arch`` with its search record in ``extra["search"]`` as an architecture file, atomically.
 
-    Consistency is checked before writing: with alphas and depths both given, every stage's depth must be what the
-    shrink rule gives on its alphas at ``threshold``; with betas and decoder ops both given, there is one beta row
-    per op (and, with ``beta_columns``, each op is the argmax of its row).
+    Consistency is checked before writing: the depths must be what the record's depth rule gives (paper rule, or no
+    ``depth``: the shrink rule on the alphas at ``threshold``; truncated rule: ``choose_depths`` on the recorded
+    losses and latencies with the recorded lambda or budget); with betas and decoder ops both given, there is one
+    beta row per op (and, with ``beta_columns``, each op is the argmax of its row).
 
     Args:
         path: destination (``arch.json``).
@@ -106,6 +180,8 @@ def write_search_arch(
         extra: further JSON-serialisable entries of the record (must not reuse the record's own keys).
         beta_columns: candidate names of the beta columns (default: none stored).
         method: search method label.
+        depth: the depth decision (``DepthDecision.to_dict()``).
+        decoder: the decoder consensus (``decoder_consensus``) and the betas' lr.
 
     Returns:
         The path written.
@@ -115,7 +191,10 @@ def write_search_arch(
     """
     alphas_l = _floats2(alphas)
     betas_l = _floats2(betas)
-    if alphas_l is not None and arch.depths is not None:
+    rule = None if depth is None else depth.get("rule")
+    if rule == "truncated" and arch.depths is not None:
+        _check_truncated(depth, arch.depths)  # type: ignore[arg-type]
+    if alphas_l is not None and arch.depths is not None and rule in (None, "paper"):
         if len(alphas_l) != len(arch.depths):
             raise ArchError(f"{len(alphas_l)} stages of alphas for {len(arch.depths)} depths {list(arch.depths)}")
         for s, (row, d) in enumerate(zip(alphas_l, arch.depths, strict=True)):
@@ -149,12 +228,27 @@ def write_search_arch(
             "path": None if latency_table_path is None else str(latency_table_path),
             "device": None if latency_table_device is None else dict(latency_table_device),
         },
+        "depth": None if depth is None else dict(depth),
+        "decoder": None if decoder is None else dict(decoder),
         **more,
     }
     out = dataclasses.replace(arch, extra={**arch.extra, SEARCH_KEY: record})
     written = out.save(path)
     logger.info("wrote %s: depths %s, decoder ops %s", written, out.depths, out.decoder_ops)
     return written
+
+
+def _check_truncated(depth: Mapping[str, Any], depths: Sequence[int]) -> None:
+    """The recorded truncated-rule decision must reproduce ``depths``."""
+    losses, full, lat = depth.get("losses"), depth.get("full_loss"), depth.get("block_latencies")
+    if losses is None or full is None or not lat:
+        raise ArchError("truncated depth rule without its losses, full loss and block latencies")
+    lam, budget = depth.get("lambda"), depth.get("budget_ms")
+    choice = choose_depths(losses, full, lat, lam=None if budget is not None else lam, budget_ms=budget,
+                           fixed_ms=float(depth.get("fixed_ms") or 0.0))
+    if tuple(choice.depths) != tuple(depths):
+        raise ArchError(f"depths {list(depths)} are not what the truncated rule gives on the recorded losses "
+                        f"({list(choice.depths)})")
 
 
 def read_search_record(path: str | os.PathLike) -> SearchRecord:
@@ -181,6 +275,8 @@ def read_search_record(path: str | os.PathLike) -> SearchRecord:
             latency_table_path=table.get("path"),
             latency_table_device=table.get("device"),
             method=None if rec.get("method") is None else str(rec["method"]),
+            depth=rec.get("depth"),
+            decoder=rec.get("decoder"),
             extra={k: v for k, v in rec.items() if k not in _RESERVED},
         )
     except (TypeError, ValueError) as e:
@@ -210,6 +306,12 @@ class StnasResult:
         decoder_seconds: wall time of the decoder search.
         init_checkpoint: ``derived_init.pt`` (derived model with the supernets' weights) or None.
         files: every file written, for the summary.
+        depth_rule: ``"paper"`` or ``"truncated"``.
+        depth: the depth decision (``DepthDecision.to_dict()``), None without an encoder search.
+        decoder: the decoder consensus over seeds and the betas' lr, None without a decoder search.
+        model_latency_ms: table latency of the derived model (encoder + decoder, ``LatencyTable.model_latency``),
+            None if the table lacks the parts.
+        full_model_latency_ms: the same for the config's model.
     """
 
     run_dir: Path
@@ -230,6 +332,11 @@ class StnasResult:
     decoder_seconds: float = 0.0
     init_checkpoint: Path | None = None
     files: list[Path] = field(default_factory=list)
+    depth_rule: str = "paper"
+    depth: dict[str, Any] | None = None
+    decoder: dict[str, Any] | None = None
+    model_latency_ms: float | None = None
+    full_model_latency_ms: float | None = None
 
     @property
     def search_seconds(self) -> float:
@@ -266,6 +373,11 @@ class StnasResult:
             "search_seconds": self.search_seconds,
             "init_checkpoint": None if self.init_checkpoint is None else str(self.init_checkpoint),
             "files": [str(p) for p in self.files],
+            "depth_rule": self.depth_rule,
+            "depth": self.depth,
+            "decoder": self.decoder,
+            "model_latency_ms": self.model_latency_ms,
+            "full_model_latency_ms": self.full_model_latency_ms,
         }
 
     @classmethod
@@ -294,6 +406,11 @@ class StnasResult:
             decoder_seconds=float(d.get("decoder_seconds", 0.0)),
             init_checkpoint=None if d.get("init_checkpoint") is None else Path(d["init_checkpoint"]),
             files=[Path(p) for p in d.get("files", [])],
+            depth_rule=str(d.get("depth_rule", "paper")),
+            depth=d.get("depth"),
+            decoder=d.get("decoder"),
+            model_latency_ms=d.get("model_latency_ms"),
+            full_model_latency_ms=d.get("full_model_latency_ms"),
         )
 
 

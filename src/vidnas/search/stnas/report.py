@@ -226,27 +226,60 @@ def draw_search(run_dir: Path, result: StnasResult) -> list[Path]:
 def search_report(result: StnasResult) -> str:
     """``report.md`` of a search: the derived architecture, the alphas and betas it came from, the cost."""
     lines = ["# ST-NAS search", "", f"- run directory: `{result.run_dir}`"]
-    lines.append(f"- lambda (Eq. 2): {result.lam:g}; shrink threshold: {result.threshold:g}")
+    depth = result.depth or {}
+    rule = depth.get("rule", result.depth_rule)
+    if rule == "paper":
+        lines.append(f"- depth rule: paper (shrink rule on the alphas, threshold {result.threshold:g}); "
+                     f"lambda (Eq. 2): {result.lam:g}")
+    elif depth.get("budget_ms") is not None:
+        lines.append(f"- depth rule: truncated validation loss, latency budget {depth['budget_ms']:g} ms "
+                     "(the most accurate depths that fit)")
+    else:
+        lines.append(f"- depth rule: truncated validation loss + lambda * latency, lambda {result.lam:g}")
     lines.append(f"- search time: encoder {result.encoder_seconds:.1f} s, decoder {result.decoder_seconds:.1f} s")
     if result.alphas is not None:
         lines.append(f"- encoder depths: {_fmt_depths(result.full_depths)} -> {_fmt_depths(result.depths)}")
         saving = result.latency_saving
         lines.append(f"- encoder block latency (latency table): {result.full_latency_ms:.3f} ms -> "
                      f"{result.derived_latency_ms:.3f} ms" + (f" ({saving:.0%} saved)" if saving is not None else ""))
+        if result.model_latency_ms is not None and result.full_model_latency_ms is not None:
+            lines.append(f"- model latency per frame (table: encoder + decoder window + upsampling): "
+                         f"{result.full_model_latency_ms:.3f} ms (config) -> {result.model_latency_ms:.3f} ms")
+            if depth.get("budget_ms") is not None and result.model_latency_ms > depth["budget_ms"]:
+                lines.append(f"- **over the budget** by {result.model_latency_ms / depth['budget_ms'] - 1:.0%}: the "
+                             f"depths were chosen with {depth.get('decoder_ms') or 0:.3f} ms for the decoder (mean op "
+                             "per slot) and the searched decoder costs more; lower the budget or skip the decoder "
+                             "search")
         lines.append(f"- latency table: `{result.latency_table_path}`")
-        lines += ["", "## Alphas (block kept if it is before the last alpha >= threshold)", "",
-                  "| stage | alphas | kept |", "|---|---|---|"]
-        for s, row in enumerate(result.alphas):
-            kept = result.depths[s] if result.depths is not None else len(row)
-            lines.append(f"| {s + 1} | {', '.join(f'{a:.4f}' for a in row)} | {kept}/{len(row)} |")
+        lines += _depth_lines(result, depth)
     if result.decoder_ops is not None and result.betas is not None and result.candidates is not None:
-        lines += ["", "## Decoder ops (argmax of softmax(beta) per slot)", "",
-                  "| slot | layer | op | weight | runner-up |", "|---|---|---|---|---|"]
+        dec = result.decoder or {}
+        lines += ["", "## Decoder ops (argmax of softmax(beta) per slot)", ""]
+        if dec.get("arch_lr") is not None:
+            travel = dec.get("beta_travel")
+            lines.append(f"Betas' lr {dec['arch_lr']:.4g}" + (
+                f" = beta_travel {travel:g} / arch steps" if travel is not None else " (stnas.arch_lr)") + ".")
+        if dec.get("seeds", 1) > 1:
+            pair = dec.get("pairwise_agreement")
+            corr = dec.get("op_preference_corr")
+            lines.append(
+                f"{dec['seeds']} decoder searches; ops from their averaged softmax weights. Agreement of each seed's "
+                f"own argmax with the derived op: {dec['agreement']:.0%} of slots (chance "
+                f"{dec['chance_agreement']:.0%}); between two seeds: "
+                + (f"{pair:.0%} of slots" if pair is not None else "-")
+                + (f"; correlation of the per-op preference (weight averaged over slots): {corr:.2f}"
+                   if corr is not None and corr == corr else "") + ".")
+        lines += ["", "| slot | layer | op | weight | runner-up |" + (" seeds agreeing |" if dec.get("seeds", 1) > 1
+                                                                     else ""),
+                  "|---|---|---|---|---|" + ("---|" if dec.get("seeds", 1) > 1 else "")]
         for k, (op, row) in enumerate(zip(result.decoder_ops, result.betas, strict=True)):
             w = torch.softmax(torch.tensor(row), 0).tolist()
             order = sorted(range(len(w)), key=lambda j: -w[j])
             second = result.candidates[order[1]] if len(order) > 1 else "-"
-            lines.append(f"| {k} | {k // 4 + 1} | {op} | {w[order[0]]:.3f} | {second} ({w[order[1]]:.3f}) |")
+            line = f"| {k} | {k // 4 + 1} | {op} | {w[order[0]]:.3f} | {second} ({w[order[1]]:.3f}) |"
+            if dec.get("seeds", 1) > 1:
+                line += f" {dec['slot_agreement'][k]:.0%} |"
+            lines.append(line)
     lines += ["", "## Files", ""]
     names = ["arch.json", "derived_init.pt", "latency_table.json", "alphas.png", "betas.png", "decoder.png",
              "metrics.jsonl", "search_summary.json"]
@@ -257,6 +290,49 @@ def search_report(result: StnasResult) -> str:
         if (result.run_dir / png).exists():
             lines.append(f"![{png}]({png})")
     return "\n".join(lines) + "\n"
+
+
+def _depth_lines(result: StnasResult, depth: Mapping[str, Any]) -> list[str]:
+    """The depth decision's tables: per block its alpha, latency, task gradient, flip lambda and truncated loss."""
+    alphas = result.alphas or []
+    lat = depth.get("block_latencies") or []
+    grads = depth.get("task_grad_mean")
+    flips = depth.get("flip_lambda")
+    losses = depth.get("losses")
+    kept = list(result.depths) if result.depths is not None else [len(a) for a in alphas]
+    lines = ["", "## Depth decision, per block", "",
+             "Flip lambda (paper rule) = -E[g_i] / s_i with g_i the task-only gradient of alpha_i: under the paper's "
+             "shrink rule the block goes for lambda above it (negative: it goes at any lambda).",
+             "L_s(i): validation loss with stage s cut after block i (later alphas 0). Marginal lambda = "
+             "(L_s(i-1) - L_s(i)) / s_i: the truncated rule drops block i of a convex loss curve above it.", "",
+             "| stage | block | alpha | s_i (ms) | E[g_i] | flip lambda (paper) | L_s(i) | marginal lambda | kept |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s, row in enumerate(alphas):
+        for i, a in enumerate(row):
+            s_i = lat[s][i] if s < len(lat) and i < len(lat[s]) else None
+            g = grads[s][i] if grads else None
+            f = flips[s][i] if flips else None
+            loss = losses[s][i] if losses else None
+            marg = None
+            if losses and i > 0 and s_i:
+                marg = (losses[s][i - 1] - losses[s][i]) / s_i
+            lines.append(f"| {s + 1} | {i + 1} | {a:.4f} | {_num(s_i, '.3f')} | {_num(g, '.3g')} | {_num(f, '.3g')} "
+                         f"| {_num(loss, '.4f')} | {_num(marg, '.3g')} | {'yes' if i < kept[s] else 'no'} |")
+    if depth.get("rule") == "truncated" and losses is not None:
+        lines += ["", f"Full supernet validation loss {depth.get('full_loss'):.4f} over {depth.get('val_batches')} "
+                  f"batches; predicted loss of the choice {depth.get('loss'):.4f}.", ""]
+        path = depth.get("path") or []
+        if path:
+            lines += ["### Lambda path (the truncated rule's choice for every lambda)", "",
+                      "| from lambda | depths | predicted loss | table latency (ms) |", "|---|---|---|---|"]
+            for p in path:
+                lines.append(f"| {p['lambda_from']:.4g} | {_fmt_depths(p['depths'])} | {p['loss']:.4f} | "
+                             f"{p['latency_ms']:.3f} |")
+    return lines
+
+
+def _num(v: Any, spec: str) -> str:
+    return "-" if v is None else format(float(v), spec)
 
 
 def _fmt_depths(d: Any) -> str:

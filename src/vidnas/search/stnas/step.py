@@ -126,6 +126,7 @@ def search_step(
     mode: str = "joint",
     arch_batch: Any = None,
     scaler: torch.amp.GradScaler | None = None,
+    after_arch_backward: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One step of supernet training (see the module docstring for the two modes).
 
@@ -145,6 +146,10 @@ def search_step(
         arch_batch: ``"alternating"`` only: a batch from the architecture half of the data.
         scaler: a ``GradScaler`` for fp16 mixed precision (``vidnas.precision.grad_scaler``); None = float32 steps.
             The architecture weights stay float32 either way.
+        after_arch_backward: called after the backward pass whose gradients the architecture step uses, before any
+            optimiser step or clipping (so ``p.grad`` of every architecture weight is the raw gradient of the loss,
+            unscaled under fp16); not called while the architecture weights are frozen. The encoder search reads its
+            task-only alpha gradients here.
 
     Returns:
         ``{"loss": ..., **logs}`` of the weight step, plus ``"arch_loss"`` and ``arch_*`` logs of the architecture
@@ -164,6 +169,9 @@ def search_step(
         scaler.update()
         return result
     if mode == "joint":
+        if after_arch_backward is not None:
+            scaler.unscale_(arch_optimizer)
+            after_arch_backward()
         scaler.step(arch_optimizer)  # same gradients as the weight step: single-level optimisation
         scaler.update()
         return result
@@ -174,6 +182,9 @@ def search_step(
     arch_optimizer.zero_grad(set_to_none=True)
     arch_loss, arch_logs = _loss(loss_fn, arch_batch)
     scaler.scale(arch_loss).backward()
+    if after_arch_backward is not None:
+        scaler.unscale_(arch_optimizer)
+        after_arch_backward()
     scaler.step(arch_optimizer)
     scaler.update()
     weight_optimizer.zero_grad(set_to_none=True)  # the arch step's weight gradients are not applied

@@ -493,15 +493,28 @@ class DecoderSupernet(nn.Module):
         """The argmax op of every slot, in slot order (``Arch.decoder_ops``)."""
         return tuple(op.derive() for op in self.mixed_ops())
 
-    def derived_decoder(self) -> SPTCNDecoder:
+    def derived_decoder(self, ops: Sequence[str] | None = None, *, fold: bool = True) -> SPTCNDecoder:
         """A plain ``SPTCNDecoder`` with the derived ops, carrying the weights trained in the supernet.
 
-        The fixed layers are copied, and each slot gets the weights of its chosen candidate; with betas concentrated
-        on the chosen ops it computes what the supernet computes. (The paper trains the final model from scratch;
-        this is for inspection and fine-tuning.)
+        The fixed layers are copied, and each slot gets the weights of its chosen candidate ``k``. In the supernet
+        the slot output was ``sum_j w_j op_j(x)`` with ``w = softmax(beta)``; with ``fold`` the chosen op keeps its
+        share ``w_k``: its output is scaled by ``w_k`` through its last affine layer (``ReLU(w z) = w ReLU(z)`` for
+        ``w > 0``, so scaling the final BatchNorm's weight and bias, or a final conv's, is exact). An ``identity``
+        slot cannot carry a scale; its weight multiplies into the last parametric op before it in the same residual
+        branch (a scale *before* a conv + BatchNorm is undone by that BatchNorm once recalibrated, a scale at the end
+        of the branch sets its weight against the skip path). The other candidates' contributions are dropped, so
+        the BatchNorm statistics of later layers must be recalibrated (``derive.recalibrate_batchnorm``, done by
+        ``save_derived_init``). (The paper trains the final model from scratch; this is for inspection and
+        fine-tuning.)
+
+        Args:
+            ops: op per slot (default ``derive()``); e.g. the consensus of several decoder searches.
+            fold: fold the mixing weights as above (False: the chosen op's weights as they are).
         """
         d = self.decoder
-        ops = self.derive()
+        ops = self.derive() if ops is None else tuple(ops)
+        if len(ops) != len(self.slots):
+            raise ValueError(f"expected {len(self.slots)} ops, got {len(ops)}")
         plain = SPTCNDecoder(
             d.in_channels,
             d.num_classes,
@@ -523,7 +536,51 @@ class DecoderSupernet(nn.Module):
             if rest.startswith(prefix):
                 state[f"{slot}.{rest[len(prefix) :]}"] = value
         plain.load_state_dict(state, strict=True)
+        if fold:
+            self._fold_mixing_weights(plain, ops)
         return plain
+
+    @torch.no_grad()
+    def _fold_mixing_weights(self, plain: SPTCNDecoder, ops: Sequence[str]) -> None:
+        """Scale each chosen op of ``plain`` by its mixing weight (see ``derived_decoder``)."""
+        weights = self.op_weights()
+        per_branch = 2  # slots per conv: each residual branch conv1 -> conv2 is 4 slots, scales carry within it
+        branch = 2 * per_branch
+        for start in range(0, len(self.slots), branch):
+            pending = 1.0
+            last_param: nn.Module | None = None
+            for k in range(start, start + branch):
+                w = weights[k][self.candidates.index(ops[k])]
+                module = plain.get_submodule(self.slots[k])
+                if _scale_output_(module, w):
+                    last_param, pending = module, 1.0
+                else:
+                    pending *= w  # an op without an affine output layer (identity): carry its weight on
+            if last_param is not None and pending != 1.0:
+                _scale_output_(last_param, pending)
+
+
+def _scale_output_(module: nn.Module, w: float) -> bool:
+    """Multiply ``module``'s output by ``w > 0`` in place through its last affine layer; False if it has none.
+
+    The last leaf module that has parameters must be a BatchNorm (affine) or a convolution and only positively
+    homogeneous leaves (ReLU, identity, dropout) may follow it.
+    """
+    leaves = [m for m in module.modules() if not list(m.children())]
+    for leaf in reversed(leaves):
+        if isinstance(leaf, nn.ReLU | nn.Identity | nn.Dropout):
+            continue
+        if isinstance(leaf, nn.modules.batchnorm._BatchNorm) and leaf.affine:
+            leaf.weight.mul_(w)
+            leaf.bias.mul_(w)
+            return True
+        if isinstance(leaf, nn.modules.conv._ConvNd):
+            leaf.weight.mul_(w)
+            if leaf.bias is not None:
+                leaf.bias.mul_(w)
+            return True
+        return False
+    return False
 
 
 def build_decoder_supernet(

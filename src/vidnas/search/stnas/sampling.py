@@ -1,0 +1,106 @@
+"""Random architectures of the ST-NAS space: the baseline every search result is compared with.
+
+The space of a search over an encoder with ``N_s`` searchable blocks in stage ``s`` and an SP-TCN decoder with ``S``
+slots over ``M`` candidate ops holds ``prod_s N_s * M^S`` architectures (depth ``1 .. N_s`` per stage, one op per
+slot). ``sample_random_archs`` draws ``k`` of them:
+
+* ``mode="uniform"``: each stage's depth uniformly over ``1 .. N_s``, independently;
+* ``mode="latency"``: the depths uniformly among the combinations whose table block latency lies within
+  ``tolerance`` (relative) of a reference combination's (the searched one's), so that random and searched models
+  cost about the same in the encoder;
+
+and, in both modes, every decoder slot's op uniformly over the candidates (``decoder_ops`` None when the decoder is
+not searched). The draws come from ``random.Random(seed)`` only, so the same seed gives the same architectures on any
+machine; a repeated architecture is redrawn (up to a limit), so ``k`` distinct ones come back when the space allows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from collections.abc import Sequence
+
+from vidnas.models.architecture import Arch
+from vidnas.search.stnas.depth import depth_combinations, depth_latency
+
+__all__ = ["RANDOM_MODES", "sample_random_archs", "latency_matched_depths"]
+
+logger = logging.getLogger(__name__)
+
+RANDOM_MODES: tuple[str, ...] = ("uniform", "latency")
+_REDRAWS = 50  # attempts per sample at a new, distinct architecture
+
+
+def latency_matched_depths(full_depths: Sequence[int], block_latencies: Sequence[Sequence[float]],
+                           reference: Sequence[int], tolerance: float = 0.1) -> list[tuple[int, ...]]:
+    """Every depth combination whose block latency is within ``tolerance`` (relative) of ``reference``'s.
+
+    ``reference`` itself is always among them.
+    """
+    target = depth_latency(block_latencies, reference)
+    out = [tuple(d) for d in depth_combinations(full_depths)
+           if abs(depth_latency(block_latencies, d) - target) <= tolerance * max(target, 1e-12)]
+    return out
+
+
+def sample_random_archs(
+    base: Arch,
+    full_depths: Sequence[int],
+    k: int,
+    *,
+    candidates: Sequence[str] | None,
+    seed: int = 0,
+    mode: str = "uniform",
+    block_latencies: Sequence[Sequence[float]] | None = None,
+    reference_depths: Sequence[int] | None = None,
+    tolerance: float = 0.1,
+    name: str = "random",
+) -> list[Arch]:
+    """``k`` random architectures of the space around ``base`` (module docstring).
+
+    Args:
+        base: the config's architecture (encoder, decoder width, dilations, window... are kept).
+        full_depths: searchable blocks per stage of the full encoder.
+        k: how many.
+        candidates: decoder op candidates; None = keep ``base``'s decoder (not searched).
+        seed: sampling seed.
+        mode: ``"uniform"`` or ``"latency"``.
+        block_latencies: s_i per stage, per block (``"latency"`` mode).
+        reference_depths: the depths to match (``"latency"`` mode).
+        tolerance: relative block-latency tolerance (``"latency"`` mode).
+        name: architectures are named ``{name}{i}``.
+
+    Raises:
+        ValueError: bad mode, ``k < 0``, a decoder search without the ``sptcn`` decoder, or missing latency inputs.
+    """
+    if mode not in RANDOM_MODES:
+        raise ValueError(f"random architecture mode {mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
+    if k < 0:
+        raise ValueError(f"number of random architectures must be >= 0, got {k}")
+    if candidates is not None and base.decoder != "sptcn":
+        raise ValueError(f"random decoder ops need the sptcn decoder, not {base.decoder!r}")
+    pool: list[tuple[int, ...]] | None = None
+    if mode == "latency":
+        if block_latencies is None or reference_depths is None:
+            raise ValueError("latency-matched sampling needs the block latencies and the reference depths")
+        pool = latency_matched_depths(full_depths, block_latencies, reference_depths, tolerance)
+        logger.info("latency-matched random depths: %d combinations within %.0f%% of %s", len(pool),
+                    100 * tolerance, list(reference_depths))
+    rng = random.Random(seed)
+    slots = 4 * len(base.dilations)
+    seen: set[tuple] = set()
+    out: list[Arch] = []
+    for i in range(k):
+        for _ in range(_REDRAWS):
+            depths = rng.choice(pool) if pool is not None else tuple(rng.randint(1, n) for n in full_depths)
+            ops = None if candidates is None else tuple(rng.choice(list(candidates)) for _ in range(slots))
+            key = (depths, ops)
+            if key not in seen:
+                break
+        seen.add(key)
+        changes: dict = {"depths": tuple(depths), "name": f"{name}{i}", "extra": {}}
+        if ops is not None:
+            changes.update(decoder="sptcn", decoder_ops=ops)
+        out.append(dataclasses.replace(base, **changes))
+    return out
