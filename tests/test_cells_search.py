@@ -76,13 +76,14 @@ def test_disk_cache_equals_memory_cache(static_ckpt: Path, tmp_path: Path) -> No
     mem = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="memory")
     disk = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="disk", directory=tmp_path, key="k",
                         shard_size=5)
-    assert len(disk[0].shards) == 3  # 14 meta-train windows in shards of 5
+    # 16 windows, frame-disjoint blocks: 2 meta-val, 6 dropped as gaps, 8 meta-train in shards of 5
+    assert (len(mem[0]), len(mem[1]), len(mem[0].split.dropped)) == (8, 2, 6) and len(disk[0].shards) == 2
     for m, d in zip(mem, disk, strict=True):
         assert len(m) == len(d)
         bm, bd = list(m.batches(4)), list(d.batches(4))
         for key in ("dec0", "layer4", "layer2", "layer3", "masks"):
             assert torch.equal(torch.cat([b[key] for b in bm]), torch.cat([b[key] for b in bd]))
-    assert mem[0].tensors["masks"].shape == (14, 2, 32, 48)  # frames 1..T-1 are supervised
+    assert mem[0].tensors["masks"].shape == (8, 2, 32, 48)  # frames 1..T-1 are supervised
     again = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="disk", directory=tmp_path, key="k")
     assert again[0].shards == disk[0].shards  # same key: reused, not rebuilt
 

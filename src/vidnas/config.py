@@ -138,6 +138,7 @@ class CellsConfig:
     grad_clip: float = 2.0  # [SPEC]
     entropy_weight: float = 0.0  # optional entropy bonus [SPEC]
     meta_val_fraction: float = 0.1  # [CELLS] meta-train 90% / meta-val 10%
+    meta_split: str = "auto"  # auto | video | block: frame-disjoint [SPEC revised]; window: the old, leaky split
     top_k: int = 2  # [CELLS] top-2 cells trained end to end
     workers: int = 2
     executor: str = "local"  # local | ray

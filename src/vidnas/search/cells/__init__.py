@@ -10,8 +10,11 @@ from vidnas.search.cells.cache import (
     DiskFeatureCache,
     FeatureCache,
     MemoryFeatureCache,
+    MetaSplit,
     build_caches,
+    dataset_windows,
     split_meta,
+    split_meta_frames,
 )
 from vidnas.search.cells.controller import Controller, ControllerSample
 from vidnas.search.cells.evaluate import (
@@ -64,6 +67,9 @@ __all__ = [
     "DiskFeatureCache",
     "build_caches",
     "split_meta",
+    "split_meta_frames",
+    "dataset_windows",
+    "MetaSplit",
     "CandidateJob",
     "CandidateResult",
     "EarlyStopRule",

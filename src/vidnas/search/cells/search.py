@@ -44,7 +44,7 @@ from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.models import Arch2Segmenter, load_model
 from vidnas.models.cells import CellGenotype, cell_in_channels
-from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cache_key
+from vidnas.search.cells.cache import META_SPLITS, CacheInfo, FeatureCache, build_caches, cache_key
 from vidnas.search.cells.controller import Controller
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, EarlyStopRule
 from vidnas.search.cells.executors import EXECUTORS, Executor, ExecutorError, import_ray, make_executor
@@ -198,6 +198,8 @@ class CellSearch:
                              f"({', '.join((*self.space.ops, *self.space.aggregations))})")
         if cfg.cells.candidates < 1:
             raise ValueError(f"cells.candidates must be >= 1, got {cfg.cells.candidates}")
+        if cfg.cells.meta_split not in META_SPLITS:
+            raise ValueError(f"cells.meta_split={cfg.cells.meta_split!r}: valid values are {', '.join(META_SPLITS)}")
         if cfg.cells.executor not in EXECUTORS:
             raise ExecutorError(f"unknown executor {cfg.cells.executor!r}; valid executors: {', '.join(EXECUTORS)}")
         if cfg.cells.executor == "ray":
@@ -222,11 +224,12 @@ class CellSearch:
         info = CacheInfo(source.num_classes, data_cfg.ignore_index, data_cfg.window, cell_in_channels(static),
                          (data_cfg.height, data_cfg.width))
         key = cache_key(static=static_identity(self.static_path), data=config_to_dict(data_cfg),
-                        val_fraction=cfg.cells.meta_val_fraction, seed=cfg.train.seed)
+                        val_fraction=cfg.cells.meta_val_fraction, seed=cfg.train.seed, split=cfg.cells.meta_split)
         train_cache, val_cache = build_caches(
             static, ds, info, val_fraction=cfg.cells.meta_val_fraction, seed=cfg.train.seed, kind=cfg.cells.cache,
             directory=self.run_dir / "cache", key=key, batch_size=self.options.cache_batch_size,
-            shard_size=self.options.shard_size, device=cfg.train.device, show_progress=self.options.show_progress)
+            shard_size=self.options.shard_size, device=cfg.train.device, split=cfg.cells.meta_split,
+            show_progress=self.options.show_progress)
         return static, train_cache, val_cache
 
     # -- checkpoint ----------------------------------------------------------------------------------------------
