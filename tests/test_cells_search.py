@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -280,3 +281,88 @@ def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
         ray.shutdown()
     assert not results[0].failed and results[0].reward is not None
     assert results[1].failed and "InjectedFailure" in results[1].error
+
+
+def test_cost_meter_times_the_cell_against_the_static_network(static_ckpt: Path) -> None:
+    from vidnas.bench.protocol import component_flops
+    from vidnas.models.cells import Cell, DynamicCellModel, cell_in_channels
+    from vidnas.search.cells import CostMeter
+
+    static = load_model(static_ckpt, kinds=("arch2",)).model
+    geno = CellGenotype.from_tokens([2, 1, 0, 1, 1, 5, 3, 2, 1, 0], ops=("conv1x1", "sep3x3", "skip"),
+                                    aggregations=("sum", "concat"))
+    cell = Cell(geno, in_channels=cell_in_channels(static), num_classes=4)
+    cost = CostMeter(static, (64, 96), frames=3, warmup=1).measure(cell)
+    assert cost["latency_ms"] > 0 and cost["static_latency_ms"] > 0 and (cost["height"], cost["width"]) == (64, 96)
+    assert cost["fps_ratio"] == pytest.approx(cost["static_latency_ms"] / cost["latency_ms"])
+    assert 0 < cost["cell_ms"] < cost["latency_ms"] and 0 < cost["encoder_ms"] < cost["latency_ms"]
+    flops = component_flops(DynamicCellModel(static, cell), (64, 96))  # encoder + cell at the deployment size
+    assert cost["gflops"] == pytest.approx(flops["total"] / 1e9) and cost["cell_gflops"] == pytest.approx(
+        flops["decoder"] / 1e9)
+    assert cost["model_params"] == sum(p.numel() for p in static.parameters()) + sum(p.numel() for p in
+                                                                                      cell.parameters())
+
+
+def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_path: Path) -> None:
+    from vidnas.search.cells import compare_runs, format_comparison
+
+    common = ("cells.candidates=4", "cells.workers=0", "cells.latency_frames=2", "cells.latency_warmup=0",
+              "cells.latency_weight=-0.5", "cells.proxy_scale=0.5", "cells.latency_size=64,96")
+    opts = SearchOptions(batch_size=2, show_progress=False)
+    res = run_cell_search(tiny_cfg(*common), tmp_path / "search", static_ckpt, options=opts)
+    assert res.train_cache.info.image_hw == (32, 32)  # 32x48 * 0.5, rounded to multiples of 32 (at least 32)
+    for r in res.records:
+        c = r["cost"]
+        assert (c["height"], c["width"]) == (64, 96) and c["latency_ms"] > 0 and c["gflops"] > c["cell_gflops"] > 0
+        assert r["reward"] == pytest.approx(r["accuracy_reward"] * (c["latency_ms"] / c["static_latency_ms"]) ** -0.5)
+    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
+    assert summary["sampler"] == "ppo" and summary["reward"]["latency_weight"] == -0.5
+    assert summary["stats"]["n"] == 4 and summary["stats"]["best_of_n"]["reward"] == max(r["reward"]
+                                                                                         for r in res.records)
+    assert (tmp_path / "search" / "plots" / "pareto.png").stat().st_size > 0
+    ppo_log = [json.loads(line) for line in (tmp_path / "search" / "ppo.jsonl").read_text().splitlines()]
+    assert all("loss" in p for p in ppo_log)
+
+    rnd = run_cell_search(tiny_cfg(*common, "cells.sampler=random"), tmp_path / "random", static_ckpt, options=opts)
+    ppo_log = [json.loads(line) for line in (tmp_path / "random" / "ppo.jsonl").read_text().splitlines()]
+    assert len(ppo_log) == 2 and not any("loss" in p for p in ppo_log)  # no controller update
+    state = torch.load(tmp_path / "random" / CHECKPOINT_NAME, weights_only=False)
+    assert state["sampler"] == "random"
+    assert all(float(v.abs().max()) == 0 for k, v in state["controller"].items() if k.startswith("heads."))
+    assert all(r["cost"]["latency_ms"] > 0 for r in rnd.records)  # everything else as in the search
+    with pytest.raises(ValueError, match="cells.sampler=random"):  # a random run resumes only as a random run
+        run_cell_search(tiny_cfg(*common, "cells.candidates=6"), tmp_path / "random", static_ckpt, resume=True,
+                        options=opts)
+    # the top cells of a proxy search train end to end at the full size, from a full-size cache of the train split
+    from vidnas.search.cells import FinalOptions, train_top_cells
+
+    top = train_top_cells(tiny_cfg(*common, "cells.sampler=random", "cells.top_k=1"), rnd, options=FinalOptions(
+        cell_epochs=1, epochs=1, batch_size=4, max_steps_per_epoch=1, runtime_repeats=1, show_progress=False))
+    assert top[0]["runtime"]["input_hw"] == [32, 48] and "miou" in top[0]["val"]
+    stats = compare_runs({"search": tmp_path / "search", "random": tmp_path / "random"})
+    assert stats["search"]["candidates_compared"] == stats["random"]["candidates_compared"] == 4
+    table = format_comparison(stats)
+    assert "| search | 4 |" in table and "| random | 4 |" in table
+
+    w0 = run_cell_search(tiny_cfg(*common, "cells.latency_weight=0", "cells.candidates=2"), tmp_path / "paper",
+                         static_ckpt, options=opts)
+    assert all(r["reward"] == r["accuracy_reward"] and r["cost"]["latency_ms"] > 0 for r in w0.records)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("cells.latency_weight=0.07", "must be <= 0"),
+    ("cells.sampler=greedy", "valid values are ppo, random"),
+    ("cells.proxy_scale=2", r"must be in \(0, 1\]"),
+    ("cells.meta_split=random", "valid values are auto, video, block, window"),
+    ("cells.op_preset=gpu", "valid presets are paper, cpu"),
+])
+def test_cli_refuses_bad_cells_values_before_work(tmp_path: Path, override: str, message: str) -> None:
+    from vidnas.cli.search_cells import cells_cmd
+
+    app = typer.Typer()
+    app.command()(cells_cmd)
+    res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), "--set", override, "-q", *sum(
+        (["--set", item] for item in TINY), [])])
+    assert res.exit_code == 2, res.output
+    assert re.search(message, " ".join(res.output.split())), res.output
+    assert not (tmp_path / "run" / "static").exists()  # failed before training a static network

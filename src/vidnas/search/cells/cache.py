@@ -66,6 +66,7 @@ __all__ = [
     "dataset_windows",
     "static_outputs",
     "build_caches",
+    "cache_windows",
     "cache_key",
 ]
 
@@ -364,6 +365,17 @@ def static_outputs(static: torch.nn.Module, frames: torch.Tensor, masks: torch.T
         "layer3": feats[2][:, 1:].float().cpu(),
         "masks": masks[:, 1:].to(torch.int16).cpu(),
     }
+
+
+def cache_windows(static: torch.nn.Module, dataset: Any, info: CacheInfo, *, batch_size: int = 8,
+                  device: str = "cpu", show_progress: bool = False) -> MemoryFeatureCache:
+    """A memory cache of every window of ``dataset`` (no meta split): what the top-k cells train on after a search
+    whose caches were at the proxy size or dropped gap windows."""
+    static.eval().to(device)
+    parts = [static_outputs(static, b["frames"].to(device), b["masks"].to(device))
+             for b in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="cache train split",
+                           leave=False, disable=not show_progress, dynamic_ncols=True)]
+    return MemoryFeatureCache({k: torch.cat([p[k] for p in parts]) for k in CACHE_KEYS}, info)
 
 
 def cache_key(**parts: Any) -> str:
