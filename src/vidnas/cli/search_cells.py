@@ -87,8 +87,9 @@ def cells_cmd(
     op_preset: Annotated[Opt[str], typer.Option(
         "--op-preset", help="paper: the 11 ops and 6 aggregations | cpu: without deform3x3, dense attention and "
                             "conv3d, slow on CPUs (cells.op_preset; cells.ops / cells.aggregations override).")] = None,
-    threads: Annotated[Opt[int], typer.Option(help="torch threads of this process (caching, the static network); "
-                                                   "workers use cores / workers each.")] = None,
+    threads: Annotated[Opt[int], typer.Option(help="torch threads of this process and of each worker process "
+                                                   "(default: torch's here, cores / workers in the workers).")]
+    = None,
     inject_failure: Annotated[Opt[str], typer.Option("--inject-failure", hidden=True,
                                                      help="Testing aid: candidates using this op/aggregation "
                                                           "raise in the worker.")] = None,
@@ -153,7 +154,7 @@ def cells_cmd(
         static = prepare_static(cfg, run, static, resume=resume, epochs=static_epochs, max_steps_per_epoch=max_steps,
                                 show_progress=show, say=typer.echo)
         options = SearchOptions(batch_size=batch, max_steps_per_epoch=max_steps, inject_failure=inject_failure,
-                                ray_address=ray_address, show_progress=show)
+                                ray_address=ray_address, worker_threads=threads, show_progress=show)
         result = run_cell_search(cfg, run, static, resume=resume, options=options)
     except (FileExistsError, ValueError, ExecutorError, CellError, DataError, OSError) as e:
         raise fail(str(e)) from e

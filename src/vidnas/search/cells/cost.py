@@ -11,14 +11,18 @@ Measured on the development CPU (EfficientNet-Lite0, 176x240, 1 thread, 8 frames
 ``cell frame / static frame`` repeats within about +-4 % and costs about 0.5 s; at 360x480 a few seconds.
 
 Recorded per candidate (medians over the timed pushes, ms): ``latency_ms`` (cell model frame), ``static_latency_ms``
-(static network frame), ``encoder_ms``, ``cell_ms`` (the cell inside the cell model's frame), ``static_decoder_ms``,
-``fps_ratio`` = static / cell frame, ``gflops`` (encoder + cell), ``cell_gflops``, ``model_params`` (static network +
-cell), and the deployment ``height`` and ``width``.
+(static network frame), ``encoder_ms``, ``cell_ms`` (the cell inside the cell model's frame), ``static_decoder_ms``;
+``latency_ratio``, the median over rounds of ``cell frame / static frame`` of the same round (the two pushes of a
+round run back to back, so a slow phase of the machine cancels out of the ratio: a load spike that tripled one
+round's times moved the ratio of medians by 30 % on the development machine), ``fps_ratio = 1 / latency_ratio``;
+``gflops`` (encoder + cell), ``cell_gflops``, ``model_params`` (static network + cell), the deployment ``height`` and
+``width``, the timed ``frames`` and the torch ``threads``.
 """
 
 from __future__ import annotations
 
 import copy
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,10 +69,12 @@ class CostMeter:
                                frames=self.frames)
         flops = component_flops(model, self.img_size)
         s, c = res["static"], res["cell"]
+        ratio = statistics.median(a / b for a, b in zip(c.frame.samples_ms, s.frame.samples_ms, strict=True))
         return {
             "latency_ms": c.frame.median_ms,
             "static_latency_ms": s.frame.median_ms,
-            "fps_ratio": s.frame.median_ms / c.frame.median_ms,
+            "latency_ratio": ratio,
+            "fps_ratio": 1.0 / ratio,
             "encoder_ms": c.encoder.median_ms,
             "cell_ms": c.decoder.median_ms,
             "static_decoder_ms": s.decoder.median_ms,

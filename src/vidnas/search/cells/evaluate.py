@@ -294,8 +294,10 @@ def run_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: Featu
         res = train_cell(cell, train_cache, val_cache, epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
                          seed=job.seed, early_stop=job.early_stop, max_steps_per_epoch=job.max_steps_per_epoch)
         cost = meter.measure(cell) if meter is not None else {}
-        target = job.latency_target_ms if job.latency_target_ms is not None else cost.get("static_latency_ms")
-        reward = latency_reward(res["reward"], cost.get("latency_ms"), target, job.latency_weight)
+        if job.latency_target_ms is None:  # target: the static network's frame, timed round by round beside it
+            reward = latency_reward(res["reward"], cost.get("latency_ratio"), 1.0, job.latency_weight)
+        else:
+            reward = latency_reward(res["reward"], cost.get("latency_ms"), job.latency_target_ms, job.latency_weight)
         return CandidateResult(
             cid=job.cid, tokens=list(job.tokens), reward=reward, accuracy_reward=res["reward"], cost=cost,
             metrics=res["metrics"],

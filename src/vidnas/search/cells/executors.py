@@ -255,12 +255,15 @@ class RayExecutor:
 
 
 def make_executor(kind: str, train_cache: FeatureCache, val_cache: FeatureCache, *, workers: int,
-                  address: str | None = None, meter: CostMeter | None = None) -> Executor:
-    """``local`` (``workers=0`` runs in-process) or ``ray``; an unknown name lists the valid ones."""
+                  address: str | None = None, meter: CostMeter | None = None,
+                  threads: int | None = None) -> Executor:
+    """``local`` (``workers=0`` runs in-process) or ``ray``; an unknown name lists the valid ones. ``threads``:
+    torch threads per worker (None: cores / workers)."""
     if kind == "local":
         if workers == 0:
             return InlineExecutor(train_cache, val_cache, meter)
-        return LocalExecutor(train_cache, val_cache, workers=workers, meter=meter)
+        return LocalExecutor(train_cache, val_cache, workers=workers, meter=meter, threads=threads)
     if kind == "ray":
-        return RayExecutor(train_cache, val_cache, workers=max(1, workers), address=address, meter=meter)
+        return RayExecutor(train_cache, val_cache, workers=max(1, workers), address=address, meter=meter,
+                           threads=threads)
     raise ExecutorError(f"unknown executor {kind!r}; valid executors: {', '.join(EXECUTORS)}")

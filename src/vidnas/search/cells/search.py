@@ -112,6 +112,7 @@ class SearchOptions:
         shard_size: windows per disk-cache shard.
         cache_batch_size: windows per static forward while caching.
         ray_address: Ray cluster address for ``--executor ray`` (None = a local Ray).
+        worker_threads: torch threads per worker process (None = cores / workers).
         plots: draw the plots at the end of the search.
         show_progress: tqdm bars.
     """
@@ -125,6 +126,7 @@ class SearchOptions:
     shard_size: int = 256
     cache_batch_size: int = 8
     ray_address: str | None = None
+    worker_threads: int | None = None
     plots: bool = True
     show_progress: bool = True
 
@@ -408,7 +410,7 @@ class CellSearch:
                 bar.update(n - len(jobs))
                 if jobs and executor is None:
                     executor = make_executor(cfg.cells.executor, train_cache, val_cache, workers=cfg.cells.workers,
-                                             address=opts.ray_address, meter=meter)
+                                             address=opts.ray_address, meter=meter, threads=opts.worker_threads)
                 for res in executor.run(jobs) if jobs else ():
                     i = res.cid - done
                     rec = self._record(res, batches, float(sample.log_prob[i]), float(sample.entropy[i]))
