@@ -9,6 +9,7 @@ printed beside ours; absolute FPS differ (their V100 GPU, our CPU), ratios are w
     python benchmarks/table1.py                 # full size, 30 frames: about 6-10 minutes on the quiet 2-core CPU
     python benchmarks/table1.py --frames 1000   # the paper's averaging (hours on a CPU)
     python benchmarks/table1.py --quick         # tiny substitutes at 64x96: checks the script in seconds
+    python benchmarks/table1.py --device cuda   # on a GPU (the paper's V100 protocol; ratios comparable)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from vidnas.bench.protocol import PAPER_FRAMES, protocol_rows
 from vidnas.config import Config
 from vidnas.models import PAPER_ROWS, Arch, VideoSegmenter, build_model
 from vidnas.models.architecture import PAPER_INPUT_SIZE
+from vidnas.precision import check_device
 
 __all__ = [
     "REF_ROW",
@@ -99,16 +101,16 @@ def table1_archs(names: Sequence[str] | None = None, *, quick: bool = False) -> 
 
 
 def build_models(
-    archs: Mapping[str, Arch], *, img_size: tuple[int, int], num_classes: int = NUM_CLASSES
+    archs: Mapping[str, Arch], *, img_size: tuple[int, int], num_classes: int = NUM_CLASSES, device: str = "cpu"
 ) -> dict[str, VideoSegmenter]:
-    """Build every architecture with random weights at ``img_size``, in eval mode."""
+    """Build every architecture with random weights at ``img_size``, in eval mode, on ``device``."""
     models = {}
     for name, arch in archs.items():
         cfg = Config()
         cfg = dataclasses.replace(
             cfg, data=dataclasses.replace(cfg.data, height=img_size[0], width=img_size[1], window=arch.window)
         )
-        models[name] = build_model(cfg, arch, num_classes=num_classes).eval()
+        models[name] = build_model(cfg, arch, num_classes=num_classes).eval().to(device)
     return models
 
 
@@ -137,10 +139,11 @@ def run(
     quick: bool = False,
     img_size: tuple[int, int] | None = None,
     progress: Callable[[], Any] | None = None,
+    device: str = "cpu",
 ) -> list[BenchRow]:
     """Build the rows' models and measure them interleaved; returns one row each with the paper's figures beside."""
     size = img_size or (QUICK_SIZE if quick else PAPER_INPUT_SIZE)
-    models = build_models(table1_archs(names, quick=quick), img_size=size)
+    models = build_models(table1_archs(names, quick=quick), img_size=size, device=device)
     rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, progress=progress)
     for r in rows:
         r.extra["quick"] = quick
@@ -163,11 +166,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny substitutes at 64x96: a smoke run in seconds")
     parser.add_argument("--json", type=Path, default=None, help="write the rows (and the device) as a JSON list")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default cpu)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
         parser.error("need --frames >= 1 and --warmup >= 0")
     if (args.height is None) != (args.width is None):
         parser.error("give --height and --width together")
+    try:
+        check_device(args.device)
+    except ValueError as e:
+        parser.error(str(e))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -196,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             quick=args.quick,
             img_size=img_size,
             progress=bar.update,
+            device=args.device,
         )
     finally:
         bar.close()
@@ -207,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(title)
     print(format_table(rows, COLUMNS))
-    dev = device_signature()
+    dev = {**device_signature(), "torch_device": args.device}
     print(
         f"device: {dev['cuda'] or dev['cpu']} ({dev['cpu_count']} logical CPUs, {dev['num_threads']} torch threads), "
         f"torch {dev['torch']}, python {dev['python']}"

@@ -15,6 +15,19 @@ SHARED_DATA = Path(os.environ.get("VIDNAS_SHARED_DATA", REPO.parent / "shared" /
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="torch device of the tests marked `device` (cpu, cuda, cuda:N)")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> str:
+    """The device of the `device`-marked tests: `pytest --device cuda -m device` runs them on a GPU."""
+    dev = request.config.getoption("--device")
+    if torch.device(dev).type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"--device {dev}: CUDA is not available here")
+    return dev
+
+
 def _shared(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():

@@ -4,9 +4,10 @@ the top (lazily only the optional extras).
 Layers, bottom to top (docs/ARCHITECTURE.md draws them)::
 
     0  utils, registry                                   leaf helpers (atomic writes, seeding; one registry)
-    1  jsonfile, plotting, checkpoint                    file formats: versioned JSON, figures, checkpoints
+    1  jsonfile, plotting, checkpoint, precision         versioned JSON, figures, checkpoints; amp and devices
     2  config
-    3  data, metrics, bench                              (bench times any model without importing models)
+    3  data, metrics, bench, rundir                      (bench times any model without importing models;
+                                                      rundir: output directories and --resume configs)
     4  models
     5  engine, export
     6  search                                            (search -> engine -> models)
@@ -26,9 +27,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "vidnas"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("utils", "registry", "__init__"),
-    ("jsonfile", "plotting", "checkpoint"),
+    ("jsonfile", "plotting", "checkpoint", "precision"),
     ("config",),
-    ("data", "metrics", "bench"),
+    ("data", "metrics", "bench", "rundir"),
     ("models",),
     ("engine", "export"),
     ("search",),

@@ -148,7 +148,8 @@ def test_crash_midway_leaves_only_complete_outputs(checkpoint, davis_mp4, tmp_pa
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "summary.json").write_text("{}")  # from an earlier run: must not survive into this one
+    (out / "summary.json").write_text("{}")  # from an earlier prediction: must not survive into this one
+    (out / "vidnas_predict.json").write_text('{"kind": "vidnas predict", "files": ["summary.json"]}')
     with pytest.raises(RuntimeError, match="simulated"):
         predict_video(davis_mp4, out, Crashing(load_model(checkpoint)))
     check_masks(out, 5, VIDEO_HW)  # every mask written is a complete PNG

@@ -5,6 +5,7 @@ Below ``models`` (which loads them) and ``engine`` (which writes them); imports 
 
 from __future__ import annotations
 
+import errno
 import logging
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,22 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """``torch.save(state)`` to a temporary file, then rename onto ``path``."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``torch.save(state)`` to a temporary file, then rename onto ``path``.
+
+    Raises:
+        CheckpointError: the file cannot be written (a full disk, a read-only folder); the previous ``path`` is
+            intact then, and the message says so.
+    """
+    path = Path(path)
+    try:
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    except OSError as e:
+        what = "no space left on device" if e.errno == errno.ENOSPC else (e.strerror or str(e))
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"cannot write {path}: {what}; {kept} (free space, then continue with --resume)") from e
+    except RuntimeError as e:  # torch.save reports a failed write (e.g. ENOSPC) as a RuntimeError
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+        raise CheckpointError(f"cannot write {path}: {e}; {kept} (free space, then continue with --resume)") from e
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> dict[str, Any]:

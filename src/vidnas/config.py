@@ -36,6 +36,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "save_config",
+    "validate_config",
 ]
 
 
@@ -58,10 +59,15 @@ class DataConfig:
     supervise: str = "target"  # "target": only the window's annotated target frame; "all": every annotated frame
     rotate_degrees: float = 10.0  # [ST-NAS] random rotation in [-10, 10] degrees
     hflip: bool = True  # [ST-NAS] random horizontal flip
+    scale_range: tuple[float, float] = (1.0, 1.0)  # random scale then crop/pad back to height x width, the same for
+    # every frame of a clip; (1, 1) = off; [CELLS] uses (0.5, 2.0)
     augment: bool = True  # train-time augmentation on/off (never applied to eval)
     ignore_index: int = 255  # [SPEC] void / unknown label values
     frame_stride: int = 1  # use every n-th video frame when building windows
+    val_frame_stride: int | None = None  # windows of the val split: every n-th frame (None: frame_stride); CamVid
+    # trains on 1 Hz annotations and validates on a 15 Hz clip: 15 makes a val window span what a train window spans
     num_workers: int = 0
+    persistent_workers: bool = False  # keep loader workers alive across epochs (with num_workers > 0)
     cache_frames: int | None = None  # decoded+resized frames kept in memory (None: just enough for one window)
     # synthetic generator [SPEC]: seeded, deterministic; some frames corrupted while labels stay true
     synthetic_videos: int = 6
@@ -95,11 +101,16 @@ class TrainConfig:
     weight_decay: float = 1e-3  # [ST-NAS] AdamW weight decay 1e-3
     betas: tuple[float, float] = (0.9, 0.999)  # [ST-NAS] "0.9 momentum"
     optimizer: str = "adamw"  # adamw [ST-NAS] | sgd (momentum 0.9, used for arch2 [CELLS appendix])
-    schedule: str = "constant"  # constant [ST-NAS] | poly (power 0.9) [CELLS appendix, DeepLab]
+    schedule: str = "constant"  # constant [ST-NAS] | poly (power 0.9) [CELLS appendix, DeepLab] | cosine
+    warmup_epochs: float = 0.0  # linear learning-rate warm-up from 0 over this many epochs (fractions allowed)
+    decoder_lr_scale: float = 1.0  # non-encoder parameters train at lr * scale (the encoder at lr * encoder_lr_scale)
+    loss: str = "ce"  # ce | balanced (median-frequency class weights of the train split) | ohem (hardest pixels)
+    ohem_keep: float = 0.25  # ohem: the fraction of supervised pixels (the hardest) that count in each batch
     aux_weight: float = 0.3  # weight of auxiliary losses when a model returns them [CELLS appendix]
     encoder_lr_scale: float = 1.0  # encoder lr = lr * scale (own param group); 0 freezes it (weights and BN stats)
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda | cuda:N (--device on every command)
+    amp: str = "none"  # none | bf16 | fp16: mixed precision of training, supernet phases and cell training
     max_steps_per_epoch: int | None = None  # cap for quick runs
     val_every: int = 1
     log_every: int = 10
@@ -281,7 +292,80 @@ def config_from_dict(d: dict[str, Any], cls: type = Config, prefix: str = "") ->
             kwargs[k] = config_from_dict(v or {}, tp, prefix=f"{key}.")
         else:
             kwargs[k] = _coerce(v, tp, key)
-    return cls(**kwargs)
+    out = cls(**kwargs)
+    return validate_config(out) if cls is Config else out
+
+
+# Value checks run on every config built from a file, a dict or overrides (config_from_dict): a bad value fails at
+# once, naming the key, before any data is read or any model built. key -> (test, what a valid value is).
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "data.height": (lambda v: v >= 1, ">= 1"),
+    "data.width": (lambda v: v >= 1, ">= 1"),
+    "data.window": (lambda v: v >= 1, ">= 1"),
+    "data.temporal": (lambda v: v in ("causal", "centred", "centered"), "causal or centred"),
+    "data.supervise": (lambda v: v in ("target", "all"), "target or all"),
+    "data.frame_stride": (lambda v: v >= 1, ">= 1"),
+    "data.num_workers": (lambda v: v >= 0, ">= 0"),
+    "data.ignore_index": (lambda v: v >= 0, ">= 0"),
+    "data.rotate_degrees": (lambda v: v >= 0, ">= 0"),
+    "data.synthetic_videos": (lambda v: v >= 1, ">= 1"),
+    "data.synthetic_frames": (lambda v: v >= 1, ">= 1"),
+    "data.synthetic_classes": (lambda v: v >= 2, ">= 2"),
+    "data.synthetic_corruption": (lambda v: 0 <= v <= 1, "between 0 and 1"),
+    "model.decoder_channels": (lambda v: v >= 1, ">= 1"),
+    "model.decoder_dilations": (lambda v: len(v) >= 1 and all(d >= 1 for d in v), "a non-empty list of values >= 1"),
+    "model.encoder_depths": (lambda v: v is None or all(d >= 1 for d in v), "null or a list of values >= 1"),
+    "train.epochs": (lambda v: v >= 1, ">= 1"),
+    "train.batch_size": (lambda v: v >= 1, ">= 1"),
+    "train.lr": (lambda v: v > 0, "> 0"),
+    "train.weight_decay": (lambda v: v >= 0, ">= 0"),
+    "train.optimizer": (lambda v: v.lower() in ("adamw", "sgd"), "adamw or sgd"),
+    "train.schedule": (lambda v: v in ("constant", "poly", "cosine"), "constant, poly or cosine"),
+    "train.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "train.decoder_lr_scale": (lambda v: v > 0, "> 0"),
+    "train.loss": (lambda v: v in ("ce", "balanced", "ohem"), "ce, balanced or ohem"),
+    "train.ohem_keep": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "data.scale_range": (lambda v: 0 < v[0] <= v[1], "two values 0 < min <= max"),
+    "data.val_frame_stride": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "train.aux_weight": (lambda v: v >= 0, ">= 0"),
+    "train.encoder_lr_scale": (lambda v: v >= 0, ">= 0 (0 freezes the encoder)"),
+    "train.max_steps_per_epoch": (lambda v: v is None or v >= 1, "null or >= 1"),
+    "train.val_every": (lambda v: v >= 1, ">= 1"),
+    "train.log_every": (lambda v: v >= 1, ">= 1"),
+    "train.amp": (lambda v: v in ("none", "bf16", "fp16"), "none, bf16 or fp16"),
+    "stnas.encoder_epochs": (lambda v: v >= 0, ">= 0"),
+    "stnas.decoder_epochs": (lambda v: v >= 0, ">= 0"),
+    "stnas.warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "stnas.lam": (lambda v: v >= 0, ">= 0 (lambda weighs a latency penalty; a negative one would reward latency)"),
+    "stnas.arch_lr": (lambda v: v > 0, "> 0"),
+    "stnas.mode": (lambda v: v in ("joint", "alternating"), "joint or alternating"),
+    "cells.num_layers": (lambda v: v >= 1, ">= 1"),
+    "cells.candidates": (lambda v: v >= 1, ">= 1"),
+    "cells.seq_len": (lambda v: v >= 2, ">= 2 (a key frame and at least one cell frame)"),
+    "cells.cell_epochs": (lambda v: v >= 1, ">= 1"),
+    "cells.cell_lr": (lambda v: v > 0, "> 0"),
+    "cells.cell_batch_size": (lambda v: v >= 1, ">= 1"),
+    "cells.controller_lr": (lambda v: v > 0, "> 0"),
+    "cells.meta_val_fraction": (lambda v: 0 < v < 1, "between 0 and 1"),
+    "cells.top_k": (lambda v: v >= 0, ">= 0"),
+    "cells.workers": (lambda v: v >= 0, ">= 0 (0 runs candidates in this process)"),
+    "cells.executor": (lambda v: v in ("local", "ray"), "local or ray"),
+    "cells.cache": (lambda v: v in ("memory", "disk"), "memory or disk"),
+}
+
+
+def validate_config(cfg: Config) -> Config:
+    """Check every value of ``_CHECKS``; returns ``cfg``.
+
+    Raises:
+        ConfigError: ``section.key=value: must be ...`` for the first bad value.
+    """
+    for key, (ok, what) in _CHECKS.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r}: must be {what}")
+    return cfg
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:

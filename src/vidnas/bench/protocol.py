@@ -19,6 +19,7 @@ This module never imports ``vidnas.models`` (``bench`` sits below it): the model
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from torch import nn
 from vidnas.bench.counting import count_flops, count_params
 from vidnas.bench.report import BenchRow
 from vidnas.bench.timing import TimingStats, interleaved_timing
+from vidnas.precision import autocast
 
 __all__ = [
     "PAPER_FRAMES",
@@ -96,6 +98,7 @@ class _Probe:
         self.streamer: Any = None
         self.frame: Any = None
         self.split = True  # encoder and decoder timed apart
+        self.autocast: Any = contextlib.nullcontext()
 
     def _prime(self) -> None:
         # until the target frame of the newest window exists, a push encodes but does not decode
@@ -104,7 +107,8 @@ class _Probe:
 
     def __call__(self) -> Any:
         """Push the frame once: one encoder pass and one decode of the full window."""
-        logits = self.streamer.push(self.frame)
+        with self.autocast:
+            logits = self.streamer.push(self.frame)
         if self.progress is not None:
             self.progress()
         return logits
@@ -140,6 +144,7 @@ class StreamProbe(_Probe):
         sync: called at each stamp on asynchronous devices (``torch.cuda.synchronize``); None on the CPU.
         progress: called after each push (e.g. a progress bar's update); cheap, it runs inside the timed region.
         stream_options: keyword arguments of ``model.stream`` (``window``, ``key_interval``).
+        amp: inference precision of the pushes (``vidnas.precision.AMP_MODES``).
     """
 
     def __init__(
@@ -150,6 +155,7 @@ class StreamProbe(_Probe):
         sync: Callable[[], Any] | None = None,
         progress: Callable[[], Any] | None = None,
         stream_options: Mapping[str, Any] | None = None,
+        amp: str = "none",
     ) -> None:
         super().__init__(progress)
         self.model = model
@@ -160,6 +166,7 @@ class StreamProbe(_Probe):
         gen = torch.Generator().manual_seed(0)
         frame = torch.randn(1, 3, int(img_size[0]), int(img_size[1]), generator=gen)  # (1, 3, H, W)
         self.frame = frame.to(_model_device(model))
+        self.autocast = autocast(_model_device(model), amp)
         self.streamer = model.stream(batch_size=1, **(stream_options or {}))
         self._handles = [
             model.encoder.register_forward_pre_hook(self._start),
@@ -167,7 +174,7 @@ class StreamProbe(_Probe):
             model.decoder.register_forward_pre_hook(self._start),
             model.decoder.register_forward_hook(self._stop(self.decoder_ms)),
         ]
-        with torch.inference_mode():
+        with torch.inference_mode(), self.autocast:
             self._prime()
 
     def _stamp(self) -> float:
@@ -244,6 +251,7 @@ def measure_protocol(
     window: int | None = None,
     progress: Callable[[], Any] | None = None,
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
+    amp: str = "none",
 ) -> dict[str, ProtocolResult]:
     """Time several models side by side under the ST-NAS protocol.
 
@@ -261,6 +269,7 @@ def measure_protocol(
         progress: called after every push (warm-up included), e.g. a progress bar's ``update``.
         stream_options: name -> keyword arguments of that model's ``stream`` (e.g. ``{"window": 5}`` to decode
             another window than the model's own).
+        amp: inference precision of the PyTorch models (``none``, ``bf16``, ``fp16``).
 
     Returns:
         name -> ``ProtocolResult``, in the order of ``models``.
@@ -275,7 +284,7 @@ def measure_protocol(
             if isinstance(model, nn.Module):
                 sync = torch.cuda.synchronize if _model_device(model).type == "cuda" else None
                 probes[name] = StreamProbe(model, sizes[name], sync=sync, progress=progress,
-                                           stream_options=(stream_options or {}).get(name))
+                                           stream_options=(stream_options or {}).get(name), amp=amp)
             else:
                 probes[name] = ExternalStreamProbe(model, progress=progress)
         any_cuda = any(p.sync is not None for p in probes.values())
@@ -388,6 +397,7 @@ def protocol_rows(
     cost_models: Mapping[str, Any] | None = None,
     progress: Callable[[], Any] | None = None,
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
+    amp: str = "none",
 ) -> list[BenchRow]:
     """Count and time several models (interleaved) and return one ``BenchRow`` each.
 
@@ -408,6 +418,7 @@ def protocol_rows(
         progress: called after every push.
         stream_options: name -> keyword arguments of that model's ``stream`` (``window``, ``key_interval``); the
             row's window and FLOPs follow its ``window``.
+        amp: inference precision of the PyTorch models (recorded in every row's ``amp``).
     """
     sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
     options = {n: dict((stream_options or {}).get(n) or {}) for n in models}
@@ -421,7 +432,7 @@ def protocol_rows(
             cache[key] = component_flops(m, sizes[n], window=windows[n])
         counts[n] = cache.get(key) if flops and m is not None else None
     results = measure_protocol(models, img_size=sizes, warmup=warmup, frames=frames, progress=progress,
-                               stream_options=options)
+                               stream_options=options, amp=amp)
     rows = []
     for name in models:
         res, fl = results[name], counts[name]
@@ -444,6 +455,8 @@ def protocol_rows(
                 "width": sizes[name][1],
                 "encoder_gflops": None if fl is None else fl["encoder"] / 1e9,
                 "decoder_gflops": None if fl is None else fl["decoder"] / 1e9,
+                "amp": amp if isinstance(models[name], nn.Module) else "none",
+                "torch_threads": torch.get_num_threads(),
             },
         )
         row.extra.update((extra or {}).get(name, {}))

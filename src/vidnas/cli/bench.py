@@ -8,7 +8,19 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, set_threads, setup_logging
+from vidnas.cli.common import (
+    AmpOpt,
+    ConfigOpt,
+    OverwriteOpt,
+    SetOpt,
+    ThreadsOpt,
+    device_overrides,
+    fail,
+    output_file,
+    resolve_config,
+    set_threads,
+    setup_logging,
+)
 
 DEFAULT_CLASSES = 13  # CholecSeg8K (kept equal to vidnas.experiments.benchmark.DEFAULT_CLASSES, which loads late)
 
@@ -55,7 +67,7 @@ def bench_cmd(
     ] = DEFAULT_CLASSES,
     frames: Annotated[int, typer.Option(help="Timed frames per model (the paper averages 1000).")] = 100,
     warmup: Annotated[int, typer.Option(help="Untimed frames per model first.")] = 10,
-    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads (default: torch's).")] = None,
+    threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
     ref: Annotated[OptStr, typer.Option("--ref", help="Row name: adds an FPS ratio column against it.")] = None,
     json_out: Annotated[OptPath, typer.Option("--json", help="Write the rows as a JSON list.")] = None,
@@ -66,6 +78,8 @@ def bench_cmd(
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
         "--key-interval", help="Dynamic-cell checkpoints: run the static network every N frames (default: only the "
         "first, i.e. steady state = encoder + cell).")] = None,
+    overwrite: OverwriteOpt = False,
+    amp: AmpOpt = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
@@ -91,12 +105,18 @@ def bench_cmd(
         raise fail("--runtime onnxruntime is not available: install onnx and onnxruntime")
     if runtime != "torch" and device != "cpu":
         raise fail(f"--runtime {runtime} runs onnxruntime on the CPU: use --device cpu")
+    device_overrides(device, amp)  # an unknown device, CUDA where there is none, or a bad --amp fails here
     if frames < 1 or warmup < 0:
         raise fail(f"need --frames >= 1 and --warmup >= 0, got {frames} and {warmup}")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
     if window is not None and window < 1:
         raise fail(f"--window must be >= 1, got {window}")
+    if not (checkpoint or arch or row or config or set_):
+        raise fail("no model to benchmark: give --checkpoint, --arch, --row (e.g. --row all), or --config / --set "
+                   "(the config's model)")
+    if json_out is not None:
+        output_file(json_out, overwrite=overwrite, option="--json")
     set_threads(threads)
     cfg = resolve_config(config, set_)
     hw = (height, width) if height is not None and width is not None else None
@@ -116,7 +136,7 @@ def bench_cmd(
     bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
     try:
         rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
-                                             threads=threads, progress=bar.update)
+                                             threads=threads, progress=bar.update, amp=amp)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:
@@ -146,10 +166,11 @@ def latency_cmd(
     warmup: Annotated[int, typer.Option(help="Untimed calls per block before the first pass.")] = 3,
     repeats: Annotated[int, typer.Option(help="Whole-encoder passes; each block keeps the median over passes of "
                                          "its per-pass median (a stall hits one pass, not the table).")] = 5,
-    threads: Annotated[OptInt, typer.Option(help="torch intra-op threads (default: torch's).")] = None,
+    threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2).
@@ -165,6 +186,8 @@ def latency_cmd(
         raise fail(f"need --iters >= 1, --warmup >= 0 and --repeats >= 1, got {iters}, {warmup} and {repeats}")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
+    output_file(out, overwrite=overwrite)
+    device_overrides(device)
     set_threads(threads)
     cfg = resolve_config(config, set_)
     name = encoder or cfg.model.encoder

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from vidnas.config import Config, ConfigError, load_config, save_config
+from vidnas.rundir import OutputDirError, absolute_data_root, prepare_output_dir, resume_config
 
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP007, UP045  (typer needs Optional on py3.10)
@@ -22,6 +24,30 @@ SetOpt = Annotated[
 ]
 
 
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Replace the run (or output) already in --out; without it such a directory is "
+                                     "refused. Only files vidnas writes are removed."),
+]
+ThreadsOpt = Annotated[
+    Optional[int],  # noqa: UP007, UP045
+    typer.Option("--threads", help="torch intra-op threads (default: torch's, one per core). Tiny models run "
+                                   "faster with 1; results repeat bit for bit with the same thread count."),
+]
+
+
+DeviceOpt = Annotated[
+    Optional[str],  # noqa: UP007, UP045
+    typer.Option("--device", help="torch device: cpu, cuda, cuda:N (default: train.device of the config, cpu). "
+                                  "Every tensor follows the model there; the data stays pinned on the host."),
+]
+AmpOpt = Annotated[
+    str,
+    typer.Option("--amp", help="Mixed precision: none | bf16 | fp16. Off by default: on the development CPU bf16 "
+                               "ran about 8x slower than float32; use it on GPUs."),
+]
+
+
 def fail(msg: str, code: int = 2) -> typer.Exit:
     """Print a clear error to stderr and return an Exit to raise."""
     typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
@@ -29,11 +55,53 @@ def fail(msg: str, code: int = 2) -> typer.Exit:
 
 
 def resolve_config(config: str | None, overrides: list[str] | None, extra: list[str] | None = None) -> Config:
-    """Load defaults -> preset -> CLI shortcut overrides (``extra``) -> ``--set`` overrides; exit 2 on a bad value."""
+    """Load defaults -> preset -> CLI shortcut overrides (``extra``) -> ``--set`` overrides; exit 2 on a bad value.
+
+    A relative ``data.root`` is made absolute (against the working directory), so the config saved in a run finds
+    its data from anywhere.
+    """
     try:
-        return load_config(config, [*(extra or []), *(overrides or [])])
+        return absolute_data_root(load_config(config, [*(extra or []), *(overrides or [])]))
     except ConfigError as e:
         raise fail(str(e)) from e
+
+
+def run_config(kind: str, out: str | Path | None, *, resume: bool, config: str | None, overrides: list[str] | None,
+               extra: list[str] | None = None) -> Config:
+    """The config of a command that writes a run: ``resolve_config`` for a new run; for ``--resume``, the run's own
+    ``config.yaml`` plus the overrides, refusing changes a resume cannot honour (``vidnas.rundir.resume_config``)."""
+    if not resume:
+        return resolve_config(config, overrides, extra)
+    if not out:
+        raise fail("--resume needs --out RUN_DIR (the run to continue)")
+    try:
+        return resume_config(out, kind, config=config, overrides=[*(extra or []), *(overrides or [])])
+    except (ConfigError, OutputDirError) as e:
+        raise fail(str(e)) from e
+
+
+def output_dir(path: str | Path, kind: str, *, resume: bool = False, overwrite: bool = False,
+               option: str = "--out") -> Path:
+    """``vidnas.rundir.prepare_output_dir`` with a one-line error (exit 2) instead of an exception."""
+    try:
+        prepare_output_dir(path, kind, resume=resume, overwrite=overwrite, option=option)
+    except OutputDirError as e:
+        raise fail(str(e)) from e
+    return Path(path)
+
+
+def output_file(path: str | Path, *, overwrite: bool, option: str = "--out") -> Path:
+    """A file a command is about to write: refuse a directory, an existing file (unless ``overwrite``) and an
+    unwritable folder, before any work."""
+    p = Path(path)
+    if p.is_dir():
+        raise fail(f"{option} {p} is a directory; give a file name")
+    if p.exists() and not overwrite:
+        raise fail(f"{option} {p} already exists; choose another name or pass --overwrite to replace it")
+    parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise fail(f"{option} {p}: {parent} is not writable")
+    return p
 
 
 def set_threads(threads: int | None) -> None:
@@ -47,10 +115,46 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def make_run_dir(cfg: Config, kind: str, out: str | None = None) -> Path:
-    """Create ``out`` (or ``<train.out_dir>/<kind>-<timestamp>``) and write the resolved config into it."""
+def device_overrides(device: str | None, amp: str | None = None) -> list[str]:
+    """``--device`` / ``--amp`` as config overrides (``train.device``, ``train.amp``), checked first: an unknown
+    device, CUDA where there is none, or an unknown precision exits 2 naming it."""
+    from vidnas.precision import AMP_MODES, check_device
+
+    out = []
+    if device is not None:
+        try:
+            check_device(device)
+        except ValueError as e:
+            raise fail(str(e)) from e
+        out.append(f"train.device={device}")
+    if amp is not None:
+        if amp not in AMP_MODES:
+            raise fail(f"--amp {amp!r}: valid modes are {', '.join(AMP_MODES)}")
+        out.append(f"train.amp={amp}")
+    return out
+
+
+def check_run_inputs(cfg: Config, arch: object = None) -> None:
+    """The cheap checks before a run directory is created: a known data format and an existing root, a known
+    encoder and decoder (``arch``: an ``Arch`` overriding the config's model). Exit 2 naming the culprit."""
+    from vidnas.data import check_data_config
+    from vidnas.models import check_model_config
+
+    try:
+        check_data_config(cfg.data)
+        check_model_config(cfg, arch)  # type: ignore[arg-type]
+    except (KeyError, ValueError) as e:
+        raise fail(str(e).strip("\"'")) from e
+
+
+def make_run_dir(cfg: Config, kind: str, out: str | None = None, *, resume: bool = False,
+                 overwrite: bool = False) -> Path:
+    """Check and create ``out`` (or a new ``<train.out_dir>/<kind>-<timestamp>``), then write the resolved config
+    into it (after every check: a refused command changes nothing)."""
     run = Path(out) if out else Path(cfg.train.out_dir) / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run.mkdir(parents=True, exist_ok=True)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 checks and writes; the others follow it
+        return run
+    output_dir(run, kind, resume=resume, overwrite=overwrite)
     save_config(cfg, run / "config.yaml")
     return run
 

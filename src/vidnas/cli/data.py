@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, resolve_config, setup_logging
+from vidnas.cli.common import ConfigOpt, OverwriteOpt, SetOpt, fail, output_file, resolve_config, setup_logging
 from vidnas.config import ConfigError, DataConfig
 
 app = typer.Typer(
@@ -154,12 +154,14 @@ def preview(
     cols: Annotated[int, typer.Option("--cols", min=1, help="Tiles per row.")] = 4,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a grid of annotated frames with their masks overlaid in the data set's palette, plus a class legend."""
     from vidnas.data import DataError, preview_grid
     from vidnas.utils import atomic_write
 
     setup_logging()
+    output_file(out, overwrite=overwrite)
     data = _data_config(config, overrides, fmt, root)
     src = _open(data)
     try:

@@ -9,7 +9,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, set_threads, setup_logging
+from vidnas.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    SetOpt,
+    device_overrides,
+    fail,
+    output_dir,
+    set_threads,
+    setup_logging,
+)
 
 __all__ = ["demo_cmd"]
 
@@ -26,6 +36,8 @@ def demo_cmd(
     threads: Annotated[int, typer.Option(
         "--threads", help="torch intra-op threads. 1 by default: the demo's models are so small that a second thread "
                           "costs more in synchronisation than it saves (10x slower on a busy 2-core CPU).")] = 1,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run ST-NAS end to end: baseline training, encoder search, decoder search, final training, evaluation
@@ -36,17 +48,23 @@ def demo_cmd(
     """
     from vidnas.config import ConfigError, save_config
     from vidnas.experiments.demo import demo_config, run_demo
+    from vidnas.rundir import resume_config
 
     setup_logging()
     set_threads(threads)
     if resume and not out:
         raise fail("--resume needs --out RUN_DIR (the demo to continue)")
     try:
-        cfg = demo_config(config, set_)
+        cfg = demo_config(config, [*device_overrides(device), *(set_ or [])])
     except ConfigError as e:
         raise fail(str(e)) from e
     run = Path(out) if out else Path(cfg.train.out_dir) / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run.mkdir(parents=True, exist_ok=True)
+    output_dir(run, "demo", resume=resume, overwrite=overwrite)
+    if resume and (run / "config.yaml").is_file():
+        try:  # a resumed demo continues with the settings it started with
+            cfg = resume_config(run, "demo", config=config, overrides=[*device_overrides(device), *(set_ or [])])
+        except (ConfigError, ValueError) as e:
+            raise fail(str(e)) from e
     save_config(cfg, run / "config.yaml")
     t0 = time.perf_counter()
     try:

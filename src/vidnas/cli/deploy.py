@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from vidnas.cli.common import fail, set_threads, setup_logging
+from vidnas.cli.common import (
+    AmpOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    ThreadsOpt,
+    device_overrides,
+    fail,
+    output_dir,
+    set_threads,
+    setup_logging,
+)
 
 __all__ = ["export_cmd", "predict_cmd"]
 
@@ -36,22 +46,31 @@ def export_cmd(
                                                "onnxruntime for the parity check (0 skips it).")] = 8,
     tol: Annotated[float, typer.Option("--tol", help="Largest accepted |PyTorch - onnxruntime| logit "
                                        "difference; exit 1 above it.")] = 1e-4,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX and check it against PyTorch on a stream of random frames.
 
     Window models: encoder.onnx (per frame) + decoder.onnx (per window). arch2 and dynamic-cell models (`vidnas search
     cells` top/cellN/model.pt): key.onnx (the static network) + cell.onnx (encoder + cell, carrying dec and layer4).
+    --out must be new, empty, or an earlier export (replaced); any other directory needs --overwrite.
     """
     from vidnas.export import DEFAULT_OPSET, export_onnx
     from vidnas.export.frame_models import export_frame_onnx, is_frame_model, read_frame_meta
     from vidnas.models import load_model
 
     setup_logging()
+    set_threads(threads)
     if (height is None) != (width is None):
         raise fail("give both --height and --width, or neither")
+    if not checkpoint.is_file():
+        raise fail(f"checkpoint not found: {checkpoint}")
     img_size = (height, width) if height is not None and width is not None else None
+    device_overrides(device)  # checked here: an unknown device or CUDA where there is none fails at once
+    output_dir(out, "export", overwrite=overwrite)
     try:
-        loaded = load_model(checkpoint, img_size=img_size, causal=causal)
+        loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
         extra = {"checkpoint": str(checkpoint), "palette_source": loaded.palette_source}
         if is_frame_model(loaded.model):  # arch2 / dynamic-cell model: key.onnx (+ cell.onnx)
             fpaths = export_frame_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset,
@@ -119,9 +138,16 @@ def predict_cmd(
         "(default: only on the first frame).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
                                                             "runtimes' own).")] = None,
+    overwrite: OverwriteOpt = False,
+    device: DeviceOpt = None,
+    amp: AmpOpt = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown."""
+    """Segment a video or frame folder frame by frame: masks/*.png, overlay.mp4 and summary.json, FPS shown.
+
+    --out must be new, empty or an earlier prediction (whose own files, listed in its vidnas_predict.json, are
+    replaced); a directory holding anything else, or laid out like a data set, is refused.
+    """
     from tqdm.auto import tqdm
 
     from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
@@ -135,16 +161,23 @@ def predict_cmd(
         raise fail(f"checkpoint not found: {checkpoint}")
     if max_frames is not None and max_frames < 1:
         raise fail("--max-frames must be >= 1")
+    device_overrides(device, amp)  # checked before any work
+    if runtime == "onnxruntime" and (device not in (None, "cpu") or amp != "none"):
+        raise fail("--device and --amp apply to the torch runtime (onnxruntime runs the exported graphs on its CPU "
+                   "provider)")
     try:  # open the input first: a bad video should fail before the model is built
         with open_frames(input) as reader:
             total = reader.num_frames
     except VideoError as e:
         raise fail(str(e)) from e
+    if out.resolve() == input.resolve() or (input.is_dir() and input.resolve() in out.resolve().parents):
+        raise fail(f"--out {out} is inside the input {input}: choose a directory outside the data")
+    output_dir(out, "predict", overwrite=overwrite)
     set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
-                             intra_op_threads=threads, key_interval=key_interval)
+                             intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     if max_frames is not None:
@@ -162,7 +195,7 @@ def predict_cmd(
             "export_dir": None if export_dir is None else str(export_dir)}
     try:
         res = predict_video(input, out, runner, max_frames=max_frames, fps=fps, overlay=not no_overlay,
-                            progress=progress, info=info)
+                            progress=progress, info=info, prepare=False)
     except VideoError as e:
         raise fail(f"{e} (masks written so far are in {out / 'masks'})") from e
     finally:

@@ -11,7 +11,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, set_threads, setup_logging
+from vidnas.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    SetOpt,
+    ThreadsOpt,
+    check_run_inputs,
+    device_overrides,
+    fail,
+    make_run_dir,
+    run_config,
+    set_threads,
+    setup_logging,
+)
 
 __all__ = ["app", "stnas_cmd", "parse_lambdas"]
 
@@ -63,9 +76,11 @@ def stnas_cmd(
                                 "measure the encoder's blocks now.")] = None,
     bench_frames: Annotated[int, typer.Option("--bench-frames", help="Sweep: timed frames per model.")] = 100,
     no_init: Annotated[bool, typer.Option("--no-init", help="Do not write derived_init.pt.")] = False,
-    threads: Annotated[Opt[int], typer.Option("--threads", help="torch intra-op threads (default: torch's). Tiny "
-                                                               "models on a busy CPU run much faster with 1.")]
-    = None,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    amp: Annotated[Opt[str], typer.Option("--amp", help="Mixed precision of the supernet phases: none | bf16 | "
+                                                        "fp16 (train.amp; alphas and betas stay float32).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """ST-NAS: search the encoder depths (Eq. 1, 2, shrink rule) and the decoder ops (TCNNAS), write arch.json.
@@ -77,19 +92,26 @@ def stnas_cmd(
 
     setup_logging()
     set_threads(threads)
-    if resume and not out:
-        raise fail("--resume needs --out RUN_DIR (the search to continue)")
     if skip_encoder and skip_decoder:
         raise fail("--skip-encoder and --skip-decoder together leave nothing to search")
     if lam is not None and lambdas is not None:
         raise fail("give either --lambda or --lambdas")
-    if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():  # type: ignore[arg-type]
-        config = str(Path(out) / "config.yaml")  # type: ignore[arg-type]
-    cfg = resolve_config(config, set_, _shortcuts(**{
-        "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table}))
-    run = make_run_dir(cfg, "sweep" if lambdas else "stnas", out)
+    if latency_table is not None and not latency_table.is_file():
+        raise fail(f"--latency-table {latency_table}: file not found (build one with `vidnas latency`)")
+    values = None
     if lambdas is not None:
-        _sweep(cfg, run, lambdas, resume=resume, quiet=quiet, skip_encoder=skip_encoder, skip_decoder=skip_decoder,
+        try:
+            values = parse_lambdas(lambdas)
+        except ValueError as e:
+            raise fail(str(e)) from e
+    kind = "sweep" if lambdas else "stnas"
+    cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
+        "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table})
+        + device_overrides(device, amp))
+    check_run_inputs(cfg)
+    run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite)
+    if values is not None:
+        _sweep(cfg, run, values, resume=resume, quiet=quiet, skip_encoder=skip_encoder, skip_decoder=skip_decoder,
                bench_frames=bench_frames)
         return
     from vidnas.search.stnas import search_stnas
@@ -126,13 +148,12 @@ def _depths(d: object) -> str:
     return "default" if d is None else ",".join(str(x) for x in d)  # type: ignore[union-attr]
 
 
-def _sweep(cfg, run: Path, lambdas: str, *, resume: bool, quiet: bool, skip_encoder: bool, skip_decoder: bool,
+def _sweep(cfg, run: Path, values: list[float], *, resume: bool, quiet: bool, skip_encoder: bool, skip_decoder: bool,
            bench_frames: int) -> None:
     from vidnas.engine.distributed import cleanup_distributed
     from vidnas.experiments.sweep import run_sweep, sweep_table
 
     try:
-        values = parse_lambdas(lambdas)
         res = run_sweep(cfg, run, values, resume=resume, show_progress=not quiet, skip_encoder=skip_encoder,
                         skip_decoder=skip_decoder, bench_frames=bench_frames,
                         progress=lambda msg: typer.echo(f"== {msg}", err=True))

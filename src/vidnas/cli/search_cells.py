@@ -7,7 +7,20 @@ from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, set_threads, setup_logging
+from vidnas.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    SetOpt,
+    ThreadsOpt,
+    check_run_inputs,
+    device_overrides,
+    fail,
+    make_run_dir,
+    run_config,
+    set_threads,
+    setup_logging,
+)
 
 __all__ = ["cells_cmd"]
 
@@ -87,12 +100,12 @@ def cells_cmd(
     op_preset: Annotated[Opt[str], typer.Option(
         "--op-preset", help="paper: the 11 ops and 6 aggregations | cpu: without deform3x3, dense attention and "
                             "conv3d, slow on CPUs (cells.op_preset; cells.ops / cells.aggregations override).")] = None,
-    threads: Annotated[Opt[int], typer.Option(help="torch threads of this process and of each worker process "
-                                                   "(default: torch's here, cores / workers in the workers).")]
-    = None,
     inject_failure: Annotated[Opt[str], typer.Option("--inject-failure", hidden=True,
                                                      help="Testing aid: candidates using this op/aggregation "
                                                           "raise in the worker.")] = None,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Search a dynamic cell with an LSTM controller trained by PPO, then train the top-k cells end to end.
@@ -114,6 +127,7 @@ def cells_cmd(
         ExecutorError,
         FinalOptions,
         SearchOptions,
+        adopt_static_model,
         prepare_static,
         run_cell_search,
         static_network_config,
@@ -123,32 +137,29 @@ def cells_cmd(
 
     setup_logging()
     set_threads(threads)
-    if resume and not out:
-        raise fail("--resume needs --out RUN_DIR (the search to continue)")
-    if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():
-        config = str(Path(out) / "config.yaml")
-    cfg = resolve_config(config, set_, _shortcuts(**{
+    cfg = run_config("cells", out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
         "cells.sampler": "random" if random else None, "cells.latency_weight": latency_weight,
         "cells.latency_target_ms": latency_target, "cells.latency_size": _size(latency_size),
         "cells.proxy_scale": proxy_scale, "cells.cell_epochs": cell_epochs, "cells.op_preset": op_preset,
-    }))
-    cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None)
+    }) + device_overrides(device))
+    if static is not None and not resume:
+        try:  # the static network's own model config wins: the saved cell models must load with it
+            cfg, note = adopt_static_model(cfg, static)
+        except ValueError as e:
+            raise fail(str(e)) from e
+    else:
+        cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None)
     if note:
         typer.echo(note)
-    if cfg.cells.executor not in ("local", "ray"):
-        raise fail(f"--executor {cfg.cells.executor!r}: valid values are local, ray")
-    if cfg.cells.cache not in ("memory", "disk"):
-        raise fail(f"--cache {cfg.cells.cache!r}: valid values are memory, disk")
-    if cfg.cells.workers < 0:
-        raise fail(f"--workers must be >= 0, got {cfg.cells.workers}")
+    check_run_inputs(cfg)
     try:  # every cells.* value of the loop, named, before the static network is trained or any feature cached
         check_cells_config(cfg.cells)
         CellSearchSpace.from_config(cfg.cells)
     except ValueError as e:
         raise fail(str(e)) from e
-    run = make_run_dir(cfg, "cells", out)
+    run = make_run_dir(cfg, "cells", out, resume=resume, overwrite=overwrite)
     show = not quiet
     try:
         static = prepare_static(cfg, run, static, resume=resume, epochs=static_epochs, max_steps_per_epoch=max_steps,

@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, SetOpt, fail, make_run_dir, resolve_config, set_threads, setup_logging
+from vidnas.cli.common import (
+    ConfigOpt,
+    DeviceOpt,
+    OverwriteOpt,
+    SetOpt,
+    ThreadsOpt,
+    check_run_inputs,
+    device_overrides,
+    fail,
+    make_run_dir,
+    output_dir,
+    run_config,
+    set_threads,
+    setup_logging,
+)
 
 FormatOpt = Annotated[str | None, typer.Option("--format", help="Data format (overrides data.format).")]  # noqa: UP007, UP045
 RootOpt = Annotated[str | None, typer.Option("--root", help="Data set root (overrides data.root).")]  # noqa: UP007, UP045
@@ -48,36 +62,44 @@ def train_cmd(
         typer.Option(help="Encoder weights: `imagenet` (efficientnet_lite0; needs the `pretrained` extra) or a local "
                      "timm checkpoint path."),
     ] = None,
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory.")] = None,  # noqa: UP007, UP045
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the --out run from its last checkpoint.")] = False,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Run directory (default: a new "  # noqa: UP007, UP045
+                                                                "runs/train-<time>).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the --out run from its last checkpoint, with its "
+                                                          "saved config (--set may change train.epochs, logging and "
+                                                          "the device only).")] = False,
+    overwrite: OverwriteOpt = False,
     init: Annotated[Path | None, typer.Option("--init", help="Initialise weights from this checkpoint.")] = None,  # noqa: UP007, UP045
-    threads: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
-        help="torch intra-op threads (default: torch's). Results repeat bit for bit with the same command, seed "
-        "and thread count on the same machine.")] = None,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
+    amp: Annotated[Optional[str], typer.Option(  # noqa: UP007, UP045
+        "--amp", help="Mixed precision: none | bf16 | fp16 (train.amp; fp16 adds loss scaling). Off by default: on "
+        "the development CPU bf16 ran about 8x slower than float32; use it on GPUs.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Train a model; checkpoints every epoch, best by val mIoU, JSONL + TensorBoard logs in the run directory."""
+    """Train a model; checkpoints every epoch, best by val mIoU, JSONL + TensorBoard logs in the run directory.
+
+    An --out that already holds a run is refused unless you --resume it or --overwrite it.
+    """
     from vidnas.engine.train import train
 
     setup_logging()
     set_threads(threads)
-    if resume and not out:
-        raise fail("--resume needs --out RUN_DIR (the run to continue)")
-    if resume and config is None and not set_ and (Path(out) / "config.yaml").exists():
-        config = str(Path(out) / "config.yaml")
     if model is not None and model not in MODEL_SHORTCUTS:
         raise fail(f"--model {model!r}: valid values are {', '.join(MODEL_SHORTCUTS)}")
+    if init is not None and not init.is_file():
+        raise fail(f"--init {init}: checkpoint not found")
     shortcuts = _shortcuts(fmt, root, **{"train.epochs": epochs, "model.encoder": encoder, "model.weights": weights})
-    cfg = resolve_config(config, set_, [*(MODEL_SHORTCUTS[model] if model else []), *shortcuts])
-    arch_obj = None
-    if arch is not None:
-        from vidnas.models import Arch
+    shortcuts += device_overrides(device, amp)
+    cfg = run_config("train", out, resume=resume, config=config, overrides=set_,
+                     extra=[*(MODEL_SHORTCUTS[model] if model else []), *shortcuts])
+    from vidnas.models import Arch
 
-        try:
-            arch_obj = Arch.load(arch)
-        except (OSError, ValueError) as e:
-            raise fail(str(e)) from e
-    run = make_run_dir(cfg, "train", out)
+    try:
+        arch_obj = Arch.load(arch) if arch is not None else None
+    except (OSError, ValueError) as e:
+        raise fail(str(e)) from e
+    check_run_inputs(cfg, arch_obj)  # a bad data set or model name fails here, before the run directory exists
+    run = make_run_dir(cfg, "train", out, resume=resume, overwrite=overwrite)
     try:
         res = train(cfg, run, arch=arch_obj, resume=resume, init_weights=init, show_progress=not quiet)
     except (FileNotFoundError, ValueError) as e:
@@ -101,22 +123,29 @@ def eval_cmd(
     fmt: FormatOpt = None,
     root: RootOpt = None,
     split: Annotated[str | None, typer.Option(help="Split to evaluate (default data.val_split).")] = None,  # noqa: UP007, UP045
-    out: Annotated[str | None, typer.Option("--out", "-o", help="Output directory.")] = None,  # noqa: UP007, UP045
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Output directory (default: eval/<checkpoint "  # noqa: UP007, UP045
+                                                                "name> in the run the checkpoint belongs to).")] = None,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Skip the streaming pass.")] = False,
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
         "--key-interval", help="Dynamic-cell models: re-run the static network every N streamed frames "
         "(default: only on a video's first frame).")] = None,
+    overwrite: OverwriteOpt = False,
+    threads: ThreadsOpt = None,
+    device: DeviceOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, fwIoU, temporal consistency, overlay images."""
-    from vidnas.engine.evaluate import eval_config, per_class_table, run_eval
+    from vidnas.engine.evaluate import default_eval_dir, eval_config, per_class_table, run_eval
 
     setup_logging()
+    set_threads(threads)
+    if not checkpoint.is_file():
+        raise fail(f"checkpoint not found: {checkpoint}")
     try:  # the config the model was trained with (or --config), plus overrides
-        cfg = eval_config(checkpoint, config, [*_shortcuts(fmt, root), *(set_ or [])])
-    except ValueError as e:  # CheckpointError, ConfigError
+        cfg = eval_config(checkpoint, config, [*_shortcuts(fmt, root), *device_overrides(device), *(set_ or [])])
+    except ValueError as e:  # CheckpointError, ConfigError, DataError (a data root that is not there)
         raise fail(str(e)) from e
-    out_dir = Path(out) if out else Path(checkpoint).resolve().parent.parent / "eval"
+    out_dir = output_dir(Path(out) if out else default_eval_dir(checkpoint), "eval", overwrite=overwrite)
     try:
         res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,
                        key_interval=key_interval)

@@ -33,6 +33,7 @@ __all__ = [
     "Registry",
     "FORMATS",
     "register_format",
+    "check_data_config",
     "open_source",
     "read_rgb",
     "read_label_png",
@@ -495,6 +496,23 @@ def open_source(data_cfg: Any) -> VideoSource:
     """
     cfg = getattr(data_cfg, "data", data_cfg)
     return FORMATS[getattr(cfg, "format", "synthetic")].from_config(cfg)
+
+
+def check_data_config(data_cfg: Any) -> None:
+    """Check, without reading any data, that ``data_cfg`` names a known format and (except for ``synthetic``) a root
+    that exists. Commands call it before they create a run directory.
+
+    Raises:
+        UnknownNameError: unknown format. DataError: a missing root.
+    """
+    cfg = getattr(data_cfg, "data", data_cfg)
+    cls = FORMATS[getattr(cfg, "format", "synthetic")]
+    root = getattr(cfg, "root", None)
+    if cls.name != "synthetic":
+        if root is None:
+            raise DataError(f"{cls.name}: data.root is required (the folder holding the data set; --root)")
+        if not Path(root).is_dir():
+            raise DataError(f"{cls.name}: data root {root} does not exist (or is not a folder)")
 
 
 def split_table(videos: Sequence[str], table: Mapping[str, Sequence[str]], where: str) -> dict[str, list[str]]:

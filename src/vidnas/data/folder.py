@@ -88,13 +88,19 @@ class FolderSource(VideoSource):
             meta = load_yaml(cpath) or {}
             if not isinstance(meta, dict):
                 raise DataError(f"{cpath}: expected a mapping with keys names, colors, ignore_index, splits")
-        self._raw_void = int(meta.get("ignore_index", self.ignore_index))
+        raw_void = meta.get("ignore_index", self.ignore_index)
+        if isinstance(raw_void, bool) or not isinstance(raw_void, int) or raw_void < 0:
+            raise DataError(f"{cpath}: 'ignore_index' must be a non-negative integer (the raw mask value meaning "
+                            f"void), got {raw_void!r}")
+        self._raw_void = raw_void
         self._names: list[str] | None = None
         if meta.get("names") is not None:
             if not isinstance(meta["names"], list) or not meta["names"]:
                 raise DataError(f"{cpath}: 'names' must be a non-empty list of class names")
             self._names = [str(n) for n in meta["names"]]
         self._colours = meta.get("colors", meta.get("colours"))
+        if self._colours is not None and self._names is not None:
+            self._check_colours(len(self._names))  # now, so `data stats` refuses them as `data preview` does
 
         self._table: dict[str, list[str]] | None
         spath = self.root / "splits.yaml"
@@ -139,17 +145,21 @@ class FolderSource(VideoSource):
             self._names = self._infer_names()
         return list(self._names)
 
+    def _check_colours(self, k: int) -> np.ndarray:
+        try:
+            pal = np.array(self._colours, dtype=np.int64)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{self.root}/classes.yaml: 'colors' must be a list of [r, g, b]: {e}") from e
+        if pal.shape != (k, 3) or pal.min() < 0 or pal.max() > 255:
+            raise DataError(f"{self.root}/classes.yaml: 'colors' must hold {k} [r, g, b] triples in 0..255 (one per "
+                            f"class), got shape {tuple(pal.shape)}")
+        return pal.astype(np.uint8)
+
     @property
     def palette(self) -> np.ndarray:
         k = self.num_classes
         if self._colours is not None:
-            try:
-                pal = np.array(self._colours, dtype=np.int64)
-            except (TypeError, ValueError) as e:
-                raise DataError(f"{self.root}/classes.yaml: 'colors' must be a list of [r, g, b]: {e}") from e
-            if pal.shape != (k, 3) or pal.min() < 0 or pal.max() > 255:
-                raise DataError(f"{self.root}/classes.yaml: 'colors' must hold {k} [r, g, b] triples in 0..255")
-            return pal.astype(np.uint8)
+            return self._check_colours(k)
         return default_palette(k)
 
     @property

@@ -1,4 +1,4 @@
-"""Joint clip transforms: every frame of a clip gets the same resize, rotation and flip.
+"""Joint clip transforms: every frame of a clip gets the same resize, scale + crop, rotation and flip.
 
 Images are resized bilinearly (antialiased), masks with nearest neighbour, so a mask never gains a label value it did
 not have. Pixels rotated in from outside the frame are the ImageNet mean colour in images (zero after normalisation)
@@ -75,10 +75,21 @@ def resize_mask(mask: np.ndarray | torch.Tensor, height: int, width: int) -> tor
 
 @dataclass(frozen=True)
 class ClipParams:
-    """The random choices shared by every frame of a clip."""
+    """The random choices shared by every frame of a clip.
 
-    angle: float = 0.0  # degrees, counter-clockwise
-    flip: bool = False  # horizontal
+    Attributes:
+        angle: rotation in degrees, counter-clockwise.
+        flip: horizontal flip.
+        scale: zoom factor s of the scale + crop step (1 = none).
+        crop: where the H x W output window sits, as fractions (fy, fx) in [0, 1] of the free room: at scale s the
+            frame is resized to (round(s H), round(s W)); s > 1 crops the window at offset (fy, fx) * (sH - H, sW - W);
+            s < 1 pads the frame into the window at that offset of (H - sH, W - sW).
+    """
+
+    angle: float = 0.0
+    flip: bool = False
+    scale: float = 1.0
+    crop: tuple[float, float] = (0.5, 0.5)
 
 
 class ClipTransform:
@@ -88,17 +99,23 @@ class ClipTransform:
         height, width: output size.
         rotate_degrees: rotation angle drawn uniformly from [-rotate_degrees, rotate_degrees] (0 disables).
         hflip: flip horizontally with probability 0.5.
-        ignore_index: mask value for pixels rotated in from outside the frame.
+        ignore_index: mask value for pixels rotated or padded in from outside the frame.
         train: False (evaluation) resizes only.
+        scale_range: (min, max) of the random zoom s, drawn log-uniformly (so 0.5 and 2 are equally likely in
+            (0.5, 2)); then a random H x W window (crop when s > 1, pad when s < 1). (1, 1) disables it.
     """
 
     def __init__(self, height: int, width: int, *, rotate_degrees: float = 0.0, hflip: bool = False,
-                 ignore_index: int = 255, train: bool = False) -> None:
+                 ignore_index: int = 255, train: bool = False, scale_range: Sequence[float] = (1.0, 1.0)) -> None:
         self.height, self.width = int(height), int(width)
         self.rotate_degrees = float(rotate_degrees)
         self.hflip = bool(hflip)
         self.ignore_index = int(ignore_index)
         self.train = bool(train)
+        lo, hi = (float(v) for v in scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must be 0 < min <= max, got {scale_range}")
+        self.scale_range = (lo, hi)
 
     @classmethod
     def from_config(cls, data_cfg: Any, train: bool) -> ClipTransform:
@@ -106,7 +123,7 @@ class ClipTransform:
         aug = bool(train and getattr(data_cfg, "augment", True))
         return cls(data_cfg.height, data_cfg.width, rotate_degrees=getattr(data_cfg, "rotate_degrees", 0.0),
                    hflip=getattr(data_cfg, "hflip", False), ignore_index=getattr(data_cfg, "ignore_index", 255),
-                   train=aug)
+                   train=aug, scale_range=getattr(data_cfg, "scale_range", (1.0, 1.0)))
 
     def sample(self, generator: torch.Generator | None = None) -> ClipParams:
         """Draw the clip's parameters (identity when not training). Uses torch's global RNG when no generator."""
@@ -115,7 +132,12 @@ class ClipTransform:
         u = torch.rand(2, generator=generator)
         angle = (2.0 * float(u[0]) - 1.0) * self.rotate_degrees if self.rotate_degrees > 0 else 0.0
         flip = bool(float(u[1]) < 0.5) if self.hflip else False
-        return ClipParams(angle, flip)
+        lo, hi = self.scale_range
+        if hi == lo == 1.0:  # no draw: the parameters (and the generator's stream) of earlier presets are unchanged
+            return ClipParams(angle, flip)
+        v = torch.rand(3, generator=generator)
+        scale = math.exp(math.log(lo) + float(v[0]) * (math.log(hi) - math.log(lo)))
+        return ClipParams(angle, flip, scale, (float(v[1]), float(v[2])))
 
     def __call__(self, images: Sequence[np.ndarray | torch.Tensor], masks: Sequence[np.ndarray | torch.Tensor | None],
                  params: ClipParams | None = None, generator: torch.Generator | None = None
@@ -161,12 +183,40 @@ class ClipTransform:
         """
         x = images.float() / 255.0
         m = masks
+        if params.scale != 1.0:
+            x, m = self._scale_crop(x, m, params.scale, params.crop)
         if params.angle != 0.0:
             x, m = self._rotate(x, m, params.angle)
         if params.flip:
             x = x.flip(-1)
             m = m.flip(-1)
         return normalize(x), m.contiguous()
+
+    def _scale_crop(self, x: torch.Tensor, m: torch.Tensor, scale: float, crop: tuple[float, float]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zoom every frame by ``scale`` and take the H x W window at ``crop`` (``ClipParams``).
+
+        Args:
+            x: (T, 3, H, W) float in [0, 1]. m: (T, H, W) int64.
+
+        Returns:
+            (T, 3, H, W), (T, H, W): padding is the ImageNet mean in images (0 after normalisation) and the ignore
+            index in masks.
+        """
+        t, _, h, w = x.shape
+        sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+        xs = F.interpolate(x, size=(sh, sw), mode="bilinear", align_corners=False, antialias=scale < 1)
+        ms = F.interpolate(m[:, None].float(), size=(sh, sw), mode="nearest-exact")[:, 0].to(torch.int64)
+        out_x = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(1, 3, 1, 1).expand(t, 3, h, w).clone()
+        out_m = torch.full((t, h, w), self.ignore_index, dtype=torch.int64)
+        fy, fx = crop
+        # source window (crop when the zoomed frame is larger) and target window (pad when it is smaller), per axis
+        y0, x0 = round(fy * max(sh - h, 0)), round(fx * max(sw - w, 0))
+        ty, tx = round(fy * max(h - sh, 0)), round(fx * max(w - sw, 0))
+        ch, cw = min(h, sh), min(w, sw)
+        out_x[:, :, ty:ty + ch, tx:tx + cw] = xs[:, :, y0:y0 + ch, x0:x0 + cw]
+        out_m[:, ty:ty + ch, tx:tx + cw] = ms[:, y0:y0 + ch, x0:x0 + cw]
+        return out_x, out_m
 
     def _rotate(self, x: torch.Tensor, m: torch.Tensor, angle: float) -> tuple[torch.Tensor, torch.Tensor]:
         t, _, h, w = x.shape
@@ -189,4 +239,4 @@ class ClipTransform:
 
     def __repr__(self) -> str:
         return (f"ClipTransform({self.height}x{self.width}, rotate={self.rotate_degrees}, hflip={self.hflip}, "
-                f"train={self.train})")
+                f"scale={self.scale_range}, train={self.train})")

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,12 +23,20 @@ from tqdm.auto import tqdm
 
 from vidnas.checkpoint import load_checkpoint
 from vidnas.config import Config, apply_overrides, config_from_dict, load_config
-from vidnas.data import ClipDataset, VideoFrames, denormalize, open_source, overlay
+from vidnas.data import ClipDataset, DataError, VideoFrames, denormalize, open_source, overlay
 from vidnas.metrics import ConfusionMatrix, TemporalConsistency
 from vidnas.models import load_model
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["evaluate_clips", "evaluate_stream", "eval_config", "run_eval", "per_class_table"]
+__all__ = [
+    "evaluate_clips",
+    "evaluate_stream",
+    "eval_config",
+    "val_data_config",
+    "default_eval_dir",
+    "run_eval",
+    "per_class_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +72,14 @@ def evaluate_clips(model: torch.nn.Module, clip_ds, num_classes: int, ignore_ind
 @torch.inference_mode()
 def evaluate_stream(model, source, split: str, data_cfg, *, device="cpu", show_progress: bool = False,
                     overlay_dir: Path | None = None, max_overlays: int = 4, vc_lengths=(2, 8),
-                    stream_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    stream_kwargs: Mapping[str, Any] | None = None, stride: int = 1) -> dict[str, Any]:
     """Stream every video of ``split`` frame by frame; score annotated frames and temporal consistency.
 
     Args:
         stream_kwargs: streaming settings for ``model.stream`` (e.g. a dynamic-cell model's ``key_interval``).
+        stride: stream every ``stride``-th frame: each video becomes ``stride`` interleaved sequences (offsets
+            ``0 .. stride - 1``), each streamed from its own start, so consecutive frames are as far apart as in a
+            model trained with that spacing (``data.val_frame_stride``).
 
     Returns the confusion-matrix metrics plus ``vc{n}`` and ``flicker``, ``frames`` (all frames pushed) and
     ``annotated`` (frames scored).
@@ -79,7 +91,8 @@ def evaluate_stream(model, source, split: str, data_cfg, *, device="cpu", show_p
     total = sum(len(v.frames) for v in videos)
     bar = tqdm(total=total, desc=f"stream {split}", leave=False, disable=not show_progress, dynamic_ncols=True)
     n_frames = n_annot = n_overlays = 0
-    for video in videos:
+    sequences = [(video, offset) for video in videos for offset in range(min(stride, max(len(video.frames), 1)))]
+    for video, offset in sequences:
         streamer = model.stream(batch_size=1, **(stream_kwargs or {}))
         tc.reset_video()
         pending: list[tuple[Any, Any]] = []  # (mask, frame) waiting for their logits (centred windows lag)
@@ -97,7 +110,7 @@ def evaluate_stream(model, source, split: str, data_cfg, *, device="cpu", show_p
                 _save_overlay(overlay_dir / f"{video.name}_{n_annot:05d}.png", frame, pred, mask, source)
                 n_overlays += 1
 
-        for frame, mask, _num in VideoFrames(source, video, data_cfg):
+        for frame, mask, _num in VideoFrames(source, video, data_cfg, stride=stride, offset=offset):
             out = streamer.push(frame.unsqueeze(0).to(device))  # (1, K, H, W) or None
             pending.append((mask, frame))
             n_frames += 1
@@ -111,7 +124,7 @@ def evaluate_stream(model, source, split: str, data_cfg, *, device="cpu", show_p
     bar.close()
     metrics = cm.compute()
     metrics.update(tc.compute())
-    metrics.update(frames=n_frames, annotated=n_annot, videos=len(videos))
+    metrics.update(frames=n_frames, annotated=n_annot, videos=len(videos), stride=stride)
     return metrics
 
 
@@ -144,8 +157,32 @@ def eval_config(checkpoint: str | Path, config: str | None = None, overrides: Se
         CheckpointError: unreadable checkpoint. ConfigError: a bad preset or override.
     """
     if config is not None:
-        return load_config(config, list(overrides))
-    return apply_overrides(config_from_dict(load_checkpoint(checkpoint)["config"]), list(overrides))
+        cfg = load_config(config, list(overrides))
+    else:
+        cfg = apply_overrides(config_from_dict(load_checkpoint(checkpoint)["config"]), list(overrides))
+    root = cfg.data.root
+    if root and not Path(root).exists():
+        how = ("relative, resolved against the working directory " + str(Path.cwd())) if not Path(root).is_absolute() \
+            else "absolute"
+        raise DataError(f"data.root {root} ({how}, as the config of {checkpoint} stores it) does not exist here; "
+                        "pass --root DIR (or --set data.root=DIR)")
+    return cfg
+
+
+def val_data_config(data_cfg: Any) -> Any:
+    """The data config of validation windows: ``frame_stride`` replaced by ``val_frame_stride`` when set."""
+    if getattr(data_cfg, "val_frame_stride", None) is None:
+        return data_cfg
+    return dataclasses.replace(data_cfg, frame_stride=data_cfg.val_frame_stride)
+
+
+def default_eval_dir(checkpoint: str | Path) -> Path:
+    """Where ``vidnas eval`` writes without ``--out``: ``eval/<checkpoint name>`` in the run the checkpoint belongs
+    to (``RUN/checkpoints/best.pt`` -> ``RUN/eval/best``; ``RUN/derived_init.pt`` -> ``RUN/eval/derived_init``;
+    ``SEARCH/top/cell0/model.pt`` -> ``SEARCH/top/cell0/eval/model``)."""
+    p = Path(checkpoint).resolve()
+    run = p.parent.parent if p.parent.name == "checkpoints" else p.parent
+    return run / "eval" / p.stem
 
 
 def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | None = None, stream: bool = True,
@@ -181,6 +218,17 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
         result["stream"] = evaluate_stream(model, source, split, cfg.data, device=cfg.train.device,
                                            show_progress=show_progress, overlay_dir=out_dir / "overlays",
                                            stream_kwargs=options)
+    matched = cfg.data.val_frame_stride
+    if matched is not None and matched != cfg.data.frame_stride:  # the protocol whose spacing matches training
+        result["val_frame_stride"] = matched
+        result["clips_matched"] = evaluate_clips(
+            model, ClipDataset(source, split, val_data_config(cfg.data), train=False), source.num_classes,
+            source.ignore_index, device=cfg.train.device, batch_size=max(1, cfg.train.batch_size // 2),
+            show_progress=show_progress, forward_kwargs=options)
+        if stream:
+            result["stream_matched"] = evaluate_stream(model, source, split, cfg.data, device=cfg.train.device,
+                                                       show_progress=show_progress, stream_kwargs=options,
+                                                       stride=matched)
     atomic_write_json(out_dir / "eval.json", result)
     main = result.get("stream", result["clips"])
     atomic_write_text(out_dir / "per_class.md", per_class_table(main, list(source.class_names)))

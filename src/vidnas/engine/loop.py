@@ -35,11 +35,12 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def epoch_loader(ds: Dataset, *, batch_size: int, seed: int, epoch: int, dist_info: DistInfo | None = None,
-                 num_workers: int = 0) -> DataLoader:
+                 num_workers: int = 0, pin_memory: bool = False, persistent_workers: bool = False) -> DataLoader:
     """A shuffling loader whose order depends only on (``seed``, ``epoch``).
 
     Single process: ``RandomSampler`` with a generator seeded by ``epoch_seed(seed, epoch)``. Under torchrun:
-    ``DistributedSampler(seed=seed)`` at ``set_epoch(epoch)``, each rank its shard.
+    ``DistributedSampler(seed=seed)`` at ``set_epoch(epoch)``, each rank its shard. ``pin_memory`` and
+    ``persistent_workers`` as ``vidnas.precision.loader_options`` gives them for the device.
     """
     if dist_info is not None and dist_info.enabled:
         sampler: Any = DistributedSampler(ds, shuffle=True, seed=seed, drop_last=False)
@@ -47,7 +48,7 @@ def epoch_loader(ds: Dataset, *, batch_size: int, seed: int, epoch: int, dist_in
     else:
         sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
-                      persistent_workers=False)
+                      pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0)
 
 
 def steps_per_epoch(items: int, batch_size: int, world_size: int = 1, cap: int | None = None) -> int:

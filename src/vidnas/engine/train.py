@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidnas.checkpoint import load_checkpoint, save_checkpoint
-from vidnas.config import Config, config_to_dict
+from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vidnas.config import Config, config_from_dict, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
-from vidnas.engine.evaluate import evaluate_clips
+from vidnas.engine.evaluate import evaluate_clips, val_data_config
 from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
 from vidnas.engine.plots import plot_training_curves
-from vidnas.models import build_model
+from vidnas.models import Arch, arch_from_config, build_model
+from vidnas.precision import autocast, grad_scaler, loader_options
+from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
 __all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint"]
@@ -68,19 +72,20 @@ def freeze_encoder_if_asked(model: torch.nn.Module, cfg: Config) -> None:
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW (ST-NAS) or SGD with momentum 0.9 (arch2 pre-training), from ``cfg.train``.
 
-    With ``train.encoder_lr_scale != 1`` the encoder's parameters form their own group at ``lr * scale`` (each group
-    keeps its ``lr_scale``, which the poly schedule multiplies in); frozen parameters (``requires_grad`` False) are left
+    With ``train.encoder_lr_scale != 1`` or ``train.decoder_lr_scale != 1`` the encoder's parameters form their own
+    group at ``lr * encoder_lr_scale`` and the others (decoder, heads) one at ``lr * decoder_lr_scale`` (each group
+    keeps its ``lr_scale``, which the schedule multiplies in); frozen parameters (``requires_grad`` False) are left
     out.
     """
     name = cfg.train.optimizer.lower()
-    scale = float(cfg.train.encoder_lr_scale)
+    scale, dec_scale = float(cfg.train.encoder_lr_scale), float(cfg.train.decoder_lr_scale)
     enc = _encoder_of(model)
-    if scale == 1.0 or enc is None:
+    if (scale == 1.0 and dec_scale == 1.0) or enc is None:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.train.lr, "lr_scale": 1.0}]
     else:
         enc_ids = {id(p) for p in enc.parameters()}
         rest = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
-        groups = [{"params": rest, "lr": cfg.train.lr, "lr_scale": 1.0}]
+        groups = [{"params": rest, "lr": cfg.train.lr * dec_scale, "lr_scale": dec_scale}]
         enc_params = [p for p in enc.parameters() if p.requires_grad]
         if enc_params:
             groups.append({"params": enc_params, "lr": cfg.train.lr * scale, "lr_scale": scale})
@@ -96,6 +101,43 @@ def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
+def lr_factor(step: int, total: int, *, schedule: str, warmup_steps: int = 0) -> float:
+    """The learning-rate multiplier of global step ``step`` (0-based) of ``total``.
+
+    ``warmup(step) * base(step)`` with ``warmup = min(1, (step + 1) / warmup_steps)`` (1 without warm-up) and
+    ``base`` = 1 (``constant``), ``(1 - step / total) ** 0.9`` (``poly`` [DeepLab, CELLS appendix]) or
+    ``(1 + cos(pi * step / total)) / 2`` (``cosine``).
+    """
+    warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if schedule == "poly":
+        return warm * (1 - step / total) ** 0.9
+    if schedule == "cosine":
+        return warm * 0.5 * (1.0 + math.cos(math.pi * step / total))
+    return warm
+
+
+def class_weights(source: Any, split: str, num_classes: int) -> torch.Tensor:
+    """Median-frequency balancing [Eigen & Fergus]: ``w_k = median_j(f_j) / f_k`` with ``f_k`` the share of class k
+    among the labelled pixels of ``split`` (every mask read once); a class that never occurs gets weight 1.
+
+    Returns:
+        float32 (K,).
+    """
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for video in source.videos(split):
+        for f in video.frames:
+            if f.mask is not None:
+                m = source.read_mask(f)
+                m = m[(m >= 0) & (m < num_classes)]
+                counts += np.bincount(m.ravel(), minlength=num_classes)[:num_classes]
+    freq = counts / max(counts.sum(), 1.0)
+    seen = freq > 0
+    w = np.ones(num_classes)
+    if seen.any():
+        w[seen] = np.median(freq[seen]) / freq[seen]
+    return torch.tensor(w, dtype=torch.float32)
+
+
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over every parameter and buffer, in state-dict order (equal iff the weights are bit-identical)."""
     h = hashlib.sha256()
@@ -105,8 +147,13 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Mean cross-entropy over supervised pixels of every frame.
+def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int, *,
+                      weight: torch.Tensor | None = None, ohem_keep: float | None = None) -> torch.Tensor:
+    """Cross-entropy over the supervised pixels of every frame.
+
+    * plain (``weight`` and ``ohem_keep`` None): the mean over supervised pixels;
+    * ``weight`` (K,): class-weighted, normalised by the summed weights of the supervised pixels (``balanced``);
+    * ``ohem_keep`` q: online hard example mining, the mean over the ``ceil(q n)`` supervised pixels of highest loss.
 
     Args:
         logits: (B, T, K, H, W).
@@ -118,17 +165,62 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: i
     b, t, k, h, w = logits.shape
     flat = logits.reshape(b * t, k, h, w)  # (B*T, K, H, W)
     target = masks.reshape(b * t, h, w)  # (B*T, H, W)
-    valid = (target != ignore_index).sum()
+    supervised = target != ignore_index
+    if ohem_keep is not None:
+        per_pixel = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="none")[supervised]  # (n,)
+        if per_pixel.numel() == 0:
+            return flat.sum() * 0.0
+        keep = max(1, math.ceil(ohem_keep * per_pixel.numel()))
+        return per_pixel.topk(keep).values.mean()
+    if weight is not None:
+        total = F.cross_entropy(flat, target, weight=weight, ignore_index=ignore_index, reduction="sum")
+        norm = weight[target[supervised]].sum()
+        return total / norm.clamp(min=1e-12)
     total = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="sum")
-    return total / valid.clamp(min=1)
+    return total / supervised.sum().clamp(min=1)
+
+
+def _describe(cfg: Config, arch: Any) -> str:
+    a = arch if arch is not None else arch_from_config(cfg)
+    depths = "" if a.depths is None else f" depths {','.join(str(d) for d in a.depths)}"
+    ops = " searched ops" if a.decoder_ops else ""
+    return f"{a.encoder}{depths} + {a.decoder}{ops} (width {a.channels}, window {a.window})"
+
+
+def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any = None) -> None:
+    """Initialise ``model`` from the weights of checkpoint ``path`` (``--init``): tensors of the same name and shape
+    are loaded; missing and unexpected names are logged.
+
+    Raises:
+        CheckpointError: unreadable file, or a checkpoint of another model (tensors of the same name with other
+            shapes); the message says which model each side is.
+    """
+    state = load_checkpoint(path)
+    own = model.state_dict()
+    clash = [k for k, v in state["model"].items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    if clash:
+        theirs = "unknown"
+        try:
+            ck_cfg = config_from_dict(state["config"])
+            ck_arch = Arch.from_dict(state["arch"]) if state.get("arch") else None
+            theirs = _describe(ck_cfg, ck_arch)
+        except (KeyError, ValueError):
+            pass
+        raise CheckpointError(
+            f"--init {path} holds another model ({theirs}) than the one trained here ({_describe(cfg, arch)}): "
+            f"{len(clash)} tensors differ in shape, e.g. {clash[0]} {tuple(state['model'][clash[0]].shape)} vs "
+            f"{tuple(own[clash[0]].shape)}")
+    missing, unexpected = model.load_state_dict(state["model"], strict=False)
+    log.info("initialised from %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
 
 
 def build_datasets(cfg: Config):
-    """(source, train ClipDataset, val ClipDataset) from ``cfg.data``."""
+    """(source, train ClipDataset, val ClipDataset) from ``cfg.data``; validation windows use
+    ``data.val_frame_stride`` when it is set (the spacing that matches training)."""
     source = open_source(cfg.data)
     cache = cfg.data.cache_frames
     train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed, cache_frames=cache)
-    val_ds = ClipDataset(source, cfg.data.val_split, cfg.data, train=False, cache_frames=cache)
+    val_ds = ClipDataset(source, cfg.data.val_split, val_data_config(cfg.data), train=False, cache_frames=cache)
     return source, train_ds, val_ds
 
 
@@ -153,6 +245,18 @@ def train(
         show_progress: tqdm progress bars (rank 0 only).
     """
     run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    last_path = ckpt_dir / "last.pt"
+    if not resume and last_path.exists():
+        raise ValueError(f"{run_dir} already holds a training run ({last_path}); continue it with resume "
+                         "(--resume) or train into another directory")
+    if resume:
+        if not last_path.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
+        resume_state = load_checkpoint(last_path)
+        if arch is None and resume_state.get("arch"):  # a run of a searched model continues with its architecture
+            arch = Arch.from_dict(resume_state["arch"], source=str(last_path))
+    remove_orphan_temporaries([run_dir, ckpt_dir])  # a run killed mid-write leaves .NAME.XXXX.tmp files
     dist_info: DistInfo = init_distributed(cfg.train.device)
     device = torch.device(cfg.train.device)
     logger = RunLogger(run_dir, enabled=dist_info.is_main)
@@ -163,23 +267,15 @@ def train(
         raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
     model = build_model(cfg, arch, num_classes=source.num_classes).to(device)
     if init_weights is not None:
-        state = load_checkpoint(init_weights)
-        missing, unexpected = model.load_state_dict(state["model"], strict=False)
-        log.info("initialised from %s (missing %d, unexpected %d keys)", init_weights, len(missing), len(unexpected))
+        init_from(model, init_weights, cfg, arch)
     freeze_encoder_if_asked(model, cfg)
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = build_optimizer(model, cfg)
-    if cfg.train.schedule not in ("constant", "poly"):
-        raise ValueError(f"train.schedule={cfg.train.schedule!r}: valid values are constant, poly")
 
-    ckpt_dir = run_dir / "checkpoints"
     start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
-    last_path = ckpt_dir / "last.pt"
     if resume:
-        if not last_path.exists():
-            raise FileNotFoundError(f"--resume: no checkpoint at {last_path}")
-        state = load_checkpoint(last_path)
+        state = resume_state
         unwrap(model).load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1
@@ -193,31 +289,47 @@ def train(
         log.warning("split %r of %s has no annotated frames: no validation, no best.pt (use checkpoints/last.pt)",
                     cfg.data.val_split, cfg.data.format)
     ignore = cfg.data.ignore_index
+    weight = class_weights(source, cfg.data.train_split, source.num_classes).to(device) \
+        if cfg.train.loss == "balanced" else None
+    ohem = cfg.train.ohem_keep if cfg.train.loss == "ohem" else None
+
+    def loss_of(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(logits.float(), masks, ignore, weight=weight, ohem_keep=ohem)
+
+    scaler = grad_scaler(device, cfg.train.amp)
+    if resume and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    loading = loader_options(device, cfg.data.num_workers, cfg.data.persistent_workers)
     t_start = time.perf_counter()
     n_steps = steps_per_epoch(len(train_ds), cfg.train.batch_size, dist_info.world_size, cfg.train.max_steps_per_epoch)
     total_steps = max(cfg.train.epochs * n_steps, 1)
+    warmup_steps = round(cfg.train.warmup_epochs * n_steps)
+    scheduled = cfg.train.schedule != "constant" or warmup_steps > 0
     for epoch in range(start_epoch, cfg.train.epochs):
         seed_everything(epoch_seed(cfg.train.seed, epoch))
         train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
         loader = epoch_loader(train_ds, batch_size=cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
-                              dist_info=dist_info, num_workers=cfg.data.num_workers)
+                              dist_info=dist_info, **loading)
         model.train()
         if cfg.train.encoder_lr_scale == 0:
             _encoder_of(model).eval()  # frozen encoder: BatchNorm statistics stay the pretrained ones
 
         def step(i: int, batch: dict[str, Any], epoch: int = epoch) -> dict[str, float]:
-            frames = batch["frames"].to(device)  # (B, T, 3, H, W)
-            masks = batch["masks"].to(device)  # (B, T, H, W)
-            out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
-            logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
-            loss = segmentation_loss(logits, masks, ignore)
-            for a in aux:
-                loss = loss + cfg.train.aux_weight * segmentation_loss(a, masks, ignore)
-            if cfg.train.schedule == "poly":
-                _set_lr(opt, cfg.train.lr * (1 - (epoch * n_steps + i) / total_steps) ** 0.9)
+            frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
+            masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
+            with autocast(device, cfg.train.amp):
+                out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
+                logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
+                loss = loss_of(logits, masks)
+                for a in aux:
+                    loss = loss + cfg.train.aux_weight * loss_of(a, masks)
+            if scheduled:
+                _set_lr(opt, cfg.train.lr * lr_factor(epoch * n_steps + i, total_steps, schedule=cfg.train.schedule,
+                                                      warmup_steps=warmup_steps))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)  # unscales first; skips the step on inf/NaN gradients (fp16)
+            scaler.update()
             value = loss.item()
             if i % max(cfg.train.log_every, 1) == 0:
                 logger.log("train", epoch * n_steps + i, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"])
@@ -243,6 +355,7 @@ def train(
             state = {
                 "model": unwrap(model).state_dict(),
                 "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict(),
                 "epoch": epoch,
                 "best_miou": best_miou,
                 "best_epoch": best_epoch,

@@ -211,6 +211,7 @@ def run_benchmark(
     flops: bool = True,
     threads: int | None = None,
     progress: Callable[[], Any] | None = None,
+    amp: str = "none",
 ) -> list[BenchRow]:
     """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
 
@@ -242,4 +243,4 @@ def run_benchmark(
                 extras[ort_name] = {**bm.extra, "runtime": "onnxruntime"}
                 cost_models[ort_name] = bm.model
         return protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
-                             cost_models=cost_models, progress=progress, stream_options=options)
+                             cost_models=cost_models, progress=progress, stream_options=options, amp=amp)

@@ -170,12 +170,14 @@ def export_onnx(
 
     was_training = model.training
     model.eval()
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")  # graphs trace on the model's device
     try:
-        frame = torch.zeros(1, 3, h, w)
+        frame = torch.zeros(1, 3, h, w, device=device)
         with torch.no_grad():
             feature = model.encode(frame)  # (1, C, h', w')
         c, fh, fw = (int(s) for s in feature.shape[1:])
-        example = torch.zeros(1, c, w_frames, fh, fw)  # (1, C, T, h', w')
+        example = torch.zeros(1, c, w_frames, fh, fw, device=device)  # (1, C, T, h', w')
         _export_graph(_EncoderGraph(model).eval(), frame, paths.encoder, "frame", "feature", opset)
         _export_graph(_DecoderGraph(model, out_hw, target).eval(), example, paths.decoder, "features", "logits",
                       opset)

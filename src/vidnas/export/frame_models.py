@@ -216,8 +216,10 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
     io: dict[str, Any] = {}
     was_training = model.training
     model.eval()
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")  # graphs trace on the model's device
     try:
-        frame = torch.zeros(1, 3, h, w)
+        frame = torch.zeros(1, 3, h, w, device=device)
         with torch.no_grad():
             logits, dec, layer4 = _KeyGraph(static, out_hw, True)(frame)
         key_out = ["logits", "dec", "layer4"] if is_cell else ["logits"]
@@ -417,20 +419,26 @@ def frame_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int 
     ort_stream = FrameOrtStreamer(export_dir, key_interval=key_interval, providers=providers)
     h, w = ort_stream.input_size
     gen = torch.Generator().manual_seed(seed)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     model.eval()
+    # full float32 on a GPU too (as vidnas.export.parity_check): TF32 alone differs from onnxruntime's CPU
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     diff = 0.0
     try:
         torch_stream = model.stream(batch_size=1, key_interval=key_interval)
         with torch.no_grad():
             for _ in range(frames):
                 x = torch.randn(1, 3, h, w, generator=gen)
-                a, b = torch_stream.push(x).numpy(), ort_stream.push(x.numpy())
+                a, b = torch_stream.push(x.to(device)).cpu().numpy(), ort_stream.push(x.numpy())
                 if a.shape != b.shape:
                     raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
                 diff = max(diff, float(np.abs(a - b).max()))
     finally:
         model.train(was_training)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     logger.info("frame-model parity over %d frames (key interval %s): max |torch - onnxruntime| = %.3g", frames,
                 key_interval, diff)
     return diff

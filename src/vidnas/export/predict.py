@@ -37,6 +37,7 @@ from vidnas.data import default_palette, normalize, resize_image
 from vidnas.data import overlay as paint_overlay
 from vidnas.export.runtime import FrameRunner
 from vidnas.export.video import OverlayWriter, VideoError, open_frames
+from vidnas.rundir import PREDICT_MANIFEST, prepare_output_dir
 from vidnas.utils import atomic_write as atomic_save
 from vidnas.utils import atomic_write_json as atomic_save_json
 
@@ -165,12 +166,15 @@ def predict_video(
     codec: str | None = None,
     progress: Callable[[int, float], None] | None = None,
     info: dict[str, Any] | None = None,
+    prepare: bool = True,
+    overwrite: bool = False,
 ) -> PredictResult:
     """Segment every frame of ``source`` with ``runner``, streaming; write masks, an overlay video and a summary.
 
     Args:
         source: a video file (anything PyAV/FFmpeg reads) or a folder of *.png / *.jpg frames.
-        out_dir: output directory (created; old ``masks/NNNNNN.png`` and ``summary.json`` are removed first).
+        out_dir: output directory: new, empty, or an earlier prediction (whose own outputs, listed in its
+            ``vidnas_predict.json``, are replaced); anything else is refused (``vidnas.rundir.prepare_output_dir``).
         runner: ``load_runner(...)``, a ``TorchRunner`` or an ``OrtStreamer``; reset before use.
         max_frames: stop after this many frames (None: all).
         fps: overlay frame rate; None = the video's own, or ``DEFAULT_FOLDER_FPS`` for folders.
@@ -179,23 +183,27 @@ def predict_video(
         codec: video encoder; None = h264 if PyAV has one, else mpeg4.
         progress: called after every finished frame with (frames done, streamer FPS so far).
         info: extra fields for ``summary.json`` (e.g. the checkpoint path).
+        prepare: check and prepare ``out_dir`` here (False: the caller did, e.g. before exporting into it).
+        overwrite: write into a non-empty directory that holds no prediction (nothing in it is deleted).
 
     Returns:
         A ``PredictResult``.
 
     Raises:
         VideoError: unreadable or corrupt input (names the file); masks written before the error stay valid.
+        OutputDirError: ``out_dir`` holds someone else's files or a data set.
     """
     out_dir = Path(out_dir)
+    if prepare:
+        prepare_output_dir(out_dir, "predict", overwrite=overwrite)
     masks_dir = out_dir / "masks"
     masks_dir.mkdir(parents=True, exist_ok=True)
     summary_path = out_dir / "summary.json"
-    summary_path.unlink(missing_ok=True)
-    stale = [p for p in masks_dir.glob("*.png") if p.stem.isdigit()]
-    for p in stale:  # masks of an earlier run would mix with this one's
-        p.unlink()
-    if stale:
-        logger.info("removed %d masks of an earlier run from %s", len(stale), masks_dir)
+    manifest = out_dir / PREDICT_MANIFEST
+    # the manifest comes first: from now on the masks, overlay and summary here are this command's to replace
+    owned = ["summary.json", "overlay.mp4", *(["onnx"] if (out_dir / "onnx" / "export.json").is_file() else [])]
+    atomic_save_json(manifest, {"kind": "vidnas predict", "complete": False, "files": owned,
+                                "masks": "masks/NNNNNN.png, one per frame"})
 
     k = int(runner.num_classes)
     palette = np.asarray(runner.palette if runner.palette is not None else default_palette(k), dtype=np.uint8)
@@ -296,6 +304,9 @@ def predict_video(
         **(info or {}),
     }
     atomic_save_json(summary_path, summary)
+    written = [f"masks/{i:06d}.png" for i in range(done)]
+    atomic_save_json(manifest, {"kind": "vidnas predict", "complete": True, "files": [*owned, *written],
+                                "masks": "masks/NNNNNN.png, one per frame"})
     return PredictResult(frames=done, input_size=first_hw, model_size=model_hw, model_fps=model_fps,
                          pipeline_fps=pipeline_fps, latency_ms=latency.to_dict(), summary=summary, out_dir=out_dir,
                          masks_dir=masks_dir, overlay=overlay_path, summary_path=summary_path)

@@ -35,6 +35,7 @@ from vidnas.export.frame_models import (
     is_frame_model,
 )
 from vidnas.models import LoadedModel, load_model
+from vidnas.precision import autocast
 
 __all__ = [
     "RUNTIMES",
@@ -237,8 +238,13 @@ def parity_check(
     ort_stream = OrtStreamer(export_dir, providers=providers)
     h, w = ort_stream.input_size
     gen = torch.Generator().manual_seed(seed)
+    param = next(iter(model.parameters()), None)
+    device = param.device if param is not None else torch.device("cpu")
     was_training = model.training
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     model.eval()
+    # full float32 on a GPU too: TF32 convolutions alone differ from onnxruntime's CPU by ~1e-3
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         torch_stream = model.stream(batch_size=1, window=ort_stream.window)  # the window the graphs were built for
         outs_t: list[np.ndarray] = []
@@ -246,17 +252,18 @@ def parity_check(
         with torch.no_grad():
             for _ in range(frames):
                 x = torch.randn(1, 3, h, w, generator=gen)
-                a = torch_stream.push(x)
+                a = torch_stream.push(x.to(device))
                 b = ort_stream.push(x.numpy())
                 if (a is None) != (b is None):
                     raise DeployError("PyTorch and onnxruntime streams emitted frames at different pushes")
                 if a is not None and b is not None:
-                    outs_t.append(a.numpy())
+                    outs_t.append(a.cpu().numpy())
                     outs_o.append(b)
-            outs_t.extend(t.numpy() for t in torch_stream.flush())
+            outs_t.extend(t.cpu().numpy() for t in torch_stream.flush())
             outs_o.extend(ort_stream.flush())
     finally:
         model.train(was_training)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     if len(outs_t) != len(outs_o) or len(outs_t) != frames:
         raise DeployError(f"PyTorch emitted {len(outs_t)} frames and onnxruntime {len(outs_o)} for {frames} pushed")
     diff = 0.0
@@ -299,14 +306,19 @@ class TorchRunner:
         loaded: a model from ``vidnas.models.load_model``.
         key_interval: dynamic-cell models: re-run the static network every ``key_interval`` frames (None: only on
             a video's first frame); refused (ValueError) for other models.
+        amp: inference precision (``vidnas.precision.AMP_MODES``); the model runs on the device it was loaded on.
     """
 
     runtime = "torch"
 
-    def __init__(self, loaded: LoadedModel, *, key_interval: int | None = None) -> None:
+    def __init__(self, loaded: LoadedModel, *, key_interval: int | None = None, amp: str = "none") -> None:
         self.loaded = loaded
         model = loaded.model
         self._streamer = model.stream(batch_size=1, key_interval=key_interval)
+        param = next(iter(model.parameters()), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self._autocast = autocast(self.device, amp)  # reentrant: one context object serves every push
+        self.amp = amp
         self.input_size = loaded.img_size
         self.window = int(self._streamer.window)
         self.causal = bool(model.causal)
@@ -316,11 +328,13 @@ class TorchRunner:
         self.palette: np.ndarray | None = loaded.palette
 
     def push(self, frame: np.ndarray) -> np.ndarray | None:
-        out = self._streamer.push(torch.from_numpy(frame))
-        return None if out is None else out.numpy()
+        with self._autocast:
+            out = self._streamer.push(torch.from_numpy(frame).to(self.device, non_blocking=True))
+        return None if out is None else out.float().cpu().numpy()
 
     def flush(self) -> list[np.ndarray]:
-        return [t.numpy() for t in self._streamer.flush()]
+        with self._autocast:
+            return [t.float().cpu().numpy() for t in self._streamer.flush()]
 
     def reset(self) -> None:
         self._streamer.reset()
@@ -335,6 +349,8 @@ def load_runner(
     intra_op_threads: int | None = None,
     opset: int | None = None,
     key_interval: int | None = None,
+    device: str = "cpu",
+    amp: str = "none",
 ) -> FrameRunner:
     """A streamer for ``predict_video``.
 
@@ -348,6 +364,8 @@ def load_runner(
         intra_op_threads: onnxruntime threads per graph run (None = its default).
         opset: ONNX opset for the export (None = ``DEFAULT_OPSET``).
         key_interval: dynamic-cell models (either runtime): re-run the static network every ``key_interval`` frames.
+        device: torch runtime: where the model runs (frames and masks stay on the host).
+        amp: torch runtime: inference precision (none, bf16, fp16).
 
     Raises:
         DeployError: unknown runtime, missing export, temporal mode differing from an existing export.
@@ -358,9 +376,9 @@ def load_runner(
     if runtime == "torch":
         if checkpoint is None:
             raise DeployError("the torch runtime needs a checkpoint")
-        loaded = load_model(checkpoint, causal=causal)
+        loaded = load_model(checkpoint, causal=causal, device=device)
         try:
-            return TorchRunner(loaded, key_interval=key_interval)
+            return TorchRunner(loaded, key_interval=key_interval, amp=amp)
         except ValueError as e:
             raise DeployError(f"--key-interval: {checkpoint}: {e}") from e
     if export_dir is None:

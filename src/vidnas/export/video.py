@@ -109,6 +109,9 @@ def open_frames(path: str | os.PathLike) -> FrameReader:
         return FrameReader(p, "folder", fps=None, num_frames=len(files), files=files)
     if not p.is_file():
         raise VideoError(f"input not found: {p}")
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        raise VideoError(f"{p} is an image, not a video: give a video file, or the folder that holds the frames "
+                         f"({p.parent})")
     try:
         container = av.open(str(p))
     except (av.FFmpegError, OSError, ValueError) as e:

@@ -14,7 +14,7 @@ Models never import ``vidnas.search`` (tested).
 """
 
 from vidnas.models.architecture import PAPER_ROWS, SCHEMA_VERSION, Arch, ArchError, PaperRow
-from vidnas.models.build import arch_from_config, build_decoder, build_model
+from vidnas.models.build import arch_from_config, build_decoder, build_model, check_model_config
 from vidnas.models.cells import CellGenotype, DynamicCellModel, build_cell_model
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, Encoder, EncoderStage, build_encoder
@@ -34,6 +34,7 @@ __all__ = [
     "build_model",
     "build_decoder",
     "arch_from_config",
+    "check_model_config",
     "build_encoder",
     "ENCODERS",
     "Encoder",

@@ -17,7 +17,7 @@ from vidnas.models.encoders import ENCODERS, build_encoder
 from vidnas.models.segmenter import VideoSegmenter
 from vidnas.models.static_segmenter import build_static_segmenter
 
-__all__ = ["build_model", "build_decoder", "arch_from_config", "TEMPORAL_MODES"]
+__all__ = ["build_model", "build_decoder", "arch_from_config", "check_model_config", "TEMPORAL_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,24 @@ def arch_from_config(cfg: Config) -> Arch:
         dilations=cfg.model.decoder_dilations,
         name="config",
     )
+
+
+def check_model_config(cfg: Config, arch: Arch | None = None) -> Arch:
+    """Check, without building anything, that ``cfg`` (and ``arch``) describe a model vidnas can build: known encoder
+    and decoder, a readable architecture file, depths the encoder has. Commands call it before creating a run.
+
+    Returns:
+        The architecture.
+
+    Raises:
+        ArchError: naming the bad value.
+    """
+    arch = arch if arch is not None else arch_from_config(cfg)
+    if arch.encoder not in ENCODERS:
+        raise ArchError(f"unknown encoder {arch.encoder!r}; valid encoders: {', '.join(ENCODERS)}")
+    if arch.decoder not in DECODERS:
+        raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
+    return arch
 
 
 def build_decoder(arch: Arch, in_channels: int, num_classes: int) -> nn.Module:

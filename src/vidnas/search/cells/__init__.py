@@ -49,7 +49,7 @@ from vidnas.search.cells.search import (
     top_genotypes,
 )
 from vidnas.search.cells.space import OP_PRESETS, CellSearchSpace, Decision
-from vidnas.search.cells.static import prepare_static, static_network_config, train_static
+from vidnas.search.cells.static import adopt_static_model, prepare_static, static_network_config, train_static
 from vidnas.search.cells.summary import equal_n_stats, format_comparison, reward_stats
 from vidnas.search.cells.topk import FinalOptions, measure_runtime, train_top_cells
 
@@ -104,6 +104,7 @@ __all__ = [
     "train_static",
     "prepare_static",
     "static_network_config",
+    "adopt_static_model",
     "FinalOptions",
     "measure_runtime",
     "train_top_cells",

@@ -15,17 +15,22 @@ handed to each worker once, when it starts, never per candidate.
 
 Failures: an exception inside a candidate is caught by ``run_candidate`` and comes back as a failed result with the
 error text. A worker process that dies (segfault, out of memory) fails the candidates it was running; the local pool
-is then rebuilt and a dead Ray actor replaced, so the search goes on.
+is then rebuilt and a dead Ray actor replaced, so the search goes on. Local workers die with the search process, even
+when it is killed with SIGKILL (``die_with_parent``): no orphan holds memory after a crash.
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import ctypes
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -45,6 +50,7 @@ __all__ = [
     "make_executor",
     "available_cores",
     "import_ray",
+    "die_with_parent",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,9 @@ def available_cores() -> int:
 
 
 def _threads_per_worker(workers: int) -> int:
-    return max(1, available_cores() // max(1, workers))
+    """``cores // workers`` torch threads each, and no more than this process uses (``--threads``), so workers x
+    threads never exceeds the cores (oversubscribed timings are meaningless)."""
+    return max(1, min(torch.get_num_threads(), available_cores() // max(1, workers)))
 
 
 class InlineExecutor:
@@ -97,9 +105,34 @@ def _fast_exit() -> None:
     os._exit(0)
 
 
-def _init_worker(train_cache: FeatureCache, val_cache: FeatureCache, threads: int,
+def die_with_parent(parent_pid: int) -> None:
+    """Make this worker process end when its parent does, however the parent ends (SIGKILL included).
+
+    Linux: ``prctl(PR_SET_PDEATHSIG, SIGKILL)``. Everywhere (and for the window before the prctl call, when the parent
+    may already be gone): a daemon thread that checks every second whether the parent is still this process's parent.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl: the watchdog below still works
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(1.0)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="vidnas-parent-watch", daemon=True).start()
+
+
+def _init_worker(train_cache: FeatureCache, val_cache: FeatureCache, threads: int, parent_pid: int,
                  meter: CostMeter | None = None) -> None:
     global _WORKER_CACHES
+    die_with_parent(parent_pid)
     torch.set_num_threads(threads)
     _WORKER_CACHES = (train_cache, val_cache, meter)
     # A spawned worker ends with a full interpreter shutdown, which takes seconds after importing torch and timm.
@@ -131,7 +164,7 @@ class LocalExecutor:
             raise ExecutorError(f"the local executor needs workers >= 1, got {workers} (0 runs in-process)")
         self.workers = workers
         self.threads = threads or _threads_per_worker(workers)
-        self._initargs = (train_cache, val_cache, self.threads, meter)
+        self._initargs = (train_cache, val_cache, self.threads, os.getpid(), meter)
         self._pool: cf.ProcessPoolExecutor | None = None
         logger.info("local executor: %d worker processes x %d torch threads", workers, self.threads)
 

@@ -19,8 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vidnas.config import Config
+from vidnas.checkpoint import CheckpointError, load_checkpoint
+from vidnas.config import Config, config_from_dict
 from vidnas.engine.train import train
+from vidnas.models.loading import checkpoint_kind
 from vidnas.utils import atomic_write
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "DECODER_LR",
     "CNN_ENCODER",
     "static_network_config",
+    "adopt_static_model",
     "prepare_static",
     "train_static",
     "static_identity",
@@ -53,6 +56,29 @@ def static_network_config(cfg: Config, *, encoder_chosen: bool) -> tuple[Config,
     return cfg, f"static network encoder: {CNN_ENCODER} (model.encoder was a Swin; pass --encoder to choose)"
 
 
+def adopt_static_model(cfg: Config, static: str | Path) -> tuple[Config, str | None]:
+    """``cfg`` with the model section of the static checkpoint ``static``: the cell models of a search are built on
+    that network, so its own encoder (not the config's) is what their checkpoints must record to load again.
+
+    Returns:
+        (config, a note for the user when the config's model differed, else None).
+
+    Raises:
+        CheckpointError: ``static`` is missing, unreadable or not an arch2 static segmenter.
+    """
+    state = load_checkpoint(static)
+    if checkpoint_kind(state, static) != "arch2":
+        raise CheckpointError(f"--static {static} holds a {checkpoint_kind(state, static)} model; the cell search "
+                              "needs an arch2 static network (`vidnas train --model arch2 ...`)")
+    own = config_from_dict(state["config"]).model
+    model = dataclasses.replace(own, decoder="arch2", arch=None, weights=None)
+    note = None
+    if model.encoder != cfg.model.encoder:
+        note = (f"static network encoder: {model.encoder}, as {static} was trained (the config's "
+                f"model.encoder={cfg.model.encoder} does not apply to it)")
+    return dataclasses.replace(cfg, model=model), note
+
+
 def prepare_static(cfg: Config, run_dir: str | Path, static: str | Path | None, *, resume: bool, epochs: int,
                    max_steps_per_epoch: int | None = None, show_progress: bool = False,
                    say: Callable[[str], Any] | None = None) -> Path:
@@ -72,15 +98,16 @@ def prepare_static(cfg: Config, run_dir: str | Path, static: str | Path | None, 
     if say:
         say(f"no --static checkpoint: training the static arch2 network ({cfg.model.encoder}) for {epochs} epoch(s) "
             "first, a small budget; pass --static to use a properly trained one (`vidnas train --model arch2 ...`)")
+    again = resume and (Path(run_dir) / "static" / "checkpoints" / "last.pt").exists()
     path = train_static(cfg, Path(run_dir) / "static", epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
-                        show_progress=show_progress)
+                        show_progress=show_progress, resume=again)
     if say:
         say(f"static network: {path}")
     return path
 
 
 def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: int | None = None,
-                 max_steps_per_epoch: int | None = None, show_progress: bool = False) -> Path:
+                 max_steps_per_epoch: int | None = None, show_progress: bool = False, resume: bool = False) -> Path:
     """Pre-train arch2 per frame on ``cfg.data``'s train split with the training engine; returns ``static.pt``.
 
     The run is an ordinary ``vidnas train`` run in ``out_dir`` (``metrics.jsonl``, ``curves.png``, ``checkpoints/``)
@@ -97,6 +124,7 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
         batch_size: frames per step (default ``train.batch_size``).
         max_steps_per_epoch: cap on steps per epoch (default ``train.max_steps_per_epoch``).
         show_progress: tqdm bars.
+        resume: continue an interrupted pre-training in ``out_dir`` (its ``checkpoints/last.pt``).
 
     Returns:
         The checkpoint path (``out_dir/static.pt``).
@@ -114,7 +142,7 @@ def train_static(cfg: Config, out_dir: str | Path, *, epochs: int, batch_size: i
                                   aux_weight=cfg.cells.aux_weight),
     )
     out_dir = Path(out_dir)
-    res = train(run_cfg, out_dir, show_progress=show_progress)
+    res = train(run_cfg, out_dir, show_progress=show_progress, resume=resume)
     target = atomic_write(out_dir / "static.pt", lambda tmp: shutil.copyfile(res.last_checkpoint, tmp))
     logger.info("static network pre-trained for %d epoch(s): %s", epochs, target)
     return target

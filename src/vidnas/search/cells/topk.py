@@ -93,8 +93,9 @@ def evaluate_windows(model: torch.nn.Module, dataset: Any, num_classes: int, ign
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         frames = batch["frames"].to(device)  # (B, T, 3, H, W)
         logits = model(frames)  # (B, T, K, H, W)
-        idx = torch.arange(frames.shape[0])
-        cm.update(logits[idx, batch["target"]].argmax(1).cpu(), batch["masks"][idx, batch["target"]])
+        idx = torch.arange(frames.shape[0])  # (B,) on the host: the masks stay there, the logits come back to it
+        cm.update(logits[idx.to(logits.device), batch["target"].to(logits.device)].argmax(1).cpu(),
+                  batch["masks"][idx, batch["target"]])
     model.train(was)
     return reward_from_confusion(cm)[1]
 
@@ -144,7 +145,7 @@ def measure_runtime(static: Arch2Segmenter, model: DynamicCellModel, hw: tuple[i
     the median over repeats of (sequence time / seq_len), with the standard deviation.
     """
     static, model = static.eval(), model.eval()
-    frames = torch.randn(seq_len, 1, 3, *hw)
+    frames = torch.randn(seq_len, 1, 3, *hw, device=next(model.parameters()).device)
 
     def per_frame(m: Any) -> list[float]:
         out = []
@@ -164,7 +165,7 @@ def measure_runtime(static: Arch2Segmenter, model: DynamicCellModel, hw: tuple[i
         "dynamic_ms": statistics.median(d), "dynamic_ms_std": statistics.pstdev(d),
         "static_params_m": sum(p.numel() for p in static.parameters()) / 1e6,
         "dynamic_params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "seq_len": seq_len, "input_hw": list(hw),
+        "seq_len": seq_len, "input_hw": list(hw), "torch_threads": torch.get_num_threads(),
     }
 
 

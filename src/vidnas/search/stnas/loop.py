@@ -48,6 +48,7 @@ from vidnas.engine.train import build_datasets, segmentation_loss
 from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder, build_model
 from vidnas.models.encoders import Encoder
 from vidnas.models.ops import SEARCH_CANDIDATES
+from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.search.latency import LatencyTable, measure_latency_table
 from vidnas.search.stnas.derive import derive_arch, save_derived_init
 from vidnas.search.stnas.record import StnasResult, write_search_arch
@@ -318,14 +319,20 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
     ignore = cfg.data.ignore_index
 
     def loaded(ds: Any, s: int, epoch: int) -> DataLoader:
-        return epoch_loader(ds, batch_size=cfg.train.batch_size, seed=s, epoch=epoch, dist_info=dist_info,
-                            num_workers=cfg.data.num_workers)
+        return epoch_loader(ds, batch_size=cfg.train.batch_size, seed=s, epoch=epoch, dist_info=dist_info, **loading)
+
+    scaler = grad_scaler(device, cfg.train.amp)
+    if ctx.resume and ckpt.is_file() and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    loading = loader_options(device, cfg.data.num_workers, cfg.data.persistent_workers)
 
     def loss_fn(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        frames = batch["frames"].to(device)  # (B, T, 3, H, W)
-        masks = batch["masks"].to(device)  # (B, T, H, W)
-        logits = net(frames)  # (B, T, K, H, W)
-        return phase.loss_terms(segmentation_loss(logits, masks, ignore))
+        frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
+        masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
+        with autocast(device, cfg.train.amp):  # parameters, alphas and betas included, stay float32
+            logits = net(frames)  # (B, T, K, H, W)
+            task = segmentation_loss(logits.float(), masks, ignore)
+        return phase.loss_terms(task)
 
     for epoch in range(start, phase.epochs):
         t0 = time.perf_counter()
@@ -340,7 +347,8 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
         def step(i: int, batch: Any, epoch: int = epoch, arch_on: bool = arch_on, arch_iter: Any = arch_iter
                  ) -> dict[str, float]:
             arch_batch = next(arch_iter) if (arch_iter is not None and arch_on) else None
-            logs = search_step(model, loss_fn, weight_opt, arch_opt, batch, mode=cfg.stnas.mode, arch_batch=arch_batch)
+            logs = search_step(model, loss_fn, weight_opt, arch_opt, batch, mode=cfg.stnas.mode, arch_batch=arch_batch,
+                               scaler=scaler)
             phase.on_step(epoch * steps + i, epoch, {**logs, "arch_trainable": float(arch_on)})
             return logs
 
@@ -358,6 +366,7 @@ def _run_phase(phase: _Phase, ctx: SearchContext) -> None:
                 "model": model.state_dict(),
                 "weight_optimizer": weight_opt.state_dict(),
                 "arch_optimizer": arch_opt.state_dict(),
+                "scaler": scaler.state_dict(),
                 "seconds": phase.seconds,
                 "config": config_to_dict(cfg),
             })
@@ -402,9 +411,10 @@ def search_encoder_depths(
     lam = float(cfg.stnas.lam if lam is None else lam)
     threshold = float(cfg.stnas.threshold)
     seed_everything(_phase_seed(cfg.train.seed, "encoder"))
-    model = build_model(cfg, arch_from_config(cfg), num_classes=ctx.num_classes).to(ctx.device)
+    model = build_model(cfg, arch_from_config(cfg), num_classes=ctx.num_classes)
     supernet = DepthSupernet(model.encoder)
     model.encoder = supernet
+    model.to(ctx.device)  # after wrapping: the alphas go with the weights
     table = _latency_table(ctx, supernet.encoder)
     lat = table.latencies_for(supernet.encoder)
 

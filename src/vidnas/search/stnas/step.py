@@ -125,6 +125,7 @@ def search_step(
     *,
     mode: str = "joint",
     arch_batch: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, float]:
     """One step of supernet training (see the module docstring for the two modes).
 
@@ -142,6 +143,8 @@ def search_step(
         batch: the batch of this step (``"alternating"``: of the weight half of the data).
         mode: ``"joint"`` or ``"alternating"``.
         arch_batch: ``"alternating"`` only: a batch from the architecture half of the data.
+        scaler: a ``GradScaler`` for fp16 mixed precision (``vidnas.precision.grad_scaler``); None = float32 steps.
+            The architecture weights stay float32 either way.
 
     Returns:
         ``{"loss": ..., **logs}`` of the weight step, plus ``"arch_loss"`` and ``arch_*`` logs of the architecture
@@ -149,25 +152,30 @@ def search_step(
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
+    scaler = scaler if scaler is not None else torch.amp.GradScaler(enabled=False)  # a pass-through when disabled
     arch_on = any(p.requires_grad for p in arch_parameters(model))
     weight_optimizer.zero_grad(set_to_none=True)
     arch_optimizer.zero_grad(set_to_none=True)
     loss, logs = _loss(loss_fn, batch)
-    loss.backward()
-    weight_optimizer.step()
+    scaler.scale(loss).backward()
+    scaler.step(weight_optimizer)
     result = {"loss": float(loss.detach()), **logs}
     if not arch_on:
+        scaler.update()
         return result
     if mode == "joint":
-        arch_optimizer.step()  # same gradients as the weight step: single-level optimisation
+        scaler.step(arch_optimizer)  # same gradients as the weight step: single-level optimisation
+        scaler.update()
         return result
+    scaler.update()
     if arch_batch is None:
         raise ValueError("mode 'alternating' needs arch_batch (a batch from the other half of the data)")
     weight_optimizer.zero_grad(set_to_none=True)
     arch_optimizer.zero_grad(set_to_none=True)
     arch_loss, arch_logs = _loss(loss_fn, arch_batch)
-    arch_loss.backward()
-    arch_optimizer.step()
+    scaler.scale(arch_loss).backward()
+    scaler.step(arch_optimizer)
+    scaler.update()
     weight_optimizer.zero_grad(set_to_none=True)  # the arch step's weight gradients are not applied
     result["arch_loss"] = float(arch_loss.detach())
     result.update({f"arch_{k}": v for k, v in arch_logs.items()})

@@ -146,7 +146,8 @@ class DepthSearchStage(SearchModule):
             raise TypeError(f"expected a stage with `downsample` and a `blocks` ModuleList, got {type(stage).__name__}")
         self.stage = stage
         n = len(stage.blocks)
-        self.alpha: nn.Parameter | None = nn.Parameter(torch.full((n,), float(init))) if n else None
+        device = next(iter(stage.parameters()), torch.empty(0)).device  # on the stage's device, like its weights
+        self.alpha: nn.Parameter | None = nn.Parameter(torch.full((n,), float(init), device=device)) if n else None
 
     @property
     def num_blocks(self) -> int:
@@ -189,7 +190,8 @@ class DepthSearchStage(SearchModule):
         if self.alpha is None:
             if len(latencies_ms) != 0:
                 raise ValueError(f"expected 0 block latencies for a stage without blocks, got {len(latencies_ms)}")
-            return torch.zeros(())
+            return torch.zeros((), device=self.stage.downsample.weight.device) if hasattr(
+                self.stage.downsample, "weight") else torch.zeros(())
         s = _latency_tensor(latencies_ms, self.alpha, self.num_blocks)
         return (self.alpha.abs() * s).sum()
 
