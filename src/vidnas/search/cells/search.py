@@ -509,14 +509,15 @@ def run_cell_search(cfg: Config, run_dir: str | Path, static_path: str | Path, *
     return CellSearch(cfg, run_dir, static_path, options).run(resume=resume)
 
 
-def compare_runs(run_dirs: dict[str, str | Path]) -> dict[str, dict[str, Any]]:
-    """``summary.equal_n_stats`` of the ``candidates.jsonl`` of several run directories (name -> directory), e.g. a
-    search and its random baseline; each entry also names its ``run_dir``."""
+def compare_runs(run_dirs: dict[str, str | Path], *, key: str = "reward") -> dict[str, dict[str, Any]]:
+    """``summary.equal_n_stats`` (of ``key``: ``reward`` or ``accuracy_reward``) of the ``candidates.jsonl`` of
+    several run directories (name -> directory), e.g. a search and its random baseline; each entry also names its
+    ``run_dir``."""
     logs = {name: list(read_log(Path(d) / LOG_NAME).values()) for name, d in run_dirs.items()}
     for name, d in run_dirs.items():
         if not logs[name]:
             raise ValueError(f"{name}: no candidates in {Path(d) / LOG_NAME}")
-    out = equal_n_stats(logs)
+    out = equal_n_stats(logs, key=key)
     for name, d in run_dirs.items():
         out[name]["run_dir"] = str(d)
     return out

@@ -34,17 +34,30 @@ def mean_se(values: Sequence[float]) -> dict[str, float | int | None]:
     return {"mean": statistics.fmean(xs), "se": se, "n": len(xs)}
 
 
-def reward_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Summary of a search log's successful candidates (module docstring)."""
+def _accuracy(r: dict[str, Any]) -> float:
+    """A record's accuracy reward (logs written before the latency term have only ``reward``)."""
+    return float(r["accuracy_reward"] if r.get("accuracy_reward") is not None else r["reward"])
+
+
+def reward_stats(records: Sequence[dict[str, Any]], *, key: str = "reward") -> dict[str, Any]:
+    """Summary of a search log's successful candidates (module docstring).
+
+    Args:
+        records: log records.
+        key: the reward the statistics are about: ``reward`` (what the controller learned from) or
+            ``accuracy_reward`` (e.g. to compare with a search run at latency weight 0).
+    """
+    if key not in ("reward", "accuracy_reward"):
+        raise ValueError(f"key must be reward or accuracy_reward, got {key!r}")
     ok = sorted((r for r in records if not r.get("failed") and r.get("reward") is not None), key=lambda r: r["cid"])
-    rewards = [float(r["reward"]) for r in ok]
-    acc = [float(r["accuracy_reward"] if r.get("accuracy_reward") is not None else r["reward"]) for r in ok]
-    out: dict[str, Any] = {"n": len(ok), "mean_reward": mean_se(rewards)["mean"],
+    acc = [_accuracy(r) for r in ok]
+    rewards = acc if key == "accuracy_reward" else [float(r["reward"]) for r in ok]
+    out: dict[str, Any] = {"n": len(ok), "key": key, "mean_reward": mean_se(rewards)["mean"],
                            "mean_accuracy_reward": mean_se(acc)["mean"]}
     if ok:
-        best = max(ok, key=lambda r: (r["reward"], -r["cid"]))
-        out["best_of_n"] = {"reward": best["reward"], "accuracy_reward": best.get("accuracy_reward"),
-                            "cid": best["cid"], "cost": best.get("cost") or {}}
+        b = max(range(len(ok)), key=lambda i: (rewards[i], -ok[i]["cid"]))
+        out["best_of_n"] = {"reward": rewards[b], "accuracy_reward": acc[b], "cid": ok[b]["cid"],
+                            "cost": ok[b].get("cost") or {}}
         k = len(ok) // 3
         out["thirds"] = {"first": mean_se(rewards[:k]), "middle": mean_se(rewards[k:len(ok) - k]),
                          "last": mean_se(rewards[len(ok) - k:] if k else [])}
@@ -61,8 +74,8 @@ def reward_stats(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def equal_n_stats(logs: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """``reward_stats`` of each run's records (candidate order), every run cut to the smallest N (equal N)."""
+def equal_n_stats(logs: Mapping[str, Sequence[dict[str, Any]]], *, key: str = "reward") -> dict[str, dict[str, Any]]:
+    """``reward_stats`` (of ``key``) of each run's records (candidate order), every run cut to the smallest N."""
     if not logs:
         raise ValueError("no runs to compare")
     for name, recs in logs.items():
@@ -71,7 +84,7 @@ def equal_n_stats(logs: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, dic
     n = min(len(v) for v in logs.values())
     out = {}
     for name, recs in logs.items():
-        stats = reward_stats(sorted(recs, key=lambda r: r["cid"])[:n])
+        stats = reward_stats(sorted(recs, key=lambda r: r["cid"])[:n], key=key)
         stats["candidates_compared"] = n
         out[name] = stats
     return out
