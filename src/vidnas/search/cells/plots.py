@@ -170,20 +170,25 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, *,
                 target_ms: float | None = None) -> Path | None:
-    """Accuracy reward vs measured steady-state latency of every candidate with a cost record (the search's Pareto
-    picture): dots coloured by candidate index, the Pareto front, the static network's median frame latency and the
-    latency target. None (nothing drawn) when no candidate was timed.
+    """Accuracy reward vs measured cost of every candidate with a cost record (the search's Pareto picture): dots
+    coloured by candidate index, the Pareto front, and the static network.
+
+    The x axis is the latency *ratio* to the static network (cell-model frame / static frame, timed side by side:
+    candidates timed at different moments of a noisy machine stay comparable), 1.0 marking the static network; with a
+    fixed ``target_ms`` it is the frame latency in ms, with the target drawn. None (nothing drawn) when no candidate
+    was timed.
 
     Args:
-        records: search log records (``cid``, ``accuracy_reward``, ``cost.latency_ms``, ``cost.static_latency_ms``).
+        records: search log records (``cid``, ``accuracy_reward``, ``cost``).
         path: PNG to write.
-        target_ms: the fixed latency target (``cells.latency_target_ms``), drawn when given.
+        target_ms: the fixed latency target (``cells.latency_target_ms``), or None (the static network).
     """
     recs = [r for r in sorted(records, key=lambda r: r["cid"])
             if not r.get("failed") and (r.get("cost") or {}).get("latency_ms") and r.get("accuracy_reward") is not None]
     if not recs:
         return None
-    xs = [float(r["cost"]["latency_ms"]) for r in recs]
+    ratio = target_ms is None and all(r["cost"].get("latency_ratio") for r in recs)
+    xs = [float(r["cost"]["latency_ratio"] if ratio else r["cost"]["latency_ms"]) for r in recs]
     ys = [float(r["accuracy_reward"]) for r in recs]
     fig, ax = plt.subplots(figsize=(7, 4.5))
     sc = ax.scatter(xs, ys, c=[r["cid"] for r in recs], cmap="viridis", s=16, zorder=3)
@@ -191,14 +196,18 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, *,
     front = pareto_front(list(zip(xs, ys, strict=True)))
     ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#c0392b", lw=1.2, marker="o", mfc="none",
             label="Pareto front", zorder=4)
-    static = [float(r["cost"]["static_latency_ms"]) for r in recs if r["cost"].get("static_latency_ms")]
-    if static:
-        med = sorted(static)[len(static) // 2]
-        ax.axvline(med, color="#555555", ls="--", lw=1, label=f"static network frame ({med:.1f} ms, median)")
-    if target_ms is not None:
-        ax.axvline(target_ms, color="#e67e22", ls=":", lw=1.2, label=f"latency target ({target_ms:.1f} ms)")
     hw = f"{recs[0]['cost'].get('height')}x{recs[0]['cost'].get('width')}"
-    ax.set_xlabel(f"steady-state frame latency, ms (encoder + cell, {hw}, batch 1)")
+    if ratio:
+        ax.axvline(1.0, color="#555555", ls="--", lw=1, label="static network")
+        ax.set_xlabel(f"frame latency / static network's frame (encoder + cell, {hw}, batch 1, side by side)")
+    else:
+        static = sorted(float(r["cost"]["static_latency_ms"]) for r in recs if r["cost"].get("static_latency_ms"))
+        if static:
+            med = static[len(static) // 2]
+            ax.axvline(med, color="#555555", ls="--", lw=1, label=f"static network frame ({med:.1f} ms, median)")
+        if target_ms is not None:
+            ax.axvline(target_ms, color="#e67e22", ls=":", lw=1.2, label=f"latency target ({target_ms:.1f} ms)")
+        ax.set_xlabel(f"steady-state frame latency, ms (encoder + cell, {hw}, batch 1)")
     ax.set_ylabel("accuracy reward (mIoU x fwIoU x mAcc)^(1/3)")
     ax.set_title(f"Accuracy vs latency of {len(recs)} candidates")
     ax.grid(alpha=0.3)
