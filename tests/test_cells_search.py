@@ -395,3 +395,15 @@ def test_cli_refuses_bad_cells_values_before_work(tmp_path: Path, override: str,
     assert res.exit_code == 2, res.output
     assert re.search(message, " ".join(res.output.split())), res.output
     assert not (tmp_path / "run" / "static").exists()  # failed before training a static network
+
+
+def test_cli_help_documents_the_issue_13_options() -> None:
+    from vidnas.cli.main import app as vidnas_app
+
+    res = CliRunner().invoke(vidnas_app, ["search", "cells", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for option in ("--latency-weight", "--latency-target", "--latency-size", "--proxy-scale", "--cell-epochs",
+                   "--random", "--op-preset"):
+        assert option in text, option
+    assert "paper's reward" in text and "frozen uniform controller" in text and "deform3x3" in text
