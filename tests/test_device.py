@@ -58,10 +58,17 @@ def frame_models() -> tuple[torch.nn.Module, torch.nn.Module]:
     return static, DynamicCellModel(static, cell, window=3)
 
 
+def multiscale_model() -> torch.nn.Module:
+    cfg = Config(data=DataConfig(height=H, width=W, window=3),
+                 model=ModelConfig(encoder="mobilenetv2_test", decoder="mstcn", decoder_channels=8,
+                                   decoder_dilations=(1, 2), fuse_channels=8))
+    return build_model(cfg, num_classes=K)
+
+
 def all_models() -> dict[str, torch.nn.Module]:
     static, cell = frame_models()
     return {"window_causal": window_model(True), "window_centred": window_model(False), "arch2": static,
-            "cell": cell}
+            "cell": cell, "mstcn": multiscale_model()}
 
 
 def stream_all(model: torch.nn.Module, frames: torch.Tensor, **options: object) -> torch.Tensor:
@@ -73,7 +80,7 @@ def stream_all(model: torch.nn.Module, frames: torch.Tensor, **options: object) 
 # -------------------------------------------------------------------------------------- meta device (CPU-side)
 
 
-@pytest.mark.parametrize("name", ["window_causal", "window_centred", "arch2", "cell"])
+@pytest.mark.parametrize("name", ["window_causal", "window_centred", "arch2", "cell", "mstcn"])
 def test_no_tensor_is_created_on_a_hard_coded_device(name: str) -> None:
     model = all_models()[name].eval().to("meta")
     frames = torch.empty(2, 4, 3, H, W, device="meta")
@@ -143,7 +150,7 @@ def test_unknown_amp_mode_is_refused() -> None:
 
 
 @pytest.mark.device
-@pytest.mark.parametrize("name", ["window_causal", "window_centred", "arch2", "cell"])
+@pytest.mark.parametrize("name", ["window_causal", "window_centred", "arch2", "cell", "mstcn"])
 def test_stream_equals_clip_on_device(name: str, device: str) -> None:
     torch.manual_seed(0)
     model = all_models()[name].eval().to(device)
@@ -156,7 +163,7 @@ def test_stream_equals_clip_on_device(name: str, device: str) -> None:
             streamed = stream_all(model, frames)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    if name.startswith("window"):  # a window model's clip decodes each target frame inside a window of context
+    if name.startswith("window") or name == "mstcn":  # a window model decodes each target inside a window
         clip = torch.stack([model(_window(frames, t, model))[:, model.target_index] for t in range(5)], dim=1)
     assert streamed.device.type == torch.device(device).type
     torch.testing.assert_close(streamed, clip, atol=1e-4, rtol=1e-4)

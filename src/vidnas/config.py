@@ -84,10 +84,12 @@ class ModelConfig:
     encoder: str = "swin_tiny"  # swin_tiny | swin_base | mobilenetv2 | efficientnet_lite0 | tiny variants
     encoder_depths: tuple[int, ...] | None = None  # per-stage depth override, e.g. (1, 2, 3, 2) = [ST-NAS] Swin Short
     weights: str | None = None  # None (random init), "imagenet" (efficientnet_lite0 only) or a local checkpoint path
-    decoder: str = "sptcn"  # sptcn | head (non-temporal, window 1) | arch2
+    decoder: str = "sptcn"  # sptcn | mstcn (multi-scale spatial-temporal) | head (non-temporal, window 1) | arch2
     decoder_channels: int = 128  # [SPEC] SP-TCN reduction width F
     full_channels: bool = False  # [ST-NAS] FC: drop the channel-reduction conv
     decoder_dilations: tuple[int, ...] = (1, 2, 4, 8)  # [SPEC] temporal dilations of the residual layers
+    decoder_scales: tuple[int, ...] = (32, 8, 4)  # mstcn: strides read, coarse (temporal trunk) first
+    fuse_channels: int = 64  # mstcn: width of the finer paths and the fusion
     arch: str | None = None  # path to an arch.json; overrides depths/ops/full_channels
 
 

@@ -31,6 +31,7 @@ MODEL_SHORTCUTS = {
     "sptcn": ["model.decoder=sptcn"],
     "head": ["model.decoder=head", "data.window=1"],
     "arch2": ["model.decoder=arch2", "data.window=1"],
+    "mstcn": ["model.decoder=mstcn"],
 }
 
 
@@ -54,7 +55,8 @@ def train_cmd(
     arch: Annotated[Path | None, typer.Option("--arch", help="arch.json from a search.")] = None,  # noqa: UP007, UP045
     epochs: Annotated[int | None, typer.Option(help="Overrides train.epochs.")] = None,  # noqa: UP007, UP045
     model: Annotated[str | None, typer.Option(  # noqa: UP007, UP045
-        help="Decoder shortcut: sptcn (temporal), head (per frame) or arch2 (the cell search's static network). "
+        help="Decoder shortcut: sptcn (temporal, stride 32), mstcn (multi-scale: temporal trunk at stride 32 fused "
+        "with per-frame paths at strides 8 and 4), head (per frame) or arch2 (the cell search's static network). "
         "head and arch2 also set data.window=1; --set still wins.")] = None,
     encoder: Annotated[str | None, typer.Option(help="Overrides model.encoder, e.g. efficientnet_lite0.")] = None,
     weights: Annotated[

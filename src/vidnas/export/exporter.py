@@ -176,6 +176,10 @@ def export_onnx(
         frame = torch.zeros(1, 3, h, w, device=device)
         with torch.no_grad():
             feature = model.encode(frame)  # (1, C, h', w')
+        if not isinstance(feature, torch.Tensor):
+            raise DeployError("ONNX export of multi-scale (mstcn) models is not supported yet (their encoder graph "
+                              "has one output per scale); run them with the PyTorch runtime: `vidnas predict`, "
+                              "`vidnas bench` and `vidnas eval` take their checkpoints")
         c, fh, fw = (int(s) for s in feature.shape[1:])
         example = torch.zeros(1, c, w_frames, fh, fw, device=device)  # (1, C, T, h', w')
         _export_graph(_EncoderGraph(model).eval(), frame, paths.encoder, "frame", "feature", opset)

@@ -38,7 +38,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-DECODERS: tuple[str, ...] = ("sptcn", "head", "arch2")
+DECODERS: tuple[str, ...] = ("sptcn", "head", "arch2", "mstcn")
+SCALE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
+OPS_PER_SCALE = 3  # multi-scale decoders: path op 1, path op 2, fusion op per finer scale
 OPS_PER_LAYER = 4  # two 3x3x3 convs per residual layer, each replaced by two ops [ST-NAS Fig. 2]
 
 
@@ -53,14 +55,19 @@ class Arch(JsonFile):
     Attributes:
         encoder: encoder name (``vidnas.models.encoders.ENCODERS``), e.g. ``swin_tiny``.
         depths: blocks per encoder stage, None = the encoder's own (Swin-T 2,2,6,2; Swin Short 1,2,3,2).
-        decoder: ``sptcn`` (temporal) or ``head`` (per-frame).
+        decoder: ``sptcn`` (temporal, stride 32), ``mstcn`` (multi-scale spatial-temporal: a temporal trunk on the
+            coarse scale fused with finer paths), ``head`` (per-frame) or ``arch2`` (the cell search's static network).
         decoder_ops: None = the baseline 3x3x3 convs; else ``4 * len(dilations)`` op names from ``OPS`` in
-            ``SPTCNDecoder.searchable_slots()`` order (the derived TCNNAS decoder).
+            ``SPTCNDecoder.searchable_slots()`` order (the derived TCNNAS decoder; for ``mstcn`` its trunk).
         full_channels: drop the SP-TCN channel-reduction conv [ST-NAS "FC"].
         window: frames per clip w.
         causal: window ends at the target frame (True) or is centred on it.
         channels: decoder width F.
         dilations: temporal dilation of each residual layer.
+        scales: ``mstcn``: encoder strides read, coarse (the temporal trunk) first, then strictly finer ones.
+        fuse_channels: ``mstcn``: width of the finer paths and the fusion.
+        scale_ops: ``mstcn``: ``3 * (len(scales) - 1)`` op names (path op 1, path op 2, fusion op per finer scale);
+            None = per frame (identity, identity, spatial_k3).
         name: a label (a paper row, a run name).
         extra: the search record (alphas, betas, lambda, latency table...); opaque here, must be JSON-serialisable.
     """
@@ -74,6 +81,9 @@ class Arch(JsonFile):
     causal: bool = True
     channels: int = 128  # [SPEC] SP-TCN width F
     dilations: tuple[int, ...] = (1, 2, 4, 8)  # [SPEC] residual layer dilations
+    scales: tuple[int, ...] = (32, 8, 4)
+    fuse_channels: int = 64
+    scale_ops: tuple[str, ...] | None = None
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -86,7 +96,10 @@ class Arch(JsonFile):
             object.__setattr__(self, "depths", tuple(self.depths))
         if self.decoder_ops is not None:
             object.__setattr__(self, "decoder_ops", tuple(self.decoder_ops))
+        if self.scale_ops is not None:
+            object.__setattr__(self, "scale_ops", tuple(self.scale_ops))
         object.__setattr__(self, "dilations", tuple(self.dilations))
+        object.__setattr__(self, "scales", tuple(self.scales))
         self.validate()
 
     def validate(self, source: str | None = None) -> None:
@@ -104,9 +117,26 @@ class Arch(JsonFile):
             fail("decoder", f"unknown decoder {self.decoder!r}; valid decoders: {', '.join(DECODERS)}")
         if not self.dilations or not all(_is_int(d) and d >= 1 for d in self.dilations):
             fail("dilations", f"expected a list of positive integers, got {list(self.dilations)!r}")
+        if not self.scales or not all(_is_int(s) and s in SCALE_STRIDES for s in self.scales) or list(
+                self.scales) != sorted(set(self.scales), reverse=True):
+            fail("scales", f"expected encoder strides from {list(SCALE_STRIDES)}, coarse first and strictly finer "
+                           f"after, got {list(self.scales)!r}")
+        if not _is_int(self.fuse_channels) or self.fuse_channels < 1:
+            fail("fuse_channels", f"expected a positive integer, got {self.fuse_channels!r}")
+        if self.scale_ops is not None:
+            if self.decoder != "mstcn":
+                fail("scale_ops", f"only the mstcn decoder has per-scale ops, but decoder is {self.decoder!r}")
+            expected = OPS_PER_SCALE * (len(self.scales) - 1)
+            if len(self.scale_ops) != expected:
+                fail("scale_ops", f"expected {expected} op names ({OPS_PER_SCALE} per finer scale), got "
+                                  f"{len(self.scale_ops)}")
+            for i, op in enumerate(self.scale_ops):
+                if op not in OPS:
+                    fail("scale_ops", f"entry {i}: unknown op {op!r}; valid ops: {', '.join(OPS)}")
         if self.decoder_ops is not None:
-            if self.decoder != "sptcn":
-                fail("decoder_ops", f"only the sptcn decoder has searched ops, but decoder is {self.decoder!r}")
+            if self.decoder not in ("sptcn", "mstcn"):
+                fail("decoder_ops", f"only the sptcn decoder (and the mstcn decoder's trunk) has searched ops, but "
+                                    f"decoder is {self.decoder!r}")
             expected = OPS_PER_LAYER * len(self.dilations)
             if len(self.decoder_ops) != expected:
                 fail(
@@ -132,11 +162,11 @@ class Arch(JsonFile):
 
     @property
     def searched(self) -> bool:
-        """True when the decoder ops came from a search (``decoder_ops`` set)."""
-        return self.decoder_ops is not None
+        """True when the decoder ops came from a search (``decoder_ops`` or ``scale_ops`` set)."""
+        return self.decoder_ops is not None or self.scale_ops is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict, ``schema_version`` first."""
+        """Plain JSON-ready dict, ``schema_version`` first (the ``mstcn`` fields only for that decoder)."""
         return {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
@@ -149,15 +179,20 @@ class Arch(JsonFile):
             "causal": self.causal,
             "channels": self.channels,
             "dilations": list(self.dilations),
+            **(self._mstcn_fields() if self.decoder == "mstcn" else {}),
             "extra": self.extra,
         }
+
+    def _mstcn_fields(self) -> dict[str, Any]:
+        return {"scales": list(self.scales), "fuse_channels": self.fuse_channels,
+                "scale_ops": None if self.scale_ops is None else list(self.scale_ops)}
 
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Arch:
         """Inverse of ``to_dict``; unknown keys, a missing or wrong schema version and bad fields raise ArchError."""
         check_header(data, version=SCHEMA_VERSION, error=ArchError, source=source, fields=cls.__dataclass_fields__)
         kwargs = {k: v for k, v in data.items() if k != "schema_version"}
-        for key in ("depths", "decoder_ops", "dilations"):
+        for key in ("depths", "decoder_ops", "dilations", "scales", "scale_ops"):
             value = kwargs.get(key)
             if value is not None and not isinstance(value, list | tuple):
                 raise ArchError(f"{where(source)}field {key!r}: expected a list, got {value!r}")

@@ -14,6 +14,7 @@ from vidnas.config import Config
 from vidnas.models.architecture import DECODERS, Arch, ArchError
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, build_encoder
+from vidnas.models.multiscale import STRIDE_INDEX, MultiScaleDecoder, MultiScaleSegmenter
 from vidnas.models.segmenter import VideoSegmenter
 from vidnas.models.static_segmenter import build_static_segmenter
 
@@ -56,6 +57,8 @@ def arch_from_config(cfg: Config) -> Arch:
         causal=_causal(cfg.data.temporal),
         channels=cfg.model.decoder_channels,
         dilations=cfg.model.decoder_dilations,
+        scales=cfg.model.decoder_scales,
+        fuse_channels=cfg.model.fuse_channels,
         name="config",
     )
 
@@ -96,6 +99,8 @@ def build_decoder(arch: Arch, in_channels: int, num_classes: int) -> nn.Module:
         )
     if arch.decoder == "head":
         return HeadDecoder(in_channels, num_classes, arch.channels)
+    if arch.decoder == "mstcn":
+        raise ArchError("the mstcn decoder reads several encoder maps: build it with build_model")
     raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
 
 
@@ -134,8 +139,16 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> n
         return build_static_segmenter(cfg, num_classes=num_classes, encoder=arch.encoder)
     img_size = (cfg.data.height, cfg.data.width)
     encoder = build_encoder(arch.encoder, img_size=img_size, depths=arch.depths, weights=cfg.model.weights)
-    decoder = build_decoder(arch, encoder.out_channels[-1], num_classes)
-    model = VideoSegmenter(encoder, decoder, num_classes, window=arch.window, causal=arch.causal)
+    if arch.decoder == "mstcn":
+        channels = [encoder.out_channels[STRIDE_INDEX[s]] for s in arch.scales]
+        ms = MultiScaleDecoder(channels, num_classes, channels=arch.channels, fuse_channels=arch.fuse_channels,
+                               dilations=arch.dilations, full_channels=arch.full_channels, causal=arch.causal,
+                               layer_ops=arch.decoder_ops, scale_ops=arch.scale_ops)
+        model: nn.Module = MultiScaleSegmenter(encoder, ms, num_classes, scales=arch.scales, window=arch.window,
+                                               causal=arch.causal)
+    else:
+        decoder = build_decoder(arch, encoder.out_channels[-1], num_classes)
+        model = VideoSegmenter(encoder, decoder, num_classes, window=arch.window, causal=arch.causal)
     logger.info(
         "built %s: encoder %s depths %s, decoder %s%s%s, window %d %s, %.2fM parameters",
         arch.name or "model",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -151,11 +151,19 @@ class WindowStreamer:
         # the window's newest entry is append number _appended - 1, so its target frame is `lag` appends earlier
         if self._appended - 1 - self.lag < 0:
             return None
-        window = torch.stack(tuple(self._buffer), dim=2)  # (B, C, T=w, h', w')
+        window = _stack(self._buffer)  # (B, C, T=w, h', w'), or one such per scale for multi-scale models
         logits = self.model.decoder(window)[:, :, self.target_index]  # (B, K, h', w')
         self._emitted += 1
         assert self._out_hw is not None
         return self.model.upsample(logits, self._out_hw)  # (B, K, H_out, W_out)
+
+
+def _stack(buffer: Sequence[Any]) -> Any:
+    """The window of a ring buffer: features (B, C, h, w) -> (B, C, T, h, w); a tuple of per-scale maps (a
+    multi-scale model's ``encode``) -> a list of such windows, one per scale."""
+    if isinstance(buffer[0], torch.Tensor):
+        return torch.stack(tuple(buffer), dim=2)
+    return [torch.stack([f[i] for f in buffer], dim=2) for i in range(len(buffer[0]))]
 
 
 Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]

@@ -1,0 +1,264 @@
+"""Multi-scale spatial-temporal decoders (``decoder="mstcn"``): a temporal path on the coarse encoder map, fused
+top-down with paths on finer maps, so thin and small classes are not lost in a 32x upsampling.
+
+The SP-TCN of [ST-NAS] decodes only the stride-32 map and upsamples it 32x; per-frame decoders such as arch2 read
+strides 4-32. ``MultiScaleDecoder`` keeps the SP-TCN's temporal path where it is cheap (the coarse map) and adds, per
+finer scale, a lateral projection, a path of two ops and a fusion op (FPN-style)::
+
+    y  = proj(trunk(x_coarse))                                  trunk: [reduce] + SP-TCN residual layers (dilations)
+    for each finer scale s (coarse to fine):
+        y = fuse_s( up(y, size of x_s) + path_s(lateral_s(x_s)) )
+    logits = head(y)                                            at the finest scale
+
+Every tensor is ``(B, C, T, h, w)`` and every op comes from ``vidnas.models.ops.OPS``, so each slot can be spatial
+(per frame) or temporal (causal or centred like the model): ST-NAS searches the trunk's ops and, per scale, whether
+temporal context pays there (``searchable_slots``). The default is a temporal trunk with per-frame spatial paths.
+
+``MultiScaleSegmenter`` is the video model: the encoder's maps at the chosen strides for every frame, the decoder
+over a window of them, bilinear upsampling to the image. It streams with the window protocol (one encoder pass per
+frame, a ring buffer of every scale's features, one decode of the window per push).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidnas.models.decoders import CONVS_PER_LAYER, OPS_PER_CONV, ResidualLayer
+from vidnas.models.layers import resize_to
+from vidnas.models.ops import ConvBNReLU3d, get_op, temporal_extent
+from vidnas.models.streaming import WindowStreamer
+
+__all__ = [
+    "STRIDE_INDEX",
+    "DEFAULT_SCALES",
+    "OPS_PER_SCALE",
+    "default_scale_ops",
+    "MultiScaleDecoder",
+    "MultiScaleSegmenter",
+]
+
+logger = logging.getLogger(__name__)
+
+STRIDE_INDEX: dict[int, int] = {4: 0, 8: 1, 16: 2, 32: 3}  # encoder output index of each stride
+DEFAULT_SCALES: tuple[int, ...] = (32, 8, 4)  # the temporal trunk's stride, then the finer paths, coarse to fine
+OPS_PER_SCALE = 3  # per finer scale: path op 1, path op 2, fusion op
+_DEFAULT_FINE = ("identity", "identity", "spatial_k3")  # a lateral projection, then a 3x3 fusion conv: per frame
+
+
+def default_scale_ops(num_fine: int) -> tuple[str, ...]:
+    """The per-frame default of ``num_fine`` finer scales: ``("identity", "identity", "spatial_k3") * num_fine``."""
+    return _DEFAULT_FINE * num_fine
+
+
+def _up(y: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of every time step: (B, C, T, h, w) -> (B, C, T, H, W)."""
+    b, c, t, h, w = y.shape
+    if (h, w) == tuple(hw):
+        return y
+    z = resize_to(y.transpose(1, 2).reshape(b * t, c, h, w), hw)  # (B*T, C, H, W)
+    return z.reshape(b, t, c, *z.shape[-2:]).transpose(1, 2)  # (B, C, T, H, W)
+
+
+class MultiScaleDecoder(nn.Module):
+    """The multi-scale spatial-temporal decoder (module docstring).
+
+    Args:
+        in_channels: encoder channels of each scale, coarse first (e.g. stride 32, 8, 4).
+        num_classes: K.
+        channels: width F of the temporal trunk.
+        fuse_channels: width of the finer paths and the fusion.
+        dilations: temporal dilation of each trunk residual layer.
+        full_channels: drop the trunk's channel reduction (the first residual layer reads the encoder directly).
+        causal: causal or centred temporal padding of every op.
+        layer_ops: None (the 3x3x3 baseline) or 4 ops per trunk layer from ``OPS`` (a derived TCNNAS trunk).
+        scale_ops: ``OPS_PER_SCALE`` ops per finer scale (path op 1, path op 2, fusion op); None = per frame.
+
+    Shapes:
+        ``[(B, C_0, T, h_0, w_0), (B, C_1, T, h_1, w_1), ...]`` -> (B, K, T, h_last, w_last).
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, *, channels: int = 128, fuse_channels: int = 64,
+                 dilations: Sequence[int] = (1, 2), full_channels: bool = False, causal: bool = True,
+                 layer_ops: Sequence[str] | None = None, scale_ops: Sequence[str] | None = None) -> None:
+        super().__init__()
+        in_channels = [int(c) for c in in_channels]
+        if len(in_channels) < 1:
+            raise ValueError("a multi-scale decoder needs at least the coarse scale")
+        per_layer = OPS_PER_CONV * CONVS_PER_LAYER
+        fine = len(in_channels) - 1
+        if layer_ops is not None and len(layer_ops) != per_layer * len(dilations):
+            raise ValueError(f"layer_ops needs {per_layer} ops per trunk layer ({per_layer * len(dilations)}), got "
+                             f"{len(layer_ops)}")
+        scale_ops = tuple(scale_ops) if scale_ops is not None else default_scale_ops(fine)
+        if len(scale_ops) != OPS_PER_SCALE * fine:
+            raise ValueError(f"scale_ops needs {OPS_PER_SCALE} ops per finer scale ({OPS_PER_SCALE * fine}), got "
+                             f"{len(scale_ops)}")
+        for name in (*(layer_ops or ()), *scale_ops):
+            get_op(name)  # fail early with the list of valid names
+        self.in_channels = tuple(in_channels)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.fuse_channels = fuse_channels
+        self.dilations = tuple(dilations)
+        self.full_channels = full_channels
+        self.causal = causal
+        self.layer_ops = None if layer_ops is None else tuple(layer_ops)
+        self.scale_ops = scale_ops
+
+        c0 = in_channels[0]
+        self.reduce: nn.Module | None = None if full_channels else ConvBNReLU3d(c0, channels, (3, 3, 3), causal=causal)
+        layers = []
+        for i, d in enumerate(self.dilations):
+            c_in = c0 if (full_channels and i == 0) else channels
+            ops = None if layer_ops is None else self.layer_ops[i * per_layer:(i + 1) * per_layer]
+            layers.append(ResidualLayer(c_in, channels, d, causal=causal, ops=ops))
+        self.res_layers = nn.ModuleList(layers)
+        self.proj = ConvBNReLU3d(channels, fuse_channels, (1, 1, 1), causal=causal)
+        self.laterals = nn.ModuleList(ConvBNReLU3d(c, fuse_channels, (1, 1, 1), causal=causal)
+                                      for c in in_channels[1:])
+        self.paths = nn.ModuleList(
+            nn.Sequential(*(get_op(n)(fuse_channels, 1, causal=causal) for n in scale_ops[k * 3:k * 3 + 2]))
+            for k in range(fine))
+        self.fuses = nn.ModuleList(nn.Sequential(get_op(scale_ops[k * 3 + 2])(fuse_channels, 1, causal=causal))
+                                   for k in range(fine))
+        self.head = nn.Sequential(ConvBNReLU3d(fuse_channels, fuse_channels, (1, 1, 1), causal=causal),
+                                  nn.Conv3d(fuse_channels, num_classes, kernel_size=1))
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Coarse first: ``[(B, C_0, T, h_0, w_0), ...]`` -> (B, K, T, h_last, w_last)."""
+        if len(feats) != len(self.in_channels):
+            raise ValueError(f"expected {len(self.in_channels)} feature maps (one per scale), got {len(feats)}")
+        x = feats[0]
+        if self.reduce is not None:
+            x = self.reduce(x)  # (B, F, T, h0, w0)
+        for layer in self.res_layers:
+            x = layer(x)
+        y = self.proj(x)  # (B, Ff, T, h0, w0)
+        for lateral, path, fuse, f in zip(self.laterals, self.paths, self.fuses, feats[1:], strict=True):
+            y = fuse(_up(y, f.shape[-2:]) + path(lateral(f)))  # (B, Ff, T, h_s, w_s)
+        return self.head(y)  # (B, K, T, h_last, w_last)
+
+    @property
+    def temporal_extent(self) -> int:
+        """Past (or, centred, surrounding) frames the output depends on, along the longest path through the trunk,
+        the paths and the fusions."""
+        e = sum(temporal_extent(m) for m in (self.reduce, *self.res_layers) if m is not None)
+        for path, fuse in zip(self.paths, self.fuses, strict=True):
+            e = max(e, temporal_extent(path)) + temporal_extent(fuse)
+        return e
+
+    def temporal_receptive_field(self) -> int:
+        """Frames of context of one output frame: ``1 + temporal_extent``."""
+        return 1 + self.temporal_extent
+
+    def searchable_slots(self) -> list[tuple[str, int, int]]:
+        """The op positions a decoder supernet searches, in order: ``(name, channels, dilation)``.
+
+        The trunk's 4 slots per residual layer (only when built with ``layer_ops``), then per finer scale its two
+        path ops and its fusion op (always). ``OPS[op](channels, dilation)`` builds a candidate for a slot.
+        """
+        slots = []
+        if self.layer_ops is not None:
+            for i, d in enumerate(self.dilations):
+                for conv in ("conv1", "conv2"):
+                    for j in range(OPS_PER_CONV):
+                        slots.append((f"res_layers.{i}.{conv}.{j}", self.channels, d))
+        for k in range(len(self.paths)):
+            slots += [(f"paths.{k}.0", self.fuse_channels, 1), (f"paths.{k}.1", self.fuse_channels, 1),
+                      (f"fuses.{k}.0", self.fuse_channels, 1)]
+        return slots
+
+    def set_slot(self, slot: int | str, module: nn.Module) -> None:
+        """Replace the op in ``slot`` (an index into ``searchable_slots()`` or its name) by ``module``."""
+        names = [s[0] for s in self.searchable_slots()]
+        name = names[slot] if isinstance(slot, int) else slot
+        if name not in names:
+            raise KeyError(f"unknown slot {slot!r}; valid slots: {', '.join(names)}")
+        parent_name, _, index = name.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        assert isinstance(parent, nn.Sequential)
+        parent[int(index)] = module
+
+
+class MultiScaleSegmenter(nn.Module):
+    """Encoder + ``MultiScaleDecoder`` over a window of frames + bilinear upsampling (``VideoSegmenter``-compatible).
+
+    Args:
+        encoder: an ``Encoder`` (four NCHW maps at strides 4/8/16/32).
+        decoder: the multi-scale decoder.
+        num_classes: K.
+        scales: strides the decoder reads, coarse first (e.g. ``(32, 8, 4)``).
+        window: frames per clip w.
+        causal: the target frame is the last of its window (True) or its centre.
+        out_size: (H_out, W_out) of the logits; None = the input size.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: MultiScaleDecoder, num_classes: int, *, scales: Sequence[int],
+                 window: int, causal: bool = True, out_size: Sequence[int] | None = None) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.encoder = encoder
+        self.decoder = decoder
+        self.num_classes = num_classes
+        self.scales = tuple(int(s) for s in scales)
+        self.indices = tuple(STRIDE_INDEX[s] for s in self.scales)
+        self.window = window
+        self.causal = causal
+        self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
+
+    @property
+    def target_index(self) -> int:
+        """Index of the emitted frame in a window: ``w - 1`` (causal) or ``w // 2`` (centred)."""
+        return self.window - 1 if self.causal else self.window // 2
+
+    def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(N, 3, H, W) -> the encoder maps at ``scales``, coarse first, each (N, C_s, H/s, W/s)."""
+        maps = self.encoder(frames)
+        return tuple(maps[i] for i in self.indices)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Clip forward: (B, T, 3, H, W) -> (B, T, K, H_out, W_out) logits, one map per frame."""
+        if frames.dim() != 5:
+            raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
+        b, t, c, h, w = frames.shape
+        feats = [f.reshape(b, t, *f.shape[1:]).transpose(1, 2) for f in self.encode(frames.reshape(b * t, c, h, w))]
+        logits = self.decoder(feats)  # (B, K, T, h', w')
+        k, hh, ww = logits.shape[1], logits.shape[-2], logits.shape[-1]
+        out = self.upsample(logits.transpose(1, 2).reshape(b * t, k, hh, ww), self.out_size or (h, w))
+        return out.reshape(b, t, k, *out.shape[-2:])  # (B, T, K, H, W)
+
+    def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
+        """(N, K, h, w) -> (N, K, H, W), bilinear, align_corners=False."""
+        return resize_to(logits, out_hw)
+
+    def stream(self, batch_size: int = 1, *, key_interval: int | None = None, window: int | None = None,
+               **options: Any) -> WindowStreamer:
+        """A ``WindowStreamer`` (ring buffers of every scale's features, one decode of the window per push).
+
+        ``key_interval`` is refused (dynamic-cell models only); other streaming options of window models (e.g.
+        incremental decoding) are not available for this family yet and are refused with a message.
+        """
+        if key_interval is not None:
+            raise ValueError("key_interval applies to dynamic-cell models only; this is a multi-scale window model")
+        if options.get("incremental"):
+            raise ValueError("incremental decoding is not available for multi-scale (mstcn) decoders yet; stream "
+                             "with the window decode (incremental=False)")
+        return WindowStreamer(self, batch_size=batch_size, window=window)
+
+    def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
+        """The encoder call and the decoder call of one streamed frame (the full window), as ``(fn, args)`` pairs,
+        for FLOP counting.
+
+        Args:
+            frame: (1, 3, H, W).
+        """
+        with torch.inference_mode():
+            feats = self.encode(frame)  # per scale (1, C_s, h_s, w_s)
+        window = [f.unsqueeze(2).expand(-1, -1, self.window, -1, -1).contiguous() for f in feats]  # (1, C_s, w, ..)
+        return (self.encode, (frame,)), (self.decoder, (window,))

@@ -1,0 +1,97 @@
+"""The multi-scale spatial-temporal decoder family (``mstcn``): shapes, streaming equals the clip forward (causal and
+centred), architecture files round-trip, searchable slots, and the per-scale temporal ops reach across frames."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from vidnas.config import Config, DataConfig, ModelConfig
+from vidnas.models import Arch, build_model, load_model
+from vidnas.models.multiscale import MultiScaleDecoder, MultiScaleSegmenter
+
+H, W, K = 64, 96, 3
+TRUNK_OPS = ("identity", "temporal_k3", "sep_k3", "spatial_k3") * 2
+
+
+def cfg(window: int = 3) -> Config:
+    return Config(data=DataConfig(height=H, width=W, window=window),
+                  model=ModelConfig(encoder="mobilenetv2_test", decoder="mstcn", decoder_channels=16,
+                                    decoder_dilations=(1, 2), fuse_channels=8))
+
+
+def arch(causal: bool = True, **kw: object) -> Arch:
+    base = Arch(encoder="mobilenetv2_test", decoder="mstcn", window=3, causal=causal, channels=16, dilations=(1, 2),
+                scales=(32, 8, 4), fuse_channels=8, name="ms")
+    return dataclasses.replace(base, **kw)
+
+
+def test_shapes_and_default_from_config() -> None:
+    model = build_model(cfg(), num_classes=K)
+    assert isinstance(model, MultiScaleSegmenter) and model.scales == (32, 8, 4)
+    out = model(torch.randn(2, 3, 3, H, W))
+    assert out.shape == (2, 3, K, H, W)
+    # reduce (k 3: 2 frames) + layer d=1 (conv1 2 + conv2 2) + layer d=2 (conv1 4 + conv2 2); per-frame paths add 0
+    assert model.decoder.temporal_receptive_field() == 1 + 2 + (2 + 2) + (4 + 2)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("scale_ops", [None, ("temporal_k3", "identity", "spatial_k3", "sep_k3", "temporal_k3",
+                                              "spatial_k3")])
+def test_stream_equals_clip(causal: bool, scale_ops: tuple[str, ...] | None) -> None:
+    torch.manual_seed(0)
+    c = cfg()
+    model = build_model(c, arch(causal, decoder_ops=TRUNK_OPS, scale_ops=scale_ops), num_classes=K).eval()
+    frames = torch.randn(1, 6, 3, H, W)
+    streamer = model.stream(batch_size=1)
+    outs = [streamer.push(frames[:, t]) for t in range(6)]
+    streamed = torch.stack([o for o in outs if o is not None] + streamer.flush(), dim=1)  # (1, 6, K, H, W)
+    target = model.target_index
+    with torch.no_grad():
+        for t in range(6):
+            idx = [min(max(t - target + i, 0), 5) for i in range(3)]  # the data layer's window, edges repeated
+            ref = model(frames[:, idx])[:, target]
+            torch.testing.assert_close(streamed[:, t], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_a_temporal_fine_path_reads_other_frames_and_a_spatial_one_does_not() -> None:
+    torch.manual_seed(0)
+    for ops, reads in ((("identity", "identity", "spatial_k3"), False), (("temporal_k3", "identity", "spatial_k3"),
+                                                                          True)):
+        dec = MultiScaleDecoder([8, 4], K, channels=8, fuse_channels=4, dilations=(1,), layer_ops=("identity",) * 4,
+                                scale_ops=ops).eval()
+        coarse, fine = torch.randn(1, 8, 3, 2, 3), torch.randn(1, 4, 3, 8, 12)
+        base = dec([coarse, fine])[:, :, -1]
+        fine2 = fine.clone()
+        fine2[:, :, 0] += 5.0  # change the fine map of the first frame only
+        changed = not torch.allclose(dec([coarse, fine2])[:, :, -1], base)
+        assert changed == reads
+
+
+def test_arch_file_round_trip_and_load(tmp_path) -> None:
+    a = arch(decoder_ops=TRUNK_OPS, scale_ops=("temporal_k3", "identity", "spatial_k3", "sep_k3", "identity",
+                                               "spatial_k5"))
+    path = a.save(tmp_path / "arch.json")
+    b = Arch.load(path)
+    assert b == a and b.scale_ops == a.scale_ops and b.scales == (32, 8, 4)
+    model = build_model(cfg(), b, num_classes=K)
+    slots = model.decoder.searchable_slots()
+    assert len(slots) == 8 + 6 and slots[8][0] == "paths.0.0" and slots[-1][0] == "fuses.1.0"
+    from vidnas.checkpoint import save_checkpoint
+    from vidnas.config import config_to_dict
+
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "config": config_to_dict(cfg()),
+                                        "arch": b.to_dict(), "num_classes": K})
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.kind == "window" and isinstance(loaded.model, MultiScaleSegmenter)
+
+
+@pytest.mark.parametrize(("change", "field"), [({"scales": (8, 32)}, "scales"), ({"scales": (32, 6)}, "scales"),
+                                               ({"scale_ops": ("identity",)}, "scale_ops")])
+def test_bad_multiscale_arch(change: dict, field: str) -> None:
+    from vidnas.models import ArchError
+
+    with pytest.raises(ArchError, match=field):
+        arch(**change)
