@@ -14,7 +14,8 @@
 # Defaults: the full evidence, several hours on a 2-core CPU (about 25 min per 300-candidate search with 2 workers
 # at the proxy budget, most of the rest in end-to-end fine-tuning). Every knob is an environment variable:
 #   OUT=runs/cells_camvid N=300 WORKERS=2 THREADS=1 TOP_K=2 STATIC_EPOCHS=8 FINAL_CELL_EPOCHS=3 FINAL_EPOCHS=10
-#   FRAMES=30 SIZES="176x240 360x480" DATA_ROOT=../shared/data/camvid VIDNAS=vidnas PYTHON=python
+#   FRAMES=30 SIZES="176x240 360x480" DATA_ROOT=../shared/data/camvid PYTHON=python
+#   VIDNAS=vidnas (the command, words split: e.g. VIDNAS="python -m vidnas.cli.main")
 #   EXTRA="--set a.b=c ..." (added to every train / search / eval command; the tiny test runs synthetic data with it)
 #   MAX_STEPS=  (cap on steps per epoch everywhere; empty = none)
 # Finished steps are skipped when the script is run again (each step's output is checked first).
@@ -40,6 +41,7 @@ MAX_STEPS=${MAX_STEPS:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
 read -r -a extra <<< "$EXTRA"
+read -r -a vidnas <<< "$VIDNAS"
 steps=()
 [ -n "$MAX_STEPS" ] && steps=(--max-steps "$MAX_STEPS")
 train_steps=()
@@ -50,7 +52,7 @@ say() { printf '\n== %s\n' "$*"; }
 static_run() {  # NAME EPOCHS
   if [ -f "$OUT/$1/checkpoints/best.pt" ]; then say "$1: done"; return; fi
   say "$1: arch2 static network, $2 epochs"
-  "$VIDNAS" train --config "$STATIC_CONFIG" --set "data.root=$DATA_ROOT" --set model.decoder=arch2 \
+  "${vidnas[@]}" train --config "$STATIC_CONFIG" --set "data.root=$DATA_ROOT" --set model.decoder=arch2 \
     --set data.window=1 --epochs "$2" --threads "$THREADS" "${train_steps[@]}" "${extra[@]}" --out "$OUT/$1" -q
 }
 
@@ -63,7 +65,7 @@ search_run() {  # NAME TOP_K [options...]
   local resume=()
   [ -f "$OUT/$name/candidates.jsonl" ] && resume=(--resume)
   say "$name: $N candidates $*"
-  "$VIDNAS" search cells --config "$CELLS_CONFIG" --set "data.root=$DATA_ROOT" \
+  "${vidnas[@]}" search cells --config "$CELLS_CONFIG" --set "data.root=$DATA_ROOT" \
     --static "$OUT/static/checkpoints/best.pt" -n "$N" --workers "$WORKERS" --batch 2 --threads "$THREADS" \
     --top-k "$top" --final-cell-epochs "$FINAL_CELL_EPOCHS" --final-epochs "$FINAL_EPOCHS" "${steps[@]}" \
     "${extra[@]}" "$@" "${resume[@]}" --out "$OUT/$name" -q
@@ -93,7 +95,7 @@ for m in "${models[@]}"; do
   name=${m%%=*}
   ckpt=${m#*=}
   [ -f "$OUT/eval/$name/eval.json" ] && continue
-  "$VIDNAS" eval "$ckpt" --threads "$THREADS" "${extra[@]}" --out "$OUT/eval/$name" -q
+  "${vidnas[@]}" eval "$ckpt" --threads "$THREADS" "${extra[@]}" --out "$OUT/eval/$name" -q
 done
 "$PYTHON" - "$OUT" "${models[@]}" <<'PY'
 import json, sys
@@ -115,7 +117,7 @@ for size in $SIZES; do
   h=${size%x*}
   w=${size#*x}
   say "runtime table at ${h}x${w}: PyTorch and onnxruntime, interleaved"
-  "$VIDNAS" bench "${bench_args[@]}" --runtime both --height "$h" --width "$w" --frames "$FRAMES" --warmup 3 \
+  "${vidnas[@]}" bench "${bench_args[@]}" --runtime both --height "$h" --width "$w" --frames "$FRAMES" --warmup 3 \
     --threads "$THREADS" --ref static --json "$OUT/bench_${h}x${w}.json" -q
 done
 say "done: $OUT (compare*.json, eval/, bench_*.json, */plots/, */top/)"
