@@ -179,3 +179,37 @@ def test_ppo_update_moves_probability_towards_positive_advantage(controller: Con
     new, _ = controller.evaluate(s.tokens)
     assert new[0] > s.log_prob[0] and new[1] < s.log_prob[1]
     assert set(stats) >= {"loss", "clip_fraction", "approx_kl", "entropy", "grad_norm"}
+
+
+# ----------------------------------------------------------------------------------------- latency-aware reward
+
+
+def test_latency_reward_hand_computed() -> None:
+    from vidnas.search.cells import latency_reward
+
+    # MnasNet's soft constraint: a cell twice as slow as the target loses 1 - 2 ** -0.07 = 4.7 % of its reward
+    assert latency_reward(0.6, 20.0, 10.0, -0.07) == pytest.approx(0.6 * 2 ** -0.07)
+    assert latency_reward(0.6, 5.0, 10.0, -0.07) == pytest.approx(0.6 * 0.5 ** -0.07)  # faster: a bonus
+    assert latency_reward(0.6, 10.0, 10.0, -1.0) == pytest.approx(0.6)
+    assert latency_reward(0.6, 123.0, 1.0, 0.0) == 0.6  # w = 0: the paper's reward, exactly
+    assert latency_reward(0.6, None, None, 0.0) == 0.6
+    with pytest.raises(ValueError, match="must be <= 0"):
+        latency_reward(0.6, 20.0, 10.0, 0.07)
+    with pytest.raises(ValueError, match="positive latency and target"):
+        latency_reward(0.6, None, 10.0, -0.07)
+
+
+def test_baseline_advantage_normalisation_hand_computed() -> None:
+    b = RewardBaseline(decay=0.5)
+    # first batch: b = 0.6, v = its variance 0.01, so the advantages are (+-0.1) / 0.1
+    assert b.advantages([0.5, 0.7], normalize=True) == pytest.approx([-1.0, 1.0])
+    # updates: R = 0.5: v = 0.5 * 0.01 + 0.5 * (0.5 - 0.6)^2 = 0.01, b = 0.55;
+    #          R = 0.7: v = 0.5 * 0.01 + 0.5 * (0.7 - 0.55)^2 = 0.01625, b = 0.625
+    assert b.value == pytest.approx(0.625) and b.var == pytest.approx(0.01625)
+    assert b.advantages([0.725], normalize=True) == pytest.approx([0.1 / 0.01625 ** 0.5])
+    c = RewardBaseline(0.5)
+    c.load_state_dict(b.state_dict())
+    assert (c.value, c.var, c.count) == (b.value, b.var, 3)
+    old = {"decay": 0.95, "value": 0.5, "count": 2}  # a checkpoint written before normalisation existed
+    c.load_state_dict(old)
+    assert c.var is None and c.advantages([0.6], normalize=True) == pytest.approx([0.1])  # no scale yet: raw

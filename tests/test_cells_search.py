@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -76,13 +77,14 @@ def test_disk_cache_equals_memory_cache(static_ckpt: Path, tmp_path: Path) -> No
     mem = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="memory")
     disk = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="disk", directory=tmp_path, key="k",
                         shard_size=5)
-    assert len(disk[0].shards) == 3  # 14 meta-train windows in shards of 5
+    # 16 windows, frame-disjoint blocks: 2 meta-val, 6 dropped as gaps, 8 meta-train in shards of 5
+    assert (len(mem[0]), len(mem[1]), len(mem[0].split.dropped)) == (8, 2, 6) and len(disk[0].shards) == 2
     for m, d in zip(mem, disk, strict=True):
         assert len(m) == len(d)
         bm, bd = list(m.batches(4)), list(d.batches(4))
         for key in ("dec0", "layer4", "layer2", "layer3", "masks"):
             assert torch.equal(torch.cat([b[key] for b in bm]), torch.cat([b[key] for b in bd]))
-    assert mem[0].tensors["masks"].shape == (14, 2, 32, 48)  # frames 1..T-1 are supervised
+    assert mem[0].tensors["masks"].shape == (8, 2, 32, 48)  # frames 1..T-1 are supervised
     again = build_caches(static, ds, info, val_fraction=0.1, seed=0, kind="disk", directory=tmp_path, key="k")
     assert again[0].shards == disk[0].shards  # same key: reused, not rebuilt
 
@@ -230,9 +232,36 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
                                           "3", "--out", str(tmp_path / "pred_static"), "-q"])
     assert res.exit_code == 2 and "dynamic-cell models only" in res.output
     assert json.loads((tmp_path / "pred" / "summary.json").read_text())["frames"] == 6
+    # `vidnas export` writes the key and cell-step graphs and checks them against PyTorch (issue 13: it refused)
     res = CliRunner().invoke(vidnas_app, ["export", str(out / "top" / "cell0" / "model.pt"), "--out",
-                                          str(tmp_path / "onnx")])
-    assert res.exit_code == 2 and "dynamic-cell" in res.output and "not supported yet" in res.output
+                                          str(tmp_path / "onnx"), "--parity-frames", "12"])
+    assert res.exit_code == 0, res.output
+    assert "parity over 12 streamed frames" in res.output and "OK" in res.output
+    assert (tmp_path / "onnx" / "key.onnx").exists() and (tmp_path / "onnx" / "cell.onnx").exists()
+    # `vidnas predict --runtime onnxruntime` runs them, with a key interval, and gives the torch runtime's masks
+    for runtime in ("torch", "onnxruntime"):
+        res = CliRunner().invoke(vidnas_app, ["predict", str(video), "--checkpoint",
+                                              str(out / "top" / "cell0" / "model.pt"), "--runtime", runtime,
+                                              "--key-interval", "2", "--out", str(tmp_path / f"pred_{runtime}"),
+                                              "--no-overlay", "-q"])
+        assert res.exit_code == 0, res.output
+    from PIL import Image
+
+    for f in sorted((tmp_path / "pred_torch" / "masks").glob("*.png")):
+        a = np.asarray(Image.open(f))
+        b = np.asarray(Image.open(tmp_path / "pred_onnxruntime" / "masks" / f.name))
+        assert (a == b).mean() > 0.99, f.name
+    assert json.loads((tmp_path / "pred_onnxruntime" / "summary.json").read_text())["runtime"] == "onnxruntime"
+    # `vidnas bench --runtime both`: the paper's Table 5 rows under PyTorch and onnxruntime
+    res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
+                                          str(out / "top" / "cell0" / "model.pt"), "--runtime", "both", "--frames",
+                                          "3", "--warmup", "1", "--threads", "1", "--no-flops", "--json",
+                                          str(tmp_path / "bench_both.json"), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads((tmp_path / "bench_both.json").read_text())}
+    assert set(rows) == {"static", "static@ort", "cell0", "cell0@ort"}
+    assert rows["cell0@ort"]["latency_ms"] > 0 and rows["cell0@ort"]["extra"]["encoder_ms"] is None  # one graph
+    assert rows["cell0"]["extra"]["encoder_ms"] > 0
     report = (out / "report.md").read_text()
     assert "per-frame baseline" in report and "w/ cell0" in report
     assert (out / "top" / "runtime.json").exists() and (out / "config.yaml").exists()
@@ -279,3 +308,102 @@ def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
         ray.shutdown()
     assert not results[0].failed and results[0].reward is not None
     assert results[1].failed and "InjectedFailure" in results[1].error
+
+
+def test_cost_meter_times_the_cell_against_the_static_network(static_ckpt: Path) -> None:
+    from vidnas.bench.protocol import component_flops
+    from vidnas.models.cells import Cell, DynamicCellModel, cell_in_channels
+    from vidnas.search.cells import CostMeter
+
+    static = load_model(static_ckpt, kinds=("arch2",)).model
+    geno = CellGenotype.from_tokens([2, 1, 0, 1, 1, 5, 3, 2, 1, 0], ops=("conv1x1", "sep3x3", "skip"),
+                                    aggregations=("sum", "concat"))
+    cell = Cell(geno, in_channels=cell_in_channels(static), num_classes=4)
+    cost = CostMeter(static, (64, 96), frames=3, warmup=1).measure(cell)
+    assert cost["latency_ms"] > 0 and cost["static_latency_ms"] > 0 and (cost["height"], cost["width"]) == (64, 96)
+    assert cost["fps_ratio"] == pytest.approx(1 / cost["latency_ratio"])
+    # the ratio is the median of the per-round ratios: close to the ratio of the medians on a quiet machine
+    assert 0.5 < cost["latency_ratio"] / (cost["latency_ms"] / cost["static_latency_ms"]) < 2
+    assert 0 < cost["cell_ms"] < cost["latency_ms"] and 0 < cost["encoder_ms"] < cost["latency_ms"]
+    flops = component_flops(DynamicCellModel(static, cell), (64, 96))  # encoder + cell at the deployment size
+    assert cost["gflops"] == pytest.approx(flops["total"] / 1e9) and cost["cell_gflops"] == pytest.approx(
+        flops["decoder"] / 1e9)
+    assert cost["model_params"] == sum(p.numel() for p in static.parameters()) + sum(p.numel() for p in
+                                                                                      cell.parameters())
+
+
+def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_path: Path) -> None:
+    from vidnas.search.cells import compare_runs, format_comparison
+
+    common = ("cells.candidates=4", "cells.workers=0", "cells.latency_frames=2", "cells.latency_warmup=0",
+              "cells.latency_weight=-0.5", "cells.proxy_scale=0.5", "cells.latency_size=64,96")
+    opts = SearchOptions(batch_size=2, show_progress=False)
+    res = run_cell_search(tiny_cfg(*common), tmp_path / "search", static_ckpt, options=opts)
+    assert res.train_cache.info.image_hw == (32, 32)  # 32x48 * 0.5, rounded to multiples of 32 (at least 32)
+    for r in res.records:
+        c = r["cost"]
+        assert (c["height"], c["width"]) == (64, 96) and c["latency_ms"] > 0 and c["gflops"] > c["cell_gflops"] > 0
+        assert r["reward"] == pytest.approx(r["accuracy_reward"] * c["latency_ratio"] ** -0.5)
+    summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
+    assert summary["sampler"] == "ppo" and summary["reward"]["latency_weight"] == -0.5
+    assert summary["stats"]["n"] == 4 and summary["stats"]["best_of_n"]["reward"] == max(r["reward"]
+                                                                                         for r in res.records)
+    assert (tmp_path / "search" / "plots" / "pareto.png").stat().st_size > 0
+    ppo_log = [json.loads(line) for line in (tmp_path / "search" / "ppo.jsonl").read_text().splitlines()]
+    assert all("loss" in p for p in ppo_log)
+
+    rnd = run_cell_search(tiny_cfg(*common, "cells.sampler=random"), tmp_path / "random", static_ckpt, options=opts)
+    ppo_log = [json.loads(line) for line in (tmp_path / "random" / "ppo.jsonl").read_text().splitlines()]
+    assert len(ppo_log) == 2 and not any("loss" in p for p in ppo_log)  # no controller update
+    state = torch.load(tmp_path / "random" / CHECKPOINT_NAME, weights_only=False)
+    assert state["sampler"] == "random"
+    assert all(float(v.abs().max()) == 0 for k, v in state["controller"].items() if k.startswith("heads."))
+    assert all(r["cost"]["latency_ms"] > 0 for r in rnd.records)  # everything else as in the search
+    with pytest.raises(ValueError, match="cells.sampler=random"):  # a random run resumes only as a random run
+        run_cell_search(tiny_cfg(*common, "cells.candidates=6"), tmp_path / "random", static_ckpt, resume=True,
+                        options=opts)
+    # the top cells of a proxy search train end to end at the full size, from a full-size cache of the train split
+    from vidnas.search.cells import FinalOptions, train_top_cells
+
+    top = train_top_cells(tiny_cfg(*common, "cells.sampler=random", "cells.top_k=1"), rnd, options=FinalOptions(
+        cell_epochs=1, epochs=1, batch_size=4, max_steps_per_epoch=1, runtime_repeats=1, show_progress=False))
+    assert top[0]["runtime"]["input_hw"] == [32, 48] and "miou" in top[0]["val"]
+    stats = compare_runs({"search": tmp_path / "search", "random": tmp_path / "random"})
+    assert stats["search"]["candidates_compared"] == stats["random"]["candidates_compared"] == 4
+    table = format_comparison(stats)
+    assert "| search | 4 |" in table and "| random | 4 |" in table
+
+    w0 = run_cell_search(tiny_cfg(*common, "cells.latency_weight=0", "cells.candidates=2"), tmp_path / "paper",
+                         static_ckpt, options=opts)
+    assert all(r["reward"] == r["accuracy_reward"] and r["cost"]["latency_ms"] > 0 for r in w0.records)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("cells.latency_weight=0.07", "must be <= 0"),
+    ("cells.sampler=greedy", "valid values are ppo, random"),
+    ("cells.proxy_scale=2", r"must be in \(0, 1\]"),
+    ("cells.meta_split=random", "valid values are auto, video, block, window"),
+    ("cells.op_preset=gpu", "valid presets are paper, cpu"),
+])
+def test_cli_refuses_bad_cells_values_before_work(tmp_path: Path, override: str, message: str) -> None:
+    from vidnas.cli.search_cells import cells_cmd
+
+    app = typer.Typer()
+    app.command()(cells_cmd)
+    res = CliRunner().invoke(app, ["--out", str(tmp_path / "run"), "--set", override, "-q", *sum(
+        (["--set", item] for item in TINY), [])])
+    assert res.exit_code == 2, res.output
+    assert re.search(message, " ".join(res.output.split())), res.output
+    assert not (tmp_path / "run" / "static").exists()  # failed before training a static network
+
+
+def test_cli_help_documents_the_issue_13_options() -> None:
+    from vidnas.cli.main import app as vidnas_app
+
+    res = CliRunner().invoke(vidnas_app, ["search", "cells", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for option in ("--latency-weight", "--latency-target", "--latency-size", "--proxy-scale", "--cell-epochs",
+                   "--random", "--op-preset"):
+        assert option in text, option
+    assert "paper's reward" in text and "frozen uniform controller" in text and "deform3x3" in text

@@ -162,14 +162,26 @@ class CellsConfig:
     baseline_decay: float = 0.95  # [SPEC] EMA reward baseline
     grad_clip: float = 2.0  # [SPEC]
     entropy_weight: float = 0.0  # optional entropy bonus [SPEC]
+    advantage_norm: bool = False  # divide advantages by the moving std of the rewards (user presets; not the paper)
+    sampler: str = "ppo"  # ppo (the controller learns) | random (a frozen uniform controller: the random baseline)
     meta_val_fraction: float = 0.1  # [CELLS] meta-train 90% / meta-val 10%
+    meta_split: str = "auto"  # auto | video | block: frame-disjoint [SPEC revised]; window: the old, leaky split
+    # latency-aware reward [SPEC revised, MnasNet]: accuracy * (latency / target) ** latency_weight; 0 = [CELLS]
+    latency_weight: float = 0.0
+    latency_target_ms: float | None = None  # None = the static network's frame, measured beside each candidate
+    latency_size: tuple[int, int] | None = None  # deployment (H, W) of the cost measurement; None = data size
+    latency_frames: int = 10  # timed frames per model and candidate; 0 = no cost measurement (needs weight 0)
+    latency_warmup: int = 2
+    # proxy budget: the search caches features at data size * proxy_scale (multiples of 32); top-k at full size
+    proxy_scale: float = 1.0
+    op_preset: str = "paper"  # paper (all registered ops and aggregations) | cpu (no deform3x3, attention, conv3d)
     top_k: int = 2  # [CELLS] top-2 cells trained end to end
     workers: int = 2
     executor: str = "local"  # local | ray
     cache: str = "memory"  # memory | disk
     aux_weight: float = 0.3  # [CELLS appendix] auxiliary loss weight of arch2
-    ops: tuple[str, ...] | None = None  # None = all eleven of SPEC.md
-    aggregations: tuple[str, ...] | None = None  # None = all six of SPEC.md
+    ops: tuple[str, ...] | None = None  # None = the op_preset's list (paper: all eleven of SPEC.md)
+    aggregations: tuple[str, ...] | None = None  # None = the op_preset's list (paper: all six of SPEC.md)
 
 
 @dataclass(frozen=True)

@@ -56,17 +56,20 @@ class ProtocolResult:
 
     Attributes:
         frame: one ``push`` = encode 1 frame + decode the full window (+ stack, slice, upsample): ``T_inf``.
-        encoder: the encoder forward inside each push.
-        decoder: the decoder forward (whole window) inside each push.
+        encoder: the encoder forward inside each push (None when the runtime runs them fused, e.g. the onnxruntime
+            graph of a dynamic-cell step).
+        decoder: the decoder forward (whole window) inside each push (None likewise).
     """
 
     frame: TimingStats
-    encoder: TimingStats
-    decoder: TimingStats
+    encoder: TimingStats | None
+    decoder: TimingStats | None
 
     @property
-    def other_ms(self) -> float:
+    def other_ms(self) -> float | None:
         """Mean time of a push outside the encoder and decoder (feature stack, target slice, upsampling, Python)."""
+        if self.encoder is None or self.decoder is None:
+            return None
         return self.frame.mean_ms - self.encoder.mean_ms - self.decoder.mean_ms
 
 
@@ -94,6 +97,7 @@ class _Probe:
         self.decoder_ms: list[float] = []
         self.streamer: Any = None
         self.frame: Any = None
+        self.split = True  # encoder and decoder timed apart
         self.autocast: Any = contextlib.nullcontext()
 
     def _prime(self) -> None:
@@ -109,8 +113,10 @@ class _Probe:
             self.progress()
         return logits
 
-    def samples(self, n: int) -> tuple[TimingStats, TimingStats]:
-        """Encoder and decoder statistics over the last ``n`` pushes."""
+    def samples(self, n: int) -> tuple[TimingStats | None, TimingStats | None]:
+        """Encoder and decoder statistics over the last ``n`` pushes ((None, None) without a split)."""
+        if not self.split:
+            return None, None
         if len(self.encoder_ms) < n or len(self.decoder_ms) < n:
             raise RuntimeError(
                 f"expected >= {n} encoder and decoder calls, the probe saw {len(self.encoder_ms)} and "
@@ -197,9 +203,10 @@ class StreamProbe(_Probe):
 class ExternalStreamProbe(_Probe):
     """A streamer of another runtime (e.g. ``vidnas.export.OrtStreamer``) under the same protocol.
 
-    The streamer must have ``push(frame)``, ``reset()``, ``lag``, ``input_size`` (H, W) and the methods
-    ``encode(frame)`` / ``decode(window)`` that ``push`` calls; the probe shadows those two on the instance with
-    timed wrappers (removed by ``close()``). Frames are numpy float32 ``(1, 3, H, W)``. The decoder time here includes
+    The streamer must have ``push(frame)``, ``reset()``, ``lag`` and ``input_size`` (H, W). When it also has the
+    methods ``encode(frame)`` / ``decode(window)`` that ``push`` calls, the probe shadows those two on the instance
+    with timed wrappers (removed by ``close()``); without them (``FrameOrtStreamer``: one fused graph per frame) only
+    the frame is timed. Frames are numpy float32 ``(1, 3, H, W)``. The decoder time here includes
     the target slice and the upsampling when the runtime's decoder graph contains them (the ONNX export does).
 
     Args:
@@ -212,8 +219,10 @@ class ExternalStreamProbe(_Probe):
         self.streamer = streamer
         h, w = (int(v) for v in streamer.input_size)
         self.frame = np.random.default_rng(0).standard_normal((1, 3, h, w), dtype=np.float32)  # (1, 3, H, W)
-        streamer.encode = self._timed(streamer.encode, self.encoder_ms)
-        streamer.decode = self._timed(streamer.decode, self.decoder_ms)
+        self.split = callable(getattr(streamer, "encode", None)) and callable(getattr(streamer, "decode", None))
+        if self.split:
+            streamer.encode = self._timed(streamer.encode, self.encoder_ms)
+            streamer.decode = self._timed(streamer.decode, self.decoder_ms)
         self._prime()
 
     @staticmethod
@@ -433,8 +442,8 @@ def protocol_rows(
             gflops=None if fl is None else fl["total"] / 1e9,
             latency_ms=res.frame.mean_ms,
             extra={
-                "encoder_ms": res.encoder.mean_ms,
-                "decoder_ms": res.decoder.mean_ms,
+                "encoder_ms": None if res.encoder is None else res.encoder.mean_ms,
+                "decoder_ms": None if res.decoder is None else res.decoder.mean_ms,
                 "other_ms": res.other_ms,
                 "median_ms": res.frame.median_ms,
                 "p90_ms": res.frame.p90_ms,

@@ -33,10 +33,12 @@ def _fmt_size(path: Path) -> str:
 
 
 def export_cmd(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `vidnas train`.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for encoder.onnx, decoder.onnx, "
-                                      "export.json.")],
-    opset: Annotated[int | None, typer.Option(help="ONNX opset (>= 17; default 17).")] = None,
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `vidnas train` or `vidnas search "
+                                               "cells` (top/cellN/model.pt).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for encoder.onnx, decoder.onnx (cell and "
+                                      "arch2 models: key.onnx, cell.onnx), export.json.")],
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (>= 17; default 17, or what a cell needs: affine "
+                                                   "20, deform3x3 19).")] = None,
     height: Annotated[int | None, typer.Option(help="Input height (default: the training size).")] = None,
     width: Annotated[int | None, typer.Option(help="Input width (default: the training size).")] = None,
     causal: CausalOpt = None,
@@ -48,12 +50,14 @@ def export_cmd(
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
-    """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch.
+    """Export a checkpoint to ONNX and check it against PyTorch on a stream of random frames.
 
+    Window models: encoder.onnx (per frame) + decoder.onnx (per window). arch2 and dynamic-cell models (`vidnas search
+    cells` top/cellN/model.pt): key.onnx (the static network) + cell.onnx (encoder + cell, carrying dec and layer4).
     --out must be new, empty, or an earlier export (replaced); any other directory needs --overwrite.
     """
-    import vidnas.export
-    from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx
+    from vidnas.export import DEFAULT_OPSET, export_onnx
+    from vidnas.export.frame_models import export_frame_onnx, is_frame_model, read_frame_meta
     from vidnas.models import load_model
 
     setup_logging()
@@ -67,27 +71,48 @@ def export_cmd(
     output_dir(out, "export", overwrite=overwrite)
     try:
         loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
-        paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
-                            class_names=loaded.class_names, palette=loaded.palette,
-                            extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
+        extra = {"checkpoint": str(checkpoint), "palette_source": loaded.palette_source}
+        if is_frame_model(loaded.model):  # arch2 / dynamic-cell model: key.onnx (+ cell.onnx)
+            fpaths = export_frame_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset,
+                                       class_names=loaded.class_names, palette=loaded.palette, extra=extra)
+        else:
+            paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
+                                class_names=loaded.class_names, palette=loaded.palette, extra=extra)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     model = loaded.model
+    if is_frame_model(model):
+        typer.echo(f"{loaded.kind} model, input {loaded.img_size[0]}x{loaded.img_size[1]}, {model.num_classes} "
+                   f"classes, opset {read_frame_meta(out)['opset']}")
+        for p in (fpaths.key, fpaths.cell):
+            if p is not None:
+                typer.echo(f"wrote {p} ({_fmt_size(p)})")
+        typer.echo(f"wrote {fpaths.meta}")
+        _parity(model, out, parity_frames, tol)
+        return
     mode = "causal" if model.causal else "centred"
     typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
                f"{model.num_classes} classes, opset {opset or DEFAULT_OPSET}")
     for p in (paths.encoder, paths.decoder):
         typer.echo(f"wrote {p} ({_fmt_size(p)})")
     typer.echo(f"wrote {paths.meta}")
-    if parity_frames <= 0:
+    _parity(model, paths.out_dir, parity_frames, tol)
+
+
+def _parity(model: object, out_dir: Path, frames: int, tol: float) -> None:
+    """Stream ``frames`` random frames through PyTorch and onnxruntime; exit 1 above ``tol``."""
+    import vidnas.export
+    from vidnas.export import DeployError
+
+    if frames <= 0:
         typer.echo("parity check skipped")
         return
     try:
-        diff = vidnas.export.parity_check(model, paths.out_dir, frames=parity_frames)
+        diff = vidnas.export.parity_check(model, out_dir, frames=frames)
     except DeployError as e:
         raise fail(f"parity check failed: {e}", code=1) from e
     ok = diff <= tol
-    typer.echo(f"parity over {parity_frames} streamed frames: max |torch - onnxruntime| logit difference "
+    typer.echo(f"parity over {frames} streamed frames: max |torch - onnxruntime| logit difference "
                f"{diff:.3g} ({'OK' if ok else 'FAILED'}, tolerance {tol:g})")
     if not ok:
         raise typer.Exit(1)
@@ -109,8 +134,8 @@ def predict_cmd(
                                                  "25 for folders).")] = None,
     no_overlay: Annotated[bool, typer.Option("--no-overlay", help="Do not write overlay.mp4.")] = False,
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
-        "--key-interval", help="Dynamic-cell models: re-run the static network every N frames (default: only on "
-        "the first frame).")] = None,
+        "--key-interval", help="Dynamic-cell models (torch or onnxruntime): re-run the static network every N frames "
+        "(default: only on the first frame).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
                                                             "runtimes' own).")] = None,
     overwrite: OverwriteOpt = False,

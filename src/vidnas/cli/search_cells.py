@@ -31,6 +31,16 @@ def _shortcuts(**values: object) -> list[str]:
     return [f"{k}={v}" for k, v in values.items() if v is not None]
 
 
+def _size(text: str | None) -> str | None:
+    """``HxW`` -> ``H,W`` (a config tuple); a bad value fails naming it."""
+    if text is None:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise fail(f"--latency-size {text!r}: expected HxW, e.g. 360x480")
+    return f"{int(parts[0])},{int(parts[1])}"
+
+
 def cells_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -66,6 +76,30 @@ def cells_cmd(
                                                                    "runs).")] = None,
     ray_address: Annotated[Opt[str], typer.Option("--ray-address", help="Existing Ray cluster (with --executor "
                                                                         "ray).")] = None,
+    random: Annotated[bool, typer.Option(
+        "--random", help="Random baseline: sample every cell from a frozen uniform controller (no PPO update), "
+                         "everything else as in the search (cells.sampler=random). Compare at equal -n with "
+                         "benchmarks/cells_compare.py.")] = False,
+    latency_weight: Annotated[Opt[float], typer.Option(
+        "--latency-weight", help="w of the latency-aware reward accuracy * (latency / target) ** w "
+                                 "(cells.latency_weight, <= 0; MnasNet: -0.07). 0 = the paper's accuracy-only "
+                                 "reward.")] = None,
+    latency_target: Annotated[Opt[float], typer.Option(
+        "--latency-target", help="Target T in ms (cells.latency_target_ms); default: the static network's frame "
+                                 "(encoder + static decoder), timed beside each candidate.")] = None,
+    latency_size: Annotated[Opt[str], typer.Option(
+        "--latency-size", help="Deployment size HxW at which each candidate is timed (encoder + cell vs the "
+                               "static network, benchmark protocol, in the worker; cells.latency_size); default the "
+                               "data size.")] = None,
+    proxy_scale: Annotated[Opt[float], typer.Option(
+        "--proxy-scale", help="Proxy budget: cache the static features at the data size times this (multiples of "
+                              "32; cells.proxy_scale), e.g. 0.5; with --cell-epochs 2 about 300 CamVid candidates fit "
+                              "in an hour on 2 cores. Top-k cells train at the full size.")] = None,
+    cell_epochs: Annotated[Opt[int], typer.Option("--cell-epochs", help="Epochs per candidate (cells.cell_epochs; "
+                                                                        "paper 20).")] = None,
+    op_preset: Annotated[Opt[str], typer.Option(
+        "--op-preset", help="paper: the 11 ops and 6 aggregations | cpu: without deform3x3, dense attention and "
+                            "conv3d, slow on CPUs (cells.op_preset; cells.ops / cells.aggregations override).")] = None,
     inject_failure: Annotated[Opt[str], typer.Option("--inject-failure", hidden=True,
                                                      help="Testing aid: candidates using this op/aggregation "
                                                           "raise in the worker.")] = None,
@@ -76,12 +110,20 @@ def cells_cmd(
 ) -> None:
     """Search a dynamic cell with an LSTM controller trained by PPO, then train the top-k cells end to end.
 
-    Writes candidates.jsonl, controller.pt, plots/ (rewards, sampling proportions, top cells), top/cell{k}.json and
+    Every candidate is trained on cached static outputs, scored on a meta-val split that shares no frame with
+    meta-train, and timed against the static network (encoder + cell vs encoder + static decoder, at --latency-size).
+    Its reward is accuracy * (latency / target) ** w (--latency-weight; 0 = the paper's reward). Presets:
+    configs/paper_cells.yaml (the paper), configs/camvid_cells_cpu.yaml (a 2-core CPU: proxy budget, cpu op preset,
+    latency weight -0.07, a controller that learns within 300 candidates).
+
+    Writes candidates.jsonl (reward, accuracy reward, latency, FLOPs, params per candidate), controller.pt, plots/
+    (rewards, sampling proportions, accuracy vs latency, top cells), search_summary.json, top/cell{k}.json and
     top/cell{k}/model.pt, report.md into the run directory.
     """
     from vidnas.data import DataError
     from vidnas.models.cells import CellError
     from vidnas.search.cells import (
+        CellSearchSpace,
         ExecutorError,
         FinalOptions,
         SearchOptions,
@@ -91,12 +133,16 @@ def cells_cmd(
         static_network_config,
         train_top_cells,
     )
+    from vidnas.search.cells.search import check_cells_config
 
     setup_logging()
     set_threads(threads)
     cfg = run_config("cells", out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
+        "cells.sampler": "random" if random else None, "cells.latency_weight": latency_weight,
+        "cells.latency_target_ms": latency_target, "cells.latency_size": _size(latency_size),
+        "cells.proxy_scale": proxy_scale, "cells.cell_epochs": cell_epochs, "cells.op_preset": op_preset,
     }) + device_overrides(device))
     if static is not None and not resume:
         try:  # the static network's own model config wins: the saved cell models must load with it
@@ -108,13 +154,18 @@ def cells_cmd(
     if note:
         typer.echo(note)
     check_run_inputs(cfg)
+    try:  # every cells.* value of the loop, named, before the static network is trained or any feature cached
+        check_cells_config(cfg.cells)
+        CellSearchSpace.from_config(cfg.cells)
+    except ValueError as e:
+        raise fail(str(e)) from e
     run = make_run_dir(cfg, "cells", out, resume=resume, overwrite=overwrite)
     show = not quiet
     try:
         static = prepare_static(cfg, run, static, resume=resume, epochs=static_epochs, max_steps_per_epoch=max_steps,
                                 show_progress=show, say=typer.echo)
         options = SearchOptions(batch_size=batch, max_steps_per_epoch=max_steps, inject_failure=inject_failure,
-                                ray_address=ray_address, show_progress=show)
+                                ray_address=ray_address, worker_threads=threads, show_progress=show)
         result = run_cell_search(cfg, run, static, resume=resume, options=options)
     except (FileExistsError, ValueError, ExecutorError, CellError, DataError, OSError) as e:
         raise fail(str(e)) from e
@@ -125,7 +176,10 @@ def cells_cmd(
     from vidnas.search.cells import select_top
 
     for rank, rec in enumerate(select_top(result.records, max(cfg.cells.top_k, 3))):
-        typer.echo(f"  top{rank}: candidate {rec['cid']}, reward {rec['reward']:.4f}, tokens {rec['tokens']}")
+        cost = rec.get("cost") or {}
+        timing = (f", {cost['latency_ms']:.1f} ms/frame ({cost['fps_ratio']:.2f}x the static network's FPS)"
+                  if cost.get("latency_ms") else "")
+        typer.echo(f"  top{rank}: candidate {rec['cid']}, reward {rec['reward']:.4f}{timing}, tokens {rec['tokens']}")
     if cfg.cells.top_k > 0 and result.top:
         final = FinalOptions(cell_epochs=final_cell_epochs, epochs=final_epochs, batch_size=final_batch_size,
                              max_steps_per_epoch=max_steps, show_progress=show)

@@ -2,6 +2,9 @@
 
 * ``export_onnx(model, out_dir, img_size=..., opset=...) -> ExportPaths`` (``exporter``): ``encoder.onnx`` (one frame
   -> one feature map), ``decoder.onnx`` (a window of features -> the target frame's logits) and ``export.json``.
+* ``frame_models``: arch2 and dynamic-cell models: ``export_frame_onnx`` writes ``key.onnx`` (the static network) and
+  ``cell.onnx`` (encoder + cell carrying ``dec`` and ``layer4``), ``FrameOrtStreamer`` streams them (with a key
+  interval), ``frame_parity_check`` compares them with PyTorch.
 * ``runtime``: ``OrtStreamer(out_dir)`` (the ``Streamer`` protocol on onnxruntime, numpy in and out, with a
   fixed-size ring buffer), ``parity_check(model, out_dir, frames=...)``, and the runners of ``vidnas predict``:
   ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner`` (``model.stream()`` of any model kind) or an
@@ -20,6 +23,14 @@ from vidnas.export.exporter import (
     export_onnx,
     export_paths,
     read_export_meta,
+)
+from vidnas.export.frame_models import (
+    FrameExportPaths,
+    FrameOrtStreamer,
+    export_frame_onnx,
+    frame_parity_check,
+    is_frame_export,
+    is_frame_model,
 )
 from vidnas.export.predict import PredictResult, StreamingStats, predict_video, preprocess
 from vidnas.export.runtime import (
@@ -40,6 +51,12 @@ __all__ = [
     "export_onnx",
     "export_paths",
     "read_export_meta",
+    "FrameExportPaths",
+    "FrameOrtStreamer",
+    "export_frame_onnx",
+    "frame_parity_check",
+    "is_frame_export",
+    "is_frame_model",
     "DeployError",
     "RUNTIMES",
     "FrameRunner",

@@ -27,6 +27,13 @@ import numpy as np
 import torch
 
 from vidnas.export.exporter import DEFAULT_OPSET, DeployError, export_onnx, export_paths, read_export_meta
+from vidnas.export.frame_models import (
+    FrameOrtStreamer,
+    export_frame_onnx,
+    frame_parity_check,
+    is_frame_export,
+    is_frame_model,
+)
 from vidnas.models import LoadedModel, load_model
 from vidnas.precision import autocast
 
@@ -226,6 +233,8 @@ def parity_check(
     Raises:
         DeployError: the two streams emit a different number of frames or different shapes.
     """
+    if is_frame_export(export_dir):  # arch2 / dynamic-cell export: vidnas.export.frame_models
+        return frame_parity_check(model, export_dir, frames=frames, seed=seed, providers=providers)
     ort_stream = OrtStreamer(export_dir, providers=providers)
     h, w = ort_stream.input_size
     gen = torch.Generator().manual_seed(seed)
@@ -354,7 +363,7 @@ def load_runner(
             export is loaded from there.
         intra_op_threads: onnxruntime threads per graph run (None = its default).
         opset: ONNX opset for the export (None = ``DEFAULT_OPSET``).
-        key_interval: dynamic-cell models (torch runtime): re-run the static network every ``key_interval`` frames.
+        key_interval: dynamic-cell models (either runtime): re-run the static network every ``key_interval`` frames.
         device: torch runtime: where the model runs (frames and masks stay on the host).
         amp: torch runtime: inference precision (none, bf16, fp16).
 
@@ -372,15 +381,21 @@ def load_runner(
             return TorchRunner(loaded, key_interval=key_interval, amp=amp)
         except ValueError as e:
             raise DeployError(f"--key-interval: {checkpoint}: {e}") from e
-    if key_interval is not None:
-        raise DeployError("--key-interval needs the torch runtime (dynamic-cell models are not exported yet)")
     if export_dir is None:
         raise DeployError("the onnxruntime runtime needs an export directory")
     if checkpoint is not None:
         loaded = load_model(checkpoint, causal=causal)
-        export_onnx(loaded.model, export_dir, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
-                    class_names=loaded.class_names, palette=loaded.palette,
-                    extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
+        extra = {"checkpoint": str(checkpoint), "palette_source": loaded.palette_source}
+        if is_frame_model(loaded.model):  # arch2 / dynamic cell: key (+ cell step) graphs
+            export_frame_onnx(loaded.model, export_dir, img_size=loaded.img_size, opset=opset,
+                              class_names=loaded.class_names, palette=loaded.palette, extra=extra)
+        else:
+            export_onnx(loaded.model, export_dir, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
+                        class_names=loaded.class_names, palette=loaded.palette, extra=extra)
+    if is_frame_export(export_dir):
+        return FrameOrtStreamer(export_dir, key_interval=key_interval, intra_op_threads=intra_op_threads)
+    if key_interval is not None:
+        raise DeployError("--key-interval applies to dynamic-cell models only")
     streamer = OrtStreamer(export_dir, intra_op_threads=intra_op_threads)
     if causal is not None and causal != streamer.causal:
         raise DeployError(f"{export_dir} was exported {'causal' if streamer.causal else 'centred'}; re-export it "
@@ -404,7 +419,7 @@ def quiet_session_options(threads: int) -> Any:
     return options
 
 
-def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int) -> dict[str, OrtStreamer]:
+def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int) -> dict[str, OrtStreamer | FrameOrtStreamer]:
     """Export every model (objects with ``name``, ``model``, ``size`` and ``stream_options``) into ``out_dir`` and
     open an onnxruntime streamer on each (``quiet_session_options``).
 
@@ -412,10 +427,15 @@ def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int) -> dict[st
         DeployError: a model that cannot be exported or loaded (the message names it).
     """
     options = quiet_session_options(threads)
-    out: dict[str, OrtStreamer] = {}
+    out: dict[str, OrtStreamer | FrameOrtStreamer] = {}
     for i, bm in enumerate(models):
         path = Path(out_dir) / f"model{i}"
         try:
+            if is_frame_model(bm.model):  # arch2 / dynamic cell: key (+ cell step) graphs, the same stream options
+                export_frame_onnx(bm.model, path, img_size=bm.size)
+                out[bm.name] = FrameOrtStreamer(path, session_options=options,
+                                                key_interval=bm.stream_options.get("key_interval"))
+                continue
             export_onnx(bm.model, path, img_size=bm.size, window=bm.stream_options.get("window"))
             out[bm.name] = OrtStreamer(path, session_options=options)
         except (DeployError, RuntimeError, ValueError) as e:

@@ -10,10 +10,14 @@ from vidnas.search.cells.cache import (
     DiskFeatureCache,
     FeatureCache,
     MemoryFeatureCache,
+    MetaSplit,
     build_caches,
+    dataset_windows,
     split_meta,
+    split_meta_frames,
 )
 from vidnas.search.cells.controller import Controller, ControllerSample
+from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.evaluate import (
     CandidateJob,
     CandidateResult,
@@ -33,23 +37,26 @@ from vidnas.search.cells.executors import (
     make_executor,
 )
 from vidnas.search.cells.ppo import PPOTrainer, ppo_loss, ppo_surrogate
-from vidnas.search.cells.reward import RewardBaseline, geometric_reward, reward_from_confusion
+from vidnas.search.cells.reward import RewardBaseline, geometric_reward, latency_reward, reward_from_confusion
 from vidnas.search.cells.search import (
     CellSearch,
     CellSearchResult,
     SearchOptions,
+    compare_runs,
     read_log,
     run_cell_search,
     select_top,
     top_genotypes,
 )
-from vidnas.search.cells.space import CellSearchSpace, Decision
+from vidnas.search.cells.space import OP_PRESETS, CellSearchSpace, Decision
 from vidnas.search.cells.static import adopt_static_model, prepare_static, static_network_config, train_static
+from vidnas.search.cells.summary import equal_n_stats, format_comparison, reward_stats
 from vidnas.search.cells.topk import FinalOptions, measure_runtime, train_top_cells
 
 __all__ = [
     "CellSearchSpace",
     "Decision",
+    "OP_PRESETS",
     "Controller",
     "ControllerSample",
     "PPOTrainer",
@@ -58,12 +65,17 @@ __all__ = [
     "RewardBaseline",
     "geometric_reward",
     "reward_from_confusion",
+    "latency_reward",
+    "CostMeter",
     "CacheInfo",
     "FeatureCache",
     "MemoryFeatureCache",
     "DiskFeatureCache",
     "build_caches",
     "split_meta",
+    "split_meta_frames",
+    "dataset_windows",
+    "MetaSplit",
     "CandidateJob",
     "CandidateResult",
     "EarlyStopRule",
@@ -82,6 +94,10 @@ __all__ = [
     "CellSearchResult",
     "SearchOptions",
     "read_log",
+    "compare_runs",
+    "reward_stats",
+    "equal_n_stats",
+    "format_comparison",
     "run_cell_search",
     "select_top",
     "top_genotypes",

@@ -14,9 +14,21 @@ layer3     (T-1, C3, H/16, W/16) float32   encoder layer3 of frames 1..T-1
 masks      (T-1, H, W) int16               labels of frames 1..T-1 (ignore index where unsupervised)
 ========== =============================== =====================================================
 
-The windows of the train split are divided 90/10 into meta-train and meta-val by a seeded permutation of the windows
-(``split_meta``). Windows of the same video can fall on both sides (they share frames); the paper splits "randomly"
-and does not say more.
+The windows of the train split are divided into meta-train and meta-val (``cells.meta_val_fraction``, 10 % [CELLS])
+so that **the two parts share no frame** (``split_meta_frames``; ``cells.meta_split``):
+
+* ``video``: whole videos go to meta-val (seeded order, a video is taken while the meta-val share stays at most
+  twice the target), at least one video stays in meta-train;
+* ``block``: in every video one contiguous block of windows (about the target share of its windows, at a seeded
+  position) goes to meta-val, and the meta-train windows that would share a frame with it are dropped: a gap of
+  ``T - 1`` windows on each side of the block (``T`` = the sequence length) [a window of ``T`` frames ending at frame
+  ``t`` holds frames ``t - T + 1 .. t``];
+* ``auto`` (default): ``video`` when whole videos can give between half and twice the target share, else ``block``;
+* ``window``: the earlier seeded permutation of the windows (``split_meta``). Windows of one video fall on both sides
+  and share frames (on CamVid 91 % of the supervised meta-val frames are also supervised in meta-train): the reward
+  then largely measures fit. Kept only to reproduce older runs.
+
+Frames are compared by (video, position in the video), every frame of a window counted (the unsupervised frame 0 too).
 
 Two stores: ``MemoryFeatureCache`` (stacked tensors; local workers receive them once through shared memory) and
 ``DiskFeatureCache`` (``torch.save`` shards of ``shard_size`` windows, loaded one at a time by each worker; shuffling
@@ -31,7 +43,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,15 +59,21 @@ __all__ = [
     "FeatureCache",
     "MemoryFeatureCache",
     "DiskFeatureCache",
+    "META_SPLITS",
+    "MetaSplit",
     "split_meta",
+    "split_meta_frames",
+    "dataset_windows",
     "static_outputs",
     "build_caches",
+    "cache_windows",
     "cache_key",
 ]
 
 logger = logging.getLogger(__name__)
 
 CACHE_KEYS: tuple[str, ...] = ("dec0", "layer4", "layer2", "layer3", "masks")
+META_SPLITS: tuple[str, ...] = ("auto", "video", "block", "window")
 
 
 @dataclass(frozen=True)
@@ -78,9 +96,13 @@ class CacheInfo:
 
 
 class FeatureCache(abc.ABC):
-    """Cached static outputs of a set of sequence windows (layout in the module docstring)."""
+    """Cached static outputs of a set of sequence windows (layout in the module docstring).
+
+    ``split`` is the meta split the windows came from (set by ``build_caches``; None otherwise).
+    """
 
     info: CacheInfo
+    split: MetaSplit | None = None
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -196,6 +218,133 @@ def split_meta(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[i
     return sorted(perm[n_val:]), sorted(perm[:n_val])
 
 
+@dataclass(frozen=True)
+class MetaSplit:
+    """A meta-train / meta-val split of sequence windows.
+
+    Attributes:
+        train: meta-train window indices, sorted.
+        val: meta-val window indices, sorted.
+        mode: how it was made (``video``, ``block`` or ``window``).
+        dropped: windows in neither part (the gaps of ``block``), sorted.
+        val_videos: videos with at least one meta-val window.
+    """
+
+    train: list[int]
+    val: list[int]
+    mode: str
+    dropped: list[int] = field(default_factory=list)
+    val_videos: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "meta_train": len(self.train), "meta_val": len(self.val),
+                "dropped": len(self.dropped), "val_videos": list(self.val_videos)}
+
+
+Window = tuple[str, Sequence[int]]  # (video name, positions in the video of the window's frames)
+
+
+def dataset_windows(dataset: Any) -> list[Window]:
+    """``(video, frame positions)`` of every window of a ``ClipDataset`` (no image is read)."""
+    out = []
+    for i in range(len(dataset)):
+        refs = dataset.window_frames(i)
+        out.append((refs[0].video, tuple(int(f.index) for f in refs)))
+    return out
+
+
+def _pick_videos(sizes: dict[str, int], target: float, seed: int) -> list[str] | None:
+    """Meta-val videos: in a seeded order, take a video while the share stays <= 2 x target, until >= target;
+    None when that gives less than half the target or leaves no video for meta-train."""
+    names = sorted(sizes)
+    order = [names[i] for i in torch.randperm(len(names), generator=torch.Generator().manual_seed(int(seed)))]
+    chosen, total = [], 0
+    for v in order:
+        if total >= target:
+            break
+        if total + sizes[v] <= 2 * target:
+            chosen.append(v)
+            total += sizes[v]
+    if total < target / 2 or len(chosen) == len(names):
+        return None
+    return chosen
+
+
+def _split_blocks(windows: Sequence[Window], val_fraction: float, seed: int) -> MetaSplit:
+    by_video: dict[str, list[int]] = {}
+    for i, (video, _) in enumerate(windows):
+        by_video.setdefault(video, []).append(i)
+    gen = torch.Generator().manual_seed(int(seed))
+    val: list[int] = []
+    for video in sorted(by_video):
+        idx = sorted(by_video[video], key=lambda i: max(windows[i][1]))  # temporal order of the windows' ends
+        k = min(round(len(idx) * val_fraction), len(idx) - 1)
+        if k < 1:
+            continue
+        start = int(torch.randint(0, len(idx) - k + 1, (1,), generator=gen))
+        val += idx[start:start + k]
+    if not val:  # every video too short for its own block: one window of the longest video
+        longest = max(sorted(by_video), key=lambda v: len(by_video[v]))
+        idx = sorted(by_video[longest], key=lambda i: max(windows[i][1]))
+        val = [idx[int(torch.randint(0, len(idx), (1,), generator=gen))]]
+    val_frames = {(windows[i][0], f) for i in val for f in windows[i][1]}
+    val_set = set(val)
+    train, dropped = [], []
+    for i, (video, frames) in enumerate(windows):
+        if i in val_set:
+            continue
+        (dropped if any((video, f) in val_frames for f in frames) else train).append(i)
+    return MetaSplit(sorted(train), sorted(val), "block", sorted(dropped),
+                     sorted({windows[i][0] for i in val}))
+
+
+def split_meta_frames(windows: Sequence[Window], val_fraction: float = 0.1, seed: int = 0,
+                      mode: str = "auto") -> MetaSplit:
+    """Split sequence windows into meta-train and meta-val that share no frame (rules in the module docstring).
+
+    Args:
+        windows: ``(video, frame positions)`` per window (``dataset_windows``).
+        val_fraction: target share of meta-val windows.
+        seed: seeds the choice of videos or block positions.
+        mode: ``auto``, ``video``, ``block`` or ``window`` (the frame-sharing permutation of ``split_meta``).
+
+    Returns:
+        The split; ``video`` and ``block`` splits are frame-disjoint.
+
+    Raises:
+        ValueError: unknown mode, a fraction outside (0, 1), fewer than 2 windows, ``video`` on data whose videos
+            cannot give the share, or a split that leaves meta-train empty.
+    """
+    if mode not in META_SPLITS:
+        raise ValueError(f"cells.meta_split={mode!r}: valid values are {', '.join(META_SPLITS)}")
+    n = len(windows)
+    if mode == "window":
+        train, val = split_meta(n, val_fraction, seed)
+        return MetaSplit(train, val, "window", [], sorted({windows[i][0] for i in val}))
+    if n < 2:
+        raise ValueError(f"need at least 2 sequence windows to split into meta-train and meta-val, got {n}")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"cells.meta_val_fraction must be in (0, 1), got {val_fraction}")
+    sizes: dict[str, int] = {}
+    for video, _ in windows:
+        sizes[video] = sizes.get(video, 0) + 1
+    videos = _pick_videos(sizes, n * val_fraction, seed) if len(sizes) > 1 and mode in ("auto", "video") else None
+    if videos is not None:
+        chosen = set(videos)
+        val = [i for i, (v, _) in enumerate(windows) if v in chosen]
+        train = [i for i, (v, _) in enumerate(windows) if v not in chosen]
+        split = MetaSplit(train, val, "video", [], sorted(chosen))
+    elif mode == "video":
+        raise ValueError(f"cells.meta_split=video: no set of whole videos gives about {val_fraction:.0%} of the "
+                         f"{n} windows (videos: {dict(sorted(sizes.items()))}); use block or auto")
+    else:
+        split = _split_blocks(windows, val_fraction, seed)
+    if not split.train:
+        raise ValueError(f"the {split.mode} meta split of {n} windows leaves no meta-train window (windows too long "
+                         "for the videos, or too few videos): use more data or a shorter cells.seq_len")
+    return split
+
+
 @torch.inference_mode()
 def static_outputs(static: torch.nn.Module, frames: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
     """Cached tensors of a batch of windows (layout in the module docstring).
@@ -218,6 +367,17 @@ def static_outputs(static: torch.nn.Module, frames: torch.Tensor, masks: torch.T
     }
 
 
+def cache_windows(static: torch.nn.Module, dataset: Any, info: CacheInfo, *, batch_size: int = 8,
+                  device: str = "cpu", show_progress: bool = False) -> MemoryFeatureCache:
+    """A memory cache of every window of ``dataset`` (no meta split): what the top-k cells train on after a search
+    whose caches were at the proxy size or dropped gap windows."""
+    static.eval().to(device)
+    parts = [static_outputs(static, b["frames"].to(device), b["masks"].to(device))
+             for b in tqdm(DataLoader(dataset, batch_size=batch_size, shuffle=False), desc="cache train split",
+                           leave=False, disable=not show_progress, dynamic_ncols=True)]
+    return MemoryFeatureCache({k: torch.cat([p[k] for p in parts]) for k in CACHE_KEYS}, info)
+
+
 def cache_key(**parts: Any) -> str:
     """A short SHA-256 of JSON-serialisable parts (static checkpoint identity, data config, split seed...)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -226,7 +386,7 @@ def cache_key(**parts: Any) -> str:
 
 def build_caches(static: torch.nn.Module, dataset: Any, info: CacheInfo, *, val_fraction: float, seed: int,
                  kind: str = "memory", directory: str | Path | None = None, key: str = "", batch_size: int = 8,
-                 shard_size: int = 256, device: str = "cpu",
+                 shard_size: int = 256, device: str = "cpu", split: str = "auto",
                  show_progress: bool = False) -> tuple[FeatureCache, FeatureCache]:
     """Split ``dataset`` into meta-train / meta-val and cache the static outputs of both.
 
@@ -243,27 +403,36 @@ def build_caches(static: torch.nn.Module, dataset: Any, info: CacheInfo, *, val_
         batch_size: windows per static forward.
         shard_size: windows per disk shard.
         device: where the static network runs.
+        split: meta split mode (``split_meta_frames``); ``window`` needs only ``len(dataset)``, the others a
+            ``ClipDataset`` (``dataset_windows``).
         show_progress: tqdm bar.
 
     Returns:
-        (meta-train cache, meta-val cache).
+        (meta-train cache, meta-val cache); the split's record is ``cache.split`` on both (a ``MetaSplit``).
     """
     if kind not in ("memory", "disk"):
         raise ValueError(f"cells.cache={kind!r}: valid values are memory, disk")
-    train_idx, val_idx = split_meta(len(dataset), val_fraction, seed)
+    if split == "window":
+        meta = MetaSplit(*split_meta(len(dataset), val_fraction, seed), mode="window")
+    else:
+        meta = split_meta_frames(dataset_windows(dataset), val_fraction, seed, split)
+    train_idx, val_idx = meta.train, meta.val
     if kind == "disk":
         if directory is None:
             raise ValueError("a disk cache needs a directory")
         directory = Path(directory)
         index = directory / "index.json"
         if index.is_file():
-            meta = json.loads(index.read_text())
-            if meta.get("key") == key:
+            stored = json.loads(index.read_text())
+            if stored.get("key") == key:
                 logger.info("reusing the feature cache in %s", directory)
-                return tuple(  # type: ignore[return-value]
-                    DiskFeatureCache([directory / s for s in meta["splits"][name]["shards"]],
-                                     meta["splits"][name]["sizes"], CacheInfo.from_dict(meta["info"]))
+                reused = tuple(
+                    DiskFeatureCache([directory / s for s in stored["splits"][name]["shards"]],
+                                     stored["splits"][name]["sizes"], CacheInfo.from_dict(stored["info"]))
                     for name in ("meta_train", "meta_val"))
+                for c in reused:
+                    c.split = meta
+                return reused  # type: ignore[return-value]
             logger.info("feature cache in %s was built from other inputs: rebuilding it", directory)
     static.eval().to(device)
     caches = []
@@ -302,8 +471,11 @@ def build_caches(static: torch.nn.Module, dataset: Any, info: CacheInfo, *, val_
             caches.append(DiskFeatureCache([directory / s for s in shards], sizes, info))  # type: ignore[operator]
     if kind == "disk":
         atomic_write_json(directory / "index.json",  # type: ignore[operator]
-                          {"key": key, "info": info.to_dict(), "splits": split_meta_rec,
-                           "meta_train_windows": train_idx, "meta_val_windows": val_idx})
-    logger.info("cached static outputs: %d meta-train and %d meta-val windows (%s)", len(train_idx), len(val_idx),
-                kind)
+                          {"key": key, "info": info.to_dict(), "splits": split_meta_rec, "split": meta.to_dict(),
+                           "meta_train_windows": train_idx, "meta_val_windows": val_idx,
+                           "dropped_windows": meta.dropped})
+    for c in caches:
+        c.split = meta
+    logger.info("cached static outputs: %d meta-train and %d meta-val windows (%s split, %d windows dropped as "
+                "gaps; %s cache)", len(train_idx), len(val_idx), meta.mode, len(meta.dropped), kind)
     return caches[0], caches[1]

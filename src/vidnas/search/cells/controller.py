@@ -70,6 +70,18 @@ class Controller(nn.Module):
     def num_decisions(self) -> int:
         return len(self.decisions)
 
+    def make_uniform(self) -> Controller:
+        """Freeze this controller as the uniform policy of the random baseline: every head's weights and bias are
+        zeroed, so each decision's logits are 0 and its choices (within the pool mask) equally likely whatever the
+        LSTM computes; no parameter takes gradients. Returns ``self``."""
+        with torch.no_grad():
+            for head in self.heads.values():
+                head.weight.zero_()
+                head.bias.zero_()
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self
+
     def _masked_log_probs(self, step: int, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log-probabilities (N, n_choices) of decision ``step`` and the validity mask (n_choices,)."""
         d = self.decisions[step]

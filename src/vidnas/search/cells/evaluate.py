@@ -4,7 +4,10 @@ A candidate cell is trained on meta-train with Adam (lr 8e-3, ``cells.cell_lr``)
 ``cells.cell_batch_size`` windows. For each window the static network's frame-0 ``dec`` seeds the recurrence and the
 cell runs on frames 1..T-1 (``Cell.unroll``); the loss is the sum over those frames of the mean cross-entropy of the
 logits upsampled to the label size [CELLS Sec. 4: "we sum up cross-entropy loss terms at each frame after the
-first"]. The reward is the geometric mean of mIoU, fwIoU and mAcc on meta-val (``reward.reward_from_confusion``).
+first"]. The accuracy reward is the geometric mean of mIoU, fwIoU and mAcc on meta-val
+(``reward.reward_from_confusion``). With a ``cost.CostMeter`` the worker then times the trained cell's steady state
+against the static network at the deployment size and the candidate's reward becomes
+``accuracy * (latency / target) ** w`` (``reward.latency_reward``; ``w = 0``, the paper's reward, leaves it unchanged).
 
 Early stopping (decided here; the paper says only "apply early stopping halfway through the training if the
 generated architecture is un-promising", after ref. 18). After ``floor(E / 2)`` of ``E`` epochs (E >= 2) the cell is
@@ -16,7 +19,8 @@ the ``n`` candidates finished before it, the candidate stops when::
 ``tol`` (default 0.1, ``SearchOptions.early_stop_tolerance``) shrinks as 1 / sqrt(n), like the standard error of the
 running average: early in the search the average is noisy and only clear losers stop; later the rule tightens. A
 stopped candidate's reward is its halfway reward (it was measured; it is low by construction) and it takes part in the
-PPO update like any other.
+PPO update like any other. The rule compares accuracy rewards: the latency term is known whatever the training, so it
+never decides whether training goes on.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from vidnas.metrics import ConfusionMatrix
 from vidnas.models.cells import Cell, CellGenotype
 from vidnas.models.layers import resize_to
 from vidnas.search.cells.cache import FeatureCache
-from vidnas.search.cells.reward import reward_from_confusion
+from vidnas.search.cells.cost import CostMeter
+from vidnas.search.cells.reward import latency_reward, reward_from_confusion
 
 __all__ = [
     "EarlyStopRule",
@@ -101,6 +106,8 @@ class CandidateJob:
         max_steps_per_epoch: cap on steps per epoch (quick runs), None = all.
         inject_failure: an op or aggregation name; a cell that uses it raises ``InjectedFailure`` (testing aid).
         device: where the cell trains (``train.device``; the cache stays on the CPU).
+        latency_weight: w of the latency-aware reward (``cells.latency_weight``; 0 = accuracy only).
+        latency_target_ms: T; None = the static network's frame, measured beside the cell.
     """
 
     cid: int
@@ -118,6 +125,8 @@ class CandidateJob:
     max_steps_per_epoch: int | None = None
     inject_failure: str | None = None
     device: str = "cpu"
+    latency_weight: float = 0.0
+    latency_target_ms: float | None = None
 
     def genotype(self) -> CellGenotype:
         return CellGenotype.from_tokens(list(self.tokens), ops=self.ops, aggregations=self.aggregations,
@@ -129,12 +138,16 @@ class CandidateResult:
     """Outcome of one candidate; ``to_record()`` is its line in the search log.
 
     A failed candidate (any exception in the worker, or a crashed worker) has ``failed=True``, ``reward=None`` and
-    the error text; the search excludes it from the PPO update and from the baseline.
+    the error text; the search excludes it from the PPO update and from the baseline. ``reward`` is what the
+    controller learns from (latency-aware when ``latency_weight`` is not 0), ``accuracy_reward`` the geometric mean
+    of the scores alone, ``cost`` the ``CostMeter`` record (empty without a meter).
     """
 
     cid: int
     tokens: list[int]
     reward: float | None = None
+    accuracy_reward: float | None = None
+    cost: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     half_reward: float | None = None
     early_stopped: bool = False
@@ -259,14 +272,18 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: FeatureCache) -> CandidateResult:
-    """Build, train and score the cell of ``job``; never raises: an exception becomes a failed result.
+def run_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: FeatureCache,
+                  meter: CostMeter | None = None) -> CandidateResult:
+    """Build, train and score the cell of ``job``, then measure its cost with ``meter`` (if given) and apply the
+    latency term; never raises: an exception becomes a failed result.
 
-    Deterministic for a given job: the cell is initialised from ``torch.manual_seed(job.seed)`` and batches are
-    drawn from a generator seeded with it.
+    Deterministic for a given job up to the measured latency: the cell is initialised from
+    ``torch.manual_seed(job.seed)`` and batches are drawn from a generator seeded with it.
     """
     t0 = time.perf_counter()
     try:
+        if job.latency_weight and meter is None:
+            raise ValueError("a latency-aware reward needs a cost meter (cells.latency_frames > 0)")
         geno = job.genotype()
         if job.inject_failure is not None:
             used = {op for layer in geno.layers for op in layer.ops} | {layer.aggregation for layer in geno.layers}
@@ -276,8 +293,14 @@ def run_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: Featu
         cell = Cell(geno, in_channels=job.in_channels, num_classes=job.num_classes).to(job.device)
         res = train_cell(cell, train_cache, val_cache, epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
                          seed=job.seed, early_stop=job.early_stop, max_steps_per_epoch=job.max_steps_per_epoch)
+        cost = meter.measure(cell) if meter is not None else {}
+        if job.latency_target_ms is None:  # target: the static network's frame, timed round by round beside it
+            reward = latency_reward(res["reward"], cost.get("latency_ratio"), 1.0, job.latency_weight)
+        else:
+            reward = latency_reward(res["reward"], cost.get("latency_ms"), job.latency_target_ms, job.latency_weight)
         return CandidateResult(
-            cid=job.cid, tokens=list(job.tokens), reward=res["reward"], metrics=res["metrics"],
+            cid=job.cid, tokens=list(job.tokens), reward=reward, accuracy_reward=res["reward"], cost=cost,
+            metrics=res["metrics"],
             half_reward=res["half_reward"], early_stopped=res["early_stopped"], epochs_run=res["epochs_run"],
             seconds=time.perf_counter() - t0, params=sum(p.numel() for p in cell.parameters()),
             worker=_worker_name(),

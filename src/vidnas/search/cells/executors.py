@@ -2,7 +2,8 @@
 
 Every executor has the same interface: ``run(jobs)`` yields one ``CandidateResult`` per ``CandidateJob`` as soon as it
 finishes (in completion order), and ``close()`` releases the workers. The cached static outputs (``FeatureCache`` of
-meta-train and meta-val) are handed to each worker once, when it starts, never per candidate.
+meta-train and meta-val) and the ``CostMeter`` (the static network that candidates are timed against; optional) are
+handed to each worker once, when it starts, never per candidate.
 
 * ``InlineExecutor`` (``workers=0``): runs candidates one after the other in this process (debugging, tiny runs).
 * ``LocalExecutor`` (default): a ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn`` start method (safe with
@@ -36,6 +37,7 @@ from typing import Any, Protocol
 import torch
 
 from vidnas.search.cells.cache import FeatureCache
+from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, run_candidate
 
 __all__ = [
@@ -55,8 +57,8 @@ logger = logging.getLogger(__name__)
 
 EXECUTORS: tuple[str, ...] = ("local", "ray")
 
-# the caches of this worker process (set once by the pool initializer)
-_WORKER_CACHES: tuple[FeatureCache, FeatureCache] | None = None
+# the caches and cost meter of this worker process (set once by the pool initializer)
+_WORKER_CACHES: tuple[FeatureCache, FeatureCache, CostMeter | None] | None = None
 
 
 class ExecutorError(RuntimeError):
@@ -86,8 +88,8 @@ def _threads_per_worker(workers: int) -> int:
 class InlineExecutor:
     """Evaluates candidates sequentially in this process."""
 
-    def __init__(self, train_cache: FeatureCache, val_cache: FeatureCache) -> None:
-        self.caches = (train_cache, val_cache)
+    def __init__(self, train_cache: FeatureCache, val_cache: FeatureCache, meter: CostMeter | None = None) -> None:
+        self.caches = (train_cache, val_cache, meter)
 
     def run(self, jobs: Sequence[CandidateJob]) -> Iterator[CandidateResult]:
         for job in jobs:
@@ -127,11 +129,12 @@ def die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="vidnas-parent-watch", daemon=True).start()
 
 
-def _init_worker(train_cache: FeatureCache, val_cache: FeatureCache, threads: int, parent_pid: int) -> None:
+def _init_worker(train_cache: FeatureCache, val_cache: FeatureCache, threads: int, parent_pid: int,
+                 meter: CostMeter | None = None) -> None:
     global _WORKER_CACHES
     die_with_parent(parent_pid)
     torch.set_num_threads(threads)
-    _WORKER_CACHES = (train_cache, val_cache)
+    _WORKER_CACHES = (train_cache, val_cache, meter)
     # A spawned worker ends with a full interpreter shutdown, which takes seconds after importing torch and timm.
     # Its results are already delivered (the pool's result queue is synchronous), so skip the teardown: atexit
     # handlers run last-registered first, and this one ends the process.
@@ -152,15 +155,16 @@ class LocalExecutor:
         val_cache: meta-val cache.
         workers: processes (>= 1).
         threads: torch threads per worker (default ``max(1, cores // workers)``).
+        meter: the cost meter (None = no cost measurement).
     """
 
     def __init__(self, train_cache: FeatureCache, val_cache: FeatureCache, *, workers: int,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, meter: CostMeter | None = None) -> None:
         if workers < 1:
             raise ExecutorError(f"the local executor needs workers >= 1, got {workers} (0 runs in-process)")
         self.workers = workers
         self.threads = threads or _threads_per_worker(workers)
-        self._initargs = (train_cache, val_cache, self.threads, os.getpid())
+        self._initargs = (train_cache, val_cache, self.threads, os.getpid(), meter)
         self._pool: cf.ProcessPoolExecutor | None = None
         logger.info("local executor: %d worker processes x %d torch threads", workers, self.threads)
 
@@ -206,7 +210,7 @@ def import_ray() -> Any:
 class _RayWorker:
     """Body of a Ray actor: holds the caches, runs candidates."""
 
-    def __init__(self, caches: tuple[FeatureCache, FeatureCache], threads: int) -> None:
+    def __init__(self, caches: tuple[FeatureCache, FeatureCache, CostMeter | None], threads: int) -> None:
         torch.set_num_threads(threads)
         self.caches = caches
 
@@ -224,10 +228,11 @@ class RayExecutor:
         address: an existing Ray cluster (``"auto"``, ``"ray://host:10001"``); None starts a local Ray with
             ``workers`` CPUs unless Ray is already initialised in this process.
         threads: torch threads per actor (default ``max(1, cores // workers)`` of this machine).
+        meter: the cost meter (None = no cost measurement); it times on the actor's machine.
     """
 
     def __init__(self, train_cache: FeatureCache, val_cache: FeatureCache, *, workers: int,
-                 address: str | None = None, threads: int | None = None) -> None:
+                 address: str | None = None, threads: int | None = None, meter: CostMeter | None = None) -> None:
         ray = import_ray()
         if workers < 1:
             raise ExecutorError(f"the ray executor needs workers >= 1, got {workers}")
@@ -241,7 +246,7 @@ class RayExecutor:
             else:
                 ray.init(address=address, log_to_driver=False)
             self._started = True
-        self._caches_ref = ray.put((train_cache, val_cache))
+        self._caches_ref = ray.put((train_cache, val_cache, meter))
         self._actor_cls = ray.remote(num_cpus=1)(_RayWorker)
         self._actors = [self._new_actor() for _ in range(workers)]
         logger.info("ray executor: %d actors x %d torch threads", workers, self.threads)
@@ -283,12 +288,15 @@ class RayExecutor:
 
 
 def make_executor(kind: str, train_cache: FeatureCache, val_cache: FeatureCache, *, workers: int,
-                  address: str | None = None) -> Executor:
-    """``local`` (``workers=0`` runs in-process) or ``ray``; an unknown name lists the valid ones."""
+                  address: str | None = None, meter: CostMeter | None = None,
+                  threads: int | None = None) -> Executor:
+    """``local`` (``workers=0`` runs in-process) or ``ray``; an unknown name lists the valid ones. ``threads``:
+    torch threads per worker (None: cores / workers)."""
     if kind == "local":
         if workers == 0:
-            return InlineExecutor(train_cache, val_cache)
-        return LocalExecutor(train_cache, val_cache, workers=workers)
+            return InlineExecutor(train_cache, val_cache, meter)
+        return LocalExecutor(train_cache, val_cache, workers=workers, meter=meter, threads=threads)
     if kind == "ray":
-        return RayExecutor(train_cache, val_cache, workers=max(1, workers), address=address)
+        return RayExecutor(train_cache, val_cache, workers=max(1, workers), address=address, meter=meter,
+                           threads=threads)
     raise ExecutorError(f"unknown executor {kind!r}; valid executors: {', '.join(EXECUTORS)}")

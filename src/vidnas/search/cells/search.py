@@ -3,18 +3,32 @@
 One iteration ("batch") samples ``B`` cells from the controller (``B = SearchOptions.batch_size``, default the number
 of workers), trains and scores them on the cached static outputs (``evaluate.run_candidate``) through an executor,
 then runs one PPO update (``ppo.PPOTrainer``) on the batch's successful candidates with advantages from the
-moving-average baseline (``reward.RewardBaseline``). Failed candidates (an exception in the worker, a dead worker) are
-logged with their error text and excluded from the PPO update and the baseline: a crash says nothing reliable about
-a cell's accuracy, and giving it reward 0 would teach the controller to avoid whatever happened to crash.
+moving-average baseline (``reward.RewardBaseline``; divided by the rewards' moving std with ``cells.advantage_norm``).
+Each worker also times its candidate against the static network (``cost.CostMeter``) and the reward becomes
+``accuracy * (latency / target) ** cells.latency_weight`` (0: the paper's reward).
+
+The random baseline (``cells.sampler=random``, ``vidnas search cells --random``) is the same loop with a frozen
+uniform controller (``Controller.make_uniform``) and no PPO update: same caches, training, early stopping, cost,
+log and top-k, so the two runs compare at equal numbers of candidates.
+
+Proxy budget (``cells.proxy_scale`` < 1): the search caches the static outputs at the data size times the scale
+(rounded to multiples of 32), so every candidate trains and is scored on smaller maps; the cost is still measured at
+the deployment size (``cells.latency_size``, default the data size) and the top-k cells train at the full size.
+
+Failed candidates (an exception in the worker, a dead worker) are logged with their error text and excluded from the
+PPO update and the baseline: a crash says nothing reliable about a cell's accuracy, and giving it reward 0 would teach
+the controller to avoid whatever happened to crash.
 
 Run directory::
 
-    candidates.jsonl     one line per finished candidate (tokens, cell, reward, scores, halfway reward, time,
-                         early_stopped, failed, error, log-prob when sampled, worker); appended as candidates finish
+    candidates.jsonl     one line per finished candidate (tokens, cell, reward, accuracy reward, cost (latency,
+                         FLOPs, FPS ratio), scores, halfway reward, time, early_stopped, failed, error, log-prob
+                         when sampled, worker); appended as candidates finish
     ppo.jsonl            one line per PPO update (batch, loss, clip fraction, KL, entropy, baseline)
     controller.pt        controller, optimiser, baseline, sampling RNG, early-stop statistics; after every update
     cache/               feature cache shards (``--cache disk``)
     plots/rewards.png    reward over the search with its running mean [Fig. 3]
+    plots/pareto.png     accuracy reward vs measured latency of every candidate, Pareto front, target
     plots/sampling.png   sampling proportions of ops, aggregations, inputs [Fig. 4]
     plots/top{k}.png     drawing of each top cell [Fig. 7]
     search_summary.json  counts, the best cells, timings
@@ -27,6 +41,7 @@ Raising ``cells.candidates`` and resuming extends a finished search.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -44,15 +59,17 @@ from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.models import Arch2Segmenter, load_model
 from vidnas.models.cells import CellGenotype, cell_in_channels
-from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cache_key
+from vidnas.search.cells.cache import META_SPLITS, CacheInfo, FeatureCache, build_caches, cache_key
 from vidnas.search.cells.controller import Controller
+from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, EarlyStopRule
 from vidnas.search.cells.executors import EXECUTORS, Executor, ExecutorError, import_ray, make_executor
-from vidnas.search.cells.plots import draw_cell, plot_rewards, plot_sampling
+from vidnas.search.cells.plots import draw_cell, plot_pareto, plot_rewards, plot_sampling
 from vidnas.search.cells.ppo import PPOTrainer
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
 from vidnas.search.cells.static import static_identity
+from vidnas.search.cells.summary import equal_n_stats, reward_stats
 from vidnas.utils import atomic_write, atomic_write_json
 
 __all__ = [
@@ -65,7 +82,12 @@ __all__ = [
     "read_log",
     "select_top",
     "search_data_config",
+    "proxy_size",
+    "deployment_size",
+    "check_cells_config",
+    "SAMPLERS",
     "top_genotypes",
+    "compare_runs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +112,7 @@ class SearchOptions:
         shard_size: windows per disk-cache shard.
         cache_batch_size: windows per static forward while caching.
         ray_address: Ray cluster address for ``--executor ray`` (None = a local Ray).
+        worker_threads: torch threads per worker process (None = cores / workers).
         plots: draw the plots at the end of the search.
         show_progress: tqdm bars.
     """
@@ -103,6 +126,7 @@ class SearchOptions:
     shard_size: int = 256
     cache_batch_size: int = 8
     ray_address: str | None = None
+    worker_threads: int | None = None
     plots: bool = True
     show_progress: bool = True
 
@@ -123,10 +147,58 @@ class CellSearchResult:
     plots: dict[str, Path] = field(default_factory=dict)
 
 
-def search_data_config(cfg: Config) -> Any:
+SAMPLERS: tuple[str, ...] = ("ppo", "random")
+
+
+def proxy_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """``(height, width) * scale`` rounded to multiples of 32 (at least 32); the size itself when ``scale`` is 1."""
+    if scale == 1.0:
+        return int(height), int(width)
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
+
+
+def search_data_config(cfg: Config, *, proxy: bool = True) -> Any:
     """The data config of the search: ``cells.seq_len``-frame causal windows, every frame supervised, no augmentation
-    (the static outputs are cached once, so there is nothing to augment per epoch)."""
-    return dataclasses.replace(cfg.data, window=cfg.cells.seq_len, temporal="causal", supervise="all", augment=False)
+    (the static outputs are cached once, so there is nothing to augment per epoch); at the proxy size
+    (``proxy_size``) unless ``proxy`` is False (the top-k training)."""
+    h, w = proxy_size(cfg.data.height, cfg.data.width, cfg.cells.proxy_scale if proxy else 1.0)
+    return dataclasses.replace(cfg.data, window=cfg.cells.seq_len, temporal="causal", supervise="all", augment=False,
+                               height=h, width=w)
+
+
+def deployment_size(cfg: Config) -> tuple[int, int]:
+    """(H, W) at which candidates are timed: ``cells.latency_size``, else the data size."""
+    size = cfg.cells.latency_size or (cfg.data.height, cfg.data.width)
+    return int(size[0]), int(size[1])
+
+
+def check_cells_config(cells: Any) -> None:
+    """Raise ValueError naming the first bad ``cells.*`` value of the search loop (before any work)."""
+    if cells.candidates < 1:
+        raise ValueError(f"cells.candidates must be >= 1, got {cells.candidates}")
+    if cells.meta_split not in META_SPLITS:
+        raise ValueError(f"cells.meta_split={cells.meta_split!r}: valid values are {', '.join(META_SPLITS)}")
+    if cells.sampler not in SAMPLERS:
+        raise ValueError(f"cells.sampler={cells.sampler!r}: valid values are {', '.join(SAMPLERS)}")
+    if cells.latency_weight > 0:
+        raise ValueError(f"cells.latency_weight must be <= 0 (the exponent of latency / target; MnasNet uses -0.07), "
+                         f"got {cells.latency_weight}")
+    if cells.latency_frames < 0 or cells.latency_warmup < 0:
+        raise ValueError(f"cells.latency_frames and cells.latency_warmup must be >= 0, got {cells.latency_frames} "
+                         f"and {cells.latency_warmup}")
+    if cells.latency_weight and not cells.latency_frames:
+        raise ValueError(f"cells.latency_weight={cells.latency_weight} needs the cost measurement: "
+                         "cells.latency_frames must be > 0")
+    if cells.latency_target_ms is not None and not cells.latency_target_ms > 0:
+        raise ValueError(f"cells.latency_target_ms must be > 0 (or null: the static network), got "
+                         f"{cells.latency_target_ms}")
+    if cells.latency_size is not None and min(cells.latency_size) < 32:
+        raise ValueError(f"cells.latency_size must be at least 32x32, got {cells.latency_size}")
+    if not 0.0 < cells.proxy_scale <= 1.0:
+        raise ValueError(f"cells.proxy_scale must be in (0, 1], got {cells.proxy_scale}")
+    if cells.controller_lr <= 0 or cells.entropy_weight < 0:
+        raise ValueError(f"cells.controller_lr must be > 0 and cells.entropy_weight >= 0, got {cells.controller_lr} "
+                         f"and {cells.entropy_weight}")
 
 
 def read_log(path: str | Path) -> dict[int, dict[str, Any]]:
@@ -191,13 +263,12 @@ class CellSearch:
         self.run_dir = Path(run_dir)
         self.static_path = Path(static_path)
         self.options = options or SearchOptions()
+        check_cells_config(cfg.cells)
         self.space = CellSearchSpace.from_config(cfg.cells)
         if self.options.inject_failure is not None and self.options.inject_failure not in (
                 *self.space.ops, *self.space.aggregations):
             raise ValueError(f"inject_failure={self.options.inject_failure!r} is not an active op or aggregation "
                              f"({', '.join((*self.space.ops, *self.space.aggregations))})")
-        if cfg.cells.candidates < 1:
-            raise ValueError(f"cells.candidates must be >= 1, got {cfg.cells.candidates}")
         if cfg.cells.executor not in EXECUTORS:
             raise ExecutorError(f"unknown executor {cfg.cells.executor!r}; valid executors: {', '.join(EXECUTORS)}")
         if cfg.cells.executor == "ray":
@@ -206,7 +277,7 @@ class CellSearch:
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
 
     # -- setup -------------------------------------------------------------------------------------------------
-    def _prepare(self) -> tuple[Arch2Segmenter, FeatureCache, FeatureCache]:
+    def _prepare(self) -> tuple[Arch2Segmenter, FeatureCache, FeatureCache, CostMeter | None]:
         cfg = self.cfg
         loaded = load_model(self.static_path, device=cfg.train.device, kinds=("arch2",))
         static, static_cfg = loaded.model, loaded.cfg
@@ -216,18 +287,24 @@ class CellSearch:
             raise ValueError(f"{self.static_path} predicts {static.num_classes} classes but the data has "
                              f"{source.num_classes}")
         if (static_cfg.data.height, static_cfg.data.width) != (data_cfg.height, data_cfg.width):
-            logger.warning("static network trained at %dx%d, searching at %dx%d", static_cfg.data.height,
-                           static_cfg.data.width, data_cfg.height, data_cfg.width)
+            how = f"the proxy size (cells.proxy_scale={cfg.cells.proxy_scale})" if cfg.cells.proxy_scale != 1 else ""
+            logger.warning("static network trained at %dx%d, searching at %dx%d %s", static_cfg.data.height,
+                           static_cfg.data.width, data_cfg.height, data_cfg.width, how)
         ds = ClipDataset(source, data_cfg.train_split, data_cfg, train=False)
         info = CacheInfo(source.num_classes, data_cfg.ignore_index, data_cfg.window, cell_in_channels(static),
                          (data_cfg.height, data_cfg.width))
         key = cache_key(static=static_identity(self.static_path), data=config_to_dict(data_cfg),
-                        val_fraction=cfg.cells.meta_val_fraction, seed=cfg.train.seed)
+                        val_fraction=cfg.cells.meta_val_fraction, seed=cfg.train.seed, split=cfg.cells.meta_split)
         train_cache, val_cache = build_caches(
             static, ds, info, val_fraction=cfg.cells.meta_val_fraction, seed=cfg.train.seed, kind=cfg.cells.cache,
             directory=self.run_dir / "cache", key=key, batch_size=self.options.cache_batch_size,
-            shard_size=self.options.shard_size, device=cfg.train.device, show_progress=self.options.show_progress)
-        return static, train_cache, val_cache
+            shard_size=self.options.shard_size, device=cfg.train.device, split=cfg.cells.meta_split,
+            show_progress=self.options.show_progress)
+        meter = None
+        if cfg.cells.latency_frames > 0:
+            meter = CostMeter(copy.deepcopy(static).cpu(), deployment_size(cfg), frames=cfg.cells.latency_frames,
+                              warmup=cfg.cells.latency_warmup)
+        return static, train_cache, val_cache, meter
 
     # -- checkpoint ----------------------------------------------------------------------------------------------
     def _save(self, controller: Controller, ppo: PPOTrainer, baseline: RewardBaseline, gen: torch.Generator,
@@ -243,6 +320,7 @@ class CellSearch:
             "batches_done": batches,
             "batch_size": batch_size,
             "half_stats": list(half_stats),
+            "sampler": self.cfg.cells.sampler,
             "config": config_to_dict(self.cfg),
         }
         atomic_write(self.ckpt_path, lambda tmp: torch.save(state, tmp))
@@ -257,10 +335,13 @@ class CellSearch:
             raise FileExistsError(f"{self.log_path} already holds {len(records)} candidates: pass --resume to "
                                   f"continue that search, or choose another --out")
         t0 = time.perf_counter()
-        static, train_cache, val_cache = self._prepare()
+        static, train_cache, val_cache, meter = self._prepare()
         seed = cfg.train.seed
         torch.manual_seed(seed)  # the controller's initial weights
         controller = Controller(self.space, hidden=cfg.cells.controller_hidden)
+        learn = cfg.cells.sampler == "ppo"
+        if not learn:
+            controller.make_uniform()
         ppo = PPOTrainer(controller, lr=cfg.cells.controller_lr, clip=cfg.cells.ppo_clip,
                          grad_clip=cfg.cells.grad_clip, entropy_weight=cfg.cells.entropy_weight,
                          epochs=opts.ppo_epochs)
@@ -275,6 +356,10 @@ class CellSearch:
                 raise ValueError(f"{self.ckpt_path} was written for search space {state.get('space')}, the config "
                                  f"now gives {self.space.to_dict()}: resume with the same cells.num_layers, "
                                  f"cells.ops and cells.aggregations")
+            if state.get("sampler", "ppo") != cfg.cells.sampler:
+                raise ValueError(f"{self.ckpt_path} was written by a search with cells.sampler="
+                                 f"{state.get('sampler', 'ppo')}, the config now says {cfg.cells.sampler}: resume "
+                                 "with the same sampler (--random or not)")
             controller.load_state_dict(state["controller"])
             ppo.load_state_dict(state["ppo"])
             baseline.load_state_dict(state["baseline"])
@@ -320,11 +405,12 @@ class CellSearch:
                         ignore_index=train_cache.info.ignore_index, epochs=cfg.cells.cell_epochs,
                         lr=cfg.cells.cell_lr, batch_size=cfg.cells.cell_batch_size,
                         seed=seed * 1_000_003 + cid, early_stop=rule, max_steps_per_epoch=opts.max_steps_per_epoch,
-                        inject_failure=opts.inject_failure, device=cfg.train.device))
+                        inject_failure=opts.inject_failure, device=cfg.train.device,
+                        latency_weight=cfg.cells.latency_weight, latency_target_ms=cfg.cells.latency_target_ms))
                 bar.update(n - len(jobs))
                 if jobs and executor is None:
                     executor = make_executor(cfg.cells.executor, train_cache, val_cache, workers=cfg.cells.workers,
-                                             address=opts.ray_address)
+                                             address=opts.ray_address, meter=meter, threads=opts.worker_threads)
                 for res in executor.run(jobs) if jobs else ():
                     i = res.cid - done
                     rec = self._record(res, batches, float(sample.log_prob[i]), float(sample.entropy[i]))
@@ -341,8 +427,9 @@ class CellSearch:
                 stats: dict[str, Any] = {}
                 if ok:
                     rewards = [results[ids[i]]["reward"] for i in ok]
-                    adv = baseline.advantages(rewards)
-                    stats = ppo.update(sample.tokens[ok], sample.log_prob[ok], torch.tensor(adv))
+                    adv = baseline.advantages(rewards, normalize=cfg.cells.advantage_norm)
+                    if learn:
+                        stats = ppo.update(sample.tokens[ok], sample.log_prob[ok], torch.tensor(adv))
                     for i in ok:
                         half = results[ids[i]].get("half_reward")
                         if half is not None:
@@ -383,6 +470,9 @@ class CellSearch:
         """Reward curve, sampling proportions and a drawing of each top cell under ``run_dir/plots``."""
         out = {"rewards": plot_rewards(records, self.run_dir / "plots" / "rewards.png"),
                "sampling": plot_sampling(records, self.space, self.run_dir / "plots" / "sampling.png")}
+        pareto = plot_pareto(records, self.run_dir / "plots" / "pareto.png", target_ms=self.cfg.cells.latency_target_ms)
+        if pareto is not None:
+            out["pareto"] = pareto
         for rank, rec in enumerate(top):
             geno = self.space.genotype(rec["tokens"], name=f"top{rank}")
             out[f"top{rank}"] = draw_cell(geno, self.run_dir / "plots" / f"top{rank}.png",
@@ -392,9 +482,15 @@ class CellSearch:
     def _summary(self, records: list[dict[str, Any]], top: list[dict[str, Any]], seconds: float,
                  evaluated: int) -> None:
         ok = [r for r in records if not r["failed"]]
+        cells = self.cfg.cells
         atomic_write_json(self.run_dir / "search_summary.json", {
             "space": self.space.to_dict(),
             "log10_space_size": self.space.log10_size(),
+            "sampler": cells.sampler,
+            "reward": {"latency_weight": cells.latency_weight, "latency_target_ms": cells.latency_target_ms,
+                       "deployment_size": list(deployment_size(self.cfg)) if cells.latency_frames else None},
+            "search_size": list(proxy_size(self.cfg.data.height, self.cfg.data.width, cells.proxy_scale)),
+            "stats": reward_stats(records),
             "candidates": len(records),
             "evaluated_this_run": evaluated,
             "failed": sum(r["failed"] for r in records),
@@ -411,6 +507,20 @@ def run_cell_search(cfg: Config, run_dir: str | Path, static_path: str | Path, *
                     options: SearchOptions | None = None) -> CellSearchResult:
     """``CellSearch(cfg, run_dir, static_path, options).run(resume=resume)``."""
     return CellSearch(cfg, run_dir, static_path, options).run(resume=resume)
+
+
+def compare_runs(run_dirs: dict[str, str | Path], *, key: str = "reward") -> dict[str, dict[str, Any]]:
+    """``summary.equal_n_stats`` (of ``key``: ``reward`` or ``accuracy_reward``) of the ``candidates.jsonl`` of
+    several run directories (name -> directory), e.g. a search and its random baseline; each entry also names its
+    ``run_dir``."""
+    logs = {name: list(read_log(Path(d) / LOG_NAME).values()) for name, d in run_dirs.items()}
+    for name, d in run_dirs.items():
+        if not logs[name]:
+            raise ValueError(f"{name}: no candidates in {Path(d) / LOG_NAME}")
+    out = equal_n_stats(logs, key=key)
+    for name, d in run_dirs.items():
+        out[name]["run_dir"] = str(d)
+    return out
 
 
 def top_genotypes(result: CellSearchResult) -> list[CellGenotype]:

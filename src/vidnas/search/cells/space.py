@@ -7,6 +7,12 @@ A cell of ``L`` layers is ``5 L`` decisions; layer ``l`` (0-based) makes, in thi
     aggregation        over the active aggregation list (``cells.aggregations``, default all of ``AGGREGATIONS``)
 
 The token of each decision is the chosen index; ``CellGenotype.from_tokens`` turns a token list into a cell.
+
+Op presets (``cells.op_preset``; an explicit ``cells.ops`` / ``cells.aggregations`` list overrides its part):
+
+* ``paper``: every registered op and aggregation (the paper's eleven and six, then any registered by the user);
+* ``cpu``: the paper's lists without ``deform3x3`` (about 29x a plain 3x3 conv on the development CPU), dense
+  ``attention`` (O((h w)^2) memory and time; 48 ms at 360x480) and ``conv3d`` (12 ms): ten ops, four aggregations.
 """
 
 from __future__ import annotations
@@ -26,9 +32,16 @@ from vidnas.models.cells import (
     resolve_names,
 )
 
-__all__ = ["DECISION_KINDS", "Decision", "CellSearchSpace"]
+__all__ = ["DECISION_KINDS", "OP_PRESETS", "Decision", "CellSearchSpace"]
 
 DECISION_KINDS: tuple[str, ...] = ("input", "input", "op", "op", "agg")  # per layer, the token order
+
+# name -> (ops, aggregations); None = every registered name
+OP_PRESETS: dict[str, tuple[tuple[str, ...] | None, tuple[str, ...] | None]] = {
+    "paper": (None, None),
+    "cpu": (("conv1x1", "conv3x3", "sep3x3", "sep5x5", "gap", "conv3x3_d3", "conv3x3_d12", "sep3x3_d3", "sep5x5_d6",
+             "skip"), ("sum", "concat", "predictive", "affine")),
+}
 
 
 @dataclass(frozen=True)
@@ -62,9 +75,15 @@ class CellSearchSpace:
 
     @classmethod
     def from_config(cls, cells_cfg: Any) -> CellSearchSpace:
-        """From a ``CellsConfig`` (``num_layers``, ``ops``, ``aggregations``; None = every registered name)."""
-        return cls(int(cells_cfg.num_layers), resolve_names(cells_cfg.ops, CELL_OPS),
-                   resolve_names(cells_cfg.aggregations, AGGREGATIONS))
+        """From a ``CellsConfig``: ``num_layers``, ``op_preset``, and ``ops`` / ``aggregations`` (None = the
+        preset's list)."""
+        preset = getattr(cells_cfg, "op_preset", "paper")
+        if preset not in OP_PRESETS:
+            raise CellError(f"cells.op_preset={preset!r}: valid presets are {', '.join(OP_PRESETS)}")
+        ops, aggs = OP_PRESETS[preset]
+        ops = cells_cfg.ops if cells_cfg.ops is not None else ops
+        aggs = cells_cfg.aggregations if cells_cfg.aggregations is not None else aggs
+        return cls(int(cells_cfg.num_layers), resolve_names(ops, CELL_OPS), resolve_names(aggs, AGGREGATIONS))
 
     @property
     def num_inputs(self) -> int:

@@ -3,7 +3,8 @@
 For each of the best ``cells.top_k`` cells of the search (k = 2 [CELLS]):
 
 1. **Cell only.** A fresh cell is trained on the cached static outputs of the whole train split (meta-train +
-   meta-val) with Adam at ``cells.cell_lr`` (8e-3) for ``final_cell_epochs`` epochs (10 on CamVid) of
+   meta-val; re-cached at the full size when the search ran at a proxy size or its meta split dropped gap windows)
+   with Adam at ``cells.cell_lr`` (8e-3) for ``final_cell_epochs`` epochs (10 on CamVid) of
    ``final_batch_size`` sequences (16).
 2. **End to end.** The static network and the cell are fine-tuned together on the train split's ``seq_len``-frame
    windows (with the data config's augmentation) for ``final_epochs`` epochs (100 on CamVid): static weights by SGD
@@ -40,6 +41,7 @@ from vidnas.engine.loop import mean_loss, run_epoch
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_channels
+from vidnas.search.cells.cache import FeatureCache, cache_windows
 from vidnas.search.cells.evaluate import sequence_loss, train_cell
 from vidnas.search.cells.reward import reward_from_confusion
 from vidnas.search.cells.search import CellSearchResult, search_data_config, top_genotypes
@@ -176,12 +178,19 @@ def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOpti
     """
     opts = options or FinalOptions()
     out_dir = result.run_dir / "top"
-    data_cfg = search_data_config(cfg)
+    data_cfg = search_data_config(cfg, proxy=False)  # the top-k cells train and are scored at the full size
     source = open_source(data_cfg)
     train_ds = ClipDataset(source, data_cfg.train_split, dataclasses.replace(data_cfg, augment=cfg.data.augment),
                            train=True)
     val_ds = ClipDataset(source, data_cfg.val_split, data_cfg, train=False)
-    full_cache = result.train_cache.concat(result.val_cache)
+    split = result.train_cache.split
+    if result.train_cache.info.image_hw != (data_cfg.height, data_cfg.width) or (split is not None and split.dropped):
+        info = dataclasses.replace(result.train_cache.info, image_hw=(data_cfg.height, data_cfg.width))
+        full_cache: FeatureCache = cache_windows(result.static, ClipDataset(source, data_cfg.train_split, data_cfg,
+                                                                            train=False),
+                                                 info, device=cfg.train.device, show_progress=opts.show_progress)
+    else:
+        full_cache = result.train_cache.concat(result.val_cache)
     ignore, k = data_cfg.ignore_index, source.num_classes
     baseline_val = evaluate_windows(result.static, val_ds, k, ignore, device=cfg.train.device) if len(val_ds) else {}
     summaries = []

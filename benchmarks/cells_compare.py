@@ -1,0 +1,54 @@
+"""Compare cell-search runs at equal N: a search and its random baseline (issue 13), or two reward settings.
+
+    python benchmarks/cells_compare.py search=runs/cells random=runs/cells_random
+    python benchmarks/cells_compare.py w0=runs/cells_w0 random=runs/cells_random --key accuracy_reward
+
+Each NAME=RUN_DIR names a `vidnas search cells` run directory (`--random` for the baseline). Every run is cut to the
+smallest number of candidates among them. Printed per run: N, mean reward, the first and last third (mean +- standard
+error: a search that learns has its last third above its first; a random baseline's thirds agree), best of N,
+mean accuracy reward, mean measured latency, mean FPS ratio to the static network and the share of candidates faster
+than it. `--key accuracy_reward` compares the accuracy reward alone, e.g. a latency-weight-0 search against a random
+baseline run with a latency weight (the random sampler draws the same cells whatever the weight).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidnas.search.cells import compare_runs, format_comparison
+from vidnas.utils import atomic_write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", metavar="NAME=RUN_DIR", help="cell-search run directories to compare")
+    ap.add_argument("--key", choices=("reward", "accuracy_reward"), default="reward",
+                    help="which reward the statistics are about (default: the one the controller learned from)")
+    ap.add_argument("--json", type=Path, help="also write the statistics as JSON")
+    args = ap.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"{item!r}: expected NAME=RUN_DIR")
+        if not (Path(path) / "candidates.jsonl").is_file():
+            ap.error(f"{item!r}: no candidates.jsonl in {path}")
+        runs[name] = path
+    try:
+        stats = compare_runs(runs, key=args.key)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"statistics of the {args.key} over the first {next(iter(stats.values()))['candidates_compared']} "
+          "candidates of each run")
+    print(format_comparison(stats))
+    if args.json is not None:
+        atomic_write_json(args.json, stats)
+        print(f"written: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
