@@ -86,7 +86,7 @@ PYEOF
 done
 
 step "3a. tiny ST-NAS search on $DEVICE" "${VIDNAS[@]}" search stnas "${TINY[@]}" --amp bf16 --out "$OUT/stnas" --overwrite
-step "3b. 3-candidate cell search on $DEVICE" "${VIDNAS[@]}" search cells --threads 1 -q --device "$DEVICE" \
+step "3b. 3-candidate cell search on $DEVICE (bf16)" "${VIDNAS[@]}" search cells --threads 1 -q --device "$DEVICE" --amp bf16 \
     --set data.height=64 --set data.width=96 --set data.synthetic_videos=3 --set data.synthetic_frames=8 \
     --set model.encoder=mobilenetv2_test --set train.batch_size=4 --set cells.num_layers=2 --set cells.cell_epochs=2 \
     --set cells.cell_batch_size=8 --candidates 3 --workers 0 --top-k 1 --static-epochs 1 --max-steps 3 \

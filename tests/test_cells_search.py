@@ -407,3 +407,35 @@ def test_cli_help_documents_the_issue_13_options() -> None:
                    "--random", "--op-preset"):
         assert option in text, option
     assert "paper's reward" in text and "frozen uniform controller" in text and "deform3x3" in text
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cell_training_under_amp_keeps_float32_weights_and_finite_losses(static_ckpt: Path, amp: str) -> None:
+    """``train.amp`` reaches the cell training (candidates and the top-k phases): autocast forward, float32 weights,
+    loss scaling for fp16; the result differs from float32 (autocast did run) but stays close."""
+    from vidnas.data import ClipDataset, open_source
+    from vidnas.models.cells import Cell, DynamicCellModel, cell_in_channels
+    from vidnas.search.cells.evaluate import train_cell
+    from vidnas.search.cells.topk import finetune
+
+    cfg = tiny_cfg()
+    static = load_model(static_ckpt, kinds=("arch2",)).model
+    data_cfg = search_data_config(cfg)
+    ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
+    train_cache, val_cache = build_caches(static, ds, CacheInfo(4, 255, 3, tuple(cell_in_channels(static)), (32, 48)),
+                                          val_fraction=0.1, seed=0, kind="memory")
+    geno = CellGenotype.from_tokens([0, 1, 0, 1, 0] * 2, ops=("conv1x1", "sep3x3"), aggregations=("sum",))
+    runs = {}
+    for mode in ("none", amp):
+        torch.manual_seed(0)
+        cell = Cell(geno, in_channels=cell_in_channels(static), num_classes=4)
+        runs[mode] = train_cell(cell, train_cache, val_cache, epochs=2, lr=1e-2, batch_size=4, seed=0, amp=mode)
+        assert all(p.dtype == torch.float32 for p in cell.parameters())
+        assert all(torch.isfinite(torch.tensor(loss)) for loss in runs[mode]["losses"])
+    assert runs[amp]["losses"] != runs["none"]["losses"]  # autocast changed the arithmetic
+    assert runs[amp]["losses"][0] == pytest.approx(runs["none"]["losses"][0], rel=0.1)
+    model = DynamicCellModel(static, cell, window=3)
+    history = finetune(model, ClipDataset(open_source(data_cfg), "train", data_cfg, train=True), epochs=1,
+                       cell_lr=1e-3, batch_size=2, ignore_index=255, max_steps_per_epoch=2, amp=amp)
+    assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]))
+    assert all(p.dtype == torch.float32 for p in model.parameters())

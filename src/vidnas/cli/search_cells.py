@@ -106,6 +106,9 @@ def cells_cmd(
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
+    amp: Annotated[Opt[str], typer.Option("--amp", help="Mixed precision of the cell training (candidates, top-k "
+                                                        "phases): none | bf16 | fp16 (train.amp). Use it on GPUs; "
+                                                        "scoring and the cost measurement stay float32.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Search a dynamic cell with an LSTM controller trained by PPO, then train the top-k cells end to end.
@@ -143,7 +146,7 @@ def cells_cmd(
         "cells.sampler": "random" if random else None, "cells.latency_weight": latency_weight,
         "cells.latency_target_ms": latency_target, "cells.latency_size": _size(latency_size),
         "cells.proxy_scale": proxy_scale, "cells.cell_epochs": cell_epochs, "cells.op_preset": op_preset,
-    }) + device_overrides(device))
+    }) + device_overrides(device, amp))
     if static is not None and not resume:
         try:  # the static network's own model config wins: the saved cell models must load with it
             cfg, note = adopt_static_model(cfg, static)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models.cells import Cell, CellGenotype
 from vidnas.models.layers import resize_to
+from vidnas.precision import autocast, grad_scaler
 from vidnas.search.cells.cache import FeatureCache
 from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.reward import latency_reward, reward_from_confusion
@@ -108,6 +109,7 @@ class CandidateJob:
         device: where the cell trains (``train.device``; the cache stays on the CPU).
         latency_weight: w of the latency-aware reward (``cells.latency_weight``; 0 = accuracy only).
         latency_target_ms: T; None = the static network's frame, measured beside the cell.
+        amp: mixed precision of the cell's training (``train.amp``: none | bf16 | fp16); scoring stays float32.
     """
 
     cid: int
@@ -127,6 +129,7 @@ class CandidateJob:
     device: str = "cpu"
     latency_weight: float = 0.0
     latency_target_ms: float | None = None
+    amp: str = "none"
 
     def genotype(self) -> CellGenotype:
         return CellGenotype.from_tokens(list(self.tokens), ops=self.ops, aggregations=self.aggregations,
@@ -215,7 +218,7 @@ def score_cell(cell: Cell, cache: FeatureCache, *, batch_size: int = 16) -> tupl
 def train_cell(cell: Cell, train_cache: FeatureCache, val_cache: FeatureCache | None, *, epochs: int, lr: float,
                batch_size: int, seed: int = 0, early_stop: EarlyStopRule | None = None,
                max_steps_per_epoch: int | None = None, params: list[dict[str, Any]] | None = None,
-               ) -> dict[str, Any]:
+               amp: str = "none") -> dict[str, Any]:
     """Train a cell on cached outputs with Adam; score it on ``val_cache`` at the end (and halfway for early stop).
 
     Args:
@@ -229,6 +232,8 @@ def train_cell(cell: Cell, train_cache: FeatureCache, val_cache: FeatureCache | 
         early_stop: halfway rule, None = never stop.
         max_steps_per_epoch: cap on steps per epoch.
         params: optimiser parameter groups (default: all of the cell at ``lr``).
+        amp: mixed precision of the forward pass and loss (``vidnas.precision``: none | bf16 | fp16, fp16 with loss
+            scaling); the weights and Adam's state stay float32.
 
     Returns:
         ``{"reward", "metrics", "half_reward", "early_stopped", "epochs_run", "losses"}``.
@@ -237,6 +242,8 @@ def train_cell(cell: Cell, train_cache: FeatureCache, val_cache: FeatureCache | 
         raise ValueError(f"cells.cell_epochs must be >= 1, got {epochs}")
     gen = torch.Generator().manual_seed(int(seed))
     opt = torch.optim.Adam(params if params is not None else cell.parameters(), lr=lr)
+    device = next(cell.parameters()).device
+    scaler = grad_scaler(device, amp)
     ignore = train_cache.info.ignore_index
     half = epochs // 2 if epochs >= 2 else None
     out: dict[str, Any] = {"reward": None, "metrics": {}, "half_reward": None, "early_stopped": False,
@@ -248,10 +255,13 @@ def train_cell(cell: Cell, train_cache: FeatureCache, val_cache: FeatureCache | 
             if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
                 break
             batch = _to(batch, cell)
-            loss = sequence_loss(_forward(cell, batch), batch["masks"], ignore)
+            with autocast(device, amp):
+                preds = _forward(cell, batch)
+            loss = sequence_loss([p.float() for p in preds], batch["masks"], ignore)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             losses.append(loss.item())
         out["losses"].append(sum(losses) / max(len(losses), 1))
         out["epochs_run"] = epoch + 1
@@ -292,7 +302,8 @@ def run_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: Featu
         torch.manual_seed(job.seed)
         cell = Cell(geno, in_channels=job.in_channels, num_classes=job.num_classes).to(job.device)
         res = train_cell(cell, train_cache, val_cache, epochs=job.epochs, lr=job.lr, batch_size=job.batch_size,
-                         seed=job.seed, early_stop=job.early_stop, max_steps_per_epoch=job.max_steps_per_epoch)
+                         seed=job.seed, early_stop=job.early_stop, max_steps_per_epoch=job.max_steps_per_epoch,
+                         amp=job.amp)
         cost = meter.measure(cell) if meter is not None else {}
         if job.latency_target_ms is None:  # target: the static network's frame, timed round by round beside it
             reward = latency_reward(res["reward"], cost.get("latency_ratio"), 1.0, job.latency_weight)

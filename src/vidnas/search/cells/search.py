@@ -406,7 +406,8 @@ class CellSearch:
                         lr=cfg.cells.cell_lr, batch_size=cfg.cells.cell_batch_size,
                         seed=seed * 1_000_003 + cid, early_stop=rule, max_steps_per_epoch=opts.max_steps_per_epoch,
                         inject_failure=opts.inject_failure, device=cfg.train.device,
-                        latency_weight=cfg.cells.latency_weight, latency_target_ms=cfg.cells.latency_target_ms))
+                        latency_weight=cfg.cells.latency_weight, latency_target_ms=cfg.cells.latency_target_ms,
+                        amp=cfg.train.amp))
                 bar.update(n - len(jobs))
                 if jobs and executor is None:
                     executor = make_executor(cfg.cells.executor, train_cache, val_cache, workers=cfg.cells.workers,

@@ -41,6 +41,7 @@ from vidnas.engine.loop import mean_loss, run_epoch
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_channels
+from vidnas.precision import autocast, grad_scaler
 from vidnas.search.cells.cache import FeatureCache, cache_windows
 from vidnas.search.cells.evaluate import sequence_loss, train_cell
 from vidnas.search.cells.reward import reward_from_confusion
@@ -102,25 +103,31 @@ def evaluate_windows(model: torch.nn.Module, dataset: Any, num_classes: int, ign
 
 def finetune(model: DynamicCellModel, dataset: Any, *, epochs: int, cell_lr: float, batch_size: int,
              ignore_index: int, seed: int = 0, max_steps_per_epoch: int | None = None, device: str = "cpu",
-             show_progress: bool = False) -> list[float]:
+             show_progress: bool = False, amp: str = "none") -> list[float]:
     """End-to-end fine-tuning (optimisers and loss in the module docstring); returns the mean loss per epoch.
+
+    ``amp`` (none | bf16 | fp16) runs the forward pass under autocast (fp16 with loss scaling, one scaler for both
+    optimisers); the weights stay float32.
 
     Runs in the engine's epoch loop (``vidnas.engine.loop.run_epoch``); the shuffle of epoch e is seeded by
     ``seed * 1000 + e``.
     """
     opt_static = torch.optim.SGD(model.static_parameters(), lr=STATIC_LR, momentum=0.9)
     opt_cell = torch.optim.Adam(model.cell_parameters(), lr=cell_lr)
+    scaler = grad_scaler(device, amp)
 
     def step(i: int, batch: dict[str, Any]) -> dict[str, float]:
-        logits = model(batch["frames"].to(device))  # (B, T, K, H, W)
+        with autocast(device, amp):
+            logits = model(batch["frames"].to(device))  # (B, T, K, H, W)
         masks = batch["masks"].to(device)  # (B, T, H, W)
-        preds = [logits[:, t] for t in range(1, logits.shape[1])]  # frames after the first
+        preds = [logits[:, t].float() for t in range(1, logits.shape[1])]  # frames after the first
         loss = sequence_loss(preds, masks[:, 1:], ignore_index)
         opt_static.zero_grad(set_to_none=True)
         opt_cell.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_static.step()
-        opt_cell.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt_static)
+        scaler.step(opt_cell)
+        scaler.update()
         return {"loss": loss.item()}
 
     history = []
@@ -200,16 +207,16 @@ def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOpti
         logger.info("top cell %d/%d (candidate %s, search reward %.4f):\n%s", rank + 1, len(result.top),
                     geno.extra["candidate"], geno.extra["search_reward"], geno.describe())
         torch.manual_seed(cfg.train.seed + rank)
-        cell = Cell(geno, in_channels=cell_in_channels(result.static), num_classes=k)
+        cell = Cell(geno, in_channels=cell_in_channels(result.static), num_classes=k).to(cfg.train.device)
         phase1 = train_cell(cell, full_cache, None, epochs=opts.cell_epochs, lr=cfg.cells.cell_lr,
                             batch_size=opts.batch_size, seed=cfg.train.seed + rank,
-                            max_steps_per_epoch=opts.max_steps_per_epoch)
+                            max_steps_per_epoch=opts.max_steps_per_epoch, amp=cfg.train.amp)
         static = copy.deepcopy(result.static)
         model = DynamicCellModel(static, cell, window=cfg.cells.seq_len).to(cfg.train.device)
         history = finetune(model, train_ds, epochs=opts.epochs, cell_lr=cfg.cells.cell_lr / 2,
                            batch_size=opts.batch_size, ignore_index=ignore, seed=cfg.train.seed + rank,
                            max_steps_per_epoch=opts.max_steps_per_epoch, device=cfg.train.device,
-                           show_progress=opts.show_progress) if opts.epochs > 0 else []
+                           show_progress=opts.show_progress, amp=cfg.train.amp) if opts.epochs > 0 else []
         val = evaluate_windows(model, val_ds, k, ignore, device=cfg.train.device) if len(val_ds) else {}
         runtime = measure_runtime(result.static, model, (data_cfg.height, data_cfg.width), seq_len=cfg.cells.seq_len,
                                   repeats=opts.runtime_repeats) if opts.runtime_repeats > 0 else {}
