@@ -69,6 +69,7 @@ class OrtStreamer:
     """
 
     runtime = "onnxruntime"
+    protocol = "window"
 
     def __init__(
         self,
