@@ -165,3 +165,55 @@ def test_unsupported_decoder_module_is_named() -> None:
         compile_decoder(nn.Sequential(Mixer()))
     with pytest.raises(IncrementalError, match="mixes time steps"):
         compile_decoder(nn.Sequential(nn.Conv3d(4, 4, (3, 1, 1))))
+
+
+# ------------------------------------------------------------------------------------ onnxruntime: the step graphs
+
+
+@pytest.mark.parametrize("window", [3, 11])
+@pytest.mark.parametrize("decoder", ["sptcn", "full_channels", "tcnnas_every_op"])
+def test_onnx_step_graphs_equal_pytorch_over_60_frames(decoder: str, window: int, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidnas.export import export_onnx, export_step_graphs, step_parity_check
+
+    model = tiny(window, **DECODERS[decoder])
+    export_onnx(model, tmp_path, img_size=(H, W))
+    section = export_step_graphs(model, tmp_path)
+    assert section["receptive_field"] == model.decoder.temporal_receptive_field() > window
+    assert step_parity_check(model, tmp_path, frames=FRAMES) <= 1e-4
+
+
+def test_step_graphs_run_from_export_json_alone(tmp_path) -> None:
+    """What a C++ (or any) runtime does: only export.json's names and shapes, raw onnxruntime sessions."""
+    ort = pytest.importorskip("onnxruntime")
+    import json
+
+    import numpy as np
+
+    from vidnas.export import export_onnx, export_step_graphs
+
+    model = tiny(11, **DECODERS["tcnnas_every_op_fc"])
+    export_onnx(model, tmp_path, img_size=(H, W))
+    export_step_graphs(model, tmp_path)
+    meta = json.loads((tmp_path / "export.json").read_text())
+    inc = meta["incremental"]
+    enc = ort.InferenceSession(str(tmp_path / meta["encoder"]))
+    init = ort.InferenceSession(str(tmp_path / inc["init"]))
+    step = ort.InferenceSession(str(tmp_path / inc["step"]))
+    assert [i.name for i in step.get_inputs()] == ["feature", *[s["input"] for s in inc["states"]]]
+    assert [o.name for o in step.get_outputs()] == ["logits", *[s["output"] for s in inc["states"]]]
+    for s, i in zip(inc["states"], step.get_inputs()[1:], strict=True):
+        assert list(i.shape) == s["shape"]  # static shapes: preallocate once
+    frames = torch.randn(1, 15, 3, H, W, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref, _ = stream(model, frames, incremental=False)  # the window decode
+    state: dict[str, np.ndarray] = {}
+    for t in range(frames.shape[1]):
+        feature = enc.run(None, {"frame": frames[:, t].numpy()})[0]
+        if t == 0:
+            logits, *new = init.run(None, {"feature": feature})
+        else:
+            logits, *new = step.run(None, {"feature": feature, **state})
+        state = {s["input"]: v for s, v in zip(inc["states"], new, strict=True)}
+        np.testing.assert_allclose(logits, ref[t].numpy(), atol=1e-4, rtol=0)
+    assert sum(v.nbytes for v in state.values()) == inc["state_bytes"]

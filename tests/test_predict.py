@@ -211,3 +211,20 @@ def test_memory_does_not_grow_with_video_length(checkpoint, tmp_path, runtime):
     # run-to-run jitter of the peak is ~20 KB here; holding anything per frame adds >= 60 x 12 KB (masks)
     assert p_long - p_short < 2 * frame_bytes, (p_short, p_long)
     assert p_short < 40 * frame_bytes  # and the working set itself is a handful of frames, not the video
+
+
+def test_predict_onnxruntime_causal_uses_the_step_graphs(checkpoint, davis_mp4, tmp_path):
+    cli = CliRunner()
+    res = cli.invoke(app, ["predict", str(davis_mp4), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "inc"),
+                           "--runtime", "onnxruntime", "--no-overlay", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "one decoder step per frame" in res.output
+    assert (tmp_path / "inc" / "onnx" / "decoder_step.onnx").is_file()
+    summary = json.loads((tmp_path / "inc" / "summary.json").read_text())
+    assert summary["runtime"] == "onnxruntime" and summary["protocol"] == "incremental"
+    res = cli.invoke(app, ["predict", str(davis_mp4), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "win"),
+                           "--window-decode", "--no-overlay", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "win" / "summary.json").read_text())["protocol"] == "window"
+    inc, win = check_masks(tmp_path / "inc", N_FRAMES, VIDEO_HW), check_masks(tmp_path / "win", N_FRAMES, VIDEO_HW)
+    assert np.mean([np.mean(a == b) for a, b in zip(inc, win, strict=True)]) > 0.999

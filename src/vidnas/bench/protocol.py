@@ -528,7 +528,8 @@ def protocol_rows(
         amp: inference precision of the PyTorch models (recorded in every row's ``amp``).
         incremental: also time the incremental protocol, interleaved with the paper one: True = every PyTorch model
             that streams incrementally (``model.stream(incremental=True)``); a mapping name -> candidate gives the
-            incremental candidate of a row explicitly (e.g. an onnxruntime step-graph streamer).
+            incremental candidate of a row explicitly (e.g. an onnxruntime step-graph streamer; True: the row's own
+            PyTorch model when it streams incrementally; None: none).
         ceiling: time an ``n x n`` float32 matmul in the same rounds (``MatmulCeiling``) and add the roofline columns.
     """
     sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
@@ -537,8 +538,16 @@ def protocol_rows(
     costed = {n: m if isinstance(m, nn.Module) else (cost_models or {}).get(n) for n, m in models.items()}
     # the incremental candidates: name -> (candidate, stream options)
     inc: dict[str, Any] = {}
-    if isinstance(incremental, Mapping):
-        inc = {n: c for n, c in incremental.items() if n in models and c is not None}
+    if isinstance(incremental, Mapping):  # name -> candidate, or True: the model itself when it streams incrementally
+        for n, c in incremental.items():
+            if n not in models or c is None or c is False:
+                continue
+            if c is True:
+                m = models[n]
+                if isinstance(m, nn.Module) and _streams_incrementally(m, options[n]):
+                    inc[n] = m
+            else:
+                inc[n] = c
     elif incremental:
         inc = {n: m for n, m in models.items()
                if isinstance(m, nn.Module) and _streams_incrementally(m, options[n])}

@@ -80,21 +80,34 @@ def bench_cmd(
         "first, i.e. steady state = encoder + cell).")] = None,
     overwrite: OverwriteOpt = False,
     amp: AmpOpt = "none",
+    incremental: Annotated[bool, typer.Option(
+        "--incremental/--paper-only", help="Also time the incremental protocol (one decoder step per frame; inc_* "
+        "columns), interleaved with the paper's window decode.")] = True,
+    ceiling: Annotated[int, typer.Option(
+        "--ceiling", help="Roofline: size N of the NxN float32 matmul timed in the same rounds (0: no roofline).")
+    ] = 2048,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
 
-    Every frame costs one encoder pass plus one decode of the full window (the model streams with a ring buffer of
-    encoder features). All models are timed interleaved in one run, so their ratios are stable on a noisy machine.
-    Any checkpoint kind benchmarks: window models, ST-NAS-derived models, arch2, dynamic-cell models.
+    Paper protocol: every frame costs one encoder pass plus one decode of the full window (the model streams with a
+    ring buffer of encoder features). Incremental protocol (inc_* columns, on by default): one encoder pass plus one
+    decoder time step, the same logits, for causal window models. All models and both protocols are timed
+    interleaved in one run, so their ratios are stable on a noisy machine; a matmul ceiling timed in the same rounds
+    gives each model's share of the machine's GFLOP/s (roofline). Any checkpoint kind benchmarks: window models,
+    ST-NAS-derived models, arch2, dynamic-cell models.
     """
     from vidnas.bench import BenchRow, device_line, device_signature, format_table, protocol_note, write_rows_json
     from vidnas.experiments.benchmark import (
         BENCH_COLUMNS,
+        BOTH_COLUMNS,
+        ROOFLINE_COLUMNS,
         RUNTIMES,
+        add_ratio_columns,
         build_sources,
         onnxruntime_available,
         parse_sources,
+        roofline_line,
         run_benchmark,
     )
 
@@ -112,6 +125,8 @@ def bench_cmd(
         raise fail("give --height and --width together")
     if window is not None and window < 1:
         raise fail(f"--window must be >= 1, got {window}")
+    if ceiling < 0:
+        raise fail(f"--ceiling must be >= 0 (0: no roofline), got {ceiling}")
     if not (checkpoint or arch or row or config or set_):
         raise fail("no model to benchmark: give --checkpoint, --arch, --row (e.g. --row all), or --config / --set "
                    "(the config's model)")
@@ -132,18 +147,30 @@ def bench_cmd(
     row_names = [n for m in models for n in ((m.name, f"{m.name}@ort") if runtime == "both" else (m.name,))]
     if ref is not None and ref not in row_names:
         raise fail(f"--ref {ref!r} names no row; rows: {', '.join(row_names)}")
-    runs = 2 if runtime == "both" else 1
+    runs = (2 if runtime == "both" else 1) * (2 if incremental else 1)
     bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
     try:
         rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
-                                             threads=threads, progress=bar.update, amp=amp)
+                                             threads=threads, progress=bar.update, amp=amp, incremental=incremental,
+                                             ceiling=ceiling or None)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:
         bar.close()
-    typer.echo(format_table(rows, BENCH_COLUMNS, ref=ref))
+    columns = list(BOTH_COLUMNS if incremental else BENCH_COLUMNS)
+    if ref is not None:
+        add_ratio_columns(rows, ref)
+        columns += ["fps_ratio", "inc_fps_ratio"] if incremental else ["fps_ratio"]
+    typer.echo(format_table(rows, columns))
+    if ceiling:
+        typer.echo("")
+        typer.echo(format_table(rows, ROOFLINE_COLUMNS if incremental else ROOFLINE_COLUMNS[:4]))
+        typer.echo(roofline_line(rows) or "roofline: no FLOP counts (--no-flops)")
     typer.echo(device_line())
-    typer.echo(protocol_note(frames, warmup))
+    typer.echo(protocol_note(frames, warmup, incremental=incremental))
+    if ref is not None:
+        typer.echo(f"fps_ratio = FPS / paper-protocol FPS of {ref}; inc_fps_ratio = incremental FPS / the same "
+                   "paper-protocol FPS" if incremental else f"fps_ratio = FPS / FPS of {ref}")
     if json_out is not None:
         dev = {**device_signature(), "torch_device": device}
         for r in rows:

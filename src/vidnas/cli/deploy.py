@@ -44,17 +44,22 @@ def export_cmd(
                                                "onnxruntime for the parity check (0 skips it).")] = 8,
     tol: Annotated[float, typer.Option("--tol", help="Largest accepted |PyTorch - onnxruntime| logit "
                                        "difference; exit 1 above it.")] = 1e-4,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental/--no-incremental", help="Also write decoder_init.onnx + decoder_step.onnx (one decoder step "
+        "per frame, state as explicit inputs/outputs; causal models).")] = True,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX as a streaming encoder/decoder pair and check it against PyTorch.
 
-    --out must be new, empty, or an earlier export (replaced); any other directory needs --overwrite.
+    A causal model also gets the incremental decoder (decoder_init.onnx, decoder_step.onnx: one decoder time step
+    per frame, the same logits), checked over its own stream. --out must be new, empty, or an earlier export
+    (replaced); any other directory needs --overwrite.
     """
     import vidnas.export
-    from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx
-    from vidnas.models import load_model
+    from vidnas.export import DEFAULT_OPSET, DeployError, export_onnx, export_step_graphs
+    from vidnas.models import incremental_support, load_model
 
     setup_logging()
     set_threads(threads)
@@ -70,26 +75,44 @@ def export_cmd(
         paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
                             class_names=loaded.class_names, palette=loaded.palette,
                             extra={"checkpoint": str(checkpoint), "palette_source": loaded.palette_source})
+        why_not = incremental_support(loaded.model)
+        step = None
+        if incremental and why_not is None:
+            step = export_step_graphs(loaded.model, out, opset=opset or DEFAULT_OPSET)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     model = loaded.model
     mode = "causal" if model.causal else "centred"
     typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
                f"{model.num_classes} classes, opset {opset or DEFAULT_OPSET}")
-    for p in (paths.encoder, paths.decoder):
+    files = [paths.encoder, paths.decoder]
+    if step is not None:
+        files += [paths.out_dir / step["init"], paths.out_dir / step["step"]]
+    for p in files:
         typer.echo(f"wrote {p} ({_fmt_size(p)})")
     typer.echo(f"wrote {paths.meta}")
+    if step is not None:
+        typer.echo(f"incremental decoder: {len(step['states'])} state tensors, {step['state_bytes'] / 1e6:.2f} MB; "
+                   f"receptive field {step['receptive_field']} frames, window {model.window}")
+    elif incremental:
+        typer.echo(f"no incremental decoder: {why_not}")
     if parity_frames <= 0:
         typer.echo("parity check skipped")
         return
-    try:
-        diff = vidnas.export.parity_check(model, paths.out_dir, frames=parity_frames)
-    except DeployError as e:
-        raise fail(f"parity check failed: {e}", code=1) from e
-    ok = diff <= tol
-    typer.echo(f"parity over {parity_frames} streamed frames: max |torch - onnxruntime| logit difference "
-               f"{diff:.3g} ({'OK' if ok else 'FAILED'}, tolerance {tol:g})")
-    if not ok:
+    checks = [("window decode", vidnas.export.parity_check)]
+    if step is not None:
+        checks.append(("incremental decode", vidnas.export.step_parity_check))
+    failed = False
+    for what, check in checks:
+        try:
+            diff = check(model, paths.out_dir, frames=parity_frames)
+        except DeployError as e:
+            raise fail(f"parity check failed: {e}", code=1) from e
+        ok = diff <= tol
+        failed |= not ok
+        typer.echo(f"parity ({what}) over {parity_frames} streamed frames: max |torch - onnxruntime| logit "
+                   f"difference {diff:.3g} ({'OK' if ok else 'FAILED'}, tolerance {tol:g})")
+    if failed:
         raise typer.Exit(1)
 
 
@@ -113,6 +136,9 @@ def predict_cmd(
         "the first frame).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
                                                             "runtimes' own).")] = None,
+    incremental: Annotated[bool | None, typer.Option(
+        "--incremental/--window-decode", help="Decode one time step per frame (default for causal window models; "
+        "onnxruntime: decoder_step.onnx) or the whole window per frame (the paper's protocol). Same masks.")] = None,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     amp: AmpOpt = "none",
@@ -152,13 +178,16 @@ def predict_cmd(
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
-                             intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp)
+                             intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp,
+                             incremental=incremental)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
+    decode = {"incremental": "one decoder step per frame", "window": "window decode per frame",
+              "frame": "frame model"}.get(getattr(runner, "protocol", "window"), "")
     typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
-               f"{'causal' if runner.causal else 'centred'}, runtime {runtime}")
+               f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode})")
     bar = tqdm(total=total, unit="frame", desc="predict", disable=quiet, dynamic_ncols=True)
 
     def progress(done: int, model_fps: float) -> None:

@@ -28,6 +28,8 @@ from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_
 __all__ = [
     "RUNTIMES",
     "BENCH_COLUMNS",
+    "BOTH_COLUMNS",
+    "ROOFLINE_COLUMNS",
     "DEFAULT_CLASSES",
     "ModelSource",
     "BenchModel",
@@ -36,10 +38,17 @@ __all__ = [
     "build_sources",
     "onnxruntime_available",
     "run_benchmark",
+    "add_ratio_columns",
+    "roofline_line",
 ]
 
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
 BENCH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "encoder_ms", "decoder_ms", "latency_ms", "fps")
+# both protocols side by side: the paper's (window decode) and the incremental one (inc_*, one decoder step)
+BOTH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "inc_gflops", "encoder_ms", "decoder_ms",
+                                 "inc_decoder_ms", "latency_ms", "inc_latency_ms", "fps", "inc_fps", "inc_speedup")
+ROOFLINE_COLUMNS: tuple[str, ...] = ("name", "gflops", "gflop_s", "roofline", "inc_gflops", "inc_gflop_s",
+                                     "inc_roofline")
 DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
 
 
@@ -212,11 +221,16 @@ def run_benchmark(
     threads: int | None = None,
     progress: Callable[[], Any] | None = None,
     amp: str = "none",
+    incremental: bool = True,
+    ceiling: int | None = None,
 ) -> list[BenchRow]:
     """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
 
     With onnxruntime each model is exported to a temporary directory first; with ``both`` its ``NAME@ort`` row sits
-    beside its PyTorch row in the same interleaved run. Row extras: ``runtime`` plus what ``protocol_rows`` adds.
+    beside its PyTorch row in the same interleaved run. With ``incremental`` every row also gets the incremental
+    protocol's ``inc_*`` columns, measured in the same rounds (PyTorch: ``model.stream(incremental=True)``;
+    onnxruntime: the ``decoder_step.onnx`` graph). ``ceiling``: the roofline's matmul size (``protocol_rows``).
+    Row extras: ``runtime`` plus what ``protocol_rows`` adds.
 
     Raises:
         ValueError: unknown runtime, or a model onnxruntime cannot take (the message names it).
@@ -228,19 +242,56 @@ def run_benchmark(
     extras: dict[str, dict[str, Any]] = {}
     options: dict[str, dict[str, Any]] = {}
     cost_models: dict[str, nn.Module] = {}
+    inc: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
-        streamers = {}
+        streamers: dict[str, Any] = {}
+        steps: dict[str, Any] = {}
         if runtime != "torch":
-            streamers = ort_streamers(models, Path(tmp), threads or torch.get_num_threads())
+            streamers, steps = ort_streamers(models, Path(tmp), threads or torch.get_num_threads(),
+                                             incremental=incremental)
         for bm in models:
             # both runtimes of one model side by side, so their ratio is measured under the same machine load
             if runtime in ("torch", "both"):
                 candidates[bm.name], sizes[bm.name] = bm.model, bm.size
                 extras[bm.name], options[bm.name] = {**bm.extra, "runtime": "torch"}, bm.stream_options
+                inc[bm.name] = incremental
             if runtime in ("onnxruntime", "both"):
                 ort_name = f"{bm.name}@ort" if runtime == "both" else bm.name
                 candidates[ort_name], sizes[ort_name] = streamers[bm.name], bm.size
                 extras[ort_name] = {**bm.extra, "runtime": "onnxruntime"}
                 cost_models[ort_name] = bm.model
+                inc[ort_name] = steps.get(bm.name)
         return protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
-                             cost_models=cost_models, progress=progress, stream_options=options, amp=amp)
+                             cost_models=cost_models, progress=progress, stream_options=options, amp=amp,
+                             incremental=inc if incremental else False, ceiling=ceiling)
+
+
+def add_ratio_columns(rows: Sequence[BenchRow], ref: str) -> list[BenchRow]:
+    """Add ``fps_ratio`` (FPS / the paper-protocol FPS of row ``ref``) and ``inc_fps_ratio`` (incremental FPS / the
+    same paper-protocol FPS) to every row (in place; None where a value is missing).
+
+    Raises:
+        ValueError: ``ref`` names no row.
+    """
+    by_name = {r.name: r for r in rows}
+    if ref not in by_name:
+        raise ValueError(f"reference row {ref!r} not found; rows: {', '.join(by_name)}")
+    base = by_name[ref].fps
+    for r in rows:
+        inc_fps = r.extra.get("inc_fps")
+        r.extra["fps_ratio"] = None if not base or r.fps is None else r.fps / base
+        r.extra["inc_fps_ratio"] = None if not base or inc_fps is None else inc_fps / base
+        r.extra["ratio_ref"] = ref
+    return list(rows)
+
+
+def roofline_line(rows: Sequence[BenchRow]) -> str | None:
+    """One line naming the roofline's ceiling (None when the rows have none)."""
+    rate = next((r.extra.get("ceiling_gflop_s") for r in rows if r.extra.get("ceiling_gflop_s")), None)
+    if rate is None:
+        return None
+    size = next(r.extra.get("ceiling_size") for r in rows if r.extra.get("ceiling_gflop_s"))
+    threads = rows[0].extra.get("torch_threads")
+    return (f"roofline: ceiling = {size}x{size} float32 matmul, {rate:.1f} GFLOP/s with {threads} torch thread(s), "
+            f"timed in the same interleaved rounds as the models; gflop_s = GFLOPs per frame / latency, roofline = "
+            f"gflop_s / ceiling (GFLOPs count convolutions, matmuls and attention only)")

@@ -286,6 +286,7 @@ def predict_video(
         "model_size": list(model_hw),
         "input_fps": reader.fps,
         "runtime": runner.runtime,
+        "protocol": getattr(runner, "protocol", "window"),
         "providers": list(getattr(runner, "providers", [])) or None,
         "window": int(runner.window),
         "temporal": "causal" if runner.causal else "centred",
