@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -155,6 +156,84 @@ def test_crash_midway_leaves_only_complete_outputs(checkpoint, davis_mp4, tmp_pa
     check_masks(out, 5, VIDEO_HW)  # every mask written is a complete PNG
     assert not (out / "summary.json").exists() and not (out / "overlay.mp4").exists()
     assert not list(out.glob(".*")) and not list((out / "masks").glob(".*"))  # no partial files left
+
+
+def _pipeline_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("vidnas-predict")]
+
+
+def test_unreadable_frame_midway_keeps_the_masks_of_every_frame_before_it(checkpoint, davis_frames, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(davis_frames[:9]):
+        Image.fromarray(f).save(folder / f"frame{i}.png")
+    (folder / "frame5.png").write_bytes(np.random.default_rng(0).bytes(3000))  # unreadable, in the middle
+    out = tmp_path / "out"
+    with pytest.raises(VideoError, match="frame5.png"):
+        predict_video(folder, out, TorchRunner(load_model(checkpoint)))
+    check_masks(out, 5, VIDEO_HW)  # the reader thread failed after 5 frames: all 5 went through and were written
+    assert not (out / "summary.json").exists() and not (out / "overlay.mp4").exists()
+    assert not list(out.glob(".*")) and _pipeline_threads() == []
+
+
+def test_writer_failure_stops_the_pipeline(checkpoint, davis_mp4, tmp_path):
+    class BadLogits(TorchRunner):  # frame 4's logits lose their class axis: the writer's argmax fails
+        def push(self, frame):
+            self.n = getattr(self, "n", 0) + 1
+            out = super().push(frame)
+            return out[:, 0] if self.n == 4 else out
+
+    with pytest.raises(IndexError):  # raised in the writer thread, re-raised here
+        predict_video(davis_mp4, tmp_path / "out", BadLogits(load_model(checkpoint)))
+    check_masks(tmp_path / "out", 3, VIDEO_HW)
+    assert not (tmp_path / "out" / "summary.json").exists() and _pipeline_threads() == []
+
+
+def test_pipeline_overlaps_reading_and_writing_with_the_model(checkpoint, davis_mp4, tmp_path, monkeypatch):
+    """The three stages run at once: while the model is busy, the reader thread preprocesses later frames and the
+    writer thread paints earlier ones (each stage's real work is recorded with its thread and time span)."""
+    import threading
+
+    import vidnas.export.predict as pred
+
+    spans: list[tuple[str, str, float, float]] = []
+
+    def recorded(stage: str, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spans.append((stage, threading.current_thread().name, t0, time.perf_counter()))
+            return out
+        return wrapper
+
+    class SlowModel(TorchRunner):  # a model much slower than reading and writing, as at full size
+        def push(self, frame):
+            out = super().push(frame)
+            time.sleep(0.1)  # releases the GIL like a torch / onnxruntime kernel does
+            return out
+
+    monkeypatch.setattr(pred, "preprocess", recorded("read", pred.preprocess))
+    monkeypatch.setattr(pred, "paint_overlay", recorded("write", pred.paint_overlay))
+    runner = SlowModel(load_model(checkpoint))
+    runner.push = recorded("model", runner.push)
+    progress_threads: set[str] = set()
+    res = predict_video(davis_mp4, tmp_path / "out", runner,
+                        progress=lambda n, fps: progress_threads.add(threading.current_thread().name))
+    assert res.frames == N_FRAMES and progress_threads == {"vidnas-predict-writer"}
+    by_stage = {st: [(a, b) for s_, _, a, b in spans if s_ == st] for st in ("read", "model", "write")}
+    assert {t for st, t, _, _ in spans if st == "read"} == {"vidnas-predict-reader"}
+    assert {t for st, t, _, _ in spans if st == "write"} == {"vidnas-predict-writer"}
+
+    def during_model(a: float, b: float) -> bool:
+        return any(a < mb and b > ma for ma, mb in by_stage["model"])
+
+    # the reader and the writer work while a push runs (serial code would never overlap); a loaded machine may delay
+    # a thread past the end of a push now and then, hence not "every frame"
+    assert sum(during_model(a, b) for a, b in by_stage["read"]) >= N_FRAMES // 3
+    assert sum(during_model(a, b) for a, b in by_stage["write"]) >= N_FRAMES // 3
+    assert res.summary["model_fps"] > 0 and res.summary["pipeline_fps"] > 0
 
 
 def test_streaming_stats_constant_memory_quantiles():
