@@ -84,6 +84,22 @@ def test_no_tensor_is_created_on_a_hard_coded_device(name: str) -> None:
     assert clip.shape == streamed.shape == (2, 4, K, H, W)
 
 
+@pytest.mark.parametrize("incremental", [True, False])
+def test_both_window_streamers_create_nothing_on_a_hard_coded_device(incremental: bool) -> None:
+    """The incremental streamer (its state, gather indices, first-frame window decode) and the window decode."""
+    from vidnas.models import IncrementalStreamer, WindowStreamer
+
+    model = window_model(True).eval().to("meta")  # receptive field 13 > window 3: dirty slots, zero entries
+    frames = torch.empty(2, 6, 3, H, W, device="meta")
+    streamer = model.stream(batch_size=2, incremental=incremental)
+    assert isinstance(streamer, IncrementalStreamer if incremental else WindowStreamer)
+    with torch.no_grad():
+        outs = [streamer.push(frames[:, t]) for t in range(6)]
+    assert all(o.device.type == "meta" and o.shape == (2, K, H, W) for o in outs)
+    if incremental:
+        assert streamer._state and all(t.device.type == "meta" for t in streamer._state)
+
+
 def test_supernets_create_nothing_on_a_hard_coded_device() -> None:
     model = window_model().to("meta")
     model.encoder = DepthSupernet(model.encoder)

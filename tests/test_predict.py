@@ -87,6 +87,8 @@ def test_predict_cli_on_davis_video(checkpoint, davis_mp4, tmp_path):
     assert summary["frames"] == N_FRAMES and summary["input_size"] == list(VIDEO_HW)
     assert summary["model_size"] == [64, 96] and summary["runtime"] == "torch" and summary["temporal"] == "causal"
     assert summary["model_fps"] > 0 and summary["pipeline_fps"] > 0 and summary["latency_ms"]["n"] == N_FRAMES
+    assert summary["protocol"] == "incremental" and summary["threads"] >= 1  # causal: one decoder step per frame
+    assert summary["channels_last"] is False  # a Swin encoder: nothing to convert
     assert abs(sum(summary["class_fraction"].values()) - 1.0) < 1e-6
     assert not list(out.glob(".*"))  # no temporary files left behind
 

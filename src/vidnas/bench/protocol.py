@@ -262,6 +262,18 @@ class ExternalStreamProbe(_Probe):
         super().close()
 
 
+def _with_threads(fn: Callable[[], Any], n: int) -> Callable[[], Any]:
+    def call() -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+
+    return call
+
+
 class MatmulCeiling:
     """The roofline's ceiling: one ``(n x n) @ (n x n)`` float32 matmul per call, ``2 n^3`` FLOPs.
 
@@ -307,6 +319,7 @@ def measure_protocol(
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
     amp: str = "none",
     ceiling: MatmulCeiling | None = None,
+    threads: Mapping[str, int] | None = None,
 ) -> dict[str, ProtocolResult]:
     """Time several models side by side under the ST-NAS protocol.
 
@@ -327,6 +340,8 @@ def measure_protocol(
             model may appear under two names with different options).
         amp: inference precision of the PyTorch models (``none``, ``bf16``, ``fp16``).
         ceiling: a ``MatmulCeiling`` timed as one more candidate of every round (its ``stats`` are set).
+        threads: name -> torch intra-op threads set before each of that candidate's pushes (the others run with the
+            current setting, restored after each such push): thread counts compared in one interleaved run.
 
     Returns:
         name -> ``ProtocolResult``, in the order of ``models``.
@@ -347,6 +362,9 @@ def measure_protocol(
                 probes[name] = ExternalStreamProbe(model, progress=progress)
         any_cuda = any(p.sync is not None for p in probes.values()) or (ceiling is not None and ceiling.sync)
         fns: dict[str, Callable[[], Any]] = dict(probes)
+        for name, n in (threads or {}).items():
+            if name in fns:
+                fns[name] = _with_threads(fns[name], int(n))
         if ceiling is not None:
             fns[ceiling_key] = ceiling
         stats = interleaved_timing(
@@ -500,6 +518,7 @@ def protocol_rows(
     amp: str = "none",
     incremental: bool | Mapping[str, Any] = False,
     ceiling: int | None = None,
+    threads: Mapping[str, int] | None = None,
 ) -> list[BenchRow]:
     """Count and time several models (interleaved) and return one ``BenchRow`` each.
 
@@ -531,6 +550,8 @@ def protocol_rows(
             incremental candidate of a row explicitly (e.g. an onnxruntime step-graph streamer; True: the row's own
             PyTorch model when it streams incrementally; None: none).
         ceiling: time an ``n x n`` float32 matmul in the same rounds (``MatmulCeiling``) and add the roofline columns.
+        threads: name -> torch intra-op threads of that row's PyTorch pushes (both protocols; ``torch_threads`` in
+            the row); the others use the current setting.
     """
     sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
     options = {n: dict((stream_options or {}).get(n) or {}) for n in models}
@@ -575,8 +596,10 @@ def protocol_rows(
     if ceiling:
         devices = {_model_device(m) for m in candidates.values() if isinstance(m, nn.Module)}
         matmul = MatmulCeiling(ceiling, device=next(iter(devices)) if len(devices) == 1 else "cpu")
+    cand_threads = {c: int(n) for name, n in (threads or {}).items()
+                    for c in (name, name + INC_SUFFIX) if c in candidates}
     results = measure_protocol(candidates, img_size=cand_sizes, warmup=warmup, frames=frames, progress=progress,
-                               stream_options=cand_options, amp=amp, ceiling=matmul)
+                               stream_options=cand_options, amp=amp, ceiling=matmul, threads=cand_threads)
     ceiling_rate = None if matmul is None else matmul.gflops_per_s
     rows = []
     for name in models:
@@ -601,7 +624,7 @@ def protocol_rows(
                 "encoder_gflops": None if fl is None else fl["encoder"] / 1e9,
                 "decoder_gflops": None if fl is None else fl["decoder"] / 1e9,
                 "amp": amp if isinstance(models[name], nn.Module) else "none",
-                "torch_threads": torch.get_num_threads(),
+                "torch_threads": int((threads or {}).get(name, torch.get_num_threads())),
             },
         )
         if incremental is not False:

@@ -134,11 +134,15 @@ def predict_cmd(
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
         "--key-interval", help="Dynamic-cell models: re-run the static network every N frames (default: only on "
         "the first frame).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
-                                                            "runtimes' own).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of the model and the frame resizing (default: the "
+                                                            "cores the load average leaves free, minus one for the "
+                                                            "reader and writer threads; at least 1).")] = None,
     incremental: Annotated[bool | None, typer.Option(
         "--incremental/--window-decode", help="Decode one time step per frame (default for causal window models; "
         "onnxruntime: decoder_step.onnx) or the whole window per frame (the paper's protocol). Same masks.")] = None,
+    channels_last: Annotated[bool, typer.Option(
+        "--channels-last/--no-channels-last", help="torch runtime: run a CNN encoder (MobileNetV2, EfficientNet-Lite0)"
+        " in the channels-last memory format (faster on this CPU; same masks).")] = True,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     amp: AmpOpt = "none",
@@ -174,12 +178,16 @@ def predict_cmd(
     if out.resolve() == input.resolve() or (input.is_dir() and input.resolve() in out.resolve().parents):
         raise fail(f"--out {out} is inside the input {input}: choose a directory outside the data")
     output_dir(out, "predict", overwrite=overwrite)
+    if threads is None:
+        from vidnas.bench import auto_threads
+
+        threads = auto_threads(reserve=1)
     set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
                              intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp,
-                             incremental=incremental)
+                             incremental=incremental, channels_last=channels_last)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     if max_frames is not None:
@@ -187,7 +195,8 @@ def predict_cmd(
     decode = {"incremental": "one decoder step per frame", "window": "window decode per frame",
               "frame": "frame model"}.get(getattr(runner, "protocol", "window"), "")
     typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
-               f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode})")
+               f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode}), {threads} thread(s)"
+               f"{', channels-last encoder' if getattr(runner, 'channels_last', False) else ''}")
     bar = tqdm(total=total, unit="frame", desc="predict", disable=quiet, dynamic_ncols=True)
 
     def progress(done: int, model_fps: float) -> None:
@@ -196,7 +205,8 @@ def predict_cmd(
             bar.set_postfix(fps=f"{model_fps:.1f}")
 
     info = {"checkpoint": None if checkpoint is None else str(checkpoint),
-            "export_dir": None if export_dir is None else str(export_dir)}
+            "export_dir": None if export_dir is None else str(export_dir), "threads": threads,
+            "channels_last": bool(getattr(runner, "channels_last", False))}
     try:
         res = predict_video(input, out, runner, max_frames=max_frames, fps=fps, overlay=not no_overlay,
                             progress=progress, info=info, prepare=False)

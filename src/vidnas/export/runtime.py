@@ -30,6 +30,7 @@ import torch
 from vidnas.export.exporter import DEFAULT_OPSET, DeployError, export_onnx, export_paths, read_export_meta
 from vidnas.export.stepgraph import OrtStepStreamer, export_step_graphs, has_step_graphs
 from vidnas.models import LoadedModel, incremental_support, load_model
+from vidnas.models.fastpath import use_channels_last
 from vidnas.precision import autocast
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "parity_check",
     "ort_streamers",
     "quiet_session_options",
+    "default_session_options",
+    "ORT_OPTIONS_NOTE",
     "DEFAULT_PROVIDERS",
 ]
 
@@ -306,14 +309,17 @@ class TorchRunner:
         amp: inference precision (``vidnas.precision.AMP_MODES``); the model runs on the device it was loaded on.
         incremental: ``model.stream``'s option: None = one decoder step per frame for causal window models, False =
             the window decode (the paper's protocol), True = incremental or an error.
+        channels_last: run a CNN encoder in the channels-last memory format (``vidnas.models.fastpath``; the
+            default, measured faster on this CPU); a Swin encoder is left alone.
     """
 
     runtime = "torch"
 
     def __init__(self, loaded: LoadedModel, *, key_interval: int | None = None, amp: str = "none",
-                 incremental: bool | None = None) -> None:
+                 incremental: bool | None = None, channels_last: bool = True) -> None:
         self.loaded = loaded
         model = loaded.model
+        self.channels_last = use_channels_last(model, channels_last) if channels_last else False
         self._streamer = model.stream(batch_size=1, key_interval=key_interval, incremental=incremental)
         self.protocol = str(getattr(self._streamer, "protocol", "window"))
         param = next(iter(model.parameters()), None)
@@ -353,6 +359,7 @@ def load_runner(
     device: str = "cpu",
     amp: str = "none",
     incremental: bool | None = None,
+    channels_last: bool = True,
 ) -> FrameRunner:
     """A streamer for ``predict_video``.
 
@@ -371,6 +378,10 @@ def load_runner(
         incremental: None = one decoder step per frame where the model has an incremental decode (causal window
             models; onnxruntime: an export with ``decoder_step.onnx``, which exporting a causal checkpoint writes),
             else the window decode; False = always the window decode; True = incremental or an error.
+        channels_last: torch runtime: a CNN encoder runs channels-last (``vidnas.models.fastpath``).
+
+    onnxruntime sessions get ``quiet_session_options(intra_op_threads)`` when a thread count is given (threads that
+    sleep between runs: the pipeline's reader and writer threads need the other cores).
 
     Raises:
         DeployError: unknown runtime, missing export, temporal mode differing from an existing export.
@@ -383,7 +394,8 @@ def load_runner(
             raise DeployError("the torch runtime needs a checkpoint")
         loaded = load_model(checkpoint, causal=causal, device=device)
         try:
-            return TorchRunner(loaded, key_interval=key_interval, amp=amp, incremental=incremental)
+            return TorchRunner(loaded, key_interval=key_interval, amp=amp, incremental=incremental,
+                               channels_last=channels_last)
         except ValueError as e:
             what = "--key-interval" if key_interval is not None else "incremental decoding"
             raise DeployError(f"{what}: {checkpoint}: {e}") from e
@@ -409,24 +421,41 @@ def load_runner(
     if incremental and not has_step_graphs(meta):
         raise DeployError(f"{export_dir} has no incremental graphs (decoder_step.onnx): a centred model, or an "
                           "export made without them; re-export the checkpoint, or use the window decode")
+    options = quiet_session_options(intra_op_threads) if intra_op_threads else None
     if incremental is not False and has_step_graphs(meta):
-        return OrtStepStreamer(export_dir, intra_op_threads=intra_op_threads)
-    return OrtStreamer(export_dir, intra_op_threads=intra_op_threads)
+        return OrtStepStreamer(export_dir, intra_op_threads=intra_op_threads, session_options=options)
+    return OrtStreamer(export_dir, intra_op_threads=intra_op_threads, session_options=options)
+
+
+ORT_OPTIONS_NOTE = "onnxruntime: {threads} intra-op thread(s), spinning off, graph optimisation ORT_ENABLE_ALL"
 
 
 def quiet_session_options(threads: int) -> Any:
-    """onnxruntime session options for timing side by side with other models: ``threads`` intra-op threads whose
-    pool sleeps between runs.
+    """onnxruntime session options for inference beside other work: ``threads`` intra-op threads whose pool sleeps
+    between runs, every graph optimisation (``ORT_ENABLE_ALL``), sequential execution.
 
-    onnxruntime's pool spin-waits after each run by default, stealing the cores from the PyTorch candidates timed
-    next to it (measured here: a tiny Swin pushed 30x slower); interleaved runs need idle threads to sleep.
+    onnxruntime's pool spin-waits after each run by default, stealing the cores from whatever runs next to it: the
+    PyTorch candidates of an interleaved benchmark (measured: a tiny Swin pushed 30x slower), the reader and writer
+    threads of ``vidnas predict``. Measured on EfficientNet-Lite0 + SP-TCN at 360x480 (``vidnas bench --compare
+    ort_options``, docs/RESULTS.md §13).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def default_session_options(threads: int) -> Any:
+    """onnxruntime's own defaults with ``threads`` intra-op threads: the baseline of ``--compare ort_options``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
     return options
 
 

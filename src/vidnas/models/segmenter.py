@@ -72,9 +72,10 @@ class VideoSegmenter(nn.Module):
             frames: (N, 3, H, W).
 
         Returns:
-            (N, C, h, w), the encoder map at ``feature_index``.
+            (N, C, h, w), the encoder map at ``feature_index`` (contiguous, also when the encoder runs channels-last:
+            ``vidnas.models.fastpath``).
         """
-        return self.encoder(frames)[self.feature_index]
+        return self.encoder(frames)[self.feature_index].contiguous()
 
     def decode(self, features: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
         """Decode stacked features and upsample.
