@@ -178,6 +178,25 @@ def test_stream_equals_clip_on_device(name: str, device: str) -> None:
     torch.testing.assert_close(streamed, clip, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.device
+def test_incremental_equals_window_decode_on_device(device: str) -> None:
+    """30 frames from a video start: the incremental streamer (receptive field 13 > window 3: carried and recomputed
+    slots) against the window decode, both on the device."""
+    torch.manual_seed(0)
+    model = window_model(True).eval().to(device)
+    frames = torch.randn(2, 30, 3, H, W, device=device)
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            inc = stream_all(model, frames, incremental=True)
+            win = stream_all(model, frames, incremental=False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert inc.device.type == torch.device(device).type
+    torch.testing.assert_close(inc, win, atol=1e-4, rtol=1e-4)
+
+
 def _window(frames: torch.Tensor, t: int, model: torch.nn.Module) -> torch.Tensor:
     w, target = model.window, model.target_index
     idx = [min(max(t - target + i, 0), frames.shape[1] - 1) for i in range(w)]
