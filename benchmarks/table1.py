@@ -2,14 +2,21 @@
 
 The seven model rows of the paper (Swin-B and Swin-T non-temporal, SP-TCN with Swin-B and Swin-T, Swin Short, Full
 Channels, ST-NAS) are built with random weights at 320x576, batch 1, float32, window 11 (window 1 for the
-non-temporal rows), and timed **interleaved in one process** by the paper's protocol (``vidnas.bench.protocol``):
-per frame, encode one frame and decode the full window. The paper's params, FPS and FPS ratio (to SP-TCN Tiny) are
-printed beside ours; absolute FPS differ (their V100 GPU, our CPU), ratios are what to compare.
+non-temporal rows), and timed **interleaved in one process** (``vidnas.bench.protocol``) under two protocols:
+
+* the paper's: per frame, encode one frame and decode the full window (``fps``, ``fps_ratio``);
+* the incremental one: per frame, encode one frame and run one decoder time step (``vidnas.models.incremental``),
+  the same logits (``inc_fps``, ``inc_fps_ratio``).
+
+Both ratios are to the **paper-protocol** SP-TCN Tiny, the paper's baseline. The paper's params, FPS and FPS ratio
+are printed beside ours; absolute FPS differ (their V100 GPU, our CPU), ratios are what to compare. A 2048x2048
+float32 matmul timed in the same rounds gives the roofline table (achieved GFLOP/s and its share of that ceiling).
 
     python benchmarks/table1.py                 # full size, 30 frames: about 6-10 minutes on the quiet 2-core CPU
     python benchmarks/table1.py --frames 1000   # the paper's averaging (hours on a CPU)
     python benchmarks/table1.py --quick         # tiny substitutes at 64x96: checks the script in seconds
     python benchmarks/table1.py --device cuda   # on a GPU (the paper's V100 protocol; ratios comparable)
+    python benchmarks/table1.py --paper-only    # the paper's protocol alone (about half the time)
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 import torch
 
 from vidnas.bench import BenchRow, device_signature, format_table, write_rows_json
-from vidnas.bench.protocol import PAPER_FRAMES, protocol_rows
+from vidnas.bench.protocol import CEILING_SIZE, PAPER_FRAMES, protocol_rows
 from vidnas.config import Config
 from vidnas.models import PAPER_ROWS, Arch, VideoSegmenter, build_model
 from vidnas.models.architecture import PAPER_INPUT_SIZE
@@ -39,6 +46,8 @@ __all__ = [
     "NUM_CLASSES",
     "QUICK_SIZE",
     "COLUMNS",
+    "BOTH_COLUMNS",
+    "ROOFLINE_COLUMNS",
     "table1_archs",
     "build_models",
     "add_paper_columns",
@@ -72,6 +81,27 @@ COLUMNS: tuple[str, ...] = (
     "paper_fps",
     "paper_fps_ratio",
 )
+# the incremental protocol beside the paper's (same rounds): its decoder step, latency, FPS and ratio to the
+# paper-protocol SP-TCN Tiny
+BOTH_COLUMNS: tuple[str, ...] = (
+    "name",
+    "window",
+    "params_m",
+    "gflops",
+    "inc_gflops",
+    "encoder_ms",
+    "decoder_ms",
+    "inc_decoder_ms",
+    "latency_ms",
+    "inc_latency_ms",
+    "fps",
+    "inc_fps",
+    "fps_ratio",
+    "inc_fps_ratio",
+    "paper_fps_ratio",
+)
+ROOFLINE_COLUMNS: tuple[str, ...] = ("name", "gflops", "gflop_s", "roofline", "inc_gflops", "inc_gflop_s",
+                                     "inc_roofline")
 
 
 def table1_archs(names: Sequence[str] | None = None, *, quick: bool = False) -> dict[str, Arch]:
@@ -115,15 +145,19 @@ def build_models(
 
 
 def add_paper_columns(rows: Sequence[BenchRow], ref: str = REF_ROW) -> list[BenchRow]:
-    """Add ``params_m``, ``fps_ratio`` (our FPS / our ``ref`` FPS) and the paper's ``paper_params_m``, ``paper_fps``,
-    ``paper_fps_ratio`` (paper FPS / paper ``ref`` FPS) to rows named after ``PAPER_ROWS`` keys (in place)."""
+    """Add ``params_m``, ``fps_ratio`` (our FPS / our ``ref`` FPS), ``inc_fps_ratio`` (our incremental FPS / the same
+    paper-protocol ``ref`` FPS; None without an incremental measurement) and the paper's ``paper_params_m``,
+    ``paper_fps``, ``paper_fps_ratio`` (paper FPS / paper ``ref`` FPS) to rows named after ``PAPER_ROWS`` keys (in
+    place)."""
     by_name = {r.name: r for r in rows}
     our_ref = by_name[ref].fps if ref in by_name else None
     paper_ref = PAPER_ROWS[ref].fps
     for r in rows:
         paper = PAPER_ROWS.get(r.name)
+        inc_fps = r.extra.get("inc_fps")
         r.extra["params_m"] = None if r.params is None else r.params / 1e6
         r.extra["fps_ratio"] = None if our_ref is None or r.fps is None else r.fps / our_ref
+        r.extra["inc_fps_ratio"] = None if our_ref is None or inc_fps is None else inc_fps / our_ref
         r.extra["label"] = paper.label if paper else r.name
         r.extra["paper_params_m"] = paper.params_m if paper else None
         r.extra["paper_fps"] = paper.fps if paper else None
@@ -140,11 +174,18 @@ def run(
     img_size: tuple[int, int] | None = None,
     progress: Callable[[], Any] | None = None,
     device: str = "cpu",
+    incremental: bool = True,
+    ceiling: int | None = CEILING_SIZE,
 ) -> list[BenchRow]:
-    """Build the rows' models and measure them interleaved; returns one row each with the paper's figures beside."""
+    """Build the rows' models and measure them interleaved; returns one row each with the paper's figures beside.
+
+    ``incremental``: time the incremental protocol in the same rounds (``inc_*`` columns). ``ceiling``: the
+    roofline's matmul size (None: no roofline).
+    """
     size = img_size or (QUICK_SIZE if quick else PAPER_INPUT_SIZE)
     models = build_models(table1_archs(names, quick=quick), img_size=size, device=device)
-    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, progress=progress)
+    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, progress=progress,
+                         incremental=incremental, ceiling=ceiling)
     for r in rows:
         r.extra["quick"] = quick
     return add_paper_columns(rows)
@@ -167,9 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the rows (and the device) as a JSON list")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default cpu)")
+    parser.add_argument("--paper-only", action="store_true", help="the paper's protocol only (no incremental columns)")
+    parser.add_argument("--ceiling", type=int, default=CEILING_SIZE,
+                        help=f"roofline matmul size N (NxN float32, default {CEILING_SIZE}; 0: no roofline)")
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
         parser.error("need --frames >= 1 and --warmup >= 0")
+    if args.ceiling < 0:
+        parser.error("need --ceiling >= 0")
     if (args.height is None) != (args.width is None):
         parser.error("give --height and --width together")
     try:
@@ -189,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     n_models = len(names) if names is not None else len(PAPER_ROWS)
     bar = tqdm(
-        total=n_models * (args.warmup + args.frames),
+        total=n_models * (args.warmup + args.frames) * (1 if args.paper_only else 2),
         desc="table1",
         file=sys.stderr,
         leave=False,
@@ -205,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             img_size=img_size,
             progress=bar.update,
             device=args.device,
+            incremental=not args.paper_only,
+            ceiling=args.ceiling or None,
         )
     finally:
         bar.close()
@@ -215,7 +263,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         " -- QUICK: tiny substitutes, numbers mean nothing" if args.quick else ""
     )
     print(title)
-    print(format_table(rows, COLUMNS))
+    print(format_table(rows, COLUMNS if args.paper_only else BOTH_COLUMNS))
+    if args.ceiling:
+        rate = rows[0].extra.get("ceiling_gflop_s")
+        print()
+        print(format_table(rows, ROOFLINE_COLUMNS if not args.paper_only else ROOFLINE_COLUMNS[:4]))
+        print(f"roofline: ceiling = {args.ceiling}x{args.ceiling} float32 matmul timed in the same rounds, "
+              f"{rate:.1f} GFLOP/s; gflop_s = GFLOPs per frame / latency; roofline = gflop_s / ceiling")
     dev = {**device_signature(), "torch_device": args.device}
     print(
         f"device: {dev['cuda'] or dev['cpu']} ({dev['cpu_count']} logical CPUs, {dev['num_threads']} torch threads), "
@@ -230,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"the window (1 MAC = 2 FLOPs). fps_ratio = FPS / FPS of {REF_ROW}; paper_fps_ratio likewise from the "
         f"paper's FPS (V100 GPU, PyTorch 2.0.1): compare ratios, not absolute FPS. The ST-NAS decoder ops are a "
         f"reconstruction (the paper's Fig. 2 is not in its text)."
+        + ("" if args.paper_only else
+           f" Incremental protocol (inc_*), pushed in the same rounds: encode 1 frame + one decoder time step "
+           f"(model.stream(incremental=True): the same logits as the window decode); inc_fps_ratio = incremental FPS "
+           f"/ paper-protocol FPS of {REF_ROW}.")
     )
     print(f"elapsed: {elapsed:.0f} s")
     if args.json is not None:

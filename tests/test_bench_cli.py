@@ -22,6 +22,7 @@ from vidnas.bench.protocol import (
     component_latency,
     flops_per_frame,
     measure_protocol,
+    protocol_rows,
     stnas_frame_latency,
 )
 from vidnas.checkpoint import save_checkpoint
@@ -36,7 +37,7 @@ TINY_SET = [
     "--set", "model.encoder=swin_test", "--set", "model.decoder_channels=8", "--set", "model.decoder_dilations=1,2",
     "--set", "data.window=3", "--height", "64", "--width", "96",
 ]  # fmt: skip
-FAST = ["--frames", "2", "--warmup", "1", "--quiet"]
+FAST = ["--frames", "2", "--warmup", "1", "--quiet", "--ceiling", "64"]  # a small roofline matmul: fast tests
 ROW_KEYS = {"name", "params", "gflops", "latency_ms", "fps", "extra"}
 
 
@@ -107,6 +108,36 @@ def test_flops_per_frame_equals_clip_forward_minus_extra_encodes() -> None:
     assert parts["total"] == clip - 2 * parts["encoder"]
 
 
+def test_both_protocols_one_window_decode_and_one_step_per_round_with_roofline() -> None:
+    causal, centred = tiny_model(window=5), tiny_model(window=5, causal=False)
+    events: list[str] = []
+    causal.decoder.register_forward_hook(lambda *_: events.append("window"))
+    real_stream = causal.stream
+
+    def counting_stream(*args: object, **kw: object):  # count the incremental decoder's steps
+        streamer = real_stream(*args, **kw)
+        if getattr(streamer, "protocol", "") == "incremental":
+            streamer.decoder_module.register_forward_hook(lambda *_: events.append("step"))
+        return streamer
+
+    causal.stream = counting_stream  # type: ignore[method-assign]
+    protocol_rows({"causal": causal}, img_size=HW, warmup=0, frames=3, incremental=True, flops=False)
+    # 1 priming push each, then 3 rounds: every round one window decode (paper) and one step (incremental)
+    assert events.count("window") == events.count("step") == 4
+    rows = protocol_rows({"causal": causal, "centred": centred}, img_size=HW, warmup=0, frames=2,
+                         incremental=True, ceiling=32)
+    by = {r.name: r for r in rows}
+    c, z = by["causal"].extra, by["centred"].extra
+    assert c["inc_latency_ms"] > 0 and c["inc_speedup"] == pytest.approx(by["causal"].latency_ms / c["inc_latency_ms"])
+    assert 0 < c["inc_gflops"] < by["causal"].gflops  # one step instead of the 5-frame window
+    assert z["inc_latency_ms"] is None and z["inc_gflops"] is None  # centred: no incremental decode
+    # roofline: achieved GFLOP/s over the matmul ceiling measured in the same rounds
+    assert c["ceiling_size"] == 32 and c["ceiling_gflop_s"] > 0
+    assert c["gflop_s"] == pytest.approx(by["causal"].gflops / (by["causal"].latency_ms / 1e3))
+    assert c["roofline"] == pytest.approx(c["gflop_s"] / c["ceiling_gflop_s"])
+    assert c["inc_roofline"] == pytest.approx(c["inc_gflop_s"] / c["ceiling_gflop_s"])
+
+
 def test_measure_protocol_interleaves_several_models() -> None:
     models = {"a": tiny_model(), "b": tiny_model(full_channels=True)}
     calls: list[str] = []
@@ -158,12 +189,19 @@ def test_bench_two_sources_in_one_run_with_ratio(tmp_path: Path) -> None:
     res = runner.invoke(app, [*args, "--height", "64", "--width", "96", "--json", str(out), "--no-flops"])
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
-    assert lines[0].rstrip().endswith("fps / base")
+    # both protocols' ratios are to the reference's paper-protocol FPS (issue 14: was one "fps / base" column)
+    assert lines[0].split()[-2:] == ["fps_ratio", "inc_fps_ratio"]
     # rows come in source-group order: checkpoints, arch files, paper rows
-    assert lines[2].split()[0] == "run" and lines[2].rstrip().endswith("x")  # named after its run directory
-    assert lines[3].split()[0] == "base" and lines[3].rstrip().endswith("1.00x")
+    assert lines[2].split()[0] == "run"  # named after its run directory
+    assert lines[3].split()[0] == "base" and lines[3].split()[-2] == "1.00"
+    assert "paper-protocol FPS of base" in res.stdout
     rows = json.loads(out.read_text())
     assert [r["name"] for r in rows] == ["run", "base"]
+    assert rows[1]["extra"]["fps_ratio"] == pytest.approx(1.0)
+    base_fps = rows[1]["fps"]
+    for r in rows:  # both are causal window models: the incremental protocol was timed for each
+        assert r["extra"]["inc_latency_ms"] > 0 and r["extra"]["inc_decoder_ms"] > 0
+        assert r["extra"]["inc_fps_ratio"] == pytest.approx(r["extra"]["inc_fps"] / base_fps)
     assert rows[0]["extra"]["arch"] == "trained"
     assert rows[0]["gflops"] is None  # --no-flops
     assert rows[0]["extra"]["num_classes"] == 5 and rows[0]["extra"]["source"].startswith("checkpoint:")
@@ -220,6 +258,9 @@ def test_bench_both_runtimes_interleaved_in_one_run(tmp_path: Path) -> None:
     # the ONNX row reports the params and FLOPs of the model it was exported from
     assert rows[1]["params"] == rows[0]["params"] and rows[1]["gflops"] == rows[0]["gflops"]
     assert all(r["extra"]["encoder_ms"] > 0 and r["extra"]["decoder_ms"] > 0 for r in rows)
+    # the incremental protocol on both runtimes: PyTorch's IncrementalStreamer and onnxruntime's decoder_step.onnx
+    assert all(r["extra"]["inc_decoder_ms"] > 0 for r in rows)
+    assert rows[1]["extra"]["inc_gflops"] == rows[0]["extra"]["inc_gflops"] < rows[0]["gflops"]
     assert res.stdout.splitlines()[3].split()[0] == "config@ort"
 
 

@@ -91,6 +91,22 @@ def test_no_tensor_is_created_on_a_hard_coded_device(name: str) -> None:
     assert clip.shape == streamed.shape == (2, 4, K, H, W)
 
 
+@pytest.mark.parametrize("incremental", [True, False])
+def test_both_window_streamers_create_nothing_on_a_hard_coded_device(incremental: bool) -> None:
+    """The incremental streamer (its state, gather indices, first-frame window decode) and the window decode."""
+    from vidnas.models import IncrementalStreamer, WindowStreamer
+
+    model = window_model(True).eval().to("meta")  # receptive field 13 > window 3: dirty slots, zero entries
+    frames = torch.empty(2, 6, 3, H, W, device="meta")
+    streamer = model.stream(batch_size=2, incremental=incremental)
+    assert isinstance(streamer, IncrementalStreamer if incremental else WindowStreamer)
+    with torch.no_grad():
+        outs = [streamer.push(frames[:, t]) for t in range(6)]
+    assert all(o.device.type == "meta" and o.shape == (2, K, H, W) for o in outs)
+    if incremental:
+        assert streamer._state and all(t.device.type == "meta" for t in streamer._state)
+
+
 def test_supernets_create_nothing_on_a_hard_coded_device() -> None:
     model = window_model().to("meta")
     model.encoder = DepthSupernet(model.encoder)
@@ -167,6 +183,25 @@ def test_stream_equals_clip_on_device(name: str, device: str) -> None:
         clip = torch.stack([model(_window(frames, t, model))[:, model.target_index] for t in range(5)], dim=1)
     assert streamed.device.type == torch.device(device).type
     torch.testing.assert_close(streamed, clip, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.device
+def test_incremental_equals_window_decode_on_device(device: str) -> None:
+    """30 frames from a video start: the incremental streamer (receptive field 13 > window 3: carried and recomputed
+    slots) against the window decode, both on the device."""
+    torch.manual_seed(0)
+    model = window_model(True).eval().to(device)
+    frames = torch.randn(2, 30, 3, H, W, device=device)
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            inc = stream_all(model, frames, incremental=True)
+            win = stream_all(model, frames, incremental=False)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    assert inc.device.type == torch.device(device).type
+    torch.testing.assert_close(inc, win, atol=1e-4, rtol=1e-4)
 
 
 def _window(frames: torch.Tensor, t: int, model: torch.nn.Module) -> torch.Tensor:

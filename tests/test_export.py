@@ -133,6 +133,9 @@ def test_cli_export_prints_parity_and_enforces_tolerance(checkpoint, tmp_path, m
     assert res.exit_code == 0, res.output
     assert "max |torch - onnxruntime| logit difference" in res.output and "OK" in res.output
     assert (tmp_path / "ok" / "encoder.onnx").is_file() and (tmp_path / "ok" / "export.json").is_file()
+    # a causal model also gets the incremental decoder, checked over its own stream
+    assert "parity (incremental decode)" in res.output and (tmp_path / "ok" / "decoder_step.onnx").is_file()
+    assert read_export_meta(tmp_path / "ok")["incremental"]["step"] == "decoder_step.onnx"
 
     import vidnas.export
 

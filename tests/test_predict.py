@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def test_predict_cli_on_davis_video(checkpoint, davis_mp4, tmp_path):
     assert summary["frames"] == N_FRAMES and summary["input_size"] == list(VIDEO_HW)
     assert summary["model_size"] == [64, 96] and summary["runtime"] == "torch" and summary["temporal"] == "causal"
     assert summary["model_fps"] > 0 and summary["pipeline_fps"] > 0 and summary["latency_ms"]["n"] == N_FRAMES
+    assert summary["protocol"] == "incremental" and summary["threads"] >= 1  # causal: one decoder step per frame
+    assert summary["channels_last"] is False  # a Swin encoder: nothing to convert
     assert abs(sum(summary["class_fraction"].values()) - 1.0) < 1e-6
     assert not list(out.glob(".*"))  # no temporary files left behind
 
@@ -157,6 +160,84 @@ def test_crash_midway_leaves_only_complete_outputs(checkpoint, davis_mp4, tmp_pa
     assert not list(out.glob(".*")) and not list((out / "masks").glob(".*"))  # no partial files left
 
 
+def _pipeline_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("vidnas-predict")]
+
+
+def test_unreadable_frame_midway_keeps_the_masks_of_every_frame_before_it(checkpoint, davis_frames, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(davis_frames[:9]):
+        Image.fromarray(f).save(folder / f"frame{i}.png")
+    (folder / "frame5.png").write_bytes(np.random.default_rng(0).bytes(3000))  # unreadable, in the middle
+    out = tmp_path / "out"
+    with pytest.raises(VideoError, match="frame5.png"):
+        predict_video(folder, out, TorchRunner(load_model(checkpoint)))
+    check_masks(out, 5, VIDEO_HW)  # the reader thread failed after 5 frames: all 5 went through and were written
+    assert not (out / "summary.json").exists() and not (out / "overlay.mp4").exists()
+    assert not list(out.glob(".*")) and _pipeline_threads() == []
+
+
+def test_writer_failure_stops_the_pipeline(checkpoint, davis_mp4, tmp_path):
+    class BadLogits(TorchRunner):  # frame 4's logits lose their class axis: the writer's argmax fails
+        def push(self, frame):
+            self.n = getattr(self, "n", 0) + 1
+            out = super().push(frame)
+            return out[:, 0] if self.n == 4 else out
+
+    with pytest.raises(IndexError):  # raised in the writer thread, re-raised here
+        predict_video(davis_mp4, tmp_path / "out", BadLogits(load_model(checkpoint)))
+    check_masks(tmp_path / "out", 3, VIDEO_HW)
+    assert not (tmp_path / "out" / "summary.json").exists() and _pipeline_threads() == []
+
+
+def test_pipeline_overlaps_reading_and_writing_with_the_model(checkpoint, davis_mp4, tmp_path, monkeypatch):
+    """The three stages run at once: while the model is busy, the reader thread preprocesses later frames and the
+    writer thread paints earlier ones (each stage's real work is recorded with its thread and time span)."""
+    import threading
+
+    import vidnas.export.predict as pred
+
+    spans: list[tuple[str, str, float, float]] = []
+
+    def recorded(stage: str, fn):
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter()
+            out = fn(*args, **kwargs)
+            spans.append((stage, threading.current_thread().name, t0, time.perf_counter()))
+            return out
+        return wrapper
+
+    class SlowModel(TorchRunner):  # a model much slower than reading and writing, as at full size
+        def push(self, frame):
+            out = super().push(frame)
+            time.sleep(0.1)  # releases the GIL like a torch / onnxruntime kernel does
+            return out
+
+    monkeypatch.setattr(pred, "preprocess", recorded("read", pred.preprocess))
+    monkeypatch.setattr(pred, "paint_overlay", recorded("write", pred.paint_overlay))
+    runner = SlowModel(load_model(checkpoint))
+    runner.push = recorded("model", runner.push)
+    progress_threads: set[str] = set()
+    res = predict_video(davis_mp4, tmp_path / "out", runner,
+                        progress=lambda n, fps: progress_threads.add(threading.current_thread().name))
+    assert res.frames == N_FRAMES and progress_threads == {"vidnas-predict-writer"}
+    by_stage = {st: [(a, b) for s_, _, a, b in spans if s_ == st] for st in ("read", "model", "write")}
+    assert {t for st, t, _, _ in spans if st == "read"} == {"vidnas-predict-reader"}
+    assert {t for st, t, _, _ in spans if st == "write"} == {"vidnas-predict-writer"}
+
+    def during_model(a: float, b: float) -> bool:
+        return any(a < mb and b > ma for ma, mb in by_stage["model"])
+
+    # the reader and the writer work while a push runs (serial code would never overlap); a loaded machine may delay
+    # a thread past the end of a push now and then, hence not "every frame"
+    assert sum(during_model(a, b) for a, b in by_stage["read"]) >= N_FRAMES // 3
+    assert sum(during_model(a, b) for a, b in by_stage["write"]) >= N_FRAMES // 3
+    assert res.summary["model_fps"] > 0 and res.summary["pipeline_fps"] > 0
+
+
 def test_streaming_stats_constant_memory_quantiles():
     st = StreamingStats()
     xs = np.random.default_rng(0).lognormal(2.0, 0.5, size=5000)
@@ -211,3 +292,20 @@ def test_memory_does_not_grow_with_video_length(checkpoint, tmp_path, runtime):
     # run-to-run jitter of the peak is ~20 KB here; holding anything per frame adds >= 60 x 12 KB (masks)
     assert p_long - p_short < 2 * frame_bytes, (p_short, p_long)
     assert p_short < 40 * frame_bytes  # and the working set itself is a handful of frames, not the video
+
+
+def test_predict_onnxruntime_causal_uses_the_step_graphs(checkpoint, davis_mp4, tmp_path):
+    cli = CliRunner()
+    res = cli.invoke(app, ["predict", str(davis_mp4), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "inc"),
+                           "--runtime", "onnxruntime", "--no-overlay", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "one decoder step per frame" in res.output
+    assert (tmp_path / "inc" / "onnx" / "decoder_step.onnx").is_file()
+    summary = json.loads((tmp_path / "inc" / "summary.json").read_text())
+    assert summary["runtime"] == "onnxruntime" and summary["protocol"] == "incremental"
+    res = cli.invoke(app, ["predict", str(davis_mp4), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "win"),
+                           "--window-decode", "--no-overlay", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "win" / "summary.json").read_text())["protocol"] == "window"
+    inc, win = check_masks(tmp_path / "inc", N_FRAMES, VIDEO_HW), check_masks(tmp_path / "win", N_FRAMES, VIDEO_HW)
+    assert np.mean([np.mean(a == b) for a, b in zip(inc, win, strict=True)]) > 0.999

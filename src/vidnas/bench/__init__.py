@@ -1,7 +1,7 @@
 """Measurement primitives: parameter and FLOP counts, latency (single and interleaved), result tables."""
 
 from vidnas.bench.counting import count_flops, count_params
-from vidnas.bench.device import device_signature
+from vidnas.bench.device import auto_threads, device_signature
 from vidnas.bench.report import (
     DEFAULT_COLUMNS,
     BenchRow,
@@ -25,6 +25,7 @@ __all__ = [
     "write_rows_json",
     "read_rows_json",
     "device_signature",
+    "auto_threads",
     "device_line",
     "protocol_note",
 ]

@@ -11,10 +11,24 @@ latency and its split (encoder, decoder, rest = stack + slice + upsample) withou
 models are measured **interleaved** (``vidnas.bench.interleaved_timing``, one push per model per round, rotated
 order), because the development machine is noisy while ratios measured together are stable.
 
+Two protocols, measured side by side (``protocol_rows(..., incremental=True)``):
+
+* **paper** (the rows' main columns): the window decode above, ``model.stream(incremental=False)``;
+* **incremental** (the ``inc_*`` columns): ``model.stream(incremental=True)`` for causal window models: one encoder
+  pass plus one decoder *time step* (``vidnas.models.incremental``), the same logits. The decoder time is then the
+  step's. Models without an incremental decode (centred windows) get no ``inc_*`` values; frame-by-frame models
+  (arch2, dynamic cells) already run one step per frame, so their two protocols are the same push.
+
+A **roofline** (``ceiling=N``): an ``N x N`` float32 matmul joins the interleaved rounds as one more candidate, so the
+machine's practical ceiling (GFLOP/s) is measured under the same load as the models; each row then reports its
+achieved GFLOP/s (FLOPs per frame / latency) and that as a share of the ceiling.
+
 This module never imports ``vidnas.models`` (``bench`` sits below it): the model is an argument, any object with the
 ``VideoSegmenter`` interface (``encoder``, ``decoder``, ``window``, ``encode``, ``stream(batch_size, **options)``,
-``eval``). Streaming settings (a benchmark's ``--window``, a cell model's ``key_interval``) are per-model
-``stream_options``, passed to ``model.stream``.
+``eval``). Streaming settings (a benchmark's ``--window``, a cell model's ``key_interval``, ``incremental``) are
+per-model ``stream_options``, passed to ``model.stream``; a streamer that decodes through another module than
+``model.decoder`` names it ``decoder_module`` (the probe times that one), and says which protocol it runs in
+``protocol`` (``window``, ``incremental`` or ``frame``).
 """
 
 from __future__ import annotations
@@ -36,7 +50,9 @@ from vidnas.precision import autocast
 
 __all__ = [
     "PAPER_FRAMES",
+    "CEILING_SIZE",
     "ProtocolResult",
+    "MatmulCeiling",
     "StreamProbe",
     "ExternalStreamProbe",
     "measure_protocol",
@@ -48,6 +64,7 @@ __all__ = [
 ]
 
 PAPER_FRAMES = 1000  # [ST-NAS Sec. 4] inference time averaged over 1000 frames
+CEILING_SIZE = 2048  # the roofline's matmul: (2048 x 2048) @ (2048 x 2048) float32, 17.2 GFLOP
 
 
 @dataclass(frozen=True)
@@ -99,16 +116,24 @@ class _Probe:
         self.frame: Any = None
         self.split = True  # encoder and decoder timed apart
         self.autocast: Any = contextlib.nullcontext()
+        self.active = False  # hooks shared by two probes of one model record only for the probe pushing
+
+    def _push(self) -> Any:
+        self.active = True
+        try:
+            return self.streamer.push(self.frame)
+        finally:
+            self.active = False
 
     def _prime(self) -> None:
         # until the target frame of the newest window exists, a push encodes but does not decode
         for _ in range(int(self.streamer.lag) + 1):
-            self.streamer.push(self.frame)
+            self._push()
 
     def __call__(self) -> Any:
-        """Push the frame once: one encoder pass and one decode of the full window."""
+        """Push the frame once: one encoder pass and one decode of the full window (or one decoder step)."""
         with self.autocast:
-            logits = self.streamer.push(self.frame)
+            logits = self._push()
         if self.progress is not None:
             self.progress()
         return logits
@@ -143,7 +168,8 @@ class StreamProbe(_Probe):
         img_size: (H, W) of the frames.
         sync: called at each stamp on asynchronous devices (``torch.cuda.synchronize``); None on the CPU.
         progress: called after each push (e.g. a progress bar's update); cheap, it runs inside the timed region.
-        stream_options: keyword arguments of ``model.stream`` (``window``, ``key_interval``).
+        stream_options: keyword arguments of ``model.stream`` (``window``, ``key_interval``, ``incremental``);
+            ``incremental`` defaults to False here: the paper's protocol.
         amp: inference precision of the pushes (``vidnas.precision.AMP_MODES``).
     """
 
@@ -167,12 +193,13 @@ class StreamProbe(_Probe):
         frame = torch.randn(1, 3, int(img_size[0]), int(img_size[1]), generator=gen)  # (1, 3, H, W)
         self.frame = frame.to(_model_device(model))
         self.autocast = autocast(_model_device(model), amp)
-        self.streamer = model.stream(batch_size=1, **(stream_options or {}))
+        self.streamer = model.stream(batch_size=1, **{"incremental": False, **(stream_options or {})})
+        decoder = getattr(self.streamer, "decoder_module", None) or model.decoder
         self._handles = [
             model.encoder.register_forward_pre_hook(self._start),
             model.encoder.register_forward_hook(self._stop(self.encoder_ms)),
-            model.decoder.register_forward_pre_hook(self._start),
-            model.decoder.register_forward_hook(self._stop(self.decoder_ms)),
+            decoder.register_forward_pre_hook(self._start),
+            decoder.register_forward_hook(self._stop(self.decoder_ms)),
         ]
         with torch.inference_mode(), self.autocast:
             self._prime()
@@ -183,11 +210,13 @@ class StreamProbe(_Probe):
         return time.perf_counter()
 
     def _start(self, module: nn.Module, args: Any) -> None:
-        self._t0 = self._stamp()
+        if self.active:
+            self._t0 = self._stamp()
 
     def _stop(self, out: list[float]) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, result: Any) -> None:
-            out.append((self._stamp() - self._t0) * 1000.0)
+            if self.active:
+                out.append((self._stamp() - self._t0) * 1000.0)
 
         return hook
 
@@ -242,6 +271,52 @@ class ExternalStreamProbe(_Probe):
         super().close()
 
 
+def _with_threads(fn: Callable[[], Any], n: int) -> Callable[[], Any]:
+    def call() -> Any:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+
+    return call
+
+
+class MatmulCeiling:
+    """The roofline's ceiling: one ``(n x n) @ (n x n)`` float32 matmul per call, ``2 n^3`` FLOPs.
+
+    Calling it runs the product once (on ``device``, with torch's current thread count); ``measure_protocol`` times
+    it interleaved with the models, so the ceiling is measured under the same load. ``gflops_per_s`` is set from the
+    mean call time afterwards.
+
+    Args:
+        size: n (``CEILING_SIZE``).
+        device: where the product runs (the models' device).
+    """
+
+    def __init__(self, size: int = CEILING_SIZE, device: str | torch.device = "cpu") -> None:
+        if size < 1:
+            raise ValueError(f"ceiling size must be >= 1, got {size}")
+        self.size = int(size)
+        gen = torch.Generator().manual_seed(0)
+        self.a = torch.randn(size, size, generator=gen).to(device)
+        self.b = torch.randn(size, size, generator=gen).to(device)
+        self.sync = torch.cuda.synchronize if self.a.device.type == "cuda" else None
+        self.flops = 2 * self.size**3
+        self.stats: TimingStats | None = None
+
+    def __call__(self) -> torch.Tensor:
+        return self.a @ self.b
+
+    @property
+    def gflops_per_s(self) -> float | None:
+        """Achieved GFLOP/s of the matmul (None before it was timed)."""
+        if self.stats is None or self.stats.mean_ms <= 0:
+            return None
+        return self.flops / 1e9 / (self.stats.mean_ms / 1e3)
+
+
 def measure_protocol(
     models: Mapping[str, Any],
     *,
@@ -252,6 +327,8 @@ def measure_protocol(
     progress: Callable[[], Any] | None = None,
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
     amp: str = "none",
+    ceiling: MatmulCeiling | None = None,
+    threads: Mapping[str, int] | None = None,
 ) -> dict[str, ProtocolResult]:
     """Time several models side by side under the ST-NAS protocol.
 
@@ -268,8 +345,12 @@ def measure_protocol(
         window: expected window of every model; None = each model's own (a mismatch raises ValueError).
         progress: called after every push (warm-up included), e.g. a progress bar's ``update``.
         stream_options: name -> keyword arguments of that model's ``stream`` (e.g. ``{"window": 5}`` to decode
-            another window than the model's own).
+            another window than the model's own, ``{"incremental": True}`` for the incremental protocol; the same
+            model may appear under two names with different options).
         amp: inference precision of the PyTorch models (``none``, ``bf16``, ``fp16``).
+        ceiling: a ``MatmulCeiling`` timed as one more candidate of every round (its ``stats`` are set).
+        threads: name -> torch intra-op threads set before each of that candidate's pushes (the others run with the
+            current setting, restored after each such push): thread counts compared in one interleaved run.
 
     Returns:
         name -> ``ProtocolResult``, in the order of ``models``.
@@ -278,6 +359,7 @@ def measure_protocol(
         raise ValueError("no models to measure")
     sizes = {n: (img_size[n] if isinstance(img_size, Mapping) else img_size) for n in models}
     probes: dict[str, _Probe] = {}
+    ceiling_key = "\0matmul-ceiling"  # cannot clash with a row name
     try:
         for name, model in models.items():
             _check_window(model, window)
@@ -287,21 +369,29 @@ def measure_protocol(
                                            stream_options=(stream_options or {}).get(name), amp=amp)
             else:
                 probes[name] = ExternalStreamProbe(model, progress=progress)
-        any_cuda = any(p.sync is not None for p in probes.values())
+        any_cuda = any(p.sync is not None for p in probes.values()) or (ceiling is not None and ceiling.sync)
+        fns: dict[str, Callable[[], Any]] = dict(probes)
+        for name, n in (threads or {}).items():
+            if name in fns:
+                fns[name] = _with_threads(fns[name], int(n))
+        if ceiling is not None:
+            fns[ceiling_key] = ceiling
         stats = interleaved_timing(
-            dict(probes),
+            fns,
             warmup=warmup,
             iters=1,
             rounds=frames,
             sync=torch.cuda.synchronize if any_cuda else None,
         )
+        if ceiling is not None:
+            ceiling.stats = stats[ceiling_key]
         out: dict[str, ProtocolResult] = {}
         for name, probe in probes.items():
             enc, dec = probe.samples(frames)
             out[name] = ProtocolResult(frame=stats[name], encoder=enc, decoder=dec)
         return out
     finally:
-        for probe in probes.values():
+        for probe in reversed(probes.values()):  # two probes of one model: the first restores its original mode
             probe.close()
 
 
@@ -345,7 +435,8 @@ def component_latency(
     return measure_protocol({"model": model}, img_size=img_size, warmup=warmup, frames=frames, window=window)["model"]
 
 
-def component_flops(model: Any, img_size: Sequence[int], window: int | None = None) -> dict[str, int]:
+def component_flops(model: Any, img_size: Sequence[int], window: int | None = None, *,
+                    incremental: bool = False) -> dict[str, int] | None:
     """FLOPs of one protocol frame, split: the encoder on one image and the decoder on the full window.
 
     Counted by ``vidnas.bench.count_flops`` (1 MAC = 2 FLOPs; matmuls, convolutions and attention only). The
@@ -357,9 +448,12 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
         model: a VideoSegmenter (its device is used; its train / eval mode is kept, the count runs in eval mode).
         img_size: (H, W).
         window: frames decoded per frame; None = ``model.window`` (frame-by-frame models ignore it).
+        incremental: count the incremental protocol instead: the decoder is one steady-state step of
+            ``model.stream(incremental=True)``'s ``decoder_module`` (the same as the window count for frame-by-frame
+            models); None when the model has no incremental decode.
 
     Returns:
-        ``{"encoder": ..., "decoder": ..., "total": ...}``.
+        ``{"encoder": ..., "decoder": ..., "total": ...}`` (None: ``incremental`` asked of a model without one).
     """
     w = int(model.window if window is None else window)
     was_training = model.training
@@ -374,8 +468,20 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
         enc = count_flops(model.encode, x)
         with torch.inference_mode():
             feat = model.encode(x)  # (1, C, h, w)
-        stacked = feat.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (1, C, T=w, h, w)
-        dec = count_flops(model.decoder, stacked)
+        if incremental:
+            try:
+                streamer = model.stream(batch_size=1, window=w, incremental=True)
+            except ValueError:
+                return None
+            step = getattr(streamer, "decoder_module", None)
+            if step is None:
+                return None
+            with torch.inference_mode():
+                _, state = step(feat, ())  # the first frame; the count is of a steady-state step
+            dec = count_flops(step, feat, state)
+        else:
+            stacked = feat.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (1, C, T=w, h, w)
+            dec = count_flops(model.decoder, stacked)
     finally:
         model.train(was_training)
     return {"encoder": enc, "decoder": dec, "total": enc + dec}
@@ -383,7 +489,28 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
 
 def flops_per_frame(model: Any, img_size: Sequence[int], window: int | None = None) -> int:
     """Encoder FLOPs for one frame plus decoder FLOPs for the full window (see ``component_flops``)."""
-    return component_flops(model, img_size, window)["total"]
+    flops = component_flops(model, img_size, window)
+    assert flops is not None
+    return flops["total"]
+
+
+def _streams_incrementally(model: Any, options: Mapping[str, Any]) -> bool:
+    """Whether ``model.stream(incremental=True)`` gives an incremental decode (not a window decode, not a frame
+    model's step, which the paper protocol already times)."""
+    try:
+        streamer = model.stream(batch_size=1, **{**options, "incremental": True})
+    except ValueError:
+        return False
+    return getattr(streamer, "protocol", None) == "incremental"
+
+
+INC_SUFFIX = "\0inc"  # internal candidate name of a row's incremental-protocol measurement
+
+
+def _gflop_rate(gflops: float | None, latency_ms: float | None) -> float | None:
+    if gflops is None or not latency_ms:
+        return None
+    return gflops / (latency_ms / 1e3)
 
 
 def protocol_rows(
@@ -398,13 +525,21 @@ def protocol_rows(
     progress: Callable[[], Any] | None = None,
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
     amp: str = "none",
+    incremental: bool | Mapping[str, Any] = False,
+    ceiling: int | None = None,
+    threads: Mapping[str, int] | None = None,
 ) -> list[BenchRow]:
     """Count and time several models (interleaved) and return one ``BenchRow`` each.
 
     Row fields: ``params``, ``gflops`` (per frame by the protocol), ``latency_ms`` (mean ``T_inf``; ``fps`` =
     ``1000 / latency_ms``, the paper's averaging). ``extra``: ``encoder_ms``, ``decoder_ms``, ``other_ms`` (means),
     ``median_ms``, ``p90_ms``, ``std_ms``, ``frames``, ``warmup``, ``window``, ``height``, ``width``,
-    ``encoder_gflops``, ``decoder_gflops``, plus ``extra[name]`` given by the caller.
+    ``encoder_gflops``, ``decoder_gflops``, plus ``extra[name]`` given by the caller. With ``incremental``: the
+    incremental protocol's ``inc_latency_ms``, ``inc_fps``, ``inc_encoder_ms``, ``inc_decoder_ms``,
+    ``inc_median_ms``, ``inc_gflops``, ``inc_decoder_gflops`` and ``inc_speedup`` (``latency_ms / inc_latency_ms``),
+    None where the model has no incremental decode. With ``ceiling``: ``gflop_s`` / ``inc_gflop_s`` (achieved GFLOP/s
+    = GFLOPs per frame / latency), ``roofline`` / ``inc_roofline`` (that / the ceiling) and ``ceiling_gflop_s``,
+    ``ceiling_size``.
 
     Args:
         models: name -> VideoSegmenter, or a streamer of another runtime (see ``measure_protocol``).
@@ -419,20 +554,62 @@ def protocol_rows(
         stream_options: name -> keyword arguments of that model's ``stream`` (``window``, ``key_interval``); the
             row's window and FLOPs follow its ``window``.
         amp: inference precision of the PyTorch models (recorded in every row's ``amp``).
+        incremental: also time the incremental protocol, interleaved with the paper one: True = every PyTorch model
+            that streams incrementally (``model.stream(incremental=True)``); a mapping name -> candidate gives the
+            incremental candidate of a row explicitly (e.g. an onnxruntime step-graph streamer; True: the row's own
+            PyTorch model when it streams incrementally; None: none).
+        ceiling: time an ``n x n`` float32 matmul in the same rounds (``MatmulCeiling``) and add the roofline columns.
+        threads: name -> torch intra-op threads of that row's PyTorch pushes (both protocols; ``torch_threads`` in
+            the row); the others use the current setting.
     """
     sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
     options = {n: dict((stream_options or {}).get(n) or {}) for n in models}
     windows = {n: int(options[n].get("window") or m.window) for n, m in models.items()}
     costed = {n: m if isinstance(m, nn.Module) else (cost_models or {}).get(n) for n, m in models.items()}
-    cache: dict[tuple[int, int], dict[str, int]] = {}  # the same model under two runtimes is counted once
+    # the incremental candidates: name -> (candidate, stream options)
+    inc: dict[str, Any] = {}
+    if isinstance(incremental, Mapping):  # name -> candidate, or True: the model itself when it streams incrementally
+        for n, c in incremental.items():
+            if n not in models or c is None or c is False:
+                continue
+            if c is True:
+                m = models[n]
+                if isinstance(m, nn.Module) and _streams_incrementally(m, options[n]):
+                    inc[n] = m
+            else:
+                inc[n] = c
+    elif incremental:
+        inc = {n: m for n, m in models.items()
+               if isinstance(m, nn.Module) and _streams_incrementally(m, options[n])}
+    cache: dict[tuple[int, int, bool], dict[str, int] | None] = {}  # one model under two runtimes is counted once
     counts: dict[str, dict[str, int] | None] = {}
+    inc_counts: dict[str, dict[str, int] | None] = {}
     for n, m in costed.items():
-        key = (id(m), windows[n])
-        if flops and m is not None and key not in cache:
-            cache[key] = component_flops(m, sizes[n], window=windows[n])
-        counts[n] = cache.get(key) if flops and m is not None else None
-    results = measure_protocol(models, img_size=sizes, warmup=warmup, frames=frames, progress=progress,
-                               stream_options=options, amp=amp)
+        for is_inc, target in ((False, counts), (True, inc_counts)):
+            if is_inc and n not in inc:
+                continue
+            key = (id(m), windows[n], is_inc)
+            if flops and m is not None and key not in cache:
+                cache[key] = component_flops(m, sizes[n], window=windows[n], incremental=is_inc)
+            target[n] = cache.get(key) if flops and m is not None else None
+    candidates: dict[str, Any] = {}
+    cand_sizes: dict[str, tuple[int, ...]] = {}
+    cand_options: dict[str, dict[str, Any]] = {}
+    for n, m in models.items():  # each row's incremental candidate right after its paper one
+        candidates[n], cand_sizes[n], cand_options[n] = m, sizes[n], options[n]
+        if n in inc:
+            key = n + INC_SUFFIX
+            candidates[key], cand_sizes[key] = inc[n], sizes[n]
+            cand_options[key] = {**options[n], "incremental": True}
+    matmul = None
+    if ceiling:
+        devices = {_model_device(m) for m in candidates.values() if isinstance(m, nn.Module)}
+        matmul = MatmulCeiling(ceiling, device=next(iter(devices)) if len(devices) == 1 else "cpu")
+    cand_threads = {c: int(n) for name, n in (threads or {}).items()
+                    for c in (name, name + INC_SUFFIX) if c in candidates}
+    results = measure_protocol(candidates, img_size=cand_sizes, warmup=warmup, frames=frames, progress=progress,
+                               stream_options=cand_options, amp=amp, ceiling=matmul, threads=cand_threads)
+    ceiling_rate = None if matmul is None else matmul.gflops_per_s
     rows = []
     for name in models:
         res, fl = results[name], counts[name]
@@ -456,9 +633,34 @@ def protocol_rows(
                 "encoder_gflops": None if fl is None else fl["encoder"] / 1e9,
                 "decoder_gflops": None if fl is None else fl["decoder"] / 1e9,
                 "amp": amp if isinstance(models[name], nn.Module) else "none",
-                "torch_threads": torch.get_num_threads(),
+                "torch_threads": int((threads or {}).get(name, torch.get_num_threads())),
             },
         )
+        if incremental is not False:
+            ires = results.get(name + INC_SUFFIX)
+            ifl = inc_counts.get(name)
+            row.extra.update({
+                "inc_latency_ms": None if ires is None else ires.frame.mean_ms,
+                "inc_fps": None if ires is None else ires.frame.fps,
+                "inc_encoder_ms": None if ires is None else ires.encoder.mean_ms,
+                "inc_decoder_ms": None if ires is None else ires.decoder.mean_ms,
+                "inc_median_ms": None if ires is None else ires.frame.median_ms,
+                "inc_gflops": None if ifl is None else ifl["total"] / 1e9,
+                "inc_decoder_gflops": None if ifl is None else ifl["decoder"] / 1e9,
+                "inc_speedup": None if ires is None else res.frame.mean_ms / ires.frame.mean_ms,
+            })
+        if matmul is not None:
+            rate = _gflop_rate(row.gflops, row.latency_ms)
+            row.extra.update({
+                "ceiling_size": matmul.size,
+                "ceiling_gflop_s": ceiling_rate,
+                "gflop_s": rate,
+                "roofline": None if rate is None or not ceiling_rate else rate / ceiling_rate,
+            })
+            if incremental is not False:
+                irate = _gflop_rate(row.extra.get("inc_gflops"), row.extra.get("inc_latency_ms"))
+                row.extra["inc_gflop_s"] = irate
+                row.extra["inc_roofline"] = None if irate is None or not ceiling_rate else irate / ceiling_rate
         row.extra.update((extra or {}).get(name, {}))
         rows.append(row)
     return rows

@@ -172,12 +172,20 @@ def device_line() -> str:
     )
 
 
-def protocol_note(frames: int, warmup: int) -> str:
+def protocol_note(frames: int, warmup: int, *, incremental: bool = False) -> str:
     """How the latencies of ``vidnas.bench.protocol`` were measured, printed under every protocol table."""
-    return (
+    note = (
         f"protocol [ST-NAS Sec. 4]: per frame = encode 1 frame + decode the full window (Streamer.push with the ring "
         f"buffer full), batch 1, float32; latency = mean over {frames} frames after {warmup} warm-up pushes, "
         f"FPS = 1000 / latency; models interleaved (one push each per round, rotated order); GFLOPs = encoder on 1 "
         f"frame + decoder on the window (1 MAC = 2 FLOPs); frame-by-frame models (arch2, dynamic cells: steady "
         f"state) run the encoder and their decoder (cell) once per frame"
     )
+    if incremental:
+        note += (
+            "; incremental protocol (inc_*): the same model pushed through model.stream(incremental=True) in the "
+            "same rounds: encode 1 frame + one decoder time step (same logits as the window decode; causal window "
+            "models only, '-' elsewhere), inc_gflops = encoder + one steady-state step, inc_speedup = latency / "
+            "inc_latency"
+        )
+    return note

@@ -67,7 +67,9 @@ def bench_cmd(
     ] = DEFAULT_CLASSES,
     frames: Annotated[int, typer.Option(help="Timed frames per model (the paper averages 1000).")] = 100,
     warmup: Annotated[int, typer.Option(help="Untimed frames per model first.")] = 10,
-    threads: ThreadsOpt = None,
+    threads: Annotated[OptStr, typer.Option(
+        "--threads", help="torch (and onnxruntime) intra-op threads: N, or auto (default: the cores the load average "
+        "leaves free, at least 1). With --compare threads: a list, e.g. 1,2.")] = None,
     device: Annotated[str, typer.Option(help="torch device, e.g. cpu or cuda.")] = "cpu",
     ref: Annotated[OptStr, typer.Option("--ref", help="Row name: adds an FPS ratio column against it.")] = None,
     json_out: Annotated[OptPath, typer.Option("--json", help="Write the rows as a JSON list.")] = None,
@@ -80,21 +82,52 @@ def bench_cmd(
         "first, i.e. steady state = encoder + cell).")] = None,
     overwrite: OverwriteOpt = False,
     amp: AmpOpt = "none",
+    incremental: Annotated[bool, typer.Option(
+        "--incremental/--paper-only", help="Also time the incremental protocol (one decoder step per frame; inc_* "
+        "columns), interleaved with the paper's window decode.")] = True,
+    ceiling: Annotated[int, typer.Option(
+        "--ceiling", help="Roofline: size N of the NxN float32 matmul timed in the same rounds (0: no roofline).")
+    ] = 2048,
+    channels_last: Annotated[str, typer.Option(
+        "--channels-last", help="auto|on: CNN encoders (MobileNetV2, EfficientNet-Lite0) run channels-last; off: "
+        "never.")] = "auto",
+    compare: Annotated[OptStr, typer.Option(
+        "--compare", help="Time a CPU fast path on and off in the same rounds: channels_last (rows NAME, NAME~off), "
+        "threads (rows NAME@Nt), ort_options (onnxruntime rows with vidnas's session options and NAME~off with "
+        "onnxruntime's defaults).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
 
-    Every frame costs one encoder pass plus one decode of the full window (the model streams with a ring buffer of
-    encoder features). All models are timed interleaved in one run, so their ratios are stable on a noisy machine.
-    Any checkpoint kind benchmarks: window models, ST-NAS-derived models, arch2, dynamic-cell models.
+    Paper protocol: every frame costs one encoder pass plus one decode of the full window (the model streams with a
+    ring buffer of encoder features). Incremental protocol (inc_* columns, on by default): one encoder pass plus one
+    decoder time step, the same logits, for causal window models. All models and both protocols are timed
+    interleaved in one run, so their ratios are stable on a noisy machine; a matmul ceiling timed in the same rounds
+    gives each model's share of the machine's GFLOP/s (roofline). Any checkpoint kind benchmarks: window models,
+    ST-NAS-derived models, arch2, dynamic-cell models.
     """
-    from vidnas.bench import BenchRow, device_line, device_signature, format_table, protocol_note, write_rows_json
+    from vidnas.bench import (
+        BenchRow,
+        auto_threads,
+        device_line,
+        device_signature,
+        format_table,
+        protocol_note,
+        write_rows_json,
+    )
     from vidnas.experiments.benchmark import (
         BENCH_COLUMNS,
+        BOTH_COLUMNS,
+        CHANNELS_LAST_MODES,
+        COMPARE,
+        ROOFLINE_COLUMNS,
         RUNTIMES,
+        add_ratio_columns,
         build_sources,
+        fastpath_line,
         onnxruntime_available,
         parse_sources,
+        roofline_line,
         run_benchmark,
     )
 
@@ -112,12 +145,27 @@ def bench_cmd(
         raise fail("give --height and --width together")
     if window is not None and window < 1:
         raise fail(f"--window must be >= 1, got {window}")
+    if ceiling < 0:
+        raise fail(f"--ceiling must be >= 0 (0: no roofline), got {ceiling}")
+    if channels_last not in CHANNELS_LAST_MODES:
+        raise fail(f"--channels-last {channels_last!r}: valid modes are {', '.join(CHANNELS_LAST_MODES)}")
+    if compare is not None and compare not in COMPARE:
+        raise fail(f"--compare {compare!r}: valid comparisons are {', '.join(COMPARE)}")
+    if compare == "ort_options" and runtime == "torch":
+        raise fail("--compare ort_options needs --runtime onnxruntime or both")
+    try:
+        counts = [] if threads in (None, "auto") else [int(t) for t in threads.split(",") if t.strip()]
+    except ValueError:
+        raise fail(f"--threads {threads!r}: give a number, a list like 1,2 (with --compare threads) or auto") from None
+    if any(n < 1 for n in counts) or (len(counts) > 1 and compare != "threads"):
+        raise fail(f"--threads {threads!r}: thread counts must be >= 1, and a list needs --compare threads")
+    n_threads = counts[0] if len(counts) == 1 else auto_threads()
     if not (checkpoint or arch or row or config or set_):
         raise fail("no model to benchmark: give --checkpoint, --arch, --row (e.g. --row all), or --config / --set "
                    "(the config's model)")
     if json_out is not None:
         output_file(json_out, overwrite=overwrite, option="--json")
-    set_threads(threads)
+    set_threads(n_threads)
     cfg = resolve_config(config, set_)
     hw = (height, width) if height is not None and width is not None else None
     try:
@@ -126,24 +174,41 @@ def bench_cmd(
         raise fail(str(e)) from e
     try:
         models = build_sources(sources, cfg, hw=hw, window=window, num_classes=classes, device=device,
-                               key_interval=key_interval)
+                               key_interval=key_interval, channels_last=channels_last)
     except (OSError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
-    row_names = [n for m in models for n in ((m.name, f"{m.name}@ort") if runtime == "both" else (m.name,))]
-    if ref is not None and ref not in row_names:
-        raise fail(f"--ref {ref!r} names no row; rows: {', '.join(row_names)}")
-    runs = 2 if runtime == "both" else 1
+    if ref is not None and compare is None:
+        row_names = [n for m in models for n in ((m.name, f"{m.name}@ort") if runtime == "both" else (m.name,))]
+        if ref not in row_names:
+            raise fail(f"--ref {ref!r} names no row; rows: {', '.join(row_names)}")
+    runs = (2 if runtime == "both" else 1) * (2 if incremental else 1) * (1 if compare is None else 2)
     bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
     try:
         rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
-                                             threads=threads, progress=bar.update, amp=amp)
+                                             threads=n_threads, progress=bar.update, amp=amp, incremental=incremental,
+                                             ceiling=ceiling or None, compare=compare,
+                                             thread_counts=counts if len(counts) > 1 else None)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:
         bar.close()
-    typer.echo(format_table(rows, BENCH_COLUMNS, ref=ref))
+    if ref is not None and ref not in {r.name for r in rows}:
+        raise fail(f"--ref {ref!r} names no row; rows: {', '.join(r.name for r in rows)}")
+    columns = list(BOTH_COLUMNS if incremental else BENCH_COLUMNS)
+    if ref is not None:
+        add_ratio_columns(rows, ref)
+        columns += ["fps_ratio", "inc_fps_ratio"] if incremental else ["fps_ratio"]
+    typer.echo(format_table(rows, columns))
+    if ceiling:
+        typer.echo("")
+        typer.echo(format_table(rows, ROOFLINE_COLUMNS if incremental else ROOFLINE_COLUMNS[:4]))
+        typer.echo(roofline_line(rows) or "roofline: no FLOP counts (--no-flops)")
+    typer.echo(fastpath_line(rows))
     typer.echo(device_line())
-    typer.echo(protocol_note(frames, warmup))
+    typer.echo(protocol_note(frames, warmup, incremental=incremental))
+    if ref is not None:
+        typer.echo(f"fps_ratio = FPS / paper-protocol FPS of {ref}; inc_fps_ratio = incremental FPS / the same "
+                   "paper-protocol FPS" if incremental else f"fps_ratio = FPS / FPS of {ref}")
     if json_out is not None:
         dev = {**device_signature(), "torch_device": device}
         for r in rows:

@@ -35,8 +35,9 @@ def _fmt_size(path: Path) -> str:
 def export_cmd(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint (.pt) written by `vidnas train` or `vidnas search "
                                                "cells` (top/cellN/model.pt).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for encoder.onnx, decoder.onnx (cell and "
-                                      "arch2 models: key.onnx, cell.onnx), export.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory for encoder.onnx, decoder.onnx (causal "
+                                      "models also decoder_init.onnx, decoder_step.onnx; cell and arch2 models: "
+                                      "key.onnx, cell.onnx), export.json.")],
     opset: Annotated[int | None, typer.Option(help="ONNX opset (>= 17; default 17, or what a cell needs: affine "
                                                    "20, deform3x3 19).")] = None,
     height: Annotated[int | None, typer.Option(help="Input height (default: the training size).")] = None,
@@ -46,19 +47,25 @@ def export_cmd(
                                                "onnxruntime for the parity check (0 skips it).")] = 8,
     tol: Annotated[float, typer.Option("--tol", help="Largest accepted |PyTorch - onnxruntime| logit "
                                        "difference; exit 1 above it.")] = 1e-4,
+    incremental: Annotated[bool, typer.Option(
+        "--incremental/--no-incremental", help="Also write decoder_init.onnx + decoder_step.onnx (one decoder step "
+        "per frame, state as explicit inputs/outputs; causal window models).")] = True,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Export a checkpoint to ONNX and check it against PyTorch on a stream of random frames.
 
-    Window models: encoder.onnx (per frame) + decoder.onnx (per window). arch2 and dynamic-cell models (`vidnas search
-    cells` top/cellN/model.pt): key.onnx (the static network) + cell.onnx (encoder + cell, carrying dec and layer4).
-    --out must be new, empty, or an earlier export (replaced); any other directory needs --overwrite.
+    Window models: encoder.onnx (per frame) + decoder.onnx (per window); a causal one also gets the incremental
+    decoder (decoder_init.onnx, decoder_step.onnx: one decoder time step per frame, the same logits), checked over its
+    own stream. arch2 and dynamic-cell models (`vidnas search cells` top/cellN/model.pt): key.onnx (the static
+    network) + cell.onnx (encoder + cell, carrying dec and layer4). --out must be new, empty, or an earlier export
+    (replaced); any other directory needs --overwrite.
     """
-    from vidnas.export import DEFAULT_OPSET, export_onnx
+    import vidnas.export
+    from vidnas.export import DEFAULT_OPSET, export_onnx, export_step_graphs
     from vidnas.export.frame_models import export_frame_onnx, is_frame_model, read_frame_meta
-    from vidnas.models import load_model
+    from vidnas.models import incremental_support, load_model
 
     setup_logging()
     set_threads(threads)
@@ -69,6 +76,7 @@ def export_cmd(
     img_size = (height, width) if height is not None and width is not None else None
     device_overrides(device)  # checked here: an unknown device or CUDA where there is none fails at once
     output_dir(out, "export", overwrite=overwrite)
+    step = None
     try:
         loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
         extra = {"checkpoint": str(checkpoint), "palette_source": loaded.palette_source}
@@ -78,6 +86,9 @@ def export_cmd(
         else:
             paths = export_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
                                 class_names=loaded.class_names, palette=loaded.palette, extra=extra)
+            why_not = incremental_support(loaded.model)
+            if incremental and why_not is None:
+                step = export_step_graphs(loaded.model, out, opset=opset or DEFAULT_OPSET)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     model = loaded.model
@@ -88,33 +99,48 @@ def export_cmd(
             if p is not None:
                 typer.echo(f"wrote {p} ({_fmt_size(p)})")
         typer.echo(f"wrote {fpaths.meta}")
-        _parity(model, out, parity_frames, tol)
+        _parity(model, out, parity_frames, tol, [(None, vidnas.export.parity_check)])
         return
     mode = "causal" if model.causal else "centred"
     typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
                f"{model.num_classes} classes, opset {opset or DEFAULT_OPSET}")
-    for p in (paths.encoder, paths.decoder):
+    files = [paths.encoder, paths.decoder]
+    if step is not None:
+        files += [paths.out_dir / step["init"], paths.out_dir / step["step"]]
+    for p in files:
         typer.echo(f"wrote {p} ({_fmt_size(p)})")
     typer.echo(f"wrote {paths.meta}")
-    _parity(model, paths.out_dir, parity_frames, tol)
+    if step is not None:
+        typer.echo(f"incremental decoder: {len(step['states'])} state tensors, {step['state_bytes'] / 1e6:.2f} MB; "
+                   f"receptive field {step['receptive_field']} frames, window {model.window}")
+    elif incremental:
+        typer.echo(f"no incremental decoder: {why_not}")
+    checks = [("window decode", vidnas.export.parity_check)]
+    if step is not None:
+        checks.append(("incremental decode", vidnas.export.step_parity_check))
+    _parity(model, paths.out_dir, parity_frames, tol, checks)
 
 
-def _parity(model: object, out_dir: Path, frames: int, tol: float) -> None:
-    """Stream ``frames`` random frames through PyTorch and onnxruntime; exit 1 above ``tol``."""
-    import vidnas.export
+def _parity(model: object, out_dir: Path, frames: int, tol: float, checks: list) -> None:
+    """Stream ``frames`` random frames through PyTorch and onnxruntime with each ``(name, check)``; exit 1 above
+    ``tol``."""
     from vidnas.export import DeployError
 
     if frames <= 0:
         typer.echo("parity check skipped")
         return
-    try:
-        diff = vidnas.export.parity_check(model, out_dir, frames=frames)
-    except DeployError as e:
-        raise fail(f"parity check failed: {e}", code=1) from e
-    ok = diff <= tol
-    typer.echo(f"parity over {frames} streamed frames: max |torch - onnxruntime| logit difference "
-               f"{diff:.3g} ({'OK' if ok else 'FAILED'}, tolerance {tol:g})")
-    if not ok:
+    failed = False
+    for what, check in checks:
+        try:
+            diff = check(model, out_dir, frames=frames)
+        except DeployError as e:
+            raise fail(f"parity check failed: {e}", code=1) from e
+        ok = diff <= tol
+        failed |= not ok
+        label = "parity" if what is None else f"parity ({what})"
+        typer.echo(f"{label} over {frames} streamed frames: max |torch - onnxruntime| logit "
+                   f"difference {diff:.3g} ({'OK' if ok else 'FAILED'}, tolerance {tol:g})")
+    if failed:
         raise typer.Exit(1)
 
 
@@ -136,8 +162,15 @@ def predict_cmd(
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
         "--key-interval", help="Dynamic-cell models (torch or onnxruntime): re-run the static network every N frames "
         "(default: only on the first frame).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for the model and the frame resizing (default: the "
-                                                            "runtimes' own).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of the model and the frame resizing (default: the "
+                                                            "cores the load average leaves free, minus one for the "
+                                                            "reader and writer threads; at least 1).")] = None,
+    incremental: Annotated[bool | None, typer.Option(
+        "--incremental/--window-decode", help="Decode one time step per frame (default for causal window models; "
+        "onnxruntime: decoder_step.onnx) or the whole window per frame (the paper's protocol). Same masks.")] = None,
+    channels_last: Annotated[bool, typer.Option(
+        "--channels-last/--no-channels-last", help="torch runtime: run a CNN encoder (MobileNetV2, EfficientNet-Lite0)"
+        " in the channels-last memory format (faster on this CPU; same masks).")] = True,
     overwrite: OverwriteOpt = False,
     device: DeviceOpt = None,
     amp: AmpOpt = "none",
@@ -173,17 +206,25 @@ def predict_cmd(
     if out.resolve() == input.resolve() or (input.is_dir() and input.resolve() in out.resolve().parents):
         raise fail(f"--out {out} is inside the input {input}: choose a directory outside the data")
     output_dir(out, "predict", overwrite=overwrite)
+    if threads is None:
+        from vidnas.bench import auto_threads
+
+        threads = auto_threads(reserve=1)
     set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
     try:
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
-                             intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp)
+                             intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp,
+                             incremental=incremental, channels_last=channels_last)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
+    decode = {"incremental": "one decoder step per frame", "window": "window decode per frame",
+              "frame": "frame model"}.get(getattr(runner, "protocol", "window"), "")
     typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
-               f"{'causal' if runner.causal else 'centred'}, runtime {runtime}")
+               f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode}), {threads} thread(s)"
+               f"{', channels-last encoder' if getattr(runner, 'channels_last', False) else ''}")
     bar = tqdm(total=total, unit="frame", desc="predict", disable=quiet, dynamic_ncols=True)
 
     def progress(done: int, model_fps: float) -> None:
@@ -192,7 +233,8 @@ def predict_cmd(
             bar.set_postfix(fps=f"{model_fps:.1f}")
 
     info = {"checkpoint": None if checkpoint is None else str(checkpoint),
-            "export_dir": None if export_dir is None else str(export_dir)}
+            "export_dir": None if export_dir is None else str(export_dir), "threads": threads,
+            "channels_last": bool(getattr(runner, "channels_last", False))}
     try:
         res = predict_video(input, out, runner, max_frames=max_frames, fps=fps, overlay=not no_overlay,
                             progress=progress, info=info, prepare=False)

@@ -9,7 +9,9 @@ attributes changed on a loaded model.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +24,15 @@ from torch import nn
 from vidnas.bench import BenchRow
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config
-from vidnas.export.runtime import ort_streamers
+from vidnas.export.runtime import ORT_OPTIONS_NOTE, default_session_options, ort_streamers
 from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_model
+from vidnas.models.fastpath import cnn_encoder, use_channels_last
 
 __all__ = [
     "RUNTIMES",
     "BENCH_COLUMNS",
+    "BOTH_COLUMNS",
+    "ROOFLINE_COLUMNS",
     "DEFAULT_CLASSES",
     "ModelSource",
     "BenchModel",
@@ -36,10 +41,23 @@ __all__ = [
     "build_sources",
     "onnxruntime_available",
     "run_benchmark",
+    "add_ratio_columns",
+    "roofline_line",
+    "fastpath_line",
+    "CHANNELS_LAST_MODES",
+    "COMPARE",
 ]
 
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
+CHANNELS_LAST_MODES: tuple[str, ...] = ("auto", "on", "off")
+# fast paths `--compare` measures with and without, interleaved: rows NAME (on) and NAME~off
+COMPARE: tuple[str, ...] = ("channels_last", "threads", "ort_options")
 BENCH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "encoder_ms", "decoder_ms", "latency_ms", "fps")
+# both protocols side by side: the paper's (window decode) and the incremental one (inc_*, one decoder step)
+BOTH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "inc_gflops", "encoder_ms", "decoder_ms",
+                                 "inc_decoder_ms", "latency_ms", "inc_latency_ms", "fps", "inc_fps", "inc_speedup")
+ROOFLINE_COLUMNS: tuple[str, ...] = ("name", "gflops", "gflop_s", "roofline", "inc_gflops", "inc_gflop_s",
+                                     "inc_roofline")
 DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
 
 
@@ -130,6 +148,7 @@ def build_source(
     num_classes: int,
     device: str = "cpu",
     key_interval: int | None = None,
+    channels_last: str = "auto",
 ) -> BenchModel:
     """Build one source's model in eval mode.
 
@@ -141,10 +160,14 @@ def build_source(
         num_classes: K of models built with random weights (checkpoints keep their own).
         device: torch device.
         key_interval: dynamic-cell checkpoints: static network every ``key_interval`` frames (others ignore it).
+        channels_last: ``auto`` / ``on``: a CNN encoder runs channels-last (``vidnas.models.fastpath``; Swin is left
+            alone), ``off``: never. Recorded as the row's ``channels_last``.
 
     Raises:
         ValueError, OSError: unreadable file, invalid architecture, unknown row.
     """
+    if channels_last not in CHANNELS_LAST_MODES:
+        raise ValueError(f"unknown channels_last mode {channels_last!r}; valid: {', '.join(CHANNELS_LAST_MODES)}")
     extra: dict[str, Any] = {"source": src.kind if src.kind == "config" else f"{src.kind}:{src.value}"}
     options: dict[str, Any] = {} if window is None else {"window": int(window)}
     if src.kind == "checkpoint":
@@ -174,6 +197,7 @@ def build_source(
         data = dataclasses.replace(cfg.data, height=size[0], width=size[1], window=arch.window)
         model = build_model(dataclasses.replace(cfg, data=data), arch, num_classes=num_classes).to(device).eval()
         extra["num_classes"] = num_classes
+    extra["channels_last"] = use_channels_last(model) if channels_last != "off" else False
     return BenchModel(name=name, model=model, size=(int(size[0]), int(size[1])), extra=extra, stream_options=options)
 
 
@@ -202,6 +226,32 @@ def onnxruntime_available() -> bool:
     return True
 
 
+def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: Sequence[int]
+              ) -> tuple[list[BenchModel], dict[str, int]]:
+    """The models to time for ``compare``: each model with and without the fast path (rows NAME and NAME~off), or at
+    each thread count (rows NAME@Nt); name -> torch threads for ``threads``."""
+    if compare in (None, "ort_options"):
+        return list(models), {}
+    out: list[BenchModel] = []
+    threads: dict[str, int] = {}
+    for bm in models:
+        if compare == "channels_last":
+            out.append(bm)
+            if cnn_encoder(bm.model) is not None:
+                plain = copy.deepcopy(bm.model)
+                use_channels_last(plain, False)
+                out.append(dataclasses.replace(bm, name=f"{bm.name}~off", model=plain,
+                                               extra={**bm.extra, "channels_last": False}))
+        elif compare == "threads":
+            for n in thread_counts:
+                name = f"{bm.name}@{n}t"
+                out.append(dataclasses.replace(bm, name=name, extra={**bm.extra, "threads_variant": n}))
+                threads[name] = int(n)
+        else:
+            raise ValueError(f"unknown --compare {compare!r}; valid: {', '.join(COMPARE)}")
+    return out, threads
+
+
 def run_benchmark(
     models: Sequence[BenchModel],
     *,
@@ -212,35 +262,113 @@ def run_benchmark(
     threads: int | None = None,
     progress: Callable[[], Any] | None = None,
     amp: str = "none",
+    incremental: bool = True,
+    ceiling: int | None = None,
+    compare: str | None = None,
+    thread_counts: Sequence[int] | None = None,
 ) -> list[BenchRow]:
     """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
 
     With onnxruntime each model is exported to a temporary directory first; with ``both`` its ``NAME@ort`` row sits
-    beside its PyTorch row in the same interleaved run. Row extras: ``runtime`` plus what ``protocol_rows`` adds.
+    beside its PyTorch row in the same interleaved run. With ``incremental`` every row also gets the incremental
+    protocol's ``inc_*`` columns, measured in the same rounds (PyTorch: ``model.stream(incremental=True)``;
+    onnxruntime: the ``decoder_step.onnx`` graph). ``ceiling``: the roofline's matmul size (``protocol_rows``).
+
+    ``compare`` times a fast path on and off in the same rounds: ``channels_last`` (rows NAME and NAME~off for models
+    with a CNN encoder), ``threads`` (rows NAME@Nt for each of ``thread_counts``, default 1 and every core; the
+    onnxruntime sessions get the same counts), ``ort_options`` (onnxruntime rows with ``quiet_session_options``, the
+    default, and NAME~off with onnxruntime's own defaults). Row extras: ``runtime`` plus what ``protocol_rows`` adds.
 
     Raises:
-        ValueError: unknown runtime, or a model onnxruntime cannot take (the message names it).
+        ValueError: unknown runtime or comparison, or a model onnxruntime cannot take (the message names it).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    if compare == "ort_options" and runtime == "torch":
+        raise ValueError("--compare ort_options needs --runtime onnxruntime or both")
+    counts = list(thread_counts or sorted({1, os.cpu_count() or 1}))
+    nthreads = threads or torch.get_num_threads()
+    variants, torch_threads = _variants(models, compare, counts)
     candidates: dict[str, Any] = {}
     sizes: dict[str, tuple[int, int]] = {}
     extras: dict[str, dict[str, Any]] = {}
     options: dict[str, dict[str, Any]] = {}
     cost_models: dict[str, nn.Module] = {}
+    inc: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
-        streamers = {}
+        # onnxruntime sessions: one set per thread count (--compare threads) or per option set (ort_options)
+        ort_sets: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {}  # suffix -> (streamers, steps, note)
         if runtime != "torch":
-            streamers = ort_streamers(models, Path(tmp), threads or torch.get_num_threads())
-        for bm in models:
+            if compare == "threads":
+                for n in counts:
+                    ort_sets[f"@{n}t"] = (*ort_streamers(models, Path(tmp) / f"t{n}", n, incremental=incremental),
+                                          ORT_OPTIONS_NOTE.format(threads=n))
+            else:
+                ort_sets[""] = (*ort_streamers(models, Path(tmp) / "tuned", nthreads, incremental=incremental),
+                                ORT_OPTIONS_NOTE.format(threads=nthreads))
+                if compare == "ort_options":
+                    ort_sets["~off"] = (*ort_streamers(models, Path(tmp) / "default", nthreads,
+                                                       incremental=incremental,
+                                                       session_options=default_session_options(nthreads)),
+                                        f"onnxruntime defaults, {nthreads} intra-op thread(s)")
+        for bm in variants:
             # both runtimes of one model side by side, so their ratio is measured under the same machine load
             if runtime in ("torch", "both"):
                 candidates[bm.name], sizes[bm.name] = bm.model, bm.size
                 extras[bm.name], options[bm.name] = {**bm.extra, "runtime": "torch"}, bm.stream_options
-            if runtime in ("onnxruntime", "both"):
-                ort_name = f"{bm.name}@ort" if runtime == "both" else bm.name
-                candidates[ort_name], sizes[ort_name] = streamers[bm.name], bm.size
-                extras[ort_name] = {**bm.extra, "runtime": "onnxruntime"}
-                cost_models[ort_name] = bm.model
+                inc[bm.name] = incremental
+        for base in models:
+            if runtime == "torch":
+                break
+            for suffix, (streamers, steps, note) in ort_sets.items():
+                ort_name = f"{base.name}@ort{suffix}" if runtime == "both" else f"{base.name}{suffix}"
+                candidates[ort_name], sizes[ort_name] = streamers[base.name], base.size
+                extras[ort_name] = {**base.extra, "runtime": "onnxruntime", "ort_options": note,
+                                    "channels_last": False}
+                cost_models[ort_name] = base.model
+                inc[ort_name] = steps.get(base.name)
         return protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
-                             cost_models=cost_models, progress=progress, stream_options=options, amp=amp)
+                             cost_models=cost_models, progress=progress, stream_options=options, amp=amp,
+                             incremental=inc if incremental else False, ceiling=ceiling, threads=torch_threads)
+
+
+def add_ratio_columns(rows: Sequence[BenchRow], ref: str) -> list[BenchRow]:
+    """Add ``fps_ratio`` (FPS / the paper-protocol FPS of row ``ref``) and ``inc_fps_ratio`` (incremental FPS / the
+    same paper-protocol FPS) to every row (in place; None where a value is missing).
+
+    Raises:
+        ValueError: ``ref`` names no row.
+    """
+    by_name = {r.name: r for r in rows}
+    if ref not in by_name:
+        raise ValueError(f"reference row {ref!r} not found; rows: {', '.join(by_name)}")
+    base = by_name[ref].fps
+    for r in rows:
+        inc_fps = r.extra.get("inc_fps")
+        r.extra["fps_ratio"] = None if not base or r.fps is None else r.fps / base
+        r.extra["inc_fps_ratio"] = None if not base or inc_fps is None else inc_fps / base
+        r.extra["ratio_ref"] = ref
+    return list(rows)
+
+
+def roofline_line(rows: Sequence[BenchRow]) -> str | None:
+    """One line naming the roofline's ceiling (None when the rows have none)."""
+    rate = next((r.extra.get("ceiling_gflop_s") for r in rows if r.extra.get("ceiling_gflop_s")), None)
+    if rate is None:
+        return None
+    size = next(r.extra.get("ceiling_size") for r in rows if r.extra.get("ceiling_gflop_s"))
+    threads = rows[0].extra.get("torch_threads")
+    return (f"roofline: ceiling = {size}x{size} float32 matmul, {rate:.1f} GFLOP/s with {threads} torch thread(s), "
+            f"timed in the same interleaved rounds as the models; gflop_s = GFLOPs per frame / latency, roofline = "
+            f"gflop_s / ceiling (GFLOPs count convolutions, matmuls and attention only)")
+
+
+def fastpath_line(rows: Sequence[BenchRow]) -> str:
+    """One line saying which CPU fast paths the rows ran with (the bench report's last word on them)."""
+    cl = [r.name for r in rows if r.extra.get("channels_last")]
+    threads = sorted({r.extra.get("torch_threads") for r in rows if r.extra.get("runtime") == "torch"} - {None})
+    ort = sorted({r.extra["ort_options"] for r in rows if r.extra.get("ort_options")})
+    parts = [f"channels_last on for {', '.join(cl)}" if cl else "channels_last off (no CNN encoder, or --channels-last"
+             " off)", f"torch threads {', '.join(str(t) for t in threads) or '-'}"]
+    parts += ort
+    return "fast paths: " + "; ".join(parts)

@@ -9,6 +9,9 @@
   fixed-size ring buffer), ``parity_check(model, out_dir, frames=...)``, and the runners of ``vidnas predict``:
   ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner`` (``model.stream()`` of any model kind) or an
   ``OrtStreamer``.
+* ``stepgraph``: the incremental decoder of a causal model as ``decoder_init.onnx`` + ``decoder_step.onnx`` with the
+  state as explicit inputs and outputs (``export_step_graphs``), its streamer ``OrtStepStreamer`` and
+  ``step_parity_check``.
 * ``predict``: ``predict_video(source, out_dir, runner)``: masks, overlay video and summary for a video file or frame
   folder, streaming in constant memory. ``video``: frame readers and the overlay writer.
 
@@ -42,6 +45,7 @@ from vidnas.export.runtime import (
     load_runner,
     parity_check,
 )
+from vidnas.export.stepgraph import OrtStepStreamer, export_step_graphs, step_parity_check
 from vidnas.export.video import FrameReader, OverlayWriter, VideoError, open_frames, pick_codec
 
 __all__ = [
@@ -69,6 +73,9 @@ __all__ = [
     "DEFAULT_PROVIDERS",
     "OrtStreamer",
     "parity_check",
+    "OrtStepStreamer",
+    "export_step_graphs",
+    "step_parity_check",
     "FrameReader",
     "OverlayWriter",
     "VideoError",

@@ -204,6 +204,12 @@ def export_onnx(
 
 def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
                   opset: int) -> None:
+    _export_graphs(module, (example,), path, [input_name], [output_name], opset)
+
+
+def _export_graphs(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, input_names: Sequence[str],
+                   output_names: Sequence[str], opset: int) -> None:
+    """Trace ``module(*inputs)`` into ``path`` (static shapes), written atomically."""
     def write(tmp: str) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             # the exporter's notes (legacy exporter, traced Python booleans on fixed shapes, strided-slice folding)
@@ -211,8 +217,9 @@ def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_na
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-            torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=opset, input_names=[input_name],
-                              output_names=[output_name], do_constant_folding=True)
+            torch.onnx.export(module, inputs, tmp, dynamo=False, opset_version=opset,
+                              input_names=list(input_names), output_names=list(output_names),
+                              do_constant_folding=True)
 
     atomic_save(path, write)
 

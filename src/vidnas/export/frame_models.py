@@ -316,6 +316,7 @@ class FrameOrtStreamer:
     """
 
     runtime = "onnxruntime"
+    protocol = "frame"
     window = 1
     causal = True
     lag = 0

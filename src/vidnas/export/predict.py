@@ -1,10 +1,17 @@
 """Run a trained model over a video file or a frame folder: per-frame masks, an overlay video, a summary.
 
-Frames stream through the model one at a time (a runner of ``vidnas.export.runtime``: ``model.stream()`` in PyTorch,
-or ``OrtStreamer``): the reader decodes
-one frame, the streamer keeps only its ring buffer of ``w`` encoder features, the pending queue holds at most
-``lag + 1`` frames (centred windows emit a frame ``lag`` pushes after it arrived), and every mask is written as soon
-as it exists. Memory therefore does not grow with the video's length (tested with tracemalloc).
+Three stages overlap, joined by bounded queues (``QUEUE_FRAMES`` items each):
+
+* a **reader thread** decodes one frame at a time and preprocesses it (torch resize + normalisation);
+* the **calling thread** pushes each frame through the model (a runner of ``vidnas.export.runtime``:
+  ``model.stream()`` in PyTorch, ``OrtStreamer`` / ``OrtStepStreamer`` in onnxruntime) and times only that;
+* a **writer thread** turns logits into masks, writes the PNGs, paints and encodes the overlay video.
+
+Decoding, PNG and H.264 encoding run in C with Python's lock released, so on a 2-core CPU they use the core the model
+leaves free. The streamer keeps only its decoder state, the pending queue holds at most ``lag + 1`` frames (centred
+windows emit a frame ``lag`` pushes after it arrived), and the queues hold at most ``2 * QUEUE_FRAMES`` more:
+memory does not grow with the video's length (tested with tracemalloc). An error in any stage stops the other two;
+masks already written stay valid, the overlay and the summary are not written.
 
 Each frame is resized to the model input size exactly as in evaluation (bilinear, antialiased, then ImageNet
 normalisation); its mask (argmax of the logits) is mapped back to the frame's original size with nearest neighbour.
@@ -24,8 +31,10 @@ from __future__ import annotations
 import collections
 import logging
 import math
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +57,59 @@ __all__ = [
     "PredictResult",
     "predict_video",
     "DEFAULT_FOLDER_FPS",
+    "QUEUE_FRAMES",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FOLDER_FPS = 25.0  # overlay frame rate for frame folders (no rate recorded); CholecSeg8K's 25 fps
+QUEUE_FRAMES = 2  # frames waiting between two stages: enough to absorb jitter, small enough to keep memory flat
+_END = object()  # end-of-stream marker in the queues
+_POLL_S = 0.05  # how often a blocked stage checks whether another one failed
+
+
+class _ReadError:
+    """The reader's failure, queued behind the frames it did decode (they still get their masks)."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Stop(Exception):
+    """Another stage failed or was interrupted: this one stops quietly (the failure is raised by the caller)."""
+
+
+class _Stages:
+    """Shared state of the three stages: the first failure, and a stop flag every blocking call checks."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
+
+    def put(self, q: queue.Queue, item: object) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stop
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue) -> object:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise _Stop from None
 
 
 def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -219,11 +276,13 @@ def predict_video(
     first_hw: tuple[int, int] | None = None
     writer: OverlayWriter | None = None
     resizer: NearestResizer | None = None
+    stages = _Stages()
+    to_model: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)  # (index, rgb, x) from the reader
+    to_writer: queue.Queue = queue.Queue(maxsize=QUEUE_FRAMES)  # (index, rgb, logits) for the writer
     t_start = time.perf_counter()
 
-    def emit(logits: np.ndarray) -> None:
+    def emit(index: int, rgb: np.ndarray, logits: np.ndarray) -> None:
         nonlocal done, resizer
-        index, rgb = pending.popleft()
         pred = logits[0].argmax(axis=0).astype(mask_dtype)  # (H, W) class ids at model size
         if resizer is None:
             resizer = NearestResizer(pred.shape, rgb.shape[:2])
@@ -236,38 +295,102 @@ def predict_video(
         if progress is not None:
             progress(done, done / model_seconds if model_seconds > 0 else float("nan"))
 
+    def frames(reader: Any) -> Iterator[tuple[int, np.ndarray]]:
+        nonlocal first_hw
+        for index, rgb in enumerate(reader):
+            if max_frames is not None and index >= max_frames:
+                return
+            hw = (int(rgb.shape[0]), int(rgb.shape[1]))
+            if first_hw is None:
+                first_hw = hw
+            elif hw != first_hw:
+                raise VideoError(f"{reader.path}: frame {index} is {hw[0]}x{hw[1]} but the first frame is "
+                                 f"{first_hw[0]}x{first_hw[1]}; all frames must have one size")
+            yield index, rgb
+
+    def read_stage(reader: Any) -> None:
+        try:
+            try:
+                for index, rgb in frames(reader):
+                    stages.put(to_model, (index, rgb, preprocess(rgb, model_hw)))  # (1, 3, H, W)
+            except (VideoError, OSError, ValueError) as e:  # a corrupt video: after the frames decoded before it
+                stages.put(to_model, _ReadError(e))
+                return
+            stages.put(to_model, _END)
+        except _Stop:
+            pass
+        except BaseException as e:
+            stages.fail(e)
+
+    def write_stage() -> None:
+        try:
+            while True:
+                item = stages.get(to_writer)
+                if item is _END:
+                    return
+                emit(*item)  # type: ignore[misc]
+        except _Stop:
+            pass
+        except BaseException as e:
+            stages.fail(e)
+
     reader = open_frames(source)
+    threads: list[threading.Thread] = []
     try:
         with reader:
             rate = fps or reader.fps or DEFAULT_FOLDER_FPS
             writer = OverlayWriter(out_dir / "overlay.mp4", rate, codec=codec) if overlay else None
-            for index, rgb in enumerate(reader):
-                if max_frames is not None and index >= max_frames:
-                    break
-                hw = (int(rgb.shape[0]), int(rgb.shape[1]))
-                if first_hw is None:
-                    first_hw = hw
-                elif hw != first_hw:
-                    raise VideoError(f"{reader.path}: frame {index} is {hw[0]}x{hw[1]} but the first frame is "
-                                     f"{first_hw[0]}x{first_hw[1]}; all frames must have one size")
-                x = preprocess(rgb, model_hw)  # (1, 3, H, W)
-                pending.append((index, rgb))
-                t0 = time.perf_counter()
-                logits = runner.push(x)
-                dt = time.perf_counter() - t0
-                model_seconds += dt
-                latency.add(dt * 1e3)
-                if logits is not None:
-                    emit(logits)
-            t0 = time.perf_counter()
-            tail = runner.flush()  # centred windows: the last `lag` frames, with the last frame repeated
-            model_seconds += time.perf_counter() - t0
-            for logits in tail:
-                emit(logits)
+            threads = [threading.Thread(target=read_stage, args=(reader,), name="vidnas-predict-reader",
+                                        daemon=True),
+                       threading.Thread(target=write_stage, name="vidnas-predict-writer", daemon=True)]
+            for th in threads:
+                th.start()
+            read_error: BaseException | None = None
+            try:
+                while True:
+                    item = stages.get(to_model)
+                    if item is _END:
+                        break
+                    if isinstance(item, _ReadError):
+                        read_error = item.exc
+                        break
+                    index, rgb, x = item  # type: ignore[misc]
+                    pending.append((index, rgb))
+                    t0 = time.perf_counter()
+                    logits = runner.push(x)
+                    dt = time.perf_counter() - t0
+                    model_seconds += dt
+                    latency.add(dt * 1e3)
+                    if logits is not None:
+                        stages.put(to_writer, (*pending.popleft(), logits))
+                if read_error is None:
+                    t0 = time.perf_counter()
+                    tail = runner.flush()  # centred windows: the last `lag` frames, with the last frame repeated
+                    model_seconds += time.perf_counter() - t0
+                    for logits in tail:
+                        stages.put(to_writer, (*pending.popleft(), logits))
+                else:
+                    runner.reset()
+                    pending.clear()  # a broken stream: frames still waiting for future context get no mask
+                stages.put(to_writer, _END)  # the writer finishes every mask handed to it
+            except _Stop:
+                pass
+            except BaseException as e:
+                stages.fail(e)
+            threads[1].join()
+            stages.stop.set()
+            threads[0].join()
+            if stages.error is not None:
+                raise stages.error
+            if read_error is not None:
+                raise read_error
         if first_hw is None:
             raise VideoError(f"{source}: no frames to segment")
         overlay_path = writer.close() if writer is not None else None
     except BaseException:
+        stages.stop.set()
+        for th in threads:
+            th.join(timeout=10)
         if writer is not None:
             writer.abort()
         raise
@@ -286,6 +409,7 @@ def predict_video(
         "model_size": list(model_hw),
         "input_fps": reader.fps,
         "runtime": runner.runtime,
+        "protocol": getattr(runner, "protocol", "window"),
         "providers": list(getattr(runner, "providers", [])) or None,
         "window": int(runner.window),
         "temporal": "causal" if runner.causal else "centred",

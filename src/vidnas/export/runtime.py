@@ -1,5 +1,6 @@
 """The deployment runtimes: onnxruntime streaming over an export directory, the PyTorch-vs-ONNX parity check, and
-the runners ``vidnas predict`` drives (``FrameRunner``: ``TorchRunner`` or ``OrtStreamer``, built by ``load_runner``).
+the runners ``vidnas predict`` drives (``FrameRunner``: ``TorchRunner``, ``OrtStreamer`` or, for causal exports with
+the incremental graphs, ``vidnas.export.stepgraph.OrtStepStreamer``; built by ``load_runner``).
 
 ``OrtStreamer`` has the interface of ``vidnas.models.Streamer`` (``push`` / ``flush`` / ``reset`` / ``pending``) with
 numpy in and out, batch 1. It keeps the ring buffer of the last ``w`` encoder features as one preallocated
@@ -34,7 +35,9 @@ from vidnas.export.frame_models import (
     is_frame_export,
     is_frame_model,
 )
-from vidnas.models import LoadedModel, load_model
+from vidnas.export.stepgraph import OrtStepStreamer, export_step_graphs, has_step_graphs
+from vidnas.models import LoadedModel, incremental_support, load_model
+from vidnas.models.fastpath import use_channels_last
 from vidnas.precision import autocast
 
 __all__ = [
@@ -46,6 +49,8 @@ __all__ = [
     "parity_check",
     "ort_streamers",
     "quiet_session_options",
+    "default_session_options",
+    "ORT_OPTIONS_NOTE",
     "DEFAULT_PROVIDERS",
 ]
 
@@ -76,6 +81,7 @@ class OrtStreamer:
     """
 
     runtime = "onnxruntime"
+    protocol = "window"
 
     def __init__(
         self,
@@ -246,7 +252,8 @@ def parity_check(
     # full float32 on a GPU too: TF32 convolutions alone differ from onnxruntime's CPU by ~1e-3
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        torch_stream = model.stream(batch_size=1, window=ort_stream.window)  # the window the graphs were built for
+        # the window decode against the window graphs (decoder_step.onnx has its own check: step_parity_check)
+        torch_stream = model.stream(batch_size=1, window=ort_stream.window, incremental=False)
         outs_t: list[np.ndarray] = []
         outs_o: list[np.ndarray] = []
         with torch.no_grad():
@@ -279,11 +286,13 @@ class FrameRunner(Protocol):
     """What ``predict_video`` needs from a streamer (``TorchRunner`` and ``OrtStreamer`` both provide it).
 
     ``push(frame (1, 3, H, W) float32) -> (1, K, H, W) logits | None``; ``flush() -> list of logits``; ``reset()``;
-    attributes ``runtime``, ``input_size`` (H, W), ``window``, ``causal``, ``lag``, ``num_classes``,
-    ``class_names``, ``palette`` ((K, 3) uint8 or None).
+    attributes ``runtime``, ``protocol`` (``window``, ``incremental`` or ``frame``: what one push decodes),
+    ``input_size`` (H, W), ``window``, ``causal``, ``lag``, ``num_classes``, ``class_names``, ``palette`` ((K, 3)
+    uint8 or None). ``OrtStepStreamer`` (``vidnas.export.stepgraph``) provides it too.
     """
 
     runtime: str
+    protocol: str
     input_size: tuple[int, int]
     window: int
     causal: bool
@@ -307,14 +316,21 @@ class TorchRunner:
         key_interval: dynamic-cell models: re-run the static network every ``key_interval`` frames (None: only on
             a video's first frame); refused (ValueError) for other models.
         amp: inference precision (``vidnas.precision.AMP_MODES``); the model runs on the device it was loaded on.
+        incremental: ``model.stream``'s option: None = one decoder step per frame for causal window models, False =
+            the window decode (the paper's protocol), True = incremental or an error.
+        channels_last: run a CNN encoder in the channels-last memory format (``vidnas.models.fastpath``; the
+            default, measured faster on this CPU); a Swin encoder is left alone.
     """
 
     runtime = "torch"
 
-    def __init__(self, loaded: LoadedModel, *, key_interval: int | None = None, amp: str = "none") -> None:
+    def __init__(self, loaded: LoadedModel, *, key_interval: int | None = None, amp: str = "none",
+                 incremental: bool | None = None, channels_last: bool = True) -> None:
         self.loaded = loaded
         model = loaded.model
-        self._streamer = model.stream(batch_size=1, key_interval=key_interval)
+        self.channels_last = use_channels_last(model, channels_last) if channels_last else False
+        self._streamer = model.stream(batch_size=1, key_interval=key_interval, incremental=incremental)
+        self.protocol = str(getattr(self._streamer, "protocol", "window"))
         param = next(iter(model.parameters()), None)
         self.device = param.device if param is not None else torch.device("cpu")
         self._autocast = autocast(self.device, amp)  # reentrant: one context object serves every push
@@ -351,6 +367,8 @@ def load_runner(
     key_interval: int | None = None,
     device: str = "cpu",
     amp: str = "none",
+    incremental: bool | None = None,
+    channels_last: bool = True,
 ) -> FrameRunner:
     """A streamer for ``predict_video``.
 
@@ -366,6 +384,13 @@ def load_runner(
         key_interval: dynamic-cell models (either runtime): re-run the static network every ``key_interval`` frames.
         device: torch runtime: where the model runs (frames and masks stay on the host).
         amp: torch runtime: inference precision (none, bf16, fp16).
+        incremental: None = one decoder step per frame where the model has an incremental decode (causal window
+            models; onnxruntime: an export with ``decoder_step.onnx``, which exporting a causal checkpoint writes),
+            else the window decode; False = always the window decode; True = incremental or an error.
+        channels_last: torch runtime: a CNN encoder runs channels-last (``vidnas.models.fastpath``).
+
+    onnxruntime sessions get ``quiet_session_options(intra_op_threads)`` when a thread count is given (threads that
+    sleep between runs: the pipeline's reader and writer threads need the other cores).
 
     Raises:
         DeployError: unknown runtime, missing export, temporal mode differing from an existing export.
@@ -378,9 +403,11 @@ def load_runner(
             raise DeployError("the torch runtime needs a checkpoint")
         loaded = load_model(checkpoint, causal=causal, device=device)
         try:
-            return TorchRunner(loaded, key_interval=key_interval, amp=amp)
+            return TorchRunner(loaded, key_interval=key_interval, amp=amp, incremental=incremental,
+                               channels_last=channels_last)
         except ValueError as e:
-            raise DeployError(f"--key-interval: {checkpoint}: {e}") from e
+            what = "--key-interval" if key_interval is not None else "incremental decoding"
+            raise DeployError(f"{what}: {checkpoint}: {e}") from e
     if export_dir is None:
         raise DeployError("the onnxruntime runtime needs an export directory")
     if checkpoint is not None:
@@ -392,42 +419,81 @@ def load_runner(
         else:
             export_onnx(loaded.model, export_dir, img_size=loaded.img_size, opset=opset or DEFAULT_OPSET,
                         class_names=loaded.class_names, palette=loaded.palette, extra=extra)
+            reason = incremental_support(loaded.model)
+            if incremental and reason is not None:
+                raise DeployError(f"incremental decoding: {checkpoint}: {reason}")
+            if incremental is not False and reason is None:
+                export_step_graphs(loaded.model, export_dir, opset=opset or DEFAULT_OPSET)
+    options = quiet_session_options(intra_op_threads) if intra_op_threads else None
     if is_frame_export(export_dir):
-        return FrameOrtStreamer(export_dir, key_interval=key_interval, intra_op_threads=intra_op_threads)
+        if incremental:
+            raise DeployError(f"{export_dir} holds a per-frame or dynamic-cell model (key / cell graphs): it has no "
+                              "decoder window to decode incrementally")
+        return FrameOrtStreamer(export_dir, key_interval=key_interval, intra_op_threads=intra_op_threads,
+                                session_options=options)
     if key_interval is not None:
         raise DeployError("--key-interval applies to dynamic-cell models only")
-    streamer = OrtStreamer(export_dir, intra_op_threads=intra_op_threads)
-    if causal is not None and causal != streamer.causal:
-        raise DeployError(f"{export_dir} was exported {'causal' if streamer.causal else 'centred'}; re-export it "
+    meta = read_export_meta(export_dir)
+    exported_causal = bool(meta["causal"])
+    if causal is not None and causal != exported_causal:
+        raise DeployError(f"{export_dir} was exported {'causal' if exported_causal else 'centred'}; re-export it "
                           f"with the other mode (vidnas export --{'causal' if causal else 'centred'})")
-    return streamer
+    if incremental and not has_step_graphs(meta):
+        raise DeployError(f"{export_dir} has no incremental graphs (decoder_step.onnx): a centred model, or an "
+                          "export made without them; re-export the checkpoint, or use the window decode")
+    if incremental is not False and has_step_graphs(meta):
+        return OrtStepStreamer(export_dir, intra_op_threads=intra_op_threads, session_options=options)
+    return OrtStreamer(export_dir, intra_op_threads=intra_op_threads, session_options=options)
+
+
+ORT_OPTIONS_NOTE = "onnxruntime: {threads} intra-op thread(s), spinning off, graph optimisation ORT_ENABLE_ALL"
 
 
 def quiet_session_options(threads: int) -> Any:
-    """onnxruntime session options for timing side by side with other models: ``threads`` intra-op threads whose
-    pool sleeps between runs.
+    """onnxruntime session options for inference beside other work: ``threads`` intra-op threads whose pool sleeps
+    between runs, every graph optimisation (``ORT_ENABLE_ALL``), sequential execution.
 
-    onnxruntime's pool spin-waits after each run by default, stealing the cores from the PyTorch candidates timed
-    next to it (measured here: a tiny Swin pushed 30x slower); interleaved runs need idle threads to sleep.
+    onnxruntime's pool spin-waits after each run by default, stealing the cores from whatever runs next to it: the
+    PyTorch candidates of an interleaved benchmark (measured: a tiny Swin pushed 30x slower), the reader and writer
+    threads of ``vidnas predict``. Measured on EfficientNet-Lite0 + SP-TCN at 360x480 (``vidnas bench --compare
+    ort_options``, docs/RESULTS.md §16).
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return options
 
 
-def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int) -> dict[str, OrtStreamer | FrameOrtStreamer]:
+def default_session_options(threads: int) -> Any:
+    """onnxruntime's own defaults with ``threads`` intra-op threads: the baseline of ``--compare ort_options``."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads)
+    return options
+
+
+def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int, *, incremental: bool = False,
+                  session_options: Any = None,
+                  ) -> tuple[dict[str, OrtStreamer | FrameOrtStreamer], dict[str, OrtStepStreamer]]:
     """Export every model (objects with ``name``, ``model``, ``size`` and ``stream_options``) into ``out_dir`` and
-    open an onnxruntime streamer on each (``quiet_session_options``).
+    open onnxruntime streamers on each (``session_options``, default ``quiet_session_options(threads)``).
+
+    Returns:
+        (name -> ``OrtStreamer`` over the window pair, name -> ``OrtStepStreamer`` over the incremental graphs);
+        the second is filled only with ``incremental``, for the models that have an incremental decode.
 
     Raises:
         DeployError: a model that cannot be exported or loaded (the message names it).
     """
-    options = quiet_session_options(threads)
+    options = session_options if session_options is not None else quiet_session_options(threads)
     out: dict[str, OrtStreamer | FrameOrtStreamer] = {}
+    steps: dict[str, OrtStepStreamer] = {}
     for i, bm in enumerate(models):
         path = Path(out_dir) / f"model{i}"
         try:
@@ -438,6 +504,9 @@ def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int) -> dict[st
                 continue
             export_onnx(bm.model, path, img_size=bm.size, window=bm.stream_options.get("window"))
             out[bm.name] = OrtStreamer(path, session_options=options)
+            if incremental and incremental_support(bm.model) is None:
+                export_step_graphs(bm.model, path)
+                steps[bm.name] = OrtStepStreamer(path, session_options=options)
         except (DeployError, RuntimeError, ValueError) as e:
             raise DeployError(f"{bm.name}: ONNX export / onnxruntime failed: {e}") from e
-    return out
+    return out, steps

@@ -17,12 +17,16 @@ from PIL import Image
 
 from vidnas.data.base import natural_key
 
-__all__ = ["VideoError", "FrameReader", "open_frames", "OverlayWriter", "IMAGE_SUFFIXES", "pick_codec"]
+__all__ = ["VideoError", "FrameReader", "open_frames", "OverlayWriter", "IMAGE_SUFFIXES", "pick_codec", "X264_PRESET"]
 
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CODEC_PREFERENCE = ("libx264", "h264", "mpeg4")  # h264 when the FFmpeg inside PyAV has an encoder for it
+# x264's preset for the overlay: measured on 480x854 DAVIS frames (2-core CPU), CPU time per frame 27.8 ms with the
+# default (medium), 10.8 ms with veryfast, for a file of about the same size (739 vs 809 KB for 40 frames): the
+# overlay is a preview, and its encoder shares the CPU with the model in `vidnas predict`
+X264_PRESET = "veryfast"
 
 
 class VideoError(ValueError):
@@ -171,6 +175,8 @@ class OverlayWriter:
             self._stream = self._container.add_stream(self.codec, rate=rate)
             self._stream.width, self._stream.height = w + w % 2, h + h % 2
             self._stream.pix_fmt = "yuv420p"
+            if self.codec == "libx264":
+                self._stream.options = {"preset": X264_PRESET}
             self._size = (h, w)
         elif (h, w) != self._size:
             raise VideoError(f"overlay frame {self.frames} is {h}x{w}, the video is {self._size[0]}x{self._size[1]}")

@@ -4,7 +4,8 @@ Layout (what lives where; each file imports only from the ones above it in this 
 
 * ``layers`` (shared 2D layers), ``ops`` (the ST-NAS decoder ops, ``OPS``), ``encoders/`` (``ENCODERS``);
 * ``architecture`` (``Arch``: an ST-NAS architecture file, the paper's Table 1 rows), ``decoders`` (SP-TCN, head);
-* ``streaming`` (the ``Streamer`` protocol, ``WindowStreamer``, ``FrameStreamer``);
+* ``streaming`` (the ``Streamer`` protocol, ``WindowStreamer``, ``FrameStreamer``), ``incremental`` (exact
+  one-step decoding of causal decoders: ``IncrementalDecoder``, ``IncrementalStreamer``);
 * ``segmenter`` (``VideoSegmenter``: encoder + window decoder), ``static_segmenter`` (arch2, per frame),
   ``cells/`` (dynamic cells: ops, aggregations, genotype, model);
 * ``build`` (``build_model`` from a config and an ``Arch``), ``loading`` (``load_model`` of any checkpoint).
@@ -18,6 +19,13 @@ from vidnas.models.build import arch_from_config, build_decoder, build_model, ch
 from vidnas.models.cells import CellGenotype, DynamicCellModel, build_cell_model
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, Encoder, EncoderStage, build_encoder
+from vidnas.models.incremental import (
+    IncrementalDecoder,
+    IncrementalError,
+    IncrementalStreamer,
+    compile_decoder,
+    incremental_support,
+)
 from vidnas.models.loading import MODEL_KINDS, LoadedModel, load_model
 from vidnas.models.ops import OPS, SEARCH_CANDIDATES, get_op, make_op, register_op
 from vidnas.models.segmenter import VideoSegmenter
@@ -57,6 +65,11 @@ __all__ = [
     "Streamer",
     "WindowStreamer",
     "FrameStreamer",
+    "IncrementalDecoder",
+    "IncrementalError",
+    "IncrementalStreamer",
+    "compile_decoder",
+    "incremental_support",
     "MODEL_KINDS",
     "LoadedModel",
     "load_model",

@@ -1,9 +1,11 @@
 """VideoSegmenter: a per-frame encoder plus a decoder over a window of frames, for training and for streaming.
 
 Clip forward (training, evaluation): ``(B, T, 3, H, W) -> (B, T, K, H, W)``; the mask of frame t is slice t.
-Streaming (inference, the ST-NAS FPS protocol): ``stream()`` returns a ``WindowStreamer``
-(``vidnas.models.streaming``), which keeps a ring buffer of the last ``w`` encoder features, so each new frame costs
-one encoder pass plus one decode of the full window [ST-NAS Sec. 4 "Metrics"].
+Streaming (inference): ``stream()`` returns, for a causal model, an ``IncrementalStreamer``
+(``vidnas.models.incremental``: one encoder pass plus one decoder *time step* per new frame, the same logits as the
+window decode), and for a centred model (or ``incremental=False``) a ``WindowStreamer`` (``vidnas.models.streaming``:
+a ring buffer of the last ``w`` encoder features, one decode of the full window per frame: the ST-NAS FPS protocol
+[ST-NAS Sec. 4 "Metrics"]).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vidnas.models.incremental import IncrementalError, IncrementalStreamer, incremental_support
 from vidnas.models.layers import resize_to
 from vidnas.models.streaming import WindowStreamer
 
@@ -69,9 +72,10 @@ class VideoSegmenter(nn.Module):
             frames: (N, 3, H, W).
 
         Returns:
-            (N, C, h, w), the encoder map at ``feature_index``.
+            (N, C, h, w), the encoder map at ``feature_index`` (contiguous, also when the encoder runs channels-last:
+            ``vidnas.models.fastpath``).
         """
-        return self.encoder(frames)[self.feature_index]
+        return self.encoder(frames)[self.feature_index].contiguous()
 
     def decode(self, features: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
         """Decode stacked features and upsample.
@@ -105,18 +109,35 @@ class VideoSegmenter(nn.Module):
         feats = feats.reshape(b, t, *feats.shape[1:]).transpose(1, 2)  # (B, C, T, h', w')
         return self.decode(feats, self.out_size or (h, w))
 
-    def stream(self, batch_size: int = 1, *, key_interval: int | None = None,
-               window: int | None = None) -> WindowStreamer:
-        """A stateful streamer over this model (``vidnas.models.streaming.WindowStreamer``); eval mode first.
+    def stream(self, batch_size: int = 1, *, key_interval: int | None = None, window: int | None = None,
+               incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
+        """A stateful streamer over this model; eval mode first.
+
+        Both streamers give the logits of the window decode of window ``w`` (the frame and its ``w - 1``
+        predecessors, the first frame repeated at a video start); they differ in cost per frame:
+
+        * ``IncrementalStreamer`` (``incremental=True``, the default for causal models): one encoder pass plus one
+          decoder time step (``vidnas.models.incremental``);
+        * ``WindowStreamer`` (``incremental=False``, and always for centred models): one encoder pass plus one
+          decode of the whole window, the ST-NAS FPS protocol.
 
         Args:
             batch_size: B of every pushed frame.
             key_interval: dynamic-cell models only; must be None here (ValueError otherwise).
-            window: frames decoded per push; None = ``self.window``.
+            window: frames per decoded window; None = ``self.window``.
+            incremental: None = incremental when the model is causal; True = incremental (``IncrementalError``, a
+                ValueError saying why, for a centred model); False = the window decode.
         """
         if key_interval is not None:
             raise ValueError("key_interval applies to dynamic-cell models only; this is a window model "
                              f"({type(self.decoder).__name__} decoder, window {self.window})")
+        if incremental is False:
+            return WindowStreamer(self, batch_size=batch_size, window=window)
+        reason = incremental_support(self)
+        if reason is None:
+            return IncrementalStreamer(self, batch_size=batch_size, window=window)
+        if incremental:
+            raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
         return WindowStreamer(self, batch_size=batch_size, window=window)
 
     def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:

@@ -216,13 +216,14 @@ class Arch2Segmenter(nn.Module):
         return resize_to(pred, self.out_size or frame.shape[-2:]), None
 
     def stream(self, batch_size: int = 1, *, key_interval: int | None = None,
-               window: int | None = None) -> FrameStreamer:
+               window: int | None = None, incremental: bool | None = None) -> FrameStreamer:
         """A ``FrameStreamer`` (``vidnas.models.streaming``); put the model in eval mode first.
 
         Args:
             batch_size: B of every pushed frame.
             key_interval: dynamic-cell models only; must be None here (ValueError otherwise).
             window: accepted and ignored, so one call streams any model: a frame model decodes one frame per push.
+            incremental: accepted and ignored: a frame model already runs one step per frame.
         """
         if key_interval is not None:
             raise ValueError("key_interval applies to dynamic-cell models only; this is the arch2 static segmenter")

@@ -7,6 +7,8 @@ arguments of that call, never attributes changed on a loaded model.
   encoder features; each push runs the encoder once and the decoder on the whole window [ST-NAS Sec. 4 "Metrics"].
 * ``FrameStreamer`` (frame-by-frame models: the arch2 static segmenter, dynamic-cell models): the model's
   ``step(frame, state) -> (logits, state)`` carries whatever it needs from one frame to the next.
+* ``IncrementalStreamer`` (``vidnas.models.incremental``; causal ``VideoSegmenter``s, their default): one encoder
+  pass plus one decoder time step per push, the same logits as ``WindowStreamer``.
 
 The onnxruntime streamer (``vidnas.export.runtime.OrtStreamer``) follows the same protocol with numpy arrays.
 
@@ -37,10 +39,13 @@ class Streamer(Protocol):
     Attributes:
         window: frames the model sees per emitted frame (1 for frame-by-frame models).
         lag: pushes between a frame and its logits (0 for causal models; ``w - 1 - w // 2`` centred).
+        protocol: what one push decodes: ``window`` (the whole window), ``incremental`` (one decoder time step of a
+            window model) or ``frame`` (a frame-by-frame model's step).
     """
 
     window: int
     lag: int
+    protocol: str
 
     @property
     def pending(self) -> int:
@@ -86,6 +91,8 @@ class WindowStreamer:
         window: frames decoded per push; None = the model's own. The decoders are convolutional in time, so any
             window runs (the benchmark's ``--window``); accuracy is best at the trained one.
     """
+
+    protocol = "window"
 
     def __init__(self, model: Any, batch_size: int = 1, *, window: int | None = None) -> None:
         self.model = model
@@ -184,6 +191,7 @@ class FrameStreamer:
 
     window = 1
     lag = 0
+    protocol = "frame"
 
     def __init__(self, step: Step, batch_size: int = 1, *, training: bool = False) -> None:
         self.step = step

@@ -260,7 +260,7 @@ class DynamicCellModel(nn.Module):
         return resize_to(pred, self.out_size or frame.shape[-2:]), (t + 1, feats[3], dec)
 
     def stream(self, batch_size: int = 1, *, key_interval: int | None = None,
-               window: int | None = None) -> FrameStreamer:
+               window: int | None = None, incremental: bool | None = None) -> FrameStreamer:
         """A ``FrameStreamer`` (``vidnas.models.streaming``); eval mode first, ``reset()`` per video.
 
         Args:
@@ -268,6 +268,7 @@ class DynamicCellModel(nn.Module):
             key_interval: re-run the full static network every ``key_interval`` frames (None: only on a video's first
                 frame, the steady state being encoder + cell).
             window: accepted and ignored, so one call streams any model: the cell carries the previous frame itself.
+            incremental: accepted and ignored: a frame model already runs one step per frame.
         """
         _check_key_interval(key_interval)
         return FrameStreamer(functools.partial(self.step, key_interval=key_interval), batch_size=batch_size,

@@ -1,0 +1,616 @@
+"""Exact incremental decoding of causal temporal decoders: one decoder time step per new frame, same logits as the
+window decode.
+
+The window decode of a causal decoder (``WindowStreamer``, the ST-NAS FPS protocol) runs every layer over the ``w``
+frames of the window each time a frame arrives, with zero temporal padding at the window's start. Most of that work
+was already done for the previous frame. This module compiles a decoder into a flat *program* of nodes over
+*registers* (one register per intermediate tensor) and runs it one time step at a time with carried state.
+
+Program (``compile_decoder``):
+    * ``tconv``: a causal temporal convolution ``y_t = sum_j W_j * x_{t - lag_j}``, ``lag_j = (k - 1 - j) * d``
+      (the kernel taps, oldest first), plus pointwise post-ops (BatchNorm, ReLU) fused into the node;
+    * ``map``: an op that treats time steps independently (spatial / separable / 1x1x1 convs, BatchNorm, ReLU, the
+      per-frame head), applied to one time step;
+    * ``add``: ``x_a + x_b`` then post-ops (the residual ``relu(conv2(conv1(x)) + skip(x))``).
+
+Each register ``r`` has a *context* ``R(r)``: the number of past frames it depends on (the sum of ``(k - 1) * d`` on
+the longest path from the decoder input), so the decoder's temporal receptive field is ``RF = R(out) + 1``; and a
+*reach* ``E(r)``: how many frames later the output still depends on it.
+
+Exactness. Inside the window decode of the window that starts at frame ``s``, the value of register ``r`` at window
+position ``p`` (frame ``s + p``) is
+
+    * *clean* when ``p >= R(r)``: it never touched the zero padding, so it equals the value of an unbounded causal
+      decode at frame ``s + p`` and is the same in every window that holds that frame;
+    * *dirty* when ``p < R(r)``: it saw the zero padding of *this* window's start, so it belongs to this window only;
+    * *needed* only when ``p >= w - 1 - E(r)`` (the target is the last position, ``w - 1``).
+
+Each step therefore computes, per register: one clean value for the new frame (the unbounded stream ``U``, when
+``R(r) <= w - 1``) and the dirty values of the windows still open, at positions ``max(0, w - 1 - E(r)) ..
+min(R(r), w) - 1`` (one *slot* each; all of them in one batched call). A window's dirty value at position ``p`` is
+computed when its frame arrives, i.e. by the window that is then at position ``p``, and read back from the state
+later. When ``w >= RF`` nothing is ever dirty: the program is the classic streaming decoder in which every temporal
+convolution keeps its last ``(k - 1) * d`` inputs (WaveNet's fast generation). When ``w < RF`` (SP-TCN's 43-frame
+receptive field in an 11-frame window) the dirty triangle is recomputed every step, which is still well under the
+full window: e.g. the expensive first conv reading 768 encoder channels runs for 3 positions instead of 11.
+
+Video start. The window decode repeats the first frame ``x_0`` to fill the window. The first push therefore runs the
+window decode of ``[x_0] * w`` once, recording every register at every position (``D_r[p]``), and builds the state
+from it: a window that started ``q`` frames before frame 0 has seen only ``x_0``, so its dirty value at position
+``q`` is ``D_r[q]``; a clean value at any frame ``<= 0`` is the steady state ``D_r[w - 1]``. Every later push is a
+step. Both are exact by construction; ``tests/test_incremental.py`` checks them against ``WindowStreamer`` over
+60-frame streams.
+
+State (``IncrementalDecoder``): a tuple of tensors, one per register read at a lag ``>= 1``, each
+``(N_r, B, C_r, h, w)``: the entries ``(lag, slot)`` that a later step will read, lag-major, then one zero entry when
+some tap reads before a window's start. Its layout is fixed for a given decoder and window, so the step is a static
+graph (``vidnas.export.incremental`` exports it to ONNX with the states as explicit inputs and outputs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vidnas.models.decoders import HeadDecoder, ResidualLayer, SPTCNDecoder
+from vidnas.models.ops import STConv3d, temporal_extent
+from vidnas.models.streaming import check_frame
+
+__all__ = [
+    "IncrementalError",
+    "Node",
+    "DecoderProgram",
+    "compile_decoder",
+    "incremental_support",
+    "IncrementalDecoder",
+    "IncrementalStreamer",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class IncrementalError(ValueError):
+    """A decoder (or mode) has no exact incremental form; the message says why and what to use instead."""
+
+
+@dataclass(eq=False)
+class Node:
+    """One step of a decoder program.
+
+    Attributes:
+        kind: ``tconv``, ``map`` or ``add``.
+        inputs: input register ids (one; two for ``add``).
+        out: output register id.
+        conv: ``tconv``: the ``STConv3d`` whose ``conv`` (an ``nn.Conv3d``) is applied to the taps.
+        lags: ``tconv``: lag of each kernel tap, oldest first: ``((k - 1) d, ..., d, 0)``; ``(0,)`` otherwise.
+        post: modules applied after the node's core, each to a ``(N, C, 1, h, w)`` tensor (``nn.ReLU`` runs out of
+            place, so no stored tensor is ever modified).
+    """
+
+    kind: str
+    inputs: tuple[int, ...]
+    out: int
+    conv: STConv3d | None = None
+    lags: tuple[int, ...] = (0,)
+    post: list[nn.Module] = field(default_factory=list)
+
+    @property
+    def extent(self) -> int:
+        """Frames of past context the node adds: ``(k - 1) * d`` for ``tconv``, 0 otherwise."""
+        return max(self.lags)
+
+
+@dataclass
+class DecoderProgram:
+    """A decoder flattened to nodes over registers (register 0: the decoder input, one encoder feature per frame).
+
+    Attributes:
+        nodes: in execution order.
+        num_registers: registers used (ids ``0 .. num_registers - 1``).
+        output: the register holding the logits (B, K, h, w) per frame.
+        context: ``R(r)`` per register: past frames it depends on.
+        reach: ``E(r)`` per register: frames later the output still depends on it.
+    """
+
+    nodes: list[Node]
+    num_registers: int
+    output: int
+    context: list[int]
+    reach: list[int]
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames the output at t depends on: ``R(out) + 1`` (the decoder's ``temporal_receptive_field()``)."""
+        return self.context[self.output] + 1
+
+
+class _Compiler:
+    def __init__(self) -> None:
+        self.nodes: list[Node] = []
+        self.n = 1  # register 0 is the input
+
+    def _new(self) -> int:
+        self.n += 1
+        return self.n - 1
+
+    def map(self, module: nn.Module, r: int) -> int:
+        out = self._new()
+        self.nodes.append(Node("map", (r,), out, post=[module]))
+        return out
+
+    def visit(self, m: nn.Module, r: int) -> int:
+        if isinstance(m, nn.Identity):  # includes the decoder op IdentityOp
+            return r
+        if isinstance(m, SPTCNDecoder):
+            if not m.causal:
+                raise IncrementalError("the decoder is centred: its output at frame t reads frames after t, so it "
+                                       "cannot run one frame at a time")
+            if m.reduce is not None:
+                r = self.visit(m.reduce, r)
+            for layer in m.res_layers:
+                r = self.visit(layer, r)
+            return self.visit(m.head, self.visit(m.final, r))
+        if isinstance(m, ResidualLayer):
+            y = r if m.adapter is None else self.visit(m.adapter, r)
+            y = self.visit(m.conv2, self.visit(m.conv1, y))
+            s = self.visit(m.skip, r)
+            out = self._new()
+            self.nodes.append(Node("add", (y, s), out, post=[m.relu]))
+            return out
+        if isinstance(m, HeadDecoder):
+            return self.map(m, r)
+        if isinstance(m, STConv3d):
+            if m.temporal_extent == 0:
+                return self.map(m, r)
+            if not m.causal:
+                raise IncrementalError("a centred temporal convolution reads later frames; only causal decoders "
+                                       "decode incrementally")
+            conv = m.conv
+            if conv.stride != (1, 1, 1):
+                raise IncrementalError(f"strided temporal convolution {conv} has no one-step form")
+            kt, dt = conv.kernel_size[0], conv.dilation[0]
+            out = self._new()
+            self.nodes.append(Node("tconv", (r,), out, conv=m, lags=tuple((kt - 1 - j) * dt for j in range(kt))))
+            return out
+        if isinstance(m, nn.Sequential):
+            for child in m:
+                r = self.visit(child, r)
+            return r
+        if isinstance(m, nn.Conv3d):
+            if m.kernel_size[0] != 1 or m.padding[0] != 0 or m.stride[0] != 1:
+                raise IncrementalError(f"{m} mixes time steps outside an STConv3d; it has no one-step form")
+            return self.map(m, r)
+        if isinstance(m, nn.BatchNorm3d | nn.ReLU) or (not list(m.children()) and temporal_extent(m) == 0
+                                                      and not isinstance(m, nn.modules.conv._ConvNd)):
+            # leaf ops with no temporal context (BatchNorm, ReLU, a user op declaring temporal_extent 0) act on each
+            # time step alone, which the decoder op contract requires of ops without temporal padding
+            return self.map(m, r)
+        raise IncrementalError(f"no incremental form for the decoder module {type(m).__name__}; only causal "
+                               "SP-TCN / full-channels / TCNNAS-derived decoders and the per-frame head have one")
+
+
+def _fuse(nodes: list[Node], output: int) -> list[Node]:
+    """Fold each ``map`` node into the node producing its input when nothing else reads that register."""
+    uses: dict[int, int] = {output: 1}
+    for n in nodes:
+        for r in n.inputs:
+            uses[r] = uses.get(r, 0) + 1
+    producer = {n.out: n for n in nodes}
+    out: list[Node] = []
+    for n in nodes:
+        src = producer.get(n.inputs[0])
+        if n.kind == "map" and src is not None and uses.get(n.inputs[0], 0) == 1:
+            src.post.extend(n.post)
+            src.out = n.out
+            producer[n.out] = src
+            continue
+        out.append(n)
+    return out
+
+
+def compile_decoder(decoder: nn.Module) -> DecoderProgram:
+    """Flatten a causal decoder into a ``DecoderProgram``.
+
+    Supported: ``SPTCNDecoder`` (baseline 3x3x3 convs, full channels, any ``layer_ops`` whose ops are built from
+    ``STConv3d`` / BatchNorm / ReLU / identity, as every op of ``OPS`` is) and ``HeadDecoder``.
+
+    Raises:
+        IncrementalError: a centred decoder, or a module with no one-step form (the message names it).
+    """
+    comp = _Compiler()
+    output = comp.visit(decoder, 0)
+    if output == 0:
+        output = comp.map(nn.Identity(), 0)
+    nodes = _fuse(comp.nodes, output)
+    # renumber registers densely in execution order
+    ids = {0: 0}
+    for n in nodes:
+        ids[n.out] = len(ids)
+    for n in nodes:
+        n.inputs = tuple(ids[r] for r in n.inputs)
+        n.out = ids[n.out]
+    output = ids[output]
+    num = len(ids)
+    context = [0] * num
+    for n in nodes:
+        context[n.out] = max(context[r] for r in n.inputs) + n.extent
+    reach = [-1] * num
+    reach[output] = 0
+    for n in reversed(nodes):
+        for r in n.inputs:
+            reach[r] = max(reach[r], reach[n.out] + n.extent)
+    return DecoderProgram(nodes=nodes, num_registers=num, output=output, context=context, reach=reach)
+
+
+def incremental_support(model: Any, window: int | None = None) -> str | None:
+    """None when ``model`` (a ``VideoSegmenter``) can stream incrementally, else the reason it cannot."""
+    if not getattr(model, "causal", False):
+        return ("the model is centred (its target frame sits in the middle of the window, so the decode reads later "
+                "frames); it streams with the window decode")
+    try:
+        compile_decoder(model.decoder)
+    except IncrementalError as e:
+        return str(e)
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------- the plan
+
+_U = -1  # slot key of the clean (unbounded-stream) value
+
+
+@dataclass
+class _RegisterPlan:
+    slots: list[int]  # window positions of the dirty slots, then _U when the register has a clean value
+    context: int
+
+    def slot(self, p: int) -> int:
+        """Slot index holding the value at window position ``p`` (0 <= p < w)."""
+        return self.slots.index(_U if p >= self.context else p)
+
+
+@dataclass
+class _StatePlan:
+    register: int
+    entries: list[tuple[int, int]]  # (lag >= 1, slot), lag-major; a zero entry follows when `zero`
+    zero: bool
+    update_from_cur: list[int]  # slots of the current value copied to the lag-1 entries
+    update_from_old: list[int]  # old-state entries copied to the lag >= 2 entries (then the zero entry)
+
+    def index(self, lag: int, slot: int) -> int:
+        return self.entries.index((lag, slot))
+
+    @property
+    def zero_index(self) -> int:
+        return len(self.entries)
+
+
+@dataclass
+class _NodePlan:
+    out_slots: int
+    # per input (map/add) or per tap (tconv): (lag, index list); lag 0 indexes the input's current slots, lag >= 1
+    # its state entries (the zero entry included)
+    reads: list[tuple[int, list[int]]]
+
+
+class _Plan:
+    """Slots, reads and state layout of a program streamed with window ``w`` (see the module docstring)."""
+
+    def __init__(self, program: DecoderProgram, window: int) -> None:
+        w = window
+        self.window = w
+        regs = []
+        for r in range(program.num_registers):
+            ctx, reach = program.context[r], program.reach[r]
+            lo, hi = max(0, w - 1 - reach), min(ctx, w) - 1
+            slots = list(range(lo, hi + 1)) + ([_U] if ctx <= w - 1 else [])
+            regs.append(_RegisterPlan(slots=slots, context=ctx))
+        self.registers = regs
+        reads: dict[int, set[tuple[int, int]]] = {}  # register -> {(lag >= 1, slot)}; slot -2 = zero
+        raw: list[list[tuple[int, int, list[int]]]] = []  # per node: (register, lag, slot list or -2 for zero)
+        for n in program.nodes:
+            out = regs[n.out]
+            node_reads = []
+            if n.kind == "tconv":
+                src = regs[n.inputs[0]]
+                for lag in n.lags:
+                    idx = []
+                    for s in out.slots:
+                        if s == _U:
+                            idx.append(src.slots.index(_U))
+                        elif s - lag < 0:
+                            idx.append(-2)
+                        else:
+                            idx.append(src.slot(s - lag))
+                    node_reads.append((n.inputs[0], lag, idx))
+            else:
+                for r in n.inputs:
+                    src = regs[r]
+                    node_reads.append((r, 0, [src.slots.index(_U) if s == _U else src.slot(s) for s in out.slots]))
+            for r, lag, idx in node_reads:
+                if lag >= 1:
+                    reads.setdefault(r, set()).update((lag, i) for i in idx)
+            raw.append(node_reads)
+        self.states: list[_StatePlan] = []
+        state_of: dict[int, _StatePlan] = {}
+        for r in sorted(reads):
+            zero = any(i == -2 for _, i in reads[r])
+            real = {(lag, i) for lag, i in reads[r] if i != -2}
+            max_lag = max(lag for lag, _ in reads[r])
+            entries: list[tuple[int, int]] = []
+            for lag in range(1, max_lag + 1):  # keep a slot at every lag until its last read
+                entries += [(lag, i) for i in sorted({i for lg, i in real if lg >= lag})]
+            sp = _StatePlan(register=r, entries=entries, zero=zero, update_from_cur=[], update_from_old=[])
+            sp.update_from_cur = [i for lag, i in entries if lag == 1]
+            sp.update_from_old = [sp.index(lag - 1, i) for lag, i in entries if lag >= 2]
+            if zero:
+                sp.update_from_old.append(sp.zero_index)
+            self.states.append(sp)
+            state_of[r] = sp
+        self.state_of = state_of
+        self.nodes: list[_NodePlan] = []
+        for n, node_reads in zip(program.nodes, raw, strict=True):
+            plan_reads = []
+            for r, lag, idx in node_reads:
+                if lag == 0:
+                    plan_reads.append((0, idx))
+                else:
+                    sp = state_of[r]
+                    plan_reads.append((lag, [sp.zero_index if i == -2 else sp.index(lag, i) for i in idx]))
+            self.nodes.append(_NodePlan(out_slots=len(regs[n.out].slots), reads=plan_reads))
+
+    def state_slots(self) -> int:
+        """Feature maps held in the state (all registers, all entries, zero entries included)."""
+        return sum(len(sp.entries) + int(sp.zero) for sp in self.states)
+
+
+def _take(src: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
+    """``src[idx]`` along dim 0: the tensor itself, a slice when ``idx`` is a contiguous range, else a gather."""
+    n = len(idx)
+    if n == 0:
+        return src[:0]
+    if n == src.shape[0] and list(idx) == list(range(n)):
+        return src
+    if list(idx) == list(range(idx[0], idx[0] + n)):
+        return src[idx[0] : idx[0] + n]
+    return src.index_select(0, torch.tensor(list(idx), dtype=torch.long, device=src.device))
+
+
+def _post(post: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    for m in post:
+        x = torch.relu(x) if isinstance(m, nn.ReLU) else m(x)
+    return x
+
+
+class IncrementalDecoder(nn.Module):
+    """A causal decoder run one time step per call: exact equality with the window decode of window ``w``.
+
+    ``forward(feature, state)`` with an empty state runs the first frame (the window decode of ``[x_0] * w``) and
+    returns the initial state; with a state, one step. The decoder's modules are shared, not copied (this module is
+    a view of the decoder; it moves with the model).
+
+    Args:
+        decoder: a causal decoder ``compile_decoder`` accepts.
+        window: the window ``w`` whose decode is reproduced.
+
+    Shapes:
+        feature (B, C, h, w), state: tuple of (N_r, B, C_r, h, w) -> logits (B, K, h, w), new state.
+
+    Raises:
+        IncrementalError: no incremental form (centred decoder, unknown module).
+    """
+
+    def __init__(self, decoder: nn.Module, window: int) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.decoder = decoder
+        self.window = int(window)
+        self.program = compile_decoder(decoder)
+        self.plan = _Plan(self.program, self.window)
+        self._weights: dict[int, tuple[Any, torch.Tensor]] = {}
+
+    @property
+    def receptive_field(self) -> int:
+        """Temporal receptive field of the decoder (frames)."""
+        return self.program.receptive_field
+
+    @property
+    def exact_window_free(self) -> bool:
+        """True when ``w >= RF``: no dirty slots, each temporal conv keeps only its last ``(k - 1) d`` inputs."""
+        return self.window >= self.receptive_field
+
+    def forward(self, feature: torch.Tensor, state: tuple[torch.Tensor, ...] = ()
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, C, h, w) [+ state] -> logits (B, K, h, w), new state (``init`` when ``state`` is empty)."""
+        if not state:
+            return self.init(feature)
+        return self.step(feature, state)
+
+    # -------------------------------------------------------------------------------------------- first frame
+
+    def init(self, feature: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """First frame of a video: the window decode of ``w`` copies of it, and the state that decode implies.
+
+        Args:
+            feature: (B, C, h, w).
+
+        Returns:
+            logits (B, K, h, w) of the frame, the state.
+        """
+        w = self.window
+        x = feature.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (B, C, T=w, h, w)
+        seq: list[torch.Tensor | None] = [None] * self.program.num_registers
+        seq[0] = x
+        for n in self.program.nodes:
+            if n.kind == "tconv":
+                assert n.conv is not None
+                y = n.conv(seq[n.inputs[0]])  # zero temporal padding at the window start, as the window decode
+            elif n.kind == "add":
+                a, b = seq[n.inputs[0]], seq[n.inputs[1]]
+                assert a is not None and b is not None
+                y = a + b
+            else:
+                y = seq[n.inputs[0]]
+            seq[n.out] = _post(n.post, y)  # (B, C_r, T=w, h, w)
+        states = []
+        for sp in self.plan.states:
+            d = seq[sp.register]
+            assert d is not None
+            slots = self.plan.registers[sp.register].slots
+            positions = [w - 1 if slots[i] == _U else slots[i] for _, i in sp.entries]
+            st = d.index_select(2, torch.tensor(positions, dtype=torch.long, device=d.device))  # (B, C, N, h, w)
+            st = st.permute(2, 0, 1, 3, 4)  # (N, B, C, h, w)
+            if sp.zero:
+                st = torch.cat([st, st.new_zeros((1, *st.shape[1:]))])
+            states.append(st.contiguous())
+        out = seq[self.program.output]
+        assert out is not None
+        return out[:, :, w - 1], tuple(states)
+
+    # ---------------------------------------------------------------------------------------------- one step
+
+    def _conv_weight(self, n: Node) -> torch.Tensor:
+        """The temporal conv's weight as a 2D conv over taps stacked along channels: (C_out, k * C_in, kh, kw)."""
+        assert n.conv is not None
+        weight = n.conv.conv.weight  # (C_out, C_in, k, kh, kw)
+        key = (weight.data_ptr(), weight._version, weight.device, weight.dtype, weight.shape)
+        cached = self._weights.get(id(n))
+        if cached is not None and cached[0] == key and not torch.jit.is_tracing():
+            return cached[1]
+        w2 = weight.permute(0, 2, 1, 3, 4).reshape(weight.shape[0], -1, *weight.shape[3:])
+        if not torch.jit.is_tracing():
+            self._weights[id(n)] = (key, w2.contiguous())
+            return self._weights[id(n)][1]
+        return w2
+
+    def _tconv(self, n: Node, taps: list[torch.Tensor]) -> torch.Tensor:
+        """taps: k tensors (S, B, C, h, w), oldest first -> (S * B, C_out, 1, h, w)."""
+        assert n.conv is not None
+        conv = n.conv.conv
+        s, b, c, h, w = taps[0].shape
+        if conv.groups == 1:
+            # a (k, kh, kw) conv with no temporal padding on k frames = a 2D conv over the taps stacked along channels
+            x = torch.stack(taps, dim=2)  # (S, B, k, C, h, w)
+            y = F.conv2d(x.reshape(s * b, len(taps) * c, h, w), self._conv_weight(n), conv.bias, 1,
+                         conv.padding[1:], conv.dilation[1:])
+            return y.unsqueeze(2)  # (S * B, C_out, 1, h, w)
+        x = torch.stack(taps, dim=3).reshape(s * b, c, len(taps), h, w)  # (S * B, C, k, h, w)
+        return F.conv3d(x, conv.weight, conv.bias, 1, (0, *conv.padding[1:]), (1, *conv.dilation[1:]), conv.groups)
+
+    def step(self, feature: torch.Tensor, state: Sequence[torch.Tensor]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One frame after the first.
+
+        Args:
+            feature: (B, C, h, w), the new frame's encoder feature.
+            state: the state returned by the previous ``init`` or ``step``.
+
+        Returns:
+            logits (B, K, h, w) of the new frame, the new state.
+        """
+        plan = self.plan
+        if len(state) != len(plan.states):
+            raise ValueError(f"expected a state of {len(plan.states)} tensors, got {len(state)}")
+        old = {sp.register: t for sp, t in zip(plan.states, state, strict=True)}
+        cur: list[torch.Tensor | None] = [None] * self.program.num_registers
+        cur[0] = feature.unsqueeze(0)  # (S=1, B, C, h, w): the input has only its clean slot
+        b = feature.shape[0]
+        for n, npl in zip(self.program.nodes, plan.nodes, strict=True):
+            gathered = []
+            for (lag, idx), r in zip(npl.reads, n.inputs * len(npl.reads) if n.kind == "tconv" else n.inputs,
+                                     strict=True):
+                src = cur[r] if lag == 0 else old[r]
+                assert src is not None
+                gathered.append(_take(src, idx))  # (S_out, B, C, h, w)
+            if n.kind == "tconv":
+                y = self._tconv(n, gathered)
+            else:
+                y = gathered[0] if n.kind == "map" else gathered[0] + gathered[1]
+                y = y.reshape(-1, *y.shape[2:]).unsqueeze(2)  # (S * B, C, 1, h, w)
+            y = _post(n.post, y)  # (S * B, C', 1, h, w)
+            cur[n.out] = y.reshape(npl.out_slots, b, *y.shape[1:2], *y.shape[3:])  # (S, B, C', h, w)
+        new_state = []
+        for sp in plan.states:
+            c = cur[sp.register]
+            assert c is not None
+            parts = [_take(c, sp.update_from_cur)] if sp.update_from_cur else []
+            if sp.update_from_old:
+                parts.append(_take(old[sp.register], sp.update_from_old))
+            new_state.append(torch.cat(parts) if len(parts) > 1 else parts[0].clone())
+        out = cur[self.program.output]
+        assert out is not None
+        return out[0], tuple(new_state)  # the output register has one slot: window position w - 1
+
+
+class IncrementalStreamer:
+    """The ``Streamer`` of a causal ``VideoSegmenter`` that decodes one time step per frame.
+
+    Same outputs as ``WindowStreamer`` (within float rounding; tested over 60-frame streams), at the cost of one
+    encoder pass plus one decoder step per push instead of one decoder pass over the whole window. Causal only, so
+    ``lag`` is 0, ``pending`` is always 0 and ``flush()`` returns [].
+
+    Args:
+        model: a causal ``VideoSegmenter`` (``encode``, ``decoder``, ``out_size``, ``upsample``).
+        batch_size: B of every pushed frame.
+        window: the window whose decode is reproduced; None = the model's own.
+
+    Attributes:
+        decoder_module: the ``IncrementalDecoder`` each push calls (benchmarks hook it to time the decoder).
+
+    Raises:
+        IncrementalError: the model has no incremental form (``incremental_support`` says why).
+    """
+
+    lag = 0
+    protocol = "incremental"
+
+    def __init__(self, model: Any, batch_size: int = 1, *, window: int | None = None) -> None:
+        reason = incremental_support(model)
+        if reason is not None:
+            raise IncrementalError(f"incremental decoding is not available: {reason}")
+        self.model = model
+        self.batch_size = batch_size
+        self.window = int(model.window if window is None else window)
+        self.decoder_module = IncrementalDecoder(model.decoder, self.window)
+        self._state: tuple[torch.Tensor, ...] = ()
+        self._pushed = 0
+        if model.training:
+            logger.warning("streaming a model in training mode: BatchNorm uses batch statistics of each step")
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned: always 0 (causal)."""
+        return 0
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes held by the decoder state (constant after the first push)."""
+        return sum(t.numel() * t.element_size() for t in self._state)
+
+    def reset(self) -> None:
+        """Forget the state (start of a new video)."""
+        self._state = ()
+        self._pushed = 0
+
+    @torch.no_grad()
+    def push(self, frame: torch.Tensor) -> torch.Tensor:
+        """Add one frame (B, 3, H, W); returns its logits (B, K, H_out, W_out)."""
+        check_frame(frame, self.batch_size)
+        out_hw = self.model.out_size or (int(frame.shape[-2]), int(frame.shape[-1]))
+        feat = self.model.encode(frame)  # (B, C, h, w)
+        logits, self._state = self.decoder_module(feat, self._state)  # (B, K, h, w)
+        self._pushed += 1
+        return self.model.upsample(logits, out_hw)
+
+    @torch.no_grad()
+    def flush(self) -> list[torch.Tensor]:
+        """End of a video: nothing is pending; resets and returns []."""
+        self.reset()
+        return []

@@ -1,0 +1,219 @@
+"""Exact incremental decoding (``vidnas.models.incremental``) against the window decode it replaces.
+
+Real tiny models (``swin_test`` encoder, SP-TCN decoders of width 8 at 32x48), BatchNorm running statistics
+randomised so no layer is an identity. Every comparison streams 60 frames from a video start (edge repetition)
+through ``model.stream(incremental=True)`` and ``model.stream(incremental=False)`` (the ``WindowStreamer`` the
+golden tests pin) and compares every frame's logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+from vidnas.bench import count_flops
+from vidnas.config import Config
+from vidnas.models import (
+    Arch,
+    IncrementalDecoder,
+    IncrementalError,
+    IncrementalStreamer,
+    WindowStreamer,
+    build_model,
+    compile_decoder,
+)
+from vidnas.models.architecture import STNAS_DECODER_OPS
+from vidnas.models.decoders import SPTCNDecoder
+
+H, W, K = 32, 48, 3
+FRAMES = 60
+# every op kind of the decoder supernet plus the 3x3x3 baseline op: identity, dilated spatial (k3, k5), separable
+# (k3, k5), dilated temporal (k3, k5), conv3d_k3; two per residual layer slot pair, four layers (dilations 1, 2, 4, 8)
+EVERY_OP = (
+    "identity", "spatial_k3", "temporal_k3", "sep_k3",
+    "temporal_k5", "sep_k5", "spatial_k5", "conv3d_k3",
+    "sep_k3", "temporal_k3", "identity", "spatial_k5",
+    "conv3d_k3", "identity", "temporal_k5", "sep_k5",
+)  # fmt: skip
+DECODERS = {
+    "sptcn": {},  # baseline 3x3x3 convs, reduce layer; receptive field 43
+    "full_channels": {"full_channels": True},  # receptive field 41
+    "tcnnas_every_op": {"decoder_ops": EVERY_OP},  # receptive field 59
+    "tcnnas_every_op_fc": {"decoder_ops": EVERY_OP, "full_channels": True},
+    "stnas_ops": {"decoder_ops": STNAS_DECODER_OPS, "full_channels": True},  # no temporal op: receptive field 3
+}
+
+
+def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm3d | nn.BatchNorm2d):
+            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
+
+
+def tiny(window: int, *, causal: bool = True, **arch: object) -> nn.Module:
+    base = dict(encoder="swin_test", channels=8, dilations=(1, 2, 4, 8), window=window, causal=causal)
+    a = Arch(**{**base, **arch})  # type: ignore[arg-type]
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=H, width=W, window=window))
+    torch.manual_seed(0)
+    model = build_model(cfg, a, num_classes=K).eval()
+    _randomise_bn(model)
+    return model
+
+
+def stream(model: nn.Module, frames: torch.Tensor, **options: object) -> tuple[list[torch.Tensor], object]:
+    streamer = model.stream(batch_size=frames.shape[0], **options)
+    outs = [streamer.push(frames[:, t]) for t in range(frames.shape[1])]
+    assert all(o is not None for o in outs)
+    assert streamer.flush() == []
+    return outs, streamer
+
+
+@pytest.mark.parametrize("window", [3, 11])
+@pytest.mark.parametrize("decoder", list(DECODERS))
+def test_incremental_equals_window_decode_over_60_frames(decoder: str, window: int) -> None:
+    model = tiny(window, **DECODERS[decoder])
+    frames = torch.randn(1, FRAMES, 3, H, W, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        inc, inc_streamer = stream(model, frames, incremental=True)
+        ref, ref_streamer = stream(model, frames, incremental=False)
+    assert isinstance(inc_streamer, IncrementalStreamer) and isinstance(ref_streamer, WindowStreamer)
+    diffs = [float((a - b).abs().max()) for a, b in zip(inc, ref, strict=True)]
+    assert max(diffs) <= 1e-4, f"largest |incremental - window| {max(diffs):.2e} at frame {diffs.index(max(diffs))}"
+    assert float(ref[-1].abs().max()) > 1e-2  # not a degenerate all-zero output
+    rf = model.decoder.temporal_receptive_field()
+    assert compile_decoder(model.decoder).receptive_field == rf
+
+
+def test_default_stream_of_a_causal_model_is_incremental_and_resets_between_videos() -> None:
+    model = tiny(3)
+    assert isinstance(model.stream(), IncrementalStreamer)
+    a = torch.randn(2, 7, 3, H, W, generator=torch.Generator().manual_seed(2))
+    b = torch.randn(2, 5, 3, H, W, generator=torch.Generator().manual_seed(3))
+    streamer = model.stream(batch_size=2)
+    ref = model.stream(batch_size=2, incremental=False)
+    with torch.no_grad():
+        for video in (a, b):  # flush() ends a video: the second one starts from its own first frame
+            for t in range(video.shape[1]):
+                torch.testing.assert_close(streamer.push(video[:, t]), ref.push(video[:, t]), atol=1e-5, rtol=1e-5)
+            assert streamer.flush() == [] and ref.flush() == []
+    assert streamer.pending == 0 and streamer.lag == 0 and streamer.protocol == "incremental"
+
+
+def test_centred_model_keeps_the_window_decode_and_refuses_incremental() -> None:
+    model = tiny(5, causal=False)
+    assert isinstance(model.stream(), WindowStreamer)
+    with pytest.raises(IncrementalError, match="centred.*incremental=False"):
+        model.stream(incremental=True)
+
+
+def test_window_covering_the_receptive_field_keeps_only_k_minus_1_d_inputs_per_temporal_conv() -> None:
+    # w >= receptive field: nothing is dirty, each temporal conv keeps exactly its last (k - 1) * d inputs
+    dec = SPTCNDecoder(16, K, channels=8, dilations=(1, 2), layer_ops=EVERY_OP[:8]).eval()
+    rf = dec.temporal_receptive_field()
+    inc = IncrementalDecoder(dec, rf)
+    assert inc.exact_window_free
+    prog = inc.program
+    feat = torch.randn(1, 16, 2, 3)
+    with torch.no_grad():
+        _, state = inc(feat, ())
+    by_register = {sp.register: t for sp, t in zip(inc.plan.states, state, strict=True)}
+    tconvs = [n for n in prog.nodes if n.kind == "tconv"]
+    assert len(tconvs) == len(by_register)  # one state per temporal conv input, none for anything else
+    for n in tconvs:
+        assert by_register[n.inputs[0]].shape[0] == n.extent  # (k - 1) * d feature maps, batch 1
+    # one step costs exactly 1 / w of the window decode (every layer runs for one time step)
+    with torch.no_grad():
+        step_flops = count_flops(inc, feat, state)
+        window_flops = count_flops(dec, feat.unsqueeze(2).expand(-1, -1, rf, -1, -1).contiguous())
+    assert step_flops * rf == window_flops
+
+
+def test_short_window_step_costs_less_than_the_window_decode_and_states_stay_fixed() -> None:
+    dec = SPTCNDecoder(16, K, channels=8).eval()  # receptive field 43 > window 11: dirty slots recomputed
+    inc = IncrementalDecoder(dec, 11)
+    assert not inc.exact_window_free
+    feats = torch.randn(20, 1, 16, 2, 3, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        _, state = inc(feats[0], ())
+        shapes = [t.shape for t in state]
+        for f in feats[1:]:
+            _, state = inc(f, state)
+        assert [t.shape for t in state] == shapes  # memory does not grow with the stream
+        step_flops = count_flops(inc, feats[0], state)
+        window_flops = count_flops(dec, feats[:11].permute(1, 2, 0, 3, 4).contiguous())
+    assert 0 < step_flops < window_flops
+
+
+def test_unsupported_decoder_module_is_named() -> None:
+    class Mixer(nn.Module):  # mixes time steps without declaring a temporal extent: no one-step form
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(4, 4, (3, 1, 1), padding=(1, 0, 0))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    with pytest.raises(IncrementalError, match="Mixer"):
+        compile_decoder(nn.Sequential(Mixer()))
+    with pytest.raises(IncrementalError, match="mixes time steps"):
+        compile_decoder(nn.Sequential(nn.Conv3d(4, 4, (3, 1, 1))))
+
+
+# ------------------------------------------------------------------------------------ onnxruntime: the step graphs
+
+
+@pytest.mark.parametrize("window", [3, 11])
+@pytest.mark.parametrize("decoder", ["sptcn", "full_channels", "tcnnas_every_op"])
+def test_onnx_step_graphs_equal_pytorch_over_60_frames(decoder: str, window: int, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidnas.export import export_onnx, export_step_graphs, step_parity_check
+
+    model = tiny(window, **DECODERS[decoder])
+    export_onnx(model, tmp_path, img_size=(H, W))
+    section = export_step_graphs(model, tmp_path)
+    assert section["receptive_field"] == model.decoder.temporal_receptive_field() > window
+    assert step_parity_check(model, tmp_path, frames=FRAMES) <= 1e-4
+
+
+def test_step_graphs_run_from_export_json_alone(tmp_path) -> None:
+    """What a C++ (or any) runtime does: only export.json's names and shapes, raw onnxruntime sessions."""
+    ort = pytest.importorskip("onnxruntime")
+    import json
+
+    import numpy as np
+
+    from vidnas.export import export_onnx, export_step_graphs
+
+    model = tiny(11, **DECODERS["tcnnas_every_op_fc"])
+    export_onnx(model, tmp_path, img_size=(H, W))
+    export_step_graphs(model, tmp_path)
+    meta = json.loads((tmp_path / "export.json").read_text())
+    inc = meta["incremental"]
+    enc = ort.InferenceSession(str(tmp_path / meta["encoder"]))
+    init = ort.InferenceSession(str(tmp_path / inc["init"]))
+    step = ort.InferenceSession(str(tmp_path / inc["step"]))
+    assert [i.name for i in step.get_inputs()] == ["feature", *[s["input"] for s in inc["states"]]]
+    assert [o.name for o in step.get_outputs()] == ["logits", *[s["output"] for s in inc["states"]]]
+    for s, i in zip(inc["states"], step.get_inputs()[1:], strict=True):
+        assert list(i.shape) == s["shape"]  # static shapes: preallocate once
+    frames = torch.randn(1, 15, 3, H, W, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref, _ = stream(model, frames, incremental=False)  # the window decode
+    state: dict[str, np.ndarray] = {}
+    for t in range(frames.shape[1]):
+        feature = enc.run(None, {"frame": frames[:, t].numpy()})[0]
+        if t == 0:
+            logits, *new = init.run(None, {"feature": feature})
+        else:
+            logits, *new = step.run(None, {"feature": feature, **state})
+        state = {s["input"]: v for s, v in zip(inc["states"], new, strict=True)}
+        np.testing.assert_allclose(logits, ref[t].numpy(), atol=1e-4, rtol=0)
+    assert sum(v.nbytes for v in state.values()) == inc["state_bytes"]
