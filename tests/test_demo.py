@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -62,7 +63,7 @@ def test_demo_repeats_its_arch_json(tmp_path):
     for k in range(2):
         out = tmp_path / f"demo{k}"
         res = CliRunner().invoke(app, ["demo", *sets, "--out", str(out), "--bench-frames", "2", "--random", "0",
-                                       "--quiet"])
+                                       "--references", "none", "--quiet"])
         assert res.exit_code == 0, res.output
         files.append((out / "arch.json").read_bytes())
     assert files[0] == files[1]
@@ -79,10 +80,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("name"))
-    assert lines[header + 2].startswith("baseline") and lines[header + 3].startswith("searched")
+    assert lines[header + 2].startswith("baseline")
+    # the library's per-frame models, same recipe, window 1: the reference a temporal model must beat
+    assert lines[header + 3].startswith("per-frame head") and lines[header + 4].startswith("per-frame arch2")
+    assert lines[header + 5].startswith("searched")
     # the random architectures of the same space, in the same table and the same interleaved benchmark
-    assert lines[header + 4].startswith("random0") and lines[header + 5].startswith("random1")
+    assert lines[header + 6].startswith("random0") and lines[header + 7].startswith("random1")
     assert "random architectures: the searched model dominates" in res.output
+    assert "per-frame models (same encoder and recipe, window 1):" in res.output
+    assert re.search(r"^- searched vs per-frame arch2: [0-9.]+x its FPS, [-+][0-9.]+ mIoU points$", res.output, re.M)
     for col in ("params", "fps", "mIoU", "VC8", "flicker", "search_s", "train_s"):
         assert col in lines[header]
     assert "search time:" in res.output and "of the searched model's total training time" in res.output
@@ -97,9 +103,22 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         assert 0.0 <= m["miou"] <= 1.0 and m["fps"] > 0
     assert len(demo["random"]) == 2 and demo["dominance"]["random"] == 2
     assert all(r["kind"] == "random" and r["train_seconds"] > 0 for r in demo["random"])
+    refs = {r["arch"]["decoder"]: r for r in demo["references"]}
+    assert sorted(refs) == ["arch2", "head"] and all(r["kind"] == "reference" for r in refs.values())
+    for r in refs.values():  # trained like the others, evaluated and benchmarked in the same run
+        assert r["arch"]["window"] == 1 and r["arch"]["encoder"] == "swin_test" and r["metrics"]["fps"] > 0
+        assert 0.0 <= r["metrics"]["miou"] <= 1.0
+        assert yaml_value(out / f"ref_{r['arch']['decoder']}" / "train" / "config.yaml", "train", "epochs") == \
+            yaml_value(out / "baseline" / "train" / "config.yaml", "train", "epochs")
     assert demo["searched"]["search_seconds"] > 0 and 0 < demo["search_share"] < 1
     # the copied arch.json is the searched model's architecture and builds
     arch = Arch.load(out / "arch.json")
     assert arch.to_dict() == demo["searched"]["arch"] | {"extra": arch.extra}
     cfg = load_config("demo", TEST_SIZE)
     assert build_model(cfg, arch, num_classes=cfg.data.synthetic_classes).encoder.depths == arch.depths
+
+
+def yaml_value(path, section, key):
+    import yaml
+
+    return yaml.safe_load(path.read_text())[section][key]

@@ -117,3 +117,61 @@ def test_val_frame_stride_matches_the_training_spacing() -> None:
     strided = evaluate_stream(model, source, "val", cfg.data, stride=3)
     assert strided["frames"] == full["frames"] and strided["annotated"] == full["annotated"]  # every frame, once
     assert strided["stride"] == 3
+
+
+@pytest.mark.parametrize("decoder", ["sptcn", "mstcn"])
+def test_context_frames_without_encoder_gradients(decoder: str) -> None:
+    """``grad_frames``: the same logits; encoder gradients only through the flagged frames (checked against the
+    context features detached by hand); the decoder's gradients unchanged."""
+    from vidnas.models.layers import encode_clip
+
+    cfg = load_config("tiny", [f"model.decoder={decoder}", "data.window=3"])
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=3).eval()  # eval: BatchNorm uses running statistics in both forwards
+    frames = torch.randn(2, 3, 3, cfg.data.height, cfg.data.width)
+    flags = [False, False, True]
+
+    def grads(out: torch.Tensor) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        out[:, -1].square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full = model(frames)
+    g_full = grads(full)
+    split = model(frames, grad_frames=flags)
+    g_split = grads(split)
+    torch.testing.assert_close(split, full, rtol=1e-5, atol=1e-6)
+    # by hand: encode every frame, detach the context frames' features, decode as the model does
+    feats = encode_clip(model.encode, frames)
+    feats = [torch.cat([f[:, :, :2].detach(), f[:, :, 2:]], dim=2) for f in feats]
+    h, w = frames.shape[-2:]
+    if decoder == "sptcn":
+        ref = model.decode(feats[0], (h, w))
+    else:
+        logits = model.decoder(feats)  # (B, K, T, h', w')
+        b, k, t = logits.shape[:3]
+        ref = model.upsample(logits.transpose(1, 2).reshape(b * t, k, *logits.shape[-2:]), (h, w))
+        ref = ref.reshape(b, t, k, h, w)
+    g_ref = grads(ref)
+    assert g_split.keys() == g_ref.keys()
+    for name in g_ref:
+        torch.testing.assert_close(g_split[name], g_ref[name], rtol=1e-4, atol=1e-7, msg=name)
+    enc = [n for n in g_ref if n.startswith("encoder.")]
+    assert enc and any(not torch.allclose(g_full[n], g_split[n]) for n in enc)  # the context frames did count
+    assert all(torch.allclose(g_full[n], g_split[n], rtol=1e-4, atol=1e-7) for n in g_ref if n not in enc)
+
+
+def test_context_grad_false_trains_and_repeats(tmp_path) -> None:
+    from vidnas.engine.train import context_grad_frames
+
+    cfg = load_config("tiny", [*RECIPE, "train.epochs=1", "train.context_grad=false", "data.window=3"])
+    assert context_grad_frames(cfg) == [False, False, True]
+    assert context_grad_frames(load_config("tiny", ["train.context_grad=false", "data.temporal=centred",
+                                                    "data.window=3"])) == [False, True, False]
+    assert context_grad_frames(load_config("tiny", ["data.window=3"])) is None
+    a = train(cfg, tmp_path / "a", show_progress=False)
+    b = train(cfg, tmp_path / "b", show_progress=False)
+    assert a.history == b.history and math.isfinite(a.history[0]["train_loss"])
+    full = train(load_config("tiny", [*RECIPE, "train.epochs=1", "data.window=3"]), tmp_path / "full",
+                 show_progress=False)
+    assert full.history[0]["train_loss"] != a.history[0]["train_loss"]

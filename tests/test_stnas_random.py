@@ -87,7 +87,8 @@ def test_sweep_with_random_architectures(tmp_path):
     out = tmp_path / "sweep"
     res = CliRunner().invoke(app, ["search", "stnas", "--config", TINY_YAML, *sum((["--set", s] for s in sets), []),
                                    "--latency-table", str(table_path), "--lambda", "0.01", "--random", "2",
-                                   "--random-mode", "latency", "--bench-frames", "3", "--out", str(out), "--quiet"])
+                                   "--random-mode", "latency", "--bench-frames", "3", "--out", str(out),
+                                   "--references", "arch2", "--quiet"])
     assert res.exit_code == 0, res.output
     sweep = json.loads((out / "sweep.json").read_text())
     assert [c["name"] for c in sweep["candidates"]] == ["lam=0.01"]
@@ -104,3 +105,11 @@ def test_sweep_with_random_architectures(tmp_path):
     assert "lam=0.01 dominates" in md and "of 2 random architectures" in md and "random1" in md
     assert "dominates" in res.output and sweep["dominance"]["lam=0.01"]["random"] == 2
     assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    # the per-frame reference, trained with the same recipe at window 1, in the table and the benchmark
+    (ref,) = sweep["references"]
+    assert ref["name"] == "per-frame arch2" and ref["arch"]["window"] == 1 and ref["metrics"]["fps"] > 0
+    assert "| per-frame arch2 |" in md and "lam=0.01 vs per-frame arch2:" in md and "vs per-frame arch2" in res.output
+    bad = CliRunner().invoke(app, ["search", "stnas", "--config", TINY_YAML, "--lambdas", "0.1,0.2", "--references",
+                                   "unet", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "unknown per-frame model 'unet'" in bad.output
+    assert not (tmp_path / "bad").exists()

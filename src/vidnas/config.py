@@ -111,6 +111,7 @@ class TrainConfig:
     ohem_keep: float = 0.25  # ohem: the fraction of supervised pixels (the hardest) that count in each batch
     aux_weight: float = 0.3  # weight of auxiliary losses when a model returns them [CELLS appendix]
     encoder_lr_scale: float = 1.0  # encoder lr = lr * scale (own param group); 0 freezes it (weights and BN stats)
+    context_grad: bool = True  # false: with data.supervise=target only the target frame's encoder pass gets gradients
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N (--device on every command)
     amp: str = "none"  # none | bf16 | fp16: mixed precision of training, supernet phases and cell training

@@ -89,14 +89,14 @@ RUN_KINDS: dict[str, RunKind] = {
     "sweep": RunKind(
         "ST-NAS sweep",
         markers=("sweep.json", "baseline/done.json", "baseline/train"),
-        artifacts=("baseline", "sweep.json", "sweep.md", "pareto.png", "config.yaml"),  # + lam_* and random_* folders
+        artifacts=("baseline", "sweep.json", "sweep.md", "pareto.png", "config.yaml"),  # + lam_*, random_*, ref_*
         safe_keys=("train.device", "data.num_workers", "data.cache_frames", "train.log_every"),
     ),
     "demo": RunKind(
         "demo",
         markers=("demo.json", "baseline/done.json", "baseline/train"),
         artifacts=("baseline", "demo.json", "report.md", "arch.json", "alphas.png", "betas.png", "decoder.png",
-                   "pareto.png", "config.yaml", "latency_table.json"),  # + lam_* and random_* folders
+                   "pareto.png", "config.yaml", "latency_table.json"),  # + lam_*, random_*, ref_* folders
         safe_keys=("train.device", "data.num_workers", "data.cache_frames", "train.log_every"),
     ),
     "cells": RunKind(
@@ -202,8 +202,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
 
 
 def remove_artifacts(path: str | os.PathLike, kind: str) -> list[Path]:
-    """Remove what a run of ``kind`` writes (``RunKind.artifacts``; ``lam_*``, ``random_*`` folders of a sweep or
-    demo) from ``path``, and nothing else. Returns what was removed."""
+    """Remove what a run of ``kind`` writes (``RunKind.artifacts``; ``lam_*``, ``random_*``, ``ref_*`` folders of a
+    sweep or demo) from ``path``, and nothing else. Returns what was removed."""
     p = Path(path)
     names = list(RUN_KINDS[kind].artifacts)
     if kind == "predict":  # the masks it wrote (never the folder: users may add to it); the manifest lists them
@@ -213,6 +213,7 @@ def remove_artifacts(path: str | os.PathLike, kind: str) -> list[Path]:
     if kind in ("sweep", "demo"):
         names += [e.name for e in p.glob("lam_*") if (e / "done.json").exists() or (e / "search").is_dir()]
         names += [e.name for e in p.glob("random_*") if (e / "done.json").exists() or (e / "train").is_dir()]
+        names += [e.name for e in p.glob("ref_*") if (e / "done.json").exists() or (e / "train").is_dir()]
     removed = []
     for name in names:
         target = p / name

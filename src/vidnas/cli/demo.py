@@ -38,6 +38,9 @@ def demo_cmd(
     decoder_search: Annotated[bool, typer.Option(
         "--decoder-search/--no-decoder-search", help="Also search the decoder ops (TCNNAS). Off by default: on the "
         "demo data the searched decoders lose 7-12 mIoU points against the baseline's 3x3x3 convs.")] = False,
+    references: Annotated[str, typer.Option(
+        "--references", help="The library's per-frame models trained with the same recipe (window 1) and shown "
+                             "beside the others: head, arch2, both (default) or none.")] = "head,arch2",
     threads: Annotated[int, typer.Option(
         "--threads", help="torch intra-op threads. 1 by default: the demo's models are so small that a second thread "
                           "costs more in synchronisation than it saves (10x slower on a busy 2-core CPU).")] = 1,
@@ -46,13 +49,14 @@ def demo_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run ST-NAS end to end: baseline training, encoder search, decoder search, final training, random
-    architectures of the same space, evaluation (clip + streaming with temporal consistency) and one interleaved
-    benchmark, then print baseline, searched and random architectures in one table.
+    architectures of the same space, the library's per-frame models (head, arch2), evaluation (clip + streaming with
+    temporal consistency) and one interleaved benchmark, then print them all in one table.
 
     Defaults to configs/demo.yaml (synthetic data, tiny Swin + SP-TCN): no download, no data files, a few minutes
     on a 2-core CPU.
     """
     from vidnas.config import ConfigError, save_config
+    from vidnas.experiments.candidates import parse_references
     from vidnas.experiments.demo import demo_config, run_demo
     from vidnas.rundir import resume_config
 
@@ -62,6 +66,10 @@ def demo_cmd(
         raise fail("--resume needs --out RUN_DIR (the demo to continue)")
     if random_k < 0:
         raise fail(f"--random must be >= 0, got {random_k}")
+    try:
+        refs = parse_references(references)
+    except ValueError as e:
+        raise fail(str(e)) from e
     try:
         cfg = demo_config(config, [*device_overrides(device), *(set_ or [])])
     except ConfigError as e:
@@ -78,7 +86,7 @@ def demo_cmd(
     try:
         res = run_demo(cfg, run, resume=resume, show_progress=not quiet, bench_frames=bench_frames,
                        progress=lambda msg: typer.echo(f"== {msg}", err=True), random_k=random_k,
-                       decoder_search=decoder_search)
+                       decoder_search=decoder_search, references=refs)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
     typer.echo("")

@@ -89,6 +89,10 @@ def stnas_cmd(
         "--random-mode", help="Random depths: uniform per stage, or latency (matched to the searched model's "
                               "block latency within 10%, by the table).")] = "uniform",
     random_seed: Annotated[int, typer.Option("--random-seed", help="Seed of the random architectures.")] = 0,
+    references: Annotated[str, typer.Option(
+        "--references", help="Sweep: the library's per-frame models trained with the same recipe (window 1) and "
+                             "tabled, plotted and benchmarked beside the others: head, arch2, both (default) or "
+                             "none.")] = "head,arch2",
     bench_frames: Annotated[int, typer.Option("--bench-frames", help="Sweep: timed frames per model.")] = 100,
     no_init: Annotated[bool, typer.Option("--no-init", help="Do not write derived_init.pt.")] = False,
     overwrite: OverwriteOpt = False,
@@ -104,6 +108,7 @@ def stnas_cmd(
     supernets' weights). Runs under torchrun too (every rank derives the same architecture).
     """
     from vidnas.engine.distributed import cleanup_distributed, is_main
+    from vidnas.experiments.candidates import parse_references
 
     setup_logging()
     set_threads(threads)
@@ -127,6 +132,10 @@ def stnas_cmd(
         raise fail(f"--random must be >= 0, got {random_k}")
     if random_mode not in ("uniform", "latency"):
         raise fail(f"--random-mode {random_mode!r}: use uniform or latency")
+    try:
+        refs = parse_references(references)
+    except ValueError as e:
+        raise fail(str(e)) from e
     values = None
     if lambdas is not None:
         try:
@@ -143,7 +152,7 @@ def stnas_cmd(
     if sweep:
         _sweep(cfg, run, values if values is not None else [cfg.stnas.lam], resume=resume, quiet=quiet,
                skip_encoder=skip_encoder, skip_decoder=skip_decoder, bench_frames=bench_frames, random_k=random_k,
-               random_mode=random_mode, random_seed=random_seed)
+               random_mode=random_mode, random_seed=random_seed, references=refs)
         return
     from vidnas.search.stnas import search_stnas
 
@@ -193,21 +202,25 @@ def _depths(d: object) -> str:
 
 
 def _sweep(cfg, run: Path, values: list[float], *, resume: bool, quiet: bool, skip_encoder: bool, skip_decoder: bool,
-           bench_frames: int, random_k: int = 0, random_mode: str = "uniform", random_seed: int = 0) -> None:
+           bench_frames: int, random_k: int = 0, random_mode: str = "uniform", random_seed: int = 0,
+           references: tuple[str, ...] = ()) -> None:
     from vidnas.engine.distributed import cleanup_distributed
+    from vidnas.experiments.candidates import reference_lines
     from vidnas.experiments.sweep import dominance_lines, run_sweep, sweep_table
 
     try:
         res = run_sweep(cfg, run, values, resume=resume, show_progress=not quiet, skip_encoder=skip_encoder,
                         skip_decoder=skip_decoder, bench_frames=bench_frames,
                         progress=lambda msg: typer.echo(f"== {msg}", err=True), random_k=random_k,
-                        random_mode=random_mode, random_seed=random_seed)
+                        random_mode=random_mode, random_seed=random_seed, references=references)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
     finally:
         cleanup_distributed()
     typer.echo(f"run directory: {run}")
-    typer.echo(sweep_table(res.baseline, res.candidates, res.randoms))
+    typer.echo(sweep_table(res.baseline, res.candidates, res.randoms, res.references))
     if res.randoms:
         typer.echo("\n".join(dominance_lines(res.dominance)))
+    if res.references:
+        typer.echo("\n".join(reference_lines(res.candidates, res.references)))
     typer.echo("written: " + ", ".join(p.name for p in res.files))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_from_dict, config_to_dict
-from vidnas.data import ClipDataset, open_source
+from vidnas.data import ClipDataset, open_source, target_position
 from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
 from vidnas.engine.evaluate import evaluate_clips, val_data_config
 from vidnas.engine.logger import RunLogger
@@ -33,7 +33,7 @@ from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
-__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint"]
+__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint", "context_grad_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,15 @@ def build_datasets(cfg: Config):
     return source, train_ds, val_ds
 
 
+def context_grad_frames(cfg: Config) -> list[bool] | None:
+    """``train.context_grad=false`` with ``data.supervise=target`` and a window > 1: one flag per window position,
+    True only at the target (``vidnas.models.layers.encode_clip``); else None (gradients through every frame)."""
+    if cfg.train.context_grad or cfg.data.supervise != "target" or cfg.data.window <= 1:
+        return None
+    pos = target_position(cfg.data.window, cfg.data.temporal)
+    return [k == pos for k in range(cfg.data.window)]
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -305,6 +314,7 @@ def train(
     total_steps = max(cfg.train.epochs * n_steps, 1)
     warmup_steps = round(cfg.train.warmup_epochs * n_steps)
     scheduled = cfg.train.schedule != "constant" or warmup_steps > 0
+    grad_frames = context_grad_frames(cfg)
     for epoch in range(start_epoch, cfg.train.epochs):
         seed_everything(epoch_seed(cfg.train.seed, epoch))
         train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
@@ -318,7 +328,8 @@ def train(
             frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
             masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
             with autocast(device, cfg.train.amp):
-                out = model(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
+                # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
+                out = model(frames) if grad_frames is None else model(frames, grad_frames=grad_frames)
                 logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
                 loss = loss_of(logits, masks)
                 for a in aux:

@@ -7,6 +7,9 @@ resume exactly from their checkpoints):
 * **baseline**: the config's model trained for ``train.epochs`` (``baseline/``).
 * **candidate** (one per lambda): ``search_stnas`` (``lam_<lambda>/search/``), then the derived model trained from
   scratch for ``train.epochs`` like the baseline (``lam_<lambda>/train/``), as the paper trains its final model.
+* **reference** (``ref_<decoder>/``): the library's per-frame models (``head``: the stride-32 head; ``arch2``: the
+  cell search's static network reading strides 4-32) on the config's encoder, window 1, trained with the same recipe,
+  so every table shows at once whether a temporal model is worth its cost.
 * **random** (``random_<i>/``): architectures drawn at random from the same space
   (``vidnas.search.stnas.sample_random_archs``: depths uniform per stage or latency-matched to a searched model,
   decoder ops uniform), each trained from scratch exactly like the baseline and the searched models.
@@ -46,6 +49,11 @@ __all__ = [
     "run_baseline",
     "run_candidate",
     "run_random",
+    "REFERENCE_DECODERS",
+    "parse_references",
+    "reference_config",
+    "run_reference",
+    "reference_lines",
     "random_archs_for",
     "dominated",
     "dominance_counts",
@@ -71,7 +79,7 @@ class Candidate:
         search_seconds: wall time of its search (0 for the baseline).
         search_dir: its search run directory (None for the baseline).
         metrics: more results filled by later stages (benchmark, evaluation).
-        kind: ``baseline``, ``searched`` or ``random``.
+        kind: ``baseline``, ``searched``, ``random`` or ``reference`` (a per-frame model of the library).
     """
 
     name: str
@@ -130,6 +138,8 @@ class Candidate:
     def decoder(self) -> str:
         """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts."""
         ops = self.arch.get("decoder_ops")
+        if self.arch.get("decoder") in REFERENCE_DECODERS:
+            return f"{self.arch['decoder']} (per frame)"
         if ops is None:
             return "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
         n_t = sum(o.startswith("temporal") for o in ops)
@@ -235,6 +245,73 @@ def run_random(cfg: Config, run_dir: str | Path, arch: Arch, *, resume: bool = T
                      res.last_checkpoint, best_miou=res.best_miou, train_seconds=seconds, kind="random")
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
+
+
+REFERENCE_DECODERS: tuple[str, ...] = ("head", "arch2")  # the per-frame models every table shows
+
+
+def parse_references(text: str | None) -> tuple[str, ...]:
+    """``"head,arch2"`` -> ``("head", "arch2")``; ``""`` or ``"none"`` -> ``()``.
+
+    Raises:
+        ValueError: a name outside ``REFERENCE_DECODERS`` or a repeated one.
+    """
+    if text is None or text.strip().lower() in ("", "none"):
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in REFERENCE_DECODERS]
+    if bad:
+        raise ValueError(f"--references {text!r}: unknown per-frame model {bad[0]!r}; valid: "
+                         f"{', '.join(REFERENCE_DECODERS)} (or none)")
+    if len(set(names)) != len(names):
+        raise ValueError(f"--references {text!r}: a model is named twice")
+    return names
+
+
+def reference_config(cfg: Config, decoder: str) -> Config:
+    """``cfg`` with the per-frame ``decoder`` (``head`` or ``arch2``) on its encoder (its own depths), window 1; the
+    data, the recipe (optimiser, schedule, epochs, augmentation, loss) and the seed stay as they are."""
+    if decoder not in REFERENCE_DECODERS:
+        raise ValueError(f"reference decoder {decoder!r}; valid: {', '.join(REFERENCE_DECODERS)}")
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, decoder=decoder, arch=None),
+                               data=dataclasses.replace(cfg.data, window=1))
+
+
+def run_reference(cfg: Config, run_dir: str | Path, decoder: str, *, resume: bool = True,
+                  show_progress: bool = True) -> Candidate:
+    """Train the per-frame ``decoder`` model of ``reference_config`` (``run_dir/train``); skipped if done.
+
+    Its row name is ``per-frame <decoder>``."""
+    run_dir = Path(run_dir)
+    if resume and (done := _done(run_dir)) is not None:
+        logger.info("per-frame %s already trained in %s", decoder, run_dir)
+        return done
+    ref_cfg = reference_config(cfg, decoder)
+    arch = arch_from_config(ref_cfg)
+    res, seconds = _train_stage(ref_cfg, run_dir / "train", None, resume=resume, show_progress=show_progress)
+    cand = Candidate(name=f"per-frame {decoder}", lam=None, arch=arch.to_dict(),
+                     checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
+                     train_seconds=seconds, kind="reference")
+    atomic_write_json(run_dir / "done.json", cand.to_dict())
+    return cand
+
+
+def reference_lines(searched: Sequence[Candidate], references: Sequence[Candidate], *,
+                    miou_key: str | None = None, label: str | None = None) -> list[str]:
+    """One line per searched model and per-frame reference: FPS ratio and mIoU difference (points).
+
+    ``label``: the searched models' row name in the table (e.g. the demo's ``searched``), default their names."""
+    def miou(c: Candidate) -> float:
+        return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
+
+    out = []
+    for s in searched:
+        for r in references:
+            fs, fr = s.metrics.get("fps"), r.metrics.get("fps")
+            ratio = "-" if not fs or not fr else f"{fs / fr:.2f}x"
+            out.append(f"- {label or s.name} vs {r.name}: {ratio} its FPS, {100 * (miou(s) - miou(r)):+.1f} mIoU "
+                       "points")
+    return out
 
 
 def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode: str = "uniform", seed: int = 0,

@@ -16,6 +16,7 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,15 +25,18 @@ from vidnas.config import Config, ConfigError, apply_overrides, config_from_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.engine.evaluate import evaluate_clips, evaluate_stream
 from vidnas.experiments.candidates import (
+    REFERENCE_DECODERS,
     Candidate,
     Progress,
     benchmark_candidates,
     dominance_counts,
     lam_dirname,
     random_archs_for,
+    reference_lines,
     run_baseline,
     run_candidate,
     run_random,
+    run_reference,
 )
 from vidnas.models import SEARCH_CANDIDATES, arch_from_config, build_encoder, load_model
 from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
@@ -109,6 +113,7 @@ class DemoResult:
     table: str
     files: list[Path] = field(default_factory=list)
     randoms: list[Candidate] = field(default_factory=list)
+    references: list[Candidate] = field(default_factory=list)
 
     @property
     def dominance(self) -> dict[str, int]:
@@ -134,14 +139,15 @@ def _evaluate(cand: Candidate, cfg: Config, show_progress: bool) -> None:
                         stream_frames=stream.get("frames"))
 
 
-def demo_table(baseline: Candidate, searched: Candidate, randoms: list[Candidate] | tuple = ()) -> str:
-    """The demo's closing table (plain text, aligned): baseline, searched, then the random architectures, with the
-    FPS ratio to the baseline."""
+def demo_table(baseline: Candidate, searched: Candidate, randoms: list[Candidate] | tuple = (),
+               references: list[Candidate] | tuple = ()) -> str:
+    """The demo's closing table (plain text, aligned): baseline, the per-frame references, searched, then the random
+    architectures, with the FPS ratio to the baseline."""
     rows = []
-    for c in (baseline, searched, *randoms):
+    for c in (baseline, *references, searched, *randoms):
         m = c.metrics
         rows.append(BenchRow(
-            name=c.name if c.kind == "random" else ("baseline" if c.kind == "baseline" else "searched"),
+            name=c.name if c.kind in ("random", "reference") else ("baseline" if c.kind == "baseline" else "searched"),
             params=m.get("params"), gflops=m.get("gflops"), latency_ms=m.get("latency_ms"),
             extra={"depths": c.depths, "decoder": c.decoder, "mIoU": m.get("miou"), "clip_mIoU": m.get("clip_miou"),
                    "VC8": m.get("vc8"), "flicker": m.get("flicker"), "search_s": round(c.search_seconds, 1),
@@ -157,6 +163,9 @@ def demo_table(baseline: Candidate, searched: Candidate, randoms: list[Candidate
         dom = dominance_counts([searched], randoms, miou_key="miou")[searched.name]
         text += (f"\nrandom architectures: the searched model dominates {dom['dominates']} of {dom['random']} on FPS "
                  f"and mIoU ({dom['dominated_by']} dominate it)")
+    if references:
+        text += "\nper-frame models (same encoder and recipe, window 1):\n" + "\n".join(
+            reference_lines([searched], references, miou_key="miou", label="searched"))
     return text
 
 
@@ -172,6 +181,7 @@ def run_demo(
     random_k: int = DEMO_RANDOM,
     random_seed: int = 0,
     decoder_search: bool = False,
+    references: Sequence[str] = REFERENCE_DECODERS,
 ) -> DemoResult:
     """The whole ST-NAS pipeline on ``cfg``: baseline training, encoder search, decoder search, final training,
     ``random_k`` random architectures trained alike, evaluation (clip + streaming, temporal consistency), one
@@ -192,6 +202,8 @@ def run_demo(
         decoder_search: also search the decoder ops (TCNNAS). Off by default: on the demo data the searched decoders'
             factorised ops lose 7-12 mIoU points against the baseline's 3x3x3 convs (docs/RESULTS.md §5), so the
             default demo searches the encoder depths and keeps the baseline decoder (random architectures likewise).
+        references: the library's per-frame models (``head``, ``arch2``) trained with the same recipe, window 1
+            (``ref_<decoder>/``), evaluated and benchmarked with the others; () skips them.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -221,7 +233,13 @@ def run_demo(
             progress(f"4/6 random architecture {i + 1}/{random_k} ({cfg.train.epochs} epochs) -> "
                      f"{run_dir / f'random_{i}'}")
         randoms.append(run_random(cfg, run_dir / f"random_{i}", arch, resume=resume, show_progress=show_progress))
-    everything = [baseline, searched, *randoms]
+    refs = []
+    for name in references:
+        if progress:
+            progress(f"4/6 per-frame {name} reference ({cfg.train.epochs} epochs, window 1) -> "
+                     f"{run_dir / f'ref_{name}'}")
+        refs.append(run_reference(cfg, run_dir / f"ref_{name}", name, resume=resume, show_progress=show_progress))
+    everything = [baseline, *refs, searched, *randoms]
     if progress:
         progress("5/6 evaluation on the validation split (clips + streaming, temporal consistency)")
     for cand in everything:
@@ -242,13 +260,16 @@ def run_demo(
                "fps": searched.metrics.get("fps"), "miou": searched.metrics.get("miou")}]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.metrics.get("miou"), "kind": "random"}
                for c in randoms]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.metrics.get("miou"), "kind": "reference"}
+               for c in refs]
     files.append(plot_pareto(points, run_dir / "pareto.png", title="vidnas demo: mIoU (streaming) vs FPS"))
-    table = demo_table(baseline, searched, randoms)
+    table = demo_table(baseline, searched, randoms, refs)
     total = time.perf_counter() - t0
     result = DemoResult(run_dir=run_dir, baseline=baseline, searched=searched, total_seconds=total, table=table,
-                        randoms=randoms)
+                        randoms=randoms, references=refs)
     atomic_write_json(run_dir / "demo.json", {
         "baseline": baseline.to_dict(), "searched": searched.to_dict(), "random": [c.to_dict() for c in randoms],
+        "references": [c.to_dict() for c in refs],
         "dominance": result.dominance if randoms else None, "total_seconds": total,
         "search_share": result.search_share, "bench": {"frames": bench_frames, "warmup": bench_warmup},
         "latency_table": cfg.stnas.latency_table,
@@ -289,6 +310,9 @@ def _demo_report(res: DemoResult, cfg: Config) -> str:
         lines.append(f"Random architectures of the same space (uniform depths per stage, uniform decoder ops), "
                      f"trained exactly like the searched one: the searched model dominates {d['dominates']} of "
                      f"{d['random']} on FPS and mIoU; {d['dominated_by']} dominate it.")
+    if res.references:
+        lines += ["", "The library's per-frame models, same encoder and recipe, window 1 (is the temporal model worth "
+                  "its cost?):", *reference_lines([s], res.references, miou_key="miou", label="searched"), ""]
     lines += [f"Total wall time: {res.total_seconds:.0f} s.", "",
               f"Searched architecture: `arch.json` (search run: `{search_dir}`, its own `report.md` lists the alphas "
               "and betas). Retrain it anywhere with `vidnas train --arch arch.json`.", ""]

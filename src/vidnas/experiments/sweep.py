@@ -20,9 +20,11 @@ from vidnas.experiments.candidates import (
     dominance_counts,
     lam_dirname,
     random_archs_for,
+    reference_lines,
     run_baseline,
     run_candidate,
     run_random,
+    run_reference,
 )
 from vidnas.search.plots import plot_pareto
 from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
@@ -40,6 +42,7 @@ class SweepResult:
     candidates: list[Candidate]
     randoms: list[Candidate] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    references: list[Candidate] = field(default_factory=list)
 
     @property
     def dominance(self) -> dict[str, dict[str, int]]:
@@ -47,12 +50,14 @@ class SweepResult:
         return dominance_counts(self.candidates, self.randoms)
 
 
-def sweep_table(baseline: Candidate, candidates: Sequence[Candidate], randoms: Sequence[Candidate] = ()) -> str:
-    """Markdown table of a sweep: lambda, depths, decoder, params, FPS (and its ratio), mIoU, search and train time."""
+def sweep_table(baseline: Candidate, candidates: Sequence[Candidate], randoms: Sequence[Candidate] = (),
+                references: Sequence[Candidate] = ()) -> str:
+    """Markdown table of a sweep: lambda, depths, decoder, params, FPS (and its ratio), mIoU, search and train time;
+    the per-frame references first, after the baseline."""
     lines = ["| model | lambda | depths | decoder | params (M) | GFLOPs | FPS | FPS / baseline | mIoU | search s | "
              "train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     base_fps = baseline.metrics.get("fps")
-    for c in [baseline, *candidates, *randoms]:
+    for c in [baseline, *references, *candidates, *randoms]:
         m = c.metrics
         ratio = "-" if not base_fps or m.get("fps") is None else f"{m['fps'] / base_fps:.2f}x"
         lines.append(
@@ -89,6 +94,7 @@ def run_sweep(
     random_k: int = 0,
     random_mode: str = "uniform",
     random_seed: int = 0,
+    references: Sequence[str] = (),
 ) -> SweepResult:
     """Search once per lambda, train each derived model, the baseline and ``random_k`` random architectures, benchmark
     all together, plot the Pareto front of mIoU vs FPS [ST-NAS Fig. 3].
@@ -112,6 +118,8 @@ def run_sweep(
         random_mode: ``uniform`` or ``latency`` (matched to the searched models in turn).
         random_seed: seed of the random architectures (independent of ``train.seed``, so every training seed sees
             the same ones).
+        references: per-frame models of the library (``head``, ``arch2``) trained with the same recipe
+            (``ref_<decoder>/``), benchmarked and tabled beside the others.
     """
     run_dir = Path(run_dir)
     lambdas = [float(v) for v in lambdas]
@@ -144,17 +152,23 @@ def run_sweep(
         if progress:
             progress(f"train random architecture {i + 1}/{len(archs)} -> {run_dir / f'random_{i}'}")
         randoms.append(run_random(cfg, run_dir / f"random_{i}", arch, resume=resume, show_progress=show_progress))
-    everything = [baseline, *cands, *randoms]
+    refs = []
+    for name in references:
+        if progress:
+            progress(f"train the per-frame {name} reference -> {run_dir / f'ref_{name}'}")
+        refs.append(run_reference(cfg, run_dir / f"ref_{name}", name, resume=resume, show_progress=show_progress))
+    everything = [baseline, *refs, *cands, *randoms]
     if progress:
         progress(f"benchmark {len(everything)} models interleaved ({bench_frames} frames each)")
     benchmark_candidates(everything, frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
-    result = SweepResult(run_dir=run_dir, baseline=baseline, candidates=cands, randoms=randoms)
+    result = SweepResult(run_dir=run_dir, baseline=baseline, candidates=cands, randoms=randoms, references=refs)
     atomic_write_json(run_dir / "sweep.json", {
         "lambdas": lambdas,
         "target_latency_ms": budget,
         "baseline": baseline.to_dict(),
         "candidates": [c.to_dict() for c in cands],
         "random": [c.to_dict() for c in randoms],
+        "references": [c.to_dict() for c in refs],
         "random_mode": random_mode,
         "random_seed": random_seed,
         "dominance": result.dominance,
@@ -162,17 +176,21 @@ def run_sweep(
     })
     ops = [f"- {c.name}: depths {c.depths}; decoder ops {', '.join(c.arch.get('decoder_ops') or ['baseline'])}"
            for c in [*cands, *randoms]]
-    text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms) + (
+    text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms, refs) + (
         "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); "
         "mIoU: best validation mIoU of each training.\n\n")
     if randoms:
         text += (f"Random architectures: {len(randoms)} drawn from the same space ({random_mode} depths, uniform "
                  f"decoder ops, seed {random_seed}), trained exactly like the searched ones.\n\n"
                  + "\n".join(dominance_lines(result.dominance)) + "\n\n")
+    if refs:
+        text += ("Per-frame models of the library, same encoder and recipe, window 1:\n"
+                 + "\n".join(reference_lines(cands, refs)) + "\n\n")
     atomic_write_text(run_dir / "sweep.md", text + "\n".join(ops) + "\n")
     points = [{"name": c.name, "label": c.name if c.kind == "baseline" else f"{c.name} ({c.depths})",
                "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": c.kind} for c in [baseline, *cands]]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "random"} for c in randoms]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "reference"} for c in refs]
     plot_pareto(points, run_dir / "pareto.png", title="ST-NAS lambda sweep: mIoU vs FPS")
     result.files = [run_dir / "sweep.json", run_dir / "sweep.md", run_dir / "pareto.png"]
     return result

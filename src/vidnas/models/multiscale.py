@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from vidnas.models.decoders import CONVS_PER_LAYER, OPS_PER_CONV, ResidualLayer
-from vidnas.models.layers import resize_to
+from vidnas.models.layers import encode_clip, resize_to
 from vidnas.models.ops import ConvBNReLU3d, get_op, temporal_extent
 from vidnas.models.streaming import WindowStreamer
 
@@ -222,12 +222,13 @@ class MultiScaleSegmenter(nn.Module):
         maps = self.encoder(frames)
         return tuple(maps[i] for i in self.indices)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        """Clip forward: (B, T, 3, H, W) -> (B, T, K, H_out, W_out) logits, one map per frame."""
+    def forward(self, frames: torch.Tensor, grad_frames: Sequence[bool] | None = None) -> torch.Tensor:
+        """Clip forward: (B, T, 3, H, W) -> (B, T, K, H_out, W_out) logits, one map per frame (``grad_frames``: as
+        ``VideoSegmenter.forward``)."""
         if frames.dim() != 5:
             raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         b, t, c, h, w = frames.shape
-        feats = [f.reshape(b, t, *f.shape[1:]).transpose(1, 2) for f in self.encode(frames.reshape(b * t, c, h, w))]
+        feats = encode_clip(self.encode, frames, grad_frames)  # [(B, C_s, T, h_s, w_s), ...] coarse first
         logits = self.decoder(feats)  # (B, K, T, h', w')
         k, hh, ww = logits.shape[1], logits.shape[-2], logits.shape[-1]
         out = self.upsample(logits.transpose(1, 2).reshape(b * t, k, hh, ww), self.out_size or (h, w))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vidnas.models.incremental import IncrementalError, IncrementalStreamer, incremental_support
-from vidnas.models.layers import resize_to
+from vidnas.models.layers import encode_clip, resize_to
 from vidnas.models.streaming import WindowStreamer
 
 __all__ = ["VideoSegmenter"]
@@ -93,20 +93,21 @@ class VideoSegmenter(nn.Module):
         logits = self.upsample(logits, out_hw)  # (B*T, K, H, W)
         return logits.reshape(b, t, k, *logits.shape[-2:])  # (B, T, K, H, W)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, grad_frames: Sequence[bool] | None = None) -> torch.Tensor:
         """Clip forward.
 
         Args:
             frames: (B, T, 3, H, W), ImageNet-normalised.
+            grad_frames: per time step, whether gradients reach the encoder through it (None: all; training with
+                ``train.context_grad=false``, ``vidnas.models.layers.encode_clip``).
 
         Returns:
             (B, T, K, H_out, W_out) logits, one map per frame.
         """
         if frames.dim() != 5:
             raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
-        b, t, c, h, w = frames.shape
-        feats = self.encode(frames.reshape(b * t, c, h, w))  # (B*T, C, h', w')
-        feats = feats.reshape(b, t, *feats.shape[1:]).transpose(1, 2)  # (B, C, T, h', w')
+        h, w = frames.shape[-2:]
+        (feats,) = encode_clip(self.encode, frames, grad_frames)  # (B, C, T, h', w')
         return self.decode(feats, self.out_size or (h, w))
 
     def stream(self, batch_size: int = 1, *, key_interval: int | None = None, window: int | None = None,

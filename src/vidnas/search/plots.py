@@ -51,7 +51,7 @@ def plot_pareto(
     Args:
         points: one mapping per model with ``name``, ``fps``, ``miou`` (0-1) and optionally ``label`` and ``kind``
             (``"random"``: a random architecture of the searched space, drawn as a small grey point without label
-            or arrow).
+            or arrow; ``"reference"``: a per-frame model of the library, a labelled green square without arrow).
         path: PNG to write.
         title: figure title.
         baseline: name of the baseline point (drawn as a star, with arrows from it to the others).
@@ -73,6 +73,11 @@ def plot_pareto(
             continue
         x, y = xy[i]
         is_base = p["name"] == baseline
+        if p.get("kind") == "reference":
+            ax.scatter([x], [y], s=45, marker="s", zorder=3, color="#2ca02c")
+            ax.annotate(str(p.get("label", p["name"])), (x, y), textcoords="offset points", xytext=(5, -9),
+                        fontsize=7, color="#2ca02c")
+            continue
         ax.scatter([x], [y], s=110 if is_base else 45, marker="*" if is_base else "o", zorder=3,
                    color="#d62728" if is_base else ("#1f77b4" if i in front else "#6baed6"))
         ax.annotate(str(p.get("label", p["name"])), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
