@@ -128,13 +128,22 @@ class Candidate:
 
     @property
     def decoder(self) -> str:
-        """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts."""
+        """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts;
+        a multi-scale (``mstcn``) decoder adds, per finer scale, ``s{stride} T`` (a temporal op there) or ``S``."""
         ops = self.arch.get("decoder_ops")
         if ops is None:
-            return "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
-        n_t = sum(o.startswith("temporal") for o in ops)
-        n_i = sum(o == "identity" for o in ops)
-        return f"{n_t}T/{len(ops) - n_t - n_i}S/{n_i}I"
+            text = "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
+        else:
+            n_t = sum(o.startswith("temporal") for o in ops)
+            n_i = sum(o == "identity" for o in ops)
+            text = f"{n_t}T/{len(ops) - n_t - n_i}S/{n_i}I"
+        scale_ops = self.arch.get("scale_ops")
+        if self.arch.get("decoder") == "mstcn" and scale_ops:
+            strides = list(self.arch.get("scales") or [])[1:]
+            text += "; " + ", ".join(
+                f"s{s} {'T' if any(o.startswith(('temporal', 'conv3d')) for o in scale_ops[3 * i:3 * i + 3]) else 'S'}"
+                for i, s in enumerate(strides))
+        return text
 
 
 def lam_dirname(lam: float) -> str:
