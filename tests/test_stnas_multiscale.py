@@ -324,3 +324,16 @@ def test_search_decoder_only_over_mstcn_with_a_budget(tmp_path):
     assert res.arch.scale_ops is not None and len(res.decoder_ops) == TRUNK + SCALE
     labels = decoder_slot_labels(res.arch)
     assert labels[0] == "trunk layer 1" and labels[-1] == "stride 4 fusion"
+
+
+def test_sweep_tables_name_the_per_scale_choice():
+    from vidnas.experiments.candidates import Candidate
+
+    def summary(**arch: object) -> str:
+        return Candidate(name="m", lam=None, arch={"decoder": "mstcn", "scales": [32, 8, 4], **arch},
+                         checkpoint=None, best_miou=0.0, train_seconds=0.0).decoder
+
+    assert summary(decoder_ops=None, scale_ops=None) == "3x3x3; s8 S, s4 S"  # the default: per-frame paths
+    ops = ("identity", "temporal_k3", "sep_k3", "spatial_k3") * 2
+    assert summary(decoder_ops=ops, scale_ops=("sep_k3", "identity", "spatial_k3", "temporal_k5", "identity",
+                                               "spatial_k3")) == "2T/4S/2I; s8 S, s4 T"
