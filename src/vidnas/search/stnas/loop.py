@@ -190,7 +190,8 @@ class EncoderSearch:
     """The outcome of ``search_encoder_depths``.
 
     Attributes:
-        model: the ``VideoSegmenter`` whose encoder is the trained ``DepthSupernet``.
+        model: the model (``VideoSegmenter``; ``MultiScaleSegmenter`` for ``mstcn``) whose encoder is the trained
+            ``DepthSupernet``.
         supernet: that supernet (alphas; ``derived_encoder(threshold)`` gives the shortened encoder).
         table: the latency table of Eq. 2.
         latencies: s_i per stage, per block (ms), from the table.
@@ -199,7 +200,7 @@ class EncoderSearch:
         seconds: wall time of the phase (resumes included).
     """
 
-    model: VideoSegmenter
+    model: nn.Module
     supernet: DepthSupernet
     table: LatencyTable
     latencies: list[list[float]]
@@ -426,7 +427,7 @@ class _Phase:
     """
 
     name: str
-    model: VideoSegmenter
+    model: nn.Module  # a VideoSegmenter or MultiScaleSegmenter holding a supernet
     epochs: int
     warmup_epochs: int
     loss_terms: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -692,7 +693,7 @@ def _fixed_batches(ds: Any, batch_size: int, count: int, *, shuffle_seed: int | 
     return out
 
 
-def _truncated_decision(ctx: SearchContext, model: VideoSegmenter, supernet: DepthSupernet,
+def _truncated_decision(ctx: SearchContext, model: nn.Module, supernet: DepthSupernet,
                         lat: list[list[float]], *, lam: float, budget_ms: float | None,
                         fixed_ms: float) -> DepthDecision:
     """Measure the truncated losses and decide (rank 0's decision on every rank)."""
