@@ -26,10 +26,13 @@ from vidnas.cli.common import (
     set_threads,
     setup_logging,
 )
+from vidnas.cli.train import MODEL_SHORTCUTS
 
 __all__ = ["app", "stnas_cmd", "parse_lambdas"]
 
 Opt = Optional  # noqa: UP007  (typer needs Optional on py3.10)
+
+SEARCH_MODELS: tuple[str, ...] = ("sptcn", "mstcn")  # decoders with op slots (``--model``)
 
 app = typer.Typer(help="Architecture search: ST-NAS (`stnas`) and dynamic cells (`cells`).", no_args_is_help=True)
 
@@ -93,6 +96,10 @@ def stnas_cmd(
         "--references", help="Sweep: the library's per-frame models trained with the same recipe (window 1) and "
                              "tabled, plotted and benchmarked beside the others: head, arch2, both (default) or "
                              "none.")] = "head,arch2",
+    model: Annotated[Opt[str], typer.Option(
+        "--model", help="Decoder shortcut: sptcn (the paper's TCN decoder) or mstcn (multi-scale: temporal trunk at "
+                        "stride 32 fused with paths at strides 8 and 4; the search decides per scale whether "
+                        "temporal context pays). --set still wins.")] = None,
     bench_frames: Annotated[int, typer.Option("--bench-frames", help="Sweep: timed frames per model.")] = 100,
     no_init: Annotated[bool, typer.Option("--no-init", help="Do not write derived_init.pt.")] = False,
     overwrite: OverwriteOpt = False,
@@ -136,6 +143,8 @@ def stnas_cmd(
         refs = parse_references(references)
     except ValueError as e:
         raise fail(str(e)) from e
+    if model is not None and model not in SEARCH_MODELS:
+        raise fail(f"--model {model!r}: valid models: {', '.join(SEARCH_MODELS)}")
     values = None
     if lambdas is not None:
         try:
@@ -144,7 +153,8 @@ def stnas_cmd(
             raise fail(str(e)) from e
     sweep = lambdas is not None or random_k > 0
     kind = "sweep" if sweep else "stnas"
-    cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
+    presets = [] if model is None else MODEL_SHORTCUTS[model]
+    cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=presets + _shortcuts(**{
         "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table,
         "stnas.target_latency_ms": target_latency}) + device_overrides(device, amp))
     check_run_inputs(cfg)
@@ -189,8 +199,16 @@ def stnas_cmd(
         n_i = sum(o == "identity" for o in res.decoder_ops)
         typer.echo(f"decoder ops ({n_t} temporal, {len(res.decoder_ops) - n_t - n_i} spatial, {n_i} identity):")
         per = 4
-        for i in range(0, len(res.decoder_ops), per):
-            typer.echo(f"  layer {i // per + 1}: " + ", ".join(res.decoder_ops[i:i + per]))
+        trunk = res.arch.decoder_ops if res.arch.decoder == "mstcn" else res.decoder_ops
+        for i in range(0, len(trunk or ()), per):
+            typer.echo(f"  {'trunk ' if res.arch.decoder == 'mstcn' else ''}layer {i // per + 1}: "
+                       + ", ".join(trunk[i:i + per]))  # type: ignore[index]
+        if res.arch.decoder == "mstcn":
+            from vidnas.search.stnas.report import scale_decisions
+
+            for d in scale_decisions(res.arch)[1:]:
+                typer.echo(f"  stride {d['stride']} (path, path, fusion): {', '.join(d['ops'])} -> "
+                           + (f"temporal ({d['frames']} frames)" if d["temporal"] else "per frame"))
     typer.echo(f"search time: encoder {res.encoder_seconds:.1f} s, decoder {res.decoder_seconds:.1f} s")
     typer.echo("written: " + ", ".join(p.name for p in res.files))
     typer.echo(f"next: vidnas train --arch {res.arch_path}" + (

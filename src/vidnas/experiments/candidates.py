@@ -38,6 +38,7 @@ from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config, save_config
 from vidnas.engine.train import train
 from vidnas.models import Arch, arch_from_config, build_encoder, load_model
+from vidnas.models.multiscale import default_scale_ops
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.stnas import load_search_summary, sample_random_archs, search_stnas
 from vidnas.utils import atomic_write_json
@@ -136,15 +137,25 @@ class Candidate:
 
     @property
     def decoder(self) -> str:
-        """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts."""
+        """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts;
+        a multi-scale (``mstcn``) decoder adds, per finer scale, ``s{stride} T`` (a temporal op there) or ``S``
+        (per frame)."""
         ops = self.arch.get("decoder_ops")
         if self.arch.get("decoder") in REFERENCE_DECODERS:
             return f"{self.arch['decoder']} (per frame)"
         if ops is None:
-            return "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
-        n_t = sum(o.startswith("temporal") for o in ops)
-        n_i = sum(o == "identity" for o in ops)
-        return f"{n_t}T/{len(ops) - n_t - n_i}S/{n_i}I"
+            text = "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
+        else:
+            n_t = sum(o.startswith("temporal") for o in ops)
+            n_i = sum(o == "identity" for o in ops)
+            text = f"{n_t}T/{len(ops) - n_t - n_i}S/{n_i}I"
+        if self.arch.get("decoder") == "mstcn":
+            strides = list(self.arch.get("scales") or [])[1:]
+            scale_ops = self.arch.get("scale_ops") or default_scale_ops(len(strides))  # default: per frame
+            text += "; " + ", ".join(
+                f"s{s} {'T' if any(o.startswith(('temporal', 'conv3d')) for o in scale_ops[3 * i:3 * i + 3]) else 'S'}"
+                for i, s in enumerate(strides))
+        return text
 
 
 def lam_dirname(lam: float) -> str:

@@ -175,6 +175,7 @@ def run_sweep(
         "bench": {"frames": bench_frames, "warmup": bench_warmup, "protocol": "encode 1 frame + decode window"},
     })
     ops = [f"- {c.name}: depths {c.depths}; decoder ops {', '.join(c.arch.get('decoder_ops') or ['baseline'])}"
+           + (f"; scale ops {', '.join(c.arch['scale_ops'])}" if c.arch.get("scale_ops") else "")
            for c in [*cands, *randoms]]
     text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms, refs) + (
         "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); "

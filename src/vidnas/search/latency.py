@@ -21,7 +21,10 @@ the latency of any architecture of the ST-NAS space can be read from the table (
 
 with ``decoder(arch)`` the full-window decode of the SP-TCN baseline (one entry) or, for a searched decoder, the
 decoder with every slot an identity (``sptcn_fixed``: reduction, adapters, skips, final conv, head) plus the latency
-of each slot's op at the slot's dilation. Stem and output conversions are timed with the blocks
+of each slot's op at the slot's dilation. A multi-scale (``mstcn``) decoder is read the same way
+(``multiscale_signatures``): the decoder with every searched slot an identity (``mstcn_fixed``: reduction or 3x3x3
+trunk, projections, upsampling and sums of the fusion, head) plus each trunk slot's op on the coarse map and each
+finer scale's path and fusion ops on that scale's map. Stem and output conversions are timed with the blocks
 (``measure_encoder_blocks``); the decoder parts by ``measure_decoder_parts`` (the search measures the missing ones
 when a budget needs them). This is the ST-NAS protocol's unit (encode one frame + decode the window), minus the
 feature stacking and Python overhead of a push.
@@ -53,8 +56,9 @@ import torch.nn.functional as F
 
 from vidnas.bench import device_signature, time_fn
 from vidnas.jsonfile import JsonFile, check_header, where
-from vidnas.models.architecture import Arch
+from vidnas.models.architecture import OPS_PER_LAYER, Arch
 from vidnas.models.build import build_decoder
+from vidnas.models.multiscale import OPS_PER_SCALE, STRIDE_INDEX, MultiScaleDecoder, default_scale_ops
 from vidnas.models.ops import SEARCH_CANDIDATES, make_op
 
 if TYPE_CHECKING:
@@ -70,6 +74,8 @@ __all__ = [
     "stem_signature",
     "output_signature",
     "decoder_signatures",
+    "multiscale_signatures",
+    "decoder_inputs",
     "measure_encoder_blocks",
     "measure_decoder_parts",
     "complete_model_parts",
@@ -149,6 +155,61 @@ def decoder_signatures(arch: Arch, in_channels: int, num_classes: int, feature_h
         ops = [op(name, arch.dilations[k // per]) for k, name in enumerate(arch.decoder_ops)]
     return {"baseline": f"decoder/sptcn_baseline/{common}", "fixed": f"decoder/sptcn_fixed/{common}", "ops": ops,
             "op": op, "upsample": f"segmenter/upsample/k{num_classes}_{h}x{w}_to_{img_hw[0]}x{img_hw[1]}"}
+
+
+def multiscale_signatures(arch: Arch, in_channels: Sequence[int], num_classes: int,
+                          feature_hws: Sequence[tuple[int, int]], img_hw: tuple[int, int]) -> dict[str, Any]:
+    """Table keys (``parts``) of the multi-scale decoder of ``arch`` (an ``mstcn`` architecture) and of the final
+    upsampling.
+
+    The decoder runs on the window of every scale, ``(1, in_channels[i], window, h_i, w_i)`` with ``(h_i, w_i) =
+    feature_hws[i]``, coarse first. Its latency is read as ``fixed + trunk ops + scale ops``: ``fixed`` is the decoder
+    with every searched slot an identity (``fixed_baseline``: the 3x3x3 trunk of an unsearched ``decoder_ops``;
+    ``fixed_searched``: trunk slots identities too), plus each slot's op at its width, dilation and spatial size (the
+    trunk's at ``channels`` on the coarse map, a finer scale's at ``fuse_channels`` and dilation 1 on its map).
+
+    Returns:
+        ``{"fixed": the key ``arch`` uses, "fixed_baseline", "fixed_searched", "trunk_ops": [per trunk slot: key] or
+        None (3x3x3 trunk), "scale_ops": [per finer-scale slot: key] (the per-frame default when ``scale_ops`` is
+        None), "op": callable (name, channels, dilation, (h, w)) -> key, "upsample": key}``.
+    """
+    if len(in_channels) != len(arch.scales) or len(feature_hws) != len(arch.scales):
+        raise ValueError(f"expected channels and sizes of {len(arch.scales)} scales {list(arch.scales)}, got "
+                         f"{len(in_channels)} and {len(feature_hws)}")
+    t = arch.window
+    mode = "causal" if arch.causal else "centred"
+    dil = "-".join(str(d) for d in arch.dilations)
+    cin = "-".join(str(c) for c in in_channels)
+    sizes = "-".join(f"{h}x{w}" for h, w in feature_hws)
+    strides = "-".join(str(s) for s in arch.scales)
+    common = (f"s{strides}_cin{cin}_f{arch.channels}_ff{arch.fuse_channels}_k{num_classes}_d{dil}"
+              f"_fc{int(arch.full_channels)}_{mode}/t{t}_{sizes}")
+
+    def op(name: str, channels: int, dilation: int, hw: Sequence[int]) -> str:
+        return f"decoder/op/{name}/f{channels}_d{dilation}_{mode}/t{t}_{hw[0]}x{hw[1]}"  # the SP-TCN ops' format
+
+    per = OPS_PER_LAYER
+    trunk = None if arch.decoder_ops is None else [op(name, arch.channels, arch.dilations[k // per], feature_hws[0])
+                                                   for k, name in enumerate(arch.decoder_ops)]
+    fine = arch.scale_ops if arch.scale_ops is not None else default_scale_ops(len(arch.scales) - 1)
+    scale = [op(name, arch.fuse_channels, 1, feature_hws[1 + k // OPS_PER_SCALE]) for k, name in enumerate(fine)]
+    keys = {"fixed_baseline": f"decoder/mstcn_fixed/trunk3d_{common}",
+            "fixed_searched": f"decoder/mstcn_fixed/trunkslots_{common}"}
+    h, w = feature_hws[-1]
+    return {"fixed": keys["fixed_baseline"] if trunk is None else keys["fixed_searched"], **keys,
+            "trunk_ops": trunk, "scale_ops": scale, "op": op,
+            "upsample": f"segmenter/upsample/k{num_classes}_{h}x{w}_to_{img_hw[0]}x{img_hw[1]}"}
+
+
+def decoder_inputs(encoder: Encoder, arch: Arch, input_hw: tuple[int, int] | None = None
+                   ) -> tuple[Any, Any]:
+    """``(in_channels, feature_hw)`` of ``arch``'s decoder on ``encoder``: the last stage's ``(C, (h, w))``, or for
+    ``mstcn`` one entry per scale of ``arch.scales`` (lists), as ``decoder_latency`` takes them."""
+    if arch.decoder == "mstcn":
+        idx = [STRIDE_INDEX[s] for s in arch.scales]
+        return [encoder.out_channels[i] for i in idx], [encoder.feature_hw(i, input_hw) for i in idx]
+    last = len(encoder.depths) - 1
+    return encoder.out_channels[last], encoder.feature_hw(last, input_hw)
 
 
 @dataclass
@@ -248,15 +309,24 @@ class LatencyTable(JsonFile):
             total += self.part(output_signature(encoder, i, input_hw))
         return total
 
-    def decoder_latency(self, arch: Arch, in_channels: int, num_classes: int, feature_hw: tuple[int, int],
+    def decoder_latency(self, arch: Arch, in_channels: Any, num_classes: int, feature_hw: Any,
                         img_hw: tuple[int, int]) -> float:
         """Table latency (ms) of ``arch``'s decoder on its full window, plus the upsampling of one frame's logits.
 
         Baseline SP-TCN: its own entry. Searched decoder: ``sptcn_fixed`` + the sum of the slots' op latencies.
+        Multi-scale (``mstcn``; ``in_channels`` and ``feature_hw`` one per scale, ``decoder_inputs``): its fixed
+        parts + the trunk's slot ops + every finer scale's ops (``multiscale_signatures``).
 
         Raises:
-            MissingLatencyError: a part is missing.
+            MissingLatencyError: a part is missing, or the decoder has no parts in tables (``head``, ``arch2``).
         """
+        if arch.decoder == "mstcn":
+            ms = multiscale_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
+            return (self.part(ms["upsample"]) + self.part(ms["fixed"]) + sum(self.part(k) for k in ms["scale_ops"])
+                    + sum(self.part(k) for k in ms["trunk_ops"] or ()))
+        if arch.decoder != "sptcn":
+            raise MissingLatencyError(f"the {arch.decoder!r} decoder has no parts in latency tables (the sptcn and "
+                                      "mstcn decoders have)")
         keys = decoder_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
         total = self.part(keys["upsample"])
         if keys["ops"] is None:
@@ -269,16 +339,15 @@ class LatencyTable(JsonFile):
         Args:
             encoder: the full-depth encoder the table was measured on (block j keeps its signature when shortened).
             depths: blocks kept per stage (a prefix of each); None = all.
-            arch: the architecture (its decoder part is used: ``sptcn`` only).
+            arch: the architecture (its decoder part is used: ``sptcn`` or ``mstcn``).
             num_classes: K.
         """
         lat = self.latencies_for(encoder)
         depths = list(encoder.depths) if depths is None else list(depths)
         blocks = sum(sum(row[:d]) for row, d in zip(lat, depths, strict=True))
-        last = len(encoder.depths) - 1
+        channels, hw = decoder_inputs(encoder, arch)
         return (self.fixed_encoder_latency(encoder) + blocks
-                + self.decoder_latency(arch, encoder.out_channels[last], num_classes, encoder.feature_hw(last),
-                                       encoder.img_size))
+                + self.decoder_latency(arch, channels, num_classes, hw, encoder.img_size))
 
     def matches_device(self, other: Mapping[str, Any] | None = None) -> bool:
         """Whether this table was measured on ``other`` (default: this machine, CPU), comparing ``DEVICE_KEYS``."""
@@ -490,6 +559,9 @@ def measure_decoder_parts(
     Returns:
         signature -> ms (to merge into ``LatencyTable.parts``).
     """
+    if arch.decoder == "mstcn":
+        return _measure_multiscale_parts(arch, in_channels, num_classes, feature_hw, img_hw, candidates=candidates,
+                                         warmup=warmup, iters=iters, repeats=repeats, device=device)
     h, w = feature_hw
     keys = decoder_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
     base = dataclasses.replace(arch, decoder="sptcn", decoder_ops=None, extra={})
@@ -503,21 +575,74 @@ def measure_decoder_parts(
     for d in sorted(set(arch.dilations)):
         for name in candidates:
             modules[keys["op"](name, d)] = (make_op(name, arch.channels, d, causal=arch.causal), x_op)
-    logits = torch.randn(1, num_classes, h, w, device=device)
+    out = _time_parts(modules, keys["upsample"], torch.randn(1, num_classes, h, w, device=device), img_hw,
+                      warmup=warmup, iters=iters, repeats=repeats, device=device)
+    logger.info("measured %d decoder parts (window %d at %dx%d)", len(out), arch.window, h, w)
+    return out
+
+
+def _time_parts(modules: Mapping[str, tuple[torch.nn.Module, Any]], upsample_key: str, logits: torch.Tensor,
+                img_hw: tuple[int, int], *, warmup: int, iters: int, repeats: int,
+                device: str | torch.device) -> dict[str, float]:
+    """Median over ``repeats`` passes of the per-pass median of ``iters`` calls of every ``module(x)``, and of the
+    bilinear upsampling of ``logits`` to ``img_hw``."""
 
     def upsample(t: torch.Tensor) -> torch.Tensor:
         return F.interpolate(t, size=tuple(img_hw), mode="bilinear", align_corners=False)
 
-    samples: dict[str, list[float]] = {k: [] for k in [*modules, keys["upsample"]]}
+    samples: dict[str, list[float]] = {k: [] for k in [*modules, upsample_key]}
     for m, _ in modules.values():
         m.to(device).eval()
     for r in range(repeats):
         wu = warmup if r == 0 else 1
         for key, (m, x) in modules.items():
             samples[key].append(time_fn(functools.partial(m, x), warmup=wu, iters=iters).median_ms)
-        samples[keys["upsample"]].append(time_fn(functools.partial(upsample, logits), warmup=wu, iters=iters).median_ms)
-    out = {k: statistics.median(v) for k, v in samples.items()}
-    logger.info("measured %d decoder parts (window %d at %dx%d)", len(out), arch.window, h, w)
+        samples[upsample_key].append(time_fn(functools.partial(upsample, logits), warmup=wu, iters=iters).median_ms)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def _scale_candidates(arch: Arch, candidates: Sequence[str]) -> list[str]:
+    """Ops to time at every finer scale: the candidates and the per-frame default's ops."""
+    default = default_scale_ops(len(arch.scales) - 1)
+    return list(dict.fromkeys([*candidates, *default]))
+
+
+def _measure_multiscale_parts(arch: Arch, in_channels: Sequence[int], num_classes: int,
+                              feature_hws: Sequence[tuple[int, int]], img_hw: tuple[int, int], *,
+                              candidates: Sequence[str], warmup: int, iters: int, repeats: int,
+                              device: str | torch.device) -> dict[str, float]:
+    """``measure_decoder_parts`` of an ``mstcn`` architecture (``multiscale_signatures``): both fixed decoders
+    (3x3x3 trunk; trunk slots identities), every candidate at every trunk dilation on the coarse map, every candidate
+    (and the default's ops) at every finer scale, and the upsampling."""
+    keys = multiscale_signatures(arch, in_channels, num_classes, feature_hws, img_hw)
+    fine = len(arch.scales) - 1
+    common: dict[str, Any] = dict(channels=arch.channels, fuse_channels=arch.fuse_channels, dilations=arch.dilations,
+                                  full_channels=arch.full_channels, causal=arch.causal,
+                                  scale_ops=("identity",) * (OPS_PER_SCALE * fine))
+    xs = [torch.randn(1, c, arch.window, h, w, device=device) for c, (h, w) in zip(in_channels, feature_hws,
+                                                                                     strict=True)]
+    modules: dict[str, tuple[torch.nn.Module, Any]] = {
+        keys["fixed_baseline"]: (MultiScaleDecoder(in_channels, num_classes, layer_ops=None, **common), xs),
+        keys["fixed_searched"]: (MultiScaleDecoder(in_channels, num_classes, **common,
+                                                   layer_ops=("identity",) * (OPS_PER_LAYER * len(arch.dilations))),
+                                 xs),
+    }
+    h0, w0 = feature_hws[0]
+    x_trunk = torch.randn(1, arch.channels, arch.window, h0, w0, device=device)
+    for d in sorted(set(arch.dilations)):
+        for name in candidates:
+            modules[keys["op"](name, arch.channels, d, (h0, w0))] = (
+                make_op(name, arch.channels, d, causal=arch.causal), x_trunk)
+    for hw in feature_hws[1:]:
+        x_fine = torch.randn(1, arch.fuse_channels, arch.window, *hw, device=device)
+        for name in _scale_candidates(arch, candidates):
+            modules[keys["op"](name, arch.fuse_channels, 1, hw)] = (
+                make_op(name, arch.fuse_channels, 1, causal=arch.causal), x_fine)
+    h, w = feature_hws[-1]
+    out = _time_parts(modules, keys["upsample"], torch.randn(1, num_classes, h, w, device=device), img_hw,
+                      warmup=warmup, iters=iters, repeats=repeats, device=device)
+    logger.info("measured %d multi-scale decoder parts (window %d at %s)", len(out), arch.window,
+                ", ".join(f"{a}x{b}" for a, b in feature_hws))
     return out
 
 
@@ -534,6 +659,13 @@ def model_part_keys(encoder: Encoder, base: Arch, num_classes: int,
                                   encoder.img_size)
         dec = [keys["baseline"], keys["fixed"], keys["upsample"]]
         dec += [keys["op"](name, d) for d in sorted(set(base.dilations)) for name in candidates]
+    elif base.decoder == "mstcn":
+        channels, hws = decoder_inputs(encoder, base)
+        ms = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)
+        dec = [ms["fixed_baseline"], ms["fixed_searched"], ms["upsample"]]
+        dec += [ms["op"](name, base.channels, d, hws[0]) for d in sorted(set(base.dilations)) for name in candidates]
+        dec += [ms["op"](name, base.fuse_channels, 1, hw) for hw in hws[1:]
+                for name in _scale_candidates(base, candidates)]
     return enc, dec
 
 
@@ -559,11 +691,12 @@ def complete_model_parts(table: LatencyTable, encoder: Encoder, base: Arch, num_
                 table.parts.setdefault(k, measured.parts[k])
         added = True
     if dec_keys and not table.has_parts(dec_keys):
-        last = len(encoder.depths) - 1
-        logger.info("latency table: measuring the decoder parts (baseline, fixed parts, %d ops)", len(candidates))
+        logger.info("latency table: measuring the %s decoder parts (baseline, fixed parts, %d ops)", base.decoder,
+                    len(candidates))
         device = next(iter(encoder.parameters())).device
-        parts = measure_decoder_parts(base, encoder.out_channels[last], num_classes, encoder.feature_hw(last),
-                                      encoder.img_size, candidates=candidates, device=device)
+        channels, hw = decoder_inputs(encoder, base)
+        parts = measure_decoder_parts(base, channels, num_classes, hw, encoder.img_size, candidates=candidates,
+                                      device=device)
         for k, v in parts.items():
             table.parts.setdefault(k, v)
         added = True

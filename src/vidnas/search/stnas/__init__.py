@@ -2,7 +2,7 @@
 ops in a TCN decoder, in the DARTS split:
 
 * ``supernet``: the search modules and their architecture weights: ``DepthSupernet`` (Eq. 1) and its latency
-  penalty, ``MixedOp``, ``DecoderSupernet``;
+  penalty, ``MixedOp``, ``DecoderSupernet`` (over the SP-TCN or the multi-scale ``mstcn`` decoder);
 * ``step``: one supernet training step (joint or alternating), the warm-up, the architecture optimiser and the encoder
   search's loss (Eq. 2, ``encoder_search_loss``);
 * ``depth``: the depth decision: the paper's shrink rule or the truncated-validation-loss rule with lambda or a latency
@@ -38,7 +38,14 @@ from vidnas.search.stnas.depth import (
     min_latency,
     truncated_losses,
 )
-from vidnas.search.stnas.derive import derive_arch, recalibrate_batchnorm, save_derived_init, shrink_depth
+from vidnas.search.stnas.derive import (
+    derive_arch,
+    recalibrate_batchnorm,
+    save_derived_init,
+    shrink_depth,
+    slot_ops,
+    split_slot_ops,
+)
 from vidnas.search.stnas.loop import (
     DecoderSearch,
     EncoderSearch,
@@ -78,6 +85,7 @@ from vidnas.search.stnas.supernet import (
     SearchModule,
     arch_parameters,
     build_decoder_supernet,
+    build_multiscale_supernet,
     search_modules,
     set_arch_trainable,
     weight_parameters,
@@ -94,6 +102,7 @@ __all__ = [
     "MixedOp",
     "DecoderSupernet",
     "build_decoder_supernet",
+    "build_multiscale_supernet",
     "SEARCH_MODES",
     "ARCH_GRAD_CLIP",
     "ARCH_BETAS",
@@ -113,6 +122,8 @@ __all__ = [
     "flip_lambdas",
     "truncated_losses",
     "shrink_depth",
+    "split_slot_ops",
+    "slot_ops",
     "derive_arch",
     "recalibrate_batchnorm",
     "save_derived_init",

@@ -17,12 +17,13 @@ from torch import nn
 from vidnas.checkpoint import save_checkpoint
 from vidnas.config import Config, config_to_dict
 from vidnas.models import VideoSegmenter, build_model
-from vidnas.models.architecture import Arch
+from vidnas.models.architecture import OPS_PER_LAYER, Arch
+from vidnas.models.multiscale import OPS_PER_SCALE, MultiScaleSegmenter
 
 if TYPE_CHECKING:
     from vidnas.search.stnas.supernet import DecoderSupernet, DepthSupernet
 
-__all__ = ["shrink_depth", "derive_arch", "recalibrate_batchnorm", "save_derived_init"]
+__all__ = ["shrink_depth", "split_slot_ops", "slot_ops", "derive_arch", "recalibrate_batchnorm", "save_derived_init"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,38 @@ def shrink_depth(alphas: Sequence[float], threshold: float = 1.0, *, min_blocks:
     return keep
 
 
+def split_slot_ops(base: Arch, ops: Sequence[str]) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """``(decoder_ops, scale_ops)`` of ``base``'s decoder from one op per searched slot, in slot order.
+
+    SP-TCN: ``(ops, None)``. ``mstcn``: the trunk's ``4 * len(dilations)`` slots (absent when only the finer scales
+    were searched: None) then ``3`` per finer scale (path op 1, path op 2, fusion op, coarse to fine).
+
+    Raises:
+        ValueError: a count that fits neither.
+    """
+    ops = tuple(ops)
+    if base.decoder != "mstcn":
+        return ops, None
+    n_scale = OPS_PER_SCALE * (len(base.scales) - 1)
+    n_trunk = OPS_PER_LAYER * len(base.dilations)
+    if len(ops) == n_scale:
+        return None, ops
+    if len(ops) == n_trunk + n_scale:
+        return ops[:n_trunk], ops[n_trunk:]
+    raise ValueError(f"{len(ops)} decoder ops for the mstcn decoder: expected {n_trunk + n_scale} ({n_trunk} trunk "
+                     f"slots + {n_scale} scale slots) or {n_scale} (scale slots only)")
+
+
+def slot_ops(arch: Arch) -> tuple[str, ...] | None:
+    """The inverse of ``split_slot_ops``: one op per searched decoder slot, in slot order (``mstcn``: trunk, then the
+    finer scales), or None when ``arch`` records no searched op."""
+    if arch.decoder != "mstcn":
+        return arch.decoder_ops
+    if arch.decoder_ops is None and arch.scale_ops is None:
+        return None
+    return tuple(arch.decoder_ops or ()) + tuple(arch.scale_ops or ())
+
+
 def derive_arch(
     base: Arch,
     *,
@@ -65,9 +98,10 @@ def derive_arch(
     """``base`` with the depths and / or decoder ops derived by the given supernets.
 
     ``depths`` / ``decoder_ops``, when given, win over the supernets' own derivation (the truncated-loss depth rule,
-    decoder ops from several seeds). The derived architecture starts without ``base``'s ``extra`` (an architecture
-    file the config pointed to may carry an older search record); ``vidnas.search.stnas.record.write_search_arch``
-    adds this search's record.
+    decoder ops from several seeds). ``decoder_ops`` is one op per searched slot: for an ``mstcn`` base the trunk's
+    slots then the finer scales' (``split_slot_ops``), written to ``Arch.decoder_ops`` and ``Arch.scale_ops``. The
+    derived architecture starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry an
+    older search record); ``vidnas.search.stnas.record.write_search_arch`` adds this search's record.
     """
     changes: dict[str, Any] = {"extra": {}}
     if depths is not None:
@@ -75,8 +109,12 @@ def derive_arch(
     elif depth_supernet is not None:
         changes["depths"] = depth_supernet.derive(threshold)
     if decoder_ops is not None or decoder_supernet is not None:
-        changes["decoder_ops"] = tuple(decoder_ops) if decoder_ops is not None else decoder_supernet.derive()
-        changes["decoder"] = "sptcn"
+        ops = tuple(decoder_ops) if decoder_ops is not None else decoder_supernet.derive()  # type: ignore[union-attr]
+        if base.decoder == "mstcn":
+            changes["decoder_ops"], changes["scale_ops"] = split_slot_ops(base, ops)
+        else:
+            changes["decoder_ops"] = ops
+            changes["decoder"] = "sptcn"
     if name is not None:
         changes["name"] = name
     return dataclasses.replace(base, **changes)
@@ -135,7 +173,12 @@ def save_derived_init(path: Path, cfg: Config, arch: Arch, source: Any, *, encod
     ``build_model(cfg, arch)``, so ``vidnas train --arch arch.json --init derived_init.pt`` loads every tensor (checked
     here: a mismatch is logged).
     """
-    derived = VideoSegmenter(encoder, decoder, source.num_classes, window=arch.window, causal=arch.causal)
+    derived: nn.Module
+    if arch.decoder == "mstcn":
+        derived = MultiScaleSegmenter(encoder, decoder, source.num_classes, scales=arch.scales,  # type: ignore[arg-type]
+                                      window=arch.window, causal=arch.causal)
+    else:
+        derived = VideoSegmenter(encoder, decoder, source.num_classes, window=arch.window, causal=arch.causal)
     if calib_batches:
         derived.to(device)
         recalibrate_batchnorm(derived, calib_batches, lambda b: derived(b["frames"].to(device)))

@@ -12,8 +12,11 @@ NAS steps are performed separately"), and ``search_stnas``, which runs both and 
    budget). Every step logs the task loss, the penalty, the expected latency, every alpha and every alpha's
    task-only gradient (``alpha_grad``). The depths: the shrink rule (``stnas.depth_rule = "paper"``) or the
    truncated validation losses with lambda or a latency budget (``"truncated"``; ``vidnas.search.stnas.depth``).
-2. ``search_decoder_ops``. A new model: the derived encoder (carrying the weights trained in step 1) and an SP-TCN
-   decoder supernet whose 16 slots are ``MixedOp``s over the seven candidates (``stnas.candidates``). Betas are
+2. ``search_decoder_ops``. A new model: the derived encoder (carrying the weights trained in step 1) and a decoder
+   supernet whose slots are ``MixedOp``s over the seven candidates (``stnas.candidates``): the SP-TCN's 16 (four
+   residual layers), or, for ``model.decoder = mstcn``, the multi-scale decoder's trunk (4 per residual layer) and
+   each finer scale's two path ops and fusion op (3 per scale), which decides per scale whether temporal context
+   pays. Betas are
    frozen for ``stnas.warmup_epochs``, then train jointly with the weights (single level) or, with ``stnas.mode =
    "alternating"``, first-order DARTS on two halves of the training data, at the lr ``stnas.beta_travel / arch
    steps``. The task loss alone drives it; every step logs the mean entropy of softmax(beta). Derived op per slot:
@@ -55,13 +58,16 @@ from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, s
 from vidnas.engine.train import build_datasets, segmentation_loss
 from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder, build_model
 from vidnas.models.encoders import Encoder
+from vidnas.models.multiscale import OPS_PER_SCALE, STRIDE_INDEX, MultiScaleSegmenter
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.search.latency import (
     LatencyTable,
     complete_model_parts,
+    decoder_inputs,
     decoder_signatures,
     measure_latency_table,
+    multiscale_signatures,
 )
 from vidnas.search.stnas.depth import (
     DEPTH_RULES,
@@ -90,6 +96,7 @@ from vidnas.search.stnas.supernet import (
     DepthSupernet,
     arch_parameters,
     build_decoder_supernet,
+    build_multiscale_supernet,
     set_arch_trainable,
     weight_parameters,
 )
@@ -183,7 +190,8 @@ class EncoderSearch:
     """The outcome of ``search_encoder_depths``.
 
     Attributes:
-        model: the ``VideoSegmenter`` whose encoder is the trained ``DepthSupernet``.
+        model: the model (``VideoSegmenter``; ``MultiScaleSegmenter`` for ``mstcn``) whose encoder is the trained
+            ``DepthSupernet``.
         supernet: that supernet (alphas; ``derived_encoder(threshold)`` gives the shortened encoder).
         table: the latency table of Eq. 2.
         latencies: s_i per stage, per block (ms), from the table.
@@ -192,7 +200,7 @@ class EncoderSearch:
         seconds: wall time of the phase (resumes included).
     """
 
-    model: VideoSegmenter
+    model: nn.Module
     supernet: DepthSupernet
     table: LatencyTable
     latencies: list[list[float]]
@@ -233,9 +241,10 @@ class EncoderSearch:
 
 @dataclass
 class DecoderSearch:
-    """The outcome of ``search_decoder_ops``: the model whose decoder is the trained ``DecoderSupernet``."""
+    """The outcome of ``search_decoder_ops``: the model (a ``VideoSegmenter``, or a ``MultiScaleSegmenter`` for
+    ``mstcn``) whose decoder is the trained ``DecoderSupernet``."""
 
-    model: VideoSegmenter
+    model: nn.Module
     supernet: DecoderSupernet
     seconds: float
     arch_lr: float | None = None
@@ -261,6 +270,15 @@ class DecoderSearch:
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
+
+
+SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn")  # decoders with op slots a decoder supernet searches
+
+
+def _check_searchable_decoder(base: Arch) -> None:
+    if base.decoder not in SEARCHABLE_DECODERS:
+        raise ValueError(f"the decoder search needs the sptcn or mstcn decoder, the config has {base.decoder!r}; "
+                         "pass skip_decoder (--skip-decoder) to search the encoder only")
 
 
 def _phase_seed(seed: int, phase: str) -> int:
@@ -357,12 +375,27 @@ def decoder_latency_estimate(table: LatencyTable, encoder: Encoder, base: Arch, 
     its ops are not known yet, so every slot counts the mean latency of the candidates (the expected latency under
     uniformly drawn ops) on top of the fixed parts. The report states the searched decoder's actual table latency.
 
+    Multi-scale (``mstcn``): the same with its fixed parts (trunk slots identities) and every trunk and finer-scale
+    slot at the mean of the candidates there (``multiscale_signatures``).
+
     Raises:
-        ValueError: a decoder other than ``sptcn`` (its latency is not in tables).
+        ValueError: a decoder other than ``sptcn`` / ``mstcn`` (its latency is not in tables).
         MissingLatencyError: a part is missing.
     """
+    if base.decoder == "mstcn":
+        channels, hws = decoder_inputs(encoder, base)
+        if not searched:
+            return table.decoder_latency(base, channels, num_classes, hws, encoder.img_size)
+        ms = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)
+
+        def mean(c: int, d: int, hw: tuple[int, int]) -> float:
+            return sum(table.part(ms["op"](name, c, d, hw)) for name in candidates) / len(candidates)
+
+        trunk = sum(mean(base.channels, d, hws[0]) for d in base.dilations) * 4
+        fine = sum(mean(base.fuse_channels, 1, hw) for hw in hws[1:]) * OPS_PER_SCALE
+        return table.part(ms["fixed_searched"]) + table.part(ms["upsample"]) + trunk + fine
     if base.decoder != "sptcn":
-        raise ValueError(f"a latency budget needs the sptcn decoder in the latency table, the config has "
+        raise ValueError(f"a latency budget needs the sptcn or mstcn decoder in the latency table, the config has "
                          f"{base.decoder!r}")
     last = len(encoder.depths) - 1
     args = (encoder.out_channels[last], num_classes, encoder.feature_hw(last), encoder.img_size)
@@ -394,7 +427,7 @@ class _Phase:
     """
 
     name: str
-    model: VideoSegmenter
+    model: nn.Module  # a VideoSegmenter or MultiScaleSegmenter holding a supernet
     epochs: int
     warmup_epochs: int
     loss_terms: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -660,7 +693,7 @@ def _fixed_batches(ds: Any, batch_size: int, count: int, *, shuffle_seed: int | 
     return out
 
 
-def _truncated_decision(ctx: SearchContext, model: VideoSegmenter, supernet: DepthSupernet,
+def _truncated_decision(ctx: SearchContext, model: nn.Module, supernet: DepthSupernet,
                         lat: list[list[float]], *, lam: float, budget_ms: float | None,
                         fixed_ms: float) -> DepthDecision:
     """Measure the truncated losses and decide (rank 0's decision on every rank)."""
@@ -722,7 +755,7 @@ def search_decoder_ops(
     weight (``beta_max``).
 
     Args:
-        cfg: resolved config; the decoder must be ``sptcn``.
+        cfg: resolved config; the decoder must be ``sptcn`` or ``mstcn``.
         run_dir: run directory (its ``checkpoints/decoder_search.pt``, ``metrics.jsonl``).
         encoder: the encoder to search on (e.g. ``EncoderSearch.derived_encoder()``, with the weights trained
             there); None = the config's encoder. Not modified: the search trains a copy.
@@ -734,12 +767,10 @@ def search_decoder_ops(
             ``beta_s{k}``.
 
     Raises:
-        ValueError: the config's decoder is not ``sptcn``.
+        ValueError: the config's decoder is neither ``sptcn`` nor ``mstcn``.
     """
     base = arch_from_config(cfg)
-    if base.decoder != "sptcn":
-        raise ValueError(f"the decoder search needs the sptcn decoder, the config has {base.decoder!r}; "
-                         "pass skip_decoder (--skip-decoder) to search the encoder only")
+    _check_searchable_decoder(base)
     ctx, own = _with_context(cfg, run_dir, context, resume, show_progress)
     name = _decoder_phase(seed_index)
     seed_everything(_phase_seed(cfg.train.seed, name))
@@ -748,10 +779,22 @@ def search_decoder_ops(
                                 weights=cfg.model.weights)
     else:
         encoder = encoder.with_depths(encoder.depths)  # a copy: every seed starts from the same weights
-    supernet = build_decoder_supernet(encoder.out_channels[-1], ctx.num_classes, channels=base.channels,
-                                      dilations=base.dilations, full_channels=base.full_channels, causal=base.causal,
-                                      candidates=cfg.stnas.candidates or SEARCH_CANDIDATES)
-    model = VideoSegmenter(encoder, supernet, ctx.num_classes, window=base.window, causal=base.causal).to(ctx.device)
+    candidates = cfg.stnas.candidates or SEARCH_CANDIDATES
+    model: nn.Module
+    if base.decoder == "mstcn":
+        supernet = build_multiscale_supernet([encoder.out_channels[STRIDE_INDEX[s]] for s in base.scales],
+                                             ctx.num_classes, channels=base.channels,
+                                             fuse_channels=base.fuse_channels, dilations=base.dilations,
+                                             full_channels=base.full_channels, causal=base.causal,
+                                             candidates=candidates)
+        model = MultiScaleSegmenter(encoder, supernet, ctx.num_classes, scales=base.scales,  # type: ignore[arg-type]
+                                    window=base.window, causal=base.causal)
+    else:
+        supernet = build_decoder_supernet(encoder.out_channels[-1], ctx.num_classes, channels=base.channels,
+                                          dilations=base.dilations, full_channels=base.full_channels,
+                                          causal=base.causal, candidates=candidates)
+        model = VideoSegmenter(encoder, supernet, ctx.num_classes, window=base.window, causal=base.causal)
+    model.to(ctx.device)
     kind_search, kind_beta = _kinds(name)[:2]
 
     def terms(task: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -835,7 +878,8 @@ def search_stnas(
 
     Raises:
         FileNotFoundError: ``resume`` without any checkpoint in ``run_dir``.
-        ValueError: a bad ``stnas`` value, both phases skipped, or a decoder search on a non-SP-TCN decoder.
+        ValueError: a bad ``stnas`` value, both phases skipped, or a decoder search on a decoder without
+            op slots (not ``sptcn`` / ``mstcn``).
         BudgetError: no depth combination fits ``stnas.target_latency_ms`` (raised before training).
     """
     run_dir = Path(run_dir)
@@ -849,9 +893,8 @@ def search_stnas(
     if skip_encoder and cfg.stnas.target_latency_ms is not None:
         raise ValueError("a latency budget decides encoder depths: it cannot be used with skip_encoder")
     base = arch_from_config(cfg)
-    if not skip_decoder and base.decoder != "sptcn":
-        raise ValueError(f"the decoder search needs the sptcn decoder, the config has {base.decoder!r}; "
-                         "pass skip_decoder (--skip-decoder) to search the encoder only")
+    if not skip_decoder:
+        _check_searchable_decoder(base)
     ckpt_dir = run_dir / "checkpoints"
     if resume and not any(ckpt_dir.glob("*_search.pt")):
         raise FileNotFoundError(f"--resume: no search checkpoint in {ckpt_dir}")
@@ -940,7 +983,7 @@ def _write(ctx: SearchContext, result: StnasResult, enc: EncoderSearch | None, d
         # search's baseline decoder; BatchNorm recalibrated on training batches
         if decs:
             encoder = decs[0].model.encoder
-            decoder = decs[0].supernet.derived_decoder(result.arch.decoder_ops)
+            decoder = decs[0].supernet.derived_decoder(result.decoder_ops)
         else:
             assert enc is not None
             encoder, decoder = enc.derived_encoder(), enc.model.decoder

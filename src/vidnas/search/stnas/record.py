@@ -32,7 +32,7 @@ from typing import Any
 
 from vidnas.models.architecture import Arch, ArchError
 from vidnas.search.stnas.depth import choose_depths
-from vidnas.search.stnas.derive import shrink_depth
+from vidnas.search.stnas.derive import shrink_depth, slot_ops
 
 __all__ = [
     "SEARCH_KEY",
@@ -166,7 +166,8 @@ def write_search_arch(
     Consistency is checked before writing: the depths must be what the record's depth rule gives (paper rule, or no
     ``depth``: the shrink rule on the alphas at ``threshold``; truncated rule: ``choose_depths`` on the recorded
     losses and latencies with the recorded lambda or budget); with betas and decoder ops both given, there is one
-    beta row per op (and, with ``beta_columns``, each op is the argmax of its row).
+    beta row per searched slot (``derive.slot_ops``: for ``mstcn`` the trunk's then the finer scales') and, with
+    ``beta_columns``, each op is the argmax of its row.
 
     Args:
         path: destination (``arch.json``).
@@ -203,12 +204,13 @@ def write_search_arch(
                     f"stage {s}: depth {d} is not what the shrink rule gives on alphas {row} at threshold {threshold} "
                     f"({shrink_depth(row, threshold)})"
                 )
-    if betas_l is not None and arch.decoder_ops is not None:
-        if len(betas_l) != len(arch.decoder_ops):
-            raise ArchError(f"{len(betas_l)} rows of betas for {len(arch.decoder_ops)} decoder ops")
+    searched_ops = slot_ops(arch)
+    if betas_l is not None and searched_ops is not None:
+        if len(betas_l) != len(searched_ops):
+            raise ArchError(f"{len(betas_l)} rows of betas for {len(searched_ops)} decoder ops")
         if beta_columns is not None:
             cols = list(beta_columns)
-            for k, (row, op) in enumerate(zip(betas_l, arch.decoder_ops, strict=True)):
+            for k, (row, op) in enumerate(zip(betas_l, searched_ops, strict=True)):
                 if len(row) != len(cols):
                     raise ArchError(f"slot {k}: {len(row)} betas for {len(cols)} beta_columns")
                 if cols[row.index(max(row))] != op:
@@ -234,7 +236,8 @@ def write_search_arch(
     }
     out = dataclasses.replace(arch, extra={**arch.extra, SEARCH_KEY: record})
     written = out.save(path)
-    logger.info("wrote %s: depths %s, decoder ops %s", written, out.depths, out.decoder_ops)
+    logger.info("wrote %s: depths %s, decoder ops %s%s", written, out.depths, out.decoder_ops,
+                "" if out.scale_ops is None else f", scale ops {list(out.scale_ops)}")
     return written
 
 
@@ -296,7 +299,9 @@ class StnasResult:
         full_depths: depths of the searched (full) encoder.
         depths: derived depths (None if the encoder search was skipped and the config sets none).
         alphas: final alphas per stage, per block (None if skipped).
-        decoder_ops: derived op per decoder slot (None if the decoder search was skipped).
+        decoder_ops: derived op per searched decoder slot, in slot order (None if the decoder search was skipped);
+            for ``mstcn`` the trunk's slots then the finer scales' (``arch`` holds them split: ``decoder_ops``,
+            ``scale_ops``).
         betas: final betas per slot, per candidate (None if skipped).
         candidates: the beta columns.
         latency_table_path: the latency table used (None if the encoder search was skipped).

@@ -17,6 +17,9 @@ import matplotlib.patches as mpatches
 import torch
 
 from vidnas.engine.logger import read_jsonl
+from vidnas.models.architecture import OPS_PER_LAYER, Arch
+from vidnas.models.multiscale import OPS_PER_SCALE, default_scale_ops
+from vidnas.models.ops import make_op, temporal_extent
 from vidnas.plotting import plt, save_figure
 from vidnas.search.stnas.record import StnasResult
 
@@ -26,6 +29,9 @@ __all__ = [
     "plot_alpha_trajectories",
     "plot_beta_trajectories",
     "draw_decoder",
+    "decoder_slot_labels",
+    "scale_decisions",
+    "draw_multiscale_decoder",
     "draw_search",
     "search_report",
 ]
@@ -110,6 +116,7 @@ def plot_beta_trajectories(
     *,
     candidates: Sequence[str],
     per_row: int = 4,
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """softmax(beta) of every candidate over the search steps, one panel per decoder slot.
 
@@ -118,6 +125,7 @@ def plot_beta_trajectories(
         path: PNG to write.
         candidates: the beta columns (op names).
         per_row: panels per row (4 = one residual layer per row).
+        labels: where each slot sits (``decoder_slot_labels``); default ``layer {k // 4 + 1}`` (SP-TCN).
     """
     rows = [r for r in records if r.get("kind") == "beta"]
     series: dict[tuple[int, str], list[tuple[int, float]]] = {}
@@ -139,7 +147,8 @@ def plot_beta_trajectories(
             pts = series.get((k, op), [])
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], color=OP_COLOURS.get(op), lw=1.2, label=op)
-        ax.set_title(f"slot {k} (layer {k // 4 + 1})", fontsize=8)
+        where = labels[k] if labels is not None and k < len(labels) else f"layer {k // 4 + 1}"
+        ax.set_title(f"slot {k} ({where})", fontsize=8)
         ax.tick_params(labelsize=6)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if handles:
@@ -202,6 +211,154 @@ def draw_decoder(
     return _save(fig, path)
 
 
+def decoder_slot_labels(arch: Arch) -> list[str]:
+    """Where each searched decoder slot sits, in slot order (the rows of the betas).
+
+    SP-TCN: ``layer {i}``. ``mstcn``: ``trunk layer {i}`` for the trunk's slots (when searched: ``decoder_ops``
+    set), then ``stride {s} path 1``, ``stride {s} path 2``, ``stride {s} fusion`` per finer scale.
+    """
+    if arch.decoder != "mstcn":
+        return [f"layer {k // OPS_PER_LAYER + 1}" for k in range(OPS_PER_LAYER * len(arch.dilations))]
+    labels = []
+    if arch.decoder_ops is not None:
+        labels += [f"trunk layer {k // OPS_PER_LAYER + 1}" for k in range(OPS_PER_LAYER * len(arch.dilations))]
+    for stride in arch.scales[1:]:
+        labels += [f"stride {stride} path 1", f"stride {stride} path 2", f"stride {stride} fusion"]
+    return labels
+
+
+def _extent(name: str, dilation: int) -> int:
+    """Frames of temporal context op ``name`` adds at temporal dilation ``dilation`` (0 for a per-frame op)."""
+    return temporal_extent(make_op(name, 1, dilation))
+
+
+def scale_decisions(arch: Arch, weights: Sequence[Sequence[float]] | None = None,
+                    candidates: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """What an ``mstcn`` decoder does in time at each scale, coarse first: the search's per-scale answer to "does
+    temporal context pay here?".
+
+    Per scale: ``stride``, ``part`` (``trunk`` or ``fine``), ``ops`` (the trunk's slot ops, ``None`` for the fixed
+    3x3x3 trunk; a finer scale's path op 1, path op 2, fusion op), ``temporal_ops`` (slots whose op looks across
+    frames), ``frames`` (frames of context the scale's own ops span: ``1 + sum of (k_t - 1) * d_t``; the trunk counts
+    its fixed reduction conv, 3x3x3, unless full channels), ``temporal`` (``frames > 1``) and, with the slots'
+    ``weights`` (softmax(beta) per slot, in ``decoder_slot_labels`` order) and ``candidates``, ``temporal_weight``:
+    the mean over the scale's slots of the weight on temporal candidates (how strongly the search leaned to time).
+    """
+    if arch.decoder != "mstcn":
+        raise ValueError(f"per-scale decisions are for the mstcn decoder, not {arch.decoder!r}")
+    temporal_cols = [] if candidates is None else [j for j, c in enumerate(candidates)
+                                                   if op_category(c) in ("temporal", "spatio-temporal")]
+
+    def mass(rows: range) -> float | None:
+        if weights is None or candidates is None or not rows or rows.stop > len(weights):
+            return None
+        return sum(sum(weights[k][j] for j in temporal_cols) for k in rows) / len(rows)
+
+    per = OPS_PER_LAYER
+    out: list[dict[str, Any]] = []
+    frames = 0 if arch.full_channels else 2  # the fixed reduction conv: 3x3x3, k_t - 1 = 2
+    trunk = arch.decoder_ops
+    if trunk is None:
+        frames += sum(2 * d + 2 for d in arch.dilations)  # baseline layers: conv1 3x3x3 at (d, 1, 1), conv2 3x3x3
+        n_t = None
+    else:
+        frames += sum(_extent(op, arch.dilations[k // per]) for k, op in enumerate(trunk))
+        n_t = sum(_extent(op, 1) > 0 for op in trunk)
+    n_trunk = 0 if trunk is None else len(trunk)
+    out.append({"stride": arch.scales[0], "part": "trunk", "ops": None if trunk is None else list(trunk),
+                "temporal_ops": n_t, "frames": 1 + frames, "temporal": frames > 0,
+                "temporal_weight": mass(range(0, n_trunk))})
+    fine = arch.scale_ops if arch.scale_ops is not None else default_scale_ops(len(arch.scales) - 1)
+    for i, stride in enumerate(arch.scales[1:]):
+        ops = list(fine[OPS_PER_SCALE * i:OPS_PER_SCALE * (i + 1)])
+        ext = sum(_extent(op, 1) for op in ops)
+        start = n_trunk + OPS_PER_SCALE * i
+        out.append({"stride": stride, "part": "fine", "ops": ops, "temporal_ops": sum(_extent(op, 1) > 0 for op in ops),
+                    "frames": 1 + ext, "temporal": ext > 0,
+                    "temporal_weight": mass(range(start, start + OPS_PER_SCALE)) if arch.scale_ops is not None
+                    else None})
+    return out
+
+
+def draw_multiscale_decoder(
+    arch: Arch,
+    path: str | os.PathLike,
+    *,
+    weights: Sequence[Sequence[float]] | None = None,
+    candidates: Sequence[str] | None = None,
+    title: str = "Derived multi-scale decoder",
+) -> Path:
+    """A derived ``mstcn`` decoder as a diagram: the trunk's residual layers at the coarse stride, then one row per
+    finer scale (path op 1, path op 2, fusion op), coloured by op kind, each scale marked temporal (with its frames
+    of context) or per frame (``scale_decisions``).
+
+    Args:
+        arch: an ``mstcn`` architecture.
+        path: PNG to write.
+        weights: softmax(beta) per slot (``decoder_slot_labels`` order), to print each scale's temporal weight.
+        candidates: the beta columns.
+        title: figure title.
+    """
+    decisions = scale_decisions(arch, weights, candidates)
+    per = OPS_PER_LAYER
+    trunk_rows = len(arch.dilations) if arch.decoder_ops is not None else 1
+    n_rows = trunk_rows + len(arch.scales) - 1 + 3  # + reduce, proj, head
+    fig, ax = plt.subplots(figsize=(9.6, 1.0 + 0.75 * n_rows))
+    ax.set_xlim(0, 11.5)
+    ax.set_ylim(-(n_rows - 1) * 1.0 - 0.3, 0.9)
+    ax.axis("off")
+
+    def box(x: float, y: float, w: float, text: str, colour: str) -> None:
+        ax.add_patch(mpatches.FancyBboxPatch((x, y - 0.32), w, 0.64, boxstyle="round,pad=0.02", fc=colour,
+                                             ec="#333333", lw=0.8))
+        ax.text(x + w / 2, y, text, ha="center", va="center", fontsize=8)
+
+    def verdict(d: dict[str, Any]) -> str:
+        text = f"temporal: {d['frames']} frames" if d["temporal"] else "per frame"
+        if d.get("temporal_weight") is not None:
+            text += f"\n(temporal weight {d['temporal_weight']:.2f})"
+        return text
+
+    top = (f"input (stride {arch.scales[0]}, full channels)" if arch.full_channels
+           else f"reduce: Conv3d 3x3x3 (fixed), stride {arch.scales[0]}")
+    box(1.3, 0.3, 6.2, top, "#ffffff" if arch.full_channels else _CATEGORY_COLOURS["spatio-temporal"])
+    ax.text(9.0, 0.3, f"trunk {verdict(decisions[0])}", ha="left", va="center", fontsize=7)
+    y = 0.3
+    if arch.decoder_ops is None:
+        y -= 1.0
+        box(1.3, y, 6.2, f"{len(arch.dilations)} residual layers 3x3x3 (fixed)", _CATEGORY_COLOURS["spatio-temporal"])
+    else:
+        for i, d in enumerate(arch.dilations):
+            y -= 1.0
+            ax.text(0.05, y, f"layer {i + 1}\nd={d}", ha="left", va="center", fontsize=8)
+            for j in range(per):
+                name = arch.decoder_ops[i * per + j]
+                box(1.3 + j * 1.6 + (0.2 if j >= 2 else 0.0), y, 1.45, name, _CATEGORY_COLOURS[op_category(name)])
+    y -= 1.0
+    box(1.3, y, 6.2, "proj 1x1x1 (fixed)", "#ffffff")
+    for d in decisions[1:]:
+        y -= 1.0
+        ax.text(0.05, y, f"stride {d['stride']}", ha="left", va="center", fontsize=8)
+        for j, (name, what) in enumerate(zip(d["ops"], ("path", "path", "fuse"), strict=True)):
+            box(1.3 + j * 2.1 + (0.3 if j == 2 else 0.0), y, 1.9, f"{what}: {name}",
+                _CATEGORY_COLOURS[op_category(name)])
+        ax.text(9.0, y, verdict(d), ha="left", va="center", fontsize=7,
+                color="#a63603" if d["temporal"] else "#08519c")
+    y -= 1.0
+    box(1.3, y, 6.2, f"head 1x1x1 (fixed), stride {arch.scales[-1]}", "#ffffff")
+    legend = [mpatches.Patch(fc=c, ec="#333333", label=k) for k, c in _CATEGORY_COLOURS.items()]
+    ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=7, frameon=False)
+    summary = ", ".join(f"stride {d['stride']} {'temporal' if d['temporal'] else 'per frame'}" for d in decisions)
+    ax.set_title(f"{title}: {summary}", fontsize=10)
+    return _save(fig, path)
+
+
+def _softmax_rows(betas: Sequence[Sequence[float]] | None) -> list[list[float]] | None:
+    if betas is None:
+        return None
+    return [torch.softmax(torch.tensor(row, dtype=torch.float64), 0).tolist() for row in betas]
+
+
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     path = save_figure(fig, path, bbox_inches="tight")
     logger.debug("wrote %s", path)
@@ -216,8 +373,15 @@ def draw_search(run_dir: Path, result: StnasResult) -> list[Path]:
         out.append(plot_alpha_trajectories(records, run_dir / "alphas.png", threshold=result.threshold,
                                                  depths=result.depths))
     if result.betas is not None and result.candidates is not None:
-        out.append(plot_beta_trajectories(records, run_dir / "betas.png", candidates=result.candidates))
-    if result.arch.decoder_ops is not None:
+        labels = decoder_slot_labels(result.arch) if result.arch.decoder == "mstcn" else None
+        out.append(plot_beta_trajectories(records, run_dir / "betas.png", candidates=result.candidates,
+                                          labels=labels))
+    if result.arch.decoder == "mstcn":
+        if result.arch.searched:
+            out.append(draw_multiscale_decoder(result.arch, run_dir / "decoder.png",
+                                               weights=_softmax_rows(result.betas),
+                                               candidates=result.candidates))
+    elif result.arch.decoder_ops is not None:
         out.append(draw_decoder(result.arch.decoder_ops, run_dir / "decoder.png",
                                       dilations=result.arch.dilations, full_channels=result.arch.full_channels))
     return out
@@ -269,17 +433,22 @@ def search_report(result: StnasResult) -> str:
                 + (f"{pair:.0%} of slots" if pair is not None else "-")
                 + (f"; correlation of the per-op preference (weight averaged over slots): {corr:.2f}"
                    if corr is not None and corr == corr else "") + ".")
-        lines += ["", "| slot | layer | op | weight | runner-up |" + (" seeds agreeing |" if dec.get("seeds", 1) > 1
-                                                                     else ""),
+        multiscale = result.arch.decoder == "mstcn"
+        labels = decoder_slot_labels(result.arch) if multiscale else None
+        lines += ["", f"| slot | {'position' if multiscale else 'layer'} | op | weight | runner-up |"
+                  + (" seeds agreeing |" if dec.get("seeds", 1) > 1 else ""),
                   "|---|---|---|---|---|" + ("---|" if dec.get("seeds", 1) > 1 else "")]
         for k, (op, row) in enumerate(zip(result.decoder_ops, result.betas, strict=True)):
             w = torch.softmax(torch.tensor(row), 0).tolist()
             order = sorted(range(len(w)), key=lambda j: -w[j])
             second = result.candidates[order[1]] if len(order) > 1 else "-"
-            line = f"| {k} | {k // 4 + 1} | {op} | {w[order[0]]:.3f} | {second} ({w[order[1]]:.3f}) |"
+            where = labels[k] if labels is not None and k < len(labels) else str(k // 4 + 1)
+            line = f"| {k} | {where} | {op} | {w[order[0]]:.3f} | {second} ({w[order[1]]:.3f}) |"
             if dec.get("seeds", 1) > 1:
                 line += f" {dec['slot_agreement'][k]:.0%} |"
             lines.append(line)
+        if multiscale:
+            lines += _scale_lines(result)
     lines += ["", "## Files", ""]
     names = ["arch.json", "derived_init.pt", "latency_table.json", "alphas.png", "betas.png", "decoder.png",
              "metrics.jsonl", "search_summary.json"]
@@ -290,6 +459,31 @@ def search_report(result: StnasResult) -> str:
         if (result.run_dir / png).exists():
             lines.append(f"![{png}]({png})")
     return "\n".join(lines) + "\n"
+
+
+def _scale_lines(result: StnasResult) -> list[str]:
+    """The multi-scale decoder's per-scale answer: does temporal context pay at this scale?"""
+    weights = _softmax_rows(result.betas)
+    lines = ["", "## Per scale: does temporal context pay?", "",
+             "Each scale's own ops: the trunk's residual layers at the coarse stride (its fixed reduction conv is "
+             "3x3x3 unless full channels), then per finer scale its two path ops and its fusion op. Frames: the "
+             "temporal context those ops span (1 = per frame). Temporal weight: mean over the scale's slots of "
+             f"softmax(beta) on the temporal candidates (uniform mixing: {_uniform_temporal(result.candidates)}).",
+             "",
+             "| stride | part | ops | temporal ops | frames | temporal weight | decision |",
+             "|---|---|---|---|---|---|---|"]
+    for d in scale_decisions(result.arch, weights, result.candidates):
+        ops = "3x3x3 residual layers (fixed)" if d["ops"] is None else ", ".join(d["ops"])
+        n_t = "-" if d["temporal_ops"] is None else f"{d['temporal_ops']}/{len(d['ops'])}"
+        lines.append(f"| {d['stride']} | {d['part']} | {ops} | {n_t} | {d['frames']} | "
+                     f"{_num(d['temporal_weight'], '.3f')} | {'temporal' if d['temporal'] else 'per frame'} |")
+    return lines
+
+
+def _uniform_temporal(candidates: Sequence[str] | None) -> str:
+    cols = list(candidates or ())
+    n = sum(op_category(c) in ("temporal", "spatio-temporal") for c in cols)
+    return f"{n}/{len(cols)} = {n / len(cols):.2f}" if cols else "-"
 
 
 def _depth_lines(result: StnasResult, depth: Mapping[str, Any]) -> list[str]:

@@ -10,8 +10,10 @@ slot). ``sample_random_archs`` draws ``k`` of them:
   cost about the same in the encoder;
 
 and, in both modes, every decoder slot's op uniformly over the candidates (``decoder_ops`` None when the decoder is
-not searched). The draws come from ``random.Random(seed)`` only, so the same seed gives the same architectures on any
-machine; a repeated architecture is redrawn (up to a limit), so ``k`` distinct ones come back when the space allows.
+not searched). A multi-scale (``mstcn``) space has the trunk's slots (``decoder_ops``) and, per finer scale, its two
+path ops and its fusion op (``scale_ops``), all drawn the same way: ``M^(S + 3 * (len(scales) - 1))`` decoders.
+The draws come from ``random.Random(seed)`` only, so the same seed gives the same architectures on any machine; a
+repeated architecture is redrawn (up to a limit), so ``k`` distinct ones come back when the space allows.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import logging
 import random
 from collections.abc import Sequence
 
-from vidnas.models.architecture import Arch
+from vidnas.models.architecture import OPS_PER_LAYER, Arch
+from vidnas.models.multiscale import OPS_PER_SCALE
 from vidnas.search.stnas.depth import depth_combinations, depth_latency
 
 __all__ = ["RANDOM_MODES", "sample_random_archs", "latency_matched_depths"]
@@ -63,7 +66,8 @@ def sample_random_archs(
         base: the config's architecture (encoder, decoder width, dilations, window... are kept).
         full_depths: searchable blocks per stage of the full encoder.
         k: how many.
-        candidates: decoder op candidates; None = keep ``base``'s decoder (not searched).
+        candidates: decoder op candidates; None = keep ``base``'s decoder (not searched). With an ``mstcn`` base the
+            trunk and every finer scale's slots are drawn (``decoder_ops``, ``scale_ops``).
         seed: sampling seed.
         mode: ``"uniform"`` or ``"latency"``.
         block_latencies: s_i per stage, per block (``"latency"`` mode).
@@ -72,14 +76,15 @@ def sample_random_archs(
         name: architectures are named ``{name}{i}``.
 
     Raises:
-        ValueError: bad mode, ``k < 0``, a decoder search without the ``sptcn`` decoder, or missing latency inputs.
+        ValueError: bad mode, ``k < 0``, random decoder ops for a decoder other than ``sptcn`` / ``mstcn``,
+            or missing latency inputs.
     """
     if mode not in RANDOM_MODES:
         raise ValueError(f"random architecture mode {mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
     if k < 0:
         raise ValueError(f"number of random architectures must be >= 0, got {k}")
-    if candidates is not None and base.decoder != "sptcn":
-        raise ValueError(f"random decoder ops need the sptcn decoder, not {base.decoder!r}")
+    if candidates is not None and base.decoder not in ("sptcn", "mstcn"):
+        raise ValueError(f"random decoder ops need the sptcn or mstcn decoder, not {base.decoder!r}")
     pool: list[tuple[int, ...]] | None = None
     if mode == "latency":
         if block_latencies is None or reference_depths is None:
@@ -88,19 +93,26 @@ def sample_random_archs(
         logger.info("latency-matched random depths: %d combinations within %.0f%% of %s", len(pool),
                     100 * tolerance, list(reference_depths))
     rng = random.Random(seed)
-    slots = 4 * len(base.dilations)
+    slots = OPS_PER_LAYER * len(base.dilations)
+    multiscale = base.decoder == "mstcn"
+    scale_slots = OPS_PER_SCALE * (len(base.scales) - 1) if multiscale else 0
     seen: set[tuple] = set()
     out: list[Arch] = []
     for i in range(k):
         for _ in range(_REDRAWS):
             depths = rng.choice(pool) if pool is not None else tuple(rng.randint(1, n) for n in full_depths)
             ops = None if candidates is None else tuple(rng.choice(list(candidates)) for _ in range(slots))
-            key = (depths, ops)
+            # drawn after the trunk's, so an SP-TCN space draws what it always drew
+            scale_ops = None if candidates is None or not multiscale else tuple(
+                rng.choice(list(candidates)) for _ in range(scale_slots))
+            key = (depths, ops, scale_ops)
             if key not in seen:
                 break
         seen.add(key)
         changes: dict = {"depths": tuple(depths), "name": f"{name}{i}", "extra": {}}
-        if ops is not None:
+        if multiscale and ops is not None:
+            changes.update(decoder_ops=ops, scale_ops=scale_ops)
+        elif ops is not None:
             changes.update(decoder="sptcn", decoder_ops=ops)
         out.append(dataclasses.replace(base, **changes))
     return out

@@ -8,8 +8,9 @@
   of an ``Encoder`` and returns the same four NCHW maps as ``Encoder.forward``. A stage derives its depth (the shrink
   rule, ``vidnas.search.stnas.derive.shrink_depth``), the supernet the depths of all stages and
   ``DepthSupernet.derived_encoder`` the shortened encoder with the trained weights (``Encoder.with_depths``).
-* ``MixedOp`` mixes every candidate op by ``softmax(beta)``; ``DecoderSupernet`` is an SP-TCN decoder whose every
-  searchable slot is a ``MixedOp``.
+* ``MixedOp`` mixes every candidate op by ``softmax(beta)``; ``DecoderSupernet`` is a decoder (the SP-TCN, or the
+  multi-scale ``mstcn`` decoder: its temporal trunk and each finer scale's path and fusion ops) whose every searchable
+  slot is a ``MixedOp``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from vidnas.models.decoders import SPTCNDecoder
+from vidnas.models.multiscale import OPS_PER_SCALE, MultiScaleDecoder
 from vidnas.models.ops import SEARCH_CANDIDATES, get_op, temporal_extent
 from vidnas.search.stnas.derive import shrink_depth
 
@@ -40,6 +42,7 @@ __all__ = [
     "MixedOp",
     "DecoderSupernet",
     "build_decoder_supernet",
+    "build_multiscale_supernet",
 ]
 
 logger = logging.getLogger(__name__)
@@ -418,38 +421,64 @@ class MixedOp(SearchModule):
 
 
 class DecoderSupernet(nn.Module):
-    """An SP-TCN decoder whose every searchable slot is a ``MixedOp`` (TCNNAS supernet, [ST-NAS Fig. 2]).
+    """A decoder whose every searchable slot is a ``MixedOp`` (TCNNAS supernet, [ST-NAS Fig. 2]).
 
-    Each 3x3x3 conv of the four residual layers is two slots in sequence, so there are 16 mixed ops, each over the
-    seven candidates, ``out = sum_j softmax(beta)_j op_j(x)``. ``reduce``, ``final`` and the head stay as they are
-    (not searched). ``derive()`` is the argmax op of every slot, in ``searchable_slots()`` order, which is the
-    order of ``Arch.decoder_ops``.
+    Any decoder exposing ``searchable_slots()`` / ``set_slot()`` can be searched:
+
+    * ``SPTCNDecoder`` (built with ``layer_ops``): each 3x3x3 conv of the residual layers is two slots in sequence,
+      16 mixed ops for four layers. ``reduce``, ``final`` and the head stay as they are (not searched).
+    * ``MultiScaleDecoder`` (``decoder: mstcn``): the trunk's 4 slots per residual layer (when built with
+      ``layer_ops``), then per finer scale its two path ops and its fusion op. Lateral projections, ``proj`` and the
+      head stay fixed. Whether a finer scale's derived ops include a temporal op is the search deciding whether
+      temporal context pays at that scale.
+
+    Every slot mixes the same ``candidates``, ``out = sum_j softmax(beta)_j op_j(x)``. ``derive()`` is the argmax op
+    of every slot, in ``searchable_slots()`` order; ``split_ops`` cuts it into ``Arch.decoder_ops`` (the SP-TCN's
+    slots or the mstcn trunk's) and ``Arch.scale_ops`` (the mstcn finer scales', None for SP-TCN).
 
     Args:
-        decoder: an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are replaced); see
-            ``build_decoder_supernet`` to build one directly. Modified in place and kept as ``self.decoder``.
+        decoder: an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are replaced) or a
+            ``MultiScaleDecoder``; see ``build_decoder_supernet`` / ``build_multiscale_supernet`` to build one
+            directly. Modified in place and kept as ``self.decoder``.
         candidates: candidate op names of every slot.
 
     Shapes:
-        (B, C, T, h, w) -> (B, K, T, h, w), as the decoder.
+        As the decoder: SP-TCN (B, C, T, h, w) -> (B, K, T, h, w); multi-scale a list of maps, coarse first ->
+        (B, K, T, h_last, w_last).
     """
 
-    def __init__(self, decoder: SPTCNDecoder, candidates: Sequence[str] = SEARCH_CANDIDATES) -> None:
+    def __init__(self, decoder: nn.Module, candidates: Sequence[str] = SEARCH_CANDIDATES) -> None:
         super().__init__()
-        if getattr(decoder, "layer_ops", None) is None:
+        if not (hasattr(decoder, "searchable_slots") and hasattr(decoder, "set_slot")):
+            raise TypeError(f"the decoder supernet needs a decoder with searchable_slots() and set_slot(), got "
+                            f"{type(decoder).__name__}")
+        if isinstance(decoder, SPTCNDecoder) and decoder.layer_ops is None:
             raise ValueError(
                 "the decoder supernet needs an SPTCNDecoder built with layer_ops (its slots are then swapped for mixed "
                 "ops); the baseline 3x3x3 decoder has no slots. Use build_decoder_supernet(...)"
             )
+        slots = decoder.searchable_slots()
+        if not slots:
+            raise ValueError(f"{type(decoder).__name__} has no searchable slot")
         self.candidates = tuple(candidates)
-        self.slots = [name for name, _, _ in decoder.searchable_slots()]
-        for name, channels, dilation in decoder.searchable_slots():
+        self.slots = [name for name, _, _ in slots]
+        for name, channels, dilation in slots:
             decoder.set_slot(name, MixedOp(channels, dilation, self.candidates, causal=decoder.causal))
         self.decoder = decoder
         logger.debug("decoder supernet: %d mixed ops x %d candidates", len(self.slots), len(self.candidates))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) -> (B, K, T, h, w)."""
+    @property
+    def multiscale(self) -> bool:
+        """Whether the searched decoder is a ``MultiScaleDecoder`` (``mstcn``)."""
+        return isinstance(self.decoder, MultiScaleDecoder)
+
+    @property
+    def num_trunk_slots(self) -> int:
+        """Slots of the temporal residual layers (all of an SP-TCN's; the mstcn trunk's, 0 without ``layer_ops``)."""
+        return sum(name.startswith("res_layers.") for name in self.slots)
+
+    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """SP-TCN: (B, C, T, h, w) -> (B, K, T, h, w); multi-scale: maps coarse first -> (B, K, T, h', w')."""
         return self.decoder(x)
 
     def mixed_ops(self) -> list[MixedOp]:
@@ -463,7 +492,7 @@ class DecoderSupernet(nn.Module):
         return self.decoder.temporal_receptive_field()
 
     def arch_parameters(self) -> list[nn.Parameter]:
-        """The 16 beta vectors, in slot order."""
+        """The beta vector of every slot, in slot order."""
         return [op.beta for op in self.mixed_ops()]
 
     def weight_parameters(self) -> list[nn.Parameter]:
@@ -490,20 +519,38 @@ class DecoderSupernet(nn.Module):
             op.beta.copy_(torch.as_tensor(list(vals), dtype=op.beta.dtype))
 
     def derive(self) -> tuple[str, ...]:
-        """The argmax op of every slot, in slot order (``Arch.decoder_ops``)."""
+        """The argmax op of every slot, in slot order (SP-TCN: ``Arch.decoder_ops``; mstcn: see ``split_ops``)."""
         return tuple(op.derive() for op in self.mixed_ops())
 
-    def derived_decoder(self, ops: Sequence[str] | None = None, *, fold: bool = True) -> SPTCNDecoder:
-        """A plain ``SPTCNDecoder`` with the derived ops, carrying the weights trained in the supernet.
+    def split_ops(self, ops: Sequence[str] | None = None) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+        """``(decoder_ops, scale_ops)`` of an ``Arch`` from one op per slot (default ``derive()``).
+
+        SP-TCN: ``(ops, None)``. Multi-scale: the trunk's slots (None when the trunk is the fixed 3x3x3 one) and the
+        finer scales' slots (path op 1, path op 2, fusion op per scale, coarse to fine).
+        """
+        ops = self.derive() if ops is None else tuple(ops)
+        if len(ops) != len(self.slots):
+            raise ValueError(f"expected {len(self.slots)} ops, got {len(ops)}")
+        if not self.multiscale:
+            return ops, None
+        n = self.num_trunk_slots
+        return (ops[:n] if n else None), ops[n:]
+
+    def derived_decoder(self, ops: Sequence[str] | None = None, *, fold: bool = True) -> nn.Module:
+        """A plain decoder (``SPTCNDecoder`` or ``MultiScaleDecoder``) with the derived ops, carrying the weights
+        trained in the supernet.
 
         The fixed layers are copied, and each slot gets the weights of its chosen candidate ``k``. In the supernet
         the slot output was ``sum_j w_j op_j(x)`` with ``w = softmax(beta)``; with ``fold`` the chosen op keeps its
         share ``w_k``: its output is scaled by ``w_k`` through its last affine layer (``ReLU(w z) = w ReLU(z)`` for
         ``w > 0``, so scaling the final BatchNorm's weight and bias, or a final conv's, is exact). An ``identity``
-        slot cannot carry a scale; its weight multiplies into the last parametric op before it in the same residual
-        branch (a scale *before* a conv + BatchNorm is undone by that BatchNorm once recalibrated, a scale at the end
-        of the branch sets its weight against the skip path). The other candidates' contributions are dropped, so
-        the BatchNorm statistics of later layers must be recalibrated (``derive.recalibrate_batchnorm``, done by
+        slot cannot carry a scale. In a residual branch its weight multiplies into the last parametric op before it
+        in the same branch (a scale *before* a conv + BatchNorm is undone by that BatchNorm once recalibrated, a scale
+        at the end of the branch sets its weight against the skip path). On a multi-scale decoder's finer scale the
+        scale goes exactly where the identity's input comes from: a path identity into the op before it (or the
+        lateral projection), a fusion identity into both terms of its sum (the coarser result, through its own
+        fusion op or ``proj``, and the path). The other candidates' contributions are dropped, so the BatchNorm
+        statistics of later layers must be recalibrated (``derive.recalibrate_batchnorm``, done by
         ``save_derived_init``). (The paper trains the final model from scratch; this is for inspection and
         fine-tuning.)
 
@@ -515,15 +562,7 @@ class DecoderSupernet(nn.Module):
         ops = self.derive() if ops is None else tuple(ops)
         if len(ops) != len(self.slots):
             raise ValueError(f"expected {len(self.slots)} ops, got {len(ops)}")
-        plain = SPTCNDecoder(
-            d.in_channels,
-            d.num_classes,
-            channels=d.channels,
-            dilations=d.dilations,
-            full_channels=d.full_channels,
-            causal=d.causal,
-            layer_ops=ops,
-        ).to(next(iter(d.parameters())).device)
+        plain = self._plain(ops).to(next(iter(d.parameters())).device)
         chosen = {slot: self.candidates.index(op) for slot, op in zip(self.slots, ops, strict=True)}
         state: dict[str, torch.Tensor] = {}
         for key, value in d.state_dict().items():
@@ -540,13 +579,32 @@ class DecoderSupernet(nn.Module):
             self._fold_mixing_weights(plain, ops)
         return plain
 
+    def _plain(self, ops: tuple[str, ...]) -> nn.Module:
+        """The plain decoder of the searched one's shape with ``ops`` in its slots (fresh weights)."""
+        d = self.decoder
+        if isinstance(d, MultiScaleDecoder):
+            trunk, scale = self.split_ops(ops)
+            return MultiScaleDecoder(d.in_channels, d.num_classes, channels=d.channels,
+                                     fuse_channels=d.fuse_channels, dilations=d.dilations,
+                                     full_channels=d.full_channels, causal=d.causal, layer_ops=trunk,
+                                     scale_ops=scale)
+        return SPTCNDecoder(
+            d.in_channels,
+            d.num_classes,
+            channels=d.channels,
+            dilations=d.dilations,
+            full_channels=d.full_channels,
+            causal=d.causal,
+            layer_ops=ops,
+        )
+
     @torch.no_grad()
-    def _fold_mixing_weights(self, plain: SPTCNDecoder, ops: Sequence[str]) -> None:
+    def _fold_mixing_weights(self, plain: nn.Module, ops: Sequence[str]) -> None:
         """Scale each chosen op of ``plain`` by its mixing weight (see ``derived_decoder``)."""
         weights = self.op_weights()
         per_branch = 2  # slots per conv: each residual branch conv1 -> conv2 is 4 slots, scales carry within it
         branch = 2 * per_branch
-        for start in range(0, len(self.slots), branch):
+        for start in range(0, self.num_trunk_slots, branch):
             pending = 1.0
             last_param: nn.Module | None = None
             for k in range(start, start + branch):
@@ -558,6 +616,39 @@ class DecoderSupernet(nn.Module):
                     pending *= w  # an op without an affine output layer (identity): carry its weight on
             if last_param is not None and pending != 1.0:
                 _scale_output_(last_param, pending)
+        if isinstance(plain, MultiScaleDecoder):
+            n = self.num_trunk_slots
+            scale_w = [weights[k][self.candidates.index(ops[k])] for k in range(n, len(self.slots))]
+            _fold_scales(plain, scale_w)
+
+
+def _fold_scales(plain: MultiScaleDecoder, weights: Sequence[float]) -> None:
+    """Fold the mixing weights of a multi-scale decoder's finer-scale slots (3 per scale: path 1, path 2, fusion)
+    exactly: ``y_s = fuse_s(up(y_{s-1}) + path_s(lateral_s(x_s)))`` with every map linear in the scale of its
+    producer's last affine layer."""
+
+    def scale_path(s: int, upto: int, w: float) -> None:
+        # the output of path s's op ``upto - 1`` (upto 0: the lateral projection)
+        for j in range(upto - 1, -1, -1):
+            if _scale_output_(plain.paths[s][j], w):
+                return
+        scaled = _scale_output_(plain.laterals[s], w)
+        assert scaled, "a lateral projection ends in a BatchNorm"
+
+    def scale_y(s: int, w: float) -> None:
+        # y_s: the output of scale s's fusion (s = -1: the trunk's projection)
+        if s < 0:
+            scaled = _scale_output_(plain.proj, w)
+            assert scaled, "the trunk projection ends in a BatchNorm"
+        elif not _scale_output_(plain.fuses[s][0], w):
+            scale_y(s - 1, w)  # an identity fusion: y_s = up(y_{s-1}) + path_s, scale both terms
+            scale_path(s, 2, w)
+
+    for s in range(len(plain.paths)):
+        w1, w2, w3 = weights[3 * s:3 * s + 3]
+        scale_path(s, 1, w1)
+        scale_path(s, 2, w2)
+        scale_y(s, w3)
 
 
 def _scale_output_(module: nn.Module, w: float) -> bool:
@@ -607,5 +698,37 @@ def build_decoder_supernet(
         full_channels=full_channels,
         causal=causal,
         layer_ops=placeholder,
+    )
+    return DecoderSupernet(decoder, candidates)
+
+
+def build_multiscale_supernet(
+    in_channels: Sequence[int],
+    num_classes: int,
+    *,
+    channels: int = 128,
+    fuse_channels: int = 64,
+    dilations: Sequence[int] = (1, 2),
+    full_channels: bool = False,
+    causal: bool = True,
+    candidates: Sequence[str] = SEARCH_CANDIDATES,
+) -> DecoderSupernet:
+    """A multi-scale (``mstcn``) decoder supernet (arguments as ``MultiScaleDecoder``): every trunk slot (4 per
+    residual layer) and every finer scale's two path ops and fusion op a ``MixedOp`` over ``candidates``.
+
+    Shapes:
+        ``[(B, C_0, T, h_0, w_0), (B, C_1, T, h_1, w_1), ...]`` (coarse first) -> (B, K, T, h_last, w_last).
+    """
+    fine = len(tuple(in_channels)) - 1
+    decoder = MultiScaleDecoder(
+        in_channels,
+        num_classes,
+        channels=channels,
+        fuse_channels=fuse_channels,
+        dilations=dilations,
+        full_channels=full_channels,
+        causal=causal,
+        layer_ops=("identity",) * (4 * len(tuple(dilations))),  # parameter-free placeholders, replaced right away
+        scale_ops=("identity",) * (OPS_PER_SCALE * fine),
     )
     return DecoderSupernet(decoder, candidates)
