@@ -441,8 +441,9 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
 
     Counted by ``vidnas.bench.count_flops`` (1 MAC = 2 FLOPs; matmuls, convolutions and attention only). The
     upsampling of the target slice is free there. A model with a ``protocol_parts(frame)`` method (frame-by-frame
-    models: arch2, dynamic-cell models) returns its own ``((encoder_fn, args), (decoder_fn, args))`` for one streamed
-    frame (a dynamic-cell model: the encoder and the cell, its steady state).
+    models: arch2, dynamic-cell models; multi-scale window models, whose encoder gives one map per scale) returns its
+    own ``((encoder_fn, args), (decoder_fn, args))`` for one streamed frame (a dynamic-cell model: the encoder and the
+    cell, its steady state); the incremental count of a model that streams incrementally uses its step instead.
 
     Args:
         model: a VideoSegmenter (its device is used; its train / eval mode is kept, the count runs in eval mode).
@@ -461,21 +462,23 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
     try:
         x = torch.zeros(1, 3, int(img_size[0]), int(img_size[1]), device=_model_device(model))  # (1, 3, H, W)
         parts = getattr(model, "protocol_parts", None)
-        if parts is not None:  # frame-by-frame models (arch2, dynamic cells) say what one streamed frame runs
-            (enc_fn, enc_args), (dec_fn, dec_args) = parts(x)
-            enc, dec = count_flops(enc_fn, *enc_args), count_flops(dec_fn, *dec_args)
-            return {"encoder": enc, "decoder": dec, "total": enc + dec}
-        enc = count_flops(model.encode, x)
-        with torch.inference_mode():
-            feat = model.encode(x)  # (1, C, h, w)
+        step = None
         if incremental:
             try:
                 streamer = model.stream(batch_size=1, window=w, incremental=True)
             except ValueError:
                 return None
             step = getattr(streamer, "decoder_module", None)
-            if step is None:
+            if step is None and parts is None:
                 return None
+        if parts is not None and step is None:  # frame-by-frame and multi-scale models say what one frame runs
+            (enc_fn, enc_args), (dec_fn, dec_args) = parts(x)
+            enc, dec = count_flops(enc_fn, *enc_args), count_flops(dec_fn, *dec_args)
+            return {"encoder": enc, "decoder": dec, "total": enc + dec}
+        enc = count_flops(model.encode, x)
+        with torch.inference_mode():
+            feat = model.encode(x)  # (1, C, h, w), or one such map per scale
+        if step is not None:
             with torch.inference_mode():
                 _, state = step(feat, ())  # the first frame; the count is of a steady-state step
             dec = count_flops(step, feat, state)
