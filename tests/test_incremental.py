@@ -304,3 +304,16 @@ def test_multiscale_centred_keeps_the_window_decode_and_refuses_incremental() ->
     with pytest.raises(IncrementalError, match="centred"):
         compile_decoder(model.decoder)
 
+
+@pytest.mark.parametrize("window", [3, 16])
+def test_multiscale_onnx_step_graphs_equal_pytorch_over_60_frames(window: int, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidnas.export import export_onnx, export_step_graphs, parity_check, step_parity_check
+
+    model = tiny_ms(window, **MS_DECODERS["temporal_paths"])
+    export_onnx(model, tmp_path, img_size=(MS_H, MS_W))
+    section = export_step_graphs(model, tmp_path)
+    assert section["receptive_field"] == model.decoder.temporal_receptive_field()
+    assert [f["name"] for f in section["features"]] == ["feature0", "feature1", "feature2"]
+    assert step_parity_check(model, tmp_path, frames=FRAMES) <= 1e-4
+    assert parity_check(model, tmp_path, frames=window + 3) <= 1e-4  # the window pair, its ring buffers wrapping
