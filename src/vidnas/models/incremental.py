@@ -426,8 +426,30 @@ def _take(src: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
 
 def _post(post: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for m in post:
-        x = torch.relu(x) if isinstance(m, nn.ReLU) else m(x)
+        if isinstance(m, nn.ReLU):
+            x = torch.relu(x)
+        elif x.shape[2] == 1 and isinstance(m, STConv3d | nn.Conv3d) and _is_frame_conv(_conv3d(m)):
+            x = _frame_conv(_conv3d(m), x)
+        else:
+            x = m(x)
     return x
+
+
+def _conv3d(m: STConv3d | nn.Conv3d) -> nn.Conv3d:
+    return m.conv if isinstance(m, STConv3d) else m
+
+
+def _is_frame_conv(conv: nn.Conv3d) -> bool:
+    return conv.kernel_size[0] == 1 and conv.padding[0] == 0 and conv.padding_mode == "zeros"
+
+
+def _frame_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A per-frame conv (temporal kernel 1: a map node's) on one time step as the 2D conv it is: (N, C, 1, h, w) ->
+    (N, C', 1, h, w). PyTorch's CPU Conv3d takes a slow path on such inputs; oneDNN's 2D one is several times
+    faster. The window decode keeps the 3D conv (same values up to float rounding)."""
+    y = F.conv2d(x.squeeze(2), conv.weight.squeeze(2), conv.bias, conv.stride[1:], conv.padding[1:],
+                 conv.dilation[1:], conv.groups)
+    return y.unsqueeze(2)
 
 
 def _up_time(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:

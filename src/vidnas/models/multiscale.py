@@ -234,9 +234,10 @@ class MultiScaleSegmenter(nn.Module):
         return self.window - 1 if self.causal else self.window // 2
 
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(N, 3, H, W) -> the encoder maps at ``scales``, coarse first, each (N, C_s, H/s, W/s)."""
+        """(N, 3, H, W) -> the encoder maps at ``scales``, coarse first, each (N, C_s, H/s, W/s) (contiguous, also
+        when the encoder runs channels-last, as ``VideoSegmenter.encode``)."""
         maps = self.encoder(frames)
-        return tuple(maps[i] for i in self.indices)
+        return tuple(maps[i].contiguous() for i in self.indices)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Clip forward: (B, T, 3, H, W) -> (B, T, K, H_out, W_out) logits, one map per frame."""
