@@ -47,6 +47,27 @@ def test_channels_last_encoder_gives_the_same_logits(encoder: str) -> None:
     assert not use_channels_last(model, False) and not uses_channels_last(model)
 
 
+def test_channels_last_multiscale_model_streams_the_same_logits() -> None:
+    """mstcn: every scale's map comes back as plain NCHW, and the incremental stream of the channels-last model equals
+    the window decode of the plain one."""
+    arch = Arch(encoder="mobilenetv2_test", decoder="mstcn", channels=8, dilations=(1, 2), scales=(32, 8, 4),
+                fuse_channels=8, window=3, scale_ops=("temporal_k3", "identity", "spatial_k3") * 2)
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=H, width=W, window=3))
+    torch.manual_seed(0)
+    model = build_model(cfg, arch, num_classes=3).eval()
+    frames = torch.randn(1, 8, 3, H, W, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model.stream(incremental=False)
+        before = [ref.push(frames[:, t]) for t in range(8)]
+        assert use_channels_last(model)
+        assert all(f.is_contiguous() for f in model.encode(frames[:, 0]))
+        inc = model.stream()
+        after = [inc.push(frames[:, t]) for t in range(8)]
+    assert inc.protocol == "incremental"
+    torch.testing.assert_close(torch.stack(after), torch.stack(before), atol=1e-4, rtol=1e-4)
+
+
 def test_channels_last_leaves_swin_alone_and_reaches_frame_models() -> None:
     swin = window_model("swin_test")
     assert cnn_encoder(swin) is None and use_channels_last(swin) is False

@@ -1,9 +1,9 @@
 """Exact incremental decoding (``vidnas.models.incremental``) against the window decode it replaces.
 
-Real tiny models (``swin_test`` encoder, SP-TCN decoders of width 8 at 32x48), BatchNorm running statistics
-randomised so no layer is an identity. Every comparison streams 60 frames from a video start (edge repetition)
-through ``model.stream(incremental=True)`` and ``model.stream(incremental=False)`` (the ``WindowStreamer`` the
-golden tests pin) and compares every frame's logits.
+Real tiny models (``swin_test`` encoder, SP-TCN decoders of width 8 at 32x48; ``mobilenetv2_test`` + multi-scale
+(mstcn) decoders at 64x96), BatchNorm running statistics randomised so no layer is an identity. Every comparison
+streams 60 frames from a video start (edge repetition) through ``model.stream(incremental=True)`` and
+``model.stream(incremental=False)`` (the ``WindowStreamer`` the golden tests pin) and compares every frame's logits.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from vidnas.models import (
     WindowStreamer,
     build_model,
     compile_decoder,
+    incremental_support,
 )
 from vidnas.models.architecture import STNAS_DECODER_OPS
 from vidnas.models.decoders import SPTCNDecoder
@@ -217,3 +218,102 @@ def test_step_graphs_run_from_export_json_alone(tmp_path) -> None:
         state = {s["input"]: v for s, v in zip(inc["states"], new, strict=True)}
         np.testing.assert_allclose(logits, ref[t].numpy(), atol=1e-4, rtol=0)
     assert sum(v.nbytes for v in state.values()) == inc["state_bytes"]
+
+
+# ------------------------------------------------------------------ multi-scale (mstcn) decoders: one input per scale
+
+MS_H, MS_W = 64, 96  # stride 32: a 2x3 trunk map; strides 8 and 4: 8x12 and 16x24 paths
+TEMPORAL_SCALE_OPS = ("temporal_k3", "identity", "spatial_k3", "sep_k3", "temporal_k5", "temporal_k3")
+MS_DECODERS = {
+    "per_frame_paths": {},  # the default: temporal trunk, per-frame paths; receptive field 13
+    "temporal_paths": {"scale_ops": TEMPORAL_SCALE_OPS},  # temporal ops in both paths and a fusion; RF 15
+    # a trunk with no temporal op (full channels, spatial ops): the temporal context is all in the finer paths, so a
+    # path's input register has more context than the trunk it is added to (RF 11)
+    "temporal_paths_only": {"full_channels": True, "decoder_ops": ("spatial_k3", "sep_k3") * 4,
+                            "scale_ops": ("temporal_k5", "temporal_k3", "identity", "identity", "temporal_k3",
+                                          "spatial_k3")},
+}
+
+
+def tiny_ms(window: int, *, causal: bool = True, **arch: object) -> nn.Module:
+    base = dict(encoder="mobilenetv2_test", decoder="mstcn", channels=8, dilations=(1, 2), scales=(32, 8, 4),
+                fuse_channels=8, window=window, causal=causal)
+    a = Arch(**{**base, **arch})  # type: ignore[arg-type]
+    cfg = Config()
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, height=MS_H, width=MS_W, window=window))
+    torch.manual_seed(0)
+    model = build_model(cfg, a, num_classes=K).eval()
+    _randomise_bn(model)
+    return model
+
+
+@pytest.mark.parametrize("window", [3, 16])  # below every receptive field here, and at or above it
+@pytest.mark.parametrize("decoder", list(MS_DECODERS))
+def test_multiscale_incremental_equals_window_decode_over_60_frames(decoder: str, window: int) -> None:
+    model = tiny_ms(window, **MS_DECODERS[decoder])
+    assert incremental_support(model) is None
+    rf = model.decoder.temporal_receptive_field()
+    program = compile_decoder(model.decoder)
+    assert program.num_inputs == 3 and program.receptive_field == rf
+    assert sum(n.kind == "upadd" for n in program.nodes) == 2  # one resize-and-add per finer scale
+    frames = torch.randn(1, FRAMES, 3, MS_H, MS_W, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        inc, inc_streamer = stream(model, frames)  # the default of a causal model
+        ref, ref_streamer = stream(model, frames, incremental=False)
+    assert isinstance(inc_streamer, IncrementalStreamer) and isinstance(ref_streamer, WindowStreamer)
+    assert inc_streamer.decoder_module.exact_window_free == (window >= rf)
+    diffs = [float((a - b).abs().max()) for a, b in zip(inc, ref, strict=True)]
+    assert max(diffs) <= 1e-5, f"largest |incremental - window| {max(diffs):.2e} at frame {diffs.index(max(diffs))}"
+    assert float(ref[-1].abs().max()) > 1e-2  # not a degenerate all-zero output
+
+
+def test_multiscale_fine_path_context_is_kept_in_the_state() -> None:
+    """A temporal op in a finer path reads that scale's past: the state holds fine-scale maps, and a change in an
+    earlier frame's fine features only (not its coarse ones) reaches the logits of later frames."""
+    model = tiny_ms(3, **MS_DECODERS["temporal_paths_only"])
+    inc = IncrementalDecoder(model.decoder, 3)
+    gen = torch.Generator().manual_seed(6)
+    feats = [[torch.randn(1, c, *hw, generator=gen) for c, hw in zip(model.decoder.in_channels,
+                                                                      ((2, 3), (8, 12), (16, 24)), strict=True)]
+             for _ in range(4)]
+    with torch.no_grad():
+        _, state = inc(feats[0], ())
+        assert {tuple(t.shape[-2:]) for t in state} >= {(8, 12), (16, 24)}  # fine-scale registers carried
+        outs = []
+        for f in feats[1:]:
+            y, state = inc(f, state)
+            outs.append(y)
+        changed = [list(f) for f in feats]
+        changed[1][2] = changed[1][2] + 5.0  # frame 1's stride-4 map only
+        _, state = inc(changed[0], ())
+        outs2 = []
+        for f in changed[1:]:
+            y, state = inc(f, state)
+            outs2.append(y)
+    assert not torch.allclose(outs[1], outs2[1])  # frame 2 reads frame 1's fine map through the temporal path
+    with pytest.raises(ValueError, match="3 feature map"):
+        inc(feats[0][:2], ())
+
+
+def test_multiscale_centred_keeps_the_window_decode_and_refuses_incremental() -> None:
+    model = tiny_ms(3, causal=False, **MS_DECODERS["temporal_paths"])
+    assert isinstance(model.stream(), WindowStreamer)
+    assert "centred" in (incremental_support(model) or "")
+    with pytest.raises(IncrementalError, match="centred.*incremental=False"):
+        model.stream(incremental=True)
+    with pytest.raises(IncrementalError, match="centred"):
+        compile_decoder(model.decoder)
+
+
+@pytest.mark.parametrize("window", [3, 16])
+def test_multiscale_onnx_step_graphs_equal_pytorch_over_60_frames(window: int, tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidnas.export import export_onnx, export_step_graphs, parity_check, step_parity_check
+
+    model = tiny_ms(window, **MS_DECODERS["temporal_paths"])
+    export_onnx(model, tmp_path, img_size=(MS_H, MS_W))
+    section = export_step_graphs(model, tmp_path)
+    assert section["receptive_field"] == model.decoder.temporal_receptive_field()
+    assert [f["name"] for f in section["features"]] == ["feature0", "feature1", "feature2"]
+    assert step_parity_check(model, tmp_path, frames=FRAMES) <= 1e-4
+    assert parity_check(model, tmp_path, frames=window + 3) <= 1e-4  # the window pair, its ring buffers wrapping

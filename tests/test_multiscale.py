@@ -95,3 +95,26 @@ def test_bad_multiscale_arch(change: dict, field: str) -> None:
 
     with pytest.raises(ArchError, match=field):
         arch(**change)
+
+
+def test_protocol_flops_follow_the_window_and_the_step() -> None:
+    """The paper count decodes one window per scale of the requested length; the incremental count is one step."""
+    from vidnas.bench import count_flops
+    from vidnas.bench.protocol import component_flops
+
+    model = build_model(cfg(), arch(decoder_ops=TRUNK_OPS), num_classes=K).eval()
+    feats = model.encode(torch.zeros(1, 3, H, W))
+    by_window = {}
+    for w in (3, 5):
+        counted = component_flops(model, (H, W), window=w)
+        windows = [f.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous() for f in feats]
+        assert counted["decoder"] == count_flops(model.decoder, windows) > 0
+        assert counted["encoder"] == count_flops(model.encode, torch.zeros(1, 3, H, W))
+        by_window[w] = counted["decoder"]
+    assert by_window[5] > by_window[3]
+    (_, _), (dec_fn, dec_args) = model.protocol_parts(torch.zeros(1, 3, H, W))
+    assert count_flops(dec_fn, *dec_args) == by_window[3]  # the model's own window: as protocol_parts says
+    inc = component_flops(model, (H, W), incremental=True)
+    assert 0 < inc["decoder"] < by_window[3] and inc["encoder"] == component_flops(model, (H, W))["encoder"]
+    centred = build_model(cfg(), arch(False, decoder_ops=TRUNK_OPS), num_classes=K).eval()
+    assert component_flops(centred, (H, W), incremental=True) is None

@@ -440,9 +440,10 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
     """FLOPs of one protocol frame, split: the encoder on one image and the decoder on the full window.
 
     Counted by ``vidnas.bench.count_flops`` (1 MAC = 2 FLOPs; matmuls, convolutions and attention only). The
-    upsampling of the target slice is free there. A model with a ``protocol_parts(frame)`` method (frame-by-frame
-    models: arch2, dynamic-cell models) returns its own ``((encoder_fn, args), (decoder_fn, args))`` for one streamed
-    frame (a dynamic-cell model: the encoder and the cell, its steady state).
+    upsampling of the target slice is free there. A frame-by-frame model (arch2, dynamic cells: its streamer's
+    ``protocol`` is ``frame``) has a ``protocol_parts(frame)`` method returning its own ``((encoder_fn, args),
+    (decoder_fn, args))`` for one streamed frame (a dynamic-cell model: the encoder and the cell, its steady state).
+    A window model whose encoder gives one map per scale (multi-scale) decodes the window of every scale.
 
     Args:
         model: a VideoSegmenter (its device is used; its train / eval mode is kept, the count runs in eval mode).
@@ -461,30 +462,40 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
     try:
         x = torch.zeros(1, 3, int(img_size[0]), int(img_size[1]), device=_model_device(model))  # (1, 3, H, W)
         parts = getattr(model, "protocol_parts", None)
-        if parts is not None:  # frame-by-frame models (arch2, dynamic cells) say what one streamed frame runs
-            (enc_fn, enc_args), (dec_fn, dec_args) = parts(x)
-            enc, dec = count_flops(enc_fn, *enc_args), count_flops(dec_fn, *dec_args)
-            return {"encoder": enc, "decoder": dec, "total": enc + dec}
-        enc = count_flops(model.encode, x)
-        with torch.inference_mode():
-            feat = model.encode(x)  # (1, C, h, w)
+        step = None
         if incremental:
             try:
                 streamer = model.stream(batch_size=1, window=w, incremental=True)
             except ValueError:
                 return None
             step = getattr(streamer, "decoder_module", None)
-            if step is None:
+            if step is None and getattr(streamer, "protocol", None) != "frame":
                 return None
+        if parts is not None and step is None and _is_frame_model(model, w):  # it says what one streamed frame runs
+            (enc_fn, enc_args), (dec_fn, dec_args) = parts(x)
+            enc, dec = count_flops(enc_fn, *enc_args), count_flops(dec_fn, *dec_args)
+            return {"encoder": enc, "decoder": dec, "total": enc + dec}
+        enc = count_flops(model.encode, x)
+        with torch.inference_mode():
+            feat = model.encode(x)  # (1, C, h, w), or one such map per scale
+        if step is not None:
             with torch.inference_mode():
                 _, state = step(feat, ())  # the first frame; the count is of a steady-state step
             dec = count_flops(step, feat, state)
-        else:
+        elif isinstance(feat, torch.Tensor):
             stacked = feat.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (1, C, T=w, h, w)
             dec = count_flops(model.decoder, stacked)
+        else:  # one map per scale: one window per scale
+            windows = [f.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous() for f in feat]  # (1, C_s, T=w, ..)
+            dec = count_flops(model.decoder, windows)
     finally:
         model.train(was_training)
     return {"encoder": enc, "decoder": dec, "total": enc + dec}
+
+
+def _is_frame_model(model: Any, window: int) -> bool:
+    """Whether ``model`` streams frame by frame (its streamer's ``protocol`` is ``frame``: arch2, dynamic cells)."""
+    return getattr(model.stream(batch_size=1, window=window, incremental=False), "protocol", None) == "frame"
 
 
 def flops_per_frame(model: Any, img_size: Sequence[int], window: int | None = None) -> int:

@@ -11,6 +11,13 @@ Graphs (batch 1, every shape fixed at export):
   Emitting one frame instead of all T saves the upsampling of T - 1 maps nobody reads; the temporal convolutions still
   compute every time step, as in PyTorch.
 
+Multi-scale models (``MultiScaleSegmenter``, ``decoder: mstcn``) read one encoder map per scale (``scales``, coarse
+first): ``encoder.onnx`` has one output per scale, ``feature0 .. feature{n-1}``, and ``decoder.onnx`` one window
+input per scale, ``features0 .. features{n-1}`` (each (1, C_i, T=w, h_i, w_i), oldest first). Their ``export.json``
+has ``schema_version`` 2 (``MULTI_SCHEMA_VERSION``): the ``io`` sections list ``outputs`` / ``inputs`` instead of
+one ``output`` / ``input``, and ``scales`` names the strides, so a reader that knows only one feature map refuses the
+file by its version instead of misreading it. ``feature_specs`` and ``window_specs`` read either layout.
+
 Exporter: torch's TorchScript-based exporter (``dynamo=False``). The ``torch.export``-based one (the default since
 torch 2.9) needs ``onnxscript``, which is not a vidnas dependency; the TorchScript one traces timm's Swin cleanly
 (its shifted-window masks are constant buffers for a fixed input size, ``torch.roll`` becomes Slice + Concat, the
@@ -33,6 +40,7 @@ from torch import nn
 
 import vidnas
 from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
+from vidnas.models import Arch2Segmenter, DynamicCellModel
 from vidnas.utils import atomic_write as atomic_save
 from vidnas.utils import atomic_write_json as atomic_save_json
 
@@ -40,6 +48,7 @@ __all__ = [
     "DeployError",
     "DEFAULT_OPSET",
     "EXPORT_SCHEMA_VERSION",
+    "MULTI_SCHEMA_VERSION",
     "ENCODER_FILE",
     "DECODER_FILE",
     "META_FILE",
@@ -47,6 +56,8 @@ __all__ = [
     "export_onnx",
     "read_export_meta",
     "export_paths",
+    "feature_specs",
+    "window_specs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,6 +65,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_OPSET = 17  # the lowest opset with LayerNormalization (Swin); onnxruntime >= 1.16 runs it
 MIN_OPSET = 17
 EXPORT_SCHEMA_VERSION = 1
+MULTI_SCHEMA_VERSION = 2  # the same layout with one feature map per scale (multi-scale models)
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
 META_FILE = "export.json"
@@ -87,7 +99,8 @@ def export_paths(out_dir: str | Path) -> ExportPaths:
 
 
 class _EncoderGraph(nn.Module):
-    """frame (1, 3, H, W) -> feature (1, C, h, w): ``VideoSegmenter.encode``."""
+    """frame (1, 3, H, W) -> feature (1, C, h, w): ``VideoSegmenter.encode`` (a multi-scale model: one output per
+    scale)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -98,17 +111,33 @@ class _EncoderGraph(nn.Module):
 
 
 class _DecoderGraph(nn.Module):
-    """features (1, C, T, h, w) -> logits (1, K, H, W) of the target frame, as ``WindowStreamer._advance`` computes."""
+    """features (1, C, T, h, w) -> logits (1, K, H, W) of the target frame, as ``WindowStreamer._advance`` computes
+    (``multi``: one window per scale, passed to the decoder as a list)."""
 
-    def __init__(self, model: nn.Module, out_hw: tuple[int, int], target_index: int) -> None:
+    def __init__(self, model: nn.Module, out_hw: tuple[int, int], target_index: int, multi: bool = False) -> None:
         super().__init__()
         self.model = model
         self.out_hw = out_hw
         self.target_index = target_index
+        self.multi = multi
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        logits = self.model.decoder(features)[:, :, self.target_index]  # (1, K, h, w)
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        window = list(features) if self.multi else features[0]
+        logits = self.model.decoder(window)[:, :, self.target_index]  # (1, K, h, w)
         return self.model.upsample(logits, self.out_hw)  # (1, K, H, W)
+
+
+def feature_specs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The encoder outputs of an export (``name``, ``shape`` (1, C, h, w)): one, or one per scale (schema 2)."""
+    enc = meta["io"]["encoder"]
+    return list(enc["outputs"]) if "outputs" in enc else [enc["output"]]
+
+
+def window_specs(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The window inputs of ``decoder.onnx`` (``name``, ``shape`` (1, C, w, h, w)), in the order of
+    ``feature_specs``."""
+    dec = meta["io"]["decoder"]
+    return list(dec["inputs"]) if "inputs" in dec else [dec["input"]]
 
 
 def export_onnx(
@@ -142,12 +171,12 @@ def export_onnx(
         The paths written.
 
     Raises:
-        DeployError: opset too low, no input size known, or a frame-by-frame model (arch2, dynamic cell), which this
-            exporter does not handle yet.
+        DeployError: opset too low, no input size known, or a frame-by-frame model (arch2, dynamic cell), which
+            ``vidnas.export.frame_models`` exports instead.
     """
     import onnx
 
-    if hasattr(model, "protocol_parts"):  # frame-by-frame models: their decoder is not a window decoder
+    if isinstance(model, Arch2Segmenter | DynamicCellModel):  # frame-by-frame: their decoder is not a window decoder
         kind = "dynamic-cell" if hasattr(model, "cell") else "arch2 (per-frame)"
         raise DeployError(f"ONNX export of {kind} models is not supported yet (the export holds an encoder graph and "
                           "a window-decoder graph); run them with the PyTorch runtime: `vidnas predict` and "
@@ -175,36 +204,42 @@ def export_onnx(
     try:
         frame = torch.zeros(1, 3, h, w, device=device)
         with torch.no_grad():
-            feature = model.encode(frame)  # (1, C, h', w')
-        if not isinstance(feature, torch.Tensor):
-            raise DeployError("ONNX export of multi-scale (mstcn) models is not supported yet (their encoder graph "
-                              "has one output per scale); run them with the PyTorch runtime: `vidnas predict`, "
-                              "`vidnas bench` and `vidnas eval` take their checkpoints")
-        c, fh, fw = (int(s) for s in feature.shape[1:])
-        example = torch.zeros(1, c, w_frames, fh, fw, device=device)  # (1, C, T, h', w')
-        _export_graph(_EncoderGraph(model).eval(), frame, paths.encoder, "frame", "feature", opset)
-        _export_graph(_DecoderGraph(model, out_hw, target).eval(), example, paths.decoder, "features", "logits",
-                      opset)
+            feature = model.encode(frame)  # (1, C, h', w'), or one such map per scale (multi-scale models)
+        multi = not isinstance(feature, torch.Tensor)
+        feats = list(feature) if multi else [feature]
+        shapes = [(1, *(int(s) for s in f.shape[1:])) for f in feats]  # (1, C_i, h_i, w_i)
+        examples = tuple(torch.zeros(1, c, w_frames, fh, fw, device=device) for _, c, fh, fw in shapes)  # (1,C,T,..)
+        feat_names = [f"feature{i}" for i in range(len(feats))] if multi else ["feature"]
+        win_names = [f"features{i}" for i in range(len(feats))] if multi else ["features"]
+        _export_graphs(_EncoderGraph(model).eval(), (frame,), paths.encoder, ["frame"], feat_names, opset)
+        _export_graphs(_DecoderGraph(model, out_hw, target, multi).eval(), examples, paths.decoder, win_names,
+                       ["logits"], opset)
     finally:
         model.train(was_training)
     k = int(model.num_classes)
-    _set_output_shape(paths.encoder, (1, c, fh, fw))
+    for i, shape in enumerate(shapes):
+        _set_output_shape(paths.encoder, shape, index=i)
     _set_output_shape(paths.decoder, (1, k, int(out_hw[0]), int(out_hw[1])))
     for p in (paths.encoder, paths.decoder):
         onnx.checker.check_model(str(p))
 
     names = [str(n) for n in class_names] if class_names is not None else [f"class{i}" for i in range(k)]
-    meta = _build_meta(model, opset=opset, img_size=(h, w), out_hw=out_hw, feature_shape=(1, c, fh, fw),
+    meta = _build_meta(model, opset=opset, img_size=(h, w), out_hw=out_hw, feature_shape=shapes[0],
                        class_names=names, palette=palette, extra=extra, window=w_frames, target=target)
+    if multi:  # schema 2: one feature map per scale
+        meta["schema_version"] = MULTI_SCHEMA_VERSION
+        meta["scales"] = [int(s) for s in model.scales]
+        io = meta["io"]
+        io["encoder"] = {"input": io["encoder"]["input"],
+                         "outputs": [{"name": n, "shape": list(sh), "stride": int(st)}
+                                     for n, sh, st in zip(feat_names, shapes, model.scales, strict=True)]}
+        io["decoder"] = {"inputs": [{"name": n, "shape": [1, c, w_frames, fh, fw], "order": "oldest first"}
+                                    for n, (_, c, fh, fw) in zip(win_names, shapes, strict=True)],
+                         "output": io["decoder"]["output"]}
     atomic_save_json(paths.meta, meta)
     logger.info("exported %s and %s (opset %d, input %dx%d, window %d %s)", paths.encoder, paths.decoder, opset, h,
                 w, w_frames, "causal" if model.causal else "centred")
     return paths
-
-
-def _export_graph(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str,
-                  opset: int) -> None:
-    _export_graphs(module, (example,), path, [input_name], [output_name], opset)
 
 
 def _export_graphs(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path, input_names: Sequence[str],
@@ -224,14 +259,14 @@ def _export_graphs(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Pa
     atomic_save(path, write)
 
 
-def _set_output_shape(path: Path, shape: Sequence[int]) -> None:
-    """Record the output's static shape in the graph: the tracer leaves the decoder's upsampled output symbolic
+def _set_output_shape(path: Path, shape: Sequence[int], index: int = 0) -> None:
+    """Record output ``index``'s static shape in the graph: the tracer leaves the decoder's upsampled output symbolic
     (its size is computed from the input), and consumers (onnxruntime's memory planner, users reading the graph)
     benefit from the known dims."""
     import onnx
 
     graph_model = onnx.load(str(path))
-    dims = graph_model.graph.output[0].type.tensor_type.shape.dim
+    dims = graph_model.graph.output[index].type.tensor_type.shape.dim
     if [d.dim_value for d in dims] == list(shape):
         return
     del dims[:]
@@ -307,10 +342,10 @@ def read_export_meta(out_dir: str | Path) -> dict[str, Any]:
         meta = json.loads(paths.meta.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DeployError(f"cannot read {paths.meta}: {e}") from e
-    if not isinstance(meta, dict) or meta.get("schema_version") != EXPORT_SCHEMA_VERSION:
+    if not isinstance(meta, dict) or meta.get("schema_version") not in (EXPORT_SCHEMA_VERSION, MULTI_SCHEMA_VERSION):
         got = meta.get("schema_version") if isinstance(meta, dict) else None
         raise DeployError(f"{paths.meta}: unsupported schema_version {got!r} (this reader understands "
-                          f"{EXPORT_SCHEMA_VERSION})")
+                          f"{EXPORT_SCHEMA_VERSION} and {MULTI_SCHEMA_VERSION})")
     for key in ("window", "causal", "target_index", "num_classes", "input_size", "io"):
         if key not in meta:
             raise DeployError(f"{paths.meta}: field {key!r} is missing")

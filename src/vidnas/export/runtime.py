@@ -15,6 +15,9 @@ Example:
     >>> tail = streamer.flush()                   # the last frames of a centred stream; [] when causal
 
 For benchmarks, ``encode(frame)`` and ``decode(window)`` run one graph each without touching the buffer.
+
+A multi-scale export (one encoder output per scale, ``export.json`` schema 2) gets one ring buffer per scale;
+``encode`` then returns a list of feature maps (coarse first) and ``decode`` takes a list of windows.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from vidnas.export.exporter import DEFAULT_OPSET, DeployError, export_onnx, export_paths, read_export_meta
+from vidnas.export.exporter import (
+    DEFAULT_OPSET,
+    DeployError,
+    export_onnx,
+    export_paths,
+    feature_specs,
+    read_export_meta,
+    window_specs,
+)
 from vidnas.export.frame_models import (
     FrameOrtStreamer,
     export_frame_onnx,
@@ -74,7 +85,8 @@ class OrtStreamer:
         meta: the parsed ``export.json``.
         window: w. causal: the mode. target_index: index of the emitted frame in a window. lag: pushes between a
         frame and its logits (0 causal). input_size: (H, W) of frames. num_classes: K. class_names, palette: from
-        the export (palette None when not recorded). feature_shape: (1, C, h, w) of one encoder output.
+        the export (palette None when not recorded). feature_shape: (1, C, h, w) of one encoder output (the first
+        scale's of a multi-scale export); feature_shapes: all of them. multi: a multi-scale export.
 
     Raises:
         DeployError: not an export directory, or a graph onnxruntime cannot load (the message names the file).
@@ -107,7 +119,10 @@ class OrtStreamer:
                                         session_options, providers)
         io = self.meta["io"]
         self._in_name = io["encoder"]["input"]["name"]
-        self._dec_name = io["decoder"]["input"]["name"]
+        feats, windows = feature_specs(self.meta), window_specs(self.meta)
+        self._feat_names = [str(f["name"]) for f in feats]
+        self._dec_names = [str(f["name"]) for f in windows]
+        self.multi = len(feats) > 1
         self.window = int(self.meta["window"])
         self.causal = bool(self.meta["causal"])
         self.target_index = int(self.meta["target_index"])
@@ -117,9 +132,11 @@ class OrtStreamer:
         self.class_names: list[str] = list(self.meta.get("class_names") or [])
         pal = self.meta.get("palette")
         self.palette: np.ndarray | None = None if pal is None else np.asarray(pal, dtype=np.uint8)
-        self.feature_shape = tuple(int(s) for s in io["encoder"]["output"]["shape"])  # (1, C, h, w)
-        _, c, fh, fw = self.feature_shape
-        self._buffer = np.zeros((1, c, self.window, fh, fw), dtype=np.float32)  # (1, C, T, h, w), oldest first
+        self.feature_shapes = [tuple(int(s) for s in f["shape"]) for f in feats]  # (1, C_i, h_i, w_i) each
+        self.feature_shape = self.feature_shapes[0]
+        # one (1, C, T, h, w) ring buffer per feature map, oldest first
+        self._buffers = [np.zeros((1, c, self.window, fh, fw), dtype=np.float32)
+                         for _, c, fh, fw in self.feature_shapes]
         self._pushed = 0
         self._appended = 0  # pushes plus the edge copies appended by flush()
         self._emitted = 0
@@ -136,8 +153,8 @@ class OrtStreamer:
 
     @property
     def buffer_nbytes(self) -> int:
-        """Bytes held by the ring buffer (constant: window x one feature map)."""
-        return int(self._buffer.nbytes)
+        """Bytes held by the ring buffer(s) (constant: window x one feature map, per scale)."""
+        return int(sum(b.nbytes for b in self._buffers))
 
     def reset(self) -> None:
         """Forget all frames (start of a new video)."""
@@ -145,13 +162,20 @@ class OrtStreamer:
         self._appended = 0
         self._emitted = 0
 
-    def encode(self, frame: np.ndarray) -> np.ndarray:
-        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w). Does not touch the buffer."""
-        return self.encoder_session.run(None, {self._in_name: self._check_frame(frame)})[0]
+    def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per scale).
+        Does not touch the buffer."""
+        outs = self.encoder_session.run(self._feat_names, {self._in_name: self._check_frame(frame)})
+        return outs if self.multi else outs[0]
 
-    def decode(self, window: np.ndarray) -> np.ndarray:
-        """Run ``decoder.onnx``: (1, C, w, h, w') float32, oldest first -> (1, K, H, W) target-frame logits."""
-        return self.decoder_session.run(None, {self._dec_name: np.ascontiguousarray(window, dtype=np.float32)})[0]
+    def decode(self, window: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Run ``decoder.onnx``: (1, C, w, h, w') float32, oldest first (a multi-scale export: a list, one per
+        scale) -> (1, K, H, W) target-frame logits."""
+        windows = list(window) if self.multi else [window]
+        if len(windows) != len(self._dec_names):
+            raise ValueError(f"expected {len(self._dec_names)} windows (one per scale), got {len(windows)}")
+        feeds = {n: np.ascontiguousarray(w, dtype=np.float32) for n, w in zip(self._dec_names, windows, strict=True)}
+        return self.decoder_session.run(None, feeds)[0]
 
     def push(self, frame: np.ndarray) -> np.ndarray | None:
         """Add one frame.
@@ -175,24 +199,26 @@ class OrtStreamer:
         """
         out: list[np.ndarray] = []
         while self.pending > 0:
-            logits = self._advance(self._buffer[:, :, -1].copy())
+            last = [b[:, :, -1].copy() for b in self._buffers]
+            logits = self._advance(last if self.multi else last[0])
             if logits is not None:
                 out.append(logits)
         self.reset()
         return out
 
-    def _advance(self, feature: np.ndarray) -> np.ndarray | None:
-        if self._appended == 0:
-            self._buffer[...] = feature[:, :, None]  # edge repetition at the video start
-        else:
-            self._buffer[:, :, :-1] = self._buffer[:, :, 1:]  # drop the oldest (numpy handles the overlap)
-            self._buffer[:, :, -1] = feature
+    def _advance(self, feature: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | None:
+        for buf, feat in zip(self._buffers, list(feature) if self.multi else [feature], strict=True):
+            if self._appended == 0:
+                buf[...] = feat[:, :, None]  # edge repetition at the video start
+            else:
+                buf[:, :, :-1] = buf[:, :, 1:]  # drop the oldest (numpy handles the overlap)
+                buf[:, :, -1] = feat
         self._appended += 1
         # the newest entry is append number _appended - 1, so the window's target frame is `lag` appends earlier
         if self._appended - 1 - self.lag < 0:
             return None
         self._emitted += 1
-        return self.decode(self._buffer)
+        return self.decode(self._buffers if self.multi else self._buffers[0])
 
     def _check_frame(self, frame: np.ndarray) -> np.ndarray:
         frame = np.ascontiguousarray(frame, dtype=np.float32)

@@ -13,6 +13,10 @@ Every shape is static (batch 1, the export's input size and window); the state i
 fixed size, so a C++ or any other runtime needs no knowledge of the decoder to stream it: run ``encoder`` then
 ``decoder_init`` on frame 0, ``encoder`` then ``decoder_step`` on frame t > 0, and carry the ``next_state*`` outputs.
 The logits equal the window decode of ``decoder.onnx`` (tested over 60-frame streams against PyTorch).
+
+A multi-scale model's graphs take one feature per scale, named as ``encoder.onnx``'s outputs (``feature0 ..
+feature{n-1}``, coarse first) and listed under ``"features"`` in the ``"incremental"`` section (a single-input
+model's section has ``"feature"``); the states follow them in ``decoder_step.onnx``'s inputs.
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidnas.export.exporter import DeployError, _export_graphs, _set_output_shape, export_paths, read_export_meta
+from vidnas.export.exporter import (
+    DeployError,
+    _export_graphs,
+    _set_output_shape,
+    export_paths,
+    feature_specs,
+    read_export_meta,
+)
 from vidnas.models import IncrementalDecoder, IncrementalError, incremental_support
 from vidnas.utils import atomic_write_json
 
@@ -45,27 +56,33 @@ INIT_FILE = "decoder_init.onnx"
 STEP_FILE = "decoder_step.onnx"
 
 
+def _decoder_features(feats: Sequence[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """The decoder's per-frame input: the tensor itself for one feature map, the list for several."""
+    return feats[0] if len(feats) == 1 else list(feats)
+
+
 class _InitGraph(nn.Module):
-    """feature (1, C, h, w) -> logits (1, K, H, W), state tensors: the first frame of a video."""
+    """feature(s) (1, C, h, w) -> logits (1, K, H, W), state tensors: the first frame of a video."""
 
     def __init__(self, model: nn.Module, step: IncrementalDecoder, out_hw: tuple[int, int]) -> None:
         super().__init__()
         self.model, self.step, self.out_hw = model, step, out_hw
 
-    def forward(self, feature: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, state = self.step.init(feature)
+    def forward(self, *features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, state = self.step.init(_decoder_features(features))
         return (self.model.upsample(logits, self.out_hw), *state)
 
 
 class _StepGraph(nn.Module):
-    """feature (1, C, h, w), state tensors -> logits (1, K, H, W), next state tensors: every later frame."""
+    """feature(s) (1, C, h, w), state tensors -> logits (1, K, H, W), next state tensors: every later frame."""
 
     def __init__(self, model: nn.Module, step: IncrementalDecoder, out_hw: tuple[int, int]) -> None:
         super().__init__()
         self.model, self.step, self.out_hw = model, step, out_hw
 
-    def forward(self, feature: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, new_state = self.step.step(feature, state)
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        n = self.step.num_inputs
+        logits, new_state = self.step.step(_decoder_features(inputs[:n]), inputs[n:])
         return (self.model.upsample(logits, self.out_hw), *new_state)
 
 
@@ -100,23 +117,27 @@ def export_step_graphs(model: nn.Module, export_dir: str | Path, *, opset: int |
     window = int(meta["window"])
     opset = int(opset or meta["opset"])
     out_hw = (int(meta["output_size"][0]), int(meta["output_size"][1]))
-    _, c, fh, fw = (int(s) for s in meta["io"]["encoder"]["output"]["shape"])
+    specs = feature_specs(meta)  # one encoder output, or one per scale
+    feat_names = [str(f["name"]) for f in specs]
     was_training = model.training
     model.eval()
     param = next(iter(model.parameters()), None)
     device = param.device if param is not None else torch.device("cpu")
     try:
         step = IncrementalDecoder(model.decoder, window)
-        feature = torch.zeros(1, c, fh, fw, device=device)
+        if step.num_inputs != len(specs):
+            raise DeployError(f"{paths.meta} lists {len(specs)} encoder output(s) but the decoder reads "
+                              f"{step.num_inputs} feature map(s) per frame: not an export of this model")
+        features = tuple(torch.zeros(*(int(s) for s in f["shape"]), device=device) for f in specs)  # (1, C, h, w)
         with torch.no_grad():
-            _, state = step.init(feature)
+            _, state = step.init(_decoder_features(features))
         n = len(state)
         state_names = [f"state{i}" for i in range(n)]
         next_names = [f"next_state{i}" for i in range(n)]
-        _export_graphs(_InitGraph(model, step, out_hw).eval(), (feature,), paths.out_dir / INIT_FILE, ["feature"],
+        _export_graphs(_InitGraph(model, step, out_hw).eval(), features, paths.out_dir / INIT_FILE, feat_names,
                        ["logits", *state_names], opset)
-        _export_graphs(_StepGraph(model, step, out_hw).eval(), (feature, *state), paths.out_dir / STEP_FILE,
-                       ["feature", *state_names], ["logits", *next_names], opset)
+        _export_graphs(_StepGraph(model, step, out_hw).eval(), (*features, *state), paths.out_dir / STEP_FILE,
+                       [*feat_names, *state_names], ["logits", *next_names], opset)
     except IncrementalError as e:
         raise DeployError(f"no incremental graphs for {paths.out_dir}: {e}") from e
     finally:
@@ -125,19 +146,23 @@ def export_step_graphs(model: nn.Module, export_dir: str | Path, *, opset: int |
         _set_output_shape(paths.out_dir / name, (1, int(model.num_classes), *out_hw))  # logits; states are static
         onnx.checker.check_model(str(paths.out_dir / name))
     k = int(model.num_classes)
+    n_in = len(specs)
+    feats: dict[str, Any] = ({"feature": {"name": feat_names[0], "shape": list(specs[0]["shape"])}} if n_in == 1
+                             else {"features": [{"name": f["name"], "shape": list(f["shape"])} for f in specs]})
     section = {
         "init": INIT_FILE,
         "step": STEP_FILE,
         "receptive_field": step.receptive_field,
         "window_free": step.exact_window_free,
-        "feature": {"name": "feature", "shape": [1, c, fh, fw]},
+        **feats,
         "logits": {"name": "logits", "shape": [1, k, *out_hw], "frame": "the frame just pushed"},
         "states": [{"input": s, "output": o, "shape": list(t.shape), "dtype": "float32"}
                    for s, o, t in zip(state_names, next_names, state, strict=True)],
         "state_bytes": int(sum(t.numel() * 4 for t in state)),
-        "usage": "frame 0: encoder -> decoder_init (logits, state*); frame t > 0: encoder -> decoder_step(feature, "
-                 "state*) -> (logits, next_state*); next_state_i becomes state_i. Causal: logits of the frame "
-                 "just pushed; a new video starts with decoder_init again.",
+        "usage": f"frame 0: encoder -> decoder_init (logits, state*); frame t > 0: encoder -> "
+                 f"decoder_step({'feature' if n_in == 1 else 'feature0..'}, state*) -> (logits, next_state*); "
+                 "next_state_i becomes state_i. Causal: logits of the frame just pushed; a new video starts with "
+                 "decoder_init again.",
     }
     atomic_write_json(paths.meta, {**meta, "incremental": section})
     logger.info("exported %s and %s (%d state tensors, %.2f MB)", INIT_FILE, STEP_FILE, n,
@@ -148,6 +173,7 @@ def export_step_graphs(model: nn.Module, export_dir: str | Path, *, opset: int |
 class OrtStepStreamer:
     """Frame-by-frame inference with onnxruntime and the incremental graphs: one encoder run and one decoder step
     per push. The ``Streamer`` / ``FrameRunner`` interface of ``OrtStreamer`` (numpy in and out, batch 1, causal).
+    A multi-scale export's ``encode`` returns one array per scale and ``decode`` takes that list.
 
     The state lives in onnxruntime ``OrtValue``s passed from one step to the next without copies through numpy.
 
@@ -199,7 +225,11 @@ class OrtStepStreamer:
         self.class_names: list[str] = list(self.meta.get("class_names") or [])
         pal = self.meta.get("palette")
         self.palette: np.ndarray | None = None if pal is None else np.asarray(pal, dtype=np.uint8)
-        self.feature_shape = tuple(int(s) for s in inc["feature"]["shape"])
+        specs = [inc["feature"]] if "feature" in inc else list(inc["features"])
+        self.feature_names = [str(f["name"]) for f in specs]
+        self.feature_shapes = [tuple(int(s) for s in f["shape"]) for f in specs]  # (1, C_i, h_i, w_i) each
+        self.feature_shape = self.feature_shapes[0]
+        self.multi = len(specs) > 1
         self.state_nbytes = int(inc["state_bytes"])
         self._state: list[Any] = []
 
@@ -217,23 +247,29 @@ class OrtStepStreamer:
         """Forget the state (start of a new video)."""
         self._state = []
 
-    def encode(self, frame: np.ndarray) -> np.ndarray:
-        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w)."""
+    def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per
+        scale)."""
         frame = np.ascontiguousarray(frame, dtype=np.float32)
         want = (1, 3, *self.input_size)
         if frame.shape != want:
             raise ValueError(f"expected a frame of shape {want} (batch 1, ImageNet-normalised RGB), got {frame.shape}")
-        return self.encoder_session.run(None, {self._in_name: frame})[0]
+        outs = self.encoder_session.run(self.feature_names, {self._in_name: frame})
+        return outs if self.multi else outs[0]
 
-    def decode(self, feature: np.ndarray) -> np.ndarray:
-        """One decoder step on a (1, C, h, w) feature (``decoder_init`` at a video start), updating the state;
-        returns the (1, K, H, W) logits of that frame."""
+    def decode(self, feature: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """One decoder step on a (1, C, h, w) feature, or a multi-scale export's list of them (``decoder_init`` at a
+        video start), updating the state; returns the (1, K, H, W) logits of that frame."""
         ort = self._ort
-        feat = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(feature, dtype=np.float32))
+        arrays = list(feature) if self.multi else [feature]
+        if len(arrays) != len(self.feature_names):
+            raise ValueError(f"expected {len(self.feature_names)} feature maps, got {len(arrays)}")
+        feats = {n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+                 for n, a in zip(self.feature_names, arrays, strict=True)}
         if not self._state:
-            outs = self.init_session.run_with_ort_values(self._init_out, {"feature": feat})
+            outs = self.init_session.run_with_ort_values(self._init_out, feats)
         else:
-            feeds = {"feature": feat, **dict(zip(self._state_in, self._state, strict=True))}
+            feeds = {**feats, **dict(zip(self._state_in, self._state, strict=True))}
             outs = self.step_session.run_with_ort_values(self._step_out, feeds)
         self._state = list(outs[1:])
         return outs[0].numpy()

@@ -11,7 +11,15 @@ Program (``compile_decoder``):
       (the kernel taps, oldest first), plus pointwise post-ops (BatchNorm, ReLU) fused into the node;
     * ``map``: an op that treats time steps independently (spatial / separable / 1x1x1 convs, BatchNorm, ReLU, the
       per-frame head), applied to one time step;
-    * ``add``: ``x_a + x_b`` then post-ops (the residual ``relu(conv2(conv1(x)) + skip(x))``).
+    * ``add``: ``x_a + x_b`` then post-ops (the residual ``relu(conv2(conv1(x)) + skip(x))``);
+    * ``upadd``: ``up(x_a, size of x_b) + x_b`` then post-ops, ``up`` the bilinear resize of each time step (the
+      top-down fusion of a multi-scale decoder, ``vidnas.models.multiscale``).
+
+Multi-input decoders. A decoder reading several feature maps per frame (``MultiScaleDecoder``: one per encoder
+scale) describes its own dataflow with a method ``incremental_program(g)``: it asks the compiler for one input
+register per map (``g.inputs(n)``) and builds the program with ``g.visit(module, register)`` and
+``g.resize_add(a, b)``. Every map is one more input register; nothing else changes below, since the plan treats
+every node the same whatever its inputs are.
 
 Each register ``r`` has a *context* ``R(r)``: the number of past frames it depends on (the sum of ``(k - 1) * d`` on
 the longest path from the decoder input), so the decoder's temporal receptive field is ``RF = R(out) + 1``; and a
@@ -59,6 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidnas.models.decoders import HeadDecoder, ResidualLayer, SPTCNDecoder
+from vidnas.models.layers import resize_to
 from vidnas.models.ops import STConv3d, temporal_extent
 from vidnas.models.streaming import check_frame
 
@@ -84,8 +93,8 @@ class Node:
     """One step of a decoder program.
 
     Attributes:
-        kind: ``tconv``, ``map`` or ``add``.
-        inputs: input register ids (one; two for ``add``).
+        kind: ``tconv``, ``map``, ``add`` or ``upadd``.
+        inputs: input register ids (one; two for ``add`` and ``upadd``).
         out: output register id.
         conv: ``tconv``: the ``STConv3d`` whose ``conv`` (an ``nn.Conv3d``) is applied to the taps.
         lags: ``tconv``: lag of each kernel tap, oldest first: ``((k - 1) d, ..., d, 0)``; ``(0,)`` otherwise.
@@ -108,7 +117,8 @@ class Node:
 
 @dataclass
 class DecoderProgram:
-    """A decoder flattened to nodes over registers (register 0: the decoder input, one encoder feature per frame).
+    """A decoder flattened to nodes over registers (registers ``0 .. num_inputs - 1``: the decoder inputs, one
+    encoder feature per frame each; a single-input decoder has register 0 only).
 
     Attributes:
         nodes: in execution order.
@@ -116,6 +126,7 @@ class DecoderProgram:
         output: the register holding the logits (B, K, h, w) per frame.
         context: ``R(r)`` per register: past frames it depends on.
         reach: ``E(r)`` per register: frames later the output still depends on it.
+        num_inputs: input registers (feature maps per frame).
     """
 
     nodes: list[Node]
@@ -123,6 +134,7 @@ class DecoderProgram:
     output: int
     context: list[int]
     reach: list[int]
+    num_inputs: int = 1
 
     @property
     def receptive_field(self) -> int:
@@ -131,13 +143,33 @@ class DecoderProgram:
 
 
 class _Compiler:
+    """Builds a program; a multi-input decoder's ``incremental_program(g)`` gets one as ``g`` and calls ``inputs``
+    once, then ``visit`` and ``resize_add``."""
+
     def __init__(self) -> None:
         self.nodes: list[Node] = []
-        self.n = 1  # register 0 is the input
+        self.input_registers = [0]  # register 0 is the input of a single-input decoder
+        self.n = 1
 
     def _new(self) -> int:
         self.n += 1
         return self.n - 1
+
+    def inputs(self, count: int) -> list[int]:
+        """The input registers of a decoder reading ``count`` feature maps per frame, in its input order."""
+        if self.nodes or self.n != 1:
+            raise RuntimeError("inputs() must be called once, before any node is built")
+        if count < 1:
+            raise ValueError(f"a decoder needs at least one input, got {count}")
+        self.input_registers = list(range(count))
+        self.n = count
+        return list(self.input_registers)
+
+    def resize_add(self, a: int, b: int) -> int:
+        """``up(x_a, size of x_b) + x_b``: bilinear resize of each time step of ``a`` to ``b``'s size, then add."""
+        out = self._new()
+        self.nodes.append(Node("upadd", (a, b), out))
+        return out
 
     def map(self, module: nn.Module, r: int) -> int:
         out = self._new()
@@ -192,7 +224,8 @@ class _Compiler:
             # time step alone, which the decoder op contract requires of ops without temporal padding
             return self.map(m, r)
         raise IncrementalError(f"no incremental form for the decoder module {type(m).__name__}; only causal "
-                               "SP-TCN / full-channels / TCNNAS-derived decoders and the per-frame head have one")
+                               "SP-TCN / full-channels / TCNNAS-derived decoders, multi-scale (mstcn) decoders and "
+                               "the per-frame head have one")
 
 
 def _fuse(nodes: list[Node], output: int) -> list[Node]:
@@ -218,18 +251,26 @@ def compile_decoder(decoder: nn.Module) -> DecoderProgram:
     """Flatten a causal decoder into a ``DecoderProgram``.
 
     Supported: ``SPTCNDecoder`` (baseline 3x3x3 convs, full channels, any ``layer_ops`` whose ops are built from
-    ``STConv3d`` / BatchNorm / ReLU / identity, as every op of ``OPS`` is) and ``HeadDecoder``.
+    ``STConv3d`` / BatchNorm / ReLU / identity, as every op of ``OPS`` is), ``HeadDecoder``, and any decoder with an
+    ``incremental_program(g)`` method (multi-input decoders: ``MultiScaleDecoder``) built from the same modules.
 
     Raises:
         IncrementalError: a centred decoder, or a module with no one-step form (the message names it).
     """
     comp = _Compiler()
-    output = comp.visit(decoder, 0)
-    if output == 0:
-        output = comp.map(nn.Identity(), 0)
+    program = getattr(decoder, "incremental_program", None)
+    if callable(program):  # a multi-input decoder describes its own dataflow
+        if getattr(decoder, "causal", True) is False:
+            raise IncrementalError("the decoder is centred: its output at frame t reads frames after t, so it "
+                                   "cannot run one frame at a time")
+        output = program(comp)
+    else:
+        output = comp.visit(decoder, 0)
+    if output in comp.input_registers:
+        output = comp.map(nn.Identity(), output)
     nodes = _fuse(comp.nodes, output)
-    # renumber registers densely in execution order
-    ids = {0: 0}
+    # renumber registers densely in execution order, the inputs first
+    ids = {r: i for i, r in enumerate(comp.input_registers)}
     for n in nodes:
         ids[n.out] = len(ids)
     for n in nodes:
@@ -245,7 +286,8 @@ def compile_decoder(decoder: nn.Module) -> DecoderProgram:
     for n in reversed(nodes):
         for r in n.inputs:
             reach[r] = max(reach[r], reach[n.out] + n.extent)
-    return DecoderProgram(nodes=nodes, num_registers=num, output=output, context=context, reach=reach)
+    return DecoderProgram(nodes=nodes, num_registers=num, output=output, context=context, reach=reach,
+                          num_inputs=len(comp.input_registers))
 
 
 def incremental_support(model: Any, window: int | None = None) -> str | None:
@@ -384,8 +426,47 @@ def _take(src: torch.Tensor, idx: Sequence[int]) -> torch.Tensor:
 
 def _post(post: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     for m in post:
-        x = torch.relu(x) if isinstance(m, nn.ReLU) else m(x)
+        if isinstance(m, nn.ReLU):
+            x = torch.relu(x)
+        elif x.shape[2] == 1 and isinstance(m, STConv3d | nn.Conv3d) and _is_frame_conv(_conv3d(m)):
+            x = _frame_conv(_conv3d(m), x)
+        else:
+            x = m(x)
     return x
+
+
+def _conv3d(m: STConv3d | nn.Conv3d) -> nn.Conv3d:
+    return m.conv if isinstance(m, STConv3d) else m
+
+
+def _is_frame_conv(conv: nn.Conv3d) -> bool:
+    return conv.kernel_size[0] == 1 and conv.padding[0] == 0 and conv.padding_mode == "zeros"
+
+
+def _frame_conv(conv: nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A per-frame conv (temporal kernel 1: a map node's) on one time step as the 2D conv it is: (N, C, 1, h, w) ->
+    (N, C', 1, h, w). PyTorch's CPU Conv3d takes a slow path on such inputs; oneDNN's 2D one is several times
+    faster. The window decode keeps the 3D conv (same values up to float rounding)."""
+    y = F.conv2d(x.squeeze(2), conv.weight.squeeze(2), conv.bias, conv.stride[1:], conv.padding[1:],
+                 conv.dilation[1:], conv.groups)
+    return y.unsqueeze(2)
+
+
+def _up_time(x: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of each time step: (B, C, T, h, w) -> (B, C, T, H, W) (``MultiScaleDecoder``'s ``up``)."""
+    b, c, t, h, w = x.shape
+    if (h, w) == tuple(hw):
+        return x
+    z = resize_to(x.transpose(1, 2).reshape(b * t, c, h, w), hw)  # (B*T, C, H, W)
+    return z.reshape(b, t, c, *z.shape[-2:]).transpose(1, 2)
+
+
+def _features(feature: torch.Tensor | Sequence[torch.Tensor], count: int) -> list[torch.Tensor]:
+    """The decoder inputs of one frame as a list: one tensor, or a sequence of ``count`` (a multi-input decoder)."""
+    feats = [feature] if isinstance(feature, torch.Tensor) else list(feature)
+    if len(feats) != count:
+        raise ValueError(f"expected {count} feature map(s) per frame (one per decoder input), got {len(feats)}")
+    return feats
 
 
 class IncrementalDecoder(nn.Module):
@@ -393,14 +474,16 @@ class IncrementalDecoder(nn.Module):
 
     ``forward(feature, state)`` with an empty state runs the first frame (the window decode of ``[x_0] * w``) and
     returns the initial state; with a state, one step. The decoder's modules are shared, not copied (this module is
-    a view of the decoder; it moves with the model).
+    a view of the decoder; it moves with the model). A multi-input decoder (``MultiScaleDecoder``) takes ``feature``
+    as a sequence of its per-frame maps, in its input order (what ``MultiScaleSegmenter.encode`` returns).
 
     Args:
         decoder: a causal decoder ``compile_decoder`` accepts.
         window: the window ``w`` whose decode is reproduced.
 
     Shapes:
-        feature (B, C, h, w), state: tuple of (N_r, B, C_r, h, w) -> logits (B, K, h, w), new state.
+        feature (B, C, h, w) (or a sequence of (B, C_i, h_i, w_i)), state: tuple of (N_r, B, C_r, h_r, w_r) ->
+        logits (B, K, h, w), new state.
 
     Raises:
         IncrementalError: no incremental form (centred decoder, unknown module).
@@ -426,7 +509,12 @@ class IncrementalDecoder(nn.Module):
         """True when ``w >= RF``: no dirty slots, each temporal conv keeps only its last ``(k - 1) d`` inputs."""
         return self.window >= self.receptive_field
 
-    def forward(self, feature: torch.Tensor, state: tuple[torch.Tensor, ...] = ()
+    @property
+    def num_inputs(self) -> int:
+        """Feature maps per frame the decoder reads (1, or one per scale of a multi-scale decoder)."""
+        return self.program.num_inputs
+
+    def forward(self, feature: torch.Tensor | Sequence[torch.Tensor], state: tuple[torch.Tensor, ...] = ()
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """(B, C, h, w) [+ state] -> logits (B, K, h, w), new state (``init`` when ``state`` is empty)."""
         if not state:
@@ -435,19 +523,19 @@ class IncrementalDecoder(nn.Module):
 
     # -------------------------------------------------------------------------------------------- first frame
 
-    def init(self, feature: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def init(self, feature: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """First frame of a video: the window decode of ``w`` copies of it, and the state that decode implies.
 
         Args:
-            feature: (B, C, h, w).
+            feature: (B, C, h, w), or one such map per decoder input.
 
         Returns:
             logits (B, K, h, w) of the frame, the state.
         """
         w = self.window
-        x = feature.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (B, C, T=w, h, w)
         seq: list[torch.Tensor | None] = [None] * self.program.num_registers
-        seq[0] = x
+        for i, f in enumerate(_features(feature, self.program.num_inputs)):
+            seq[i] = f.unsqueeze(2).expand(-1, -1, w, -1, -1).contiguous()  # (B, C, T=w, h, w)
         for n in self.program.nodes:
             if n.kind == "tconv":
                 assert n.conv is not None
@@ -456,6 +544,10 @@ class IncrementalDecoder(nn.Module):
                 a, b = seq[n.inputs[0]], seq[n.inputs[1]]
                 assert a is not None and b is not None
                 y = a + b
+            elif n.kind == "upadd":
+                a, b = seq[n.inputs[0]], seq[n.inputs[1]]
+                assert a is not None and b is not None
+                y = _up_time(a, b.shape[-2:]) + b
             else:
                 y = seq[n.inputs[0]]
             seq[n.out] = _post(n.post, y)  # (B, C_r, T=w, h, w)
@@ -504,12 +596,12 @@ class IncrementalDecoder(nn.Module):
         x = torch.stack(taps, dim=3).reshape(s * b, c, len(taps), h, w)  # (S * B, C, k, h, w)
         return F.conv3d(x, conv.weight, conv.bias, 1, (0, *conv.padding[1:]), (1, *conv.dilation[1:]), conv.groups)
 
-    def step(self, feature: torch.Tensor, state: Sequence[torch.Tensor]
+    def step(self, feature: torch.Tensor | Sequence[torch.Tensor], state: Sequence[torch.Tensor]
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One frame after the first.
 
         Args:
-            feature: (B, C, h, w), the new frame's encoder feature.
+            feature: (B, C, h, w), the new frame's encoder feature (one per decoder input).
             state: the state returned by the previous ``init`` or ``step``.
 
         Returns:
@@ -520,8 +612,10 @@ class IncrementalDecoder(nn.Module):
             raise ValueError(f"expected a state of {len(plan.states)} tensors, got {len(state)}")
         old = {sp.register: t for sp, t in zip(plan.states, state, strict=True)}
         cur: list[torch.Tensor | None] = [None] * self.program.num_registers
-        cur[0] = feature.unsqueeze(0)  # (S=1, B, C, h, w): the input has only its clean slot
-        b = feature.shape[0]
+        feats = _features(feature, self.program.num_inputs)
+        for i, f in enumerate(feats):
+            cur[i] = f.unsqueeze(0)  # (S=1, B, C, h, w): an input has only its clean slot
+        b = feats[0].shape[0]
         for n, npl in zip(self.program.nodes, plan.nodes, strict=True):
             gathered = []
             for (lag, idx), r in zip(npl.reads, n.inputs * len(npl.reads) if n.kind == "tconv" else n.inputs,
@@ -531,6 +625,9 @@ class IncrementalDecoder(nn.Module):
                 gathered.append(_take(src, idx))  # (S_out, B, C, h, w)
             if n.kind == "tconv":
                 y = self._tconv(n, gathered)
+            elif n.kind == "upadd":
+                a, c = (g.reshape(-1, *g.shape[2:]) for g in gathered)  # (S * B, C, h_a, w_a), (S * B, C, h, w)
+                y = (resize_to(a, c.shape[-2:]) + c).unsqueeze(2)  # (S * B, C, 1, h, w)
             else:
                 y = gathered[0] if n.kind == "map" else gathered[0] + gathered[1]
                 y = y.reshape(-1, *y.shape[2:]).unsqueeze(2)  # (S * B, C, 1, h, w)
@@ -557,7 +654,8 @@ class IncrementalStreamer:
     ``lag`` is 0, ``pending`` is always 0 and ``flush()`` returns [].
 
     Args:
-        model: a causal ``VideoSegmenter`` (``encode``, ``decoder``, ``out_size``, ``upsample``).
+        model: a causal ``VideoSegmenter`` or ``MultiScaleSegmenter`` (``encode``, ``decoder``, ``out_size``,
+            ``upsample``).
         batch_size: B of every pushed frame.
         window: the window whose decode is reproduced; None = the model's own.
 
@@ -604,7 +702,7 @@ class IncrementalStreamer:
         """Add one frame (B, 3, H, W); returns its logits (B, K, H_out, W_out)."""
         check_frame(frame, self.batch_size)
         out_hw = self.model.out_size or (int(frame.shape[-2]), int(frame.shape[-1]))
-        feat = self.model.encode(frame)  # (B, C, h, w)
+        feat = self.model.encode(frame)  # (B, C, h, w), or a tuple of per-scale maps (multi-scale models)
         logits, self._state = self.decoder_module(feat, self._state)  # (B, K, h, w)
         self._pushed += 1
         return self.model.upsample(logits, out_hw)

@@ -16,7 +16,9 @@ temporal context pays there (``searchable_slots``). The default is a temporal tr
 
 ``MultiScaleSegmenter`` is the video model: the encoder's maps at the chosen strides for every frame, the decoder
 over a window of them, bilinear upsampling to the image. It streams with the window protocol (one encoder pass per
-frame, a ring buffer of every scale's features, one decode of the window per push).
+frame, a ring buffer of every scale's features, one decode of the window per push) or, causal, incrementally (one
+decoder time step per push, the same logits: ``vidnas.models.incremental``, which reads the decoder's dataflow from
+``MultiScaleDecoder.incremental_program``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import torch
 from torch import nn
 
 from vidnas.models.decoders import CONVS_PER_LAYER, OPS_PER_CONV, ResidualLayer
+from vidnas.models.incremental import IncrementalError, IncrementalStreamer, incremental_support
 from vidnas.models.layers import encode_clip, resize_to
 from vidnas.models.ops import ConvBNReLU3d, get_op, temporal_extent
 from vidnas.models.streaming import WindowStreamer
@@ -143,6 +146,19 @@ class MultiScaleDecoder(nn.Module):
             y = fuse(_up(y, f.shape[-2:]) + path(lateral(f)))  # (B, Ff, T, h_s, w_s)
         return self.head(y)  # (B, K, T, h_last, w_last)
 
+    def incremental_program(self, g: Any) -> int:
+        """``forward`` as a dataflow for ``vidnas.models.incremental.compile_decoder``: one input register per scale,
+        the modules visited in ``forward``'s order, each ``up(y) + path`` one resize-and-add node. Returns the
+        output register."""
+        regs = g.inputs(len(self.in_channels))
+        y = regs[0]
+        for m in (self.reduce, *self.res_layers, self.proj):
+            if m is not None:
+                y = g.visit(m, y)
+        for lateral, path, fuse, r in zip(self.laterals, self.paths, self.fuses, regs[1:], strict=True):
+            y = g.visit(fuse, g.resize_add(y, g.visit(path, g.visit(lateral, r))))
+        return g.visit(self.head, y)
+
     @property
     def temporal_extent(self) -> int:
         """Past (or, centred, surrounding) frames the output depends on, along the longest path through the trunk,
@@ -218,9 +234,10 @@ class MultiScaleSegmenter(nn.Module):
         return self.window - 1 if self.causal else self.window // 2
 
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(N, 3, H, W) -> the encoder maps at ``scales``, coarse first, each (N, C_s, H/s, W/s)."""
+        """(N, 3, H, W) -> the encoder maps at ``scales``, coarse first, each (N, C_s, H/s, W/s) (contiguous, also
+        when the encoder runs channels-last, as ``VideoSegmenter.encode``)."""
         maps = self.encoder(frames)
-        return tuple(maps[i] for i in self.indices)
+        return tuple(maps[i].contiguous() for i in self.indices)
 
     def forward(self, frames: torch.Tensor, grad_frames: Sequence[bool] | None = None) -> torch.Tensor:
         """Clip forward: (B, T, 3, H, W) -> (B, T, K, H_out, W_out) logits, one map per frame (``grad_frames``: as
@@ -239,17 +256,24 @@ class MultiScaleSegmenter(nn.Module):
         return resize_to(logits, out_hw)
 
     def stream(self, batch_size: int = 1, *, key_interval: int | None = None, window: int | None = None,
-               **options: Any) -> WindowStreamer:
-        """A ``WindowStreamer`` (ring buffers of every scale's features, one decode of the window per push).
+               incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
+        """A streamer over this model, as ``VideoSegmenter.stream``: an ``IncrementalStreamer`` (one encoder pass
+        plus one decoder time step per push; the default for causal models) or a ``WindowStreamer`` (ring buffers of
+        every scale's features, one decode of the window per push; ``incremental=False``, and always for centred
+        models). Both give the logits of the window decode.
 
-        ``key_interval`` is refused (dynamic-cell models only); other streaming options of window models (e.g.
-        incremental decoding) are not available for this family yet and are refused with a message.
+        ``key_interval`` is refused (dynamic-cell models only); ``incremental=True`` on a centred model raises
+        ``IncrementalError`` (a ValueError) saying why.
         """
         if key_interval is not None:
             raise ValueError("key_interval applies to dynamic-cell models only; this is a multi-scale window model")
-        if options.get("incremental"):
-            raise ValueError("incremental decoding is not available for multi-scale (mstcn) decoders yet; stream "
-                             "with the window decode (incremental=False)")
+        if incremental is False:
+            return WindowStreamer(self, batch_size=batch_size, window=window)
+        reason = incremental_support(self)
+        if reason is None:
+            return IncrementalStreamer(self, batch_size=batch_size, window=window)
+        if incremental:
+            raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
         return WindowStreamer(self, batch_size=batch_size, window=window)
 
     def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
