@@ -69,7 +69,7 @@ from torch import nn
 from vidnas.models.decoders import HeadDecoder, ResidualLayer, SPTCNDecoder
 from vidnas.models.layers import resize_to
 from vidnas.models.ops import STConv3d, temporal_extent
-from vidnas.models.streaming import check_frame
+from vidnas.models.streaming import WindowStreamer, check_frame
 
 __all__ = [
     "IncrementalError",
@@ -79,6 +79,7 @@ __all__ = [
     "incremental_support",
     "IncrementalDecoder",
     "IncrementalStreamer",
+    "window_model_streamer",
 ]
 
 logger = logging.getLogger(__name__)
@@ -712,3 +713,21 @@ class IncrementalStreamer:
         """End of a video: nothing is pending; resets and returns []."""
         self.reset()
         return []
+
+
+def window_model_streamer(model: Any, *, batch_size: int = 1, window: int | None = None,
+                          incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
+    """The streamer a window model's ``stream()`` returns (``VideoSegmenter``, ``MultiScaleSegmenter``).
+
+    ``incremental=False``: the window decode (``WindowStreamer``). ``None``: incremental when the model supports it
+    (causal, ``incremental_support`` is None), else the window decode. ``True``: incremental, or
+    ``IncrementalError`` (a ValueError) saying why not. Both streamers give the window decode's logits.
+    """
+    if incremental is False:
+        return WindowStreamer(model, batch_size=batch_size, window=window)
+    reason = incremental_support(model)
+    if reason is None:
+        return IncrementalStreamer(model, batch_size=batch_size, window=window)
+    if incremental:
+        raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
+    return WindowStreamer(model, batch_size=batch_size, window=window)

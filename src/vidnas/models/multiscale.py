@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from vidnas.models.decoders import CONVS_PER_LAYER, OPS_PER_CONV, ResidualLayer
-from vidnas.models.incremental import IncrementalError, IncrementalStreamer, incremental_support
+from vidnas.models.incremental import IncrementalStreamer, window_model_streamer
 from vidnas.models.layers import encode_clip, resize_to
 from vidnas.models.ops import ConvBNReLU3d, get_op, temporal_extent
 from vidnas.models.streaming import WindowStreamer
@@ -267,14 +267,7 @@ class MultiScaleSegmenter(nn.Module):
         """
         if key_interval is not None:
             raise ValueError("key_interval applies to dynamic-cell models only; this is a multi-scale window model")
-        if incremental is False:
-            return WindowStreamer(self, batch_size=batch_size, window=window)
-        reason = incremental_support(self)
-        if reason is None:
-            return IncrementalStreamer(self, batch_size=batch_size, window=window)
-        if incremental:
-            raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
-        return WindowStreamer(self, batch_size=batch_size, window=window)
+        return window_model_streamer(self, batch_size=batch_size, window=window, incremental=incremental)
 
     def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
         """The encoder call and the decoder call of one streamed frame (the full window), as ``(fn, args)`` pairs,

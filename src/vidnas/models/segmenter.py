@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vidnas.models.incremental import IncrementalError, IncrementalStreamer, incremental_support
+from vidnas.models.incremental import IncrementalStreamer, window_model_streamer
 from vidnas.models.layers import encode_clip, resize_to
 from vidnas.models.streaming import WindowStreamer
 
@@ -132,14 +132,7 @@ class VideoSegmenter(nn.Module):
         if key_interval is not None:
             raise ValueError("key_interval applies to dynamic-cell models only; this is a window model "
                              f"({type(self.decoder).__name__} decoder, window {self.window})")
-        if incremental is False:
-            return WindowStreamer(self, batch_size=batch_size, window=window)
-        reason = incremental_support(self)
-        if reason is None:
-            return IncrementalStreamer(self, batch_size=batch_size, window=window)
-        if incremental:
-            raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
-        return WindowStreamer(self, batch_size=batch_size, window=window)
+        return window_model_streamer(self, batch_size=batch_size, window=window, incremental=incremental)
 
     def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
         """(N, K, h, w) -> (N, K, H, W), bilinear, align_corners=False."""
