@@ -2,7 +2,7 @@
 
 Builds an H.264 mp4 from the shared DAVIS 2016 frames (the four sequences of ``davis2016-subset``, 199 frames of
 480x854, read in place and written to a temporary directory, never into the repository), builds the CamVid
-EfficientNet-Lite0 models of ``configs/camvid_effnet_cpu.yaml`` at 360x480 (random weights: speed does not depend
+EfficientNet-Lite0 models of ``configs/camvid_sptcn_cpu.yaml`` at 360x480 (random weights: speed does not depend
 on them) -- the temporal one (SP-TCN, window 3, causal) and its per-frame twin (head, window 1) -- saves them as
 checkpoints as ``vidnas train`` does, and runs ``vidnas.export.predict_video`` on the mp4 with each, as ``vidnas
 predict`` does: masks, overlay video, summary. Prints, per model and runtime:
@@ -40,7 +40,7 @@ from vidnas.models import build_model
 from vidnas.utils import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "configs" / "camvid_effnet_cpu.yaml"
+CONFIG = REPO / "configs" / "camvid_sptcn_cpu.yaml"
 DEFAULT_DATA = Path(os.environ.get("VIDNAS_SHARED_DATA", REPO.parent / "shared" / "data"))
 SEQUENCES = ("blackswan", "car-shadow", "dog", "libby")
 MODEL_SIZE = (360, 480)  # CamVid's frame size

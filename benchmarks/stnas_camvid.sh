@@ -23,7 +23,7 @@ set -euo pipefail
 OUT=${1:-runs/stnas_camvid}
 read -r -a VIDNAS_CMD <<< "${VIDNAS:-vidnas}"
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
-CONFIG=${CONFIG:-configs/camvid_effnet_cpu.yaml}
+CONFIG=${CONFIG:-configs/camvid_sptcn_cpu.yaml}
 LAMBDAS=${LAMBDAS:-0.003,0.03}
 RANDOM_K=${RANDOM_K:-8}
 FRAMES=${FRAMES:-100}

@@ -12,7 +12,7 @@
 #
 # Under OUT (default runs/temporal_camvid):
 #   arch2_s<seed>, head_s<seed>   per-frame models (configs/camvid_arch2_cpu.yaml; head: the stride-32 head)
-#   mstcn<w>_s<seed>              the multi-scale temporal model at window w (configs/camvid_mstcn_cpu.yaml)
+#   mstcn<w>_s<seed>              the multi-scale temporal model at window w (configs/camvid_effnet_cpu.yaml)
 #   stnas/                        ST-NAS over the multi-scale family (window 3, seed 0), stnas_train/ its model
 #   */eval/best/eval.json         `vidnas eval`: dense clips, dense stream, matched stream, per class, VC8, flicker
 #   bench.json, bench.md          one interleaved `vidnas bench` of seed 0 of every model (both decode protocols)
@@ -27,7 +27,7 @@ WINDOWS=${WINDOWS:-3 5}
 LAMBDA=${LAMBDA:-0.001}
 FRAMES=${FRAMES:-100}
 FRAME_CFG=configs/camvid_arch2_cpu.yaml
-TEMPORAL_CFG=configs/camvid_mstcn_cpu.yaml
+TEMPORAL_CFG=configs/camvid_effnet_cpu.yaml
 SETS=("${EXTRA_ARGS[@]}")
 SEARCH=(--set stnas.encoder_epochs=2 --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1)
 if [[ "${SMOKE:-0}" == "1" ]]; then

@@ -18,7 +18,7 @@ def _frames(windows: list, idx: list[int]) -> set[tuple[str, int]]:
 
 
 def _camvid_windows(root: Path) -> tuple[ClipDataset, list]:
-    cfg = load_config("camvid_effnet_cpu", [f"data.root={root}"])
+    cfg = load_config("camvid_sptcn_cpu", [f"data.root={root}"])
     data_cfg = search_data_config(cfg)  # 3-frame causal windows, every annotated frame supervised
     ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
     return ds, dataset_windows(ds)

@@ -185,12 +185,22 @@ def test_stream_equals_clip_on_device(name: str, device: str) -> None:
     torch.testing.assert_close(streamed, clip, atol=1e-4, rtol=1e-4)
 
 
+def multiscale_temporal_paths_model() -> torch.nn.Module:
+    """A causal mstcn model with temporal ops in the finer paths and a fusion too (every kind of incremental node)."""
+    cfg = Config(data=DataConfig(height=H, width=W, window=3))
+    arch = Arch(encoder="mobilenetv2_test", decoder="mstcn", channels=8, dilations=(1, 2), scales=(32, 8, 4),
+                fuse_channels=8, window=3, causal=True,
+                scale_ops=("temporal_k3", "identity", "spatial_k3", "sep_k3", "temporal_k5", "temporal_k3"))
+    return build_model(cfg, arch, num_classes=K)
+
+
 @pytest.mark.device
-def test_incremental_equals_window_decode_on_device(device: str) -> None:
-    """30 frames from a video start: the incremental streamer (receptive field 13 > window 3: carried and recomputed
-    slots) against the window decode, both on the device."""
+@pytest.mark.parametrize("name", ["sptcn", "mstcn"])
+def test_incremental_equals_window_decode_on_device(name: str, device: str) -> None:
+    """30 frames from a video start: the incremental streamer (receptive field > window 3: carried and recomputed
+    slots) against the window decode, both on the device; SP-TCN / TCNNAS ops, and a multi-scale model."""
     torch.manual_seed(0)
-    model = window_model(True).eval().to(device)
+    model = (window_model(True) if name == "sptcn" else multiscale_temporal_paths_model()).eval().to(device)
     frames = torch.randn(2, 30, 3, H, W, device=device)
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -4,6 +4,7 @@ and OHEM losses) and the validation protocol whose spacing matches training."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,22 @@ def test_context_grad_false_trains_and_repeats(tmp_path) -> None:
     full = train(load_config("tiny", [*RECIPE, "train.epochs=1", "data.window=3"]), tmp_path / "full",
                  show_progress=False)
     assert full.history[0]["train_loss"] != a.history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.yaml")))
+def test_every_preset_loads_and_builds(name: str) -> None:
+    """Every shipped preset resolves and its model builds (random init, tiny input; the paper presets included)."""
+    cfg = load_config(name, ["model.weights=null", "data.height=64", "data.width=96"])
+    model = build_model(cfg, num_classes=3).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, cfg.data.window, 3, 64, 96))
+    assert out.shape[-2:] == (64, 96) and torch.isfinite(out).all()
+
+
+def test_temporal_user_presets_default_to_the_multi_scale_decoder() -> None:
+    """The user presets' temporal model is mstcn; the paper's SP-TCN stays in the *_sptcn_cpu presets."""
+    for name in ("camvid_effnet_cpu", "davis_effnet_cpu"):
+        cfg = load_config(name)
+        assert (cfg.model.decoder, cfg.data.window, cfg.data.temporal) == ("mstcn", 3, "causal"), name
+    for name in ("camvid_sptcn_cpu", "davis_sptcn_cpu"):
+        assert load_config(name).model.decoder == "sptcn", name
