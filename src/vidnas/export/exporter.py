@@ -46,6 +46,7 @@ from vidnas.utils import atomic_write_json as atomic_save_json
 
 __all__ = [
     "DeployError",
+    "ort_session",
     "DEFAULT_OPSET",
     "EXPORT_SCHEMA_VERSION",
     "MULTI_SCHEMA_VERSION",
@@ -73,6 +74,14 @@ META_FILE = "export.json"
 
 class DeployError(ValueError):
     """An export directory, a graph or an option cannot be used for deployment; the message names the file."""
+
+
+def ort_session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
+    """An onnxruntime ``InferenceSession`` of ``path``; ``DeployError`` naming the file when it cannot be loaded."""
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid graphs
+        raise DeployError(f"onnxruntime cannot load {path}: {e}") from e
 
 
 @dataclass(frozen=True)

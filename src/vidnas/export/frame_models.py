@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +39,11 @@ from torch.onnx import symbolic_helper as sym_help
 
 import vidnas
 from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
-from vidnas.export.exporter import MIN_OPSET, DeployError
+from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, ort_session
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import AffineSampling, DeformConv3x3, DynamicCellModel
 from vidnas.models.layers import resize_to
-from vidnas.utils import atomic_write, atomic_write_json
+from vidnas.utils import atomic_write_json
 
 __all__ = [
     "FRAME_EXPORT_KIND",
@@ -144,20 +143,6 @@ class _CellGraph(nn.Module):
         return resize_to(o.pred, self.out_hw), o.dec, feats[3]
 
 
-def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, inputs: Sequence[str],
-            outputs: Sequence[str], opset: int) -> None:
-    def write(tmp: str) -> None:
-        with warnings.catch_warnings(), torch.no_grad():
-            # fixed-shape tracing notes (legacy exporter, traced Python values): expected; the parity check is the test
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-            torch.onnx.export(module, args, tmp, dynamo=False, opset_version=opset, input_names=list(inputs),
-                              output_names=list(outputs), do_constant_folding=True)
-
-    atomic_write(path, write)
-
-
 def _shape(t: torch.Tensor) -> list[int]:
     return [int(s) for s in t.shape]
 
@@ -223,12 +208,12 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
         with torch.no_grad():
             logits, dec, layer4 = _KeyGraph(static, out_hw, True)(frame)
         key_out = ["logits", "dec", "layer4"] if is_cell else ["logits"]
-        _export(_KeyGraph(static, out_hw, is_cell).eval(), (frame,), paths.key, ["frame"], key_out, opset)
+        _export_graphs(_KeyGraph(static, out_hw, is_cell).eval(), (frame,), paths.key, ["frame"], key_out, opset)
         shapes = {"logits": _shape(logits), "dec": _shape(dec), "layer4": _shape(layer4)}
         io["key"] = {"inputs": {"frame": [1, 3, h, w]}, "outputs": {n: shapes[n] for n in key_out}}
         if is_cell:
             assert paths.cell is not None
-            _export(_CellGraph(model, out_hw).eval(), (frame, dec, layer4), paths.cell,
+            _export_graphs(_CellGraph(model, out_hw).eval(), (frame, dec, layer4), paths.cell,
                     ["frame", "prev_dec", "prev_layer4"], ["logits", "dec", "layer4"], opset)
             io["cell"] = {"inputs": {"frame": [1, 3, h, w], "prev_dec": shapes["dec"], "prev_layer4": shapes["layer4"]},
                           "outputs": {n: shapes[n] for n in ("logits", "dec", "layer4")}}
@@ -340,7 +325,7 @@ class FrameOrtStreamer:
             if intra_op_threads is not None:
                 session_options.intra_op_num_threads = int(intra_op_threads)
         providers = list(providers or ("CPUExecutionProvider",))
-        self.sessions = {name: _session(ort, self.export_dir / file, session_options, providers)
+        self.sessions = {name: ort_session(ort, self.export_dir / file, session_options, providers)
                          for name, file in graphs.items()}
         self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
         self._outputs = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}
@@ -396,13 +381,6 @@ class FrameOrtStreamer:
     def __repr__(self) -> str:
         return (f"FrameOrtStreamer({str(self.export_dir)!r}, {self.meta.get('model_kind')}, input={self.input_size}, "
                 f"key_interval={self.key_interval}, providers={self.providers})")
-
-
-def _session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid graphs
-        raise DeployError(f"onnxruntime cannot load {path}: {e}") from e
 
 
 def frame_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int = 30, seed: int = 0,

@@ -36,6 +36,7 @@ from vidnas.export.exporter import (
     export_onnx,
     export_paths,
     feature_specs,
+    ort_session,
     read_export_meta,
     window_specs,
 )
@@ -113,9 +114,9 @@ class OrtStreamer:
             if intra_op_threads is not None:
                 session_options.intra_op_num_threads = int(intra_op_threads)
         providers = list(providers or DEFAULT_PROVIDERS)
-        self.encoder_session = _session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
+        self.encoder_session = ort_session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
                                         session_options, providers)
-        self.decoder_session = _session(ort, paths.out_dir / self.meta.get("decoder", paths.decoder.name),
+        self.decoder_session = ort_session(ort, paths.out_dir / self.meta.get("decoder", paths.decoder.name),
                                         session_options, providers)
         io = self.meta["io"]
         self._in_name = io["encoder"]["input"]["name"]
@@ -230,13 +231,6 @@ class OrtStreamer:
     def __repr__(self) -> str:
         return (f"OrtStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
                 f"{'causal' if self.causal else 'centred'}, providers={self.providers})")
-
-
-def _session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid graphs
-        raise DeployError(f"onnxruntime cannot load {path}: {e}") from e
 
 
 def parity_check(

@@ -36,6 +36,7 @@ from vidnas.export.exporter import (
     _set_output_shape,
     export_paths,
     feature_specs,
+    ort_session,
     read_export_meta,
 )
 from vidnas.models import IncrementalDecoder, IncrementalError, incremental_support
@@ -209,9 +210,9 @@ class OrtStepStreamer:
                 session_options.intra_op_num_threads = int(intra_op_threads)
         self.session_options = session_options
         providers = list(providers or ("CPUExecutionProvider",))
-        self.encoder_session = _session(ort, self.export_dir / self.meta["encoder"], session_options, providers)
-        self.init_session = _session(ort, self.export_dir / inc["init"], session_options, providers)
-        self.step_session = _session(ort, self.export_dir / inc["step"], session_options, providers)
+        self.encoder_session = ort_session(ort, self.export_dir / self.meta["encoder"], session_options, providers)
+        self.init_session = ort_session(ort, self.export_dir / inc["init"], session_options, providers)
+        self.step_session = ort_session(ort, self.export_dir / inc["step"], session_options, providers)
         self._in_name = self.meta["io"]["encoder"]["input"]["name"]
         self._state_in = [s["input"] for s in inc["states"]]
         self._state_out = [s["output"] for s in inc["states"]]
@@ -286,13 +287,6 @@ class OrtStepStreamer:
     def __repr__(self) -> str:
         return (f"OrtStepStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
                 f"providers={self.providers})")
-
-
-def _session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
-    try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own exception types for unreadable / invalid graphs
-        raise DeployError(f"onnxruntime cannot load {path}: {e}") from e
 
 
 def step_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int = 60, seed: int = 0,
