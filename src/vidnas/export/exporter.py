@@ -47,6 +47,7 @@ from vidnas.utils import atomic_write_json as atomic_save_json
 __all__ = [
     "DeployError",
     "ort_session",
+    "label_meta",
     "DEFAULT_OPSET",
     "EXPORT_SCHEMA_VERSION",
     "MULTI_SCHEMA_VERSION",
@@ -74,6 +75,20 @@ META_FILE = "export.json"
 
 class DeployError(ValueError):
     """An export directory, a graph or an option cannot be used for deployment; the message names the file."""
+
+
+def label_meta(k: int, class_names: Sequence[str] | None, palette: Any) -> tuple[list[str], list[list[int]] | None]:
+    """An export's class names (``class0..`` when None) and palette as a (k, 3) list clipped to 0..255 (or None);
+    ``DeployError`` when either does not match the model's ``k`` classes."""
+    names = [str(n) for n in class_names] if class_names is not None else [f"class{i}" for i in range(k)]
+    if len(names) != k:
+        raise DeployError(f"{len(names)} class names for a model with {k} classes")
+    if palette is None:
+        return names, None
+    arr = np.asarray(palette, dtype=np.int64)
+    if arr.shape != (k, 3):
+        raise DeployError(f"palette must have shape ({k}, 3), got {arr.shape}")
+    return names, arr.clip(0, 255).tolist()
 
 
 def ort_session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
@@ -292,14 +307,7 @@ def _build_meta(model: nn.Module, *, opset: int, img_size: tuple[int, int], out_
     import onnxruntime
 
     k = int(model.num_classes)
-    if len(class_names) != k:
-        raise DeployError(f"{len(class_names)} class names for a model with {k} classes")
-    pal = None
-    if palette is not None:
-        arr = np.asarray(palette, dtype=np.int64)
-        if arr.shape != (k, 3):
-            raise DeployError(f"palette must have shape ({k}, 3), got {arr.shape}")
-        pal = arr.clip(0, 255).tolist()
+    class_names, pal = label_meta(k, class_names, palette)
     _, c, fh, fw = feature_shape
     return {
         "schema_version": EXPORT_SCHEMA_VERSION,

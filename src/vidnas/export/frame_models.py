@@ -39,7 +39,7 @@ from torch.onnx import symbolic_helper as sym_help
 
 import vidnas
 from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
-from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, ort_session
+from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, label_meta, ort_session
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import AffineSampling, DeformConv3x3, DynamicCellModel
 from vidnas.models.layers import resize_to
@@ -182,15 +182,7 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
     h, w = int(img_size[0]), int(img_size[1])
     out_hw = tuple(int(s) for s in (model.out_size or (h, w)))
     k = int(model.num_classes)
-    names = [str(n) for n in class_names] if class_names is not None else [f"class{i}" for i in range(k)]
-    if len(names) != k:
-        raise DeployError(f"{len(names)} class names for a model with {k} classes")
-    pal = None
-    if palette is not None:
-        arr = np.asarray(palette, dtype=np.int64)
-        if arr.shape != (k, 3):
-            raise DeployError(f"palette must have shape ({k}, 3), got {arr.shape}")
-        pal = arr.clip(0, 255).tolist()
+    names, pal = label_meta(k, class_names, palette)
     is_cell = isinstance(model, DynamicCellModel)
     static = model.static if is_cell else model
     d = Path(out_dir)
