@@ -26,10 +26,11 @@ window padding becomes Pad) and needs opset >= 17 for ``LayerNormalization``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from vidnas.utils import atomic_write_json as atomic_save_json
 __all__ = [
     "DeployError",
     "ort_session",
+    "parity_mode",
     "label_meta",
     "DEFAULT_OPSET",
     "EXPORT_SCHEMA_VERSION",
@@ -89,6 +91,22 @@ def label_meta(k: int, class_names: Sequence[str] | None, palette: Any) -> tuple
     if arr.shape != (k, 3):
         raise DeployError(f"palette must have shape ({k}, 3), got {arr.shape}")
     return names, arr.clip(0, 255).tolist()
+
+
+@contextlib.contextmanager
+def parity_mode(model: nn.Module) -> Iterator[torch.device]:
+    """For a parity check: ``model`` in eval mode and full float32 (TF32 off: on a GPU TF32 convolutions alone differ
+    from onnxruntime's CPU by ~1e-3); yields the model's device; restores the training flag and TF32 afterwards."""
+    param = next(iter(model.parameters()), None)
+    was_training = model.training
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    model.eval()
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield param.device if param is not None else torch.device("cpu")
+    finally:
+        model.train(was_training)
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 def ort_session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:

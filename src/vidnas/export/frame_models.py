@@ -39,7 +39,7 @@ from torch.onnx import symbolic_helper as sym_help
 
 import vidnas
 from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
-from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, label_meta, ort_session
+from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, label_meta, ort_session, parity_mode
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import AffineSampling, DeformConv3x3, DynamicCellModel
 from vidnas.models.layers import resize_to
@@ -390,26 +390,15 @@ def frame_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int 
     ort_stream = FrameOrtStreamer(export_dir, key_interval=key_interval, providers=providers)
     h, w = ort_stream.input_size
     gen = torch.Generator().manual_seed(seed)
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    model.eval()
-    # full float32 on a GPU too (as vidnas.export.parity_check): TF32 alone differs from onnxruntime's CPU
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     diff = 0.0
-    try:
+    with parity_mode(model) as device, torch.no_grad():
         torch_stream = model.stream(batch_size=1, key_interval=key_interval)
-        with torch.no_grad():
-            for _ in range(frames):
-                x = torch.randn(1, 3, h, w, generator=gen)
-                a, b = torch_stream.push(x.to(device)).cpu().numpy(), ort_stream.push(x.numpy())
-                if a.shape != b.shape:
-                    raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-                diff = max(diff, float(np.abs(a - b).max()))
-    finally:
-        model.train(was_training)
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        for _ in range(frames):
+            x = torch.randn(1, 3, h, w, generator=gen)
+            a, b = torch_stream.push(x.to(device)).cpu().numpy(), ort_stream.push(x.numpy())
+            if a.shape != b.shape:
+                raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
+            diff = max(diff, float(np.abs(a - b).max()))
     logger.info("frame-model parity over %d frames (key interval %s): max |torch - onnxruntime| = %.3g", frames,
                 key_interval, diff)
     return diff

@@ -37,6 +37,7 @@ from vidnas.export.exporter import (
     export_paths,
     feature_specs,
     ort_session,
+    parity_mode,
     read_export_meta,
     window_specs,
 )
@@ -264,33 +265,22 @@ def parity_check(
     ort_stream = OrtStreamer(export_dir, providers=providers)
     h, w = ort_stream.input_size
     gen = torch.Generator().manual_seed(seed)
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    model.eval()
-    # full float32 on a GPU too: TF32 convolutions alone differ from onnxruntime's CPU by ~1e-3
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    outs_t: list[np.ndarray] = []
+    outs_o: list[np.ndarray] = []
+    with parity_mode(model) as device, torch.no_grad():
         # the window decode against the window graphs (decoder_step.onnx has its own check: step_parity_check)
         torch_stream = model.stream(batch_size=1, window=ort_stream.window, incremental=False)
-        outs_t: list[np.ndarray] = []
-        outs_o: list[np.ndarray] = []
-        with torch.no_grad():
-            for _ in range(frames):
-                x = torch.randn(1, 3, h, w, generator=gen)
-                a = torch_stream.push(x.to(device))
-                b = ort_stream.push(x.numpy())
-                if (a is None) != (b is None):
-                    raise DeployError("PyTorch and onnxruntime streams emitted frames at different pushes")
-                if a is not None and b is not None:
-                    outs_t.append(a.cpu().numpy())
-                    outs_o.append(b)
-            outs_t.extend(t.cpu().numpy() for t in torch_stream.flush())
-            outs_o.extend(ort_stream.flush())
-    finally:
-        model.train(was_training)
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        for _ in range(frames):
+            x = torch.randn(1, 3, h, w, generator=gen)
+            a = torch_stream.push(x.to(device))
+            b = ort_stream.push(x.numpy())
+            if (a is None) != (b is None):
+                raise DeployError("PyTorch and onnxruntime streams emitted frames at different pushes")
+            if a is not None and b is not None:
+                outs_t.append(a.cpu().numpy())
+                outs_o.append(b)
+        outs_t.extend(t.cpu().numpy() for t in torch_stream.flush())
+        outs_o.extend(ort_stream.flush())
     if len(outs_t) != len(outs_o) or len(outs_t) != frames:
         raise DeployError(f"PyTorch emitted {len(outs_t)} frames and onnxruntime {len(outs_o)} for {frames} pushed")
     diff = 0.0

@@ -37,6 +37,7 @@ from vidnas.export.exporter import (
     export_paths,
     feature_specs,
     ort_session,
+    parity_mode,
     read_export_meta,
 )
 from vidnas.models import IncrementalDecoder, IncrementalError, incremental_support
@@ -307,25 +308,15 @@ def step_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int =
     ort_stream = OrtStepStreamer(export_dir, providers=providers)
     h, w = ort_stream.input_size
     gen = torch.Generator().manual_seed(seed)
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    model.eval()
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     diff = 0.0
-    try:
+    with parity_mode(model) as device, torch.no_grad():
         torch_stream = model.stream(batch_size=1, window=ort_stream.window, incremental=True)
-        with torch.no_grad():
-            for _ in range(frames):
-                x = torch.randn(1, 3, h, w, generator=gen)
-                a = torch_stream.push(x.to(device)).cpu().numpy()
-                b = ort_stream.push(x.numpy())
-                if a.shape != b.shape:
-                    raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-                diff = max(diff, float(np.abs(a - b).max()))
-    finally:
-        model.train(was_training)
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        for _ in range(frames):
+            x = torch.randn(1, 3, h, w, generator=gen)
+            a = torch_stream.push(x.to(device)).cpu().numpy()
+            b = ort_stream.push(x.numpy())
+            if a.shape != b.shape:
+                raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
+            diff = max(diff, float(np.abs(a - b).max()))
     logger.info("incremental parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
     return diff
