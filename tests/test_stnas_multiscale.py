@@ -13,11 +13,17 @@ from typer.testing import CliRunner
 
 from vidnas.cli.main import app
 from vidnas.config import load_config
-from vidnas.models import Arch, build_encoder, build_model, load_model
+from vidnas.models import Arch, arch_from_config, build_encoder, build_model, load_model
 from vidnas.models.decoders import HeadDecoder
 from vidnas.models.multiscale import MultiScaleDecoder, MultiScaleSegmenter
 from vidnas.models.ops import SEARCH_CANDIDATES
-from vidnas.search.latency import LatencyTable, complete_model_parts, decoder_inputs, multiscale_signatures
+from vidnas.search.latency import (
+    LatencyTable,
+    complete_model_parts,
+    decoder_inputs,
+    measure_latency_table,
+    multiscale_signatures,
+)
 from vidnas.search.stnas import (
     DecoderSupernet,
     MixedOp,
@@ -27,7 +33,7 @@ from vidnas.search.stnas import (
     search_stnas,
     write_search_arch,
 )
-from vidnas.search.stnas.loop import decoder_latency_estimate
+from vidnas.search.stnas.loop import decoder_latency_estimate, decoder_op_costs
 from vidnas.search.stnas.report import decoder_slot_labels, scale_decisions
 from vidnas.search.stnas.supernet import build_multiscale_supernet
 
@@ -337,3 +343,63 @@ def test_sweep_tables_name_the_per_scale_choice():
     ops = ("identity", "temporal_k3", "sep_k3", "spatial_k3") * 2
     assert summary(decoder_ops=ops, scale_ops=("sep_k3", "identity", "spatial_k3", "temporal_k5", "identity",
                                                "spatial_k3")) == "2T/4S/2I; s8 S, s4 T"
+
+
+# ------------------------------------------------------------------------------------------ decoder latency term
+
+
+def test_decoder_op_costs_follow_the_supernet_slots_and_sum_to_the_table_latency():
+    """``decoder_op_costs`` rows are the supernet's slots: under one-hot betas ``expected_latency`` is the table
+    latency of the derived decoder minus its fixed parts, and under uniform betas the budget mode's estimate."""
+    base = arch_from_config(tiny_cfg())
+    enc = build_encoder(base.encoder, img_size=(H, W))
+    table = measure_latency_table(enc, warmup=0, iters=1, repeats=1)
+    complete_model_parts(table, enc, base, K)
+    sup = build_multiscale_supernet([enc.out_channels[i] for i in (3, 1, 0)], K, channels=base.channels,
+                                    fuse_channels=base.fuse_channels, dilations=base.dilations)
+    costs = decoder_op_costs(table, enc, base, K, len(sup.slots), sup.candidates)
+    assert costs.shape == (TRUNK + SCALE, len(SEARCH_CANDIDATES)) and bool((costs > 0).all())
+    channels, hws = decoder_inputs(enc, base)
+    ms = multiscale_signatures(base, channels, K, hws, enc.img_size)
+    fixed = table.part(ms["fixed_searched"]) + table.part(ms["upsample"])
+    uniform = float(sup.expected_latency(costs).detach())
+    assert uniform == pytest.approx(decoder_latency_estimate(table, enc, base, K, searched=True) - fixed, rel=1e-5)
+    gen = torch.Generator().manual_seed(0)
+    pick = torch.randint(0, len(SEARCH_CANDIDATES), (TRUNK + SCALE,), generator=gen).tolist()
+    sup.set_betas([[40.0 if j == p else 0.0 for j in range(len(SEARCH_CANDIDATES))] for p in pick])
+    trunk, scale = sup.split_ops()
+    derived = dataclasses.replace(base, decoder_ops=trunk, scale_ops=scale)
+    want = table.decoder_latency(derived, channels, K, hws, enc.img_size) - fixed
+    assert float(sup.expected_latency(costs).detach()) == pytest.approx(want, rel=1e-5)
+    # the gradient prices each op by its cost against the slot's mean: d E / d beta_j = w_j (c_j - E_s[c])
+    sup.set_betas([[0.0] * len(SEARCH_CANDIDATES)] * (TRUNK + SCALE))
+    sup.expected_latency(costs).backward()
+    grad = sup.mixed_ops()[0].beta.grad
+    w = 1.0 / len(SEARCH_CANDIDATES)
+    assert torch.allclose(grad, w * (costs[0] - costs[0].mean()), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot have 5 slots"):
+        decoder_op_costs(table, enc, base, K, 5, sup.candidates)
+
+
+def test_decoder_latency_term_steers_the_search_to_cheap_ops(tmp_path):
+    """With stnas.decoder_latency and a lambda that outweighs the task loss, every slot derives its cheapest op;
+    lambda 0 with the term on is the paper's task-only search (same ops as with the term off)."""
+    common = ["stnas.decoder_epochs=3", "stnas.warmup_epochs=0", "stnas.latency_table=null"]
+    res = search_stnas(tiny_cfg(*common, "stnas.decoder_latency=true", "stnas.lam=1000"), tmp_path / "cheap",
+                       show_progress=False, plots=False, save_init=False, skip_encoder=True)
+    table = LatencyTable.load(tmp_path / "cheap" / "latency_table.json")
+    base = arch_from_config(tiny_cfg())
+    enc = build_encoder(base.encoder, img_size=(H, W))
+    costs = decoder_op_costs(table, enc, base, K, TRUNK + SCALE, SEARCH_CANDIDATES)
+    chosen = [SEARCH_CANDIDATES.index(op) for op in res.decoder_ops]
+    cheapest = costs.argmin(dim=1).tolist()
+    assert chosen == cheapest, (res.decoder_ops, costs)
+    assert res.decoder["latency_lambda"] == 1000
+    report = (tmp_path / "cheap" / "report.md").read_text()
+    assert "lambda 1000 x expected table latency" in report
+    off = search_stnas(tiny_cfg(*common), tmp_path / "off", show_progress=False, plots=False, save_init=False,
+                       skip_encoder=True)
+    zero = search_stnas(tiny_cfg(*common, "stnas.decoder_latency=true", "stnas.lam=0"), tmp_path / "zero",
+                        show_progress=False, plots=False, save_init=False, skip_encoder=True)
+    assert zero.decoder_ops == off.decoder_ops and off.decoder["latency_lambda"] is None
+    assert [SEARCH_CANDIDATES.index(op) for op in off.decoder_ops] != cheapest  # the task alone picks otherwise

@@ -145,6 +145,9 @@ class StnasConfig:
     # the decoder phase) [SPEC]; None = use arch_lr for the betas too. 10: the weights separate (docs/STNAS.md).
     beta_travel: float | None = 10.0
     decoder_seeds: int = 1  # decoder searches averaged (softmax weights) before the argmax
+    # true: the decoder search's loss adds lam * sum_slots softmax(beta) . table latency of the slot's candidates
+    # (ms; the same table and lambda as the depth decision) [SPEC revised]; false: the paper's task loss only
+    decoder_latency: bool = False
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,11 @@ NAS steps are performed separately"), and ``search_stnas``, which runs both and 
    pays. Betas are
    frozen for ``stnas.warmup_epochs``, then train jointly with the weights (single level) or, with ``stnas.mode =
    "alternating"``, first-order DARTS on two halves of the training data, at the lr ``stnas.beta_travel / arch
-   steps``. The task loss alone drives it; every step logs the mean entropy of softmax(beta). Derived op per slot:
-   argmax of beta; with ``stnas.decoder_seeds = N`` the search runs N times (seeds ``k = 0 .. N-1``) and derives
-   from the softmax weights averaged over the seeds (``search_decoder_seeds``).
+   steps``. The task loss drives it (the paper), plus, with ``stnas.decoder_latency``, ``lambda * E[T]``: the
+   expected table latency of the slots' ops under softmax(beta) (``decoder_op_costs``), so lambda prices decoder
+   milliseconds as the depth decision prices encoder ones. Every step logs the mean entropy of softmax(beta).
+   Derived op per slot: argmax of beta; with ``stnas.decoder_seeds = N`` the search runs N times (seeds ``k = 0 ..
+   N-1``) and derives from the softmax weights averaged over the seeds (``search_decoder_seeds``).
 3. ``search_stnas`` writes (rank 0) ``arch.json`` (``record.write_search_arch``), ``derived_init.pt``,
    ``metrics.jsonl`` and TensorBoard (kinds ``encoder_search``, ``alpha``, ``alpha_grad``, ``decoder_search``,
    ``beta``; ``_s{k}`` suffixes for decoder seed k > 0), the plots and ``report.md`` (``report``),
@@ -67,6 +69,7 @@ from vidnas.search.latency import (
     decoder_inputs,
     decoder_signatures,
     measure_latency_table,
+    model_part_keys,
     multiscale_signatures,
 )
 from vidnas.search.stnas.depth import (
@@ -110,6 +113,7 @@ __all__ = [
     "search_decoder_ops",
     "search_decoder_seeds",
     "decoder_latency_estimate",
+    "decoder_op_costs",
     "search_stnas",
 ]
 
@@ -155,6 +159,7 @@ class SearchContext:
     resume: bool = False
     show_progress: bool = True
     val_ds: Any = None
+    table: LatencyTable | None = None  # the latency table of this search, once read or measured (_latency_table)
 
     @classmethod
     def open(cls, cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True
@@ -337,6 +342,10 @@ def _latency_table(ctx: SearchContext, encoder: Encoder, *, need_parts: bool = F
     local = run_dir / "latency_table.json"
     base = arch_from_config(cfg)
     candidates = tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
+    if ctx.table is not None:  # read or measured by the encoder phase: both phases price with the same numbers
+        keys = model_part_keys(encoder, base, ctx.num_classes, candidates)
+        if not need_parts or ctx.table.has_parts([*keys[0], *keys[1]]):
+            return ctx.table
     data = None
     if cfg.stnas.latency_table:
         table = LatencyTable.load(cfg.stnas.latency_table)
@@ -364,6 +373,7 @@ def _latency_table(ctx: SearchContext, encoder: Encoder, *, need_parts: bool = F
         data = broadcast_object(data) if dist_info.enabled else data
         table = LatencyTable.from_dict(data, source=local)
     table.latencies_for(encoder)  # fail now, naming the missing signature, not mid-epoch
+    ctx.table = table
     return table
 
 
@@ -406,6 +416,47 @@ def decoder_latency_estimate(table: LatencyTable, encoder: Encoder, base: Arch, 
     mean_op = [sum(table.part(keys["op"](name, base.dilations[k // 4])) for name in candidates) / len(candidates)
                for k in range(per)]
     return table.part(keys["fixed"]) + table.part(keys["upsample"]) + sum(mean_op)
+
+
+def decoder_op_costs(table: LatencyTable, encoder: Encoder, base: Arch, num_classes: int, slots: int,
+                     candidates: Sequence[str] = SEARCH_CANDIDATES) -> torch.Tensor:
+    """Table latency (ms) of every candidate op in every slot of the decoder supernet of ``base``: the (S, M) costs
+    of ``DecoderSupernet.expected_latency`` (the decoder search's latency term, ``stnas.decoder_latency``).
+
+    Slot order is the supernet's: SP-TCN ``slots // len(dilations)`` slots per dilation, in order; ``mstcn`` the
+    trunk's slots (4 per residual layer, at ``channels`` on the coarse map) then, per finer scale coarse to fine,
+    its two path ops and its fusion op (at ``fuse_channels``, dilation 1, on that scale's map) - the keys of
+    ``multiscale_signatures``. ``slots`` (the supernet's count) tells whether an mstcn trunk is searched.
+
+    Raises:
+        ValueError: a decoder other than ``sptcn`` / ``mstcn``, or a slot count the decoder cannot have.
+        MissingLatencyError: an op is missing from the table.
+    """
+    rows: list[list[float]] = []
+    if base.decoder == "mstcn":
+        channels, hws = decoder_inputs(encoder, base)
+        op = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)["op"]
+        fine = OPS_PER_SCALE * (len(base.scales) - 1)
+        trunk = slots - fine
+        per = trunk // len(base.dilations) if trunk else 0
+        if trunk < 0 or (trunk and per * len(base.dilations) != trunk):
+            raise ValueError(f"an mstcn supernet over {len(base.scales)} scales with dilations {list(base.dilations)} "
+                             f"cannot have {slots} slots")
+        rows = [[table.part(op(n, base.channels, base.dilations[k // per], hws[0])) for n in candidates]
+                for k in range(trunk)]
+        rows += [[table.part(op(n, base.fuse_channels, 1, hws[1 + k // OPS_PER_SCALE])) for n in candidates]
+                 for k in range(fine)]
+    elif base.decoder == "sptcn":
+        last = len(encoder.depths) - 1
+        keys = decoder_signatures(base, encoder.out_channels[last], num_classes, encoder.feature_hw(last),
+                                  encoder.img_size)
+        per = slots // len(base.dilations)
+        if per * len(base.dilations) != slots or per == 0:
+            raise ValueError(f"an sptcn supernet with dilations {list(base.dilations)} cannot have {slots} slots")
+        rows = [[table.part(keys["op"](n, base.dilations[k // per])) for n in candidates] for k in range(slots)]
+    else:
+        raise ValueError(f"decoder op latencies exist for the sptcn and mstcn decoders, not {base.decoder!r}")
+    return torch.tensor(rows, dtype=torch.float32)
 
 
 def _sync_arch(model: nn.Module, dist_info: DistInfo) -> None:
@@ -745,6 +796,7 @@ def search_decoder_ops(
     show_progress: bool = True,
     context: SearchContext | None = None,
     seed_index: int = 0,
+    lam: float | None = None,
 ) -> DecoderSearch:
     """The decoder op search (module docstring, step 2): train a TCNNAS decoder supernet and derive its ops.
 
@@ -765,6 +817,10 @@ def search_decoder_ops(
         seed_index: which of ``stnas.decoder_seeds`` searches this is (0 = the only one by default); seed ``k > 0``
             has its own phase seed, checkpoint ``decoder_s{k}_search.pt`` and log kinds ``decoder_search_s{k}``,
             ``beta_s{k}``.
+        lam: lambda of the latency term (``stnas.decoder_latency``): the loss is ``task + lam * E[T]``,
+            ``E[T] = sum_s softmax(beta_s) . costs_s`` the expected table latency (ms) of the slots' ops
+            (``decoder_op_costs``; logged as ``decoder_latency``); None = ``cfg.stnas.lam``. Without
+            ``decoder_latency`` the loss is the task loss alone [ST-NAS].
 
     Raises:
         ValueError: the config's decoder is neither ``sptcn`` nor ``mstcn``.
@@ -796,9 +852,20 @@ def search_decoder_ops(
         model = VideoSegmenter(encoder, supernet, ctx.num_classes, window=base.window, causal=base.causal)
     model.to(ctx.device)
     kind_search, kind_beta = _kinds(name)[:2]
+    lam = float(cfg.stnas.lam if lam is None else lam)
+    costs: torch.Tensor | None = None
+    if cfg.stnas.decoder_latency:
+        table = _latency_table(ctx, encoder, need_parts=True)
+        costs = decoder_op_costs(table, encoder, base, ctx.num_classes, len(supernet.slots),
+                                 supernet.candidates).to(ctx.device)
+        logger.info("decoder search: latency term on, lambda %g; op latency %.2f (cheapest ops) .. %.2f ms "
+                    "(dearest)", lam, float(costs.min(dim=1).values.sum()), float(costs.max(dim=1).values.sum()))
 
     def terms(task: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        return task, {"task_loss": float(task.detach())}
+        if costs is None:
+            return task, {"task_loss": float(task.detach())}
+        latency = supernet.expected_latency(costs)  # ms, differentiable in the betas
+        return task + lam * latency, {"task_loss": float(task.detach()), "decoder_latency": float(latency.detach())}
 
     def on_step(step: int, epoch: int, logs: dict[str, float]) -> None:
         weights = supernet.op_weights()
@@ -829,6 +896,7 @@ def search_decoder_seeds(
     resume: bool = False,
     show_progress: bool = True,
     context: SearchContext | None = None,
+    lam: float | None = None,
 ) -> tuple[list[DecoderSearch], dict[str, Any]]:
     """``stnas.decoder_seeds`` decoder searches from the same encoder, and their consensus.
 
@@ -837,7 +905,7 @@ def search_decoder_seeds(
         averaged over the seeds, the per-slot agreement between seeds, ...).
     """
     ctx, own = _with_context(cfg, run_dir, context, resume, show_progress)
-    runs = [search_decoder_ops(cfg, run_dir, encoder=encoder, context=ctx, seed_index=k)
+    runs = [search_decoder_ops(cfg, run_dir, encoder=encoder, context=ctx, seed_index=k, lam=lam)
             for k in range(cfg.stnas.decoder_seeds)]
     consensus = decoder_consensus([r.weights for r in runs], runs[0].candidates)
     if own:
@@ -907,7 +975,7 @@ def search_stnas(
     if not skip_decoder:
         # the derived depths, with the weights trained above; else the config's encoder
         encoder = None if enc is None else enc.derived_encoder()
-        decs, consensus = search_decoder_seeds(cfg, run_dir, encoder=encoder, context=ctx)
+        decs, consensus = search_decoder_seeds(cfg, run_dir, encoder=encoder, context=ctx, lam=lam)
 
     arch = derive_arch(base, depths=None if enc is None else enc.depths,
                        decoder_ops=None if consensus is None else consensus["ops"], threshold=threshold,
@@ -942,6 +1010,7 @@ def _result(run_dir: Path, arch: Arch, base: Arch, lam: float, threshold: float,
         result.decoder_ops, result.candidates = tuple(consensus["ops"]), decs[0].candidates
         result.decoder_seconds = sum(d.seconds for d in decs)
         result.decoder = {**consensus, "arch_lr": decs[0].arch_lr, "beta_travel": cfg.stnas.beta_travel,
+                          "latency_lambda": lam if cfg.stnas.decoder_latency else None,
                           "betas_per_seed": [d.betas for d in decs]}
     return result
 

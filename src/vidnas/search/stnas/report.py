@@ -423,6 +423,9 @@ def search_report(result: StnasResult) -> str:
             travel = dec.get("beta_travel")
             lines.append(f"Betas' lr {dec['arch_lr']:.4g}" + (
                 f" = beta_travel {travel:g} / arch steps" if travel is not None else " (stnas.arch_lr)") + ".")
+        lines.append("Loss: task" + (f" + lambda {dec['latency_lambda']:g} x expected table latency of the ops "
+                                     "(stnas.decoder_latency)." if dec.get("latency_lambda") is not None
+                                     else " only (the paper; stnas.decoder_latency adds lambda x op latency)."))
         if dec.get("seeds", 1) > 1:
             pair = dec.get("pairwise_agreement")
             corr = dec.get("op_preference_corr")

@@ -507,6 +507,25 @@ class DecoderSupernet(nn.Module):
         """``softmax(beta)`` per slot, in candidate order."""
         return [op.weights() for op in self.mixed_ops()]
 
+    def expected_latency(self, costs: torch.Tensor) -> torch.Tensor:
+        """The decoder's expected op latency under the mixing weights (differentiable in the betas)::
+
+            E[T] = sum_s sum_j softmax(beta_s)_j * costs[s, j]
+
+        Args:
+            costs: (S, M) latency (ms) of candidate j in slot s (``decoder_op_costs``), slots in ``self.slots``
+                order, candidates in ``self.candidates`` order.
+
+        Returns:
+            A scalar tensor (ms).
+        """
+        ops = self.mixed_ops()
+        if tuple(costs.shape) != (len(ops), len(self.candidates)):
+            raise ValueError(f"expected op costs of shape ({len(ops)}, {len(self.candidates)}), got "
+                             f"{tuple(costs.shape)}")
+        weights = torch.stack([torch.softmax(op.beta, dim=0) for op in ops])  # (S, M)
+        return (weights * costs.to(weights)).sum()
+
     @torch.no_grad()
     def set_betas(self, values: Sequence[Sequence[float]]) -> None:
         """Overwrite the betas (e.g. from a search record): one list per slot, one value per candidate."""
