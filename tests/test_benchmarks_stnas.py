@@ -64,5 +64,5 @@ def test_camvid_script_smoke(tmp_path, camvid_root):
     for seed in (1, 2):
         assert (out / f"seed{seed}" / "sweep.json").is_file()
     rows = json.loads((out / "bench.json").read_text())
-    assert len(rows) == 3 + 2 + 2  # three baselines, two lambdas of seed 0, one lambda of seeds 1 and 2
+    assert len(rows) == 3 + 3 + 2 + 2  # three baselines, three arch2, two lambdas of seed 0, one of seeds 1 and 2
     assert "dominates" in (out / "seed0" / "sweep.md").read_text()

@@ -275,10 +275,11 @@ def test_latency_table_reads_the_multiscale_decoder_from_its_parts():
 
 @pytest.fixture(scope="module")
 def cli_search(tmp_path_factory):
-    """`vidnas search stnas --model mstcn` on the tiny config: both phases, a measured latency table."""
+    """`vidnas search stnas --model mstcn --decoder-latency` on the tiny config: both phases, a measured latency
+    table that prices the decoder ops too."""
     out = tmp_path_factory.mktemp("ms") / "search"
     args = ["search", "stnas", "--config", TINY_YAML, *_sets([t for t in TINY if not t.startswith("model.decoder")]),
-            "--model", "mstcn", "--out", str(out), "--threads", "1", "--quiet"]
+            "--model", "mstcn", "--decoder-latency", "--out", str(out), "--threads", "1", "--quiet"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     return out, res.output
@@ -298,6 +299,7 @@ def test_cli_search_over_mstcn_writes_a_buildable_arch_json(cli_search):
     assert rec.extra["model_latency_ms"] > 0 and rec.extra["full_model_latency_ms"] > 0
     report = (out / "report.md").read_text()
     assert "## Per scale: does temporal context pay?" in report and "| stride 4 fusion |" in report
+    assert "Loss: task + lambda 0.05 x expected table latency of the ops" in report
     assert all((out / n).is_file() for n in ("decoder.png", "betas.png", "alphas.png", "derived_init.pt"))
     # the file alone builds the model; derived_init.pt loads with load_model and streams as it clips
     model = build_model(tiny_cfg("model.decoder=sptcn", "model.fuse_channels=64"), arch, num_classes=K)

@@ -84,6 +84,11 @@ def stnas_cmd(
                                  "Overrides stnas.target_latency_ms.")] = None,
     target_fps: Annotated[Opt[float], typer.Option(
         "--target-fps", help="Budget mode as frames per second: --target-latency 1000/FPS.")] = None,
+    decoder_latency: Annotated[Opt[bool], typer.Option(
+        "--decoder-latency/--no-decoder-latency", help="Add lambda x the expected table latency of the decoder "
+                                                       "ops to the decoder search's loss, so lambda prices decoder "
+                                                       "milliseconds too (overrides stnas.decoder_latency; the "
+                                                       "paper: off).")] = None,
     random_k: Annotated[int, typer.Option(
         "--random", help="Also train K random architectures of the same space (depths per stage, decoder ops) "
                          "exactly like the searched model(s) and benchmark all interleaved (a sweep; with no "
@@ -156,7 +161,7 @@ def stnas_cmd(
     presets = [] if model is None else MODEL_SHORTCUTS[model]
     cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=presets + _shortcuts(**{
         "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table,
-        "stnas.target_latency_ms": target_latency}) + device_overrides(device, amp))
+        "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency}) + device_overrides(device, amp))
     check_run_inputs(cfg)
     run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite)
     if sweep:
