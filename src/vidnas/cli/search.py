@@ -161,7 +161,8 @@ def stnas_cmd(
     presets = [] if model is None else MODEL_SHORTCUTS[model]
     cfg = run_config(kind, out, resume=resume, config=config, overrides=set_, extra=presets + _shortcuts(**{
         "data.format": fmt, "data.root": root, "stnas.lam": lam, "stnas.latency_table": latency_table,
-        "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency}) + device_overrides(device, amp))
+        "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
+        + device_overrides(device, amp))
     check_run_inputs(cfg)
     run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite)
     if sweep:

@@ -59,6 +59,7 @@ from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
 from vidnas.engine.train import build_datasets, segmentation_loss
 from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder, build_model
+from vidnas.models.architecture import OPS_PER_LAYER
 from vidnas.models.encoders import Encoder
 from vidnas.models.multiscale import OPS_PER_SCALE, STRIDE_INDEX, MultiScaleSegmenter
 from vidnas.models.ops import SEARCH_CANDIDATES
@@ -383,39 +384,28 @@ def decoder_latency_estimate(table: LatencyTable, encoder: Encoder, base: Arch, 
 
     Not searched: the table latency of ``base``'s decoder (the SP-TCN baseline, or ``base.decoder_ops``). Searched:
     its ops are not known yet, so every slot counts the mean latency of the candidates (the expected latency under
-    uniformly drawn ops) on top of the fixed parts. The report states the searched decoder's actual table latency.
-
-    Multi-scale (``mstcn``): the same with its fixed parts (trunk slots identities) and every trunk and finer-scale
-    slot at the mean of the candidates there (``multiscale_signatures``).
+    uniformly drawn ops, ``decoder_op_costs``) on top of the fixed parts (``sptcn_fixed``; for ``mstcn`` the decoder
+    with identity trunk slots) and the upsampling. The report states the searched decoder's actual table latency.
 
     Raises:
         ValueError: a decoder other than ``sptcn`` / ``mstcn`` (its latency is not in tables).
         MissingLatencyError: a part is missing.
     """
-    if base.decoder == "mstcn":
-        channels, hws = decoder_inputs(encoder, base)
-        if not searched:
-            return table.decoder_latency(base, channels, num_classes, hws, encoder.img_size)
-        ms = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)
-
-        def mean(c: int, d: int, hw: tuple[int, int]) -> float:
-            return sum(table.part(ms["op"](name, c, d, hw)) for name in candidates) / len(candidates)
-
-        trunk = sum(mean(base.channels, d, hws[0]) for d in base.dilations) * 4
-        fine = sum(mean(base.fuse_channels, 1, hw) for hw in hws[1:]) * OPS_PER_SCALE
-        return table.part(ms["fixed_searched"]) + table.part(ms["upsample"]) + trunk + fine
-    if base.decoder != "sptcn":
+    if base.decoder not in ("sptcn", "mstcn"):
         raise ValueError(f"a latency budget needs the sptcn or mstcn decoder in the latency table, the config has "
                          f"{base.decoder!r}")
-    last = len(encoder.depths) - 1
-    args = (encoder.out_channels[last], num_classes, encoder.feature_hw(last), encoder.img_size)
+    channels, hws = decoder_inputs(encoder, base)
     if not searched:
-        return table.decoder_latency(base, *args)
-    keys = decoder_signatures(base, *args)
-    per = 4 * len(base.dilations)
-    mean_op = [sum(table.part(keys["op"](name, base.dilations[k // 4])) for name in candidates) / len(candidates)
-               for k in range(per)]
-    return table.part(keys["fixed"]) + table.part(keys["upsample"]) + sum(mean_op)
+        return table.decoder_latency(base, channels, num_classes, hws, encoder.img_size)
+    if base.decoder == "mstcn":
+        keys = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)
+        fixed, slots = keys["fixed_searched"], OPS_PER_LAYER * len(base.dilations) + OPS_PER_SCALE * (
+            len(base.scales) - 1)
+    else:
+        keys = decoder_signatures(base, channels, num_classes, hws, encoder.img_size)
+        fixed, slots = keys["fixed"], OPS_PER_LAYER * len(base.dilations)
+    costs = decoder_op_costs(table, encoder, base, num_classes, slots, candidates)
+    return table.part(fixed) + table.part(keys["upsample"]) + float(costs.mean(dim=1).sum())
 
 
 def decoder_op_costs(table: LatencyTable, encoder: Encoder, base: Arch, num_classes: int, slots: int,
