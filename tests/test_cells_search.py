@@ -274,6 +274,31 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
     assert len(json.loads((out / "search_summary.json").read_text())["best"]) == 2  # 2 candidates, both reported
 
 
+def test_cli_resume_with_the_preset_it_started_from(static_ckpt: Path, tmp_path: Path) -> None:
+    """`--resume` with the same `--config` as the start (as `benchmarks/cells_camvid.sh` does): the saved config
+    holds the static network's model section, so the preset must go through the same adoption before the two are
+    compared (it was refused: "--resume cannot change model.decoder: 'arch2' -> 'sptcn'")."""
+    from vidnas.cli.search_cells import cells_cmd
+    from vidnas.config import save_config
+
+    app = typer.Typer()
+    app.command()(cells_cmd)
+    preset = tmp_path / "preset.yaml"
+    save_config(tiny_cfg(), preset)
+    assert tiny_cfg().model.decoder != "arch2"  # the preset's model section is not the static network's
+    out = tmp_path / "run"
+    args = ["--config", str(preset), "--static", str(static_ckpt), "--out", str(out), "-n", "2", "--workers", "0",
+            "--max-steps", "2", "-q"]
+    result = CliRunner().invoke(app, [*args, "--top-k", "0"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, [*args, "--resume", "--top-k", "0"])
+    assert result.exit_code == 0, result.output
+    assert "0 evaluated now" in result.output
+    # a change a resume cannot honour is still refused, named
+    result = CliRunner().invoke(app, [*args, "--resume", "--top-k", "0", "--set", "cells.cell_lr=0.1"])
+    assert result.exit_code == 2 and "cells.cell_lr" in result.output
+
+
 def test_ray_executor_missing_extra_names_it(static_ckpt: Path, tmp_path: Path, monkeypatch) -> None:
     # make `import ray` fail as on a machine without the extra (None in sys.modules raises ImportError)
     monkeypatch.setitem(sys.modules, "ray", None)

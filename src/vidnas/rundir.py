@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,12 +257,16 @@ def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
 
 
 def resume_config(run_dir: str | os.PathLike, kind: str, *, config: str | None = None,
-                  overrides: Sequence[str] = ()) -> Config:
+                  overrides: Sequence[str] = (), adjust: Callable[[Config], Config] | None = None) -> Config:
     """The config a ``--resume`` continues with: the run's ``config.yaml`` (or ``config``), then ``overrides``.
 
     Only the keys in ``RUN_KINDS[kind].safe_keys`` may differ from the saved config (more epochs, more candidates,
     logging, the device); any other change (the model, the data, a learning rate) would not fit the checkpoint or
     would be recorded without being used, so it is refused, naming the keys, before anything is written.
+
+    ``adjust`` is applied to a config read from ``config`` before the comparison: the step a new run takes between
+    its preset and its saved ``config.yaml`` (a cell search adopts its static network's model section), so that
+    resuming with the same ``--config`` as the start compares like with like.
 
     Raises:
         OutputDirError: no ``config.yaml`` in ``run_dir``.
@@ -273,7 +277,10 @@ def resume_config(run_dir: str | os.PathLike, kind: str, *, config: str | None =
         raise OutputDirError(f"--resume: {run_dir} has no config.yaml, so it holds no run to continue")
     saved = load_config(saved_path)
     new = load_config(config, list(overrides)) if config is not None else apply_overrides(saved, list(overrides))
-    new = absolute_data_root(new, base=Path.cwd()) if config is not None else new
+    if config is not None:
+        new = absolute_data_root(new, base=Path.cwd())
+        if adjust is not None:
+            new = adjust(new)
     safe = RUN_KINDS[kind].safe_keys
     unsafe = {k: v for k, v in config_changes(saved, new).items() if k not in safe}
     if unsafe:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -67,15 +68,16 @@ def resolve_config(config: str | None, overrides: list[str] | None, extra: list[
 
 
 def run_config(kind: str, out: str | Path | None, *, resume: bool, config: str | None, overrides: list[str] | None,
-               extra: list[str] | None = None) -> Config:
+               extra: list[str] | None = None, adjust: Callable[[Config], Config] | None = None) -> Config:
     """The config of a command that writes a run: ``resolve_config`` for a new run; for ``--resume``, the run's own
-    ``config.yaml`` plus the overrides, refusing changes a resume cannot honour (``vidnas.rundir.resume_config``)."""
+    ``config.yaml`` plus the overrides, refusing changes a resume cannot honour (``vidnas.rundir.resume_config``;
+    ``adjust``: the step from a ``--config`` preset to the saved config, applied before comparing)."""
     if not resume:
         return resolve_config(config, overrides, extra)
     if not out:
         raise fail("--resume needs --out RUN_DIR (the run to continue)")
     try:
-        return resume_config(out, kind, config=config, overrides=[*(extra or []), *(overrides or [])])
+        return resume_config(out, kind, config=config, overrides=[*(extra or []), *(overrides or [])], adjust=adjust)
     except (ConfigError, OutputDirError) as e:
         raise fail(str(e)) from e
 

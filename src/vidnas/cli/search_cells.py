@@ -21,6 +21,7 @@ from vidnas.cli.common import (
     set_threads,
     setup_logging,
 )
+from vidnas.config import Config
 
 __all__ = ["cells_cmd"]
 
@@ -140,7 +141,15 @@ def cells_cmd(
 
     setup_logging()
     set_threads(threads)
-    cfg = run_config("cells", out, resume=resume, config=config, overrides=set_, extra=_shortcuts(**{
+
+    def as_started(c: Config) -> Config:  # a new run's step from its preset to its saved config (below)
+        try:
+            return adopt_static_model(c, static)[0] if static is not None else \
+                static_network_config(c, encoder_chosen=encoder is not None)[0]
+        except ValueError as e:
+            raise fail(str(e)) from e
+
+    cfg = run_config("cells", out, resume=resume, config=config, adjust=as_started, overrides=set_, extra=_shortcuts(**{
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
         "cells.sampler": "random" if random else None, "cells.latency_weight": latency_weight,
