@@ -11,7 +11,7 @@
 #      (each run's plots/), `vidnas eval` of every model on the dense val clip (mIoU, VC8, flicker), and one
 #      interleaved `vidnas bench` per size (SIZES) with PyTorch and onnxruntime rows (--runtime both).
 #
-# Defaults: the full evidence, several hours on a 2-core CPU (about 25 min per 300-candidate search with 2 workers
+# Defaults: the full evidence, several hours on a 2-core CPU (28-30 min per 300-candidate search with 1 worker
 # at the proxy budget, most of the rest in end-to-end fine-tuning). Every knob is an environment variable:
 #   OUT=runs/cells_camvid N=300 WORKERS=2 THREADS=1 TOP_K=2 STATIC_EPOCHS=8 FINAL_CELL_EPOCHS=3 FINAL_EPOCHS=10
 #   FRAMES=30 SIZES="176x240 360x480" DATA_ROOT=../shared/data/camvid PYTHON=python
