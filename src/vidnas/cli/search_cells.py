@@ -142,27 +142,27 @@ def cells_cmd(
     setup_logging()
     set_threads(threads)
 
-    def as_started(c: Config) -> Config:  # a new run's step from its preset to its saved config (below)
+    def as_started(c: Config) -> tuple[Config, str | None]:
+        """A new run's step from its preset to the config it saves (and a note for the user): the static network's
+        own model section wins, since the saved cell models must load with it; without --static, the encoder the
+        static network is trained with."""
         try:
-            return adopt_static_model(c, static)[0] if static is not None else \
-                static_network_config(c, encoder_chosen=encoder is not None)[0]
+            if static is not None:
+                return adopt_static_model(c, static)
+            return static_network_config(c, encoder_chosen=encoder is not None)
         except ValueError as e:
             raise fail(str(e)) from e
 
-    cfg = run_config("cells", out, resume=resume, config=config, adjust=as_started, overrides=set_, extra=_shortcuts(**{
+    cfg = run_config("cells", out, resume=resume, config=config, adjust=lambda c: as_started(c)[0],
+                     overrides=set_, extra=_shortcuts(**{
         "data.format": fmt, "data.root": root, "cells.candidates": candidates, "cells.workers": workers,
         "cells.executor": executor, "cells.cache": cache, "cells.top_k": top_k, "model.encoder": encoder,
         "cells.sampler": "random" if random else None, "cells.latency_weight": latency_weight,
         "cells.latency_target_ms": latency_target, "cells.latency_size": _size(latency_size),
         "cells.proxy_scale": proxy_scale, "cells.cell_epochs": cell_epochs, "cells.op_preset": op_preset,
     }) + device_overrides(device, amp))
-    if static is not None and not resume:
-        try:  # the static network's own model config wins: the saved cell models must load with it
-            cfg, note = adopt_static_model(cfg, static)
-        except ValueError as e:
-            raise fail(str(e)) from e
-    else:
-        cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None)
+    # a resumed run's saved config took that step when the run started
+    cfg, note = static_network_config(cfg, encoder_chosen=encoder is not None) if resume else as_started(cfg)
     if note:
         typer.echo(note)
     check_run_inputs(cfg)
