@@ -7,12 +7,15 @@
 #   benchmarks/temporal_camvid.sh [OUT]          # full size (hours; every finished stage is skipped on a rerun)
 #   SMOKE=1 benchmarks/temporal_camvid.sh OUT    # every stage at toy size (tests run this)
 # Environment: VIDNAS (the command, default `vidnas`), PYTHON (for the table, default `python`), SEEDS (default
-# "0 1"), WINDOWS (default "3 5"), LAMBDA,
+# "0 1"), WINDOWS (default "3 5"), FRAME_CFG (the per-frame arch2 preset, default configs/camvid_arch2_cpu.yaml; the
+# 15-minute recipe: configs/camvid_arch2_fast_cpu.yaml), A2_WINDOWS (windows of the arch2-fusion temporal model,
+# configs/camvid_mstcn_arch2_cpu.yaml, default "3"; "" skips it), LAMBDA,
 # FRAMES (benchmark frames), EXTRA (more arguments for every training, e.g. EXTRA="--set data.root=/data/camvid").
 #
 # Under OUT (default runs/temporal_camvid):
 #   arch2_s<seed>, head_s<seed>   per-frame models (configs/camvid_arch2_cpu.yaml; head: the stride-32 head)
 #   mstcn<w>_s<seed>              the multi-scale temporal model at window w (configs/camvid_effnet_cpu.yaml)
+#   a2fusion<w>_s<seed>           the arch2-fusion temporal model at window w (configs/camvid_mstcn_arch2_cpu.yaml)
 #   stnas/                        ST-NAS over the multi-scale family (window 3, seed 0), stnas_train/ its model
 #   */eval/best/eval.json         `vidnas eval`: dense clips, dense stream, matched stream, per class, VC8, flicker
 #   bench.json, bench.md          one interleaved `vidnas bench` of seed 0 of every model (both decode protocols)
@@ -26,8 +29,10 @@ SEEDS=${SEEDS:-0 1}
 WINDOWS=${WINDOWS:-3 5}
 LAMBDA=${LAMBDA:-0.001}
 FRAMES=${FRAMES:-100}
-FRAME_CFG=configs/camvid_arch2_cpu.yaml
+FRAME_CFG=${FRAME_CFG:-configs/camvid_arch2_cpu.yaml}
 TEMPORAL_CFG=configs/camvid_effnet_cpu.yaml
+A2_CFG=configs/camvid_mstcn_arch2_cpu.yaml
+A2_WINDOWS=${A2_WINDOWS-3}
 SETS=("${EXTRA_ARGS[@]}")
 SEARCH=(--set stnas.encoder_epochs=2 --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1)
 if [[ "${SMOKE:-0}" == "1" ]]; then
@@ -57,6 +62,10 @@ for SEED in $SEEDS; do
     train "mstcn${W}_s$SEED" "$TEMPORAL_CFG" --set data.window="$W" --set train.seed="$SEED"
     RUNS+=("mstcn${W}_s$SEED=$OUT/mstcn${W}_s$SEED")
   done
+  for W in $A2_WINDOWS; do
+    train "a2fusion${W}_s$SEED" "$A2_CFG" --set data.window="$W" --set train.seed="$SEED"
+    RUNS+=("a2fusion${W}_s$SEED=$OUT/a2fusion${W}_s$SEED")
+  done
 done
 
 # ST-NAS over the multi-scale family (window 3, seed 0): encoder depths and trunk + per-scale ops, then its model
@@ -73,6 +82,7 @@ RUNS+=("stnas=$OUT/stnas_train")
 FIRST=${SEEDS%% *}
 CKPTS=(--checkpoint "arch2=$OUT/arch2_s$FIRST/checkpoints/best.pt" --checkpoint "head=$OUT/head_s$FIRST/checkpoints/best.pt")
 for W in $WINDOWS; do CKPTS+=(--checkpoint "mstcn$W=$OUT/mstcn${W}_s$FIRST/checkpoints/best.pt"); done
+for W in $A2_WINDOWS; do CKPTS+=(--checkpoint "a2fusion$W=$OUT/a2fusion${W}_s$FIRST/checkpoints/best.pt"); done
 CKPTS+=(--checkpoint "stnas=$OUT/stnas_train/checkpoints/best.pt")
 "${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --frames "$FRAMES" --warmup 5 --threads 1 --ref arch2 --quiet \
   --json "$OUT/bench.json" > "$OUT/bench.md"

@@ -317,3 +317,53 @@ def test_multiscale_onnx_step_graphs_equal_pytorch_over_60_frames(window: int, t
     assert [f["name"] for f in section["features"]] == ["feature0", "feature1", "feature2"]
     assert step_parity_check(model, tmp_path, frames=FRAMES) <= 1e-4
     assert parity_check(model, tmp_path, frames=window + 3) <= 1e-4  # the window pair, its ring buffers wrapping
+
+
+# ------------------------------------------------ mstcn with the arch2 fusion: arch2's per-frame decoder on the trunk
+
+ARCH2_FUSION = {"fusion": "arch2", "scales": (32, 16, 8, 4)}
+
+
+@pytest.mark.parametrize("window", [3, 16])
+def test_arch2_fusion_incremental_equals_window_decode_over_60_frames(window: int) -> None:
+    model = tiny_ms(window, **ARCH2_FUSION)
+    assert type(model.decoder).__name__ == "Arch2FusionDecoder"
+    rf = model.decoder.temporal_receptive_field()
+    program = compile_decoder(model.decoder)
+    assert program.num_inputs == 4 and program.receptive_field == rf == 13  # the fpn default trunk
+    assert sum(n.kind == "upadd" for n in program.nodes) == 3  # strides 16, 8 and the stride-4 path
+    frames = torch.randn(1, FRAMES, 3, MS_H, MS_W, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        inc, inc_streamer = stream(model, frames)
+        ref, ref_streamer = stream(model, frames, incremental=False)
+    assert isinstance(inc_streamer, IncrementalStreamer) and isinstance(ref_streamer, WindowStreamer)
+    diffs = [float((a - b).abs().max()) for a, b in zip(inc, ref, strict=True)]
+    assert max(diffs) <= 1e-5, f"largest |incremental - window| {max(diffs):.2e} at frame {diffs.index(max(diffs))}"
+    assert float(ref[-1].abs().max()) > 1e-2
+
+
+def test_arch2_fusion_reads_the_past_through_the_trunk_only() -> None:
+    """Changing an earlier frame's stride-32 map changes later logits; changing its finer maps does not."""
+    model = tiny_ms(3, **ARCH2_FUSION)
+    gen = torch.Generator().manual_seed(2)
+    feats = [torch.randn(1, c, 3, *hw, generator=gen) for c, hw in zip(
+        model.decoder.in_channels, ((2, 3), (4, 6), (8, 12), (16, 24)), strict=True)]
+    with torch.no_grad():
+        ref = model.decoder(feats)[:, :, -1]
+        for scale in range(4):
+            changed = [f.clone() for f in feats]
+            changed[scale][:, :, 0] += 5.0  # the first frame of the window only
+            moved = not torch.allclose(model.decoder(changed)[:, :, -1], ref)
+            assert moved == (scale == 0), f"scale index {scale}"
+
+
+def test_arch2_fusion_onnx_step_graphs_equal_pytorch(tmp_path) -> None:
+    pytest.importorskip("onnxruntime")
+    from vidnas.export import export_onnx, export_step_graphs, parity_check, step_parity_check
+
+    model = tiny_ms(3, **ARCH2_FUSION)
+    export_onnx(model, tmp_path, img_size=(MS_H, MS_W))
+    section = export_step_graphs(model, tmp_path)
+    assert [f["name"] for f in section["features"]] == ["feature0", "feature1", "feature2", "feature3"]
+    assert step_parity_check(model, tmp_path, frames=FRAMES) <= 1e-4
+    assert parity_check(model, tmp_path, frames=6) <= 1e-4

@@ -118,3 +118,66 @@ def test_protocol_flops_follow_the_window_and_the_step() -> None:
     assert 0 < inc["decoder"] < by_window[3] and inc["encoder"] == component_flops(model, (H, W))["encoder"]
     centred = build_model(cfg(), arch(False, decoder_ops=TRUNK_OPS), num_classes=K).eval()
     assert component_flops(centred, (H, W), incremental=True) is None
+
+
+# ------------------------------------------------------------------ fusion arch2: arch2's decoder on the trunk
+
+
+def a2(causal: bool = True, **kw: object) -> Arch:
+    return arch(causal, fusion="arch2", scales=(32, 16, 8, 4), **kw)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_arch2_fusion_stream_equals_clip(causal: bool) -> None:
+    torch.manual_seed(0)
+    model = build_model(cfg(), a2(causal, decoder_ops=TRUNK_OPS), num_classes=K).eval()
+    assert type(model.decoder).__name__ == "Arch2FusionDecoder" and model.scales == (32, 16, 8, 4)
+    frames = torch.randn(1, 6, 3, H, W)
+    streamer = model.stream(batch_size=1)
+    outs = [streamer.push(frames[:, t]) for t in range(6)]
+    streamed = torch.stack([o for o in outs if o is not None] + streamer.flush(), dim=1)  # (1, 6, K, H, W)
+    target = model.target_index
+    with torch.no_grad():
+        for t in range(6):
+            idx = [min(max(t - target + i, 0), 5) for i in range(3)]
+            torch.testing.assert_close(streamed[:, t], model(frames[:, idx])[:, target], atol=1e-5, rtol=1e-4)
+
+
+def test_arch2_fusion_trains_with_auxiliary_heads_from_the_config() -> None:
+    c = dataclasses.replace(cfg(), model=dataclasses.replace(cfg().model, fusion="arch2",
+                                                             decoder_scales=(32, 16, 8, 4)))
+    model = build_model(c, num_classes=K).train()
+    logits, aux = model(torch.randn(2, 3, 3, H, W))
+    assert logits.shape == (2, 3, K, H, W) and [a.shape for a in aux] == [(2, 3, K, H, W)] * 2
+    assert model.eval()(torch.randn(1, 3, 3, H, W)).shape == (1, 3, K, H, W)  # eval: the logits only
+    # the trunk is the fpn decoder's (same receptive field); everything after it is per frame
+    assert model.decoder.temporal_receptive_field() == 1 + 2 + (2 + 2) + (4 + 2)
+
+
+def test_arch2_fusion_arch_file_round_trip_and_load(tmp_path) -> None:
+    a = a2(decoder_ops=TRUNK_OPS)
+    b = Arch.load(a.save(tmp_path / "arch.json"))
+    assert b == a and b.fusion == "arch2"
+    assert '"fusion": "arch2"' in (tmp_path / "arch.json").read_text()
+    model = build_model(cfg(), b, num_classes=K)
+    assert [s[0] for s in model.decoder.searchable_slots()][:1] == ["res_layers.0.conv1.0"]
+    from vidnas.checkpoint import save_checkpoint
+    from vidnas.config import config_to_dict
+
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "config": config_to_dict(cfg()),
+                                        "arch": b.to_dict(), "num_classes": K})
+    loaded = load_model(tmp_path / "m.pt")
+    assert type(loaded.model.decoder).__name__ == "Arch2FusionDecoder"
+    # an older arch.json without the field is an fpn model
+    assert Arch.from_dict({k: v for k, v in arch().to_dict().items() if k != "fusion"}).fusion == "fpn"
+
+
+@pytest.mark.parametrize(("change", "field"), [({"fusion": "unet"}, "fusion"),
+                                               ({"fusion": "arch2"}, "scales"),
+                                               ({"fusion": "arch2", "scales": (32, 16, 8, 4),
+                                                 "scale_ops": ("identity",) * 9}, "scale_ops")])
+def test_bad_fusion(change: dict, field: str) -> None:
+    from vidnas.models import ArchError
+
+    with pytest.raises(ArchError, match=field):
+        arch(**change)

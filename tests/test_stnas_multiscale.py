@@ -405,3 +405,10 @@ def test_decoder_latency_term_steers_the_search_to_cheap_ops(tmp_path):
                         show_progress=False, plots=False, save_init=False, skip_encoder=True)
     assert zero.decoder_ops == off.decoder_ops and off.decoder["latency_lambda"] is None
     assert [SEARCH_CANDIDATES.index(op) for op in off.decoder_ops] != cheapest  # the task alone picks otherwise
+
+
+def test_decoder_search_refuses_the_arch2_fusion_before_any_work(tmp_path):
+    cfg = tiny_cfg("model.fusion=arch2", "model.decoder_scales=32,16,8,4")
+    with pytest.raises(ValueError, match="model.fusion='arch2'.*--set model.fusion=fpn"):
+        search_stnas(cfg, tmp_path / "run", show_progress=False, plots=False, save_init=False)
+    assert not (tmp_path / "run").exists()

@@ -41,6 +41,8 @@ SCHEMA_VERSION = 1
 DECODERS: tuple[str, ...] = ("sptcn", "head", "arch2", "mstcn")
 SCALE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 OPS_PER_SCALE = 3  # multi-scale decoders: path op 1, path op 2, fusion op per finer scale
+FUSIONS: tuple[str, ...] = ("fpn", "arch2")  # mstcn: how the finer scales join the temporal trunk
+ARCH2_FUSION_SCALES: tuple[int, ...] = (32, 16, 8, 4)  # arch2 fusion reads all four encoder maps
 OPS_PER_LAYER = 4  # two 3x3x3 convs per residual layer, each replaced by two ops [ST-NAS Fig. 2]
 
 
@@ -68,6 +70,9 @@ class Arch(JsonFile):
         fuse_channels: ``mstcn``: width of the finer paths and the fusion.
         scale_ops: ``mstcn``: ``3 * (len(scales) - 1)`` op names (path op 1, path op 2, fusion op per finer scale);
             None = per frame (identity, identity, spatial_k3).
+        fusion: ``mstcn``: ``fpn`` (the finer paths above, searchable) or ``arch2`` (arch2's per-frame decoder, strides
+            16/8/4 with its global-pooling branch and auxiliary heads, on top of the temporal trunk; ``scales`` must be
+            32,16,8,4 and ``scale_ops`` unset).
         name: a label (a paper row, a run name).
         extra: the search record (alphas, betas, lambda, latency table...); opaque here, must be JSON-serialisable.
     """
@@ -84,6 +89,7 @@ class Arch(JsonFile):
     scales: tuple[int, ...] = (32, 8, 4)
     fuse_channels: int = 64
     scale_ops: tuple[str, ...] | None = None
+    fusion: str = "fpn"
     name: str = ""
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -133,6 +139,15 @@ class Arch(JsonFile):
             for i, op in enumerate(self.scale_ops):
                 if op not in OPS:
                     fail("scale_ops", f"entry {i}: unknown op {op!r}; valid ops: {', '.join(OPS)}")
+        if self.fusion not in FUSIONS:
+            fail("fusion", f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+        if self.fusion == "arch2":
+            if self.decoder != "mstcn":
+                fail("fusion", f"only the mstcn decoder has a fusion choice, but decoder is {self.decoder!r}")
+            if tuple(self.scales) != ARCH2_FUSION_SCALES:
+                fail("scales", f"the arch2 fusion reads strides {list(ARCH2_FUSION_SCALES)}, got {list(self.scales)!r}")
+            if self.scale_ops is not None:
+                fail("scale_ops", "the arch2 fusion has no per-scale op slots (only fusion fpn is searched per scale)")
         if self.decoder_ops is not None:
             if self.decoder not in ("sptcn", "mstcn"):
                 fail("decoder_ops", f"only the sptcn decoder (and the mstcn decoder's trunk) has searched ops, but "
@@ -185,7 +200,7 @@ class Arch(JsonFile):
 
     def _mstcn_fields(self) -> dict[str, Any]:
         return {"scales": list(self.scales), "fuse_channels": self.fuse_channels,
-                "scale_ops": None if self.scale_ops is None else list(self.scale_ops)}
+                "scale_ops": None if self.scale_ops is None else list(self.scale_ops), "fusion": self.fusion}
 
     @classmethod
     def from_dict(cls, data: Any, source: str | None = None) -> Arch:

@@ -14,7 +14,7 @@ from vidnas.config import Config
 from vidnas.models.architecture import DECODERS, Arch, ArchError
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, build_encoder
-from vidnas.models.multiscale import STRIDE_INDEX, MultiScaleDecoder, MultiScaleSegmenter
+from vidnas.models.multiscale import STRIDE_INDEX, Arch2FusionDecoder, MultiScaleDecoder, MultiScaleSegmenter
 from vidnas.models.segmenter import VideoSegmenter
 from vidnas.models.static_segmenter import build_static_segmenter
 
@@ -59,6 +59,7 @@ def arch_from_config(cfg: Config) -> Arch:
         dilations=cfg.model.decoder_dilations,
         scales=cfg.model.decoder_scales,
         fuse_channels=cfg.model.fuse_channels,
+        fusion=cfg.model.fusion,
         name="config",
     )
 
@@ -141,9 +142,10 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> n
     encoder = build_encoder(arch.encoder, img_size=img_size, depths=arch.depths, weights=cfg.model.weights)
     if arch.decoder == "mstcn":
         channels = [encoder.out_channels[STRIDE_INDEX[s]] for s in arch.scales]
-        ms = MultiScaleDecoder(channels, num_classes, channels=arch.channels, fuse_channels=arch.fuse_channels,
-                               dilations=arch.dilations, full_channels=arch.full_channels, causal=arch.causal,
-                               layer_ops=arch.decoder_ops, scale_ops=arch.scale_ops)
+        common = dict(channels=arch.channels, fuse_channels=arch.fuse_channels, dilations=arch.dilations,
+                      full_channels=arch.full_channels, causal=arch.causal, layer_ops=arch.decoder_ops)
+        ms: nn.Module = (Arch2FusionDecoder(channels, num_classes, **common) if arch.fusion == "arch2"
+                         else MultiScaleDecoder(channels, num_classes, scale_ops=arch.scale_ops, **common))
         model: nn.Module = MultiScaleSegmenter(encoder, ms, num_classes, scales=arch.scales, window=arch.window,
                                                causal=arch.causal)
     else:

@@ -196,8 +196,8 @@ class _Compiler:
             out = self._new()
             self.nodes.append(Node("add", (y, s), out, post=[m.relu]))
             return out
-        if isinstance(m, HeadDecoder):
-            return self.map(m, r)
+        if isinstance(m, HeadDecoder) or getattr(m, "per_frame", False) is True:
+            return self.map(m, r)  # per-frame modules (the head, ``multiscale.PerFrame``): one time step at a time
         if isinstance(m, STConv3d):
             if m.temporal_extent == 0:
                 return self.map(m, r)

@@ -14,6 +14,11 @@ Every tensor is ``(B, C, T, h, w)`` and every op comes from ``vidnas.models.ops.
 (per frame) or temporal (causal or centred like the model): ST-NAS searches the trunk's ops and, per scale, whether
 temporal context pays there (``searchable_slots``). The default is a temporal trunk with per-frame spatial paths.
 
+``fusion="arch2"`` (``Arch2FusionDecoder``) keeps the temporal trunk on the stride-32 map and puts the per-frame
+arch2 decoder of the cell search on top of it (strides 16/8/4, its global-pooling branch, residual 3x3 blocks,
+auxiliary heads; ``vidnas.models.static_segmenter``): the temporal twin of per-frame arch2, whose decoder step costs
+almost nothing more when streamed incrementally (the trunk runs on a 6x8 map at 176x240).
+
 ``MultiScaleSegmenter`` is the video model: the encoder's maps at the chosen strides for every frame, the decoder
 over a window of them, bilinear upsampling to the image. It streams with the window protocol (one encoder pass per
 frame, a ring buffer of every scale's features, one decode of the window per push) or, causal, incrementally (one
@@ -32,8 +37,9 @@ from torch import nn
 
 from vidnas.models.decoders import CONVS_PER_LAYER, OPS_PER_CONV, ResidualLayer
 from vidnas.models.incremental import IncrementalStreamer, window_model_streamer
-from vidnas.models.layers import encode_clip, resize_to
+from vidnas.models.layers import ConvBNReLU, encode_clip, resize_to
 from vidnas.models.ops import ConvBNReLU3d, get_op, temporal_extent
+from vidnas.models.static_segmenter import Arch2Block
 from vidnas.models.streaming import WindowStreamer
 
 __all__ = [
@@ -42,6 +48,8 @@ __all__ = [
     "OPS_PER_SCALE",
     "default_scale_ops",
     "MultiScaleDecoder",
+    "Arch2FusionDecoder",
+    "PerFrame",
     "MultiScaleSegmenter",
 ]
 
@@ -65,6 +73,54 @@ def _up(y: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
         return y
     z = resize_to(y.transpose(1, 2).reshape(b * t, c, h, w), hw)  # (B*T, C, H, W)
     return z.reshape(b, t, c, *z.shape[-2:]).transpose(1, 2)  # (B, C, T, H, W)
+
+
+def _trunk(c0: int, channels: int, dilations: Sequence[int], full_channels: bool, causal: bool,
+           layer_ops: Sequence[str] | None) -> tuple[nn.Module | None, nn.ModuleList]:
+    """The temporal trunk on the coarse map: ``[reduce]`` (a 3x3x3 conv to ``channels``, unless full channels) and one
+    SP-TCN residual layer per dilation (``layer_ops``: 4 ops per layer, None = the 3x3x3 baseline)."""
+    per_layer = OPS_PER_CONV * CONVS_PER_LAYER
+    if layer_ops is not None and len(layer_ops) != per_layer * len(dilations):
+        raise ValueError(f"layer_ops needs {per_layer} ops per trunk layer ({per_layer * len(dilations)}), got "
+                         f"{len(layer_ops)}")
+    reduce = None if full_channels else ConvBNReLU3d(c0, channels, (3, 3, 3), causal=causal)
+    layers = []
+    for i, d in enumerate(dilations):
+        c_in = c0 if (full_channels and i == 0) else channels
+        ops = None if layer_ops is None else layer_ops[i * per_layer:(i + 1) * per_layer]
+        layers.append(ResidualLayer(c_in, channels, d, causal=causal, ops=ops))
+    return reduce, nn.ModuleList(layers)
+
+
+class PerFrame(nn.Module):
+    """A 2-D module applied to every time step alone: (B, C, T, h, w) -> (B, C', T, h', w').
+
+    ``temporal_extent`` is 0 and ``per_frame`` is True, so the incremental compiler runs it as a ``map`` node.
+    """
+
+    temporal_extent = 0
+    per_frame = True
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        y = self.module(x.transpose(1, 2).reshape(b * t, c, h, w))  # (B*T, C', h', w')
+        return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)
+
+
+class _GapAdd(nn.Module):
+    """arch2's global-pooling branch: ``x + ReLU(Conv1x1(GAP(x)))``, (N, C, h, w) -> (N, C, h, w) (no BatchNorm after
+    the pooling: one value per channel when N = 1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.relu(self.conv(x.mean(dim=(2, 3), keepdim=True)))
 
 
 class MultiScaleDecoder(nn.Module):
@@ -92,11 +148,7 @@ class MultiScaleDecoder(nn.Module):
         in_channels = [int(c) for c in in_channels]
         if len(in_channels) < 1:
             raise ValueError("a multi-scale decoder needs at least the coarse scale")
-        per_layer = OPS_PER_CONV * CONVS_PER_LAYER
         fine = len(in_channels) - 1
-        if layer_ops is not None and len(layer_ops) != per_layer * len(dilations):
-            raise ValueError(f"layer_ops needs {per_layer} ops per trunk layer ({per_layer * len(dilations)}), got "
-                             f"{len(layer_ops)}")
         scale_ops = tuple(scale_ops) if scale_ops is not None else default_scale_ops(fine)
         if len(scale_ops) != OPS_PER_SCALE * fine:
             raise ValueError(f"scale_ops needs {OPS_PER_SCALE} ops per finer scale ({OPS_PER_SCALE * fine}), got "
@@ -113,14 +165,8 @@ class MultiScaleDecoder(nn.Module):
         self.layer_ops = None if layer_ops is None else tuple(layer_ops)
         self.scale_ops = scale_ops
 
-        c0 = in_channels[0]
-        self.reduce: nn.Module | None = None if full_channels else ConvBNReLU3d(c0, channels, (3, 3, 3), causal=causal)
-        layers = []
-        for i, d in enumerate(self.dilations):
-            c_in = c0 if (full_channels and i == 0) else channels
-            ops = None if layer_ops is None else self.layer_ops[i * per_layer:(i + 1) * per_layer]
-            layers.append(ResidualLayer(c_in, channels, d, causal=causal, ops=ops))
-        self.res_layers = nn.ModuleList(layers)
+        self.reduce, self.res_layers = _trunk(in_channels[0], channels, self.dilations, full_channels, causal,
+                                              self.layer_ops)
         self.proj = ConvBNReLU3d(channels, fuse_channels, (1, 1, 1), causal=causal)
         self.laterals = nn.ModuleList(ConvBNReLU3d(c, fuse_channels, (1, 1, 1), causal=causal)
                                       for c in in_channels[1:])
@@ -201,6 +247,111 @@ class MultiScaleDecoder(nn.Module):
         parent[int(index)] = module
 
 
+class Arch2FusionDecoder(nn.Module):
+    """``fusion="arch2"``: the per-frame arch2 decoder (``vidnas.models.static_segmenter``) on a temporal trunk::
+
+        top  = g(proj(trunk(x_32)))              trunk: [reduce] + SP-TCN residual layers
+                                                 g(y) = y + ReLU(Conv1x1(GAP(y))), per frame
+        b_1  = Block(up(top) + a_16)             a_s = Conv1x1-BN-ReLU(x_s), per frame          -> aux head 1
+        b_2  = Block(up(b_1) + a_8)                                                             -> aux head 2
+        dec  = Block(up(Conv3x3/2-BN-ReLU(a_4)) + b_2)                                          stride 8
+        pred = Conv1x1(dec) -> K                                                                stride 8
+
+    Everything after the trunk is per frame, so the temporal context enters through the stride-32 map only: at
+    window 1 this is arch2's decoder (the trunk then adds two residual conv layers at stride 32).
+
+    Args:
+        in_channels: encoder channels at strides 32, 16, 8, 4 (that order).
+        num_classes: K.
+        channels: width F of the temporal trunk.
+        fuse_channels: arch2's aggregation width (64).
+        dilations, full_channels, causal, layer_ops: the trunk, as ``MultiScaleDecoder``.
+        aux: the two auxiliary heads (returned in training mode only).
+
+    Shapes:
+        ``[(B, C_32, T, h/32, w/32), (B, C_16, T, ..), (B, C_8, T, ..), (B, C_4, T, ..)]`` -> (B, K, T, h/8, w/8);
+        in training mode with ``aux``: ``(logits, [(B, K, T, h/16, w/16), (B, K, T, h/8, w/8)])``.
+    """
+
+    fusion = "arch2"
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, *, channels: int = 128, fuse_channels: int = 64,
+                 dilations: Sequence[int] = (1, 2), full_channels: bool = False, causal: bool = True,
+                 layer_ops: Sequence[str] | None = None, aux: bool = True) -> None:
+        super().__init__()
+        in_channels = [int(c) for c in in_channels]
+        if len(in_channels) != 4:
+            raise ValueError(f"the arch2 fusion reads four encoder maps (strides 32, 16, 8, 4), got {len(in_channels)}")
+        for name in layer_ops or ():
+            get_op(name)
+        self.in_channels = tuple(in_channels)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.fuse_channels = fuse_channels
+        self.dilations = tuple(dilations)
+        self.full_channels = full_channels
+        self.causal = causal
+        self.layer_ops = None if layer_ops is None else tuple(layer_ops)
+        f = fuse_channels
+        self.reduce, self.res_layers = _trunk(in_channels[0], channels, self.dilations, full_channels, causal,
+                                              self.layer_ops)
+        self.proj = ConvBNReLU3d(channels, f, (1, 1, 1), causal=causal)
+        self.gap = PerFrame(_GapAdd(f))
+        self.laterals = nn.ModuleList(ConvBNReLU3d(c, f, (1, 1, 1), causal=causal) for c in in_channels[1:])
+        self.down = PerFrame(ConvBNReLU(f, f, 3, stride=2))  # stride 4 -> 8
+        self.blocks = nn.ModuleList(PerFrame(Arch2Block(f)) for _ in range(3))
+        self.classifier = nn.Conv3d(f, num_classes, kernel_size=1)
+        self.aux_heads = nn.ModuleList(nn.Conv3d(f, num_classes, kernel_size=1) for _ in range(2)) if aux \
+            else nn.ModuleList()
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Strides 32, 16, 8, 4 -> logits (B, K, T, h/8, w/8); ``(logits, aux)`` in training mode with aux heads."""
+        if len(feats) != 4:
+            raise ValueError(f"expected 4 feature maps (strides 32, 16, 8, 4), got {len(feats)}")
+        x = feats[0]
+        if self.reduce is not None:
+            x = self.reduce(x)  # (B, F, T, h32, w32)
+        for layer in self.res_layers:
+            x = layer(x)
+        top = self.gap(self.proj(x))  # (B, Ff, T, h32, w32)
+        a16, a8, a4 = (lat(f) for lat, f in zip(self.laterals, feats[1:], strict=True))
+        b1 = self.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
+        b2 = self.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
+        dec = self.blocks[2](_up(self.down(a4), b2.shape[-2:]) + b2)  # stride 8
+        pred = self.classifier(dec)  # (B, K, T, h8, w8)
+        if self.training and len(self.aux_heads):
+            return pred, [head(b) for head, b in zip(self.aux_heads, (b1, b2), strict=True)]
+        return pred
+
+    def incremental_program(self, g: Any) -> int:
+        """``forward`` (eval mode) as a dataflow for ``vidnas.models.incremental.compile_decoder``."""
+        r32, r16, r8, r4 = g.inputs(4)
+        y = r32
+        for m in (self.reduce, *self.res_layers, self.proj, self.gap):
+            if m is not None:
+                y = g.visit(m, y)
+        b1 = g.visit(self.blocks[0], g.resize_add(y, g.visit(self.laterals[0], r16)))
+        b2 = g.visit(self.blocks[1], g.resize_add(b1, g.visit(self.laterals[1], r8)))
+        dec = g.visit(self.blocks[2], g.resize_add(g.visit(self.down, g.visit(self.laterals[2], r4)), b2))
+        return g.visit(self.classifier, dec)
+
+    @property
+    def temporal_extent(self) -> int:
+        """Past (or, centred, surrounding) frames the output depends on: the trunk's."""
+        return sum(temporal_extent(m) for m in (self.reduce, *self.res_layers) if m is not None)
+
+    def temporal_receptive_field(self) -> int:
+        """Frames of context of one output frame: ``1 + temporal_extent``."""
+        return 1 + self.temporal_extent
+
+    def searchable_slots(self) -> list[tuple[str, int, int]]:
+        """The trunk's 4 op slots per residual layer when built with ``layer_ops`` (the per-frame part has none)."""
+        if self.layer_ops is None:
+            return []
+        return [(f"res_layers.{i}.{conv}.{j}", self.channels, d) for i, d in enumerate(self.dilations)
+                for conv in ("conv1", "conv2") for j in range(OPS_PER_CONV)]
+
+
 class MultiScaleSegmenter(nn.Module):
     """Encoder + ``MultiScaleDecoder`` over a window of frames + bilinear upsampling (``VideoSegmenter``-compatible).
 
@@ -246,10 +397,16 @@ class MultiScaleSegmenter(nn.Module):
             raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         b, t, c, h, w = frames.shape
         feats = encode_clip(self.encode, frames, grad_frames)  # [(B, C_s, T, h_s, w_s), ...] coarse first
-        logits = self.decoder(feats)  # (B, K, T, h', w')
-        k, hh, ww = logits.shape[1], logits.shape[-2], logits.shape[-1]
-        out = self.upsample(logits.transpose(1, 2).reshape(b * t, k, hh, ww), self.out_size or (h, w))
-        return out.reshape(b, t, k, *out.shape[-2:])  # (B, T, K, H, W)
+        out = self.decoder(feats)  # (B, K, T, h', w'), or (logits, [aux, ...]) from a decoder with auxiliary heads
+
+        def up(y: torch.Tensor) -> torch.Tensor:  # (B, K, T, h', w') -> (B, T, K, H, W)
+            k, hh, ww = y.shape[1], y.shape[-2], y.shape[-1]
+            z = self.upsample(y.transpose(1, 2).reshape(b * t, k, hh, ww), self.out_size or (h, w))
+            return z.reshape(b, t, k, *z.shape[-2:])
+
+        if isinstance(out, tuple):  # training mode with auxiliary heads: what the training engine's loss reads
+            return up(out[0]), [up(a) for a in out[1]]
+        return up(out)
 
     def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
         """(N, K, h, w) -> (N, K, H, W), bilinear, align_corners=False."""

@@ -285,6 +285,10 @@ def _check_searchable_decoder(base: Arch) -> None:
     if base.decoder not in SEARCHABLE_DECODERS:
         raise ValueError(f"the decoder search needs the sptcn or mstcn decoder, the config has {base.decoder!r}; "
                          "pass skip_decoder (--skip-decoder) to search the encoder only")
+    if base.fusion != "fpn":
+        raise ValueError(f"the decoder search covers the mstcn decoder's fpn fusion, the config has model.fusion="
+                         f"{base.fusion!r} (its search is not built yet); use --set model.fusion=fpn, or pass "
+                         "skip_decoder (--skip-decoder) to search the encoder only")
 
 
 def _phase_seed(seed: int, phase: str) -> int:
