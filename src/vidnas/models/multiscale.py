@@ -123,7 +123,61 @@ class _GapAdd(nn.Module):
         return x + torch.relu(self.conv(x.mean(dim=(2, 3), keepdim=True)))
 
 
-class MultiScaleDecoder(nn.Module):
+class _TrunkDecoder(nn.Module):
+    """What both fusions share: the attributes, the temporal trunk on the coarse map and its projection to the fusion
+    width, ``y = proj(res_layers(reduce(x_coarse)))``, its dataflow, context and op slots."""
+
+    def _build_trunk(self, in_channels: Sequence[int], num_classes: int, channels: int, fuse_channels: int,
+                     dilations: Sequence[int], full_channels: bool, causal: bool,
+                     layer_ops: Sequence[str] | None) -> None:
+        for name in layer_ops or ():
+            get_op(name)  # fail early with the list of valid names
+        self.in_channels = tuple(int(c) for c in in_channels)
+        self.num_classes = num_classes
+        self.channels = channels
+        self.fuse_channels = fuse_channels
+        self.dilations = tuple(dilations)
+        self.full_channels = full_channels
+        self.causal = causal
+        self.layer_ops = None if layer_ops is None else tuple(layer_ops)
+        self.reduce, self.res_layers = _trunk(self.in_channels[0], channels, self.dilations, full_channels, causal,
+                                              self.layer_ops)
+        self.proj = ConvBNReLU3d(channels, fuse_channels, (1, 1, 1), causal=causal)
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C_coarse, T, h, w) -> (B, fuse_channels, T, h, w)."""
+        if self.reduce is not None:
+            x = self.reduce(x)  # (B, F, T, h, w)
+        for layer in self.res_layers:
+            x = layer(x)
+        return self.proj(x)
+
+    def trunk_program(self, g: Any, r: int) -> int:
+        """``trunk`` as nodes of an incremental program (``incremental_program``); returns its output register."""
+        for m in (self.reduce, *self.res_layers, self.proj):
+            if m is not None:
+                r = g.visit(m, r)
+        return r
+
+    @property
+    def trunk_extent(self) -> int:
+        """Frames of temporal context the trunk adds."""
+        return sum(temporal_extent(m) for m in (self.reduce, *self.res_layers) if m is not None)
+
+    def temporal_receptive_field(self) -> int:
+        """Frames of context of one output frame: ``1 + temporal_extent``."""
+        return 1 + int(self.temporal_extent)  # type: ignore[attr-defined]
+
+    def trunk_slots(self) -> list[tuple[str, int, int]]:
+        """The trunk's 4 op slots per residual layer (only when built with ``layer_ops``): ``(name, channels,
+        dilation)``."""
+        if self.layer_ops is None:
+            return []
+        return [(f"res_layers.{i}.{conv}.{j}", self.channels, d) for i, d in enumerate(self.dilations)
+                for conv in ("conv1", "conv2") for j in range(OPS_PER_CONV)]
+
+
+class MultiScaleDecoder(_TrunkDecoder):
     """The multi-scale spatial-temporal decoder (module docstring).
 
     Args:
@@ -153,21 +207,11 @@ class MultiScaleDecoder(nn.Module):
         if len(scale_ops) != OPS_PER_SCALE * fine:
             raise ValueError(f"scale_ops needs {OPS_PER_SCALE} ops per finer scale ({OPS_PER_SCALE * fine}), got "
                              f"{len(scale_ops)}")
-        for name in (*(layer_ops or ()), *scale_ops):
+        for name in scale_ops:
             get_op(name)  # fail early with the list of valid names
-        self.in_channels = tuple(in_channels)
-        self.num_classes = num_classes
-        self.channels = channels
-        self.fuse_channels = fuse_channels
-        self.dilations = tuple(dilations)
-        self.full_channels = full_channels
-        self.causal = causal
-        self.layer_ops = None if layer_ops is None else tuple(layer_ops)
+        self._build_trunk(in_channels, num_classes, channels, fuse_channels, dilations, full_channels, causal,
+                          layer_ops)
         self.scale_ops = scale_ops
-
-        self.reduce, self.res_layers = _trunk(in_channels[0], channels, self.dilations, full_channels, causal,
-                                              self.layer_ops)
-        self.proj = ConvBNReLU3d(channels, fuse_channels, (1, 1, 1), causal=causal)
         self.laterals = nn.ModuleList(ConvBNReLU3d(c, fuse_channels, (1, 1, 1), causal=causal)
                                       for c in in_channels[1:])
         self.paths = nn.ModuleList(
@@ -182,12 +226,7 @@ class MultiScaleDecoder(nn.Module):
         """Coarse first: ``[(B, C_0, T, h_0, w_0), ...]`` -> (B, K, T, h_last, w_last)."""
         if len(feats) != len(self.in_channels):
             raise ValueError(f"expected {len(self.in_channels)} feature maps (one per scale), got {len(feats)}")
-        x = feats[0]
-        if self.reduce is not None:
-            x = self.reduce(x)  # (B, F, T, h0, w0)
-        for layer in self.res_layers:
-            x = layer(x)
-        y = self.proj(x)  # (B, Ff, T, h0, w0)
+        y = self.trunk(feats[0])  # (B, Ff, T, h0, w0)
         for lateral, path, fuse, f in zip(self.laterals, self.paths, self.fuses, feats[1:], strict=True):
             y = fuse(_up(y, f.shape[-2:]) + path(lateral(f)))  # (B, Ff, T, h_s, w_s)
         return self.head(y)  # (B, K, T, h_last, w_last)
@@ -197,10 +236,7 @@ class MultiScaleDecoder(nn.Module):
         the modules visited in ``forward``'s order, each ``up(y) + path`` one resize-and-add node. Returns the
         output register."""
         regs = g.inputs(len(self.in_channels))
-        y = regs[0]
-        for m in (self.reduce, *self.res_layers, self.proj):
-            if m is not None:
-                y = g.visit(m, y)
+        y = self.trunk_program(g, regs[0])
         for lateral, path, fuse, r in zip(self.laterals, self.paths, self.fuses, regs[1:], strict=True):
             y = g.visit(fuse, g.resize_add(y, g.visit(path, g.visit(lateral, r))))
         return g.visit(self.head, y)
@@ -209,14 +245,10 @@ class MultiScaleDecoder(nn.Module):
     def temporal_extent(self) -> int:
         """Past (or, centred, surrounding) frames the output depends on, along the longest path through the trunk,
         the paths and the fusions."""
-        e = sum(temporal_extent(m) for m in (self.reduce, *self.res_layers) if m is not None)
+        e = self.trunk_extent
         for path, fuse in zip(self.paths, self.fuses, strict=True):
             e = max(e, temporal_extent(path)) + temporal_extent(fuse)
         return e
-
-    def temporal_receptive_field(self) -> int:
-        """Frames of context of one output frame: ``1 + temporal_extent``."""
-        return 1 + self.temporal_extent
 
     def searchable_slots(self) -> list[tuple[str, int, int]]:
         """The op positions a decoder supernet searches, in order: ``(name, channels, dilation)``.
@@ -224,12 +256,7 @@ class MultiScaleDecoder(nn.Module):
         The trunk's 4 slots per residual layer (only when built with ``layer_ops``), then per finer scale its two
         path ops and its fusion op (always). ``OPS[op](channels, dilation)`` builds a candidate for a slot.
         """
-        slots = []
-        if self.layer_ops is not None:
-            for i, d in enumerate(self.dilations):
-                for conv in ("conv1", "conv2"):
-                    for j in range(OPS_PER_CONV):
-                        slots.append((f"res_layers.{i}.{conv}.{j}", self.channels, d))
+        slots = self.trunk_slots()
         for k in range(len(self.paths)):
             slots += [(f"paths.{k}.0", self.fuse_channels, 1), (f"paths.{k}.1", self.fuse_channels, 1),
                       (f"fuses.{k}.0", self.fuse_channels, 1)]
@@ -247,7 +274,7 @@ class MultiScaleDecoder(nn.Module):
         parent[int(index)] = module
 
 
-class Arch2FusionDecoder(nn.Module):
+class Arch2FusionDecoder(_TrunkDecoder):
     """``fusion="arch2"``: the per-frame arch2 decoder (``vidnas.models.static_segmenter``) on a temporal trunk::
 
         top  = g(proj(trunk(x_32)))              trunk: [reduce] + SP-TCN residual layers
@@ -279,23 +306,11 @@ class Arch2FusionDecoder(nn.Module):
                  dilations: Sequence[int] = (1, 2), full_channels: bool = False, causal: bool = True,
                  layer_ops: Sequence[str] | None = None, aux: bool = True) -> None:
         super().__init__()
-        in_channels = [int(c) for c in in_channels]
         if len(in_channels) != 4:
             raise ValueError(f"the arch2 fusion reads four encoder maps (strides 32, 16, 8, 4), got {len(in_channels)}")
-        for name in layer_ops or ():
-            get_op(name)
-        self.in_channels = tuple(in_channels)
-        self.num_classes = num_classes
-        self.channels = channels
-        self.fuse_channels = fuse_channels
-        self.dilations = tuple(dilations)
-        self.full_channels = full_channels
-        self.causal = causal
-        self.layer_ops = None if layer_ops is None else tuple(layer_ops)
+        self._build_trunk(in_channels, num_classes, channels, fuse_channels, dilations, full_channels, causal,
+                          layer_ops)
         f = fuse_channels
-        self.reduce, self.res_layers = _trunk(in_channels[0], channels, self.dilations, full_channels, causal,
-                                              self.layer_ops)
-        self.proj = ConvBNReLU3d(channels, f, (1, 1, 1), causal=causal)
         self.gap = PerFrame(_GapAdd(f))
         self.laterals = nn.ModuleList(ConvBNReLU3d(c, f, (1, 1, 1), causal=causal) for c in in_channels[1:])
         self.down = PerFrame(ConvBNReLU(f, f, 3, stride=2))  # stride 4 -> 8
@@ -308,12 +323,7 @@ class Arch2FusionDecoder(nn.Module):
         """Strides 32, 16, 8, 4 -> logits (B, K, T, h/8, w/8); ``(logits, aux)`` in training mode with aux heads."""
         if len(feats) != 4:
             raise ValueError(f"expected 4 feature maps (strides 32, 16, 8, 4), got {len(feats)}")
-        x = feats[0]
-        if self.reduce is not None:
-            x = self.reduce(x)  # (B, F, T, h32, w32)
-        for layer in self.res_layers:
-            x = layer(x)
-        top = self.gap(self.proj(x))  # (B, Ff, T, h32, w32)
+        top = self.gap(self.trunk(feats[0]))  # (B, Ff, T, h32, w32)
         a16, a8, a4 = (lat(f) for lat, f in zip(self.laterals, feats[1:], strict=True))
         b1 = self.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
         b2 = self.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
@@ -326,10 +336,7 @@ class Arch2FusionDecoder(nn.Module):
     def incremental_program(self, g: Any) -> int:
         """``forward`` (eval mode) as a dataflow for ``vidnas.models.incremental.compile_decoder``."""
         r32, r16, r8, r4 = g.inputs(4)
-        y = r32
-        for m in (self.reduce, *self.res_layers, self.proj, self.gap):
-            if m is not None:
-                y = g.visit(m, y)
+        y = g.visit(self.gap, self.trunk_program(g, r32))
         b1 = g.visit(self.blocks[0], g.resize_add(y, g.visit(self.laterals[0], r16)))
         b2 = g.visit(self.blocks[1], g.resize_add(b1, g.visit(self.laterals[1], r8)))
         dec = g.visit(self.blocks[2], g.resize_add(g.visit(self.down, g.visit(self.laterals[2], r4)), b2))
@@ -338,18 +345,11 @@ class Arch2FusionDecoder(nn.Module):
     @property
     def temporal_extent(self) -> int:
         """Past (or, centred, surrounding) frames the output depends on: the trunk's."""
-        return sum(temporal_extent(m) for m in (self.reduce, *self.res_layers) if m is not None)
-
-    def temporal_receptive_field(self) -> int:
-        """Frames of context of one output frame: ``1 + temporal_extent``."""
-        return 1 + self.temporal_extent
+        return self.trunk_extent
 
     def searchable_slots(self) -> list[tuple[str, int, int]]:
         """The trunk's 4 op slots per residual layer when built with ``layer_ops`` (the per-frame part has none)."""
-        if self.layer_ops is None:
-            return []
-        return [(f"res_layers.{i}.{conv}.{j}", self.channels, d) for i, d in enumerate(self.dilations)
-                for conv in ("conv1", "conv2") for j in range(OPS_PER_CONV)]
+        return self.trunk_slots()
 
 
 class MultiScaleSegmenter(nn.Module):
