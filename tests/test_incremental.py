@@ -322,15 +322,18 @@ def test_multiscale_onnx_step_graphs_equal_pytorch_over_60_frames(window: int, t
 # ------------------------------------------------ mstcn with the arch2 fusion: arch2's per-frame decoder on the trunk
 
 ARCH2_FUSION = {"fusion": "arch2", "scales": (32, 16, 8, 4)}
+ARCH2_RES = {"fusion": "arch2_res", "scales": (32, 16, 8, 4)}  # the trunk a residual branch on arch2's lateral
 
 
-@pytest.mark.parametrize("window", [3, 16])
-def test_arch2_fusion_incremental_equals_window_decode_over_60_frames(window: int) -> None:
-    model = tiny_ms(window, **ARCH2_FUSION)
+@pytest.mark.parametrize(("window", "fusion", "rf"), [(3, ARCH2_FUSION, 13), (16, ARCH2_FUSION, 13),
+                                                      (3, ARCH2_RES, 11)])
+def test_arch2_fusion_incremental_equals_window_decode_over_60_frames(window: int, fusion: dict, rf: int) -> None:
+    model = tiny_ms(window, **fusion)
     assert type(model.decoder).__name__ == "Arch2FusionDecoder"
-    rf = model.decoder.temporal_receptive_field()
+    # arch2: the fpn default trunk (reduce 2 + layers 4 + 6); arch2_res: no reduce (the branch reads the lateral)
+    assert model.decoder.temporal_receptive_field() == rf
     program = compile_decoder(model.decoder)
-    assert program.num_inputs == 4 and program.receptive_field == rf == 13  # the fpn default trunk
+    assert program.num_inputs == 4 and program.receptive_field == rf
     assert sum(n.kind == "upadd" for n in program.nodes) == 3  # strides 16, 8 and the stride-4 path
     frames = torch.randn(1, FRAMES, 3, MS_H, MS_W, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -342,9 +345,10 @@ def test_arch2_fusion_incremental_equals_window_decode_over_60_frames(window: in
     assert float(ref[-1].abs().max()) > 1e-2
 
 
-def test_arch2_fusion_reads_the_past_through_the_trunk_only() -> None:
+@pytest.mark.parametrize("fusion", [ARCH2_FUSION, ARCH2_RES])
+def test_arch2_fusion_reads_the_past_through_the_trunk_only(fusion: dict) -> None:
     """Changing an earlier frame's stride-32 map changes later logits; changing its finer maps does not."""
-    model = tiny_ms(3, **ARCH2_FUSION)
+    model = tiny_ms(3, **fusion)
     gen = torch.Generator().manual_seed(2)
     feats = [torch.randn(1, c, 3, *hw, generator=gen) for c, hw in zip(
         model.decoder.in_channels, ((2, 3), (4, 6), (8, 12), (16, 24)), strict=True)]
@@ -361,7 +365,7 @@ def test_arch2_fusion_onnx_step_graphs_equal_pytorch(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     from vidnas.export import export_onnx, export_step_graphs, parity_check, step_parity_check
 
-    model = tiny_ms(3, **ARCH2_FUSION)
+    model = tiny_ms(3, **ARCH2_RES)  # the residual fusion: its branch's sum is an ``add`` node of the step graphs
     export_onnx(model, tmp_path, img_size=(MS_H, MS_W))
     section = export_step_graphs(model, tmp_path)
     assert [f["name"] for f in section["features"]] == ["feature0", "feature1", "feature2", "feature3"]

@@ -129,15 +129,59 @@ def test_protocol_flops_follow_the_window_and_the_step() -> None:
 
 
 def a2(causal: bool = True, **kw: object) -> Arch:
-    return arch(causal, fusion="arch2", scales=(32, 16, 8, 4), **kw)
+    return arch(causal, **{"fusion": "arch2", "scales": (32, 16, 8, 4), **kw})
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_arch2_fusion_stream_equals_clip(causal: bool) -> None:
+@pytest.mark.parametrize("fusion", ["arch2", "arch2_res"])
+def test_arch2_fusion_stream_equals_clip(causal: bool, fusion: str) -> None:
     torch.manual_seed(0)
-    model = build_model(cfg(), a2(causal, decoder_ops=TRUNK_OPS), num_classes=K).eval()
+    model = build_model(cfg(), a2(causal, decoder_ops=TRUNK_OPS, fusion=fusion), num_classes=K).eval()
     assert type(model.decoder).__name__ == "Arch2FusionDecoder" and model.scales == (32, 16, 8, 4)
+    if fusion == "arch2_res":  # its branch starts at zero: give it weight, so the past reaches the output
+        torch.nn.init.uniform_(model.decoder.proj[1].weight, 0.5, 1.5)
     assert_stream_equals_clip(model)
+
+
+def test_arch2_res_starts_as_the_arch2_checkpoint_it_is_initialised_from(tmp_path) -> None:
+    """``--init`` from a per-frame arch2 checkpoint: every arch2 tensor lands (renamed, 2-D weights given a time axis)
+    and, its branch at zero, the temporal model's logits are arch2's on every frame; training the branch makes the
+    previous frames count."""
+    from vidnas.checkpoint import save_checkpoint
+    from vidnas.config import config_to_dict
+    from vidnas.engine.train import init_from
+
+    per_frame = dataclasses.replace(cfg(1), model=dataclasses.replace(cfg().model, decoder="arch2"))
+    torch.manual_seed(3)
+    arch2 = build_model(per_frame, num_classes=K)
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so a mapping mistake cannot hide behind defaults
+        for m in arch2.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    save_checkpoint(tmp_path / "arch2.pt", {"model": arch2.state_dict(), "config": config_to_dict(per_frame),
+                                            "num_classes": K})
+    temporal_cfg = dataclasses.replace(cfg(), model=dataclasses.replace(cfg().model, fusion="arch2_res",
+                                                                         fuse_channels=64,
+                                                                         decoder_scales=(32, 16, 8, 4)))
+    torch.manual_seed(4)
+    model = build_model(temporal_cfg, num_classes=K)
+    theirs = model.translate_init_state(arch2.state_dict())
+    assert set(theirs) <= set(model.state_dict())  # every arch2 tensor has a place
+    assert {k for k in model.state_dict() if k not in theirs} == {k for k in model.state_dict()
+                                                                   if ".res_layers." in k or ".proj." in k}
+    init_from(model, tmp_path / "arch2.pt", temporal_cfg)
+    arch2.eval()
+    model.eval()
+    clip = torch.randn(2, 3, 3, H, W)
+    with torch.no_grad():
+        out = model(clip)  # (B, T, K, H, W)
+        ref = torch.stack([arch2(clip[:, t:t + 1])[:, 0] for t in range(3)], dim=1)
+        assert float((out - ref).abs().max()) <= 1e-4
+        torch.nn.init.uniform_(model.decoder.proj[1].weight, 0.5, 1.5)  # the branch, once trained
+        moved = model(torch.cat([clip[:, :1] + 1.0, clip[:, 1:]], dim=1))[:, -1]
+        assert float((moved - model(clip)[:, -1]).abs().max()) > 1e-3
 
 
 def test_arch2_fusion_trains_with_auxiliary_heads_from_the_config() -> None:
@@ -172,7 +216,9 @@ def test_arch2_fusion_arch_file_round_trip_and_load(tmp_path) -> None:
 @pytest.mark.parametrize(("change", "field"), [({"fusion": "unet"}, "fusion"),
                                                ({"fusion": "arch2"}, "scales"),
                                                ({"fusion": "arch2", "scales": (32, 16, 8, 4),
-                                                 "scale_ops": ("identity",) * 9}, "scale_ops")])
+                                                 "scale_ops": ("identity",) * 9}, "scale_ops"),
+                                               ({"fusion": "arch2_res", "scales": (32, 16, 8, 4),
+                                                 "full_channels": True}, "full_channels")])
 def test_bad_fusion(change: dict, field: str) -> None:
     from vidnas.models import ArchError
 

@@ -91,7 +91,8 @@ class ModelConfig:
     decoder_dilations: tuple[int, ...] = (1, 2, 4, 8)  # [SPEC] temporal dilations of the residual layers
     decoder_scales: tuple[int, ...] = (32, 8, 4)  # mstcn: strides read, coarse (temporal trunk) first
     fuse_channels: int = 64  # mstcn: width of the finer paths and the fusion
-    fusion: str = "fpn"  # mstcn: fpn (FPN-style paths, searchable) | arch2 (arch2's decoder on a temporal trunk)
+    fusion: str = "fpn"  # mstcn: fpn (FPN-style paths, searchable) | arch2 (arch2's decoder on a temporal trunk) |
+    # arch2_res (the trunk a zero-initialised branch on arch2's stride-32 lateral: starts as arch2, `--init` from it)
     arch: str | None = None  # path to an arch.json; overrides depths/ops/full_channels
 
 

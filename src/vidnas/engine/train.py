@@ -196,6 +196,9 @@ def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any =
             shapes); the message says which model each side is.
     """
     state = load_checkpoint(path)
+    translate = getattr(model, "translate_init_state", None)  # e.g. per-frame arch2 -> the arch2 fusion's names
+    if translate is not None:
+        state = {**state, "model": translate(state["model"])}
     own = model.state_dict()
     clash = [k for k, v in state["model"].items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if clash:

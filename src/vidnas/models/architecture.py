@@ -41,7 +41,7 @@ SCHEMA_VERSION = 1
 DECODERS: tuple[str, ...] = ("sptcn", "head", "arch2", "mstcn")
 SCALE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 OPS_PER_SCALE = 3  # multi-scale decoders: path op 1, path op 2, fusion op per finer scale
-FUSIONS: tuple[str, ...] = ("fpn", "arch2")  # mstcn: how the finer scales join the temporal trunk
+FUSIONS: tuple[str, ...] = ("fpn", "arch2", "arch2_res")  # mstcn: how the finer scales join the temporal trunk
 ARCH2_FUSION_SCALES: tuple[int, ...] = (32, 16, 8, 4)  # arch2 fusion reads all four encoder maps
 OPS_PER_LAYER = 4  # two 3x3x3 convs per residual layer, each replaced by two ops [ST-NAS Fig. 2]
 
@@ -72,7 +72,8 @@ class Arch(JsonFile):
             None = per frame (identity, identity, spatial_k3).
         fusion: ``mstcn``: ``fpn`` (the finer paths above, searchable) or ``arch2`` (arch2's per-frame decoder, strides
             16/8/4 with its global-pooling branch and auxiliary heads, on top of the temporal trunk; ``scales`` must be
-            32,16,8,4 and ``scale_ops`` unset).
+            32,16,8,4 and ``scale_ops`` unset) or ``arch2_res`` (the same, with the trunk a zero-initialised residual
+            branch on arch2's stride-32 lateral: starts as per-frame arch2, initialisable from its checkpoint).
         name: a label (a paper row, a run name).
         extra: the search record (alphas, betas, lambda, latency table...); opaque here, must be JSON-serialisable.
     """
@@ -141,13 +142,18 @@ class Arch(JsonFile):
                     fail("scale_ops", f"entry {i}: unknown op {op!r}; valid ops: {', '.join(OPS)}")
         if self.fusion not in FUSIONS:
             fail("fusion", f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
-        if self.fusion == "arch2":
+        if self.fusion in ("arch2", "arch2_res"):
             if self.decoder != "mstcn":
                 fail("fusion", f"only the mstcn decoder has a fusion choice, but decoder is {self.decoder!r}")
             if tuple(self.scales) != ARCH2_FUSION_SCALES:
-                fail("scales", f"the arch2 fusion reads strides {list(ARCH2_FUSION_SCALES)}, got {list(self.scales)!r}")
+                fail("scales", f"the {self.fusion} fusion reads strides {list(ARCH2_FUSION_SCALES)}, got "
+                               f"{list(self.scales)!r}")
             if self.scale_ops is not None:
-                fail("scale_ops", "the arch2 fusion has no per-scale op slots (only fusion fpn is searched per scale)")
+                fail("scale_ops", f"the {self.fusion} fusion has no per-scale op slots (only fusion fpn is searched "
+                                  "per scale)")
+            if self.fusion == "arch2_res" and self.full_channels:
+                fail("full_channels", "the arch2_res fusion's temporal branch reads arch2's fuse_channels-wide "
+                                      "stride-32 lateral; full channels do not apply")
         if self.decoder_ops is not None:
             if self.decoder not in ("sptcn", "mstcn"):
                 fail("decoder_ops", f"only the sptcn decoder (and the mstcn decoder's trunk) has searched ops, but "

@@ -144,7 +144,8 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> n
         channels = [encoder.out_channels[STRIDE_INDEX[s]] for s in arch.scales]
         common = dict(channels=arch.channels, fuse_channels=arch.fuse_channels, dilations=arch.dilations,
                       full_channels=arch.full_channels, causal=arch.causal, layer_ops=arch.decoder_ops)
-        ms: nn.Module = (Arch2FusionDecoder(channels, num_classes, **common) if arch.fusion == "arch2"
+        ms: nn.Module = (Arch2FusionDecoder(channels, num_classes, residual=arch.fusion == "arch2_res", **common)
+                         if arch.fusion in ("arch2", "arch2_res")
                          else MultiScaleDecoder(channels, num_classes, scale_ops=arch.scale_ops, **common))
         model: nn.Module = MultiScaleSegmenter(encoder, ms, num_classes, scales=arch.scales, window=arch.window,
                                                causal=arch.causal)

@@ -166,6 +166,12 @@ class _Compiler:
         self.n = count
         return list(self.input_registers)
 
+    def add(self, a: int, b: int) -> int:
+        """``x_a + x_b`` (the same shape)."""
+        out = self._new()
+        self.nodes.append(Node("add", (a, b), out))
+        return out
+
     def resize_add(self, a: int, b: int) -> int:
         """``up(x_a, size of x_b) + x_b``: bilinear resize of each time step of ``a`` to ``b``'s size, then add."""
         out = self._new()

@@ -18,6 +18,9 @@ temporal context pays there (``searchable_slots``). The default is a temporal tr
 arch2 decoder of the cell search on top of it (strides 16/8/4, its global-pooling branch, residual 3x3 blocks,
 auxiliary heads; ``vidnas.models.static_segmenter``): the temporal twin of per-frame arch2, whose decoder step costs
 almost nothing more when streamed incrementally (the trunk runs on a 6x8 map at 176x240).
+``fusion="arch2_res"`` keeps arch2's own stride-32 lateral and adds the trunk to it as a residual branch whose last
+BatchNorm starts at zero, so the model starts as per-frame arch2 and can be initialised from a trained arch2
+checkpoint (``MultiScaleSegmenter.translate_init_state``); the temporal context then only has to learn a correction.
 
 ``MultiScaleSegmenter`` is the video model: the encoder's maps at the chosen strides for every frame, the decoder
 over a window of them, bilinear upsampling to the image. It streams with the window protocol (one encoder pass per
@@ -127,9 +130,11 @@ class _TrunkDecoder(nn.Module):
     """What both fusions share: the attributes, the temporal trunk on the coarse map and its projection to the fusion
     width, ``y = proj(res_layers(reduce(x_coarse)))``, its dataflow, context and op slots."""
 
+    residual = False  # ``trunk`` replaces the coarse map's projection (True: adds a branch to it, ``arch2_res``)
+
     def _build_trunk(self, in_channels: Sequence[int], num_classes: int, channels: int, fuse_channels: int,
                      dilations: Sequence[int], full_channels: bool, causal: bool,
-                     layer_ops: Sequence[str] | None) -> None:
+                     layer_ops: Sequence[str] | None, residual: bool = False) -> None:
         for name in layer_ops or ():
             get_op(name)  # fail early with the list of valid names
         self.in_channels = tuple(int(c) for c in in_channels)
@@ -140,12 +145,27 @@ class _TrunkDecoder(nn.Module):
         self.full_channels = full_channels
         self.causal = causal
         self.layer_ops = None if layer_ops is None else tuple(layer_ops)
+        self.residual = residual
+        if residual:  # a = lateral(x_coarse), per frame; the branch reads a (no reduce), its last BN starts at 0
+            self.top_lateral = ConvBNReLU3d(self.in_channels[0], fuse_channels, (1, 1, 1), causal=causal)
+            self.reduce, self.res_layers = _trunk(fuse_channels, channels, self.dilations, True, causal,
+                                                  self.layer_ops)
+            self.proj = ConvBNReLU3d(channels, fuse_channels, (1, 1, 1), causal=causal, relu=False)
+            nn.init.zeros_(self.proj[1].weight)
+            return
         self.reduce, self.res_layers = _trunk(self.in_channels[0], channels, self.dilations, full_channels, causal,
                                               self.layer_ops)
         self.proj = ConvBNReLU3d(channels, fuse_channels, (1, 1, 1), causal=causal)
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_coarse, T, h, w) -> (B, fuse_channels, T, h, w)."""
+        """(B, C_coarse, T, h, w) -> (B, fuse_channels, T, h, w): ``proj(res_layers(reduce(x)))``, or with
+        ``residual`` ``a + proj(res_layers(a))`` where ``a = top_lateral(x)`` (per frame)."""
+        if self.residual:
+            a = self.top_lateral(x)  # (B, Ff, T, h, w)
+            y = a
+            for layer in self.res_layers:
+                y = layer(y)
+            return a + self.proj(y)
         if self.reduce is not None:
             x = self.reduce(x)  # (B, F, T, h, w)
         for layer in self.res_layers:
@@ -154,6 +174,12 @@ class _TrunkDecoder(nn.Module):
 
     def trunk_program(self, g: Any, r: int) -> int:
         """``trunk`` as nodes of an incremental program (``incremental_program``); returns its output register."""
+        if self.residual:
+            a = g.visit(self.top_lateral, r)
+            y = a
+            for m in (*self.res_layers, self.proj):
+                y = g.visit(m, y)
+            return g.add(y, a)
         for m in (self.reduce, *self.res_layers, self.proj):
             if m is not None:
                 r = g.visit(m, r)
@@ -278,6 +304,9 @@ class Arch2FusionDecoder(_TrunkDecoder):
     """``fusion="arch2"``: the per-frame arch2 decoder (``vidnas.models.static_segmenter``) on a temporal trunk::
 
         top  = g(proj(trunk(x_32)))              trunk: [reduce] + SP-TCN residual layers
+               g(a + proj'(trunk(a)))            residual (fusion "arch2_res"): a = Conv1x1-BN-ReLU(x_32), per frame
+                                                 (arch2's own lateral); trunk: residual layers on a;
+                                                 proj' = Conv1x1-BN with BN weight 0 at init, so top = g(a) = arch2's
                                                  g(y) = y + ReLU(Conv1x1(GAP(y))), per frame
         b_1  = Block(up(top) + a_16)             a_s = Conv1x1-BN-ReLU(x_s), per frame          -> aux head 1
         b_2  = Block(up(b_1) + a_8)                                                             -> aux head 2
@@ -285,7 +314,9 @@ class Arch2FusionDecoder(_TrunkDecoder):
         pred = Conv1x1(dec) -> K                                                                stride 8
 
     Everything after the trunk is per frame, so the temporal context enters through the stride-32 map only: at
-    window 1 this is arch2's decoder (the trunk then adds two residual conv layers at stride 32).
+    window 1 this is arch2's decoder (the trunk then adds two residual conv layers at stride 32). With ``residual``
+    it is exactly arch2's decoder at initialisation, at every window, and arch2's weights map onto it
+    (``MultiScaleSegmenter.translate_init_state``).
 
     Args:
         in_channels: encoder channels at strides 32, 16, 8, 4 (that order).
@@ -294,6 +325,8 @@ class Arch2FusionDecoder(_TrunkDecoder):
         fuse_channels: arch2's aggregation width (64).
         dilations, full_channels, causal, layer_ops: the trunk, as ``MultiScaleDecoder``.
         aux: the two auxiliary heads (returned in training mode only).
+        residual: the trunk is a branch added to arch2's stride-32 lateral (fusion ``arch2_res``); ``full_channels``
+            does not apply (the branch reads the ``fuse_channels`` lateral).
 
     Shapes:
         ``[(B, C_32, T, h/32, w/32), (B, C_16, T, ..), (B, C_8, T, ..), (B, C_4, T, ..)]`` -> (B, K, T, h/8, w/8);
@@ -304,12 +337,13 @@ class Arch2FusionDecoder(_TrunkDecoder):
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, *, channels: int = 128, fuse_channels: int = 64,
                  dilations: Sequence[int] = (1, 2), full_channels: bool = False, causal: bool = True,
-                 layer_ops: Sequence[str] | None = None, aux: bool = True) -> None:
+                 layer_ops: Sequence[str] | None = None, aux: bool = True, residual: bool = False) -> None:
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"the arch2 fusion reads four encoder maps (strides 32, 16, 8, 4), got {len(in_channels)}")
         self._build_trunk(in_channels, num_classes, channels, fuse_channels, dilations, full_channels, causal,
-                          layer_ops)
+                          layer_ops, residual=residual)
+        self.fusion = "arch2_res" if residual else "arch2"
         f = fuse_channels
         self.gap = PerFrame(_GapAdd(f))
         self.laterals = nn.ModuleList(ConvBNReLU3d(c, f, (1, 1, 1), causal=causal) for c in in_channels[1:])
@@ -383,6 +417,41 @@ class MultiScaleSegmenter(nn.Module):
     def target_index(self) -> int:
         """Index of the emitted frame in a window: ``w - 1`` (causal) or ``w // 2`` (centred)."""
         return self.window - 1 if self.causal else self.window // 2
+
+    def translate_init_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A per-frame arch2 checkpoint's ``state_dict`` in this model's names, for ``vidnas train --init``.
+
+        With the arch2 fusion, arch2's decoder maps onto the per-frame part (``decoder.adapt.{0,1,2}`` -> the stride
+        4/8/16 laterals, ``adapt.3`` -> the stride-32 lateral of ``arch2_res``, ``gap``, ``down``, ``block1..3``,
+        classifier and auxiliary heads; 2-D weights gain a time axis of 1); the encoder keys are the same. Any other
+        state (or another decoder here) comes back unchanged, so the shape check of the caller still applies.
+        """
+        if not isinstance(self.decoder, Arch2FusionDecoder) or "decoder.adapt.0.0.weight" not in state:
+            return state
+        lateral = {"0": "laterals.2", "1": "laterals.1", "2": "laterals.0", "3": "top_lateral"}
+        own = self.state_dict()
+        out: dict[str, torch.Tensor] = {}
+        for key, value in state.items():
+            if not key.startswith("decoder."):
+                out[key] = value
+                continue
+            part = key.split(".")[1:]
+            if part[0] == "adapt":  # ConvBNReLU (0 conv, 1 BN) -> ConvBNReLU3d (0 STConv3d.conv, 1 BN)
+                rest = ["0", "conv", *part[3:]] if part[2] == "0" else part[2:]
+                name = ".".join([lateral[part[1]], *rest])
+            elif part[0] == "gap":  # Sequential(pool, conv, relu) -> PerFrame(_GapAdd).conv
+                name = ".".join(["gap.module.conv", *part[2:]])
+            elif part[0] == "down":
+                name = ".".join(["down.module", *part[1:]])
+            elif part[0].startswith("block"):
+                name = ".".join([f"blocks.{int(part[0][5:]) - 1}.module", *part[1:]])
+            else:  # classifier, aux_heads
+                name = ".".join(part)
+            name = "decoder." + name
+            if name in own and own[name].dim() == value.dim() + 1:
+                value = value.unsqueeze(2)  # (C_out, C_in, kh, kw) -> (C_out, C_in, 1, kh, kw)
+            out[name] = value
+        return out
 
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(N, 3, H, W) -> the encoder maps at ``scales``, coarse first, each (N, C_s, H/s, W/s) (contiguous, also
