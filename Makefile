@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vidnas demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -419,6 +420,16 @@ def test_export_of_a_cell_model_says_it_cannot_yet(tmp_path: Path, ckpt: Path) -
 
 def test_eval_key_interval_on_a_window_model(ckpt: Path, tmp_path: Path) -> None:
     refused(["eval", ckpt, "--key-interval", "2", "--out", tmp_path / "e", "-q"], "dynamic-cell models only")
+
+
+def test_eval_context_ablation_scores_the_windows_without_their_context(ckpt: Path, tmp_path: Path) -> None:
+    code, out = invoke(["eval", ckpt, "--context-ablation", "--no-stream", "--out", tmp_path / "e", "-q"])
+    assert code == 0, out
+    res = json.loads((tmp_path / "e" / "eval.json").read_text())
+    real, alone = res["clips"], res["clips_target_context"]
+    assert alone["num_pixels"] == real["num_pixels"] > 0 and 0.0 <= alone["miou"] <= 1.0
+    assert 0.0 <= res["context_changed_pixels"] <= 1.0
+    assert "with the target frame repeated" in out and "of the target pixels' labels" in out
 
 
 # --------------------------------------------------------------------------------------------------------- runs

@@ -224,3 +224,22 @@ def test_bad_fusion(change: dict, field: str) -> None:
 
     with pytest.raises(ArchError, match=field):
         arch(**change)
+
+
+def test_context_ablation_replaces_each_window_by_its_target_frame() -> None:
+    """``evaluate_clips(context="target")`` scores each window with its frames replaced by the target frame (what
+    ``vidnas eval --context-ablation`` reports): equal to scoring such windows by hand, unequal to the real ones."""
+    from vidnas.engine.evaluate import context_changed_pixels, evaluate_clips
+
+    torch.manual_seed(0)
+    model = build_model(cfg(), arch(decoder_ops=TRUNK_OPS, scale_ops=("temporal_k3", "identity", "spatial_k3") * 2),
+                        num_classes=K).eval()
+    gen = torch.Generator().manual_seed(1)
+    clips = [{"frames": torch.randn(3, 3, H, W, generator=gen), "masks": torch.randint(0, K, (3, H, W), generator=gen),
+              "target": 2} for _ in range(4)]
+    repeated = [{**c, "frames": c["frames"][2:3].expand(3, -1, -1, -1).clone()} for c in clips]
+    alone = evaluate_clips(model, clips, K, 255, context="target")
+    assert alone["per_class_iou"] == evaluate_clips(model, repeated, K, 255)["per_class_iou"]
+    assert alone["per_class_iou"] != evaluate_clips(model, clips, K, 255)["per_class_iou"]
+    assert 0.0 < context_changed_pixels(model, clips) < 1.0
+    assert context_changed_pixels(model, repeated) == 0.0

@@ -131,6 +131,10 @@ def eval_cmd(
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
         "--key-interval", help="Dynamic-cell models: re-run the static network every N streamed frames "
         "(default: only on a video's first frame).")] = None,
+    context_ablation: Annotated[bool, typer.Option(
+        "--context-ablation", help="Window models: score the clips again with each window's frames replaced by its "
+        "target frame, and count the pixels whose label the real context changes (does the model use its context, "
+        "and does it pay?).")] = False,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
@@ -150,7 +154,7 @@ def eval_cmd(
     out_dir = output_dir(Path(out) if out else default_eval_dir(checkpoint), "eval", overwrite=overwrite)
     try:
         res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,
-                       key_interval=key_interval)
+                       key_interval=key_interval, context_ablation=context_ablation)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from e
     from vidnas.data import open_source
@@ -158,4 +162,10 @@ def eval_cmd(
     names = list(open_source(cfg.data).class_names)
     main = res.get("stream", res["clips"])
     typer.echo(per_class_table(main, names))
+    for name in ("clips", "clips_matched"):
+        if f"{name}_target_context" in res:
+            typer.echo(f"context ablation, {name}: mIoU {res[name]['miou']:.4f} with the real context, "
+                       f"{res[name + '_target_context']['miou']:.4f} with the target frame repeated")
+    if "context_changed_pixels" in res:
+        typer.echo(f"the real context changes {res['context_changed_pixels']:.3%} of the target pixels' labels")
     typer.echo(f"written: {out_dir / 'eval.json'}, {out_dir / 'per_class.md'}")

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 @torch.inference_mode()
 def evaluate_clips(model: torch.nn.Module, clip_ds, num_classes: int, ignore_index: int, *, device="cpu",
                    batch_size: int = 4, show_progress: bool = False,
-                   forward_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   forward_kwargs: Mapping[str, Any] | None = None, context: str = "real") -> dict[str, Any]:
     """Confusion-matrix metrics over the target frame of every clip.
 
     Under torchrun the matrix is summed over ranks only if the caller shards ``clip_ds``; here every rank scores
@@ -52,7 +52,11 @@ def evaluate_clips(model: torch.nn.Module, clip_ds, num_classes: int, ignore_ind
 
     Args:
         forward_kwargs: keyword arguments of every clip forward (a dynamic-cell model's ``key_interval``).
+        context: ``real`` (the clip as it is) or ``target`` (every frame of the window replaced by the target
+            frame: what the model predicts without its context, the ablation of ``vidnas eval --context-ablation``).
     """
+    if context not in ("real", "target"):
+        raise ValueError(f"context must be 'real' or 'target', got {context!r}")
     was_training = model.training
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_index=ignore_index)
@@ -60,13 +64,34 @@ def evaluate_clips(model: torch.nn.Module, clip_ds, num_classes: int, ignore_ind
     for batch in tqdm(loader, desc="val", leave=False, disable=not show_progress, dynamic_ncols=True):
         frames = batch["frames"].to(device)  # (B, T, 3, H, W)
         target = batch["target"].to(device)  # (B,)
-        logits = model(frames, **(forward_kwargs or {}))  # (B, T, K, H, W)
         idx = torch.arange(frames.shape[0], device=device)
+        if context == "target":  # (B, 3, H, W) -> the window (B, T, 3, H, W) of copies
+            frames = frames[idx, target][:, None].expand_as(frames).contiguous()
+        logits = model(frames, **(forward_kwargs or {}))  # (B, T, K, H, W)
         pred = logits[idx, target].argmax(1)  # (B, H, W)
         gt = batch["masks"].to(device)[idx, target]  # (B, H, W)
         cm.update(pred.cpu(), gt.cpu())
     model.train(was_training)
     return cm.compute()
+
+
+@torch.inference_mode()
+def context_changed_pixels(model: torch.nn.Module, clip_ds, *, device="cpu", batch_size: int = 4) -> float:
+    """Fraction of the target frames' pixels whose predicted label changes when the real context frames of each
+    window are replaced by the target frame (0: the model ignores its context)."""
+    was_training = model.training
+    model.eval()
+    changed = total = 0
+    for batch in DataLoader(clip_ds, batch_size=batch_size, shuffle=False):
+        frames = batch["frames"].to(device)  # (B, T, 3, H, W)
+        target = batch["target"].to(device)
+        idx = torch.arange(frames.shape[0], device=device)
+        real = model(frames)[idx, target].argmax(1)  # (B, H, W)
+        alone = model(frames[idx, target][:, None].expand_as(frames).contiguous())[idx, target].argmax(1)
+        changed += int((real != alone).sum())
+        total += real.numel()
+    model.train(was_training)
+    return changed / max(total, 1)
 
 
 @torch.inference_mode()
@@ -186,16 +211,24 @@ def default_eval_dir(checkpoint: str | Path) -> Path:
 
 
 def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | None = None, stream: bool = True,
-             show_progress: bool = True, key_interval: int | None = None) -> dict[str, Any]:
+             show_progress: bool = True, key_interval: int | None = None,
+             context_ablation: bool = False) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``cfg.data``; write ``eval.json``, ``per_class.md`` and overlays.
 
     Args:
         key_interval: dynamic-cell models: also run the static network every ``key_interval`` frames, in the clip
             forward and the stream (refused for other models).
+        context_ablation: window models: score the clips again with every frame of each window replaced by its
+            target frame (``clips_target_context``, and ``clips_matched_target_context`` under the matched
+            protocol), and the fraction of target pixels whose label the real context changes
+            (``context_changed_pixels``): whether the model uses its context, and whether that pays.
     """
     out_dir = Path(out_dir)
     loaded = load_model(checkpoint, device=cfg.train.device)
     model = loaded.model
+    if context_ablation and int(getattr(model, "window", 1)) <= 1:
+        raise ValueError(f"--context-ablation: {checkpoint} has window 1: its clips hold no context "
+                         "frames to replace (per-frame models)")
     options = {} if key_interval is None else {"key_interval": int(key_interval)}
     if options:
         try:
@@ -229,6 +262,17 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
             result["stream_matched"] = evaluate_stream(model, source, split, cfg.data, device=cfg.train.device,
                                                        show_progress=show_progress, stream_kwargs=options,
                                                        stride=matched)
+    if context_ablation:
+        protocols = [("clips", cfg.data)]
+        if "clips_matched" in result:
+            protocols.append(("clips_matched", val_data_config(cfg.data)))
+        for name, data_cfg in protocols:
+            result[f"{name}_target_context"] = evaluate_clips(
+                model, ClipDataset(source, split, data_cfg, train=False), source.num_classes, source.ignore_index,
+                device=cfg.train.device, batch_size=max(1, cfg.train.batch_size // 2), show_progress=show_progress,
+                forward_kwargs=options, context="target")
+        result["context_changed_pixels"] = context_changed_pixels(model, clip_ds, device=cfg.train.device,
+                                                                  batch_size=max(1, cfg.train.batch_size // 2))
     atomic_write_json(out_dir / "eval.json", result)
     main = result.get("stream", result["clips"])
     atomic_write_text(out_dir / "per_class.md", per_class_table(main, list(source.class_names)))
