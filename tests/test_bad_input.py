@@ -420,6 +420,7 @@ def test_export_of_a_cell_model_says_it_cannot_yet(tmp_path: Path, ckpt: Path) -
 
 def test_eval_key_interval_on_a_window_model(ckpt: Path, tmp_path: Path) -> None:
     refused(["eval", ckpt, "--key-interval", "2", "--out", tmp_path / "e", "-q"], "dynamic-cell models only")
+    assert not (tmp_path / "e").exists(), "a refused evaluation left its output directory behind"
 
 
 def test_eval_context_ablation_scores_the_windows_without_their_context(ckpt: Path, tmp_path: Path) -> None:

@@ -151,11 +151,15 @@ def eval_cmd(
         cfg = eval_config(checkpoint, config, [*_shortcuts(fmt, root), *device_overrides(device), *(set_ or [])])
     except ValueError as e:  # CheckpointError, ConfigError, DataError (a data root that is not there)
         raise fail(str(e)) from e
-    out_dir = output_dir(Path(out) if out else default_eval_dir(checkpoint), "eval", overwrite=overwrite)
+    target = Path(out) if out else default_eval_dir(checkpoint)
+    fresh = not target.exists()
+    out_dir = output_dir(target, "eval", overwrite=overwrite)
     try:
         res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,
                        key_interval=key_interval, context_ablation=context_ablation)
     except (FileNotFoundError, ValueError) as e:
+        if fresh and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()  # a refused evaluation leaves no empty directory of its own behind
         raise fail(str(e)) from e
     from vidnas.data import open_source
 
