@@ -90,3 +90,41 @@ def test_golden_cell_model() -> None:
     model = DynamicCellModel(static, cell, window=3).eval()
     frames = _frames(4)
     _check("cell_model", {"clip": _sub(model(frames)), "stream": _sub(_stream(model, frames))})
+
+
+# the multi-scale family (``mstcn``): its trunk reads every decoder op kind; stride 8 and 4 paths read a temporal op
+MS_TRUNK_OPS = ("identity", "temporal_k3", "sep_k3", "spatial_k3", "temporal_k5", "sep_k5", "spatial_k5", "identity")
+MS_SCALE_OPS = ("temporal_k3", "sep_k3", "spatial_k3", "identity", "spatial_k3", "sep_k3")
+
+
+def _ms_cfg() -> Config:
+    return Config(data=DataConfig(height=H, width=W, window=3),
+                  model=ModelConfig(encoder="mobilenetv2_test", decoder="mstcn", decoder_channels=8,
+                                    decoder_dilations=(1, 2), fuse_channels=8))
+
+
+@torch.no_grad()
+def test_golden_mstcn_fpn_model() -> None:
+    """The multi-scale decoder with FPN-style fusion (strides 32, 8, 4), searched ops on trunk and paths, causal."""
+    arch = Arch(encoder="mobilenetv2_test", decoder="mstcn", window=3, causal=True, channels=8, dilations=(1, 2),
+                scales=(32, 8, 4), fuse_channels=8, decoder_ops=MS_TRUNK_OPS, scale_ops=MS_SCALE_OPS, name="golden")
+    torch.manual_seed(0)
+    model = build_model(_ms_cfg(), arch, num_classes=3).eval()
+    frames = _frames(5)
+    _check("mstcn_fpn", {"clip": _sub(model(frames)), "stream": _sub(_stream(model, frames))})
+
+
+@pytest.mark.parametrize("fusion", ["arch2", "arch2_res"])
+@torch.no_grad()
+def test_golden_mstcn_arch2_fusion_model(fusion: str) -> None:
+    """The arch2 fusions: arch2's per-frame decoder on the temporal trunk (``arch2``) or the trunk as a branch on its
+    stride-32 lateral (``arch2_res``, whose zero-initialised branch gets fixed weights so that the past counts)."""
+    arch = Arch(encoder="mobilenetv2_test", decoder="mstcn", window=3, causal=True, channels=8, dilations=(1, 2),
+                scales=(32, 16, 8, 4), fuse_channels=8, decoder_ops=MS_TRUNK_OPS, fusion=fusion, name="golden")
+    torch.manual_seed(0)
+    model = build_model(_ms_cfg(), arch, num_classes=3).eval()
+    if fusion == "arch2_res":
+        bn = model.decoder.proj[1]
+        bn.weight.copy_(torch.linspace(0.5, 1.5, bn.weight.numel()))
+    frames = _frames(5)
+    _check(f"mstcn_{fusion}", {"clip": _sub(model(frames)), "stream": _sub(_stream(model, frames))})
