@@ -204,8 +204,26 @@ def test_clipped_adam_bounds_the_arch_gradient():
 
 
 def test_pareto_front_by_hand():
-    pts = [(10.0, 0.5), (20.0, 0.4), (15.0, 0.3), (20.0, 0.45), (5.0, 0.6)]
-    assert plots.pareto_front(pts) == [4, 0, 3]
+    fps_miou = [(10.0, 0.5), (20.0, 0.4), (15.0, 0.3), (20.0, 0.45), (5.0, 0.6)]
+    # (cost, quality): FPS, higher better, enters as its negative; the front comes ordered by cost
+    assert plots.pareto_front([(-fps, miou) for fps, miou in fps_miou]) == [3, 0, 4]
+    latency_miou = [(1000.0 / fps, miou) for fps, miou in fps_miou]
+    assert plots.pareto_front(latency_miou) == [3, 0, 4]
+
+
+def test_pareto_front_ties():
+    # equal points are all on the front; same cost with lower quality, or same quality at a higher cost, are not
+    pts = [(2.0, 0.5), (1.0, 0.4), (2.0, 0.5), (2.0, 0.45), (3.0, 0.5), (1.0, 0.4), (0.5, 0.1)]
+    assert plots.pareto_front(pts) == [6, 1, 5, 0, 2]
+    assert plots.pareto_front([]) == []
+    assert plots.pareto_front([(1.0, 0.0)]) == [0]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):  # against the definition, on a coarse grid (many ties)
+        pts = [(float(c), float(q)) for c, q in torch.randint(0, 4, (12, 2), generator=gen).tolist()]
+        undominated = {i for i, (c, q) in enumerate(pts)
+                       if not any(c2 <= c and q2 >= q and (c2, q2) != (c, q) for c2, q2 in pts)}
+        front = plots.pareto_front(pts)
+        assert set(front) == undominated and front == sorted(front, key=lambda i: (pts[i][0], i))
 
 
 # ---------------------------------------------------------------------------------------------------- CLI

@@ -40,7 +40,7 @@ from vidnas.experiments.candidates import (
 )
 from vidnas.models import SEARCH_CANDIDATES, arch_from_config, build_encoder, load_model
 from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
-from vidnas.search.plots import plot_pareto
+from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
 
@@ -262,7 +262,7 @@ def run_demo(
                for c in randoms]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.metrics.get("miou"), "kind": "reference"}
                for c in refs]
-    files.append(plot_pareto(points, run_dir / "pareto.png", title="vidnas demo: mIoU (streaming) vs FPS"))
+    files.append(plot_miou_fps(points, run_dir / "pareto.png", title="vidnas demo: mIoU (streaming) vs FPS"))
     table = demo_table(baseline, searched, randoms, refs)
     total = time.perf_counter() - t0
     result = DemoResult(run_dir=run_dir, baseline=baseline, searched=searched, total_seconds=total, table=table,

@@ -26,7 +26,7 @@ from vidnas.experiments.candidates import (
     run_random,
     run_reference,
 )
-from vidnas.search.plots import plot_pareto
+from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
 
@@ -192,6 +192,6 @@ def run_sweep(
                "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": c.kind} for c in [baseline, *cands]]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "random"} for c in randoms]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "reference"} for c in refs]
-    plot_pareto(points, run_dir / "pareto.png", title="ST-NAS lambda sweep: mIoU vs FPS")
+    plot_miou_fps(points, run_dir / "pareto.png", title="ST-NAS lambda sweep: mIoU vs FPS")
     result.files = [run_dir / "sweep.json", run_dir / "sweep.md", run_dir / "pareto.png"]
     return result

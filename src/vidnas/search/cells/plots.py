@@ -4,7 +4,8 @@
 * ``plot_sampling``: how often the controller sampled each op, aggregation and input [CELLS Fig. 4];
 * ``draw_cell``: a drawing of one cell [CELLS Fig. 7]: grey boxes for the inputs, orange boxes for ops, green boxes for
   aggregations, arrows from each op's input, and the output concatenation;
-* ``plot_pareto``: accuracy reward vs measured latency of every candidate, with the Pareto front.
+* ``plot_reward_latency``: accuracy reward vs measured latency of every candidate, with the Pareto front (drawn by
+  ``search.plots.plot_pareto``, the figure both searches share).
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from matplotlib.ticker import MaxNLocator
 from vidnas.models.cells import NUM_CELL_INPUTS, TOKENS_PER_LAYER, CellGenotype
 from vidnas.plotting import plt, save_figure
 from vidnas.search.cells.space import CellSearchSpace
+from vidnas.search.plots import ParetoPoint, RefLine, plot_pareto
 
-__all__ = ["plot_rewards", "plot_sampling", "draw_cell", "sampling_counts", "running_mean", "plot_pareto",
-           "pareto_front"]
+__all__ = ["plot_rewards", "plot_sampling", "draw_cell", "sampling_counts", "running_mean", "plot_reward_latency"]
 
 OP_COLOUR = "#f4a259"  # orange blocks: operations [CELLS Fig. 7]
 AGG_COLOUR = "#8cc084"  # green blocks: aggregation operations
@@ -157,21 +158,10 @@ def draw_cell(genotype: CellGenotype, path: str | Path, *, title: str | None = N
     return save_figure(fig, path)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower x = latency, higher y = accuracy), by x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], float("-inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, *,
-                target_ms: float | None = None) -> Path | None:
-    """Accuracy reward vs measured cost of every candidate with a cost record (the search's Pareto picture): dots
-    coloured by candidate index, the Pareto front, and the static network.
+def plot_reward_latency(records: Sequence[dict[str, Any]], path: str | Path, *,
+                        target_ms: float | None = None) -> Path | None:
+    """Accuracy reward vs measured cost of every candidate with a cost record (the search's Pareto picture, drawn by
+    ``search.plots.plot_pareto``): dots coloured by candidate index, the Pareto front, and the static network.
 
     The x axis is the latency *ratio* to the static network (cell-model frame / static frame, timed side by side:
     candidates timed at different moments of a noisy machine stay comparable), 1.0 marking the static network; with a
@@ -188,29 +178,21 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: str | Path, *,
     if not recs:
         return None
     ratio = target_ms is None and all(r["cost"].get("latency_ratio") for r in recs)
-    xs = [float(r["cost"]["latency_ratio"] if ratio else r["cost"]["latency_ms"]) for r in recs]
-    ys = [float(r["accuracy_reward"]) for r in recs]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    sc = ax.scatter(xs, ys, c=[r["cid"] for r in recs], cmap="viridis", s=16, zorder=3)
-    fig.colorbar(sc, ax=ax, label="candidate")
-    front = pareto_front(list(zip(xs, ys, strict=True)))
-    ax.plot([xs[i] for i in front], [ys[i] for i in front], color="#c0392b", lw=1.2, marker="o", mfc="none",
-            label="Pareto front", zorder=4)
+    points = [ParetoPoint(float(r["cost"]["latency_ratio"] if ratio else r["cost"]["latency_ms"]),
+                          float(r["accuracy_reward"]), shade=r["cid"]) for r in recs]
     hw = f"{recs[0]['cost'].get('height')}x{recs[0]['cost'].get('width')}"
+    lines: list[RefLine] = []
     if ratio:
-        ax.axvline(1.0, color="#555555", ls="--", lw=1, label="static network")
-        ax.set_xlabel(f"frame latency / static network's frame (encoder + cell, {hw}, batch 1, side by side)")
+        lines.append(RefLine(1.0, "static network"))
+        xlabel = f"frame latency / static network's frame (encoder + cell, {hw}, batch 1, side by side)"
     else:
         static = sorted(float(r["cost"]["static_latency_ms"]) for r in recs if r["cost"].get("static_latency_ms"))
         if static:
             med = static[len(static) // 2]
-            ax.axvline(med, color="#555555", ls="--", lw=1, label=f"static network frame ({med:.1f} ms, median)")
+            lines.append(RefLine(med, f"static network frame ({med:.1f} ms, median)"))
         if target_ms is not None:
-            ax.axvline(target_ms, color="#e67e22", ls=":", lw=1.2, label=f"latency target ({target_ms:.1f} ms)")
-        ax.set_xlabel(f"steady-state frame latency, ms (encoder + cell, {hw}, batch 1)")
-    ax.set_ylabel("accuracy reward (mIoU x fwIoU x mAcc)^(1/3)")
-    ax.set_title(f"Accuracy vs latency of {len(recs)} candidates")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return save_figure(fig, path)
+            lines.append(RefLine(target_ms, f"latency target ({target_ms:.1f} ms)", color="#e67e22", ls=":", lw=1.2))
+        xlabel = f"steady-state frame latency, ms (encoder + cell, {hw}, batch 1)"
+    return plot_pareto(points, path, xlabel=xlabel, ylabel="accuracy reward (mIoU x fwIoU x mAcc)^(1/3)",
+                       title=f"Accuracy vs latency of {len(recs)} candidates", lines=lines, shade_label="candidate",
+                       figsize=(7, 4.5))

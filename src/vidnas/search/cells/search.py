@@ -64,7 +64,7 @@ from vidnas.search.cells.controller import Controller
 from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, EarlyStopRule
 from vidnas.search.cells.executors import EXECUTORS, Executor, ExecutorError, import_ray, make_executor
-from vidnas.search.cells.plots import draw_cell, plot_pareto, plot_rewards, plot_sampling
+from vidnas.search.cells.plots import draw_cell, plot_reward_latency, plot_rewards, plot_sampling
 from vidnas.search.cells.ppo import PPOTrainer
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
@@ -471,7 +471,8 @@ class CellSearch:
         """Reward curve, sampling proportions and a drawing of each top cell under ``run_dir/plots``."""
         out = {"rewards": plot_rewards(records, self.run_dir / "plots" / "rewards.png"),
                "sampling": plot_sampling(records, self.space, self.run_dir / "plots" / "sampling.png")}
-        pareto = plot_pareto(records, self.run_dir / "plots" / "pareto.png", target_ms=self.cfg.cells.latency_target_ms)
+        pareto = plot_reward_latency(records, self.run_dir / "plots" / "pareto.png",
+                                     target_ms=self.cfg.cells.latency_target_ms)
         if pareto is not None:
             out["pareto"] = pareto
         for rank, rec in enumerate(top):
