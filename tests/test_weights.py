@@ -18,8 +18,8 @@ from timm.models.swin_transformer import SwinTransformer
 from vidnas.models.encoders import build_encoder
 from vidnas.models.encoders.swin import SWIN_VARIANTS
 from vidnas.models.weights import (
-    load_checkpoint,
     load_imagenet_efficientnet_lite0,
+    load_weights_into,
     read_state_dict,
 )
 
@@ -111,7 +111,7 @@ def test_checkpoint_round_trip(tmp_path: Path, suffix: str) -> None:
         safetensors.save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
     else:
         torch.save(source.state_dict(), path)
-    missing, unexpected = load_checkpoint(target, path)
+    missing, unexpected = load_weights_into(target, path)
     assert missing == [] and unexpected == []
     _assert_same(source, target)
 
@@ -125,10 +125,10 @@ def test_checkpoint_wrapped_and_prefixed(tmp_path: Path) -> None:
     }
     path = tmp_path / "train.pth.tar"
     torch.save(ckpt, path)
-    assert load_checkpoint(target, path) == ([], [])
+    assert load_weights_into(target, path) == ([], [])
     _assert_same(source, target)
     torch.save({"model": {f"model.{k}": v for k, v in source.state_dict().items()}}, path)
-    assert load_checkpoint(_swin_test(2), path) == ([], [])
+    assert load_weights_into(_swin_test(2), path) == ([], [])
 
 
 def test_checkpoint_shape_mismatch_refused(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_checkpoint_shape_mismatch_refused(tmp_path: Path) -> None:
     torch.save(state, path)
     before = {k: v.clone() for k, v in target.state_dict().items()}
     with pytest.raises(ValueError, match=r"stages\.1\.blocks\.0\.mlp\.fc1\.weight.*\(7, 32\).*\(128, 32\)"):
-        load_checkpoint(target, path)
+        load_weights_into(target, path)
     for k, v in target.state_dict().items():  # nothing was loaded
         assert torch.equal(v, before[k])
 
@@ -153,7 +153,7 @@ def test_checkpoint_missing_and_unexpected(tmp_path: Path, caplog: pytest.LogCap
     path = tmp_path / "partial.pth"
     torch.save(state, path)
     with caplog.at_level(logging.WARNING, logger="vidnas.models.weights"):
-        result = load_checkpoint(target, path)
+        result = load_weights_into(target, path)
     assert result.missing == ["stem.proj.weight"] and result.unexpected == ["extra.weight"]
     assert "stem.proj.weight" in caplog.text and "extra.weight" in caplog.text
     assert torch.equal(target.stages[0].blocks[0].attn.qkv.weight, source.stages[0].blocks[0].attn.qkv.weight)
@@ -161,7 +161,7 @@ def test_checkpoint_missing_and_unexpected(tmp_path: Path, caplog: pytest.LogCap
 
 def test_checkpoint_missing_file_and_untrusted_pickle(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        load_checkpoint(_swin_test(0), tmp_path / "nope.pth")
+        load_weights_into(_swin_test(0), tmp_path / "nope.pth")
     path = tmp_path / "pickle.pth"
     torch.save({"state_dict": {"a": torch.zeros(1)}, "obj": _Opaque()}, path)
     with pytest.raises(ValueError, match="allow_pickle"):

@@ -31,7 +31,7 @@ from vidnas.models.ops import OPS, SEARCH_CANDIDATES, get_op, make_op, register_
 from vidnas.models.segmenter import VideoSegmenter
 from vidnas.models.static_segmenter import Arch2Segmenter, build_static_segmenter
 from vidnas.models.streaming import FrameStreamer, Streamer, WindowStreamer
-from vidnas.models.weights import load_checkpoint, load_imagenet_efficientnet_lite0
+from vidnas.models.weights import load_imagenet_efficientnet_lite0, load_weights_into
 
 __all__ = [
     "Arch",
@@ -47,8 +47,8 @@ __all__ = [
     "ENCODERS",
     "Encoder",
     "EncoderStage",
-    "load_checkpoint",
     "load_imagenet_efficientnet_lite0",
+    "load_weights_into",
     "SPTCNDecoder",
     "HeadDecoder",
     "OPS",

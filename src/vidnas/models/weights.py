@@ -7,8 +7,9 @@
   position with every shape and parameter kind checked. Inputs: RGB in [0, 1], ImageNet mean/std (timm's
   ``pretrained_cfg`` for efficientnet_lite0, as vidnas' data pipeline does); with a bicubic resize to 224x224, DAVIS
   ``blackswan/00000.jpg`` is class 100 'black swan' at p = 0.61 (tests/test_weights.py).
-- ``load_checkpoint(module, path)``: any checkpoint a user downloaded (timm's ``.pth`` / ``.bin`` / ``.safetensors``,
-  a training checkpoint with a ``state_dict`` / ``model`` / ``module`` entry, a DataParallel ``module.`` prefix).
+- ``load_weights_into(module, path)``: any checkpoint a user downloaded (timm's ``.pth`` / ``.bin`` / ``.safetensors``,
+  a training checkpoint with a ``state_dict`` / ``model`` / ``module`` entry, a DataParallel ``module.`` prefix),
+  loaded into a module non-strictly. vidnas' own checkpoint files are read by ``vidnas.checkpoint.load_checkpoint``.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ __all__ = [
     "IMAGENET_STD",
     "LoadResult",
     "efficientnet_lite0_weights_path",
-    "load_checkpoint",
     "load_imagenet_efficientnet_lite0",
+    "load_weights_into",
     "read_state_dict",
 ]
 
@@ -206,7 +207,7 @@ def _short(keys: Sequence[str]) -> str:
     return ", ".join(keys[:_LIST_LIMIT]) + more
 
 
-def load_checkpoint(
+def load_weights_into(
     module: nn.Module,
     path: str | Path,
     *,

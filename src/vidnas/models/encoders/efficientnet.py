@@ -40,7 +40,7 @@ from timm.models import efficientnet as timm_effnet
 from torch import nn
 
 from vidnas.models.encoders.base import STRIDES, Encoder, EncoderStage
-from vidnas.models.weights import load_checkpoint, load_imagenet_efficientnet_lite0
+from vidnas.models.weights import load_imagenet_efficientnet_lite0, load_weights_into
 
 __all__ = ["EFFICIENTNET_VARIANTS", "EfficientNetEncoder", "build_efficientnet"]
 
@@ -177,7 +177,7 @@ def build_efficientnet(
                 )
             load_imagenet_efficientnet_lite0(model)
         else:
-            load_checkpoint(model, weights, ignore_prefixes=("classifier.",))
+            load_weights_into(model, weights, ignore_prefixes=("classifier.",))
     encoder = EfficientNetEncoder(model, name=name, img_size=(int(img_size[0]), int(img_size[1])))
     if depths is not None:
         encoder.truncate_(depths)

@@ -26,7 +26,7 @@ from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from vidnas.models.encoders.base import Encoder, EncoderStage
-from vidnas.models.weights import load_checkpoint
+from vidnas.models.weights import load_weights_into
 
 __all__ = ["SWIN_VARIANTS", "SwinEncoder", "build_swin"]
 
@@ -166,7 +166,7 @@ def build_swin(
         **kwargs,
     )
     if weights is not None:
-        load_checkpoint(model, weights, ignore_prefixes=("head.",))
+        load_weights_into(model, weights, ignore_prefixes=("head.",))
     encoder = SwinEncoder(model, name=name, img_size=(h, w), dynamic_img_size=dynamic_img_size)
     if want != build_depths:
         encoder.truncate_(want)
