@@ -164,6 +164,43 @@ def test_all_reduce_without_process_group_is_a_noop() -> None:
     assert torch.equal(cm.mat, before)
 
 
+def _fill(rank: int) -> tuple[ConfusionMatrix, TemporalConsistency]:
+    """Rank ``rank``'s share of the counts: a confusion matrix and the temporal counts of a 4-frame video."""
+    pred, target = _random_labels(10 + rank, 4, (4, 6, 6))
+    cm, tc = ConfusionMatrix(4), TemporalConsistency(n=(2, 3))
+    cm.update(pred, target)
+    for p, t in zip(pred, target, strict=True):
+        tc.update(p, t)
+    return cm, tc
+
+
+def _all_reduce_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        cm, tc = _fill(rank)
+        cm.all_reduce()
+        tc.all_reduce()
+        torch.save({"mat": cm.mat, "counts": tc.counts}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two spawned processes each import torch and vidnas
+def test_all_reduce_sums_the_counts_of_every_rank(tmp_path) -> None:
+    import torch.multiprocessing as mp
+
+    mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    (cm, tc), (cm1, tc1) = _fill(0), _fill(1)
+    cm.merge(cm1)
+    tc.merge(tc1)
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        assert torch.equal(got["mat"], cm.mat) and torch.equal(got["counts"], tc.counts)
+
+
 def test_update_errors() -> None:
     cm = ConfusionMatrix(3)
     with pytest.raises(ValueError, match=r"\(2, 3\).*\(3, 2\)"):

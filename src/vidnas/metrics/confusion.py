@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["ConfusionMatrix", "as_label_tensor"]
+__all__ = ["ConfusionMatrix", "all_reduce_sum", "as_label_tensor"]
 
 
 def as_label_tensor(x: torch.Tensor | np.ndarray, name: str, device: torch.device | str | None = "cpu") -> torch.Tensor:
@@ -25,6 +25,23 @@ def as_label_tensor(x: torch.Tensor | np.ndarray, name: str, device: torch.devic
     if t.is_floating_point() or t.is_complex():
         raise TypeError(f"{name} must hold integer class labels, got dtype {t.dtype} (take argmax of the logits first)")
     return t.detach().to(device=t.device if device is None else device, dtype=torch.int64)
+
+
+def all_reduce_sum(counts: torch.Tensor) -> torch.Tensor:
+    """``counts`` (a CPU tensor) summed over all processes of the default group, on the CPU; ``counts`` itself,
+    untouched, unless torch.distributed is initialised.
+
+    Every rank must call it (collective). NCCL only reduces CUDA tensors, so the counts visit the current CUDA device
+    there and come back to the CPU; other backends sum in place.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return counts
+    if dist.get_backend() == "nccl":
+        buf = counts.to(device=torch.device("cuda", torch.cuda.current_device()))
+        dist.all_reduce(buf)
+        return buf.cpu()
+    dist.all_reduce(counts)
+    return counts
 
 
 class ConfusionMatrix:
@@ -130,19 +147,9 @@ class ConfusionMatrix:
         return self
 
     def all_reduce(self) -> None:
-        """Sum the counts over all processes of the default group; a no-op unless torch.distributed is initialised.
-
-        Every rank must call it (collective). NCCL only reduces CUDA tensors, so the matrix visits the current CUDA
-        device there and comes back to the CPU.
-        """
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_backend() == "nccl":
-            buf = self.mat.to(device=torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(buf)
-            self.mat = buf.cpu()
-        else:
-            dist.all_reduce(self.mat)
+        """Sum the counts over all processes of the default group (``all_reduce_sum``: collective, every rank must
+        call it); a no-op unless torch.distributed is initialised."""
+        self.mat = all_reduce_sum(self.mat)
 
     # ----------------------------------------------------------------------------------------------------- (de)ser
 

@@ -12,9 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
-from vidnas.metrics.confusion import as_label_tensor
+from vidnas.metrics.confusion import all_reduce_sum, as_label_tensor
 
 __all__ = ["vc", "flicker", "TemporalConsistency"]
 
@@ -210,15 +209,9 @@ class TemporalConsistency:
         return self
 
     def all_reduce(self) -> None:
-        """Sum the counts over all processes; a no-op unless torch.distributed is initialised (collective)."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        if dist.get_backend() == "nccl":
-            buf = self.counts.to(device=torch.device("cuda", torch.cuda.current_device()))
-            dist.all_reduce(buf)
-            self.counts = buf.cpu()
-        else:
-            dist.all_reduce(self.counts)
+        """Sum the counts over all processes (``all_reduce_sum``); a no-op unless torch.distributed is initialised
+        (collective)."""
+        self.counts = all_reduce_sum(self.counts)
 
     def compute(self) -> dict[str, Any]:
         """``{"vc{n}": float for each n, "flicker": float}``; NaN where nothing was eligible."""
