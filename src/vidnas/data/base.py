@@ -181,13 +181,19 @@ class LabelMap:
 # --------------------------------------------------------------------------------------------------------- IO helpers
 
 
-def _open_image(path: str | Path, what: str) -> Any:
+def _open_image(path: str | Path, what: str, *, decode: bool = True) -> Any:
+    """``Image.open(path)``, decoded now unless ``decode`` is False (then only the header is read: size, mode).
+
+    Raises:
+        DataError: the ``what`` file (``"image"``, ``"mask"``) is missing or cannot be read; the message names it.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"missing {what} file: {p}")
     try:
         im = Image.open(p)
-        im.load()  # decode now so truncated or corrupt files fail here, naming the file
+        if decode:
+            im.load()  # decode now so truncated or corrupt files fail here, naming the file
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise DataError(f"cannot read {what} file {p}: {e}") from e
     return im
@@ -251,14 +257,8 @@ def read_label_png(path: str | Path, channel: int | None = None) -> np.ndarray:
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) of an image file from its header (no decoding)."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"missing image file: {p}")
-    try:
-        with Image.open(p) as im:
-            w, h = im.size
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as e:
-        raise DataError(f"cannot read image file {p}: {e}") from e
+    with _open_image(path, "image", decode=False) as im:
+        w, h = im.size
     return h, w
 
 
