@@ -16,24 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_from_dict, config_to_dict
-from vidnas.data import ClipDataset, open_source, target_position
+from vidnas.data import build_datasets, target_position
 from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
-from vidnas.engine.evaluate import evaluate_clips, val_data_config
+from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
+from vidnas.engine.losses import class_weights, segmentation_loss
 from vidnas.engine.plots import plot_training_curves
 from vidnas.models import Arch, arch_from_config, build_model
 from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
-__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint", "context_grad_frames"]
+__all__ = ["TrainResult", "train", "weights_fingerprint", "context_grad_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -116,28 +115,6 @@ def lr_factor(step: int, total: int, *, schedule: str, warmup_steps: int = 0) ->
     return warm
 
 
-def class_weights(source: Any, split: str, num_classes: int) -> torch.Tensor:
-    """Median-frequency balancing [Eigen & Fergus]: ``w_k = median_j(f_j) / f_k`` with ``f_k`` the share of class k
-    among the labelled pixels of ``split`` (every mask read once); a class that never occurs gets weight 1.
-
-    Returns:
-        float32 (K,).
-    """
-    counts = np.zeros(num_classes, dtype=np.float64)
-    for video in source.videos(split):
-        for f in video.frames:
-            if f.mask is not None:
-                m = source.read_mask(f)
-                m = m[(m >= 0) & (m < num_classes)]
-                counts += np.bincount(m.ravel(), minlength=num_classes)[:num_classes]
-    freq = counts / max(counts.sum(), 1.0)
-    seen = freq > 0
-    w = np.ones(num_classes)
-    if seen.any():
-        w[seen] = np.median(freq[seen]) / freq[seen]
-    return torch.tensor(w, dtype=torch.float32)
-
-
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over every parameter and buffer, in state-dict order (equal iff the weights are bit-identical)."""
     h = hashlib.sha256()
@@ -145,39 +122,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int, *,
-                      weight: torch.Tensor | None = None, ohem_keep: float | None = None) -> torch.Tensor:
-    """Cross-entropy over the supervised pixels of every frame.
-
-    * plain (``weight`` and ``ohem_keep`` None): the mean over supervised pixels;
-    * ``weight`` (K,): class-weighted, normalised by the summed weights of the supervised pixels (``balanced``);
-    * ``ohem_keep`` q: online hard example mining, the mean over the ``ceil(q n)`` supervised pixels of highest loss.
-
-    Args:
-        logits: (B, T, K, H, W).
-        masks: (B, T, H, W) int64, ``ignore_index`` where unsupervised.
-
-    Returns:
-        Scalar loss; 0 (with a graph) when no pixel is supervised, instead of NaN.
-    """
-    b, t, k, h, w = logits.shape
-    flat = logits.reshape(b * t, k, h, w)  # (B*T, K, H, W)
-    target = masks.reshape(b * t, h, w)  # (B*T, H, W)
-    supervised = target != ignore_index
-    if ohem_keep is not None:
-        per_pixel = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="none")[supervised]  # (n,)
-        if per_pixel.numel() == 0:
-            return flat.sum() * 0.0
-        keep = max(1, math.ceil(ohem_keep * per_pixel.numel()))
-        return per_pixel.topk(keep).values.mean()
-    if weight is not None:
-        total = F.cross_entropy(flat, target, weight=weight, ignore_index=ignore_index, reduction="sum")
-        norm = weight[target[supervised]].sum()
-        return total / norm.clamp(min=1e-12)
-    total = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="sum")
-    return total / supervised.sum().clamp(min=1)
 
 
 def _describe(cfg: Config, arch: Any) -> str:
@@ -215,16 +159,6 @@ def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any =
             f"{tuple(own[clash[0]].shape)}")
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     log.info("initialised from %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
-
-
-def build_datasets(cfg: Config):
-    """(source, train ClipDataset, val ClipDataset) from ``cfg.data``; validation windows use
-    ``data.val_frame_stride`` when it is set (the spacing that matches training)."""
-    source = open_source(cfg.data)
-    cache = cfg.data.cache_frames
-    train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed, cache_frames=cache)
-    val_ds = ClipDataset(source, cfg.data.val_split, val_data_config(cfg.data), train=False, cache_frames=cache)
-    return source, train_ds, val_ds
 
 
 def context_grad_frames(cfg: Config) -> list[bool] | None:
