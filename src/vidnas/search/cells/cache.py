@@ -42,6 +42,7 @@ import abc
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -116,6 +117,10 @@ class FeatureCache(abc.ABC):
     def concat(self, other: FeatureCache) -> FeatureCache:
         """A cache holding the windows of both (e.g. meta-train + meta-val = the whole train split)."""
 
+    @abc.abstractmethod
+    def num_batches(self, batch_size: int) -> int:
+        """How many mini-batches ``batches(batch_size)`` yields."""
+
 
 def _batch(tensors: dict[str, torch.Tensor], idx: torch.Tensor) -> dict[str, torch.Tensor]:
     out = {k: tensors[k][idx] for k in CACHE_KEYS}
@@ -150,6 +155,9 @@ class MemoryFeatureCache(FeatureCache):
         if not isinstance(other, MemoryFeatureCache):
             raise TypeError("can only concatenate a memory cache with a memory cache")
         return MemoryFeatureCache({k: torch.cat([self.tensors[k], other.tensors[k]]) for k in CACHE_KEYS}, self.info)
+
+    def num_batches(self, batch_size: int) -> int:
+        return math.ceil(len(self) / batch_size)
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
@@ -201,6 +209,9 @@ class DiskFeatureCache(FeatureCache):
         if not isinstance(other, DiskFeatureCache):
             raise TypeError("can only concatenate a disk cache with a disk cache")
         return DiskFeatureCache([*self.shards, *other.shards], [*self.sizes, *other.sizes], self.info)
+
+    def num_batches(self, batch_size: int) -> int:
+        return sum(math.ceil(n / batch_size) for n in self.sizes)  # a batch never spans two shards
 
 
 def split_meta(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[list[int], list[int]]:
