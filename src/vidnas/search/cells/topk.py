@@ -44,8 +44,9 @@ from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_ch
 from vidnas.precision import autocast, grad_scaler
 from vidnas.search.cells.cache import FeatureCache, cache_windows
 from vidnas.search.cells.evaluate import sequence_loss, train_cell
+from vidnas.search.cells.options import search_data_config
 from vidnas.search.cells.reward import reward_from_confusion
-from vidnas.search.cells.search import CellSearchResult, search_data_config, top_genotypes
+from vidnas.search.cells.search import CellSearchResult, top_genotypes
 from vidnas.utils import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = [
