@@ -11,8 +11,8 @@ What every trainer here does, and does the same way so that runs resume exactly:
   early stop), a barrier;
 * ``run_epoch``: the step loop with its progress bar: at most ``steps`` batches, each through ``step(i, batch) ->
   logs`` (a dict with ``"loss"``), returning every step's logs;
-* ``backward_step``: one optimiser step on a loss, with or without fp16 loss scaling, with optional gradient
-  clipping; the only place that calls ``backward``.
+* ``backward_step``: one optimiser step on a loss (one or several optimisers), with or without fp16 loss scaling,
+  with optional gradient clipping: the AMP backward and step, written once.
 
 What a step computes (the forward pass, the loss, the schedule) stays with its trainer.
 """
