@@ -28,7 +28,9 @@ from vidnas.search.cells import (
 )
 from vidnas.search.cells.cache import CacheInfo, build_caches
 from vidnas.search.cells.evaluate import CandidateJob
-from vidnas.search.cells.search import CHECKPOINT_NAME, LOG_NAME, search_data_config
+from vidnas.search.cells.options import search_data_config
+from vidnas.search.cells.records import LOG_NAME
+from vidnas.search.cells.search import CHECKPOINT_NAME
 
 TINY = [
     "data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",

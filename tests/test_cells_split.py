@@ -10,7 +10,7 @@ import pytest
 from vidnas.config import load_config
 from vidnas.data import ClipDataset, open_source
 from vidnas.search.cells import dataset_windows, split_meta, split_meta_frames
-from vidnas.search.cells.search import search_data_config
+from vidnas.search.cells.options import search_data_config
 
 
 def _frames(windows: list, idx: list[int]) -> set[tuple[str, int]]:

@@ -21,7 +21,7 @@ import torch
 
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config, DataConfig, ModelConfig, load_config
-from vidnas.engine.train import segmentation_loss
+from vidnas.engine.losses import segmentation_loss
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import Arch, build_model
 from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, build_static_segmenter, cell_in_channels

@@ -13,7 +13,8 @@ import torch
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint
 from vidnas.config import load_config
-from vidnas.engine.train import segmentation_loss, train, weights_fingerprint
+from vidnas.engine.losses import segmentation_loss
+from vidnas.engine.train import train, weights_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["train.epochs=2", "data.synthetic_videos=3", "data.synthetic_frames=6", "train.batch_size=2",

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from vidnas.config import load_config
-from vidnas.data import ClipDataset, open_source
+from vidnas.data import ClipDataset, open_source, val_data_config
 from vidnas.data.transforms import ClipParams, ClipTransform
-from vidnas.engine.evaluate import evaluate_stream, val_data_config
-from vidnas.engine.train import build_optimizer, lr_factor, segmentation_loss, train, weights_fingerprint
+from vidnas.engine.evaluate import evaluate_stream
+from vidnas.engine.losses import segmentation_loss
+from vidnas.engine.train import build_optimizer, lr_factor, train, weights_fingerprint
 from vidnas.models import build_model
 
 RECIPE = ["train.epochs=2", "data.synthetic_videos=3", "data.synthetic_frames=6", "train.batch_size=2",

@@ -12,8 +12,9 @@ import torch
 
 from vidnas.checkpoint import load_checkpoint
 from vidnas.config import load_config
+from vidnas.data import build_datasets
 from vidnas.engine.logger import read_jsonl
-from vidnas.engine.train import build_datasets, segmentation_loss
+from vidnas.engine.losses import segmentation_loss
 from vidnas.models import Arch, build_model
 from vidnas.search.stnas import (
     build_decoder_supernet,

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from vidnas.cli.main import app
 from vidnas.config import load_config
 from vidnas.engine.logger import read_jsonl
-from vidnas.engine.train import segmentation_loss
+from vidnas.engine.losses import segmentation_loss
 from vidnas.models import VideoSegmenter, build_encoder, build_model
 from vidnas.models.architecture import ArchError
 from vidnas.search.latency import LatencyTable

@@ -137,7 +137,7 @@ def cells_cmd(
         static_network_config,
         train_top_cells,
     )
-    from vidnas.search.cells.search import check_cells_config
+    from vidnas.search.cells.options import check_cells_config
 
     setup_logging()
     set_threads(threads)

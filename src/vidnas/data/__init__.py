@@ -1,4 +1,5 @@
-"""Clip data sets: video sources per format, clip windows, joint clip transforms, statistics.
+"""Clip data sets: video sources per format, clip windows, a run's train and val data sets, joint clip transforms,
+statistics.
 
 Importing this package registers every format in ``FORMATS``; nothing is read until a source is built.
 
@@ -32,6 +33,7 @@ from vidnas.data.camvid import CamVidSource
 from vidnas.data.cholecseg8k import CholecSeg8kSource
 from vidnas.data.cityscapes import CityscapesSource
 from vidnas.data.clips import ClipDataset, VideoFrames, target_position, window_indices
+from vidnas.data.datasets import build_datasets, val_data_config
 from vidnas.data.davis import DavisSource
 from vidnas.data.folder import FolderSource
 from vidnas.data.palette import colorize, default_palette, overlay, resolve_palette
@@ -71,6 +73,8 @@ __all__ = [
     "SyntheticSource",
     "CORRUPTIONS",
     "ClipDataset",
+    "build_datasets",
+    "val_data_config",
     "VideoFrames",
     "window_indices",
     "target_position",

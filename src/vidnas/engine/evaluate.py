@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from tqdm.auto import tqdm
 
 from vidnas.checkpoint import load_checkpoint
 from vidnas.config import Config, apply_overrides, config_from_dict, load_config
-from vidnas.data import ClipDataset, DataError, VideoFrames, denormalize, open_source, overlay
+from vidnas.data import ClipDataset, DataError, VideoFrames, denormalize, open_source, overlay, val_data_config
 from vidnas.metrics import ConfusionMatrix, TemporalConsistency
 from vidnas.models import load_model
 from vidnas.utils import atomic_write_json, atomic_write_text
@@ -32,7 +31,6 @@ __all__ = [
     "evaluate_clips",
     "evaluate_stream",
     "eval_config",
-    "val_data_config",
     "default_eval_dir",
     "run_eval",
     "per_class_table",
@@ -192,13 +190,6 @@ def eval_config(checkpoint: str | Path, config: str | None = None, overrides: Se
         raise DataError(f"data.root {root} ({how}, as the config of {checkpoint} stores it) does not exist here; "
                         "pass --root DIR (or --set data.root=DIR)")
     return cfg
-
-
-def val_data_config(data_cfg: Any) -> Any:
-    """The data config of validation windows: ``frame_stride`` replaced by ``val_frame_stride`` when set."""
-    if getattr(data_cfg, "val_frame_stride", None) is None:
-        return data_cfg
-    return dataclasses.replace(data_cfg, frame_stride=data_cfg.val_frame_stride)
 
 
 def default_eval_dir(checkpoint: str | Path) -> Path:

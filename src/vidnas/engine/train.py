@@ -1,4 +1,5 @@
-"""Training loop of a VideoSegmenter: AdamW, cross-entropy with the ignore index, checkpoint every epoch, exact resume.
+"""Training of a VideoSegmenter: AdamW (or SGD), cross-entropy with the ignore index (``vidnas.engine.losses``),
+checkpoint every epoch, exact resume; the epochs run in the engine's loop (``vidnas.engine.loop.fit``).
 
 Reproducibility: every epoch starts by re-seeding python, numpy and torch from ``(train.seed, epoch)``, and the
 sampler's shuffle is seeded the same way, so a run resumed from the checkpoint of epoch ``e`` continues exactly as the
@@ -16,24 +17,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_from_dict, config_to_dict
-from vidnas.data import ClipDataset, open_source, target_position
-from vidnas.engine.distributed import DistInfo, barrier, init_distributed, sync_buffers, unwrap
-from vidnas.engine.evaluate import evaluate_clips, val_data_config
+from vidnas.data import build_datasets, target_position
+from vidnas.engine.distributed import DistInfo, init_distributed, unwrap
+from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
-from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
+from vidnas.engine.loop import EpochResult, backward_step, epoch_loader, fit, steps_per_epoch
+from vidnas.engine.losses import class_weights, segmentation_loss
 from vidnas.engine.plots import plot_training_curves
 from vidnas.models import Arch, arch_from_config, build_model
 from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
-__all__ = ["TrainResult", "train", "segmentation_loss", "build_datasets", "weights_fingerprint", "context_grad_frames"]
+__all__ = ["TrainResult", "train", "weights_fingerprint", "context_grad_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -116,28 +117,6 @@ def lr_factor(step: int, total: int, *, schedule: str, warmup_steps: int = 0) ->
     return warm
 
 
-def class_weights(source: Any, split: str, num_classes: int) -> torch.Tensor:
-    """Median-frequency balancing [Eigen & Fergus]: ``w_k = median_j(f_j) / f_k`` with ``f_k`` the share of class k
-    among the labelled pixels of ``split`` (every mask read once); a class that never occurs gets weight 1.
-
-    Returns:
-        float32 (K,).
-    """
-    counts = np.zeros(num_classes, dtype=np.float64)
-    for video in source.videos(split):
-        for f in video.frames:
-            if f.mask is not None:
-                m = source.read_mask(f)
-                m = m[(m >= 0) & (m < num_classes)]
-                counts += np.bincount(m.ravel(), minlength=num_classes)[:num_classes]
-    freq = counts / max(counts.sum(), 1.0)
-    seen = freq > 0
-    w = np.ones(num_classes)
-    if seen.any():
-        w[seen] = np.median(freq[seen]) / freq[seen]
-    return torch.tensor(w, dtype=torch.float32)
-
-
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """SHA-256 over every parameter and buffer, in state-dict order (equal iff the weights are bit-identical)."""
     h = hashlib.sha256()
@@ -145,39 +124,6 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int, *,
-                      weight: torch.Tensor | None = None, ohem_keep: float | None = None) -> torch.Tensor:
-    """Cross-entropy over the supervised pixels of every frame.
-
-    * plain (``weight`` and ``ohem_keep`` None): the mean over supervised pixels;
-    * ``weight`` (K,): class-weighted, normalised by the summed weights of the supervised pixels (``balanced``);
-    * ``ohem_keep`` q: online hard example mining, the mean over the ``ceil(q n)`` supervised pixels of highest loss.
-
-    Args:
-        logits: (B, T, K, H, W).
-        masks: (B, T, H, W) int64, ``ignore_index`` where unsupervised.
-
-    Returns:
-        Scalar loss; 0 (with a graph) when no pixel is supervised, instead of NaN.
-    """
-    b, t, k, h, w = logits.shape
-    flat = logits.reshape(b * t, k, h, w)  # (B*T, K, H, W)
-    target = masks.reshape(b * t, h, w)  # (B*T, H, W)
-    supervised = target != ignore_index
-    if ohem_keep is not None:
-        per_pixel = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="none")[supervised]  # (n,)
-        if per_pixel.numel() == 0:
-            return flat.sum() * 0.0
-        keep = max(1, math.ceil(ohem_keep * per_pixel.numel()))
-        return per_pixel.topk(keep).values.mean()
-    if weight is not None:
-        total = F.cross_entropy(flat, target, weight=weight, ignore_index=ignore_index, reduction="sum")
-        norm = weight[target[supervised]].sum()
-        return total / norm.clamp(min=1e-12)
-    total = F.cross_entropy(flat, target, ignore_index=ignore_index, reduction="sum")
-    return total / supervised.sum().clamp(min=1)
 
 
 def _describe(cfg: Config, arch: Any) -> str:
@@ -215,16 +161,6 @@ def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any =
             f"{tuple(own[clash[0]].shape)}")
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
     log.info("initialised from %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
-
-
-def build_datasets(cfg: Config):
-    """(source, train ClipDataset, val ClipDataset) from ``cfg.data``; validation windows use
-    ``data.val_frame_stride`` when it is set (the spacing that matches training)."""
-    source = open_source(cfg.data)
-    cache = cfg.data.cache_frames
-    train_ds = ClipDataset(source, cfg.data.train_split, cfg.data, train=True, seed=cfg.train.seed, cache_frames=cache)
-    val_ds = ClipDataset(source, cfg.data.val_split, val_data_config(cfg.data), train=False, cache_frames=cache)
-    return source, train_ds, val_ds
 
 
 def context_grad_frames(cfg: Config) -> list[bool] | None:
@@ -318,59 +254,59 @@ def train(
     warmup_steps = round(cfg.train.warmup_epochs * n_steps)
     scheduled = cfg.train.schedule != "constant" or warmup_steps > 0
     grad_frames = context_grad_frames(cfg)
-    for epoch in range(start_epoch, cfg.train.epochs):
-        seed_everything(epoch_seed(cfg.train.seed, epoch))
+
+    def begin(epoch: int) -> None:
         train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
-        loader = epoch_loader(train_ds, batch_size=cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
-                              dist_info=dist_info, **loading)
         model.train()
         if cfg.train.encoder_lr_scale == 0:
             _encoder_of(model).eval()  # frozen encoder: BatchNorm statistics stay the pretrained ones
 
-        def step(i: int, batch: dict[str, Any], epoch: int = epoch) -> dict[str, float]:
-            frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
-            masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
-            with autocast(device, cfg.train.amp):
-                # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
-                out = model(frames) if grad_frames is None else model(frames, grad_frames=grad_frames)
-                logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
-                loss = loss_of(logits, masks)
-                for a in aux:
-                    loss = loss + cfg.train.aux_weight * loss_of(a, masks)
-            if scheduled:
-                _set_lr(opt, cfg.train.lr * lr_factor(epoch * n_steps + i, total_steps, schedule=cfg.train.schedule,
-                                                      warmup_steps=warmup_steps))
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)  # unscales first; skips the step on inf/NaN gradients (fp16)
-            scaler.update()
-            value = loss.item()
-            if i % max(cfg.train.log_every, 1) == 0:
-                logger.log("train", epoch * n_steps + i, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"])
-            return {"loss": value}
+    def batches(epoch: int) -> DataLoader:
+        return epoch_loader(train_ds, batch_size=cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
+                            dist_info=dist_info, **loading)
 
-        logs = run_epoch(loader, step, steps=n_steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
-                         show_progress=show_progress and dist_info.is_main)
-        sync_buffers(model, dist_info)  # BN statistics: rank 0's, so the checkpoint and every rank agree
+    def step(epoch: int, i: int, batch: dict[str, Any]) -> dict[str, float]:
+        frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
+        masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
+        with autocast(device, cfg.train.amp):
+            # (B, T, K, H, W), or (logits, [aux logits...]) for models with auxiliary heads
+            out = model(frames) if grad_frames is None else model(frames, grad_frames=grad_frames)
+            logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
+            loss = loss_of(logits, masks)
+            for a in aux:
+                loss = loss + cfg.train.aux_weight * loss_of(a, masks)
+        if scheduled:
+            _set_lr(opt, cfg.train.lr * lr_factor(epoch * n_steps + i, total_steps, schedule=cfg.train.schedule,
+                                                  warmup_steps=warmup_steps))
+        backward_step(loss, opt, scaler)
+        value = loss.item()
+        if i % max(cfg.train.log_every, 1) == 0:
+            logger.log("train", epoch * n_steps + i, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"])
+        return {"loss": value}
 
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": mean_loss(logs)}
-        do_val = (epoch + 1) % max(cfg.train.val_every, 1) == 0 or epoch + 1 == cfg.train.epochs
-        if do_val and len(val_ds) > 0:
-            metrics = evaluate_clips(unwrap(model), val_ds, source.num_classes, ignore, device=device,
-                                     batch_size=cfg.train.batch_size, show_progress=show_progress and dist_info.is_main)
-            record.update(val_miou=metrics["miou"], val_fwiou=metrics["fwiou"], val_pixel_acc=metrics["pixel_acc"],
-                          val_macc=metrics["macc"])
+    def validate(epoch: int) -> dict[str, float]:
+        due = (epoch + 1) % max(cfg.train.val_every, 1) == 0 or epoch + 1 == cfg.train.epochs
+        if not due or len(val_ds) == 0:
+            return {}
+        metrics = evaluate_clips(unwrap(model), val_ds, source.num_classes, ignore, device=device,
+                                 batch_size=cfg.train.batch_size, show_progress=show_progress and dist_info.is_main)
+        return {"val_miou": metrics["miou"], "val_fwiou": metrics["fwiou"], "val_pixel_acc": metrics["pixel_acc"],
+                "val_macc": metrics["macc"]}
+
+    def end(res: EpochResult) -> None:
+        nonlocal best_miou, best_epoch
+        record: dict[str, Any] = {"epoch": res.epoch, "train_loss": res.loss, **res.val}
         history.append(record)
-        logger.log("epoch", epoch, **record)
+        logger.log("epoch", res.epoch, **record)
         is_best = "val_miou" in record and record["val_miou"] > best_miou
         if is_best:
-            best_miou, best_epoch = record["val_miou"], epoch
+            best_miou, best_epoch = record["val_miou"], res.epoch
         if dist_info.is_main:
             state = {
                 "model": unwrap(model).state_dict(),
                 "optimizer": opt.state_dict(),
                 "scaler": scaler.state_dict(),
-                "epoch": epoch,
+                "epoch": res.epoch,
                 "best_miou": best_miou,
                 "best_epoch": best_epoch,
                 "history": history,
@@ -382,8 +318,10 @@ def train(
             save_checkpoint(last_path, state)
             if is_best:
                 save_checkpoint(ckpt_dir / "best.pt", state)
-        barrier()
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        log.info("epoch %d: %s", res.epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+
+    fit(step, batches, epochs=cfg.train.epochs, steps=n_steps, start_epoch=start_epoch, seed=cfg.train.seed,
+        begin=begin, validate=validate, end=end, model=model, dist_info=dist_info, show_progress=show_progress)
 
     seconds = time.perf_counter() - t_start
     if dist_info.enabled:  # each rank records a fingerprint of its weights: DDP must keep them identical

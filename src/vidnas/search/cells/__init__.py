@@ -1,21 +1,12 @@
-"""Dynamic-cell search [CELLS]: search space, LSTM controller, PPO, reward, feature cache, executors, search loop.
+"""Dynamic-cell search [CELLS]: search space, LSTM controller, PPO, reward, meta split, feature cache, executors, search
+loop.
 
 The cell and the video model it plugs into live in ``vidnas.models.cells`` (models never import search); this package
 samples, trains and scores cells. Entry points: ``run_cell_search`` then ``train_top_cells``; ``vidnas search cells``
 on the command line.
 """
 
-from vidnas.search.cells.cache import (
-    CacheInfo,
-    DiskFeatureCache,
-    FeatureCache,
-    MemoryFeatureCache,
-    MetaSplit,
-    build_caches,
-    dataset_windows,
-    split_meta,
-    split_meta_frames,
-)
+from vidnas.search.cells.cache import CacheInfo, DiskFeatureCache, FeatureCache, MemoryFeatureCache, build_caches
 from vidnas.search.cells.controller import Controller, ControllerSample
 from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.evaluate import (
@@ -36,18 +27,12 @@ from vidnas.search.cells.executors import (
     RayExecutor,
     make_executor,
 )
+from vidnas.search.cells.meta_split import MetaSplit, dataset_windows, split_meta, split_meta_frames
+from vidnas.search.cells.options import SearchOptions
 from vidnas.search.cells.ppo import PPOTrainer, ppo_loss, ppo_surrogate
+from vidnas.search.cells.records import compare_runs, read_log, select_top
 from vidnas.search.cells.reward import RewardBaseline, geometric_reward, latency_reward, reward_from_confusion
-from vidnas.search.cells.search import (
-    CellSearch,
-    CellSearchResult,
-    SearchOptions,
-    compare_runs,
-    read_log,
-    run_cell_search,
-    select_top,
-    top_genotypes,
-)
+from vidnas.search.cells.search import CellSearch, CellSearchResult, run_cell_search, top_genotypes
 from vidnas.search.cells.space import OP_PRESETS, CellSearchSpace, Decision
 from vidnas.search.cells.static import adopt_static_model, prepare_static, static_network_config, train_static
 from vidnas.search.cells.summary import equal_n_stats, format_comparison, reward_stats

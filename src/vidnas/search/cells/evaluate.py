@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vidnas.engine.loop import EpochResult, backward_step, fit
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models.cells import Cell, CellGenotype
 from vidnas.models.layers import resize_to
@@ -248,29 +249,37 @@ def train_cell(cell: Cell, train_cache: FeatureCache, val_cache: FeatureCache | 
     half = epochs // 2 if epochs >= 2 else None
     out: dict[str, Any] = {"reward": None, "metrics": {}, "half_reward": None, "early_stopped": False,
                            "epochs_run": 0, "losses": []}
-    for epoch in range(epochs):
-        cell.train()
-        losses = []
-        for step, batch in enumerate(train_cache.batches(batch_size, shuffle=True, generator=gen)):
-            if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
-                break
-            batch = _to(batch, cell)
-            with autocast(device, amp):
-                preds = _forward(cell, batch)
-            loss = sequence_loss([p.float() for p in preds], batch["masks"], ignore)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            losses.append(loss.item())
-        out["losses"].append(sum(losses) / max(len(losses), 1))
-        out["epochs_run"] = epoch + 1
-        if val_cache is not None and half is not None and epoch + 1 == half:
-            out["half_reward"], half_metrics = score_cell(cell, val_cache, batch_size=batch_size)
-            if early_stop is not None and early_stop.should_stop(out["half_reward"]):
-                out["reward"], out["metrics"] = out["half_reward"], half_metrics
-                out["early_stopped"] = True
-                return out
+
+    def step(epoch: int, i: int, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        batch = _to(batch, cell)
+        with autocast(device, amp):
+            preds = _forward(cell, batch)
+        loss = sequence_loss([p.float() for p in preds], batch["masks"], ignore)
+        backward_step(loss, opt, scaler)
+        return {"loss": loss.item()}
+
+    def halfway(epoch: int) -> dict[str, float]:
+        if val_cache is None or half is None or epoch + 1 != half:
+            return {}
+        return score_cell(cell, val_cache, batch_size=batch_size)[1]  # its "reward" is the halfway reward
+
+    def end(res: EpochResult) -> bool:
+        out["losses"].append(res.loss)
+        out["epochs_run"] = res.epoch + 1
+        if not res.val:
+            return False
+        out["half_reward"] = res.val["reward"]
+        if early_stop is not None and early_stop.should_stop(out["half_reward"]):
+            out["reward"], out["metrics"] = out["half_reward"], res.val
+            out["early_stopped"] = True
+        return out["early_stopped"]
+
+    steps = train_cache.num_batches(batch_size)
+    fit(step, lambda epoch: train_cache.batches(batch_size, shuffle=True, generator=gen), epochs=epochs,
+        steps=min(steps, max_steps_per_epoch) if max_steps_per_epoch is not None else steps, desc="cell",
+        begin=lambda epoch: cell.train(), validate=halfway, end=end)
+    if out["early_stopped"]:
+        return out
     if val_cache is not None:
         out["reward"], out["metrics"] = score_cell(cell, val_cache, batch_size=batch_size)
         if out["half_reward"] is None:  # E = 1: there is no halfway point; the final score stands in for it

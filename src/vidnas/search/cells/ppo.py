@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from vidnas.engine.loop import backward_step
 from vidnas.search.cells.controller import Controller
 
 __all__ = ["ppo_surrogate", "ppo_loss", "PPOTrainer"]
@@ -99,10 +100,7 @@ class PPOTrainer:
         for _ in range(self.epochs):
             new, ent = self.controller.evaluate(tokens)
             loss = ppo_loss(new, old, adv, self.clip, ent, self.entropy_weight)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.controller.parameters(), self.grad_clip)
-            self.optimizer.step()
+            grad_norm = backward_step(loss, self.optimizer, clip=self.grad_clip)
             with torch.no_grad():
                 ratio = torch.exp(new - old)
                 stats = {

@@ -11,9 +11,9 @@ The random baseline (``cells.sampler=random``, ``vidnas search cells --random``)
 uniform controller (``Controller.make_uniform``) and no PPO update: same caches, training, early stopping, cost,
 log and top-k, so the two runs compare at equal numbers of candidates.
 
-Proxy budget (``cells.proxy_scale`` < 1): the search caches the static outputs at the data size times the scale
-(rounded to multiples of 32), so every candidate trains and is scored on smaller maps; the cost is still measured at
-the deployment size (``cells.latency_size``, default the data size) and the top-k cells train at the full size.
+The settings beyond the config, the checks of ``cells.*`` and the proxy budget (``cells.proxy_scale`` < 1: candidates
+train and are scored on smaller maps, timed at the deployment size) are in ``options``; the log and what is read from
+it (``read_log``, ``select_top``, ``compare_runs``) in ``records``.
 
 Failed candidates (an exception in the worker, a dead worker) are logged with their error text and excluded from the
 PPO update and the baseline: a crash says nothing reliable about a cell's accuracy, and giving it reward 0 would teach
@@ -42,10 +42,7 @@ Raising ``cells.candidates`` and resuming extends a finished search.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -59,76 +56,33 @@ from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.models import Arch2Segmenter, load_model
 from vidnas.models.cells import CellGenotype, cell_in_channels
-from vidnas.search.cells.cache import META_SPLITS, CacheInfo, FeatureCache, build_caches, cache_key
+from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cache_key
 from vidnas.search.cells.controller import Controller
 from vidnas.search.cells.cost import CostMeter
 from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, EarlyStopRule
 from vidnas.search.cells.executors import EXECUTORS, Executor, ExecutorError, import_ray, make_executor
+from vidnas.search.cells.options import (
+    SearchOptions,
+    check_cells_config,
+    deployment_size,
+    proxy_size,
+    search_data_config,
+)
 from vidnas.search.cells.plots import draw_cell, plot_reward_latency, plot_rewards, plot_sampling
 from vidnas.search.cells.ppo import PPOTrainer
+from vidnas.search.cells.records import LOG_NAME, PPO_LOG_NAME, append_jsonl, read_log, select_top
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
 from vidnas.search.cells.static import static_identity
-from vidnas.search.cells.summary import equal_n_stats, reward_stats
+from vidnas.search.cells.summary import reward_stats
 from vidnas.utils import atomic_write, atomic_write_json
 
-__all__ = [
-    "LOG_NAME",
-    "CHECKPOINT_NAME",
-    "SearchOptions",
-    "CellSearchResult",
-    "CellSearch",
-    "run_cell_search",
-    "read_log",
-    "select_top",
-    "search_data_config",
-    "proxy_size",
-    "deployment_size",
-    "check_cells_config",
-    "SAMPLERS",
-    "top_genotypes",
-    "compare_runs",
-]
+__all__ = ["CHECKPOINT_NAME", "CellSearchResult", "CellSearch", "run_cell_search", "top_genotypes"]
 
 logger = logging.getLogger(__name__)
 
-LOG_NAME = "candidates.jsonl"
-PPO_LOG_NAME = "ppo.jsonl"
 CHECKPOINT_NAME = "controller.pt"
 CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class SearchOptions:
-    """Search settings beyond ``CellsConfig`` (the paper's numbers live there).
-
-    Attributes:
-        batch_size: candidates per PPO update; None = ``max(1, cells.workers)`` (one per worker).
-        ppo_epochs: optimisation passes per PPO update.
-        early_stop_tolerance: tol of the halfway rule (``evaluate.EarlyStopRule``).
-        early_stop_min_history: candidates needed before anything stops early.
-        max_steps_per_epoch: cap on a candidate's steps per epoch (quick runs), None = all.
-        inject_failure: testing aid: an op or aggregation name whose candidates raise in the worker.
-        shard_size: windows per disk-cache shard.
-        cache_batch_size: windows per static forward while caching.
-        ray_address: Ray cluster address for ``--executor ray`` (None = a local Ray).
-        worker_threads: torch threads per worker process (None = cores / workers).
-        plots: draw the plots at the end of the search.
-        show_progress: tqdm bars.
-    """
-
-    batch_size: int | None = None
-    ppo_epochs: int = 4
-    early_stop_tolerance: float = 0.1
-    early_stop_min_history: int = 2
-    max_steps_per_epoch: int | None = None
-    inject_failure: str | None = None
-    shard_size: int = 256
-    cache_batch_size: int = 8
-    ray_address: str | None = None
-    worker_threads: int | None = None
-    plots: bool = True
-    show_progress: bool = True
 
 
 @dataclass
@@ -145,106 +99,6 @@ class CellSearchResult:
     val_cache: FeatureCache
     evaluated: int = 0  # candidates run by this invocation (the others came from the log)
     plots: dict[str, Path] = field(default_factory=dict)
-
-
-SAMPLERS: tuple[str, ...] = ("ppo", "random")
-
-
-def proxy_size(height: int, width: int, scale: float) -> tuple[int, int]:
-    """``(height, width) * scale`` rounded to multiples of 32 (at least 32); the size itself when ``scale`` is 1."""
-    if scale == 1.0:
-        return int(height), int(width)
-    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
-
-
-def search_data_config(cfg: Config, *, proxy: bool = True) -> Any:
-    """The data config of the search: ``cells.seq_len``-frame causal windows, every frame supervised, no augmentation
-    (the static outputs are cached once, so there is nothing to augment per epoch); at the proxy size
-    (``proxy_size``) unless ``proxy`` is False (the top-k training)."""
-    h, w = proxy_size(cfg.data.height, cfg.data.width, cfg.cells.proxy_scale if proxy else 1.0)
-    return dataclasses.replace(cfg.data, window=cfg.cells.seq_len, temporal="causal", supervise="all", augment=False,
-                               height=h, width=w)
-
-
-def deployment_size(cfg: Config) -> tuple[int, int]:
-    """(H, W) at which candidates are timed: ``cells.latency_size``, else the data size."""
-    size = cfg.cells.latency_size or (cfg.data.height, cfg.data.width)
-    return int(size[0]), int(size[1])
-
-
-def check_cells_config(cells: Any) -> None:
-    """Raise ValueError naming the first bad ``cells.*`` value of the search loop (before any work)."""
-    if cells.candidates < 1:
-        raise ValueError(f"cells.candidates must be >= 1, got {cells.candidates}")
-    if cells.meta_split not in META_SPLITS:
-        raise ValueError(f"cells.meta_split={cells.meta_split!r}: valid values are {', '.join(META_SPLITS)}")
-    if cells.sampler not in SAMPLERS:
-        raise ValueError(f"cells.sampler={cells.sampler!r}: valid values are {', '.join(SAMPLERS)}")
-    if cells.latency_weight > 0:
-        raise ValueError(f"cells.latency_weight must be <= 0 (the exponent of latency / target; MnasNet uses -0.07), "
-                         f"got {cells.latency_weight}")
-    if cells.latency_frames < 0 or cells.latency_warmup < 0:
-        raise ValueError(f"cells.latency_frames and cells.latency_warmup must be >= 0, got {cells.latency_frames} "
-                         f"and {cells.latency_warmup}")
-    if cells.latency_weight and not cells.latency_frames:
-        raise ValueError(f"cells.latency_weight={cells.latency_weight} needs the cost measurement: "
-                         "cells.latency_frames must be > 0")
-    if cells.latency_target_ms is not None and not cells.latency_target_ms > 0:
-        raise ValueError(f"cells.latency_target_ms must be > 0 (or null: the static network), got "
-                         f"{cells.latency_target_ms}")
-    if cells.latency_size is not None and min(cells.latency_size) < 32:
-        raise ValueError(f"cells.latency_size must be at least 32x32, got {cells.latency_size}")
-    if not 0.0 < cells.proxy_scale <= 1.0:
-        raise ValueError(f"cells.proxy_scale must be in (0, 1], got {cells.proxy_scale}")
-    if cells.controller_lr <= 0 or cells.entropy_weight < 0:
-        raise ValueError(f"cells.controller_lr must be > 0 and cells.entropy_weight >= 0, got {cells.controller_lr} "
-                         f"and {cells.entropy_weight}")
-
-
-def read_log(path: str | Path) -> dict[int, dict[str, Any]]:
-    """Records of a search log by candidate id (the last record of an id wins; a torn last line is skipped)."""
-    path = Path(path)
-    out: dict[int, dict[str, Any]] = {}
-    if not path.exists():
-        return out
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            logger.warning("%s:%d: unreadable line skipped (interrupted write?)", path, n)
-            continue
-        out[int(rec["cid"])] = rec
-    return out
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def select_top(records: list[dict[str, Any]] | dict[int, dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """The ``k`` best distinct cells: successful candidates by reward (fully trained ones before early-stopped ones
-    of equal reward, then lower id), one per token sequence."""
-    if k <= 0:
-        return []
-    recs = list(records.values()) if isinstance(records, dict) else list(records)
-    ok = [r for r in recs if not r.get("failed") and r.get("reward") is not None]
-    ok.sort(key=lambda r: (-r["reward"], bool(r.get("early_stopped")), r["cid"]))
-    seen: set[tuple[int, ...]] = set()
-    top = []
-    for r in ok:
-        key = tuple(r["tokens"])
-        if key in seen:
-            continue
-        seen.add(key)
-        top.append(r)
-        if len(top) == k:
-            break
-    return top
 
 
 class CellSearch:
@@ -415,7 +269,7 @@ class CellSearch:
                 for res in executor.run(jobs) if jobs else ():
                     i = res.cid - done
                     rec = self._record(res, batches, float(sample.log_prob[i]), float(sample.entropy[i]))
-                    _append_jsonl(self.log_path, rec)
+                    append_jsonl(self.log_path, rec)
                     records[res.cid] = rec
                     results[res.cid] = rec
                     evaluated += 1
@@ -439,7 +293,7 @@ class CellSearch:
                 done += n
                 batches += 1
                 self._save(controller, ppo, baseline, gen, done, batches, batch_size, (half_sum, half_n))
-                _append_jsonl(self.run_dir / PPO_LOG_NAME, {"batch": batches - 1, "candidates": ids,
+                append_jsonl(self.run_dir / PPO_LOG_NAME, {"batch": batches - 1, "candidates": ids,
                                                              "updated_on": [ids[i] for i in ok],
                                                              "baseline": baseline.value, **stats})
         finally:
@@ -509,20 +363,6 @@ def run_cell_search(cfg: Config, run_dir: str | Path, static_path: str | Path, *
                     options: SearchOptions | None = None) -> CellSearchResult:
     """``CellSearch(cfg, run_dir, static_path, options).run(resume=resume)``."""
     return CellSearch(cfg, run_dir, static_path, options).run(resume=resume)
-
-
-def compare_runs(run_dirs: dict[str, str | Path], *, key: str = "reward") -> dict[str, dict[str, Any]]:
-    """``summary.equal_n_stats`` (of ``key``: ``reward`` or ``accuracy_reward``) of the ``candidates.jsonl`` of
-    several run directories (name -> directory), e.g. a search and its random baseline; each entry also names its
-    ``run_dir``."""
-    logs = {name: list(read_log(Path(d) / LOG_NAME).values()) for name, d in run_dirs.items()}
-    for name, d in run_dirs.items():
-        if not logs[name]:
-            raise ValueError(f"{name}: no candidates in {Path(d) / LOG_NAME}")
-    out = equal_n_stats(logs, key=key)
-    for name, d in run_dirs.items():
-        out[name]["run_dir"] = str(d)
-    return out
 
 
 def top_genotypes(result: CellSearchResult) -> list[CellGenotype]:

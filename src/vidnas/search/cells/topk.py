@@ -33,19 +33,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
-from vidnas.engine.loop import mean_loss, run_epoch
+from vidnas.engine.loop import EpochResult, backward_step, epoch_loader, fit, steps_per_epoch
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_channels
 from vidnas.precision import autocast, grad_scaler
 from vidnas.search.cells.cache import FeatureCache, cache_windows
 from vidnas.search.cells.evaluate import sequence_loss, train_cell
+from vidnas.search.cells.options import search_data_config
 from vidnas.search.cells.reward import reward_from_confusion
-from vidnas.search.cells.search import CellSearchResult, search_data_config, top_genotypes
+from vidnas.search.cells.search import CellSearchResult, top_genotypes
 from vidnas.utils import atomic_write, atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -109,38 +110,33 @@ def finetune(model: DynamicCellModel, dataset: Any, *, epochs: int, cell_lr: flo
     ``amp`` (none | bf16 | fp16) runs the forward pass under autocast (fp16 with loss scaling, one scaler for both
     optimisers); the weights stay float32.
 
-    Runs in the engine's epoch loop (``vidnas.engine.loop.run_epoch``); the shuffle of epoch e is seeded by
-    ``seed * 1000 + e``.
+    Runs in the engine's loop (``vidnas.engine.loop.fit``); the shuffle of epoch e is seeded by the shared
+    ``epoch_seed(seed, e)`` (``epoch_loader``).
     """
     opt_static = torch.optim.SGD(model.static_parameters(), lr=STATIC_LR, momentum=0.9)
     opt_cell = torch.optim.Adam(model.cell_parameters(), lr=cell_lr)
     scaler = grad_scaler(device, amp)
 
-    def step(i: int, batch: dict[str, Any]) -> dict[str, float]:
+    def begin(epoch: int) -> None:
+        model.train()
+        model.static.eval()  # frozen BatchNorm statistics (see the module docstring)
+
+    def step(epoch: int, i: int, batch: dict[str, Any]) -> dict[str, float]:
         with autocast(device, amp):
             logits = model(batch["frames"].to(device))  # (B, T, K, H, W)
         masks = batch["masks"].to(device)  # (B, T, H, W)
         preds = [logits[:, t].float() for t in range(1, logits.shape[1])]  # frames after the first
         loss = sequence_loss(preds, masks[:, 1:], ignore_index)
-        opt_static.zero_grad(set_to_none=True)
-        opt_cell.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt_static)
-        scaler.step(opt_cell)
-        scaler.update()
+        backward_step(loss, (opt_static, opt_cell), scaler)
         return {"loss": loss.item()}
 
-    history = []
-    for epoch in range(epochs):
-        model.train()
-        model.static.eval()  # frozen BatchNorm statistics (see the module docstring)
-        gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=RandomSampler(dataset, generator=gen))
-        steps = len(loader) if max_steps_per_epoch is None else min(len(loader), max_steps_per_epoch)
-        logs = run_epoch(loader, step, steps=steps, desc=f"finetune {epoch + 1}/{epochs}", show_progress=show_progress)
-        history.append(mean_loss(logs))
-        logger.info("fine-tuning epoch %d/%d: loss %.4f", epoch + 1, epochs, history[-1])
-    return history
+    def end(res: EpochResult) -> None:
+        logger.info("fine-tuning epoch %d/%d: loss %.4f", res.epoch + 1, epochs, res.loss)
+
+    epochs_run = fit(step, lambda epoch: epoch_loader(dataset, batch_size=batch_size, seed=seed, epoch=epoch),
+                     epochs=epochs, steps=steps_per_epoch(len(dataset), batch_size, cap=max_steps_per_epoch),
+                     desc="finetune", begin=begin, end=end, show_progress=show_progress)
+    return [res.loss for res in epochs_run]
 
 
 @torch.inference_mode()

@@ -54,10 +54,11 @@ from torch.utils.data import DataLoader, Subset
 
 from vidnas.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_to_dict
+from vidnas.data import build_datasets
 from vidnas.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed, sync_buffers
 from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
-from vidnas.engine.train import build_datasets, segmentation_loss
+from vidnas.engine.losses import segmentation_loss
 from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder, build_model
 from vidnas.models.architecture import OPS_PER_LAYER
 from vidnas.models.encoders import Encoder
