@@ -24,6 +24,7 @@ from vidnas.export.ort_streamers import FrameOrtStreamer, OrtStepStreamer, OrtSt
 from vidnas.export.stepgraph import export_step_graphs, has_step_graphs
 from vidnas.models import LoadedModel, Streamer, incremental_support, load_model
 from vidnas.models.fastpath import use_channels_last
+from vidnas.models.streaming import key_interval_refusal
 from vidnas.precision import autocast
 
 __all__ = [
@@ -176,7 +177,7 @@ def load_runner(
         return FrameOrtStreamer(export_dir, key_interval=key_interval, intra_op_threads=intra_op_threads,
                                 session_options=options)
     if key_interval is not None:
-        raise DeployError("--key-interval applies to dynamic-cell models only")
+        raise DeployError(key_interval_refusal(f"the window-model export {export_dir}"))
     meta = read_export_meta(export_dir)
     exported_causal = bool(meta["causal"])
     if causal is not None and causal != exported_causal:
