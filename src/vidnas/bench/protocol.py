@@ -469,7 +469,7 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
             except ValueError:
                 return None
             step = getattr(streamer, "decoder_module", None)
-            if step is None and getattr(streamer, "protocol", None) != "frame":
+            if step is None and streamer.protocol != "frame":
                 return None
         if parts is not None and step is None and _is_frame_model(model, w):  # it says what one streamed frame runs
             (enc_fn, enc_args), (dec_fn, dec_args) = parts(x)
@@ -495,7 +495,7 @@ def component_flops(model: Any, img_size: Sequence[int], window: int | None = No
 
 def _is_frame_model(model: Any, window: int) -> bool:
     """Whether ``model`` streams frame by frame (its streamer's ``protocol`` is ``frame``: arch2, dynamic cells)."""
-    return getattr(model.stream(batch_size=1, window=window, incremental=False), "protocol", None) == "frame"
+    return model.stream(batch_size=1, window=window, incremental=False).protocol == "frame"
 
 
 def flops_per_frame(model: Any, img_size: Sequence[int], window: int | None = None) -> int:
@@ -512,7 +512,7 @@ def _streams_incrementally(model: Any, options: Mapping[str, Any]) -> bool:
         streamer = model.stream(batch_size=1, **{**options, "incremental": True})
     except ValueError:
         return False
-    return getattr(streamer, "protocol", None) == "incremental"
+    return streamer.protocol == "incremental"
 
 
 INC_SUFFIX = "\0inc"  # internal candidate name of a row's incremental-protocol measurement

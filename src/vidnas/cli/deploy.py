@@ -221,7 +221,7 @@ def predict_cmd(
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
     decode = {"incremental": "one decoder step per frame", "window": "window decode per frame",
-              "frame": "frame model"}.get(getattr(runner, "protocol", "window"), "")
+              "frame": "frame model"}.get(runner.protocol, "")
     typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
                f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode}), {threads} thread(s)"
                f"{', channels-last encoder' if getattr(runner, 'channels_last', False) else ''}")

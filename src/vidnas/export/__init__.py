@@ -1,17 +1,19 @@
 """Deployment: ONNX export as a streaming encoder/decoder pair, onnxruntime streaming, prediction on real videos.
 
 * ``export_onnx(model, out_dir, img_size=..., opset=...) -> ExportPaths`` (``exporter``): ``encoder.onnx`` (one frame
-  -> one feature map), ``decoder.onnx`` (a window of features -> the target frame's logits) and ``export.json``.
+  -> one feature map), ``decoder.onnx`` (a window of features -> the target frame's logits) and ``export.json``
+  (every export's metadata has its one writer and reader there: ``export_meta``, ``read_meta``).
 * ``frame_models``: arch2 and dynamic-cell models: ``export_frame_onnx`` writes ``key.onnx`` (the static network) and
-  ``cell.onnx`` (encoder + cell carrying ``dec`` and ``layer4``), ``FrameOrtStreamer`` streams them (with a key
-  interval), ``frame_parity_check`` compares them with PyTorch.
-* ``runtime``: ``OrtStreamer(out_dir)`` (the ``Streamer`` protocol on onnxruntime, numpy in and out, with a
-  fixed-size ring buffer), ``parity_check(model, out_dir, frames=...)``, and the runners of ``vidnas predict``:
-  ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner`` (``model.stream()`` of any model kind) or an
-  ``OrtStreamer``.
+  ``cell.onnx`` (encoder + cell carrying ``dec`` and ``layer4``).
 * ``stepgraph``: the incremental decoder of a causal model as ``decoder_init.onnx`` + ``decoder_step.onnx`` with the
-  state as explicit inputs and outputs (``export_step_graphs``), its streamer ``OrtStepStreamer`` and
-  ``step_parity_check``.
+  state as explicit inputs and outputs (``export_step_graphs``).
+* ``ort_streamers``: the onnxruntime streamers, one per kind of export, with the ``Streamer`` protocol
+  (``vidnas.models.streaming``; numpy in and out): ``OrtStreamer`` (the window pair, fixed-size ring buffers),
+  ``OrtStepStreamer`` (the incremental graphs), ``FrameOrtStreamer`` (key / cell graphs, with a key interval); and
+  their checks against PyTorch, ``parity_check(model, out_dir, frames=...)``, ``step_parity_check``,
+  ``frame_parity_check``.
+* ``runtime``: what ``vidnas predict`` runs: ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner``
+  (``model.stream()`` of any model kind) or an onnxruntime streamer; the onnxruntime session options.
 * ``predict``: ``predict_video(source, out_dir, runner)``: masks, overlay video and summary for a video file or frame
   folder, streaming in constant memory. ``video``: frame readers and the overlay writer.
 
@@ -27,25 +29,19 @@ from vidnas.export.exporter import (
     export_paths,
     read_export_meta,
 )
-from vidnas.export.frame_models import (
-    FrameExportPaths,
+from vidnas.export.frame_models import FrameExportPaths, export_frame_onnx, is_frame_export, is_frame_model
+from vidnas.export.ort_streamers import (
+    DEFAULT_PROVIDERS,
     FrameOrtStreamer,
-    export_frame_onnx,
+    OrtStepStreamer,
+    OrtStreamer,
     frame_parity_check,
-    is_frame_export,
-    is_frame_model,
+    parity_check,
+    step_parity_check,
 )
 from vidnas.export.predict import PredictResult, StreamingStats, predict_video, preprocess
-from vidnas.export.runtime import (
-    DEFAULT_PROVIDERS,
-    RUNTIMES,
-    FrameRunner,
-    OrtStreamer,
-    TorchRunner,
-    load_runner,
-    parity_check,
-)
-from vidnas.export.stepgraph import OrtStepStreamer, export_step_graphs, step_parity_check
+from vidnas.export.runtime import RUNTIMES, TorchRunner, load_runner
+from vidnas.export.stepgraph import export_step_graphs
 from vidnas.export.video import FrameReader, OverlayWriter, VideoError, open_frames, pick_codec
 
 __all__ = [
@@ -63,7 +59,6 @@ __all__ = [
     "is_frame_model",
     "DeployError",
     "RUNTIMES",
-    "FrameRunner",
     "PredictResult",
     "StreamingStats",
     "TorchRunner",

@@ -1,7 +1,8 @@
 """ONNX export of a ``VideoSegmenter`` as a streaming pair: ``encoder.onnx`` + ``decoder.onnx`` + ``export.json``.
 
 The pair mirrors ``VideoSegmenter.stream()``: the encoder runs once per new frame, the decoder once per window of
-the last ``w`` encoder features (the ST-NAS FPS protocol), and the caller keeps the ring buffer (``OrtStreamer``).
+the last ``w`` encoder features (the ST-NAS FPS protocol), and the caller keeps the ring buffer (``OrtStreamer``,
+``vidnas.export.ort_streamers``).
 
 Graphs (batch 1, every shape fixed at export):
 
@@ -18,6 +19,10 @@ has ``schema_version`` 2 (``MULTI_SCHEMA_VERSION``): the ``io`` sections list ``
 one ``output`` / ``input``, and ``scales`` names the strides, so a reader that knows only one feature map refuses the
 file by its version instead of misreading it. ``feature_specs`` and ``window_specs`` read either layout.
 
+``export.json``, of this module's exports and of the frame models' (``vidnas.export.frame_models``), has one writer
+and one reader, here: ``export_meta`` builds it (the fields both kinds share, in one order), ``write_export_meta``
+writes it, ``read_meta`` reads and checks it (``read_export_meta``; ``frame_models.read_frame_meta``).
+
 Exporter: torch's TorchScript-based exporter (``dynamo=False``). The ``torch.export``-based one (the default since
 torch 2.9) needs ``onnxscript``, which is not a vidnas dependency; the TorchScript one traces timm's Swin cleanly
 (its shifted-window masks are constant buffers for a fixed input size, ``torch.roll`` becomes Slice + Concat, the
@@ -30,7 +35,7 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +61,13 @@ __all__ = [
     "ENCODER_FILE",
     "DECODER_FILE",
     "META_FILE",
+    "STREAM_EXPORT_KIND",
     "ExportPaths",
     "export_onnx",
+    "export_meta",
+    "write_export_meta",
+    "export_kind",
+    "read_meta",
     "read_export_meta",
     "export_paths",
     "feature_specs",
@@ -72,7 +82,8 @@ EXPORT_SCHEMA_VERSION = 1
 MULTI_SCHEMA_VERSION = 2  # the same layout with one feature map per scale (multi-scale models)
 ENCODER_FILE = "encoder.onnx"
 DECODER_FILE = "decoder.onnx"
-META_FILE = "export.json"
+META_FILE = "export.json"  # every export directory's metadata: export_meta, write_export_meta, read_meta
+STREAM_EXPORT_KIND = "vidnas-stream"
 
 
 class DeployError(ValueError):
@@ -265,9 +276,8 @@ def export_onnx(
     for p in (paths.encoder, paths.decoder):
         onnx.checker.check_model(str(p))
 
-    names = [str(n) for n in class_names] if class_names is not None else [f"class{i}" for i in range(k)]
     meta = _build_meta(model, opset=opset, img_size=(h, w), out_hw=out_hw, feature_shape=shapes[0],
-                       class_names=names, palette=palette, extra=extra, window=w_frames, target=target)
+                       class_names=class_names, palette=palette, extra=extra, window=w_frames, target=target)
     if multi:  # schema 2: one feature map per scale
         meta["schema_version"] = MULTI_SCHEMA_VERSION
         meta["scales"] = [int(s) for s in model.scales]
@@ -278,7 +288,7 @@ def export_onnx(
         io["decoder"] = {"inputs": [{"name": n, "shape": [1, c, w_frames, fh, fw], "order": "oldest first"}
                                     for n, (_, c, fh, fw) in zip(win_names, shapes, strict=True)],
                          "output": io["decoder"]["output"]}
-    atomic_save_json(paths.meta, meta)
+    write_export_meta(paths.out_dir, meta)
     logger.info("exported %s and %s (opset %d, input %dx%d, window %d %s)", paths.encoder, paths.decoder, opset, h,
                 w, w_frames, "causal" if model.causal else "centred")
     return paths
@@ -318,32 +328,68 @@ def _set_output_shape(path: Path, shape: Sequence[int], index: int = 0) -> None:
 
 
 def _build_meta(model: nn.Module, *, opset: int, img_size: tuple[int, int], out_hw: Sequence[int],
-                feature_shape: tuple[int, int, int, int], class_names: list[str],
+                feature_shape: tuple[int, int, int, int], class_names: Sequence[str] | None,
                 palette: np.ndarray | Sequence[Sequence[int]] | None, extra: dict[str, Any] | None, window: int,
                 target: int) -> dict[str, Any]:
+    k = int(model.num_classes)
+    _, c, fh, fw = feature_shape
+    io = {
+        "encoder": {"input": {"name": "frame", "shape": [1, 3, *img_size]},
+                    "output": {"name": "feature", "shape": [1, c, fh, fw]}},
+        "decoder": {"input": {"name": "features", "shape": [1, c, window, fh, fw], "order": "oldest first"},
+                    "output": {"name": "logits", "shape": [1, k, int(out_hw[0]), int(out_hw[1])], "frame": "target"}},
+    }
+    rule = ("edge_rule", "the first frame's feature fills the window at a video start; centred windows repeat the "
+                         "last frame's feature at the end (flush)")
+    return export_meta(schema_version=EXPORT_SCHEMA_VERSION, kind=STREAM_EXPORT_KIND,
+                       files={"encoder": ENCODER_FILE, "decoder": DECODER_FILE}, opset=opset, img_size=img_size,
+                       out_hw=out_hw, window=window, causal=bool(model.causal), target_index=target,
+                       labels=label_meta(k, class_names, palette), io=io, rule=rule, extra=extra)
+
+
+# ---------------------------------------------------------------------------------- export.json: writer and reader
+
+
+def export_meta(*, schema_version: int, kind: str, files: dict[str, Any], opset: int, img_size: Sequence[int],
+                out_hw: Sequence[int], window: int, causal: bool, target_index: int | None,
+                labels: tuple[list[str], list[list[int]] | None], io: dict[str, Any], rule: tuple[str, str],
+                extra: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``export.json`` of any export directory (``vidnas-stream``: a window model's graphs, this module;
+    ``vidnas-frame``: an arch2 or dynamic-cell model's, ``vidnas.export.frame_models``), fields in file order.
+
+    Args:
+        schema_version: the layout's version. kind: ``vidnas-stream`` or ``vidnas-frame``.
+        files: the fields naming the graphs (``encoder`` and ``decoder``; ``model_kind`` and ``graphs``).
+        opset: the graphs' ONNX opset.
+        img_size: (H, W) of the frames. out_hw: (H_out, W_out) of the logits.
+        window: frames per decoded window (1 for frame models). causal: the mode.
+        target_index: the emitted frame's index in a window (None: not recorded; frame models, whose lag is 0).
+        labels: (class names, palette) from ``label_meta``.
+        io: the graphs' inputs and outputs.
+        rule: (field, text) of the streaming rule (``edge_rule``, ``stream_rule``).
+        extra: more JSON-able fields, last (e.g. the checkpoint path).
+    """
     import onnx
     import onnxruntime
 
-    k = int(model.num_classes)
-    class_names, pal = label_meta(k, class_names, palette)
-    _, c, fh, fw = feature_shape
+    names, pal = labels
+    target = window - 1 if target_index is None else target_index
     return {
-        "schema_version": EXPORT_SCHEMA_VERSION,
-        "kind": "vidnas-stream",
-        "encoder": ENCODER_FILE,
-        "decoder": DECODER_FILE,
+        "schema_version": schema_version,
+        "kind": kind,
+        **files,
         "opset": opset,
         "exporter": "torch.onnx.export(dynamo=False)",
         "versions": {"vidnas": vidnas.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__},
-        "input_size": list(img_size),
+        "input_size": [int(img_size[0]), int(img_size[1])],
         "output_size": [int(out_hw[0]), int(out_hw[1])],
         "window": window,
-        "causal": bool(model.causal),
-        "target_index": target,
+        "causal": causal,
+        **({} if target_index is None else {"target_index": target_index}),
         "lag": window - 1 - target,
-        "num_classes": k,
-        "class_names": class_names,
+        "num_classes": len(names),
+        "class_names": names,
         "palette": pal,
         "normalization": {
             "layout": "NCHW", "color": "RGB", "dtype": "float32", "scale": 1.0 / 255.0,
@@ -351,40 +397,68 @@ def _build_meta(model: nn.Module, *, opset: int, img_size: tuple[int, int], out_
             "formula": "(rgb_uint8 / 255 - mean) / std",
             "resize": "bilinear, antialias, align_corners=False (torch.nn.functional.interpolate) to input_size",
         },
-        "io": {
-            "encoder": {"input": {"name": "frame", "shape": [1, 3, *img_size]},
-                        "output": {"name": "feature", "shape": [1, c, fh, fw]}},
-            "decoder": {"input": {"name": "features", "shape": [1, c, window, fh, fw], "order": "oldest first"},
-                        "output": {"name": "logits", "shape": [1, k, int(out_hw[0]), int(out_hw[1])],
-                                   "frame": "target"}},
-        },
-        "edge_rule": "the first frame's feature fills the window at a video start; centred windows repeat the last "
-                     "frame's feature at the end (flush)",
+        "io": io,
+        rule[0]: rule[1],
         **(extra or {}),
     }
 
 
+def write_export_meta(out_dir: str | Path, meta: dict[str, Any]) -> Path:
+    """Write ``out_dir/export.json`` atomically (last, after the graphs it vouches for); returns its path."""
+    path = Path(out_dir) / META_FILE
+    atomic_save_json(path, meta)
+    return path
+
+
+def export_kind(out_dir: str | Path) -> str | None:
+    """The ``kind`` of ``out_dir/export.json`` (``vidnas-stream``, ``vidnas-frame``); None when absent or
+    unreadable."""
+    try:
+        return json.loads((Path(out_dir) / META_FILE).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def read_meta(out_dir: str | Path, *, versions: Sequence[int], required: Sequence[str],
+              graphs: Callable[[dict[str, Any]], Iterable[str]], kind: str | None = None,
+              kind_name: str = "") -> dict[str, Any]:
+    """Read and check ``out_dir/export.json``: its kind (when ``kind`` is given; ``kind_name`` names it in the
+    message), schema version, ``required`` fields and the graph files ``graphs(meta)`` lists.
+
+    Raises:
+        DeployError: missing or invalid file, another kind, an unknown schema version, a missing field or graph (the
+            message names the file).
+    """
+    d = Path(out_dir)
+    path = d / META_FILE
+    if not path.is_file():
+        raise DeployError(f"not a vidnas ONNX export (no {META_FILE}): {d}")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DeployError(f"cannot read {path}: {e}") from e
+    got = meta.get("kind") if isinstance(meta, dict) else None
+    if kind is not None and got != kind:
+        raise DeployError(f"{path}: not a {kind_name} export (kind {got!r})")
+    version = meta.get("schema_version") if isinstance(meta, dict) else None
+    if version not in versions:
+        raise DeployError(f"{path}: unsupported schema_version {version!r} (this reader understands "
+                          f"{' and '.join(str(v) for v in versions)})")
+    for key in required:
+        if key not in meta:
+            raise DeployError(f"{path}: field {key!r} is missing")
+    for name in graphs(meta):
+        if not (d / name).is_file():
+            raise DeployError(f"{d / name} is missing (listed in {path})")
+    return meta
+
+
 def read_export_meta(out_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``export.json`` of an export directory.
+    """Read and check ``export.json`` of a window model's export directory (``read_meta``).
 
     Raises:
         DeployError: missing or invalid file, unknown schema version, missing graph file (the message names it).
     """
-    paths = export_paths(out_dir)
-    if not paths.meta.is_file():
-        raise DeployError(f"not a vidnas ONNX export (no {META_FILE}): {paths.out_dir}")
-    try:
-        meta = json.loads(paths.meta.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DeployError(f"cannot read {paths.meta}: {e}") from e
-    if not isinstance(meta, dict) or meta.get("schema_version") not in (EXPORT_SCHEMA_VERSION, MULTI_SCHEMA_VERSION):
-        got = meta.get("schema_version") if isinstance(meta, dict) else None
-        raise DeployError(f"{paths.meta}: unsupported schema_version {got!r} (this reader understands "
-                          f"{EXPORT_SCHEMA_VERSION} and {MULTI_SCHEMA_VERSION})")
-    for key in ("window", "causal", "target_index", "num_classes", "input_size", "io"):
-        if key not in meta:
-            raise DeployError(f"{paths.meta}: field {key!r} is missing")
-    for name in (meta.get("encoder", ENCODER_FILE), meta.get("decoder", DECODER_FILE)):
-        if not (paths.out_dir / name).is_file():
-            raise DeployError(f"{paths.out_dir / name} is missing (listed in {paths.meta})")
-    return meta
+    return read_meta(out_dir, versions=(EXPORT_SCHEMA_VERSION, MULTI_SCHEMA_VERSION),
+                     required=("window", "causal", "target_index", "num_classes", "input_size", "io"),
+                     graphs=lambda meta: (meta.get("encoder", ENCODER_FILE), meta.get("decoder", DECODER_FILE)))

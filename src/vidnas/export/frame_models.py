@@ -1,4 +1,4 @@
-"""ONNX export and onnxruntime streaming of the frame-by-frame models: arch2 and dynamic-cell models [CELLS Sec. 3.1].
+"""ONNX export of the frame-by-frame models: arch2 and dynamic-cell models [CELLS Sec. 3.1].
 
 A dynamic-cell model runs the static network on a key frame and, on every other frame, the static encoder plus the
 cell, which reads the previous frame's ``dec`` and ``layer4``. Its export is two graphs (batch 1, every shape fixed):
@@ -10,12 +10,13 @@ cell, which reads the previous frame's ``dec`` and ``layer4``. Its export is two
   (the exporter drops unused inputs); the streamer feeds only the inputs a graph has.
 
 An arch2 model exports ``key.onnx`` alone, with ``logits`` as its only output. The caller carries the state
-(``FrameOrtStreamer``): frame 0 after a reset, and every ``key_interval``-th frame when one is given, runs
-``key.onnx``; the others run ``cell.onnx`` on the previous frame's ``dec`` and ``layer4``, as
-``DynamicCellModel.step`` does, so both runtimes stream the same logits (``frame_parity_check``; tested over 30
-frames with and without a key interval). Logits are bilinearly upsampled to the model's output size inside the
-graphs. ``export.json`` (kind ``vidnas-frame``) records the graphs, their inputs and outputs, the preprocessing and
-the classes.
+(``FrameOrtStreamer``, ``vidnas.export.ort_streamers``): key frames (frame 0 after a reset, and every
+``key_interval``-th frame when one is given: ``vidnas.models.streaming.is_key_frame``) run ``key.onnx``; the others run
+``cell.onnx`` on the previous frame's ``dec`` and ``layer4``, as ``DynamicCellModel.step`` does, so both runtimes
+stream the same logits (``frame_parity_check``; tested over 30 frames with and without a key interval). Logits are
+bilinearly upsampled to the model's output size inside the graphs. ``export.json`` (kind ``vidnas-frame``, written
+and read by ``vidnas.export.exporter``'s ``export_meta`` / ``read_meta``) records the graphs, their inputs and
+outputs, the preprocessing and the classes.
 
 Opset: 17 at least (the window exporter's floor); ``affine`` aggregations need 20 (``affine_grid``), ``deform3x3``
 19 (ONNX ``DeformConv``, mapped from ``torchvision::deform_conv2d`` here); the default is the lowest that fits the
@@ -24,7 +25,6 @@ model. Exporter: torch's TorchScript-based one (``dynamo=False``), as for window
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,25 +37,30 @@ from torch import nn
 from torch.onnx import register_custom_op_symbolic
 from torch.onnx import symbolic_helper as sym_help
 
-import vidnas
-from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
-from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, label_meta, ort_session, parity_mode
+from vidnas.export.exporter import (
+    META_FILE,
+    MIN_OPSET,
+    DeployError,
+    _export_graphs,
+    export_kind,
+    export_meta,
+    label_meta,
+    read_meta,
+    write_export_meta,
+)
 from vidnas.models import Arch2Segmenter
 from vidnas.models.cells import AffineSampling, DeformConv3x3, DynamicCellModel
 from vidnas.models.layers import resize_to
-from vidnas.utils import atomic_write_json
 
 __all__ = [
     "FRAME_EXPORT_KIND",
     "FRAME_SCHEMA_VERSION",
     "FrameExportPaths",
-    "FrameOrtStreamer",
     "is_frame_model",
     "is_frame_export",
     "required_opset",
     "export_frame_onnx",
     "read_frame_meta",
-    "frame_parity_check",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,8 +69,6 @@ FRAME_EXPORT_KIND = "vidnas-frame"
 FRAME_SCHEMA_VERSION = 1
 KEY_FILE = "key.onnx"
 CELL_FILE = "cell.onnx"
-META_FILE = "export.json"
-STATE = ("dec", "layer4")  # carried from one frame to the next; fed to cell.onnx as prev_dec, prev_layer4
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,7 @@ def is_frame_model(model: Any) -> bool:
 
 def is_frame_export(out_dir: str | Path) -> bool:
     """Whether ``out_dir/export.json`` is a frame-model export (False when absent or of another kind)."""
-    meta = Path(out_dir) / META_FILE
-    try:
-        return json.loads(meta.read_text()).get("kind") == FRAME_EXPORT_KIND
-    except (OSError, ValueError, AttributeError):
-        return False
+    return export_kind(out_dir) == FRAME_EXPORT_KIND
 
 
 def required_opset(model: nn.Module) -> int:
@@ -169,7 +168,6 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
         DeployError: not a frame model, an opset below what the model needs, bad class names or palette.
     """
     import onnx
-    import onnxruntime
 
     if not is_frame_model(model):
         raise DeployError(f"{type(model).__name__} is not a frame-by-frame model (arch2 or dynamic cell): export it "
@@ -214,191 +212,26 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
     for p in (paths.key, paths.cell):
         if p is not None:
             onnx.checker.check_model(str(p))
-    meta = {
-        "schema_version": FRAME_SCHEMA_VERSION,
-        "kind": FRAME_EXPORT_KIND,
-        "model_kind": "cell" if is_cell else "arch2",
-        "graphs": {"key": KEY_FILE, **({"cell": CELL_FILE} if is_cell else {})},
-        "opset": opset,
-        "exporter": "torch.onnx.export(dynamo=False)",
-        "versions": {"vidnas": vidnas.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__},
-        "input_size": [h, w],
-        "output_size": list(out_hw),
-        "window": 1,
-        "causal": True,
-        "lag": 0,
-        "num_classes": k,
-        "class_names": names,
-        "palette": pal,
-        "normalization": {
-            "layout": "NCHW", "color": "RGB", "dtype": "float32", "scale": 1.0 / 255.0,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
-            "formula": "(rgb_uint8 / 255 - mean) / std",
-            "resize": "bilinear, antialias, align_corners=False (torch.nn.functional.interpolate) to input_size",
-        },
-        "io": io,
-        "stream_rule": ("key.onnx on a video's first frame and on every key_interval-th frame (when given); cell.onnx "
-                        "on the others, fed the previous frame's dec and layer4 as prev_dec and prev_layer4"
-                        if is_cell else "key.onnx on every frame"),
-        **(extra or {}),
-    }
-    atomic_write_json(paths.meta, meta)
+    rule = ("key.onnx on a video's first frame and on every key_interval-th frame (when given); cell.onnx on the "
+            "others, fed the previous frame's dec and layer4 as prev_dec and prev_layer4" if is_cell
+            else "key.onnx on every frame")
+    meta = export_meta(schema_version=FRAME_SCHEMA_VERSION, kind=FRAME_EXPORT_KIND,
+                       files={"model_kind": "cell" if is_cell else "arch2",
+                              "graphs": {"key": KEY_FILE, **({"cell": CELL_FILE} if is_cell else {})}},
+                       opset=opset, img_size=(h, w), out_hw=out_hw, window=1, causal=True, target_index=None,
+                       labels=(names, pal), io=io, rule=("stream_rule", rule), extra=extra)
+    write_export_meta(d, meta)
     logger.info("exported %s%s (opset %d, input %dx%d)", paths.key, f" and {paths.cell}" if is_cell else "", opset,
                 h, w)
     return paths
 
 
 def read_frame_meta(out_dir: str | Path) -> dict[str, Any]:
-    """Read and check the ``export.json`` of a frame-model export.
+    """Read and check the ``export.json`` of a frame-model export (``vidnas.export.exporter.read_meta``).
 
     Raises:
         DeployError: missing or invalid file, another kind or schema version, a missing graph (the message names it).
     """
-    path = Path(out_dir) / META_FILE
-    if not path.is_file():
-        raise DeployError(f"not a vidnas ONNX export (no {META_FILE}): {out_dir}")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DeployError(f"cannot read {path}: {e}") from e
-    kind = meta.get("kind") if isinstance(meta, dict) else None
-    if kind != FRAME_EXPORT_KIND:
-        raise DeployError(f"{path}: not a frame-model export (kind {kind!r})")
-    if meta.get("schema_version") != FRAME_SCHEMA_VERSION:
-        raise DeployError(f"{path}: unsupported schema_version {meta.get('schema_version')!r} (this reader understands "
-                          f"{FRAME_SCHEMA_VERSION})")
-    for key in ("graphs", "input_size", "num_classes", "io"):
-        if key not in meta:
-            raise DeployError(f"{path}: field {key!r} is missing")
-    for name in meta["graphs"].values():
-        if not (Path(out_dir) / name).is_file():
-            raise DeployError(f"{Path(out_dir) / name} is missing (listed in {path})")
-    return meta
-
-
-class FrameOrtStreamer:
-    """onnxruntime streaming of a frame-model export, with the ``Streamer`` / ``FrameRunner`` interface (numpy).
-
-    Args:
-        export_dir: a directory written by ``export_frame_onnx``.
-        key_interval: dynamic-cell exports: also run ``key.onnx`` on every ``key_interval``-th frame (None: only on a
-            video's first frame); an arch2 export refuses it.
-        providers: onnxruntime execution providers (default CPU).
-        intra_op_threads: threads per graph run (None: onnxruntime's default).
-        session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
-
-    Raises:
-        DeployError: not a frame export, a graph onnxruntime cannot load, or a key interval it cannot take.
-    """
-
-    runtime = "onnxruntime"
-    protocol = "frame"
-    window = 1
-    causal = True
-    lag = 0
-
-    def __init__(self, export_dir: str | Path, *, key_interval: int | None = None,
-                 providers: Sequence[str] | None = None, intra_op_threads: int | None = None,
-                 session_options: Any = None) -> None:
-        import onnxruntime as ort
-
-        self.export_dir = Path(export_dir)
-        self.meta = read_frame_meta(self.export_dir)
-        graphs = self.meta["graphs"]
-        if key_interval is not None and (isinstance(key_interval, bool) or int(key_interval) < 1):
-            raise DeployError(f"key interval must be >= 1 (or None: the key graph on the first frame only), got "
-                              f"{key_interval}")
-        if key_interval is not None and "cell" not in graphs:
-            raise DeployError("key_interval applies to dynamic-cell models only; this is an arch2 export")
-        self.key_interval = None if key_interval is None else int(key_interval)
-        if session_options is None:
-            session_options = ort.SessionOptions()
-            if intra_op_threads is not None:
-                session_options.intra_op_num_threads = int(intra_op_threads)
-        providers = list(providers or ("CPUExecutionProvider",))
-        self.sessions = {name: ort_session(ort, self.export_dir / file, session_options, providers)
-                         for name, file in graphs.items()}
-        self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
-        self._outputs = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}
-        self.input_size = (int(self.meta["input_size"][0]), int(self.meta["input_size"][1]))
-        self.num_classes = int(self.meta["num_classes"])
-        self.class_names: list[str] = list(self.meta.get("class_names") or [])
-        pal = self.meta.get("palette")
-        self.palette: np.ndarray | None = None if pal is None else np.asarray(pal, dtype=np.uint8)
-        self._state: dict[str, np.ndarray] | None = None
-        self._t = 0
-
-    @property
-    def providers(self) -> list[str]:
-        return list(self.sessions["key"].get_providers())
-
-    @property
-    def pending(self) -> int:
-        """Frames pushed whose logits have not been returned: always 0."""
-        return 0
-
-    def reset(self) -> None:
-        """Forget the carried state (start of a new video)."""
-        self._state = None
-        self._t = 0
-
-    def _is_key(self) -> bool:
-        return ("cell" not in self.sessions or self._t == 0
-                or (self.key_interval is not None and self._t % self.key_interval == 0))
-
-    def push(self, frame: np.ndarray) -> np.ndarray:
-        """Add one frame (1, 3, H, W) float32, ImageNet-normalised; returns its logits (1, K, H_out, W_out)."""
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        want = (1, 3, *self.input_size)
-        if frame.shape != want:
-            raise ValueError(f"expected a frame of shape {want} (batch 1, ImageNet-normalised RGB), got {frame.shape}")
-        name = "key" if self._is_key() else "cell"
-        feeds = {"frame": frame}
-        if name == "cell":
-            assert self._state is not None
-            feeds.update(prev_dec=self._state["dec"], prev_layer4=self._state["layer4"])
-        outs = dict(zip(self._outputs[name], self.sessions[name].run(
-            None, {k: v for k, v in feeds.items() if k in self._inputs[name]}), strict=True))
-        if "cell" in self.sessions:
-            self._state = {k: outs[k] for k in STATE}
-        self._t += 1
-        return outs["logits"]
-
-    def flush(self) -> list[np.ndarray]:
-        """End of a video: nothing is pending; resets and returns []."""
-        self.reset()
-        return []
-
-    def __repr__(self) -> str:
-        return (f"FrameOrtStreamer({str(self.export_dir)!r}, {self.meta.get('model_kind')}, input={self.input_size}, "
-                f"key_interval={self.key_interval}, providers={self.providers})")
-
-
-def frame_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int = 30, seed: int = 0,
-                       key_interval: int | None = None, providers: Sequence[str] | None = None) -> float:
-    """Stream the same random frames through ``model.stream()`` and a ``FrameOrtStreamer``; max |logit difference|.
-
-    Args:
-        model: the exported model (eval mode for the check, then restored).
-        export_dir: its export directory.
-        frames: frames pushed (every one compared: key frames and cell steps).
-        seed: seed of the standard-normal (normalised-space) frames.
-        key_interval: passed to both streamers.
-        providers: onnxruntime execution providers.
-    """
-    ort_stream = FrameOrtStreamer(export_dir, key_interval=key_interval, providers=providers)
-    h, w = ort_stream.input_size
-    gen = torch.Generator().manual_seed(seed)
-    diff = 0.0
-    with parity_mode(model) as device, torch.no_grad():
-        torch_stream = model.stream(batch_size=1, key_interval=key_interval)
-        for _ in range(frames):
-            x = torch.randn(1, 3, h, w, generator=gen)
-            a, b = torch_stream.push(x.to(device)).cpu().numpy(), ort_stream.push(x.numpy())
-            if a.shape != b.shape:
-                raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-            diff = max(diff, float(np.abs(a - b).max()))
-    logger.info("frame-model parity over %d frames (key interval %s): max |torch - onnxruntime| = %.3g", frames,
-                key_interval, diff)
-    return diff
+    return read_meta(out_dir, kind=FRAME_EXPORT_KIND, kind_name="frame-model", versions=(FRAME_SCHEMA_VERSION,),
+                     required=("graphs", "input_size", "num_classes", "io"),
+                     graphs=lambda meta: meta["graphs"].values())

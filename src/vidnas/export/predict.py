@@ -3,8 +3,9 @@
 Three stages overlap, joined by bounded queues (``QUEUE_FRAMES`` items each):
 
 * a **reader thread** decodes one frame at a time and preprocesses it (torch resize + normalisation);
-* the **calling thread** pushes each frame through the model (a runner of ``vidnas.export.runtime``:
-  ``model.stream()`` in PyTorch, ``OrtStreamer`` / ``OrtStepStreamer`` in onnxruntime) and times only that;
+* the **calling thread** pushes each frame through the model (a ``Streamer`` from
+  ``vidnas.export.runtime.load_runner``: ``model.stream()`` in PyTorch, a streamer of ``vidnas.export.ort_streamers``
+  in onnxruntime) and times only that;
 * a **writer thread** turns logits into masks, writes the PNGs, paints and encodes the overlay video.
 
 Decoding, PNG and H.264 encoding run in C with Python's lock released, so on a 2-core CPU they use the core the model
@@ -44,8 +45,8 @@ from PIL import Image
 
 from vidnas.data import default_palette, normalize, resize_image
 from vidnas.data import overlay as paint_overlay
-from vidnas.export.runtime import FrameRunner
 from vidnas.export.video import OverlayWriter, VideoError, open_frames
+from vidnas.models import Streamer
 from vidnas.rundir import PREDICT_MANIFEST, prepare_output_dir
 from vidnas.utils import atomic_write as atomic_save
 from vidnas.utils import atomic_write_json as atomic_save_json
@@ -214,7 +215,7 @@ class PredictResult:
 def predict_video(
     source: str | Path,
     out_dir: str | Path,
-    runner: FrameRunner,
+    runner: Streamer,
     *,
     max_frames: int | None = None,
     fps: float | None = None,
@@ -232,7 +233,9 @@ def predict_video(
         source: a video file (anything PyAV/FFmpeg reads) or a folder of *.png / *.jpg frames.
         out_dir: output directory: new, empty, or an earlier prediction (whose own outputs, listed in its
             ``vidnas_predict.json``, are replaced); anything else is refused (``vidnas.rundir.prepare_output_dir``).
-        runner: ``load_runner(...)``, a ``TorchRunner`` or an ``OrtStreamer``; reset before use.
+        runner: ``load_runner(...)``: a ``Streamer`` with numpy frames that describes its model (``input_size``,
+            ``num_classes``, ``class_names``, ``palette``): a ``TorchRunner`` or an onnxruntime streamer; reset
+            before use.
         max_frames: stop after this many frames (None: all).
         fps: overlay frame rate; None = the video's own, or ``DEFAULT_FOLDER_FPS`` for folders.
         overlay: write ``overlay.mp4``.

@@ -1,23 +1,11 @@
-"""The deployment runtimes: onnxruntime streaming over an export directory, the PyTorch-vs-ONNX parity check, and
-the runners ``vidnas predict`` drives (``FrameRunner``: ``TorchRunner``, ``OrtStreamer`` or, for causal exports with
-the incremental graphs, ``vidnas.export.stepgraph.OrtStepStreamer``; built by ``load_runner``).
+"""The runners ``vidnas predict`` drives and the onnxruntime session options of deployment.
 
-``OrtStreamer`` has the interface of ``vidnas.models.Streamer`` (``push`` / ``flush`` / ``reset`` / ``pending``) with
-numpy in and out, batch 1. It keeps the ring buffer of the last ``w`` encoder features as one preallocated
-(1, C, w, h, w') float32 array, oldest first, shifted in place on every push: memory is fixed however long the video.
-Edge rule (the data layer's): the first frame's feature fills the whole window; ``flush`` (centred windows) appends
-copies of the last feature until every pushed frame has its logits.
-
-Example:
-    >>> streamer = OrtStreamer("export_dir")
-    >>> for frame in frames:                      # (1, 3, H, W) float32, ImageNet-normalised
-    ...     logits = streamer.push(frame)         # (1, K, H, W) or None (centred, before the target exists)
-    >>> tail = streamer.flush()                   # the last frames of a centred stream; [] when causal
-
-For benchmarks, ``encode(frame)`` and ``decode(window)`` run one graph each without touching the buffer.
-
-A multi-scale export (one encoder output per scale, ``export.json`` schema 2) gets one ring buffer per scale;
-``encode`` then returns a list of feature maps (coarse first) and ``decode`` takes a list of windows.
+``load_runner`` gives a ``Streamer`` (``vidnas.models.streaming``, numpy in and out, batch 1) that also describes its
+model (``input_size``, ``num_classes``, ``class_names``, ``palette``): ``TorchRunner`` (``model.stream()`` of any
+model kind, eager PyTorch) or one of the onnxruntime streamers of ``vidnas.export.ort_streamers`` (``OrtStreamer``,
+``OrtStepStreamer`` for causal exports with the incremental graphs, ``FrameOrtStreamer`` for arch2 / cell exports),
+exporting the checkpoint first when asked. ``ort_streamers`` exports and opens the onnxruntime streamers of the
+benchmark's models.
 """
 
 from __future__ import annotations
@@ -25,301 +13,39 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from vidnas.export.exporter import (
-    DEFAULT_OPSET,
-    DeployError,
-    export_onnx,
-    export_paths,
-    feature_specs,
-    ort_session,
-    parity_mode,
-    read_export_meta,
-    window_specs,
-)
-from vidnas.export.frame_models import (
-    FrameOrtStreamer,
-    export_frame_onnx,
-    frame_parity_check,
-    is_frame_export,
-    is_frame_model,
-)
-from vidnas.export.stepgraph import OrtStepStreamer, export_step_graphs, has_step_graphs
-from vidnas.models import LoadedModel, incremental_support, load_model
+from vidnas.export.exporter import DEFAULT_OPSET, DeployError, export_onnx, read_export_meta
+from vidnas.export.frame_models import export_frame_onnx, is_frame_export, is_frame_model
+from vidnas.export.ort_streamers import FrameOrtStreamer, OrtStepStreamer, OrtStreamer
+from vidnas.export.stepgraph import export_step_graphs, has_step_graphs
+from vidnas.models import LoadedModel, Streamer, incremental_support, load_model
 from vidnas.models.fastpath import use_channels_last
+from vidnas.models.streaming import key_interval_refusal
 from vidnas.precision import autocast
 
 __all__ = [
     "RUNTIMES",
-    "FrameRunner",
     "TorchRunner",
     "load_runner",
-    "OrtStreamer",
-    "parity_check",
     "ort_streamers",
     "quiet_session_options",
     "default_session_options",
     "ORT_OPTIONS_NOTE",
-    "DEFAULT_PROVIDERS",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 RUNTIMES = ("torch", "onnxruntime")
 
 
-class OrtStreamer:
-    """Frame-by-frame inference with onnxruntime: one encoder run per push, one decoder run per window.
-
-    Args:
-        export_dir: a directory written by ``export_onnx`` (``encoder.onnx``, ``decoder.onnx``, ``export.json``).
-        providers: onnxruntime execution providers, in preference order (default CPU).
-        intra_op_threads: threads per graph run; None = onnxruntime's default (one per physical core).
-        session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
-
-    Attributes:
-        runtime: ``"onnxruntime"``.
-        meta: the parsed ``export.json``.
-        window: w. causal: the mode. target_index: index of the emitted frame in a window. lag: pushes between a
-        frame and its logits (0 causal). input_size: (H, W) of frames. num_classes: K. class_names, palette: from
-        the export (palette None when not recorded). feature_shape: (1, C, h, w) of one encoder output (the first
-        scale's of a multi-scale export); feature_shapes: all of them. multi: a multi-scale export.
-
-    Raises:
-        DeployError: not an export directory, or a graph onnxruntime cannot load (the message names the file).
-    """
-
-    runtime = "onnxruntime"
-    protocol = "window"
-
-    def __init__(
-        self,
-        export_dir: str | Path,
-        *,
-        providers: Sequence[str] | None = None,
-        intra_op_threads: int | None = None,
-        session_options: Any = None,
-    ) -> None:
-        import onnxruntime as ort
-
-        self.export_dir = Path(export_dir)
-        self.meta = read_export_meta(self.export_dir)
-        paths = export_paths(self.export_dir)
-        if session_options is None:
-            session_options = ort.SessionOptions()
-            if intra_op_threads is not None:
-                session_options.intra_op_num_threads = int(intra_op_threads)
-        providers = list(providers or DEFAULT_PROVIDERS)
-        self.encoder_session = ort_session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
-                                        session_options, providers)
-        self.decoder_session = ort_session(ort, paths.out_dir / self.meta.get("decoder", paths.decoder.name),
-                                        session_options, providers)
-        io = self.meta["io"]
-        self._in_name = io["encoder"]["input"]["name"]
-        feats, windows = feature_specs(self.meta), window_specs(self.meta)
-        self._feat_names = [str(f["name"]) for f in feats]
-        self._dec_names = [str(f["name"]) for f in windows]
-        self.multi = len(feats) > 1
-        self.window = int(self.meta["window"])
-        self.causal = bool(self.meta["causal"])
-        self.target_index = int(self.meta["target_index"])
-        self.lag = self.window - 1 - self.target_index
-        self.input_size = (int(self.meta["input_size"][0]), int(self.meta["input_size"][1]))
-        self.num_classes = int(self.meta["num_classes"])
-        self.class_names: list[str] = list(self.meta.get("class_names") or [])
-        pal = self.meta.get("palette")
-        self.palette: np.ndarray | None = None if pal is None else np.asarray(pal, dtype=np.uint8)
-        self.feature_shapes = [tuple(int(s) for s in f["shape"]) for f in feats]  # (1, C_i, h_i, w_i) each
-        self.feature_shape = self.feature_shapes[0]
-        # one (1, C, T, h, w) ring buffer per feature map, oldest first
-        self._buffers = [np.zeros((1, c, self.window, fh, fw), dtype=np.float32)
-                         for _, c, fh, fw in self.feature_shapes]
-        self._pushed = 0
-        self._appended = 0  # pushes plus the edge copies appended by flush()
-        self._emitted = 0
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers onnxruntime actually uses."""
-        return list(self.encoder_session.get_providers())
-
-    @property
-    def pending(self) -> int:
-        """Frames pushed whose logits have not been returned yet."""
-        return self._pushed - self._emitted
-
-    @property
-    def buffer_nbytes(self) -> int:
-        """Bytes held by the ring buffer(s) (constant: window x one feature map, per scale)."""
-        return int(sum(b.nbytes for b in self._buffers))
-
-    def reset(self) -> None:
-        """Forget all frames (start of a new video)."""
-        self._pushed = 0
-        self._appended = 0
-        self._emitted = 0
-
-    def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per scale).
-        Does not touch the buffer."""
-        outs = self.encoder_session.run(self._feat_names, {self._in_name: self._check_frame(frame)})
-        return outs if self.multi else outs[0]
-
-    def decode(self, window: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
-        """Run ``decoder.onnx``: (1, C, w, h, w') float32, oldest first (a multi-scale export: a list, one per
-        scale) -> (1, K, H, W) target-frame logits."""
-        windows = list(window) if self.multi else [window]
-        if len(windows) != len(self._dec_names):
-            raise ValueError(f"expected {len(self._dec_names)} windows (one per scale), got {len(windows)}")
-        feeds = {n: np.ascontiguousarray(w, dtype=np.float32) for n, w in zip(self._dec_names, windows, strict=True)}
-        return self.decoder_session.run(None, feeds)[0]
-
-    def push(self, frame: np.ndarray) -> np.ndarray | None:
-        """Add one frame.
-
-        Args:
-            frame: (1, 3, H, W) float32, ImageNet-normalised RGB at ``input_size``.
-
-        Returns:
-            (1, K, H, W) logits of the frame now complete (the one just pushed when causal; ``lag`` pushes earlier
-            when centred), or None while a centred window's target frame has not arrived.
-        """
-        feature = self.encode(frame)  # (1, C, h, w)
-        self._pushed += 1
-        return self._advance(feature)
-
-    def flush(self) -> list[np.ndarray]:
-        """End of the video: emit every pending frame (repeating the last feature), then ``reset()``.
-
-        Returns:
-            The pending frames' logits in frame order, each (1, K, H, W); [] for causal streams.
-        """
-        out: list[np.ndarray] = []
-        while self.pending > 0:
-            last = [b[:, :, -1].copy() for b in self._buffers]
-            logits = self._advance(last if self.multi else last[0])
-            if logits is not None:
-                out.append(logits)
-        self.reset()
-        return out
-
-    def _advance(self, feature: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | None:
-        for buf, feat in zip(self._buffers, list(feature) if self.multi else [feature], strict=True):
-            if self._appended == 0:
-                buf[...] = feat[:, :, None]  # edge repetition at the video start
-            else:
-                buf[:, :, :-1] = buf[:, :, 1:]  # drop the oldest (numpy handles the overlap)
-                buf[:, :, -1] = feat
-        self._appended += 1
-        # the newest entry is append number _appended - 1, so the window's target frame is `lag` appends earlier
-        if self._appended - 1 - self.lag < 0:
-            return None
-        self._emitted += 1
-        return self.decode(self._buffers if self.multi else self._buffers[0])
-
-    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
-        frame = np.ascontiguousarray(frame, dtype=np.float32)
-        want = (1, 3, *self.input_size)
-        if frame.shape != want:
-            raise ValueError(f"expected a frame of shape {want} (batch 1, ImageNet-normalised RGB), got {frame.shape}")
-        return frame
-
-    def __repr__(self) -> str:
-        return (f"OrtStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
-                f"{'causal' if self.causal else 'centred'}, providers={self.providers})")
-
-
-def parity_check(
-    model: torch.nn.Module,
-    export_dir: str | Path,
-    *,
-    frames: int = 8,
-    seed: int = 0,
-    providers: Sequence[str] | None = None,
-) -> float:
-    """Stream the same random frames through ``model.stream()`` and an ``OrtStreamer``; max |logit difference|.
-
-    ``frames`` should exceed the window so the ring buffer wraps and (centred) ``flush`` runs; every emitted frame of
-    both streams is compared, the edge repetition at both ends included.
-
-    Args:
-        model: the exported ``VideoSegmenter`` (put in eval mode for the check, then restored).
-        export_dir: its export directory.
-        frames: number of frames pushed.
-        seed: seed of the random (standard normal, i.e. normalised-space) frames.
-        providers: onnxruntime execution providers.
-
-    Returns:
-        The largest absolute difference between PyTorch and onnxruntime logits.
-
-    Raises:
-        DeployError: the two streams emit a different number of frames or different shapes.
-    """
-    if is_frame_export(export_dir):  # arch2 / dynamic-cell export: vidnas.export.frame_models
-        return frame_parity_check(model, export_dir, frames=frames, seed=seed, providers=providers)
-    ort_stream = OrtStreamer(export_dir, providers=providers)
-    h, w = ort_stream.input_size
-    gen = torch.Generator().manual_seed(seed)
-    outs_t: list[np.ndarray] = []
-    outs_o: list[np.ndarray] = []
-    with parity_mode(model) as device, torch.no_grad():
-        # the window decode against the window graphs (decoder_step.onnx has its own check: step_parity_check)
-        torch_stream = model.stream(batch_size=1, window=ort_stream.window, incremental=False)
-        for _ in range(frames):
-            x = torch.randn(1, 3, h, w, generator=gen)
-            a = torch_stream.push(x.to(device))
-            b = ort_stream.push(x.numpy())
-            if (a is None) != (b is None):
-                raise DeployError("PyTorch and onnxruntime streams emitted frames at different pushes")
-            if a is not None and b is not None:
-                outs_t.append(a.cpu().numpy())
-                outs_o.append(b)
-        outs_t.extend(t.cpu().numpy() for t in torch_stream.flush())
-        outs_o.extend(ort_stream.flush())
-    if len(outs_t) != len(outs_o) or len(outs_t) != frames:
-        raise DeployError(f"PyTorch emitted {len(outs_t)} frames and onnxruntime {len(outs_o)} for {frames} pushed")
-    diff = 0.0
-    for a, b in zip(outs_t, outs_o, strict=True):
-        if a.shape != b.shape:
-            raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-        diff = max(diff, float(np.abs(a - b).max()))
-    logger.info("parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
-    return diff
-
-
-class FrameRunner(Protocol):
-    """What ``predict_video`` needs from a streamer (``TorchRunner`` and ``OrtStreamer`` both provide it).
-
-    ``push(frame (1, 3, H, W) float32) -> (1, K, H, W) logits | None``; ``flush() -> list of logits``; ``reset()``;
-    attributes ``runtime``, ``protocol`` (``window``, ``incremental`` or ``frame``: what one push decodes),
-    ``input_size`` (H, W), ``window``, ``causal``, ``lag``, ``num_classes``, ``class_names``, ``palette`` ((K, 3)
-    uint8 or None). ``OrtStepStreamer`` (``vidnas.export.stepgraph``) provides it too.
-    """
-
-    runtime: str
-    protocol: str
-    input_size: tuple[int, int]
-    window: int
-    causal: bool
-    lag: int
-    num_classes: int
-    class_names: list[str]
-    palette: np.ndarray | None
-
-    def push(self, frame: np.ndarray) -> np.ndarray | None: ...
-
-    def flush(self) -> list[np.ndarray]: ...
-
-    def reset(self) -> None: ...
-
-
 class TorchRunner:
-    """``model.stream()`` behind the numpy ``FrameRunner`` interface (eager PyTorch, CPU); any model kind.
+    """``model.stream()`` of any model kind as a numpy ``Streamer`` (batch 1; eager PyTorch on the model's device),
+    describing its model (``input_size``, ``num_classes``, ``class_names``, ``palette``) as the onnxruntime
+    streamers do.
 
     Args:
         loaded: a model from ``vidnas.models.load_model``.
@@ -340,7 +66,7 @@ class TorchRunner:
         model = loaded.model
         self.channels_last = use_channels_last(model, channels_last) if channels_last else False
         self._streamer = model.stream(batch_size=1, key_interval=key_interval, incremental=incremental)
-        self.protocol = str(getattr(self._streamer, "protocol", "window"))
+        self.protocol = self._streamer.protocol
         param = next(iter(model.parameters()), None)
         self.device = param.device if param is not None else torch.device("cpu")
         self._autocast = autocast(self.device, amp)  # reentrant: one context object serves every push
@@ -353,16 +79,25 @@ class TorchRunner:
         self.class_names = loaded.class_names
         self.palette: np.ndarray | None = loaded.palette
 
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned yet."""
+        return self._streamer.pending
+
     def push(self, frame: np.ndarray) -> np.ndarray | None:
+        """Add one frame (1, 3, H, W) float32; returns the (1, K, H, W) float32 logits of the frame now complete, or
+        None."""
         with self._autocast:
             out = self._streamer.push(torch.from_numpy(frame).to(self.device, non_blocking=True))
         return None if out is None else out.float().cpu().numpy()
 
     def flush(self) -> list[np.ndarray]:
+        """End of a video: the pending frames' logits in frame order, then ``reset()``."""
         with self._autocast:
             return [t.float().cpu().numpy() for t in self._streamer.flush()]
 
     def reset(self) -> None:
+        """Forget every frame (start of a new video)."""
         self._streamer.reset()
 
 
@@ -379,8 +114,8 @@ def load_runner(
     amp: str = "none",
     incremental: bool | None = None,
     channels_last: bool = True,
-) -> FrameRunner:
-    """A streamer for ``predict_video``.
+) -> Streamer:
+    """A streamer for ``predict_video`` (a ``TorchRunner`` or an onnxruntime streamer, describing its model).
 
     Args:
         checkpoint: a model checkpoint (``load_model``); may be None for ``onnxruntime`` with an existing
@@ -442,7 +177,7 @@ def load_runner(
         return FrameOrtStreamer(export_dir, key_interval=key_interval, intra_op_threads=intra_op_threads,
                                 session_options=options)
     if key_interval is not None:
-        raise DeployError("--key-interval applies to dynamic-cell models only")
+        raise DeployError(key_interval_refusal(f"the window-model export {export_dir}"))
     meta = read_export_meta(export_dir)
     exported_causal = bool(meta["causal"])
     if causal is not None and causal != exported_causal:

@@ -4,8 +4,9 @@ Layout (what lives where; each file imports only from the ones above it in this 
 
 * ``layers`` (shared 2D layers), ``ops`` (the ST-NAS decoder ops, ``OPS``), ``encoders/`` (``ENCODERS``);
 * ``architecture`` (``Arch``: an ST-NAS architecture file, the paper's Table 1 rows), ``decoders`` (SP-TCN, head);
-* ``streaming`` (the ``Streamer`` protocol, ``WindowStreamer``, ``FrameStreamer``), ``incremental`` (exact
-  one-step decoding of causal decoders: ``IncrementalDecoder``, ``IncrementalStreamer``);
+* ``incremental`` (exact one-step decoding of causal decoders: ``compile_decoder``, ``IncrementalDecoder``),
+  ``streaming`` (the ``Streamer`` protocol, ``WindowStreamer``, ``IncrementalStreamer``, ``FrameStreamer``, the
+  dispatch of window models, the check of ``stream()``'s options, the key-frame rule);
 * ``segmenter`` (``VideoSegmenter``: encoder + window decoder), ``static_segmenter`` (arch2, per frame),
   ``cells/`` (dynamic cells: ops, aggregations, genotype, model);
 * ``build`` (``build_model`` from a config and an ``Arch``), ``loading`` (``load_model`` of any checkpoint).
@@ -19,18 +20,12 @@ from vidnas.models.build import arch_from_config, build_decoder, build_model, ch
 from vidnas.models.cells import CellGenotype, DynamicCellModel, build_cell_model
 from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
 from vidnas.models.encoders import ENCODERS, Encoder, EncoderStage, build_encoder
-from vidnas.models.incremental import (
-    IncrementalDecoder,
-    IncrementalError,
-    IncrementalStreamer,
-    compile_decoder,
-    incremental_support,
-)
+from vidnas.models.incremental import IncrementalDecoder, IncrementalError, compile_decoder, incremental_support
 from vidnas.models.loading import MODEL_KINDS, LoadedModel, load_model
 from vidnas.models.ops import OPS, SEARCH_CANDIDATES, get_op, make_op, register_op
 from vidnas.models.segmenter import VideoSegmenter
 from vidnas.models.static_segmenter import Arch2Segmenter, build_static_segmenter
-from vidnas.models.streaming import FrameStreamer, Streamer, WindowStreamer
+from vidnas.models.streaming import FrameStreamer, IncrementalStreamer, Streamer, WindowStreamer
 from vidnas.models.weights import load_imagenet_efficientnet_lite0, load_weights_into
 
 __all__ = [

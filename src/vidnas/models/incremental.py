@@ -52,12 +52,12 @@ step. Both are exact by construction; ``tests/test_incremental.py`` checks them 
 State (``IncrementalDecoder``): a tuple of tensors, one per register read at a lag ``>= 1``, each
 ``(N_r, B, C_r, h, w)``: the entries ``(lag, slot)`` that a later step will read, lag-major, then one zero entry when
 some tap reads before a window's start. Its layout is fixed for a given decoder and window, so the step is a static
-graph (``vidnas.export.incremental`` exports it to ONNX with the states as explicit inputs and outputs).
+graph (``vidnas.export.stepgraph`` exports it to ONNX with the states as explicit inputs and outputs), and
+``vidnas.models.streaming.IncrementalStreamer`` runs it behind the ``Streamer`` protocol.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +69,6 @@ from torch import nn
 from vidnas.models.decoders import HeadDecoder, ResidualLayer, SPTCNDecoder
 from vidnas.models.layers import resize_to
 from vidnas.models.ops import STConv3d, temporal_extent
-from vidnas.models.streaming import WindowStreamer, check_frame
 
 __all__ = [
     "IncrementalError",
@@ -78,11 +77,7 @@ __all__ = [
     "compile_decoder",
     "incremental_support",
     "IncrementalDecoder",
-    "IncrementalStreamer",
-    "window_model_streamer",
 ]
-
-logger = logging.getLogger(__name__)
 
 
 class IncrementalError(ValueError):
@@ -651,89 +646,3 @@ class IncrementalDecoder(nn.Module):
         out = cur[self.program.output]
         assert out is not None
         return out[0], tuple(new_state)  # the output register has one slot: window position w - 1
-
-
-class IncrementalStreamer:
-    """The ``Streamer`` of a causal ``VideoSegmenter`` that decodes one time step per frame.
-
-    Same outputs as ``WindowStreamer`` (within float rounding; tested over 60-frame streams), at the cost of one
-    encoder pass plus one decoder step per push instead of one decoder pass over the whole window. Causal only, so
-    ``lag`` is 0, ``pending`` is always 0 and ``flush()`` returns [].
-
-    Args:
-        model: a causal ``VideoSegmenter`` or ``MultiScaleSegmenter`` (``encode``, ``decoder``, ``out_size``,
-            ``upsample``).
-        batch_size: B of every pushed frame.
-        window: the window whose decode is reproduced; None = the model's own.
-
-    Attributes:
-        decoder_module: the ``IncrementalDecoder`` each push calls (benchmarks hook it to time the decoder).
-
-    Raises:
-        IncrementalError: the model has no incremental form (``incremental_support`` says why).
-    """
-
-    lag = 0
-    protocol = "incremental"
-
-    def __init__(self, model: Any, batch_size: int = 1, *, window: int | None = None) -> None:
-        reason = incremental_support(model)
-        if reason is not None:
-            raise IncrementalError(f"incremental decoding is not available: {reason}")
-        self.model = model
-        self.batch_size = batch_size
-        self.window = int(model.window if window is None else window)
-        self.decoder_module = IncrementalDecoder(model.decoder, self.window)
-        self._state: tuple[torch.Tensor, ...] = ()
-        self._pushed = 0
-        if model.training:
-            logger.warning("streaming a model in training mode: BatchNorm uses batch statistics of each step")
-
-    @property
-    def pending(self) -> int:
-        """Frames pushed whose logits have not been returned: always 0 (causal)."""
-        return 0
-
-    @property
-    def state_nbytes(self) -> int:
-        """Bytes held by the decoder state (constant after the first push)."""
-        return sum(t.numel() * t.element_size() for t in self._state)
-
-    def reset(self) -> None:
-        """Forget the state (start of a new video)."""
-        self._state = ()
-        self._pushed = 0
-
-    @torch.no_grad()
-    def push(self, frame: torch.Tensor) -> torch.Tensor:
-        """Add one frame (B, 3, H, W); returns its logits (B, K, H_out, W_out)."""
-        check_frame(frame, self.batch_size)
-        out_hw = self.model.out_size or (int(frame.shape[-2]), int(frame.shape[-1]))
-        feat = self.model.encode(frame)  # (B, C, h, w), or a tuple of per-scale maps (multi-scale models)
-        logits, self._state = self.decoder_module(feat, self._state)  # (B, K, h, w)
-        self._pushed += 1
-        return self.model.upsample(logits, out_hw)
-
-    @torch.no_grad()
-    def flush(self) -> list[torch.Tensor]:
-        """End of a video: nothing is pending; resets and returns []."""
-        self.reset()
-        return []
-
-
-def window_model_streamer(model: Any, *, batch_size: int = 1, window: int | None = None,
-                          incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
-    """The streamer a window model's ``stream()`` returns (``VideoSegmenter``, ``MultiScaleSegmenter``).
-
-    ``incremental=False``: the window decode (``WindowStreamer``). ``None``: incremental when the model supports it
-    (causal, ``incremental_support`` is None), else the window decode. ``True``: incremental, or
-    ``IncrementalError`` (a ValueError) saying why not. Both streamers give the window decode's logits.
-    """
-    if incremental is False:
-        return WindowStreamer(model, batch_size=batch_size, window=window)
-    reason = incremental_support(model)
-    if reason is None:
-        return IncrementalStreamer(model, batch_size=batch_size, window=window)
-    if incremental:
-        raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
-    return WindowStreamer(model, batch_size=batch_size, window=window)

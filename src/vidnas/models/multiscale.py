@@ -39,11 +39,10 @@ import torch
 from torch import nn
 
 from vidnas.models.decoders import CONVS_PER_LAYER, OPS_PER_CONV, ResidualLayer
-from vidnas.models.incremental import IncrementalStreamer, window_model_streamer
-from vidnas.models.layers import ConvBNReLU, encode_clip, resize_to
+from vidnas.models.layers import ConvBNReLU, resize_to
 from vidnas.models.ops import ConvBNReLU3d, get_op, temporal_extent
+from vidnas.models.segmenter import VideoSegmenter
 from vidnas.models.static_segmenter import Arch2Block
-from vidnas.models.streaming import WindowStreamer
 
 __all__ = [
     "STRIDE_INDEX",
@@ -386,8 +385,14 @@ class Arch2FusionDecoder(_TrunkDecoder):
         return self.trunk_slots()
 
 
-class MultiScaleSegmenter(nn.Module):
-    """Encoder + ``MultiScaleDecoder`` over a window of frames + bilinear upsampling (``VideoSegmenter``-compatible).
+class MultiScaleSegmenter(VideoSegmenter):
+    """A ``VideoSegmenter`` whose decoder (``MultiScaleDecoder``) reads one encoder map per scale: encoder + decoder
+    over a window of frames + bilinear upsampling.
+
+    What differs from ``VideoSegmenter``: ``encode`` returns one map per scale, the decoder takes one window per scale
+    (a list, coarse first), and a decoder with auxiliary heads (``Arch2FusionDecoder``) returns them in training mode
+    (``VideoSegmenter.decode``). Clip forward, streaming (``stream``) and upsampling are ``VideoSegmenter``'s;
+    ``feature_index`` is not read (``encode`` reads ``scales``).
 
     Args:
         encoder: an ``Encoder`` (four NCHW maps at strides 4/8/16/32).
@@ -401,22 +406,9 @@ class MultiScaleSegmenter(nn.Module):
 
     def __init__(self, encoder: nn.Module, decoder: MultiScaleDecoder, num_classes: int, *, scales: Sequence[int],
                  window: int, causal: bool = True, out_size: Sequence[int] | None = None) -> None:
-        super().__init__()
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        self.encoder = encoder
-        self.decoder = decoder
-        self.num_classes = num_classes
+        super().__init__(encoder, decoder, num_classes, window=window, causal=causal, out_size=out_size)
         self.scales = tuple(int(s) for s in scales)
         self.indices = tuple(STRIDE_INDEX[s] for s in self.scales)
-        self.window = window
-        self.causal = causal
-        self.out_size = None if out_size is None else (int(out_size[0]), int(out_size[1]))
-
-    @property
-    def target_index(self) -> int:
-        """Index of the emitted frame in a window: ``w - 1`` (causal) or ``w // 2`` (centred)."""
-        return self.window - 1 if self.causal else self.window // 2
 
     def translate_init_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A per-frame arch2 checkpoint's ``state_dict`` in this model's names, for ``vidnas train --init``.
@@ -459,41 +451,9 @@ class MultiScaleSegmenter(nn.Module):
         maps = self.encoder(frames)
         return tuple(maps[i].contiguous() for i in self.indices)
 
-    def forward(self, frames: torch.Tensor, grad_frames: Sequence[bool] | None = None) -> torch.Tensor:
-        """Clip forward: (B, T, 3, H, W) -> (B, T, K, H_out, W_out) logits, one map per frame (``grad_frames``: as
-        ``VideoSegmenter.forward``)."""
-        if frames.dim() != 5:
-            raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
-        b, t, c, h, w = frames.shape
-        feats = encode_clip(self.encode, frames, grad_frames)  # [(B, C_s, T, h_s, w_s), ...] coarse first
-        out = self.decoder(feats)  # (B, K, T, h', w'), or (logits, [aux, ...]) from a decoder with auxiliary heads
-
-        def up(y: torch.Tensor) -> torch.Tensor:  # (B, K, T, h', w') -> (B, T, K, H, W)
-            k, hh, ww = y.shape[1], y.shape[-2], y.shape[-1]
-            z = self.upsample(y.transpose(1, 2).reshape(b * t, k, hh, ww), self.out_size or (h, w))
-            return z.reshape(b, t, k, *z.shape[-2:])
-
-        if isinstance(out, tuple):  # training mode with auxiliary heads: what the training engine's loss reads
-            return up(out[0]), [up(a) for a in out[1]]
-        return up(out)
-
-    def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
-        """(N, K, h, w) -> (N, K, H, W), bilinear, align_corners=False."""
-        return resize_to(logits, out_hw)
-
-    def stream(self, batch_size: int = 1, *, key_interval: int | None = None, window: int | None = None,
-               incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
-        """A streamer over this model, as ``VideoSegmenter.stream``: an ``IncrementalStreamer`` (one encoder pass
-        plus one decoder time step per push; the default for causal models) or a ``WindowStreamer`` (ring buffers of
-        every scale's features, one decode of the window per push; ``incremental=False``, and always for centred
-        models). Both give the logits of the window decode.
-
-        ``key_interval`` is refused (dynamic-cell models only); ``incremental=True`` on a centred model raises
-        ``IncrementalError`` (a ValueError) saying why.
-        """
-        if key_interval is not None:
-            raise ValueError("key_interval applies to dynamic-cell models only; this is a multi-scale window model")
-        return window_model_streamer(self, batch_size=batch_size, window=window, incremental=incremental)
+    def _decoder_input(self, windows: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The decoder's input: every scale's window (B, C_s, T, h_s, w_s), coarse first."""
+        return list(windows)
 
     def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
         """The encoder call and the decoder call of one streamed frame (the full window), as ``(fn, args)`` pairs,

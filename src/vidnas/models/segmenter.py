@@ -1,11 +1,13 @@
 """VideoSegmenter: a per-frame encoder plus a decoder over a window of frames, for training and for streaming.
 
 Clip forward (training, evaluation): ``(B, T, 3, H, W) -> (B, T, K, H, W)``; the mask of frame t is slice t.
-Streaming (inference): ``stream()`` returns, for a causal model, an ``IncrementalStreamer``
-(``vidnas.models.incremental``: one encoder pass plus one decoder *time step* per new frame, the same logits as the
-window decode), and for a centred model (or ``incremental=False``) a ``WindowStreamer`` (``vidnas.models.streaming``:
-a ring buffer of the last ``w`` encoder features, one decode of the full window per frame: the ST-NAS FPS protocol
+Streaming (inference, ``vidnas.models.streaming``): ``stream()`` returns, for a causal model, an
+``IncrementalStreamer`` (one encoder pass plus one decoder *time step* per new frame, the same logits as the window
+decode: ``vidnas.models.incremental``), and for a centred model (or ``incremental=False``) a ``WindowStreamer`` (a
+ring buffer of the last ``w`` encoder features, one decode of the full window per frame: the ST-NAS FPS protocol
 [ST-NAS Sec. 4 "Metrics"]).
+
+``MultiScaleSegmenter`` (``vidnas.models.multiscale``) is this model with one encoder map per scale.
 """
 
 from __future__ import annotations
@@ -16,9 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vidnas.models.incremental import IncrementalStreamer, window_model_streamer
 from vidnas.models.layers import encode_clip, resize_to
-from vidnas.models.streaming import WindowStreamer
+from vidnas.models.streaming import IncrementalStreamer, WindowStreamer, check_stream_options, window_model_streamer
 
 __all__ = ["VideoSegmenter"]
 
@@ -77,21 +78,34 @@ class VideoSegmenter(nn.Module):
         """
         return self.encoder(frames)[self.feature_index].contiguous()
 
-    def decode(self, features: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
+    def decode(self, features: torch.Tensor | list[torch.Tensor], out_hw: Sequence[int]) -> torch.Tensor:
         """Decode stacked features and upsample.
 
         Args:
-            features: (B, C, T, h, w).
+            features: (B, C, T, h, w) (a multi-scale model: one such window per scale, ``_decoder_input``).
             out_hw: (H, W) of the returned logits.
 
         Returns:
-            (B, T, K, H, W) logits.
+            (B, T, K, H, W) logits; a decoder with auxiliary heads in training mode: ``(logits, [aux, ...])``, each
+            (B, T, K, H, W), what the training engine's loss reads.
         """
-        logits = self.decoder(features)  # (B, K, T, h, w)
+        out = self.decoder(features)  # (B, K, T, h, w), or (logits, [aux, ...])
+        if isinstance(out, tuple):
+            return self._upsample_clip(out[0], out_hw), [self._upsample_clip(a, out_hw) for a in out[1]]
+        return self._upsample_clip(out, out_hw)
+
+    def _upsample_clip(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:
+        """(B, K, T, h, w) -> (B, T, K, H, W), every frame upsampled."""
         b, k, t, h, w = logits.shape
         logits = logits.transpose(1, 2).reshape(b * t, k, h, w)  # (B*T, K, h, w)
         logits = self.upsample(logits, out_hw)  # (B*T, K, H, W)
         return logits.reshape(b, t, k, *logits.shape[-2:])  # (B, T, K, H, W)
+
+    def _decoder_input(self, windows: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+        """The decoder's input from ``encode_clip``'s windows, one (B, C, T, h, w) per map ``encode`` returns: here
+        the one window."""
+        (window,) = windows
+        return window
 
     def forward(self, frames: torch.Tensor, grad_frames: Sequence[bool] | None = None) -> torch.Tensor:
         """Clip forward.
@@ -102,13 +116,13 @@ class VideoSegmenter(nn.Module):
                 ``train.context_grad=false``, ``vidnas.models.layers.encode_clip``).
 
         Returns:
-            (B, T, K, H_out, W_out) logits, one map per frame.
+            (B, T, K, H_out, W_out) logits, one map per frame (with auxiliary heads in training mode: ``decode``).
         """
         if frames.dim() != 5:
             raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
         h, w = frames.shape[-2:]
-        (feats,) = encode_clip(self.encode, frames, grad_frames)  # (B, C, T, h', w')
-        return self.decode(feats, self.out_size or (h, w))
+        windows = encode_clip(self.encode, frames, grad_frames)  # one (B, C, T, h', w') per encoder map
+        return self.decode(self._decoder_input(windows), self.out_size or (h, w))
 
     def stream(self, batch_size: int = 1, *, key_interval: int | None = None, window: int | None = None,
                incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
@@ -129,9 +143,7 @@ class VideoSegmenter(nn.Module):
             incremental: None = incremental when the model is causal; True = incremental (``IncrementalError``, a
                 ValueError saying why, for a centred model); False = the window decode.
         """
-        if key_interval is not None:
-            raise ValueError("key_interval applies to dynamic-cell models only; this is a window model "
-                             f"({type(self.decoder).__name__} decoder, window {self.window})")
+        check_stream_options(self, key_interval=key_interval)
         return window_model_streamer(self, batch_size=batch_size, window=window, incremental=incremental)
 
     def upsample(self, logits: torch.Tensor, out_hw: Sequence[int]) -> torch.Tensor:

@@ -44,7 +44,7 @@ from torch import nn
 from vidnas.config import Config
 from vidnas.models.encoders import build_encoder
 from vidnas.models.layers import ConvBNReLU, resize_to
-from vidnas.models.streaming import FrameStreamer
+from vidnas.models.streaming import FrameStreamer, check_stream_options
 
 __all__ = [
     "ARCH2_CHANNELS",
@@ -225,8 +225,7 @@ class Arch2Segmenter(nn.Module):
             window: accepted and ignored, so one call streams any model: a frame model decodes one frame per push.
             incremental: accepted and ignored: a frame model already runs one step per frame.
         """
-        if key_interval is not None:
-            raise ValueError("key_interval applies to dynamic-cell models only; this is the arch2 static segmenter")
+        check_stream_options(self, key_interval=key_interval)
         return FrameStreamer(self.step, batch_size=batch_size, training=self.training)
 
 

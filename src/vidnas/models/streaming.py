@@ -1,16 +1,23 @@
-"""Frame-by-frame inference for every model kind: the ``Streamer`` protocol and its two PyTorch implementations.
+"""Frame-by-frame inference for every model kind: the ``Streamer`` protocol, its PyTorch implementations, the
+dispatch of window models between them, the check of ``stream()``'s options and the key-frame rule.
 
-Every model has ``model.stream(batch_size=1, *, key_interval=None, window=None) -> Streamer``; streaming settings are
-arguments of that call, never attributes changed on a loaded model.
+Every model has ``model.stream(batch_size=1, *, key_interval=None, window=None, incremental=None) -> Streamer``;
+streaming settings are arguments of that call, never attributes changed on a loaded model. Each ``stream()`` checks
+them with ``check_stream_options`` first.
 
-* ``WindowStreamer`` (``VideoSegmenter``: SP-TCN, ST-NAS-derived, per-frame head): a ring buffer of the last ``w``
-  encoder features; each push runs the encoder once and the decoder on the whole window [ST-NAS Sec. 4 "Metrics"].
+* ``WindowStreamer`` (window models: ``VideoSegmenter``, ``MultiScaleSegmenter``; centred ones always, causal ones with
+  ``incremental=False``): a ring buffer of the last ``w`` encoder features; each push runs the encoder once and the
+  decoder on the whole window [ST-NAS Sec. 4 "Metrics"].
+* ``IncrementalStreamer`` (causal window models, their default): one encoder pass plus one decoder time step per
+  push (``vidnas.models.incremental.IncrementalDecoder``), the same logits as ``WindowStreamer``.
+  ``window_model_streamer`` picks one of the two for a window model's ``stream()``.
 * ``FrameStreamer`` (frame-by-frame models: the arch2 static segmenter, dynamic-cell models): the model's
-  ``step(frame, state) -> (logits, state)`` carries whatever it needs from one frame to the next.
-* ``IncrementalStreamer`` (``vidnas.models.incremental``; causal ``VideoSegmenter``s, their default): one encoder
-  pass plus one decoder time step per push, the same logits as ``WindowStreamer``.
+  ``step(frame, state) -> (logits, state)`` carries whatever it needs from one frame to the next. Dynamic-cell models
+  run their static network on key frames (``is_key_frame``, the one key-frame rule, which the onnxruntime streamer of
+  a cell export follows too).
 
-The onnxruntime streamer (``vidnas.export.runtime.OrtStreamer``) follows the same protocol with numpy arrays.
+The onnxruntime streamers (``vidnas.export.ort_streamers``) and the PyTorch runner of ``vidnas predict``
+(``vidnas.export.runtime.TorchRunner``) follow the same protocol with numpy arrays.
 
 Window rule shared with the data layer (SPEC "Clip model"): the clip of target frame t holds frames
 ``t - w + 1 .. t`` (causal) or ``t - w // 2 .. t - w // 2 + w - 1`` (centred: target at index ``w // 2``), with frame
@@ -27,25 +34,47 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Streamer", "WindowStreamer", "FrameStreamer", "check_frame"]
+from vidnas.models.incremental import IncrementalDecoder, IncrementalError, incremental_support
+
+__all__ = [
+    "Streamer",
+    "WindowStreamer",
+    "IncrementalStreamer",
+    "FrameStreamer",
+    "window_model_streamer",
+    "check_stream_options",
+    "check_key_interval",
+    "key_interval_refusal",
+    "is_key_frame",
+    "check_frame",
+]
 
 logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class Streamer(Protocol):
-    """What every streamer offers (PyTorch tensors here; numpy arrays for ``OrtStreamer``).
+    """What every streamer offers: PyTorch tensors for the streamers of ``model.stream()``, numpy arrays (batch 1) for
+    the onnxruntime streamers and ``TorchRunner``.
 
     Attributes:
         window: frames the model sees per emitted frame (1 for frame-by-frame models).
         lag: pushes between a frame and its logits (0 for causal models; ``w - 1 - w // 2`` centred).
+        causal: the logits of a frame depend on no later frame (then ``lag`` is 0).
         protocol: what one push decodes: ``window`` (the whole window), ``incremental`` (one decoder time step of a
             window model) or ``frame`` (a frame-by-frame model's step).
+        runtime: what runs the model: ``torch`` or ``onnxruntime``.
+
+    A streamer of a deployed model (the onnxruntime streamers, ``TorchRunner``: what ``vidnas predict`` drives) also
+    describes it: ``input_size`` (H, W) of its frames, ``num_classes`` K, ``class_names`` (K names, or [] when
+    unnamed) and ``palette`` ((K, 3) uint8, or None when the model records none).
     """
 
     window: int
     lag: int
+    causal: bool
     protocol: str
+    runtime: str
 
     @property
     def pending(self) -> int:
@@ -63,6 +92,46 @@ class Streamer(Protocol):
     def reset(self) -> None:
         """Forget every frame (start of a new video)."""
         ...
+
+
+def is_key_frame(t: int, key_interval: int | None) -> bool:
+    """The key-frame rule of dynamic-cell models [CELLS Sec. 3.1]: frame ``t`` of a video (0-based, counted from the
+    last reset) runs the static network when ``t == 0`` or, with a key interval N, when ``t % N == 0``; every other
+    frame runs the encoder and the cell on the previous frame's state. The clip forward, ``DynamicCellModel.step``
+    and the onnxruntime streamer of a cell export all follow it."""
+    return t == 0 or (key_interval is not None and t % key_interval == 0)
+
+
+def check_key_interval(key_interval: int | None) -> int | None:
+    """``key_interval`` as an int, or None; ValueError unless it is None or an integer >= 1."""
+    if key_interval is None:
+        return None
+    if isinstance(key_interval, bool) or int(key_interval) < 1:
+        raise ValueError(f"key interval must be >= 1 (or None: a key frame at a video's start only), got "
+                         f"{key_interval}")
+    return int(key_interval)
+
+
+def key_interval_refusal(what: str) -> str:
+    """The one message refusing a key interval to ``what`` (a model or an export without key frames)."""
+    return f"key_interval applies to dynamic-cell models only; {what} has no key frames"
+
+
+def check_stream_options(model: Any, *, key_interval: int | None = None, key_frames: bool = False) -> int | None:
+    """The check every model's ``stream()`` runs on its options before building a streamer; returns the key interval
+    (an int, or None).
+
+    ``key_interval`` is for models with ``key_frames`` (dynamic-cell models), where it must be an integer >= 1; every
+    other model refuses it with ``key_interval_refusal``. ``window`` and ``incremental`` need no check here:
+    ``window_model_streamer`` settles them for window models, and frame-by-frame models accept and ignore them (one
+    call streams any model).
+
+    Raises:
+        ValueError: a key interval for a model without key frames (naming the model and its decoder), or below 1.
+    """
+    if key_interval is not None and not key_frames:
+        raise ValueError(key_interval_refusal(f"this {type(model).__name__} ({type(model.decoder).__name__} decoder)"))
+    return check_key_interval(key_interval)
 
 
 def check_frame(frame: torch.Tensor, batch_size: int) -> None:
@@ -93,6 +162,7 @@ class WindowStreamer:
     """
 
     protocol = "window"
+    runtime = "torch"
 
     def __init__(self, model: Any, batch_size: int = 1, *, window: int | None = None) -> None:
         self.model = model
@@ -100,6 +170,7 @@ class WindowStreamer:
         self.window = int(model.window if window is None else window)
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        self.causal = bool(model.causal)
         self.target_index = self.window - 1 if model.causal else self.window // 2
         # frames between the target and the newest frame of a window: 0 (causal), w - 1 - w // 2 (centred)
         self.lag = self.window - 1 - self.target_index
@@ -173,6 +244,95 @@ def _stack(buffer: Sequence[Any]) -> Any:
     return [torch.stack([f[i] for f in buffer], dim=2) for i in range(len(buffer[0]))]
 
 
+class IncrementalStreamer:
+    """The ``Streamer`` of a causal window model that decodes one time step per frame
+    (``vidnas.models.incremental.IncrementalDecoder``).
+
+    Same outputs as ``WindowStreamer`` (within float rounding; tested over 60-frame streams), at the cost of one
+    encoder pass plus one decoder step per push instead of one decoder pass over the whole window. Causal only, so
+    ``lag`` is 0, ``pending`` is always 0 and ``flush()`` returns [].
+
+    Args:
+        model: a causal ``VideoSegmenter`` or ``MultiScaleSegmenter`` (``encode``, ``decoder``, ``out_size``,
+            ``upsample``).
+        batch_size: B of every pushed frame.
+        window: the window whose decode is reproduced; None = the model's own.
+
+    Attributes:
+        decoder_module: the ``IncrementalDecoder`` each push calls (benchmarks hook it to time the decoder).
+
+    Raises:
+        IncrementalError: the model has no incremental form (``incremental_support`` says why).
+    """
+
+    lag = 0
+    causal = True
+    protocol = "incremental"
+    runtime = "torch"
+
+    def __init__(self, model: Any, batch_size: int = 1, *, window: int | None = None) -> None:
+        reason = incremental_support(model)
+        if reason is not None:
+            raise IncrementalError(f"incremental decoding is not available: {reason}")
+        self.model = model
+        self.batch_size = batch_size
+        self.window = int(model.window if window is None else window)
+        self.decoder_module = IncrementalDecoder(model.decoder, self.window)
+        self._state: tuple[torch.Tensor, ...] = ()
+        self._pushed = 0
+        if model.training:
+            logger.warning("streaming a model in training mode: BatchNorm uses batch statistics of each step")
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned: always 0 (causal)."""
+        return 0
+
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes held by the decoder state (constant after the first push)."""
+        return sum(t.numel() * t.element_size() for t in self._state)
+
+    def reset(self) -> None:
+        """Forget the state (start of a new video)."""
+        self._state = ()
+        self._pushed = 0
+
+    @torch.no_grad()
+    def push(self, frame: torch.Tensor) -> torch.Tensor:
+        """Add one frame (B, 3, H, W); returns its logits (B, K, H_out, W_out)."""
+        check_frame(frame, self.batch_size)
+        out_hw = self.model.out_size or (int(frame.shape[-2]), int(frame.shape[-1]))
+        feat = self.model.encode(frame)  # (B, C, h, w), or a tuple of per-scale maps (multi-scale models)
+        logits, self._state = self.decoder_module(feat, self._state)  # (B, K, h, w)
+        self._pushed += 1
+        return self.model.upsample(logits, out_hw)
+
+    @torch.no_grad()
+    def flush(self) -> list[torch.Tensor]:
+        """End of a video: nothing is pending; resets and returns []."""
+        self.reset()
+        return []
+
+
+def window_model_streamer(model: Any, *, batch_size: int = 1, window: int | None = None,
+                          incremental: bool | None = None) -> WindowStreamer | IncrementalStreamer:
+    """The streamer a window model's ``stream()`` returns (``VideoSegmenter``, ``MultiScaleSegmenter``).
+
+    ``incremental=False``: the window decode (``WindowStreamer``). ``None``: incremental when the model supports it
+    (causal, ``incremental_support`` is None), else the window decode. ``True``: incremental, or
+    ``IncrementalError`` (a ValueError) saying why not. Both streamers give the window decode's logits.
+    """
+    if incremental is False:
+        return WindowStreamer(model, batch_size=batch_size, window=window)
+    reason = incremental_support(model)
+    if reason is None:
+        return IncrementalStreamer(model, batch_size=batch_size, window=window)
+    if incremental:
+        raise IncrementalError(f"incremental=True: {reason}; use incremental=False (the window decode)")
+    return WindowStreamer(model, batch_size=batch_size, window=window)
+
+
 Step = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 
@@ -191,7 +351,9 @@ class FrameStreamer:
 
     window = 1
     lag = 0
+    causal = True
     protocol = "frame"
+    runtime = "torch"
 
     def __init__(self, step: Step, batch_size: int = 1, *, training: bool = False) -> None:
         self.step = step

@@ -20,7 +20,7 @@ from vidnas.models.cells.genotype import CELL_INPUTS, NUM_CELL_INPUTS, CellError
 from vidnas.models.cells.ops import CELL_OPS
 from vidnas.models.layers import ConvBNReLU, resize_to
 from vidnas.models.static_segmenter import ARCH2_CHANNELS, Arch2Segmenter, build_static_segmenter
-from vidnas.models.streaming import FrameStreamer
+from vidnas.models.streaming import FrameStreamer, check_key_interval, check_stream_options, is_key_frame
 
 __all__ = ["CellOutput", "Cell", "DynamicCellModel", "cell_in_channels", "build_cell_model"]
 
@@ -147,9 +147,9 @@ class DynamicCellModel(nn.Module):
 
     ``VideoSegmenter``-compatible: ``forward(frames (B, T, 3, H, W)) -> (B, T, K, H, W)``; ``stream()`` returns a
     ``FrameStreamer`` (push / flush / reset) that carries ``dec`` and ``layer4`` from frame to frame and runs the static
-    decoder on the first frame after a reset and, with ``key_interval=N``, on every N-th frame; so streaming a
-    sequence gives the clip forward's outputs with the same ``key_interval`` (tested). The static decoder's auxiliary
-    heads are never used.
+    decoder on the first frame after a reset and, with ``key_interval=N``, on every N-th frame (the key-frame rule,
+    ``vidnas.models.streaming.is_key_frame``); so streaming a sequence gives the clip forward's outputs with the same
+    ``key_interval`` (tested). The static decoder's auxiliary heads are never used.
 
     Args:
         static: the arch2 network (encoder, decoder with ``dec`` and ``pred``).
@@ -207,10 +207,6 @@ class DynamicCellModel(nn.Module):
     def genotype(self) -> CellGenotype:
         return self.cell.genotype
 
-    @staticmethod
-    def _is_key(t: int, key_interval: int | None) -> bool:
-        return t == 0 or (key_interval is not None and t % key_interval == 0)
-
     def forward(self, frames: torch.Tensor, *, key_interval: int | None = None) -> torch.Tensor:
         """Clip forward.
 
@@ -223,7 +219,7 @@ class DynamicCellModel(nn.Module):
         """
         if frames.dim() != 5:
             raise ValueError(f"expected frames of shape (B, T, 3, H, W), got {tuple(frames.shape)}")
-        _check_key_interval(key_interval)
+        check_key_interval(key_interval)
         b, t, c, h, w = frames.shape
         out_hw = self.out_size or (h, w)
         feats = self.static.encode(frames.reshape(b * t, c, h, w))  # every frame's encoder in one batch
@@ -232,7 +228,7 @@ class DynamicCellModel(nn.Module):
         dec = None
         for i in range(t):
             cur = [f[:, i] for f in feats]
-            if self._is_key(i, key_interval):
+            if is_key_frame(i, key_interval):
                 out = self.static.decode(cur)
                 dec, pred = out["dec"], out["pred"]
             else:
@@ -250,7 +246,7 @@ class DynamicCellModel(nn.Module):
         """
         feats = self.static.encode(frame)
         t = 0 if state is None else state[0]
-        if self._is_key(t, key_interval):
+        if is_key_frame(t, key_interval):
             out = self.static.decode(feats)
             dec, pred = out["dec"], out["pred"]
         else:
@@ -270,7 +266,7 @@ class DynamicCellModel(nn.Module):
             window: accepted and ignored, so one call streams any model: the cell carries the previous frame itself.
             incremental: accepted and ignored: a frame model already runs one step per frame.
         """
-        _check_key_interval(key_interval)
+        key_interval = check_stream_options(self, key_interval=key_interval, key_frames=True)
         return FrameStreamer(functools.partial(self.step, key_interval=key_interval), batch_size=batch_size,
                              training=self.training)
 
@@ -302,11 +298,3 @@ def build_cell_model(cfg: Config, genotype: CellGenotype, *, num_classes: int,
         static = build_static_segmenter(cfg, num_classes=num_classes)
     cell = Cell(genotype, in_channels=cell_in_channels(static), num_classes=num_classes)
     return DynamicCellModel(static, cell, window=cfg.cells.seq_len)
-
-
-def _check_key_interval(key_interval: int | None) -> None:
-    if key_interval is not None and (isinstance(key_interval, bool) or key_interval < 1):
-        raise CellError(f"key interval must be >= 1 (or None: static network on the first frame only), got "
-                         f"{key_interval}")
-
-

@@ -1,0 +1,566 @@
+"""onnxruntime streaming of every export, behind the ``Streamer`` protocol (``vidnas.models.streaming``), and the
+parity checks against PyTorch's ``model.stream()``.
+
+Three streamers, numpy in and out, batch 1, one per kind of export directory:
+
+* ``OrtStreamer`` (a window model's ``encoder.onnx`` + ``decoder.onnx``, ``vidnas.export.exporter``): the window
+  decode. It keeps the ring buffer of the last ``w`` encoder features as one preallocated (1, C, w, h, w') float32
+  array per feature map, oldest first, shifted in place on every push: memory is fixed however long the video. Edge
+  rule (the data layer's): the first frame's feature fills the whole window; ``flush`` (centred windows) appends
+  copies of the last feature until every pushed frame has its logits. A multi-scale export (one encoder output per
+  scale, ``export.json`` schema 2) gets one ring buffer per scale; ``encode`` then returns a list of feature maps
+  (coarse first) and ``decode`` takes a list of windows.
+* ``OrtStepStreamer`` (a causal export's ``decoder_init.onnx`` + ``decoder_step.onnx``, ``vidnas.export.stepgraph``):
+  one encoder run and one decoder step per push, the state carried in ``OrtValue``s.
+* ``FrameOrtStreamer`` (an arch2 or dynamic-cell export's ``key.onnx`` [+ ``cell.onnx``],
+  ``vidnas.export.frame_models``): the key graph on key frames (``vidnas.models.streaming.is_key_frame``, the rule
+  of ``DynamicCellModel``), the cell graph on the others, fed the previous frame's ``dec`` and ``layer4``.
+
+Each also describes its export (``input_size``, ``num_classes``, ``class_names``, ``palette``), which is what
+``vidnas predict`` needs from a streamer. For benchmarks, ``OrtStreamer`` and ``OrtStepStreamer`` expose
+``encode(frame)`` and ``decode(...)``: one graph run each.
+
+Example:
+    >>> streamer = OrtStreamer("export_dir")
+    >>> for frame in frames:                      # (1, 3, H, W) float32, ImageNet-normalised
+    ...     logits = streamer.push(frame)         # (1, K, H, W) or None (centred, before the target exists)
+    >>> tail = streamer.flush()                   # the last frames of a centred stream; [] when causal
+
+Parity: ``parity_check`` (the window pair; any export, dispatching on its kind), ``step_parity_check`` (the
+incremental graphs) and ``frame_parity_check`` (frame models) push the same random frames through both runtimes and
+return the largest logit difference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidnas.export.exporter import (
+    DeployError,
+    export_paths,
+    feature_specs,
+    ort_session,
+    parity_mode,
+    read_export_meta,
+    window_specs,
+)
+from vidnas.export.frame_models import is_frame_export, read_frame_meta
+from vidnas.export.stepgraph import has_step_graphs
+from vidnas.models.streaming import check_key_interval, is_key_frame, key_interval_refusal
+
+__all__ = [
+    "DEFAULT_PROVIDERS",
+    "OrtStreamer",
+    "OrtStepStreamer",
+    "FrameOrtStreamer",
+    "parity_check",
+    "step_parity_check",
+    "frame_parity_check",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
+STATE = ("dec", "layer4")  # a cell export's carried state; fed to cell.onnx as prev_dec, prev_layer4
+
+
+def _session_options(ort: Any, intra_op_threads: int | None, session_options: Any) -> Any:
+    """``session_options`` when given, else onnxruntime's defaults with ``intra_op_threads`` (None: its own count)."""
+    if session_options is None:
+        session_options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            session_options.intra_op_num_threads = int(intra_op_threads)
+    return session_options
+
+
+class _OrtExportStreamer:
+    """What the three streamers share: the runtime, the export's description (from its ``export.json``) and the
+    check of a pushed frame.
+
+    Attributes:
+        input_size: (H, W) of frames. num_classes: K. class_names: K names ([] when the export names none). palette:
+            (K, 3) uint8, None when the export records none.
+    """
+
+    runtime = "onnxruntime"
+    input_size: tuple[int, int]
+
+    def _describe(self, meta: dict[str, Any]) -> None:
+        self.input_size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
+        self.num_classes = int(meta["num_classes"])
+        self.class_names: list[str] = list(meta.get("class_names") or [])
+        pal = meta.get("palette")
+        self.palette: np.ndarray | None = None if pal is None else np.asarray(pal, dtype=np.uint8)
+
+    def _check_frame(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` as a contiguous float32 array; ValueError unless it is (1, 3, *input_size)."""
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        want = (1, 3, *self.input_size)
+        if frame.shape != want:
+            raise ValueError(f"expected a frame of shape {want} (batch 1, ImageNet-normalised RGB), got {frame.shape}")
+        return frame
+
+
+class OrtStreamer(_OrtExportStreamer):
+    """Frame-by-frame inference with onnxruntime: one encoder run per push, one decoder run per window.
+
+    Args:
+        export_dir: a directory written by ``export_onnx`` (``encoder.onnx``, ``decoder.onnx``, ``export.json``).
+        providers: onnxruntime execution providers, in preference order (default CPU).
+        intra_op_threads: threads per graph run; None = onnxruntime's default (one per physical core).
+        session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+
+    Attributes:
+        runtime: ``"onnxruntime"``.
+        meta: the parsed ``export.json``.
+        window: w. causal: the mode. target_index: index of the emitted frame in a window. lag: pushes between a
+        frame and its logits (0 causal). input_size, num_classes, class_names, palette: from the export.
+        feature_shape: (1, C, h, w) of one encoder output (the first scale's of a multi-scale export);
+        feature_shapes: all of them. multi: a multi-scale export.
+
+    Raises:
+        DeployError: not an export directory, or a graph onnxruntime cannot load (the message names the file).
+    """
+
+    protocol = "window"
+
+    def __init__(
+        self,
+        export_dir: str | Path,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+        session_options: Any = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.export_dir = Path(export_dir)
+        self.meta = read_export_meta(self.export_dir)
+        paths = export_paths(self.export_dir)
+        session_options = _session_options(ort, intra_op_threads, session_options)
+        providers = list(providers or DEFAULT_PROVIDERS)
+        self.encoder_session = ort_session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
+                                           session_options, providers)
+        self.decoder_session = ort_session(ort, paths.out_dir / self.meta.get("decoder", paths.decoder.name),
+                                           session_options, providers)
+        io = self.meta["io"]
+        self._in_name = io["encoder"]["input"]["name"]
+        feats, windows = feature_specs(self.meta), window_specs(self.meta)
+        self._feat_names = [str(f["name"]) for f in feats]
+        self._dec_names = [str(f["name"]) for f in windows]
+        self.multi = len(feats) > 1
+        self.window = int(self.meta["window"])
+        self.causal = bool(self.meta["causal"])
+        self.target_index = int(self.meta["target_index"])
+        self.lag = self.window - 1 - self.target_index
+        self._describe(self.meta)
+        self.feature_shapes = [tuple(int(s) for s in f["shape"]) for f in feats]  # (1, C_i, h_i, w_i) each
+        self.feature_shape = self.feature_shapes[0]
+        # one (1, C, T, h, w) ring buffer per feature map, oldest first
+        self._buffers = [np.zeros((1, c, self.window, fh, fw), dtype=np.float32)
+                         for _, c, fh, fw in self.feature_shapes]
+        self._pushed = 0
+        self._appended = 0  # pushes plus the edge copies appended by flush()
+        self._emitted = 0
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers onnxruntime actually uses."""
+        return list(self.encoder_session.get_providers())
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned yet."""
+        return self._pushed - self._emitted
+
+    @property
+    def buffer_nbytes(self) -> int:
+        """Bytes held by the ring buffer(s) (constant: window x one feature map, per scale)."""
+        return int(sum(b.nbytes for b in self._buffers))
+
+    def reset(self) -> None:
+        """Forget all frames (start of a new video)."""
+        self._pushed = 0
+        self._appended = 0
+        self._emitted = 0
+
+    def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per scale).
+        Does not touch the buffer."""
+        outs = self.encoder_session.run(self._feat_names, {self._in_name: self._check_frame(frame)})
+        return outs if self.multi else outs[0]
+
+    def decode(self, window: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """Run ``decoder.onnx``: (1, C, w, h, w') float32, oldest first (a multi-scale export: a list, one per
+        scale) -> (1, K, H, W) target-frame logits."""
+        windows = list(window) if self.multi else [window]
+        if len(windows) != len(self._dec_names):
+            raise ValueError(f"expected {len(self._dec_names)} windows (one per scale), got {len(windows)}")
+        feeds = {n: np.ascontiguousarray(w, dtype=np.float32) for n, w in zip(self._dec_names, windows, strict=True)}
+        return self.decoder_session.run(None, feeds)[0]
+
+    def push(self, frame: np.ndarray) -> np.ndarray | None:
+        """Add one frame.
+
+        Args:
+            frame: (1, 3, H, W) float32, ImageNet-normalised RGB at ``input_size``.
+
+        Returns:
+            (1, K, H, W) logits of the frame now complete (the one just pushed when causal; ``lag`` pushes earlier
+            when centred), or None while a centred window's target frame has not arrived.
+        """
+        feature = self.encode(frame)  # (1, C, h, w)
+        self._pushed += 1
+        return self._advance(feature)
+
+    def flush(self) -> list[np.ndarray]:
+        """End of the video: emit every pending frame (repeating the last feature), then ``reset()``.
+
+        Returns:
+            The pending frames' logits in frame order, each (1, K, H, W); [] for causal streams.
+        """
+        out: list[np.ndarray] = []
+        while self.pending > 0:
+            last = [b[:, :, -1].copy() for b in self._buffers]
+            logits = self._advance(last if self.multi else last[0])
+            if logits is not None:
+                out.append(logits)
+        self.reset()
+        return out
+
+    def _advance(self, feature: np.ndarray | Sequence[np.ndarray]) -> np.ndarray | None:
+        for buf, feat in zip(self._buffers, list(feature) if self.multi else [feature], strict=True):
+            if self._appended == 0:
+                buf[...] = feat[:, :, None]  # edge repetition at the video start
+            else:
+                buf[:, :, :-1] = buf[:, :, 1:]  # drop the oldest (numpy handles the overlap)
+                buf[:, :, -1] = feat
+        self._appended += 1
+        # the newest entry is append number _appended - 1, so the window's target frame is `lag` appends earlier
+        if self._appended - 1 - self.lag < 0:
+            return None
+        self._emitted += 1
+        return self.decode(self._buffers if self.multi else self._buffers[0])
+
+    def __repr__(self) -> str:
+        return (f"OrtStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
+                f"{'causal' if self.causal else 'centred'}, providers={self.providers})")
+
+
+class OrtStepStreamer(_OrtExportStreamer):
+    """Frame-by-frame inference with onnxruntime and the incremental graphs: one encoder run and one decoder step
+    per push (numpy in and out, batch 1, causal). A multi-scale export's ``encode`` returns one array per scale and
+    ``decode`` takes that list.
+
+    The state lives in onnxruntime ``OrtValue``s passed from one step to the next without copies through numpy.
+
+    Args:
+        export_dir: an export directory with the incremental graphs (``export_step_graphs``).
+        providers: onnxruntime execution providers (default CPU).
+        intra_op_threads: threads per graph run; None = onnxruntime's default.
+        session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+
+    Raises:
+        DeployError: not an export directory, no incremental graphs, or a graph onnxruntime cannot load.
+    """
+
+    protocol = "incremental"
+    causal = True
+    lag = 0
+    target_index: int
+
+    def __init__(self, export_dir: str | Path, *, providers: Sequence[str] | None = None,
+                 intra_op_threads: int | None = None, session_options: Any = None) -> None:
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.export_dir = Path(export_dir)
+        self.meta = read_export_meta(self.export_dir)
+        if not has_step_graphs(self.meta):
+            raise DeployError(f"{self.export_dir} has no incremental graphs (a centred model, or an export made "
+                              "before they existed): use OrtStreamer, or re-export the checkpoint")
+        inc = self.meta["incremental"]
+        session_options = _session_options(ort, intra_op_threads, session_options)
+        self.session_options = session_options
+        providers = list(providers or DEFAULT_PROVIDERS)
+        self.encoder_session = ort_session(ort, self.export_dir / self.meta["encoder"], session_options, providers)
+        self.init_session = ort_session(ort, self.export_dir / inc["init"], session_options, providers)
+        self.step_session = ort_session(ort, self.export_dir / inc["step"], session_options, providers)
+        self._in_name = self.meta["io"]["encoder"]["input"]["name"]
+        self._state_in = [s["input"] for s in inc["states"]]
+        self._state_out = [s["output"] for s in inc["states"]]
+        self._init_out = ["logits", *self._state_in]
+        self._step_out = ["logits", *self._state_out]
+        self.window = int(self.meta["window"])
+        self.target_index = self.window - 1
+        self._describe(self.meta)
+        specs = [inc["feature"]] if "feature" in inc else list(inc["features"])
+        self.feature_names = [str(f["name"]) for f in specs]
+        self.feature_shapes = [tuple(int(s) for s in f["shape"]) for f in specs]  # (1, C_i, h_i, w_i) each
+        self.feature_shape = self.feature_shapes[0]
+        self.multi = len(specs) > 1
+        self.state_nbytes = int(inc["state_bytes"])
+        self._state: list[Any] = []
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers onnxruntime actually uses."""
+        return list(self.encoder_session.get_providers())
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned: always 0 (causal)."""
+        return 0
+
+    def reset(self) -> None:
+        """Forget the state (start of a new video)."""
+        self._state = []
+
+    def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per
+        scale)."""
+        outs = self.encoder_session.run(self.feature_names, {self._in_name: self._check_frame(frame)})
+        return outs if self.multi else outs[0]
+
+    def decode(self, feature: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+        """One decoder step on a (1, C, h, w) feature, or a multi-scale export's list of them (``decoder_init`` at a
+        video start), updating the state; returns the (1, K, H, W) logits of that frame."""
+        ort = self._ort
+        arrays = list(feature) if self.multi else [feature]
+        if len(arrays) != len(self.feature_names):
+            raise ValueError(f"expected {len(self.feature_names)} feature maps, got {len(arrays)}")
+        feats = {n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+                 for n, a in zip(self.feature_names, arrays, strict=True)}
+        if not self._state:
+            outs = self.init_session.run_with_ort_values(self._init_out, feats)
+        else:
+            feeds = {**feats, **dict(zip(self._state_in, self._state, strict=True))}
+            outs = self.step_session.run_with_ort_values(self._step_out, feeds)
+        self._state = list(outs[1:])
+        return outs[0].numpy()
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Add one frame (1, 3, H, W) float32, ImageNet-normalised; returns its (1, K, H, W) logits."""
+        return self.decode(self.encode(frame))
+
+    def flush(self) -> list[np.ndarray]:
+        """End of a video: nothing is pending; resets and returns []."""
+        self.reset()
+        return []
+
+    def __repr__(self) -> str:
+        return (f"OrtStepStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
+                f"providers={self.providers})")
+
+
+class FrameOrtStreamer(_OrtExportStreamer):
+    """onnxruntime streaming of a frame-model export (arch2, dynamic cell; numpy in and out, batch 1).
+
+    Args:
+        export_dir: a directory written by ``export_frame_onnx``.
+        key_interval: dynamic-cell exports: also run ``key.onnx`` on every ``key_interval``-th frame (None: only on a
+            video's first frame); an arch2 export refuses it.
+        providers: onnxruntime execution providers (default CPU).
+        intra_op_threads: threads per graph run (None: onnxruntime's default).
+        session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+
+    Raises:
+        DeployError: not a frame export, a graph onnxruntime cannot load, or a key interval it cannot take.
+    """
+
+    protocol = "frame"
+    window = 1
+    causal = True
+    lag = 0
+
+    def __init__(self, export_dir: str | Path, *, key_interval: int | None = None,
+                 providers: Sequence[str] | None = None, intra_op_threads: int | None = None,
+                 session_options: Any = None) -> None:
+        import onnxruntime as ort
+
+        self.export_dir = Path(export_dir)
+        self.meta = read_frame_meta(self.export_dir)
+        graphs = self.meta["graphs"]
+        try:
+            self.key_interval = check_key_interval(key_interval)
+        except ValueError as e:
+            raise DeployError(str(e)) from e
+        if key_interval is not None and "cell" not in graphs:
+            raise DeployError(key_interval_refusal("this arch2 export"))
+        session_options = _session_options(ort, intra_op_threads, session_options)
+        providers = list(providers or DEFAULT_PROVIDERS)
+        self.sessions = {name: ort_session(ort, self.export_dir / file, session_options, providers)
+                         for name, file in graphs.items()}
+        self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
+        self._outputs = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}
+        self._describe(self.meta)
+        self._state: dict[str, np.ndarray] | None = None
+        self._t = 0
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.sessions["key"].get_providers())
+
+    @property
+    def pending(self) -> int:
+        """Frames pushed whose logits have not been returned: always 0."""
+        return 0
+
+    def reset(self) -> None:
+        """Forget the carried state (start of a new video)."""
+        self._state = None
+        self._t = 0
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Add one frame (1, 3, H, W) float32, ImageNet-normalised; returns its logits (1, K, H_out, W_out)."""
+        frame = self._check_frame(frame)
+        name = "key" if "cell" not in self.sessions or is_key_frame(self._t, self.key_interval) else "cell"
+        feeds = {"frame": frame}
+        if name == "cell":
+            assert self._state is not None
+            feeds.update(prev_dec=self._state["dec"], prev_layer4=self._state["layer4"])
+        outs = dict(zip(self._outputs[name], self.sessions[name].run(
+            None, {k: v for k, v in feeds.items() if k in self._inputs[name]}), strict=True))
+        if "cell" in self.sessions:
+            self._state = {k: outs[k] for k in STATE}
+        self._t += 1
+        return outs["logits"]
+
+    def flush(self) -> list[np.ndarray]:
+        """End of a video: nothing is pending; resets and returns []."""
+        self.reset()
+        return []
+
+    def __repr__(self) -> str:
+        return (f"FrameOrtStreamer({str(self.export_dir)!r}, {self.meta.get('model_kind')}, input={self.input_size}, "
+                f"key_interval={self.key_interval}, providers={self.providers})")
+
+
+# ------------------------------------------------------------------------------------------- parity with PyTorch
+
+
+def parity_check(
+    model: torch.nn.Module,
+    export_dir: str | Path,
+    *,
+    frames: int = 8,
+    seed: int = 0,
+    providers: Sequence[str] | None = None,
+) -> float:
+    """Stream the same random frames through ``model.stream()`` and an ``OrtStreamer``; max |logit difference|.
+
+    ``frames`` should exceed the window so the ring buffer wraps and (centred) ``flush`` runs; every emitted frame of
+    both streams is compared, the edge repetition at both ends included. A frame-model export is checked by
+    ``frame_parity_check``.
+
+    Args:
+        model: the exported ``VideoSegmenter`` (put in eval mode for the check, then restored).
+        export_dir: its export directory.
+        frames: number of frames pushed.
+        seed: seed of the random (standard normal, i.e. normalised-space) frames.
+        providers: onnxruntime execution providers.
+
+    Returns:
+        The largest absolute difference between PyTorch and onnxruntime logits.
+
+    Raises:
+        DeployError: the two streams emit a different number of frames or different shapes.
+    """
+    if is_frame_export(export_dir):  # arch2 / dynamic-cell export: vidnas.export.frame_models
+        return frame_parity_check(model, export_dir, frames=frames, seed=seed, providers=providers)
+    ort_stream = OrtStreamer(export_dir, providers=providers)
+    h, w = ort_stream.input_size
+    gen = torch.Generator().manual_seed(seed)
+    outs_t: list[np.ndarray] = []
+    outs_o: list[np.ndarray] = []
+    with parity_mode(model) as device, torch.no_grad():
+        # the window decode against the window graphs (decoder_step.onnx has its own check: step_parity_check)
+        torch_stream = model.stream(batch_size=1, window=ort_stream.window, incremental=False)
+        for _ in range(frames):
+            x = torch.randn(1, 3, h, w, generator=gen)
+            a = torch_stream.push(x.to(device))
+            b = ort_stream.push(x.numpy())
+            if (a is None) != (b is None):
+                raise DeployError("PyTorch and onnxruntime streams emitted frames at different pushes")
+            if a is not None and b is not None:
+                outs_t.append(a.cpu().numpy())
+                outs_o.append(b)
+        outs_t.extend(t.cpu().numpy() for t in torch_stream.flush())
+        outs_o.extend(ort_stream.flush())
+    if len(outs_t) != len(outs_o) or len(outs_t) != frames:
+        raise DeployError(f"PyTorch emitted {len(outs_t)} frames and onnxruntime {len(outs_o)} for {frames} pushed")
+    diff = 0.0
+    for a, b in zip(outs_t, outs_o, strict=True):
+        if a.shape != b.shape:
+            raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
+        diff = max(diff, float(np.abs(a - b).max()))
+    logger.info("parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
+    return diff
+
+
+def step_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int = 60, seed: int = 0,
+                      providers: Sequence[str] | None = None) -> float:
+    """Stream random frames through PyTorch's incremental streamer and ``OrtStepStreamer``; max |logit difference|.
+
+    Args:
+        model: the exported causal ``VideoSegmenter`` (eval mode for the check, then restored).
+        export_dir: its export directory, with the incremental graphs.
+        frames: frames pushed from a video start (more than the window and the receptive field exercise the
+            state's wrap-around).
+        seed: seed of the standard-normal frames.
+        providers: onnxruntime execution providers.
+
+    Raises:
+        DeployError: no incremental graphs, or the two streams disagree in shape.
+    """
+    ort_stream = OrtStepStreamer(export_dir, providers=providers)
+    h, w = ort_stream.input_size
+    gen = torch.Generator().manual_seed(seed)
+    diff = 0.0
+    with parity_mode(model) as device, torch.no_grad():
+        torch_stream = model.stream(batch_size=1, window=ort_stream.window, incremental=True)
+        for _ in range(frames):
+            x = torch.randn(1, 3, h, w, generator=gen)
+            a = torch_stream.push(x.to(device)).cpu().numpy()
+            b = ort_stream.push(x.numpy())
+            if a.shape != b.shape:
+                raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
+            diff = max(diff, float(np.abs(a - b).max()))
+    logger.info("incremental parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
+    return diff
+
+
+def frame_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int = 30, seed: int = 0,
+                       key_interval: int | None = None, providers: Sequence[str] | None = None) -> float:
+    """Stream the same random frames through ``model.stream()`` and a ``FrameOrtStreamer``; max |logit difference|.
+
+    Args:
+        model: the exported model (eval mode for the check, then restored).
+        export_dir: its export directory.
+        frames: frames pushed (every one compared: key frames and cell steps).
+        seed: seed of the standard-normal (normalised-space) frames.
+        key_interval: passed to both streamers.
+        providers: onnxruntime execution providers.
+    """
+    ort_stream = FrameOrtStreamer(export_dir, key_interval=key_interval, providers=providers)
+    h, w = ort_stream.input_size
+    gen = torch.Generator().manual_seed(seed)
+    diff = 0.0
+    with parity_mode(model) as device, torch.no_grad():
+        torch_stream = model.stream(batch_size=1, key_interval=key_interval)
+        for _ in range(frames):
+            x = torch.randn(1, 3, h, w, generator=gen)
+            a, b = torch_stream.push(x.to(device)).cpu().numpy(), ort_stream.push(x.numpy())
+            if a.shape != b.shape:
+                raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
+            diff = max(diff, float(np.abs(a - b).max()))
+    logger.info("frame-model parity over %d frames (key interval %s): max |torch - onnxruntime| = %.3g", frames,
+                key_interval, diff)
+    return diff
