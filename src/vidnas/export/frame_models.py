@@ -40,7 +40,7 @@ from torch.onnx import symbolic_helper as sym_help
 import vidnas
 from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
 from vidnas.export.exporter import MIN_OPSET, DeployError, _export_graphs, label_meta, ort_session, parity_mode
-from vidnas.models import Arch2Segmenter
+from vidnas.models import StaticSegmenter
 from vidnas.models.cells import AffineSampling, DeformConv3x3, DynamicCellModel
 from vidnas.models.layers import resize_to
 from vidnas.utils import atomic_write_json
@@ -80,7 +80,7 @@ class FrameExportPaths:
 
 def is_frame_model(model: Any) -> bool:
     """Whether ``model`` is exported by this module (an arch2 static network or a dynamic-cell model)."""
-    return isinstance(model, Arch2Segmenter | DynamicCellModel)
+    return isinstance(model, StaticSegmenter | DynamicCellModel)
 
 
 def is_frame_export(out_dir: str | Path) -> bool:
@@ -157,7 +157,7 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
     interrupted export never looks complete. The model's train / eval mode is restored.
 
     Args:
-        model: an ``Arch2Segmenter`` or ``DynamicCellModel`` (exported in eval mode).
+        model: a ``StaticSegmenter`` or ``DynamicCellModel`` (exported in eval mode).
         out_dir: output directory (created).
         img_size: (H, W) of the frames.
         opset: ONNX opset; None = ``required_opset(model)``.
