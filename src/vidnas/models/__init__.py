@@ -3,10 +3,11 @@
 Layout (what lives where; each file imports only from the ones above it in this list):
 
 * ``layers`` (shared 2D layers), ``ops`` (the ST-NAS decoder ops, ``OPS``), ``encoders/`` (``ENCODERS``);
+* ``decoders/`` (``DECODERS``: one family per module, SP-TCN, head, the static arch2 decoder, multi-scale; they
+  name ``Arch`` and ``incremental.ProgramBuilder`` in type annotations only), ``architecture`` (``Arch``: an ST-NAS
+  architecture file, the paper's Table 1 rows);
 * ``streaming`` (the ``Streamer`` protocol, ``WindowStreamer``, ``FrameStreamer``), ``incremental`` (exact
   one-step decoding of causal decoders: ``IncrementalDecoder``, ``IncrementalStreamer``);
-* ``decoders/`` (``DECODERS``: one family per module, SP-TCN, head, the static arch2 decoder, multi-scale),
-  ``architecture`` (``Arch``: an ST-NAS architecture file, the paper's Table 1 rows);
 * ``segmenter`` (``VideoSegmenter``: encoder + window decoder), ``multiscale`` (``MultiScaleSegmenter``),
   ``static_segmenter`` (``StaticSegmenter``: arch2, per frame), ``cells/`` (dynamic cells: ops, aggregations,
   genotype, model);
