@@ -15,14 +15,14 @@ Program (``compile_decoder``):
     * ``upadd``: ``up(x_a, size of x_b) + x_b`` then post-ops, ``up`` the bilinear resize of each time step (the
       top-down fusion of a multi-scale decoder, ``vidnas.models.decoders.mstcn``).
 
-Decoders describe their own dataflow. A decoder (every family of ``vidnas.models.decoders``) has a method
-``incremental_program(g)``: it asks the ``ProgramBuilder`` ``g`` for one input register per feature map it reads
-(``g.inputs(n)``; the SP-TCN reads one, ``MultiScaleDecoder`` one per encoder scale) and builds the program with
-``g.visit(module, register)``, ``g.add(a, b)`` and ``g.resize_add(a, b)``; a composite block (the SP-TCN's
-``ResidualLayer``) describes itself the same way with ``incremental_visit(g, r)``. ``visit`` knows the leaf modules
-(temporal convolutions, per-frame modules, BatchNorm, ReLU, ``nn.Sequential``), so this module names no decoder.
-Every map is one more input register; nothing else changes below, since the plan treats every node the same whatever
-its inputs are.
+Decoders describe their own dataflow. A window decoder (of every window family of ``vidnas.models.decoders``) has a
+method ``incremental_program(g)``: it asks the ``ProgramBuilder`` ``g`` for one input register per feature map it
+reads (``g.inputs(n)``; the SP-TCN reads one, ``MultiScaleDecoder`` one per encoder scale) and builds the program
+with ``g.visit(module, register)``, ``g.map(module, register)``, ``g.add(a, b)`` and ``g.resize_add(a, b)``; a
+composite block (the SP-TCN's ``ResidualLayer``) describes itself the same way with ``incremental_visit(g, r)``.
+``visit`` knows the leaf modules (temporal convolutions, per-frame modules, BatchNorm, ReLU, ``nn.Sequential``), so
+this module names no decoder. Every map is one more input register; nothing else changes below, since the plan
+treats every node the same whatever its inputs are.
 
 Each register ``r`` has a *context* ``R(r)``: the number of past frames it depends on (the sum of ``(k - 1) * d`` on
 the longest path from the decoder input), so the decoder's temporal receptive field is ``RF = R(out) + 1``; and a
@@ -196,7 +196,7 @@ class ProgramBuilder:
         if callable(own):  # a composite module describing its own dataflow (the SP-TCN's ``ResidualLayer``)
             return own(self, r)
         if getattr(m, "per_frame", False) is True:
-            return self.map(m, r)  # per-frame modules (``HeadDecoder``, ``PerFrame``): one time step at a time
+            return self.map(m, r)  # per-frame modules (``PerFrame``): one time step at a time
         if isinstance(m, STConv3d):
             if m.temporal_extent == 0:
                 return self.map(m, r)
@@ -254,7 +254,7 @@ def compile_decoder(decoder: nn.Module) -> DecoderProgram:
     Supported: any decoder with an ``incremental_program(g)`` method (its dataflow over ``ProgramBuilder``
     registers: ``SPTCNDecoder`` with baseline 3x3x3 convs, full channels or any ``layer_ops`` whose ops are built from
     ``STConv3d`` / BatchNorm / ReLU / identity, as every op of ``OPS`` is; the multi-input ``MultiScaleDecoder`` and
-    ``StaticFusionDecoder``), and any module built from those modules and per-frame ones (``HeadDecoder``).
+    ``StaticFusionDecoder``; the per-frame ``HeadDecoder``), and any module built from the modules ``visit`` knows.
 
     Raises:
         IncrementalError: a centred decoder, or a module with no one-step form (the message names it).

@@ -14,6 +14,7 @@ from vidnas.models.decoders.base import DecoderFamily
 
 if TYPE_CHECKING:
     from vidnas.models.architecture import Arch
+    from vidnas.models.incremental import ProgramBuilder
 
 __all__ = ["HeadDecoder", "HeadFamily"]
 
@@ -29,8 +30,6 @@ class HeadDecoder(nn.Module):
     Shapes:
         (B, C, T, h, w) -> (B, K, T, h, w); frame t of the output depends on frame t of the input only.
     """
-
-    per_frame = True  # the incremental compiler runs it one time step at a time (a ``map`` node)
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 128) -> None:
         super().__init__()
@@ -50,6 +49,10 @@ class HeadDecoder(nn.Module):
         y = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, h, w)
         y = self.body(y)  # (B*T, K, h, w)
         return y.reshape(b, t, -1, h, w).transpose(1, 2)  # (B, K, T, h, w)
+
+    def incremental_program(self, g: ProgramBuilder) -> int:
+        """Each time step on its own: one ``map`` node on the input register; returns the output register."""
+        return g.map(self, g.inputs(1)[0])
 
     def temporal_receptive_field(self) -> int:
         """Always 1: each frame is decoded on its own."""
