@@ -80,8 +80,7 @@ def check_model_config(cfg: Config, arch: Arch | None = None) -> Arch:
     arch = arch if arch is not None else arch_from_config(cfg)
     if arch.encoder not in ENCODERS:
         raise ArchError(f"unknown encoder {arch.encoder!r}; valid encoders: {', '.join(ENCODERS)}")
-    if arch.decoder not in DECODERS:
-        raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
+    _family(arch)
     return arch
 
 
@@ -101,6 +100,7 @@ def build_decoder(arch: Arch, in_channels: int, num_classes: int) -> nn.Module:
 
 
 def _family(arch: Arch) -> DecoderFamily:
+    """The family of ``arch.decoder`` (``ArchError`` listing the registered names when there is none)."""
     if arch.decoder not in DECODERS:
         raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
     return DECODERS[arch.decoder]
