@@ -19,7 +19,7 @@ from vidnas.models.cells import (
     cell_in_channels,
 )
 from vidnas.models.encoders import build_encoder
-from vidnas.models.static_segmenter import Arch2Segmenter
+from vidnas.models.static_segmenter import StaticSegmenter
 from vidnas.search.cells.cache import static_outputs
 
 H, W, K = 32, 48, 4
@@ -29,9 +29,9 @@ TOKENS = [2, 1, 10, 2, 1, 5, 3, 0, 4, 2, 0, 4, 5, 9, 3, 6, 7, 8, 1, 4, 8, 2, 3, 
 
 
 @pytest.fixture(scope="module")
-def static() -> Arch2Segmenter:
+def static() -> StaticSegmenter:
     torch.manual_seed(0)
-    return Arch2Segmenter(build_encoder("mobilenetv2_test", img_size=(H, W)), K).eval()
+    return StaticSegmenter(build_encoder("mobilenetv2_test", img_size=(H, W)), K).eval()
 
 
 def test_tables_follow_spec_order() -> None:
@@ -113,7 +113,7 @@ def test_invalid_genotypes_raise() -> None:
         CellGenotype.from_dict(data)
 
 
-def test_cell_output_is_the_concat_of_unused_layer_outputs(static: Arch2Segmenter) -> None:
+def test_cell_output_is_the_concat_of_unused_layer_outputs(static: StaticSegmenter) -> None:
     # layer0 (pool 5) reads layer2, prev_dec; layer1 (pool 6) reads pool 5 and layer3; layer2 (pool 7) reads inputs
     tokens = [2, 1, 0, 1, 1, 5, 3, 2, 9, 0, 0, 4, 3, 1, 5]
     cell = Cell.from_tokens(tokens, in_channels=cell_in_channels(static), num_classes=K).eval()
@@ -136,7 +136,7 @@ def test_cell_output_is_the_concat_of_unused_layer_outputs(static: Arch2Segmente
     small((None, f["dec"], f["layer2"], None, None))
 
 
-def test_arch2_outputs_aux_and_stream(static: Arch2Segmenter) -> None:
+def test_arch2_outputs_aux_and_stream(static: StaticSegmenter) -> None:
     frames = torch.randn(2, 3, 3, H, W)
     static.train()
     logits, aux = static(frames)
@@ -155,7 +155,7 @@ def test_arch2_outputs_aux_and_stream(static: Arch2Segmenter) -> None:
 
 
 @pytest.mark.parametrize("key_interval", [None, 2])
-def test_dynamic_cell_model_stream_equals_forward(static: Arch2Segmenter, key_interval: int | None) -> None:
+def test_dynamic_cell_model_stream_equals_forward(static: StaticSegmenter, key_interval: int | None) -> None:
     torch.manual_seed(1)
     cell = Cell.from_tokens(TOKENS, in_channels=cell_in_channels(static), num_classes=K)
     model = DynamicCellModel(static, cell).eval()
@@ -175,7 +175,7 @@ def test_dynamic_cell_model_stream_equals_forward(static: Arch2Segmenter, key_in
     assert torch.allclose(st.push(frames[:, 1]), static_ref[:, 1], atol=1e-5)
 
 
-def test_cached_unroll_equals_model_forward(static: Arch2Segmenter) -> None:
+def test_cached_unroll_equals_model_forward(static: StaticSegmenter) -> None:
     """The search trains cells on cached tensors; the deployed model must compute the same thing from frames."""
     torch.manual_seed(2)
     cell = Cell.from_tokens(TOKENS, in_channels=cell_in_channels(static), num_classes=K).eval()

@@ -329,7 +329,7 @@ ARCH2_RES = {"fusion": "arch2_res", "scales": (32, 16, 8, 4)}  # the trunk a res
                                                       (3, ARCH2_RES, 11)])
 def test_arch2_fusion_incremental_equals_window_decode_over_60_frames(window: int, fusion: dict, rf: int) -> None:
     model = tiny_ms(window, **fusion)
-    assert type(model.decoder).__name__ == "Arch2FusionDecoder"
+    assert type(model.decoder).__name__ == "StaticFusionDecoder"
     # arch2: the fpn default trunk (reduce 2 + layers 4 + 6); arch2_res: no reduce (the branch reads the lateral)
     assert model.decoder.temporal_receptive_field() == rf
     program = compile_decoder(model.decoder)

@@ -135,8 +135,8 @@ def test_extend_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     from vidnas.models.cells import AGGREGATIONS
 
     doc = (SRC.parents[1] / "docs" / "ARCHITECTURE.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", doc, re.S)
-    assert len(blocks) == 1, "one python example expected in docs/ARCHITECTURE.md"
+    blocks = re.findall(r"## Extend it.*?```python\n(.*?)```", doc, re.S)
+    assert len(blocks) == 1, "one python example expected in docs/ARCHITECTURE.md's \"Extend it\" section"
     monkeypatch.chdir(tmp_path)
     try:
         namespace: dict = {}

@@ -7,15 +7,21 @@ import torch
 from torch import nn
 
 from vidnas.models import (
+    DECODERS,
     ENCODERS,
     OPS,
     SEARCH_CANDIDATES,
+    Arch,
+    ArchError,
     HeadDecoder,
+    Slotted,
     SPTCNDecoder,
     VideoSegmenter,
+    build_decoder,
     build_encoder,
 )
 from vidnas.models.architecture import STNAS_DECODER_OPS
+from vidnas.models.decoders import StaticFusionDecoder
 from vidnas.models.ops import BASELINE_OP, get_op, register_op, temporal_extent
 
 H, W = 64, 96  # tiny input; multiple of 32 so every encoder map is exact
@@ -220,6 +226,37 @@ def test_head_decoder_is_per_frame() -> None:
     with torch.no_grad():
         torch.testing.assert_close(y[:, :, 1], dec.body(x[:, :, 1]), atol=1e-6, rtol=1e-6)
     assert dec.temporal_receptive_field() == 1
+
+
+def test_decoder_families_registered_in_order() -> None:
+    """``DECODERS`` holds the four families under their saved names, in the order error messages list them; each
+    names the model around its decoder and the encoder strides it reads."""
+    assert list(DECODERS) == ["sptcn", "head", "arch2", "mstcn"]
+    assert {n: f.model for n, f in DECODERS.items()} == {"sptcn": "window", "head": "window", "arch2": "static",
+                                                        "mstcn": "multiscale"}
+    assert DECODERS["arch2"].scales(Arch(decoder="arch2")) == (4, 8, 16, 32)
+    assert DECODERS["mstcn"].scales(Arch(decoder="mstcn", scales=(32, 4))) == (32, 4)
+    assert isinstance(build_decoder(Arch(decoder="head", channels=F_DEC), C_IN, K), HeadDecoder)
+    for name in ("mstcn", "arch2"):
+        with pytest.raises(ArchError, match=f"the {name} decoder reads several encoder maps: build it with"):
+            build_decoder(Arch(decoder=name), C_IN, K)
+    with pytest.raises(ArchError, match="unknown decoder 'nope'; valid decoders: sptcn, head, arch2, mstcn"):
+        Arch(decoder="nope")
+
+
+def test_slotted_set_slot_by_index_or_name() -> None:
+    """One ``set_slot`` (``Slotted``) for every searchable decoder, here the arch2 fusion's trunk."""
+    dec = StaticFusionDecoder([C_IN, 8, 8, 8], K, channels=F_DEC, fuse_channels=8, dilations=(1,),
+                              layer_ops=["identity"] * 4)
+    assert isinstance(dec, Slotted) and isinstance(SPTCNDecoder(C_IN, K), Slotted)
+    assert [s[0] for s in dec.searchable_slots()] == ["res_layers.0.conv1.0", "res_layers.0.conv1.1",
+                                                      "res_layers.0.conv2.0", "res_layers.0.conv2.1"]
+    a, b = OPS["sep_k3"](F_DEC, 1), OPS["temporal_k3"](F_DEC, 1)
+    dec.set_slot(1, a)
+    dec.set_slot("res_layers.0.conv2.0", b)
+    assert dec.get_submodule("res_layers.0.conv1.1") is a and dec.get_submodule("res_layers.0.conv2.0") is b
+    with pytest.raises(KeyError, match="unknown slot 'proj'; valid slots: res_layers.0.conv1.0"):
+        dec.set_slot("proj", a)
 
 
 # ------------------------------------------------------------------------------------------------------ segmenter

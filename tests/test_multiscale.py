@@ -10,7 +10,8 @@ import torch
 
 from vidnas.config import Config, DataConfig, ModelConfig
 from vidnas.models import Arch, build_model, load_model
-from vidnas.models.multiscale import MultiScaleDecoder, MultiScaleSegmenter
+from vidnas.models.decoders import MultiScaleDecoder
+from vidnas.models.multiscale import MultiScaleSegmenter
 
 H, W, K = 64, 96, 3
 TRUNK_OPS = ("identity", "temporal_k3", "sep_k3", "spatial_k3") * 2
@@ -137,7 +138,7 @@ def a2(causal: bool = True, **kw: object) -> Arch:
 def test_arch2_fusion_stream_equals_clip(causal: bool, fusion: str) -> None:
     torch.manual_seed(0)
     model = build_model(cfg(), a2(causal, decoder_ops=TRUNK_OPS, fusion=fusion), num_classes=K).eval()
-    assert type(model.decoder).__name__ == "Arch2FusionDecoder" and model.scales == (32, 16, 8, 4)
+    assert type(model.decoder).__name__ == "StaticFusionDecoder" and model.scales == (32, 16, 8, 4)
     if fusion == "arch2_res":  # its branch starts at zero: give it weight, so the past reaches the output
         torch.nn.init.uniform_(model.decoder.proj[1].weight, 0.5, 1.5)
     assert_stream_equals_clip(model)
@@ -208,7 +209,7 @@ def test_arch2_fusion_arch_file_round_trip_and_load(tmp_path) -> None:
     save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "config": config_to_dict(cfg()),
                                         "arch": b.to_dict(), "num_classes": K})
     loaded = load_model(tmp_path / "m.pt")
-    assert type(loaded.model.decoder).__name__ == "Arch2FusionDecoder"
+    assert type(loaded.model.decoder).__name__ == "StaticFusionDecoder"
     # an older arch.json without the field is an fpn model
     assert Arch.from_dict({k: v for k, v in arch().to_dict().items() if k != "fusion"}).fusion == "fpn"
 

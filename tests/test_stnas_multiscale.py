@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from vidnas.cli.main import app
 from vidnas.config import load_config
 from vidnas.models import Arch, arch_from_config, build_encoder, build_model, load_model
-from vidnas.models.decoders import HeadDecoder
-from vidnas.models.multiscale import MultiScaleDecoder, MultiScaleSegmenter
+from vidnas.models.decoders import HeadDecoder, MultiScaleDecoder
+from vidnas.models.multiscale import MultiScaleSegmenter
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.latency import (
     LatencyTable,

@@ -38,7 +38,7 @@ from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config, save_config
 from vidnas.engine.train import train
 from vidnas.models import Arch, arch_from_config, build_encoder, load_model
-from vidnas.models.multiscale import default_scale_ops
+from vidnas.models.decoders.mstcn import default_scale_ops
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.stnas import load_search_summary, sample_random_archs, search_stnas
 from vidnas.utils import atomic_write_json

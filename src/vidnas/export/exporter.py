@@ -46,7 +46,7 @@ from torch import nn
 
 import vidnas
 from vidnas.data import IMAGENET_MEAN, IMAGENET_STD
-from vidnas.models import Arch2Segmenter, DynamicCellModel
+from vidnas.models import DynamicCellModel, StaticSegmenter
 from vidnas.utils import atomic_write as atomic_save
 from vidnas.utils import atomic_write_json as atomic_save_json
 
@@ -229,7 +229,7 @@ def export_onnx(
     """
     import onnx
 
-    if isinstance(model, Arch2Segmenter | DynamicCellModel):  # frame-by-frame: their decoder is not a window decoder
+    if isinstance(model, StaticSegmenter | DynamicCellModel):  # frame-by-frame: their decoder is not a window decoder
         kind = "dynamic-cell" if hasattr(model, "cell") else "arch2 (per-frame)"
         raise DeployError(f"ONNX export of {kind} models is not supported yet (the export holds an encoder graph and "
                           "a window-decoder graph); run them with the PyTorch runtime: `vidnas predict` and "

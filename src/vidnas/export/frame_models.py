@@ -48,7 +48,7 @@ from vidnas.export.exporter import (
     read_meta,
     write_export_meta,
 )
-from vidnas.models import Arch2Segmenter
+from vidnas.models import StaticSegmenter
 from vidnas.models.cells import AffineSampling, DeformConv3x3, DynamicCellModel
 from vidnas.models.layers import resize_to
 
@@ -83,7 +83,7 @@ class FrameExportPaths:
 
 def is_frame_model(model: Any) -> bool:
     """Whether ``model`` is exported by this module (an arch2 static network or a dynamic-cell model)."""
-    return isinstance(model, Arch2Segmenter | DynamicCellModel)
+    return isinstance(model, StaticSegmenter | DynamicCellModel)
 
 
 def is_frame_export(out_dir: str | Path) -> bool:
@@ -156,7 +156,7 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
     interrupted export never looks complete. The model's train / eval mode is restored.
 
     Args:
-        model: an ``Arch2Segmenter`` or ``DynamicCellModel`` (exported in eval mode).
+        model: a ``StaticSegmenter`` or ``DynamicCellModel`` (exported in eval mode).
         out_dir: output directory (created).
         img_size: (H, W) of the frames.
         opset: ONNX opset; None = ``required_opset(model)``.

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidnas.jsonfile import JsonFile, check_header, where
+from vidnas.models.decoders import DECODERS
 from vidnas.models.ops import OPS
 
 __all__ = [
     "SCHEMA_VERSION",
-    "DECODERS",
     "OPS_PER_LAYER",
     "Arch",
     "ArchError",
@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-DECODERS: tuple[str, ...] = ("sptcn", "head", "arch2", "mstcn")
 SCALE_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 OPS_PER_SCALE = 3  # multi-scale decoders: path op 1, path op 2, fusion op per finer scale
 FUSIONS: tuple[str, ...] = ("fpn", "arch2", "arch2_res")  # mstcn: how the finer scales join the temporal trunk
@@ -57,8 +56,9 @@ class Arch(JsonFile):
     Attributes:
         encoder: encoder name (``vidnas.models.encoders.ENCODERS``), e.g. ``swin_tiny``.
         depths: blocks per encoder stage, None = the encoder's own (Swin-T 2,2,6,2; Swin Short 1,2,3,2).
-        decoder: ``sptcn`` (temporal, stride 32), ``mstcn`` (multi-scale spatial-temporal: a temporal trunk on the
-            coarse scale fused with finer paths), ``head`` (per-frame) or ``arch2`` (the cell search's static network).
+        decoder: a name in ``vidnas.models.decoders.DECODERS``: ``sptcn`` (temporal, stride 32), ``mstcn``
+            (multi-scale spatial-temporal: a temporal trunk on the coarse scale fused with finer paths), ``head``
+            (per-frame), ``arch2`` (the cell search's static network) or a family registered from outside.
         decoder_ops: None = the baseline 3x3x3 convs; else ``4 * len(dilations)`` op names from ``OPS`` in
             ``SPTCNDecoder.searchable_slots()`` order (the derived TCNNAS decoder; for ``mstcn`` its trunk).
         full_channels: drop the SP-TCN channel-reduction conv [ST-NAS "FC"].

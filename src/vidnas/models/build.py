@@ -1,24 +1,27 @@
-"""``build_model``: a plain ``VideoSegmenter`` from a config plus (optionally) an architecture file.
+"""``build_model``: a model from a config plus (optionally) an architecture file.
 
-A derived model is built from data alone; this module never imports ``vidnas.search`` (tested), so no supernet code
-ships inside a trained model.
+The architecture's decoder names a family of ``vidnas.models.decoders.DECODERS``, which says which encoder maps its
+decoder reads, builds the decoder, and names the model around it (``VideoSegmenter``, ``MultiScaleSegmenter`` or the
+per-frame ``StaticSegmenter``). A derived model is built from data alone; this module never imports
+``vidnas.search`` (tested), so no supernet code ships inside a trained model.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
 from vidnas.config import Config
-from vidnas.models.architecture import DECODERS, Arch, ArchError
-from vidnas.models.decoders import HeadDecoder, SPTCNDecoder
-from vidnas.models.encoders import ENCODERS, build_encoder
-from vidnas.models.multiscale import STRIDE_INDEX, Arch2FusionDecoder, MultiScaleDecoder, MultiScaleSegmenter
+from vidnas.models.architecture import Arch, ArchError
+from vidnas.models.decoders import DECODERS, DecoderFamily
+from vidnas.models.encoders import ENCODERS, Encoder, build_encoder
+from vidnas.models.multiscale import STRIDE_INDEX, MultiScaleSegmenter
 from vidnas.models.segmenter import VideoSegmenter
-from vidnas.models.static_segmenter import build_static_segmenter
+from vidnas.models.static_segmenter import StaticSegmenter
 
-__all__ = ["build_model", "build_decoder", "arch_from_config", "check_model_config", "TEMPORAL_MODES"]
+__all__ = ["build_model", "build_decoder", "arch_from_config", "check_model_config", "TEMPORAL_MODES", "MODELS"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,32 +80,54 @@ def check_model_config(cfg: Config, arch: Arch | None = None) -> Arch:
     arch = arch if arch is not None else arch_from_config(cfg)
     if arch.encoder not in ENCODERS:
         raise ArchError(f"unknown encoder {arch.encoder!r}; valid encoders: {', '.join(ENCODERS)}")
-    if arch.decoder not in DECODERS:
-        raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
+    _family(arch)
     return arch
 
 
 def build_decoder(arch: Arch, in_channels: int, num_classes: int) -> nn.Module:
-    """The decoder of ``arch`` reading ``in_channels`` encoder channels.
+    """The decoder of ``arch`` reading ``in_channels`` encoder channels (a ``window`` family's: one map).
 
     Shapes:
         (B, C, T, h, w) -> (B, K, T, h, w).
+
+    Raises:
+        ArchError: an unknown decoder, or one reading several encoder maps (build those with ``build_model``).
     """
-    if arch.decoder == "sptcn":
-        return SPTCNDecoder(
-            in_channels,
-            num_classes,
-            channels=arch.channels,
-            dilations=arch.dilations,
-            full_channels=arch.full_channels,
-            causal=arch.causal,
-            layer_ops=arch.decoder_ops,
-        )
-    if arch.decoder == "head":
-        return HeadDecoder(in_channels, num_classes, arch.channels)
-    if arch.decoder == "mstcn":
-        raise ArchError("the mstcn decoder reads several encoder maps: build it with build_model")
-    raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
+    family = _family(arch)
+    if family.model != "window":
+        raise ArchError(f"the {arch.decoder} decoder reads several encoder maps: build it with build_model")
+    return family.build(arch, [in_channels], num_classes)
+
+
+def _family(arch: Arch) -> DecoderFamily:
+    """The family of ``arch.decoder`` (``ArchError`` listing the registered names when there is none)."""
+    if arch.decoder not in DECODERS:
+        raise ArchError(f"unknown decoder {arch.decoder!r}; valid decoders: {', '.join(DECODERS)}")
+    return DECODERS[arch.decoder]
+
+
+def _window_model(encoder: Encoder, decoder: nn.Module, arch: Arch, scales: Sequence[int],
+                  num_classes: int) -> nn.Module:
+    return VideoSegmenter(encoder, decoder, num_classes, window=arch.window, causal=arch.causal,
+                          feature_index=STRIDE_INDEX[scales[0]])
+
+
+def _multiscale_model(encoder: Encoder, decoder: nn.Module, arch: Arch, scales: Sequence[int],
+                      num_classes: int) -> nn.Module:
+    return MultiScaleSegmenter(encoder, decoder, num_classes, scales=scales, window=arch.window, causal=arch.causal)
+
+
+def _static_model(encoder: Encoder, decoder: nn.Module, arch: Arch, scales: Sequence[int],
+                  num_classes: int) -> nn.Module:
+    return StaticSegmenter(encoder, num_classes, decoder=decoder)
+
+
+# DecoderFamily.model -> the model around the decoder: (encoder, decoder, arch, scales, num_classes) -> model
+MODELS: dict[str, Callable[[Encoder, nn.Module, Arch, Sequence[int], int], nn.Module]] = {
+    "window": _window_model,
+    "multiscale": _multiscale_model,
+    "static": _static_model,
+}
 
 
 def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> nn.Module:
@@ -117,8 +142,9 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> n
         num_classes: K.
 
     Returns:
-        A ``VideoSegmenter`` (or, for the ``arch2`` decoder, the per-frame ``Arch2Segmenter``), in training mode as
-        any new ``nn.Module``, taking (B, T, 3, H, W) clips at ``(data.height, data.width)``.
+        The model the decoder's family names (``VideoSegmenter``, ``MultiScaleSegmenter``, or for the ``arch2``
+        decoder the per-frame ``StaticSegmenter``), in training mode as any new ``nn.Module``, taking
+        (B, T, 3, H, W) clips at ``(data.height, data.width)``.
 
     Raises:
         ArchError: unknown encoder or decoder name, invalid architecture.
@@ -136,22 +162,12 @@ def build_model(cfg: Config, arch: Arch | None = None, *, num_classes: int) -> n
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if arch.encoder not in ENCODERS:
         raise ArchError(f"unknown encoder {arch.encoder!r}; valid encoders: {', '.join(ENCODERS)}")
-    if arch.decoder == "arch2":  # static network of the dynamic-cell search (per frame, auxiliary heads)
-        return build_static_segmenter(cfg, num_classes=num_classes, encoder=arch.encoder)
+    family = _family(arch)
     img_size = (cfg.data.height, cfg.data.width)
-    encoder = build_encoder(arch.encoder, img_size=img_size, depths=arch.depths, weights=cfg.model.weights)
-    if arch.decoder == "mstcn":
-        channels = [encoder.out_channels[STRIDE_INDEX[s]] for s in arch.scales]
-        common = dict(channels=arch.channels, fuse_channels=arch.fuse_channels, dilations=arch.dilations,
-                      full_channels=arch.full_channels, causal=arch.causal, layer_ops=arch.decoder_ops)
-        ms: nn.Module = (Arch2FusionDecoder(channels, num_classes, residual=arch.fusion == "arch2_res", **common)
-                         if arch.fusion in ("arch2", "arch2_res")
-                         else MultiScaleDecoder(channels, num_classes, scale_ops=arch.scale_ops, **common))
-        model: nn.Module = MultiScaleSegmenter(encoder, ms, num_classes, scales=arch.scales, window=arch.window,
-                                               causal=arch.causal)
-    else:
-        decoder = build_decoder(arch, encoder.out_channels[-1], num_classes)
-        model = VideoSegmenter(encoder, decoder, num_classes, window=arch.window, causal=arch.causal)
+    encoder = build_encoder(arch.encoder, img_size=img_size, depths=family.depths(arch), weights=cfg.model.weights)
+    scales = family.scales(arch)
+    decoder = family.build(arch, [encoder.out_channels[STRIDE_INDEX[s]] for s in scales], num_classes)
+    model = MODELS[family.model](encoder, decoder, arch, scales, num_classes)
     logger.info(
         "built %s: encoder %s depths %s, decoder %s%s%s, window %d %s, %.2fM parameters",
         arch.name or "model",

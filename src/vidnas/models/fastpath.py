@@ -7,7 +7,7 @@
   interleaved with ``vidnas bench --compare channels_last`` (docs/RESULTS.md §16); Swin encoders (transformers,
   ``NHWC`` internal layout) are left alone.
 
-Model kinds: ``VideoSegmenter`` (``model.encoder``), ``Arch2Segmenter`` (``model.encoder``), ``DynamicCellModel``
+Model kinds: ``VideoSegmenter`` (``model.encoder``), ``StaticSegmenter`` (``model.encoder``), ``DynamicCellModel``
 (``model.static.encoder``).
 """
 

@@ -13,13 +13,16 @@ Program (``compile_decoder``):
       per-frame head), applied to one time step;
     * ``add``: ``x_a + x_b`` then post-ops (the residual ``relu(conv2(conv1(x)) + skip(x))``);
     * ``upadd``: ``up(x_a, size of x_b) + x_b`` then post-ops, ``up`` the bilinear resize of each time step (the
-      top-down fusion of a multi-scale decoder, ``vidnas.models.multiscale``).
+      top-down fusion of a multi-scale decoder, ``vidnas.models.decoders.mstcn``).
 
-Multi-input decoders. A decoder reading several feature maps per frame (``MultiScaleDecoder``: one per encoder
-scale) describes its own dataflow with a method ``incremental_program(g)``: it asks the compiler for one input
-register per map (``g.inputs(n)``) and builds the program with ``g.visit(module, register)`` and
-``g.resize_add(a, b)``. Every map is one more input register; nothing else changes below, since the plan treats
-every node the same whatever its inputs are.
+Decoders describe their own dataflow. A window decoder (of every window family of ``vidnas.models.decoders``) has a
+method ``incremental_program(g)``: it asks the ``ProgramBuilder`` ``g`` for one input register per feature map it
+reads (``g.inputs(n)``; the SP-TCN reads one, ``MultiScaleDecoder`` one per encoder scale) and builds the program
+with ``g.visit(module, register)``, ``g.map(module, register)``, ``g.add(a, b)`` and ``g.resize_add(a, b)``; a
+composite block (the SP-TCN's ``ResidualLayer``) describes itself the same way with ``incremental_visit(g, r)``.
+``visit`` knows the leaf modules (temporal convolutions, per-frame modules, BatchNorm, ReLU, ``nn.Sequential``), so
+this module names no decoder. Every map is one more input register; nothing else changes below, since the plan
+treats every node the same whatever its inputs are.
 
 Each register ``r`` has a *context* ``R(r)``: the number of past frames it depends on (the sum of ``(k - 1) * d`` on
 the longest path from the decoder input), so the decoder's temporal receptive field is ``RF = R(out) + 1``; and a
@@ -66,7 +69,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidnas.models.decoders import HeadDecoder, ResidualLayer, SPTCNDecoder
 from vidnas.models.layers import resize_to
 from vidnas.models.ops import STConv3d, temporal_extent
 
@@ -74,6 +76,7 @@ __all__ = [
     "IncrementalError",
     "Node",
     "DecoderProgram",
+    "ProgramBuilder",
     "compile_decoder",
     "incremental_support",
     "IncrementalDecoder",
@@ -138,9 +141,10 @@ class DecoderProgram:
         return self.context[self.output] + 1
 
 
-class _Compiler:
-    """Builds a program; a multi-input decoder's ``incremental_program(g)`` gets one as ``g`` and calls ``inputs``
-    once, then ``visit`` and ``resize_add``."""
+class ProgramBuilder:
+    """Builds a program. A decoder's ``incremental_program(g)`` gets one as ``g``, calls ``inputs`` once, then
+    ``visit`` (any module), ``add`` and ``resize_add``, and returns its output register; a composite module's
+    ``incremental_visit(g, r)`` does the same from its input register ``r``."""
 
     def __init__(self) -> None:
         self.nodes: list[Node] = []
@@ -161,10 +165,10 @@ class _Compiler:
         self.n = count
         return list(self.input_registers)
 
-    def add(self, a: int, b: int) -> int:
-        """``x_a + x_b`` (the same shape)."""
+    def add(self, a: int, b: int, *, post: Sequence[nn.Module] = ()) -> int:
+        """``x_a + x_b`` (the same shape), then the pointwise ``post`` modules (e.g. a residual's ReLU)."""
         out = self._new()
-        self.nodes.append(Node("add", (a, b), out))
+        self.nodes.append(Node("add", (a, b), out, post=list(post)))
         return out
 
     def resize_add(self, a: int, b: int) -> int:
@@ -174,31 +178,20 @@ class _Compiler:
         return out
 
     def map(self, module: nn.Module, r: int) -> int:
+        """``module`` applied to each time step of ``x_r`` alone."""
         out = self._new()
         self.nodes.append(Node("map", (r,), out, post=[module]))
         return out
 
     def visit(self, m: nn.Module, r: int) -> int:
+        """``m`` applied to ``x_r`` as program nodes; returns the output register."""
         if isinstance(m, nn.Identity):  # includes the decoder op IdentityOp
             return r
-        if isinstance(m, SPTCNDecoder):
-            if not m.causal:
-                raise IncrementalError("the decoder is centred: its output at frame t reads frames after t, so it "
-                                       "cannot run one frame at a time")
-            if m.reduce is not None:
-                r = self.visit(m.reduce, r)
-            for layer in m.res_layers:
-                r = self.visit(layer, r)
-            return self.visit(m.head, self.visit(m.final, r))
-        if isinstance(m, ResidualLayer):
-            y = r if m.adapter is None else self.visit(m.adapter, r)
-            y = self.visit(m.conv2, self.visit(m.conv1, y))
-            s = self.visit(m.skip, r)
-            out = self._new()
-            self.nodes.append(Node("add", (y, s), out, post=[m.relu]))
-            return out
-        if isinstance(m, HeadDecoder) or getattr(m, "per_frame", False) is True:
-            return self.map(m, r)  # per-frame modules (the head, ``multiscale.PerFrame``): one time step at a time
+        own = getattr(m, "incremental_visit", None)
+        if callable(own):  # a composite module describing its own dataflow (the SP-TCN's ``ResidualLayer``)
+            return own(self, r)
+        if getattr(m, "per_frame", False) is True:
+            return self.map(m, r)  # per-frame modules (``PerFrame``): one time step at a time
         if isinstance(m, STConv3d):
             if m.temporal_extent == 0:
                 return self.map(m, r)
@@ -226,8 +219,9 @@ class _Compiler:
             # time step alone, which the decoder op contract requires of ops without temporal padding
             return self.map(m, r)
         raise IncrementalError(f"no incremental form for the decoder module {type(m).__name__}; only causal "
-                               "SP-TCN / full-channels / TCNNAS-derived decoders, multi-scale (mstcn) decoders and "
-                               "the per-frame head have one")
+                               "SP-TCN / full-channels / TCNNAS-derived decoders, multi-scale (mstcn) decoders, "
+                               "the per-frame head and modules describing their dataflow (incremental_program, "
+                               "incremental_visit) have one")
 
 
 def _fuse(nodes: list[Node], output: int) -> list[Node]:
@@ -252,16 +246,17 @@ def _fuse(nodes: list[Node], output: int) -> list[Node]:
 def compile_decoder(decoder: nn.Module) -> DecoderProgram:
     """Flatten a causal decoder into a ``DecoderProgram``.
 
-    Supported: ``SPTCNDecoder`` (baseline 3x3x3 convs, full channels, any ``layer_ops`` whose ops are built from
-    ``STConv3d`` / BatchNorm / ReLU / identity, as every op of ``OPS`` is), ``HeadDecoder``, and any decoder with an
-    ``incremental_program(g)`` method (multi-input decoders: ``MultiScaleDecoder``) built from the same modules.
+    Supported: any decoder with an ``incremental_program(g)`` method (its dataflow over ``ProgramBuilder``
+    registers: ``SPTCNDecoder`` with baseline 3x3x3 convs, full channels or any ``layer_ops`` whose ops are built from
+    ``STConv3d`` / BatchNorm / ReLU / identity, as every op of ``OPS`` is; the multi-input ``MultiScaleDecoder`` and
+    ``StaticFusionDecoder``; the per-frame ``HeadDecoder``), and any module built from the modules ``visit`` knows.
 
     Raises:
         IncrementalError: a centred decoder, or a module with no one-step form (the message names it).
     """
-    comp = _Compiler()
+    comp = ProgramBuilder()
     program = getattr(decoder, "incremental_program", None)
-    if callable(program):  # a multi-input decoder describes its own dataflow
+    if callable(program):  # the decoder describes its own dataflow
         if getattr(decoder, "causal", True) is False:
             raise IncrementalError("the decoder is centred: its output at frame t reads frames after t, so it "
                                    "cannot run one frame at a time")

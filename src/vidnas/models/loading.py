@@ -51,7 +51,7 @@ class LoadedModel:
     """A model rebuilt from a checkpoint, in eval mode, and what the checkpoint says about it.
 
     Attributes:
-        model: the network (``VideoSegmenter``, ``Arch2Segmenter`` or ``DynamicCellModel``).
+        model: the network (``VideoSegmenter``, ``StaticSegmenter`` or ``DynamicCellModel``).
         kind: one of ``MODEL_KINDS``.
         cfg: the config it was built from (the checkpoint's, with any ``img_size`` override applied).
         path: the checkpoint file.

@@ -58,7 +58,8 @@ from vidnas.bench import device_signature, time_fn
 from vidnas.jsonfile import JsonFile, check_header, where
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
 from vidnas.models.build import build_decoder
-from vidnas.models.multiscale import OPS_PER_SCALE, STRIDE_INDEX, MultiScaleDecoder, default_scale_ops
+from vidnas.models.decoders.mstcn import OPS_PER_SCALE, MultiScaleDecoder, default_scale_ops
+from vidnas.models.multiscale import STRIDE_INDEX
 from vidnas.models.ops import SEARCH_CANDIDATES, make_op
 
 if TYPE_CHECKING:

@@ -18,8 +18,9 @@ from vidnas.config import Config
 from vidnas.models.cells.aggregations import AGGREGATIONS
 from vidnas.models.cells.genotype import CELL_INPUTS, NUM_CELL_INPUTS, CellError, CellGenotype, CellLayer
 from vidnas.models.cells.ops import CELL_OPS
+from vidnas.models.decoders.static import ARCH2_CHANNELS
 from vidnas.models.layers import ConvBNReLU, resize_to
-from vidnas.models.static_segmenter import ARCH2_CHANNELS, Arch2Segmenter, build_static_segmenter
+from vidnas.models.static_segmenter import StaticSegmenter, build_static_segmenter
 from vidnas.models.streaming import FrameStreamer, check_key_interval, check_stream_options, is_key_frame
 
 __all__ = ["CellOutput", "Cell", "DynamicCellModel", "cell_in_channels", "build_cell_model"]
@@ -159,7 +160,7 @@ class DynamicCellModel(nn.Module):
 
     causal = True
 
-    def __init__(self, static: Arch2Segmenter, cell: Cell, *, window: int = 3) -> None:
+    def __init__(self, static: StaticSegmenter, cell: Cell, *, window: int = 3) -> None:
         super().__init__()
         c = static.encoder_channels
         expected = (c[3], static.channels, c[1], c[2], c[3])
@@ -277,14 +278,14 @@ class DynamicCellModel(nn.Module):
         return self.static.parameters()
 
 
-def cell_in_channels(static: Arch2Segmenter) -> tuple[int, int, int, int, int]:
+def cell_in_channels(static: StaticSegmenter) -> tuple[int, int, int, int, int]:
     """Channels of the five cell inputs for a static network: (C4, 64, C2, C3, C4)."""
     c = static.encoder_channels
     return (c[3], static.channels, c[1], c[2], c[3])
 
 
 def build_cell_model(cfg: Config, genotype: CellGenotype, *, num_classes: int,
-                     static: Arch2Segmenter | None = None) -> DynamicCellModel:
+                     static: StaticSegmenter | None = None) -> DynamicCellModel:
     """Static arch2 network (built from ``cfg`` unless given) + a cell built from ``genotype``.
 
     Args:

@@ -201,7 +201,7 @@ def static_outputs(static: torch.nn.Module, frames: torch.Tensor, masks: torch.T
     """Cached tensors of a batch of windows (layout in the module docstring).
 
     Args:
-        static: an ``Arch2Segmenter`` in eval mode.
+        static: a ``StaticSegmenter`` in eval mode.
         frames: (B, T, 3, H, W).
         masks: (B, T, H, W) int64.
     """

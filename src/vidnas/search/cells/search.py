@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 
 from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
-from vidnas.models import Arch2Segmenter, load_model
+from vidnas.models import StaticSegmenter, load_model
 from vidnas.models.cells import CellGenotype, cell_in_channels
 from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cache_key
 from vidnas.search.cells.controller import Controller
@@ -93,7 +93,7 @@ class CellSearchResult:
     space: CellSearchSpace
     records: list[dict[str, Any]]
     top: list[dict[str, Any]]
-    static: Arch2Segmenter
+    static: StaticSegmenter
     static_path: Path
     train_cache: FeatureCache
     val_cache: FeatureCache
@@ -131,7 +131,7 @@ class CellSearch:
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
 
     # -- setup -------------------------------------------------------------------------------------------------
-    def _prepare(self) -> tuple[Arch2Segmenter, FeatureCache, FeatureCache, CostMeter | None]:
+    def _prepare(self) -> tuple[StaticSegmenter, FeatureCache, FeatureCache, CostMeter | None]:
         cfg = self.cfg
         loaded = load_model(self.static_path, device=cfg.train.device, kinds=("arch2",))
         static, static_cfg = loaded.model, loaded.cfg

@@ -39,7 +39,7 @@ from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.engine.loop import EpochResult, backward_step, epoch_loader, fit, steps_per_epoch
 from vidnas.metrics import ConfusionMatrix
-from vidnas.models import Arch2Segmenter
+from vidnas.models import StaticSegmenter
 from vidnas.models.cells import Cell, CellGenotype, DynamicCellModel, cell_in_channels
 from vidnas.precision import autocast, grad_scaler
 from vidnas.search.cells.cache import FeatureCache, cache_windows
@@ -140,7 +140,7 @@ def finetune(model: DynamicCellModel, dataset: Any, *, epochs: int, cell_lr: flo
 
 
 @torch.inference_mode()
-def measure_runtime(static: Arch2Segmenter, model: DynamicCellModel, hw: tuple[int, int], *, seq_len: int,
+def measure_runtime(static: StaticSegmenter, model: DynamicCellModel, hw: tuple[int, int], *, seq_len: int,
                     repeats: int = 5) -> dict[str, float]:
     """Average per-frame latency (ms, batch 1): static on every frame vs. static on frame 1 + cell on the others.
 

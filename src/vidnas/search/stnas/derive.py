@@ -18,7 +18,8 @@ from vidnas.checkpoint import save_checkpoint
 from vidnas.config import Config, config_to_dict
 from vidnas.models import VideoSegmenter, build_model
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
-from vidnas.models.multiscale import OPS_PER_SCALE, MultiScaleSegmenter
+from vidnas.models.decoders.mstcn import OPS_PER_SCALE
+from vidnas.models.multiscale import MultiScaleSegmenter
 
 if TYPE_CHECKING:
     from vidnas.search.stnas.supernet import DecoderSupernet, DepthSupernet

@@ -61,8 +61,9 @@ from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, s
 from vidnas.engine.losses import segmentation_loss
 from vidnas.models import Arch, VideoSegmenter, arch_from_config, build_encoder, build_model
 from vidnas.models.architecture import OPS_PER_LAYER
+from vidnas.models.decoders.mstcn import OPS_PER_SCALE
 from vidnas.models.encoders import Encoder
-from vidnas.models.multiscale import OPS_PER_SCALE, STRIDE_INDEX, MultiScaleSegmenter
+from vidnas.models.multiscale import STRIDE_INDEX, MultiScaleSegmenter
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.search.latency import (

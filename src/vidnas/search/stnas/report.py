@@ -18,7 +18,7 @@ import torch
 
 from vidnas.engine.logger import read_jsonl
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
-from vidnas.models.multiscale import OPS_PER_SCALE, default_scale_ops
+from vidnas.models.decoders.mstcn import OPS_PER_SCALE, default_scale_ops
 from vidnas.models.ops import make_op, temporal_extent
 from vidnas.plotting import plt, save_figure
 from vidnas.search.stnas.record import StnasResult

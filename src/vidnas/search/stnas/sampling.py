@@ -24,7 +24,7 @@ import random
 from collections.abc import Sequence
 
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
-from vidnas.models.multiscale import OPS_PER_SCALE
+from vidnas.models.decoders.mstcn import OPS_PER_SCALE
 from vidnas.search.stnas.depth import depth_combinations, depth_latency
 
 __all__ = ["RANDOM_MODES", "sample_random_archs", "latency_matched_depths"]

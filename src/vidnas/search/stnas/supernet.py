@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from vidnas.models.decoders import SPTCNDecoder
-from vidnas.models.multiscale import OPS_PER_SCALE, MultiScaleDecoder
+from vidnas.models.decoders.mstcn import OPS_PER_SCALE, MultiScaleDecoder
+from vidnas.models.decoders.sptcn import SPTCNDecoder
 from vidnas.models.ops import SEARCH_CANDIDATES, get_op, temporal_extent
 from vidnas.search.stnas.derive import shrink_depth
 

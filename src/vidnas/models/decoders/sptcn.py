@@ -1,22 +1,28 @@
-"""Decoders that turn stacked per-frame encoder features (B, C, T, h, w) into per-frame logits (B, K, T, h, w).
+"""The SP-TCN decoder family (``decoder: sptcn``): stacked per-frame encoder features (B, C, T, h, w) of the stride-32
+map -> per-frame logits (B, K, T, h, w).
 
-* ``SPTCNDecoder``: the SP-TCN temporal-convolution decoder of [ST-NAS Sec. 4], reconstructed from its description
-  (SPEC "SP-TCN decoder"), with the full-channels (FC) variant and the searched TCNNAS variant (``layer_ops``).
-* ``HeadDecoder``: a per-frame (non-temporal) head for the papers' window-1 rows.
-
-Both keep the time length and the spatial size; the caller (``VideoSegmenter``) upsamples to the image size.
+``SPTCNDecoder`` is the SP-TCN temporal-convolution decoder of [ST-NAS Sec. 4], reconstructed from its description
+(SPEC "SP-TCN decoder"), with the full-channels (FC) variant and the searched TCNNAS variant (``layer_ops``), built of
+``ResidualLayer``s (which the multi-scale decoders' temporal trunk reuses). It keeps the time length and the spatial
+size; the caller (``VideoSegmenter``) upsamples to the image size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from vidnas.models.decoders.base import DecoderFamily, Slotted
 from vidnas.models.ops import ConvBNReLU3d, STConv3d, get_op, temporal_extent
 
-__all__ = ["SPTCNDecoder", "ResidualLayer", "HeadDecoder", "OPS_PER_CONV", "CONVS_PER_LAYER"]
+if TYPE_CHECKING:
+    from vidnas.models.architecture import Arch
+    from vidnas.models.incremental import ProgramBuilder
+
+__all__ = ["SPTCNDecoder", "SPTCNFamily", "ResidualLayer", "OPS_PER_CONV", "CONVS_PER_LAYER"]
 
 OPS_PER_CONV = 2  # [ST-NAS Fig. 2] "We replace each 3D conv with two supernet blocks"
 CONVS_PER_LAYER = 2  # conv1 and conv2 of each residual layer
@@ -80,8 +86,14 @@ class ResidualLayer(nn.Module):
         y = self.conv2(self.conv1(y))
         return self.relu(y + self.skip(x))
 
+    def incremental_visit(self, g: ProgramBuilder, r: int) -> int:
+        """``forward`` as nodes of an incremental program reading register ``r``; returns the output register."""
+        y = r if self.adapter is None else g.visit(self.adapter, r)
+        y = g.visit(self.conv2, g.visit(self.conv1, y))
+        return g.add(y, g.visit(self.skip, r), post=[self.relu])
 
-class SPTCNDecoder(nn.Module):
+
+class SPTCNDecoder(Slotted, nn.Module):
     """SP-TCN decoder (reconstructed; SPEC "SP-TCN decoder", "Full channels", "Decoder supernet").
 
     ``reduce``: Conv3d 3x3x3 C -> F, BN, ReLU (absent with ``full_channels``) -> four ``ResidualLayer`` with temporal
@@ -159,6 +171,15 @@ class SPTCNDecoder(nn.Module):
             x = layer(x)  # (B, F, T, h, w)
         return self.head(self.final(x))
 
+    def incremental_program(self, g: ProgramBuilder) -> int:
+        """``forward`` as a dataflow for ``vidnas.models.incremental.compile_decoder``; returns the output register."""
+        r = g.inputs(1)[0]
+        if self.reduce is not None:
+            r = g.visit(self.reduce, r)
+        for layer in self.res_layers:
+            r = g.visit(layer, r)
+        return g.visit(self.head, g.visit(self.final, r))
+
     def searchable_slots(self) -> list[tuple[str, int, int]]:
         """The op positions a decoder supernet searches, in beta-row order: ``(name, channels, dilation)``.
 
@@ -175,19 +196,13 @@ class SPTCNDecoder(nn.Module):
         return slots
 
     def set_slot(self, slot: int | str, module: nn.Module) -> None:
-        """Replace the op in ``slot`` (an index into ``searchable_slots()`` or its name) by ``module``."""
+        """Replace the op in ``slot`` (an index into ``searchable_slots()`` or its name) by ``module``; only a decoder
+        built with ``layer_ops`` has its slots."""
         if self.layer_ops is None:
             raise RuntimeError(
                 "set_slot needs a decoder built with layer_ops (the baseline has 3x3x3 convs, not slots)"
             )
-        names = [s[0] for s in self.searchable_slots()]
-        name = names[slot] if isinstance(slot, int) else slot
-        if name not in names:
-            raise KeyError(f"unknown slot {slot!r}; valid slots: {', '.join(names)}")
-        parent_name, _, index = name.rpartition(".")
-        parent = self.get_submodule(parent_name)
-        assert isinstance(parent, nn.Sequential)
-        parent[int(index)] = module
+        super().set_slot(slot, module)
 
     def temporal_receptive_field(self) -> int:
         """Frames of context the decoder uses for one output frame (1 + the sum of temporal extents).
@@ -197,37 +212,12 @@ class SPTCNDecoder(nn.Module):
         return 1 + temporal_extent(self)
 
 
-class HeadDecoder(nn.Module):
-    """Per-frame head (non-temporal baselines, window 1): Conv2d 3x3 -> BN -> ReLU -> Conv2d 1x1, on every frame.
+class SPTCNFamily(DecoderFamily):
+    """``decoder: sptcn``: an ``SPTCNDecoder`` on the stride-32 map of a ``VideoSegmenter`` (``arch.decoder_ops``: its
+    searched ops, ``full_channels``, ``channels``, ``dilations``, ``causal``)."""
 
-    Args:
-        in_channels: encoder channels C.
-        num_classes: K.
-        channels: hidden width.
+    def build(self, arch: Arch, in_channels: Sequence[int], num_classes: int) -> nn.Module:
+        """(B, C, T, h, w) -> (B, K, T, h, w), ``C = in_channels[0]``."""
+        return SPTCNDecoder(in_channels[0], num_classes, channels=arch.channels, dilations=arch.dilations,
+                            full_channels=arch.full_channels, causal=arch.causal, layer_ops=arch.decoder_ops)
 
-    Shapes:
-        (B, C, T, h, w) -> (B, K, T, h, w); frame t of the output depends on frame t of the input only.
-    """
-
-    def __init__(self, in_channels: int, num_classes: int, channels: int = 128) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.num_classes = num_classes
-        self.channels = channels
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, num_classes, kernel_size=1),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) -> (B, K, T, h, w)."""
-        b, c, t, h, w = x.shape
-        y = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B*T, C, h, w)
-        y = self.body(y)  # (B*T, K, h, w)
-        return y.reshape(b, t, -1, h, w).transpose(1, 2)  # (B, K, T, h, w)
-
-    def temporal_receptive_field(self) -> int:
-        """Always 1: each frame is decoded on its own."""
-        return 1
