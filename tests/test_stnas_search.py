@@ -144,7 +144,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, fixed_table, crash_afte
     cfg = tiny_cfg(f"stnas.latency_table={fixed_table}")
     full = search_stnas(cfg, tmp_path / "full", show_progress=False, plots=False, save_init=False)
 
-    import vidnas.search.stnas.loop as stnas
+    import vidnas.search.stnas.runner as stnas
 
     # kill the run one step into the epoch after checkpoint number `crash_after`: that step is logged already and
     # must be dropped and redone by the resumed run
