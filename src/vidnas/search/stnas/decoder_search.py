@@ -105,6 +105,11 @@ def search_decoder_ops(
     entropy of softmax(beta) over the slots (``beta_entropy``; uniform: ln 7 = 1.946 nats) and the mean largest
     weight (``beta_max``).
 
+    The loss (``step.decoder_search_loss``): the task loss alone [ST-NAS], or with ``stnas.decoder_latency``
+    ``task + lam * E[T]``, ``lam`` the context's lambda (``stnas.lam``) and ``E[T] = sum_s softmax(beta_s) . costs_s``
+    the expected table latency (ms) of the slots' ops (``LatencyTable.decoder_op_costs``; logged as
+    ``decoder_latency``).
+
     Args:
         cfg: resolved config; the decoder must be ``sptcn`` or ``mstcn``.
         run_dir: run directory (its ``checkpoints/decoder_search.pt``, ``metrics.jsonl``).
@@ -116,11 +121,6 @@ def search_decoder_ops(
         seed_index: which of ``stnas.decoder_seeds`` searches this is (0 = the only one by default); seed ``k > 0``
             has its own phase seed, checkpoint ``decoder_s{k}_search.pt`` and log kinds ``decoder_search_s{k}``,
             ``beta_s{k}``.
-
-    The loss (``step.decoder_search_loss``): the task loss alone [ST-NAS], or with ``stnas.decoder_latency``
-    ``task + lam * E[T]``, ``lam`` the context's lambda (``stnas.lam``) and ``E[T] = sum_s softmax(beta_s) . costs_s``
-    the expected table latency (ms) of the slots' ops (``LatencyTable.decoder_op_costs``; logged as
-    ``decoder_latency``).
 
     Raises:
         ValueError: the config's decoder is neither ``sptcn`` nor ``mstcn``.
