@@ -270,7 +270,9 @@ def sync_arch(model: nn.Module, dist_info: DistInfo) -> None:
 class Phase:
     """One supernet training phase (encoder or decoder search).
 
-    ``arch_lr``: the architecture weights' lr, or a function of the number of architecture steps of the phase.
+    ``loss_terms``: the phase's gradient rule, ``task loss -> (loss, logs)`` (``step.encoder_search_loss``,
+    ``step.decoder_search_loss``). ``on_step(step, epoch, logs)``: logs a step's records. ``arch_lr``: the
+    architecture weights' lr, or a function of the number of architecture steps of the phase.
     ``after_arch_backward``: see ``search_step``. ``state``: what the phase accumulates across steps (saved in its
     checkpoint, restored on resume).
     """
