@@ -24,6 +24,7 @@ from vidnas.search.stnas import (
     arch_warmup,
     build_decoder_supernet,
     derive_arch,
+    derived_decoder,
     read_search_record,
     search_step,
     shrink_depth,
@@ -357,7 +358,7 @@ def test_derived_decoder_computes_the_supernet_when_betas_are_concentrated() -> 
     choice = [SEARCH_CANDIDATES[(3 * k + 1) % 7] for k in range(16)]
     sn.set_betas([[60.0 if c == name else 0.0 for c in SEARCH_CANDIDATES] for name in choice])
     sn.eval()
-    plain = sn.derived_decoder().eval()
+    plain = derived_decoder(sn).eval()
     assert plain.layer_ops == tuple(choice)
     x = torch.randn(1, 6, 4, 3, 3)
     with torch.no_grad():

@@ -19,6 +19,7 @@ from vidnas.models import Arch, build_model
 from vidnas.search.stnas import (
     build_decoder_supernet,
     decoder_consensus,
+    derived_decoder,
     read_search_record,
     search_decoder_ops,
     search_stnas,
@@ -138,8 +139,8 @@ def test_folding_reproduces_the_supernet_exactly_when_other_ops_are_silent():
     x = torch.randn(2, 16, 3, 4, 6)
     with torch.no_grad():
         ref = sup(x)
-        folded = sup.derived_decoder().eval()(x)
-        plain = sup.derived_decoder(fold=False).eval()(x)
+        folded = derived_decoder(sup).eval()(x)
+        plain = derived_decoder(sup, fold=False).eval()(x)
     assert torch.allclose(folded, ref, atol=1e-5)
     assert not torch.allclose(plain, ref, atol=1e-3)  # without folding the derived decoder is off
 

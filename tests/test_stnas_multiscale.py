@@ -27,15 +27,15 @@ from vidnas.search.latency import (
 from vidnas.search.stnas import (
     DecoderSupernet,
     MixedOp,
+    build_multiscale_supernet,
     derive_arch,
+    derived_decoder,
     read_search_record,
     sample_random_archs,
     search_stnas,
     write_search_arch,
 )
-from vidnas.search.stnas.loop import decoder_latency_estimate, decoder_op_costs
 from vidnas.search.stnas.report import decoder_slot_labels, scale_decisions
-from vidnas.search.stnas.supernet import build_multiscale_supernet
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_YAML = str(REPO / "configs" / "tiny.yaml")
@@ -119,9 +119,9 @@ def test_folding_reproduces_the_multiscale_supernet_exactly_when_other_ops_are_s
     x = [torch.randn(2, 16, 3, 2, 3), torch.randn(2, 6, 3, 4, 6), torch.randn(2, 4, 3, 8, 12)]
     with torch.no_grad():
         ref = sup(x)
-        folded = sup.derived_decoder().eval()(x)
-        plain = sup.derived_decoder(fold=False).eval()(x)
-    assert isinstance(sup.derived_decoder(), MultiScaleDecoder)
+        folded = derived_decoder(sup).eval()(x)
+        plain = derived_decoder(sup, fold=False).eval()(x)
+    assert isinstance(derived_decoder(sup), MultiScaleDecoder)
     torch.testing.assert_close(folded, ref, atol=1e-5, rtol=1e-4)
     assert not torch.allclose(plain, ref, atol=1e-3)  # without folding the derived decoder is off
 
@@ -161,7 +161,7 @@ def test_derived_multiscale_model_round_trips_through_arch_json(tmp_path, causal
     betas[TRUNK + 0:TRUNK + 3, SEARCH_CANDIDATES.index("spatial_k3")] = 9.0  # stride 8 does not
     sup.set_betas(betas.tolist())
     ops = sup.derive()
-    derived = MultiScaleSegmenter(encoder, sup.derived_decoder(), K, scales=(32, 8, 4), window=3, causal=causal)
+    derived = MultiScaleSegmenter(encoder, derived_decoder(sup), K, scales=(32, 8, 4), window=3, causal=causal)
 
     arch = derive_arch(base, decoder_ops=ops, name="stnas")
     assert arch.decoder == "mstcn" and arch.decoder_ops == ops[:TRUNK] and arch.scale_ops == ops[TRUNK:]
@@ -260,7 +260,7 @@ def test_latency_table_reads_the_multiscale_decoder_from_its_parts():
     full = table.model_latency(encoder, None, arch, K)
     assert full == pytest.approx(table.fixed_encoder_latency(encoder) + 8.0 + expected)
     # the budget's estimate for a decoder still to be searched: the mean candidate in every slot
-    est = decoder_latency_estimate(table, encoder, base, K, searched=True)
+    est = table.decoder_latency_estimate(encoder, base, K, searched=True)
     mean_ops = [sum(table.part(ms["op"](n, c, d, hw)) for n in SEARCH_CANDIDATES) / 7
                 for c, d, hw in [(8, 1, hws[0])] * 4 + [(8, 2, hws[0])] * 4 + [(8, 1, hws[1])] * 3
                 + [(8, 1, hws[2])] * 3]
@@ -359,13 +359,13 @@ def test_decoder_op_costs_follow_the_supernet_slots_and_sum_to_the_table_latency
     complete_model_parts(table, enc, base, K)
     sup = build_multiscale_supernet([enc.out_channels[i] for i in (3, 1, 0)], K, channels=base.channels,
                                     fuse_channels=base.fuse_channels, dilations=base.dilations)
-    costs = decoder_op_costs(table, enc, base, K, len(sup.slots), sup.candidates)
+    costs = table.decoder_op_costs(enc, base, K, len(sup.slots), sup.candidates)
     assert costs.shape == (TRUNK + SCALE, len(SEARCH_CANDIDATES)) and bool((costs > 0).all())
     channels, hws = decoder_inputs(enc, base)
     ms = multiscale_signatures(base, channels, K, hws, enc.img_size)
     fixed = table.part(ms["fixed_searched"]) + table.part(ms["upsample"])
     uniform = float(sup.expected_latency(costs).detach())
-    assert uniform == pytest.approx(decoder_latency_estimate(table, enc, base, K, searched=True) - fixed, rel=1e-5)
+    assert uniform == pytest.approx(table.decoder_latency_estimate(enc, base, K, searched=True) - fixed, rel=1e-5)
     gen = torch.Generator().manual_seed(0)
     pick = torch.randint(0, len(SEARCH_CANDIDATES), (TRUNK + SCALE,), generator=gen).tolist()
     sup.set_betas([[40.0 if j == p else 0.0 for j in range(len(SEARCH_CANDIDATES))] for p in pick])
@@ -380,7 +380,7 @@ def test_decoder_op_costs_follow_the_supernet_slots_and_sum_to_the_table_latency
     w = 1.0 / len(SEARCH_CANDIDATES)
     assert torch.allclose(grad, w * (costs[0] - costs[0].mean()), atol=1e-6)
     with pytest.raises(ValueError, match="cannot have 5 slots"):
-        decoder_op_costs(table, enc, base, K, 5, sup.candidates)
+        table.decoder_op_costs(enc, base, K, 5, sup.candidates)
 
 
 def test_decoder_latency_term_steers_the_search_to_cheap_ops(tmp_path):
@@ -392,7 +392,7 @@ def test_decoder_latency_term_steers_the_search_to_cheap_ops(tmp_path):
     table = LatencyTable.load(tmp_path / "cheap" / "latency_table.json")
     base = arch_from_config(tiny_cfg())
     enc = build_encoder(base.encoder, img_size=(H, W))
-    costs = decoder_op_costs(table, enc, base, K, TRUNK + SCALE, SEARCH_CANDIDATES)
+    costs = table.decoder_op_costs(enc, base, K, TRUNK + SCALE, SEARCH_CANDIDATES)
     chosen = [SEARCH_CANDIDATES.index(op) for op in res.decoder_ops]
     cheapest = costs.argmin(dim=1).tolist()
     assert chosen == cheapest, (res.decoder_ops, costs)

@@ -16,6 +16,7 @@ from vidnas.checkpoint import load_checkpoint
 from vidnas.cli.main import app
 from vidnas.config import load_config
 from vidnas.engine.logger import read_jsonl
+from vidnas.experiments.candidates import lam_dirname
 from vidnas.models import Arch, build_encoder, build_model
 from vidnas.search import plots
 from vidnas.search.latency import LatencyTable
@@ -144,7 +145,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, fixed_table, crash_afte
     cfg = tiny_cfg(f"stnas.latency_table={fixed_table}")
     full = search_stnas(cfg, tmp_path / "full", show_progress=False, plots=False, save_init=False)
 
-    import vidnas.search.stnas.loop as stnas
+    import vidnas.search.stnas.runner as stnas
 
     # kill the run one step into the epoch after checkpoint number `crash_after`: that step is logged already and
     # must be dropped and redone by the resumed run
@@ -268,6 +269,10 @@ def test_lambda_sweep_writes_table_and_pareto_and_resumes(tmp_path, fixed_table)
     for r in rows:
         assert r["metrics"]["fps"] > 0 and r["metrics"]["params"] > 0 and 0.0 <= r["best_miou"] <= 1.0
     assert rows[2]["arch"]["depths"] is not None and rows[0]["search_seconds"] == 0.0
+    # each candidate searched at its own lambda (the sweep sets stnas.lam of its search's config)
+    assert [r["arch"]["extra"]["search"]["lambda"] for r in rows[1:]] == [0.0, 0.5]
+    saved = [load_config(str(tmp_path / lam_dirname(v) / "search" / "config.yaml")) for v in (0.0, 0.5)]
+    assert [c.stnas.lam for c in saved] == [0.0, 0.5]
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert "lam=0.5" in (tmp_path / "sweep.md").read_text() and "lam=0.5" in res.output
     # a resumed sweep skips every finished lambda: nothing is searched or trained again

@@ -224,9 +224,10 @@ def run_candidate(
         if progress:
             progress(f"search ({label}) -> {search_dir}")
         search_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, search_dir / "config.yaml")
+        search_cfg = dataclasses.replace(cfg, stnas=dataclasses.replace(cfg.stnas, lam=float(lam)))
+        save_config(search_cfg, search_dir / "config.yaml")
         again = resume and any((search_dir / "checkpoints").glob("*_search.pt"))
-        found = search_stnas(cfg, search_dir, resume=again, show_progress=show_progress, lam=lam,
+        found = search_stnas(search_cfg, search_dir, resume=again, show_progress=show_progress,
                              skip_encoder=skip_encoder, skip_decoder=skip_decoder)
     if progress:
         progress(f"train the derived model ({label}) -> {run_dir / 'train'}")

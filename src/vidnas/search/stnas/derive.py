@@ -1,6 +1,8 @@
-"""Deriving from the supernets [ST-NAS Sec. 3.2, 3.3]: the shrink rule for the encoder depths, the derived ``Arch``
-(depths and decoder ops, to which ``record.write_search_arch`` adds the search record) and ``derived_init.pt`` (the
-derived model carrying the supernets' weights, BatchNorm recalibrated: ``recalibrate_batchnorm``).
+"""Deriving from the supernets [ST-NAS Sec. 3.2, 3.3]: the derived ``Arch`` (depths and decoder ops, to which
+``record.write_search_arch`` adds the search record; the depths by the shrink rule ``supernet.shrink_depth`` or a
+``depth`` decision), the derived decoder carrying the decoder supernet's weights with its mixing weights folded in
+(``derived_decoder``) and ``derived_init.pt`` (the derived model carrying the supernets' weights, BatchNorm
+recalibrated: ``recalibrate_batchnorm``).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,40 +20,21 @@ from vidnas.checkpoint import save_checkpoint
 from vidnas.config import Config, config_to_dict
 from vidnas.models import VideoSegmenter, build_model
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
-from vidnas.models.decoders.mstcn import OPS_PER_SCALE
+from vidnas.models.decoders import OPS_PER_SCALE, MultiScaleDecoder, SPTCNDecoder
 from vidnas.models.multiscale import MultiScaleSegmenter
+from vidnas.search.stnas.decoder_supernet import DecoderSupernet
+from vidnas.search.stnas.supernet import DepthSupernet
 
-if TYPE_CHECKING:
-    from vidnas.search.stnas.supernet import DecoderSupernet, DepthSupernet
-
-__all__ = ["shrink_depth", "split_slot_ops", "slot_ops", "derive_arch", "recalibrate_batchnorm", "save_derived_init"]
+__all__ = [
+    "split_slot_ops",
+    "slot_ops",
+    "derive_arch",
+    "derived_decoder",
+    "recalibrate_batchnorm",
+    "save_derived_init",
+]
 
 logger = logging.getLogger(__name__)
-
-
-def shrink_depth(alphas: Sequence[float], threshold: float = 1.0, *, min_blocks: int = 1) -> int:
-    """The shrink rule [ST-NAS Sec. 3.2]: how many leading blocks of a stage to keep.
-
-    From the last block backwards, block i is removed while ``alpha_i < threshold``; the first block met with
-    ``alpha_i >= threshold`` stops the scan, and it and all blocks before it are kept. At least ``min_blocks`` blocks
-    are kept (fewer only if the stage has fewer). Blocks can only go from the end because block i + 1 reads block i.
-
-    Examples (threshold 1): ``[1.2, 0.5, 0.9] -> 1``, ``[0.3, 1.5, 0.2, 0.1] -> 2``, ``[0.2, 0.4] -> 1``,
-    ``[] -> 0``.
-
-    Args:
-        alphas: the stage's alpha values, block 1 first.
-        threshold: keep the last block whose alpha reaches it (paper: 1).
-        min_blocks: lower bound on the kept blocks (paper: 1).
-
-    Returns:
-        The number of blocks kept (a prefix of the stage).
-    """
-    keep = len(alphas)
-    floor = min(max(min_blocks, 0), keep)
-    while keep > floor and float(alphas[keep - 1]) < threshold:
-        keep -= 1
-    return keep
 
 
 def split_slot_ops(base: Arch, ops: Sequence[str]) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
@@ -121,6 +104,148 @@ def derive_arch(
     return dataclasses.replace(base, **changes)
 
 
+def derived_decoder(supernet: DecoderSupernet, ops: Sequence[str] | None = None, *, fold: bool = True
+                    ) -> nn.Module:
+    """A plain decoder (``SPTCNDecoder`` or ``MultiScaleDecoder``) with the derived ops, carrying the weights
+    trained in ``supernet``.
+
+    The fixed layers are copied, and each slot gets the weights of its chosen candidate ``k``. In the supernet
+    the slot output was ``sum_j w_j op_j(x)`` with ``w = softmax(beta)``; with ``fold`` the chosen op keeps its
+    share ``w_k``: its output is scaled by ``w_k`` through its last affine layer (``ReLU(w z) = w ReLU(z)`` for
+    ``w > 0``, so scaling the final BatchNorm's weight and bias, or a final conv's, is exact). An ``identity``
+    slot cannot carry a scale. In a residual branch its weight multiplies into the last parametric op before it
+    in the same branch (a scale *before* a conv + BatchNorm is undone by that BatchNorm once recalibrated, a scale
+    at the end of the branch sets its weight against the skip path). On a multi-scale decoder's finer scale the
+    scale goes exactly where the identity's input comes from: a path identity into the op before it (or the
+    lateral projection), a fusion identity into both terms of its sum (the coarser result, through its own
+    fusion op or ``proj``, and the path). The other candidates' contributions are dropped, so the BatchNorm
+    statistics of later layers must be recalibrated (``recalibrate_batchnorm``, done by
+    ``save_derived_init``). (The paper trains the final model from scratch; this is for inspection and
+    fine-tuning.)
+
+    Args:
+        supernet: the trained decoder supernet (not modified).
+        ops: op per slot (default ``supernet.derive()``); e.g. the consensus of several decoder searches.
+        fold: fold the mixing weights as above (False: the chosen op's weights as they are).
+    """
+    d = supernet.decoder
+    ops = supernet.derive() if ops is None else tuple(ops)
+    if len(ops) != len(supernet.slots):
+        raise ValueError(f"expected {len(supernet.slots)} ops, got {len(ops)}")
+    plain = _plain(supernet, ops).to(next(iter(d.parameters())).device)
+    chosen = {slot: supernet.candidates.index(op) for slot, op in zip(supernet.slots, ops, strict=True)}
+    state: dict[str, torch.Tensor] = {}
+    for key, value in d.state_dict().items():
+        slot = next((s for s in supernet.slots if key.startswith(s + ".")), None)
+        if slot is None:
+            state[key] = value
+            continue
+        rest = key[len(slot) + 1 :]
+        prefix = f"ops.{chosen[slot]}."
+        if rest.startswith(prefix):
+            state[f"{slot}.{rest[len(prefix) :]}"] = value
+    plain.load_state_dict(state, strict=True)
+    if fold:
+        _fold_mixing_weights(supernet, plain, ops)
+    return plain
+
+
+def _plain(supernet: DecoderSupernet, ops: tuple[str, ...]) -> nn.Module:
+    """The plain decoder of the searched one's shape with ``ops`` in its slots (fresh weights)."""
+    d = supernet.decoder
+    if isinstance(d, MultiScaleDecoder):
+        trunk, scale = supernet.split_ops(ops)
+        return MultiScaleDecoder(d.in_channels, d.num_classes, channels=d.channels,
+                                 fuse_channels=d.fuse_channels, dilations=d.dilations,
+                                 full_channels=d.full_channels, causal=d.causal, layer_ops=trunk,
+                                 scale_ops=scale)
+    return SPTCNDecoder(
+        d.in_channels,
+        d.num_classes,
+        channels=d.channels,
+        dilations=d.dilations,
+        full_channels=d.full_channels,
+        causal=d.causal,
+        layer_ops=ops,
+    )
+
+
+@torch.no_grad()
+def _fold_mixing_weights(supernet: DecoderSupernet, plain: nn.Module, ops: Sequence[str]) -> None:
+    """Scale each chosen op of ``plain`` by its mixing weight (see ``derived_decoder``)."""
+    weights = supernet.op_weights()
+    per_branch = 2  # slots per conv: each residual branch conv1 -> conv2 is 4 slots, scales carry within it
+    branch = 2 * per_branch
+    for start in range(0, supernet.num_trunk_slots, branch):
+        pending = 1.0
+        last_param: nn.Module | None = None
+        for k in range(start, start + branch):
+            w = weights[k][supernet.candidates.index(ops[k])]
+            module = plain.get_submodule(supernet.slots[k])
+            if _scale_output_(module, w):
+                last_param, pending = module, 1.0
+            else:
+                pending *= w  # an op without an affine output layer (identity): carry its weight on
+        if last_param is not None and pending != 1.0:
+            _scale_output_(last_param, pending)
+    if isinstance(plain, MultiScaleDecoder):
+        n = supernet.num_trunk_slots
+        scale_w = [weights[k][supernet.candidates.index(ops[k])] for k in range(n, len(supernet.slots))]
+        _fold_scales(plain, scale_w)
+
+
+def _fold_scales(plain: MultiScaleDecoder, weights: Sequence[float]) -> None:
+    """Fold the mixing weights of a multi-scale decoder's finer-scale slots (3 per scale: path 1, path 2, fusion)
+    exactly: ``y_s = fuse_s(up(y_{s-1}) + path_s(lateral_s(x_s)))`` with every map linear in the scale of its
+    producer's last affine layer."""
+
+    def scale_path(s: int, upto: int, w: float) -> None:
+        # the output of path s's op ``upto - 1`` (upto 0: the lateral projection)
+        for j in range(upto - 1, -1, -1):
+            if _scale_output_(plain.paths[s][j], w):
+                return
+        scaled = _scale_output_(plain.laterals[s], w)
+        assert scaled, "a lateral projection ends in a BatchNorm"
+
+    def scale_y(s: int, w: float) -> None:
+        # y_s: the output of scale s's fusion (s = -1: the trunk's projection)
+        if s < 0:
+            scaled = _scale_output_(plain.proj, w)
+            assert scaled, "the trunk projection ends in a BatchNorm"
+        elif not _scale_output_(plain.fuses[s][0], w):
+            scale_y(s - 1, w)  # an identity fusion: y_s = up(y_{s-1}) + path_s, scale both terms
+            scale_path(s, 2, w)
+
+    for s in range(len(plain.paths)):
+        w1, w2, w3 = weights[3 * s:3 * s + 3]
+        scale_path(s, 1, w1)
+        scale_path(s, 2, w2)
+        scale_y(s, w3)
+
+
+def _scale_output_(module: nn.Module, w: float) -> bool:
+    """Multiply ``module``'s output by ``w > 0`` in place through its last affine layer; False if it has none.
+
+    The last leaf module that has parameters must be a BatchNorm (affine) or a convolution and only positively
+    homogeneous leaves (ReLU, identity, dropout) may follow it.
+    """
+    leaves = [m for m in module.modules() if not list(m.children())]
+    for leaf in reversed(leaves):
+        if isinstance(leaf, nn.ReLU | nn.Identity | nn.Dropout):
+            continue
+        if isinstance(leaf, nn.modules.batchnorm._BatchNorm) and leaf.affine:
+            leaf.weight.mul_(w)
+            leaf.bias.mul_(w)
+            return True
+        if isinstance(leaf, nn.modules.conv._ConvNd):
+            leaf.weight.mul_(w)
+            if leaf.bias is not None:
+                leaf.bias.mul_(w)
+            return True
+        return False
+    return False
+
+
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Sequence[Any], forward: Callable[[Any], Any]) -> int:
     """Recompute the running statistics of every BatchNorm of ``model`` on ``batches``.
@@ -167,7 +292,7 @@ def save_derived_init(path: Path, cfg: Config, arch: Arch, source: Any, *, encod
     """The derived model carrying the supernets' trained weights, as an engine checkpoint (``derived_init.pt``).
 
     ``encoder`` is the derived encoder (the decoder search's, or ``DepthSupernet.derived_encoder``), ``decoder`` the
-    derived decoder (``DecoderSupernet.derived_decoder()``, its mixing weights folded into the chosen ops, or the
+    derived decoder (``derived_decoder(supernet)``, its mixing weights folded into the chosen ops, or the
     encoder search's baseline decoder). With ``calib_batches`` (training batches ``{"frames": (B, T, 3, H, W)}``)
     every BatchNorm is recalibrated on them (``recalibrate_batchnorm``), so the derived model computes what the
     supernet computed as closely as a single op per slot can. The state-dict names are those of

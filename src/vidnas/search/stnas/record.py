@@ -32,7 +32,8 @@ from typing import Any
 
 from vidnas.models.architecture import Arch, ArchError
 from vidnas.search.stnas.depth import choose_depths
-from vidnas.search.stnas.derive import shrink_depth, slot_ops
+from vidnas.search.stnas.derive import slot_ops
+from vidnas.search.stnas.supernet import shrink_depth
 
 __all__ = [
     "SEARCH_KEY",

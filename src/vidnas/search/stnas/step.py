@@ -1,5 +1,7 @@
-"""One step of supernet training [ST-NAS Sec. 3.2, 3.3], its schedules, its optimiser and the encoder search's loss
-(Eq. 2).
+"""One step of supernet training [ST-NAS Sec. 3.2, 3.3], its schedules, its optimiser and the gradient rules of the two
+searches: the encoder search's loss (Eq. 2, ``encoder_search_loss``) with the task-only alpha gradients it logs
+(``task_alpha_grads``), and the decoder search's loss (``decoder_search_loss``: the task loss, plus lambda times the
+expected op latency with ``stnas.decoder_latency``).
 
 Training schedules of a supernet (``StnasConfig.mode``):
 
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidnas.search.stnas.decoder_supernet import DecoderSupernet
 from vidnas.search.stnas.supernet import DepthSupernet, arch_parameters, set_arch_trainable
 
 __all__ = [
@@ -35,6 +38,8 @@ __all__ = [
     "ARCH_BETAS",
     "ClippedAdam",
     "encoder_search_loss",
+    "task_alpha_grads",
+    "decoder_search_loss",
     "arch_warmup",
     "search_step",
 ]
@@ -68,6 +73,51 @@ def encoder_search_loss(task_loss: torch.Tensor, supernet: DepthSupernet, latenc
     """
     penalty = supernet.penalty(latencies)  # sum_i |alpha_i| * s_i, ms
     return task_loss + lam * penalty, {"task_loss": float(task_loss.detach()), "penalty": float(penalty.detach())}
+
+
+def task_alpha_grads(supernet: DepthSupernet, latencies: Sequence[Sequence[float]], lam: float) -> list[float]:
+    """The task-only gradient ``g_i = dL_task / d alpha_i`` of every alpha, read after the backward pass of Eq. 2.
+
+    The penalty's gradient is known exactly, ``lambda * sign(alpha_i) * s_i``, so ``g_i = d L / d alpha_i - lambda *
+    sign(alpha_i) * s_i`` from the raw (unscaled, unclipped) gradient in ``alpha_i.grad``: call it as
+    ``search_step``'s ``after_arch_backward``. A stage without alphas (or without a gradient) gives zeros.
+
+    Args:
+        supernet: the encoder's ``DepthSupernet``.
+        latencies: s_i per stage, per block (ms), as given to ``encoder_search_loss``.
+        lam: the lambda the loss was computed with.
+
+    Returns:
+        ``g_i`` of every block, stages in order, flattened.
+    """
+    g: list[float] = []
+    for stage, row in zip(supernet.stages, latencies, strict=True):
+        if stage.alpha is None or stage.alpha.grad is None:
+            g += [0.0] * len(row)
+            continue
+        pen = lam * torch.sign(stage.alpha.detach()) * torch.as_tensor(row, dtype=stage.alpha.dtype)
+        g += (stage.alpha.grad.detach() - pen.to(stage.alpha.device)).tolist()
+    return g
+
+
+def decoder_search_loss(task_loss: torch.Tensor, supernet: DecoderSupernet, costs: torch.Tensor | None,
+                        lam: float) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of the decoder op search::
+
+        L = L_task                                       (costs None: the paper's decoder search)
+        L = L_task + lambda * E[T],  E[T] = sum_s softmax(beta_s) . costs_s   (``stnas.decoder_latency``)
+
+    with ``costs`` the (S, M) table latency (ms) of candidate j in slot s (``LatencyTable.decoder_op_costs``), so
+    lambda prices decoder milliseconds as Eq. 2 prices encoder ones.
+
+    Returns:
+        (L, ``{"task_loss"}`` plus ``"decoder_latency"`` (E[T], ms) with costs, as floats for the log).
+    """
+    if costs is None:
+        return task_loss, {"task_loss": float(task_loss.detach())}
+    latency = supernet.expected_latency(costs)  # ms, differentiable in the betas
+    return task_loss + lam * latency, {"task_loss": float(task_loss.detach()),
+                                       "decoder_latency": float(latency.detach())}
 
 
 class ClippedAdam(torch.optim.Adam):

@@ -1,16 +1,13 @@
-"""The ST-NAS supernets [ST-NAS Sec. 3.2, 3.3]: architecture weights inside modules, the encoder depth supernet
-(Eq. 1 and its latency penalty, Eq. 2) and the TCNNAS decoder supernet of mixed ops (DARTS).
+"""The ST-NAS supernets [ST-NAS Sec. 3.2]: architecture weights inside modules and the encoder depth supernet (Eq. 1
+and its latency penalty, Eq. 2); the TCNNAS decoder supernet of mixed ops is ``decoder_supernet``.
 
 * ``SearchModule`` and the walkers ``arch_parameters`` / ``weight_parameters`` / ``set_arch_trainable``: a search
   module owns its architecture weights as registered ``nn.Parameter``s (so ``.to()``, ``state_dict`` and DDP see
   them) and derives its own part of the architecture.
 * ``DepthSearchStage`` wraps one encoder stage (downsample + same-shape blocks); ``DepthSupernet`` wraps every stage
-  of an ``Encoder`` and returns the same four NCHW maps as ``Encoder.forward``. A stage derives its depth (the shrink
-  rule, ``vidnas.search.stnas.derive.shrink_depth``), the supernet the depths of all stages and
-  ``DepthSupernet.derived_encoder`` the shortened encoder with the trained weights (``Encoder.with_depths``).
-* ``MixedOp`` mixes every candidate op by ``softmax(beta)``; ``DecoderSupernet`` is a decoder (the SP-TCN, or the
-  multi-scale ``mstcn`` decoder: its temporal trunk and each finer scale's path and fusion ops) whose every searchable
-  slot is a ``MixedOp``.
+  of an ``Encoder`` and returns the same four NCHW maps as ``Encoder.forward``. A stage derives its depth by the
+  shrink rule (``shrink_depth``), the supernet the depths of all stages and ``DepthSupernet.derived_encoder`` the
+  shortened encoder with the trained weights (``Encoder.with_depths``).
 """
 
 from __future__ import annotations
@@ -22,11 +19,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from vidnas.models.decoders.mstcn import OPS_PER_SCALE, MultiScaleDecoder
-from vidnas.models.decoders.sptcn import SPTCNDecoder
-from vidnas.models.ops import SEARCH_CANDIDATES, get_op, temporal_extent
-from vidnas.search.stnas.derive import shrink_depth
-
 if TYPE_CHECKING:
     from vidnas.models.encoders import Encoder
     from vidnas.search.latency import LatencyTable
@@ -37,12 +29,9 @@ __all__ = [
     "arch_parameters",
     "weight_parameters",
     "set_arch_trainable",
+    "shrink_depth",
     "DepthSearchStage",
     "DepthSupernet",
-    "MixedOp",
-    "DecoderSupernet",
-    "build_decoder_supernet",
-    "build_multiscale_supernet",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,6 +96,31 @@ def set_arch_trainable(model: nn.Module, trainable: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------ encoder depth search
+
+def shrink_depth(alphas: Sequence[float], threshold: float = 1.0, *, min_blocks: int = 1) -> int:
+    """The shrink rule [ST-NAS Sec. 3.2]: how many leading blocks of a stage to keep.
+
+    From the last block backwards, block i is removed while ``alpha_i < threshold``; the first block met with
+    ``alpha_i >= threshold`` stops the scan, and it and all blocks before it are kept. At least ``min_blocks`` blocks
+    are kept (fewer only if the stage has fewer). Blocks can only go from the end because block i + 1 reads block i.
+
+    Examples (threshold 1): ``[1.2, 0.5, 0.9] -> 1``, ``[0.3, 1.5, 0.2, 0.1] -> 2``, ``[0.2, 0.4] -> 1``,
+    ``[] -> 0``.
+
+    Args:
+        alphas: the stage's alpha values, block 1 first.
+        threshold: keep the last block whose alpha reaches it (paper: 1).
+        min_blocks: lower bound on the kept blocks (paper: 1).
+
+    Returns:
+        The number of blocks kept (a prefix of the stage).
+    """
+    keep = len(alphas)
+    floor = min(max(min_blocks, 0), keep)
+    while keep > floor and float(alphas[keep - 1]) < threshold:
+        keep -= 1
+    return keep
+
 
 def _latency_tensor(latencies_ms: Sequence[float] | torch.Tensor, like: torch.Tensor, n: int) -> torch.Tensor:
     s = torch.as_tensor(latencies_ms, dtype=like.dtype, device=like.device).reshape(-1)
@@ -339,415 +353,3 @@ class DepthSupernet(nn.Module):
         (The paper trains the final model from scratch; this copy serves to inspect or fine-tune the search's one.)
         """
         return self._encoder.with_depths(self.derive(threshold))
-
-
-# ------------------------------------------------------------------------------------------------ decoder search
-
-class MixedOp(SearchModule):
-    """All candidate ops run in parallel on the same input, their outputs mixed by softmax weights (DARTS).
-
-    With candidates ``op_1 .. op_M`` (names from ``vidnas.models.ops.OPS``, in order) and architecture weights
-    ``beta`` (registered ``nn.Parameter`` of shape (M,), initialised to zeros, i.e. uniform mixing)::
-
-        w   = softmax(beta)
-        out = sum_{j=1}^{M} w_j * op_j(x)
-
-    Derived op: ``argmax_j beta_j`` (the first one on ties). The column order of ``beta`` is the order of
-    ``candidates``, which architecture files record as names.
-
-    Args:
-        channels: C of the (B, C, T, h, w) tensors.
-        dilation: temporal dilation of the residual layer this op sits in (passed to every candidate).
-        candidates: op names, default the seven of ``SEARCH_CANDIDATES``.
-        causal: causal or centred temporal padding of the candidates.
-
-    Shapes:
-        (B, C, T, h, w) -> (B, C, T, h, w).
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        dilation: int,
-        candidates: Sequence[str] = SEARCH_CANDIDATES,
-        *,
-        causal: bool = True,
-    ) -> None:
-        super().__init__()
-        candidates = tuple(candidates)
-        if not candidates:
-            raise ValueError("a mixed op needs at least one candidate")
-        if len(set(candidates)) != len(candidates):
-            raise ValueError(f"duplicate candidates: {candidates}")
-        self.channels = channels
-        self.dilation = dilation
-        self.causal = causal
-        self.candidates = candidates
-        self.ops = nn.ModuleList(get_op(name)(channels, dilation, causal=causal) for name in candidates)
-        self.beta = nn.Parameter(torch.zeros(len(candidates)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) -> (B, C, T, h, w): ``sum_j softmax(beta)_j * op_j(x)``."""
-        w = torch.softmax(self.beta, dim=0)
-        out = w[0] * self.ops[0](x)
-        for j in range(1, len(self.ops)):
-            out = out + w[j] * self.ops[j](x)
-        return out
-
-    @property
-    def temporal_extent(self) -> int:
-        """Frames of temporal context: the largest of any candidate (what the mixture can see)."""
-        return max(temporal_extent(op) for op in self.ops)
-
-    def own_arch_parameters(self) -> list[nn.Parameter]:
-        """``[beta]``."""
-        return [self.beta]
-
-    def weights(self) -> list[float]:
-        """``softmax(beta)`` as floats, in candidate order."""
-        return [float(v) for v in torch.softmax(self.beta.detach().float().cpu(), dim=0)]
-
-    def betas(self) -> list[float]:
-        """Raw ``beta`` values, in candidate order."""
-        return [float(v) for v in self.beta.detach().cpu()]
-
-    def derive(self) -> str:
-        """Name of the candidate with the largest beta (the first one on ties)."""
-        values = self.betas()
-        return self.candidates[values.index(max(values))]
-
-    def extra_repr(self) -> str:
-        return f"channels={self.channels}, dilation={self.dilation}, candidates={list(self.candidates)}"
-
-
-class DecoderSupernet(nn.Module):
-    """A decoder whose every searchable slot is a ``MixedOp`` (TCNNAS supernet, [ST-NAS Fig. 2]).
-
-    Any decoder exposing ``searchable_slots()`` / ``set_slot()`` can be searched:
-
-    * ``SPTCNDecoder`` (built with ``layer_ops``): each 3x3x3 conv of the residual layers is two slots in sequence,
-      16 mixed ops for four layers. ``reduce``, ``final`` and the head stay as they are (not searched).
-    * ``MultiScaleDecoder`` (``decoder: mstcn``): the trunk's 4 slots per residual layer (when built with
-      ``layer_ops``), then per finer scale its two path ops and its fusion op. Lateral projections, ``proj`` and the
-      head stay fixed. Whether a finer scale's derived ops include a temporal op is the search deciding whether
-      temporal context pays at that scale.
-
-    Every slot mixes the same ``candidates``, ``out = sum_j softmax(beta)_j op_j(x)``. ``derive()`` is the argmax op
-    of every slot, in ``searchable_slots()`` order; ``split_ops`` cuts it into ``Arch.decoder_ops`` (the SP-TCN's
-    slots or the mstcn trunk's) and ``Arch.scale_ops`` (the mstcn finer scales', None for SP-TCN).
-
-    Args:
-        decoder: an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are replaced) or a
-            ``MultiScaleDecoder``; see ``build_decoder_supernet`` / ``build_multiscale_supernet`` to build one
-            directly. Modified in place and kept as ``self.decoder``.
-        candidates: candidate op names of every slot.
-
-    Shapes:
-        As the decoder: SP-TCN (B, C, T, h, w) -> (B, K, T, h, w); multi-scale a list of maps, coarse first ->
-        (B, K, T, h_last, w_last).
-    """
-
-    def __init__(self, decoder: nn.Module, candidates: Sequence[str] = SEARCH_CANDIDATES) -> None:
-        super().__init__()
-        if not (hasattr(decoder, "searchable_slots") and hasattr(decoder, "set_slot")):
-            raise TypeError(f"the decoder supernet needs a decoder with searchable_slots() and set_slot(), got "
-                            f"{type(decoder).__name__}")
-        if isinstance(decoder, SPTCNDecoder) and decoder.layer_ops is None:
-            raise ValueError(
-                "the decoder supernet needs an SPTCNDecoder built with layer_ops (its slots are then swapped for mixed "
-                "ops); the baseline 3x3x3 decoder has no slots. Use build_decoder_supernet(...)"
-            )
-        slots = decoder.searchable_slots()
-        if not slots:
-            raise ValueError(f"{type(decoder).__name__} has no searchable slot")
-        self.candidates = tuple(candidates)
-        self.slots = [name for name, _, _ in slots]
-        for name, channels, dilation in slots:
-            decoder.set_slot(name, MixedOp(channels, dilation, self.candidates, causal=decoder.causal))
-        self.decoder = decoder
-        logger.debug("decoder supernet: %d mixed ops x %d candidates", len(self.slots), len(self.candidates))
-
-    @property
-    def multiscale(self) -> bool:
-        """Whether the searched decoder is a ``MultiScaleDecoder`` (``mstcn``)."""
-        return isinstance(self.decoder, MultiScaleDecoder)
-
-    @property
-    def num_trunk_slots(self) -> int:
-        """Slots of the temporal residual layers (all of an SP-TCN's; the mstcn trunk's, 0 without ``layer_ops``)."""
-        return sum(name.startswith("res_layers.") for name in self.slots)
-
-    def forward(self, x: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
-        """SP-TCN: (B, C, T, h, w) -> (B, K, T, h, w); multi-scale: maps coarse first -> (B, K, T, h', w')."""
-        return self.decoder(x)
-
-    def mixed_ops(self) -> list[MixedOp]:
-        """The mixed op of every slot, in slot order."""
-        ops = [self.decoder.get_submodule(name) for name in self.slots]
-        assert all(isinstance(op, MixedOp) for op in ops)
-        return ops  # type: ignore[return-value]
-
-    def temporal_receptive_field(self) -> int:
-        """Frames of context (each mixed op counts its widest candidate)."""
-        return self.decoder.temporal_receptive_field()
-
-    def arch_parameters(self) -> list[nn.Parameter]:
-        """The beta vector of every slot, in slot order."""
-        return [op.beta for op in self.mixed_ops()]
-
-    def weight_parameters(self) -> list[nn.Parameter]:
-        """Every other parameter (the candidates' and the fixed layers' weights)."""
-        return weight_parameters(self)
-
-    def betas(self) -> list[list[float]]:
-        """Raw betas per slot, in candidate order."""
-        return [op.betas() for op in self.mixed_ops()]
-
-    def op_weights(self) -> list[list[float]]:
-        """``softmax(beta)`` per slot, in candidate order."""
-        return [op.weights() for op in self.mixed_ops()]
-
-    def expected_latency(self, costs: torch.Tensor) -> torch.Tensor:
-        """The decoder's expected op latency under the mixing weights (differentiable in the betas)::
-
-            E[T] = sum_s sum_j softmax(beta_s)_j * costs[s, j]
-
-        Args:
-            costs: (S, M) latency (ms) of candidate j in slot s (``decoder_op_costs``), slots in ``self.slots``
-                order, candidates in ``self.candidates`` order.
-
-        Returns:
-            A scalar tensor (ms).
-        """
-        ops = self.mixed_ops()
-        if tuple(costs.shape) != (len(ops), len(self.candidates)):
-            raise ValueError(f"expected op costs of shape ({len(ops)}, {len(self.candidates)}), got "
-                             f"{tuple(costs.shape)}")
-        weights = torch.stack([torch.softmax(op.beta, dim=0) for op in ops])  # (S, M)
-        return (weights * costs.to(weights)).sum()
-
-    @torch.no_grad()
-    def set_betas(self, values: Sequence[Sequence[float]]) -> None:
-        """Overwrite the betas (e.g. from a search record): one list per slot, one value per candidate."""
-        ops = self.mixed_ops()
-        if len(values) != len(ops):
-            raise ValueError(f"expected betas for {len(ops)} slots, got {len(values)}")
-        for op, vals in zip(ops, values, strict=True):
-            if len(vals) != len(op.candidates):
-                raise ValueError(f"expected {len(op.candidates)} betas per slot, got {len(vals)}")
-            op.beta.copy_(torch.as_tensor(list(vals), dtype=op.beta.dtype))
-
-    def derive(self) -> tuple[str, ...]:
-        """The argmax op of every slot, in slot order (SP-TCN: ``Arch.decoder_ops``; mstcn: see ``split_ops``)."""
-        return tuple(op.derive() for op in self.mixed_ops())
-
-    def split_ops(self, ops: Sequence[str] | None = None) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
-        """``(decoder_ops, scale_ops)`` of an ``Arch`` from one op per slot (default ``derive()``).
-
-        SP-TCN: ``(ops, None)``. Multi-scale: the trunk's slots (None when the trunk is the fixed 3x3x3 one) and the
-        finer scales' slots (path op 1, path op 2, fusion op per scale, coarse to fine).
-        """
-        ops = self.derive() if ops is None else tuple(ops)
-        if len(ops) != len(self.slots):
-            raise ValueError(f"expected {len(self.slots)} ops, got {len(ops)}")
-        if not self.multiscale:
-            return ops, None
-        n = self.num_trunk_slots
-        return (ops[:n] if n else None), ops[n:]
-
-    def derived_decoder(self, ops: Sequence[str] | None = None, *, fold: bool = True) -> nn.Module:
-        """A plain decoder (``SPTCNDecoder`` or ``MultiScaleDecoder``) with the derived ops, carrying the weights
-        trained in the supernet.
-
-        The fixed layers are copied, and each slot gets the weights of its chosen candidate ``k``. In the supernet
-        the slot output was ``sum_j w_j op_j(x)`` with ``w = softmax(beta)``; with ``fold`` the chosen op keeps its
-        share ``w_k``: its output is scaled by ``w_k`` through its last affine layer (``ReLU(w z) = w ReLU(z)`` for
-        ``w > 0``, so scaling the final BatchNorm's weight and bias, or a final conv's, is exact). An ``identity``
-        slot cannot carry a scale. In a residual branch its weight multiplies into the last parametric op before it
-        in the same branch (a scale *before* a conv + BatchNorm is undone by that BatchNorm once recalibrated, a scale
-        at the end of the branch sets its weight against the skip path). On a multi-scale decoder's finer scale the
-        scale goes exactly where the identity's input comes from: a path identity into the op before it (or the
-        lateral projection), a fusion identity into both terms of its sum (the coarser result, through its own
-        fusion op or ``proj``, and the path). The other candidates' contributions are dropped, so the BatchNorm
-        statistics of later layers must be recalibrated (``derive.recalibrate_batchnorm``, done by
-        ``save_derived_init``). (The paper trains the final model from scratch; this is for inspection and
-        fine-tuning.)
-
-        Args:
-            ops: op per slot (default ``derive()``); e.g. the consensus of several decoder searches.
-            fold: fold the mixing weights as above (False: the chosen op's weights as they are).
-        """
-        d = self.decoder
-        ops = self.derive() if ops is None else tuple(ops)
-        if len(ops) != len(self.slots):
-            raise ValueError(f"expected {len(self.slots)} ops, got {len(ops)}")
-        plain = self._plain(ops).to(next(iter(d.parameters())).device)
-        chosen = {slot: self.candidates.index(op) for slot, op in zip(self.slots, ops, strict=True)}
-        state: dict[str, torch.Tensor] = {}
-        for key, value in d.state_dict().items():
-            slot = next((s for s in self.slots if key.startswith(s + ".")), None)
-            if slot is None:
-                state[key] = value
-                continue
-            rest = key[len(slot) + 1 :]
-            prefix = f"ops.{chosen[slot]}."
-            if rest.startswith(prefix):
-                state[f"{slot}.{rest[len(prefix) :]}"] = value
-        plain.load_state_dict(state, strict=True)
-        if fold:
-            self._fold_mixing_weights(plain, ops)
-        return plain
-
-    def _plain(self, ops: tuple[str, ...]) -> nn.Module:
-        """The plain decoder of the searched one's shape with ``ops`` in its slots (fresh weights)."""
-        d = self.decoder
-        if isinstance(d, MultiScaleDecoder):
-            trunk, scale = self.split_ops(ops)
-            return MultiScaleDecoder(d.in_channels, d.num_classes, channels=d.channels,
-                                     fuse_channels=d.fuse_channels, dilations=d.dilations,
-                                     full_channels=d.full_channels, causal=d.causal, layer_ops=trunk,
-                                     scale_ops=scale)
-        return SPTCNDecoder(
-            d.in_channels,
-            d.num_classes,
-            channels=d.channels,
-            dilations=d.dilations,
-            full_channels=d.full_channels,
-            causal=d.causal,
-            layer_ops=ops,
-        )
-
-    @torch.no_grad()
-    def _fold_mixing_weights(self, plain: nn.Module, ops: Sequence[str]) -> None:
-        """Scale each chosen op of ``plain`` by its mixing weight (see ``derived_decoder``)."""
-        weights = self.op_weights()
-        per_branch = 2  # slots per conv: each residual branch conv1 -> conv2 is 4 slots, scales carry within it
-        branch = 2 * per_branch
-        for start in range(0, self.num_trunk_slots, branch):
-            pending = 1.0
-            last_param: nn.Module | None = None
-            for k in range(start, start + branch):
-                w = weights[k][self.candidates.index(ops[k])]
-                module = plain.get_submodule(self.slots[k])
-                if _scale_output_(module, w):
-                    last_param, pending = module, 1.0
-                else:
-                    pending *= w  # an op without an affine output layer (identity): carry its weight on
-            if last_param is not None and pending != 1.0:
-                _scale_output_(last_param, pending)
-        if isinstance(plain, MultiScaleDecoder):
-            n = self.num_trunk_slots
-            scale_w = [weights[k][self.candidates.index(ops[k])] for k in range(n, len(self.slots))]
-            _fold_scales(plain, scale_w)
-
-
-def _fold_scales(plain: MultiScaleDecoder, weights: Sequence[float]) -> None:
-    """Fold the mixing weights of a multi-scale decoder's finer-scale slots (3 per scale: path 1, path 2, fusion)
-    exactly: ``y_s = fuse_s(up(y_{s-1}) + path_s(lateral_s(x_s)))`` with every map linear in the scale of its
-    producer's last affine layer."""
-
-    def scale_path(s: int, upto: int, w: float) -> None:
-        # the output of path s's op ``upto - 1`` (upto 0: the lateral projection)
-        for j in range(upto - 1, -1, -1):
-            if _scale_output_(plain.paths[s][j], w):
-                return
-        scaled = _scale_output_(plain.laterals[s], w)
-        assert scaled, "a lateral projection ends in a BatchNorm"
-
-    def scale_y(s: int, w: float) -> None:
-        # y_s: the output of scale s's fusion (s = -1: the trunk's projection)
-        if s < 0:
-            scaled = _scale_output_(plain.proj, w)
-            assert scaled, "the trunk projection ends in a BatchNorm"
-        elif not _scale_output_(plain.fuses[s][0], w):
-            scale_y(s - 1, w)  # an identity fusion: y_s = up(y_{s-1}) + path_s, scale both terms
-            scale_path(s, 2, w)
-
-    for s in range(len(plain.paths)):
-        w1, w2, w3 = weights[3 * s:3 * s + 3]
-        scale_path(s, 1, w1)
-        scale_path(s, 2, w2)
-        scale_y(s, w3)
-
-
-def _scale_output_(module: nn.Module, w: float) -> bool:
-    """Multiply ``module``'s output by ``w > 0`` in place through its last affine layer; False if it has none.
-
-    The last leaf module that has parameters must be a BatchNorm (affine) or a convolution and only positively
-    homogeneous leaves (ReLU, identity, dropout) may follow it.
-    """
-    leaves = [m for m in module.modules() if not list(m.children())]
-    for leaf in reversed(leaves):
-        if isinstance(leaf, nn.ReLU | nn.Identity | nn.Dropout):
-            continue
-        if isinstance(leaf, nn.modules.batchnorm._BatchNorm) and leaf.affine:
-            leaf.weight.mul_(w)
-            leaf.bias.mul_(w)
-            return True
-        if isinstance(leaf, nn.modules.conv._ConvNd):
-            leaf.weight.mul_(w)
-            if leaf.bias is not None:
-                leaf.bias.mul_(w)
-            return True
-        return False
-    return False
-
-
-def build_decoder_supernet(
-    in_channels: int,
-    num_classes: int,
-    *,
-    channels: int = 128,
-    dilations: Sequence[int] = (1, 2, 4, 8),
-    full_channels: bool = False,
-    causal: bool = True,
-    candidates: Sequence[str] = SEARCH_CANDIDATES,
-) -> DecoderSupernet:
-    """An SP-TCN decoder supernet (arguments as ``SPTCNDecoder``), every slot a ``MixedOp`` over ``candidates``.
-
-    Shapes:
-        (B, in_channels, T, h, w) -> (B, num_classes, T, h, w).
-    """
-    placeholder = ("identity",) * (4 * len(tuple(dilations)))  # parameter-free, replaced right away
-    decoder = SPTCNDecoder(
-        in_channels,
-        num_classes,
-        channels=channels,
-        dilations=dilations,
-        full_channels=full_channels,
-        causal=causal,
-        layer_ops=placeholder,
-    )
-    return DecoderSupernet(decoder, candidates)
-
-
-def build_multiscale_supernet(
-    in_channels: Sequence[int],
-    num_classes: int,
-    *,
-    channels: int = 128,
-    fuse_channels: int = 64,
-    dilations: Sequence[int] = (1, 2),
-    full_channels: bool = False,
-    causal: bool = True,
-    candidates: Sequence[str] = SEARCH_CANDIDATES,
-) -> DecoderSupernet:
-    """A multi-scale (``mstcn``) decoder supernet (arguments as ``MultiScaleDecoder``): every trunk slot (4 per
-    residual layer) and every finer scale's two path ops and fusion op a ``MixedOp`` over ``candidates``.
-
-    Shapes:
-        ``[(B, C_0, T, h_0, w_0), (B, C_1, T, h_1, w_1), ...]`` (coarse first) -> (B, K, T, h_last, w_last).
-    """
-    fine = len(tuple(in_channels)) - 1
-    decoder = MultiScaleDecoder(
-        in_channels,
-        num_classes,
-        channels=channels,
-        fuse_channels=fuse_channels,
-        dilations=dilations,
-        full_channels=full_channels,
-        causal=causal,
-        layer_ops=("identity",) * (4 * len(tuple(dilations))),  # parameter-free placeholders, replaced right away
-        scale_ops=("identity",) * (OPS_PER_SCALE * fine),
-    )
-    return DecoderSupernet(decoder, candidates)
