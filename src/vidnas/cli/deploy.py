@@ -75,7 +75,7 @@ def export_cmd(
         raise fail(f"checkpoint not found: {checkpoint}")
     img_size = (height, width) if height is not None and width is not None else None
     device_overrides(device)  # checked here: an unknown device or CUDA where there is none fails at once
-    output_dir(out, "export", overwrite=overwrite)
+    output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint})
     step = None
     try:
         loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
@@ -184,6 +184,7 @@ def predict_cmd(
     from tqdm.auto import tqdm
 
     from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
+    from vidnas.rundir import is_unused_dir
 
     setup_logging()
     if runtime not in RUNTIMES:
@@ -205,7 +206,16 @@ def predict_cmd(
         raise fail(str(e)) from e
     if out.resolve() == input.resolve() or (input.is_dir() and input.resolve() in out.resolve().parents):
         raise fail(f"--out {out} is inside the input {input}: choose a directory outside the data")
-    output_dir(out, "predict", overwrite=overwrite)
+    if onnx_dir is not None and checkpoint is not None:  # predict exports into --onnx: only a folder of its own
+        if onnx_dir.is_dir() and not is_unused_dir(onnx_dir):
+            what = "an export" if (onnx_dir / "export.json").is_file() else "other files"
+            raise fail(f"--onnx {onnx_dir} holds {what}, and with --checkpoint predict would export {checkpoint} "
+                       "into it: predict never writes into an export it did not make; drop --checkpoint to run "
+                       f"that export, or drop --onnx (the model is exported into {out / 'onnx'})")
+    output_dir(out, "predict", overwrite=overwrite, inputs={"--checkpoint": checkpoint, "--onnx": onnx_dir,
+                                                            "INPUT": input})
+    if onnx_dir is not None and checkpoint is not None:
+        output_dir(onnx_dir, "export", option="--onnx")
     if threads is None:
         from vidnas.bench import auto_threads
 
