@@ -96,7 +96,7 @@ class RunKind:
 
 
 PREDICT_MANIFEST = "vidnas_predict.json"  # the files a prediction wrote: the only ones a later one may replace
-RUN_MANIFEST = ".vidnas-run.json"  # {"kind": KIND}: the kind of run that wrote a directory
+RUN_MANIFEST = "vidnas_run.json"  # {"kind": KIND, "run": NAME}: the kind of run that wrote a directory
 _RUNTIME_KEYS = ("train.device", "data.num_workers", "data.cache_frames", "train.log_every", "train.out_dir")
 
 RUN_KINDS: dict[str, RunKind] = {
@@ -368,7 +368,7 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
         return "new"
     if not _writable(p):
         raise OutputDirError(f"{option} {p} is not writable (read-only directory or file system)")
-    entries = [e for e in p.iterdir() if not e.name.startswith(".vidnas-")]  # is_unused_dir: none
+    entries = [e for e in p.iterdir() if not _bookkeeping(e.name)]  # is_unused_dir: none
     found = run_kind_of(p, prefer=kind) if entries else None
     if found is not None and found != kind:
         raise OutputDirError(f"{option} {p} holds {_a(RUN_KINDS[found].name)}, not {_a(spec.name)}: vidnas never "
@@ -461,9 +461,13 @@ def prepare_output_file(path: str | os.PathLike, kind: str, *, overwrite: bool =
     return p
 
 
+def _bookkeeping(name: str) -> bool:
+    return name == RUN_MANIFEST or name.startswith(".vidnas-")
+
+
 def is_unused_dir(path: str | os.PathLike) -> bool:
     """Directory ``path`` holds nothing but vidnas' own bookkeeping (``RUN_MANIFEST``, write tests)."""
-    return all(e.name.startswith(".vidnas-") for e in Path(path).iterdir())
+    return all(_bookkeeping(e.name) for e in Path(path).iterdir())
 
 
 def discard_unused_dir(path: str | os.PathLike) -> bool:
