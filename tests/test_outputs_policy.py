@@ -427,6 +427,16 @@ def test_own_earlier_file_outputs_are_replaced_with_overwrite(stats_json: Path, 
     assert code == 0, out
 
 
+def test_an_export_beside_its_checkpoint_is_allowed(run: Path, ckpt: Path, copy_of: Callable[[Path], Path]) -> None:
+    r = copy_of(run)  # README: vidnas export runs/cv/checkpoints/best.pt --out runs/cv/onnx
+    before = tree_hash(r)
+    code, out = invoke(["export", r / "checkpoints" / "best.pt", "--out", r / "onnx", "--parity-frames", "0",
+                        "--no-incremental"])
+    assert code == 0, out
+    shutil.rmtree(r / "onnx")
+    assert tree_hash(r) == before  # the run itself is untouched
+
+
 def test_run_directories_record_their_kind(run: Path, search: Path, export: Path) -> None:
     assert [run_kind_of(p) for p in (run, search, export)] == ["train", "stnas", "export"]
     (search / RUN_MANIFEST).rename(search / "kept")  # a search written before manifests: its files say what it is

@@ -247,9 +247,11 @@ def _refuse_data_set(path: Path, option: str, roots: Iterable[str | os.PathLike 
                          "one; choose a path outside it")
 
 
-# (outer, inner): a run of kind inner may be written inside a directory holding a run of kind outer (an evaluation
-# beside the checkpoint it scores; a prediction's own export in OUT/onnx)
-_NESTED = {("train", "eval"), ("cells", "eval"), ("sweep", "eval"), ("demo", "eval"), ("predict", "export")}
+# (outer, inner): a run of kind inner may be written inside a directory holding a run of kind outer, in a new folder
+# of its own: an evaluation or an export beside the checkpoint it uses (RUN/eval/best, RUN/onnx); a prediction's own
+# export (OUT/onnx)
+_NESTED = {*((outer, inner) for outer in ("train", "cells", "sweep", "demo") for inner in ("eval", "export")),
+           ("predict", "export")}
 
 
 def _refuse_inside_run(path: Path, option: str, kind: str | None) -> None:
