@@ -208,6 +208,12 @@ def test_a_diverged_checkpoint_is_refused(command: str, nan_ckpt: Path, video: P
     refused([*args, "--out", tmp_path / "o"], "hold NaN or inf", nan_ckpt)
 
 
+def test_an_earlier_export_survives_a_checkpoint_that_fails_to_load(nan_ckpt: Path, export: Path,
+                                                                    copy_of: Callable[[Path], Path]) -> None:
+    earlier = copy_of(export)  # an export is replaced without --overwrite, but only once the new model has loaded
+    refused(["export", nan_ckpt, "--out", earlier], "hold NaN or inf", earlier)
+
+
 def test_parity_fails_on_nan_logits() -> None:
     from vidnas.export import DeployError
     from vidnas.export.ort_streamers import logit_difference

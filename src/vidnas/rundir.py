@@ -326,7 +326,7 @@ def _refuse_doomed_inputs(doomed: Sequence[Path], inputs: dict[str, str | os.Pat
 
 def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = False, overwrite: bool = False,
                        option: str = "--out", inputs: dict[str, str | os.PathLike | None] | None = None,
-                       data_roots: Iterable[str | os.PathLike | None] = ()) -> str:
+                       data_roots: Iterable[str | os.PathLike | None] = (), check_only: bool = False) -> str:
     """Check ``path`` for a command of ``kind`` (a key of ``RUN_KINDS``), create it, and say how it will be used.
 
     Args:
@@ -338,6 +338,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
         inputs: option -> path of every file or folder the command reads (``--init``, ``--onnx``...): none may lie
             among what replacing the run would delete.
         data_roots: the command's data roots (``data.root``): ``path`` must lie outside them.
+        check_only: every check, nothing created, written or removed (a command that loads its inputs between the
+            checks and the deletion calls it twice).
 
     Returns:
         ``"new"`` (a new or empty directory), ``"resume"`` (a run of this kind to continue) or ``"overwrite"``
@@ -362,6 +364,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
         parent = next((a for a in p.parents if a.exists()), Path("."))
         if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
             raise OutputDirError(f"{option} {p}: cannot create it, {parent} is not writable")
+        if check_only:
+            return "new"
         try:
             p.mkdir(parents=True)
         except OSError as e:
@@ -389,7 +393,8 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
                                  f"--overwrite instead of --resume (deletes {_names(doomed, p)})")
         return "resume"
     if not entries:
-        _write_manifest(p, kind)
+        if not check_only:
+            _write_manifest(p, kind)
         return "new"
     looks_like_data = [n for n in _DATA_LAYOUT if (p / n).exists()]
     if (p / _DATA_MASKS).is_dir() and not holds_run:
@@ -400,8 +405,9 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
     if holds_run:
         _refuse_doomed_inputs(doomed, inputs or {}, p, spec, "this command" if spec.reuse else "--overwrite")
         if spec.reuse:
-            remove_artifacts(p, kind)
-            _write_manifest(p, kind)
+            if not check_only:
+                remove_artifacts(p, kind)
+                _write_manifest(p, kind)
             return "overwrite"
         if not overwrite:
             if not spec.can_resume(p):
@@ -410,8 +416,9 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
             how = " continue it with --resume," if spec.safe_keys or kind in ("train", "stnas", "cells") else ""
             raise OutputDirError(f"{option} {p} already holds a run of this command ({spec.name});{how} choose a new "
                                  f"{option}, or pass --overwrite to replace it (deletes {_names(doomed, p)})")
-        remove_artifacts(p, kind)
-        _write_manifest(p, kind)
+        if not check_only:
+            remove_artifacts(p, kind)
+            _write_manifest(p, kind)
         return "overwrite"
     enclosing = next(((d, k) for d in Path(os.path.abspath(p)).parents if (k := _manifest_kind(d)) is not None), None)
     if enclosing is not None:  # a folder of another command's run (e.g. RUN/checkpoints): never written into
@@ -423,9 +430,10 @@ def prepare_output_dir(path: str | os.PathLike, kind: str, *, resume: bool = Fal
                              f"directory, or pass --overwrite to write into it (nothing in it is deleted)")
     clash = [n for n in spec.artifacts if (p / n).exists()]
     if clash:
-        raise OutputDirError(f"{option} {p} holds {', '.join(clash)}, which vidnas did not write and a {spec.name} "
-                             f"would replace: choose a new or empty directory")
-    _write_manifest(p, kind)
+        raise OutputDirError(f"{option} {p} holds {', '.join(clash)}, which vidnas did not write and "
+                             f"{_a(spec.name)} would replace: choose a new or empty directory")
+    if not check_only:
+        _write_manifest(p, kind)
     return "overwrite"
 
 

@@ -90,12 +90,13 @@ def run_config(kind: str, out: str | Path | None, *, resume: bool, config: str |
 
 def output_dir(path: str | Path, kind: str, *, resume: bool = False, overwrite: bool = False,
                option: str = "--out", inputs: dict[str, str | Path | None] | None = None,
-               data_roots: Sequence[str | Path | None] = ()) -> Path:
+               data_roots: Sequence[str | Path | None] = (), check_only: bool = False) -> Path:
     """``vidnas.rundir.prepare_output_dir`` with a one-line error (exit 2) instead of an exception (``inputs``: what
-    the command reads, never deleted; ``data_roots``: data sets the directory must lie outside)."""
+    the command reads, never deleted; ``data_roots``: data sets the directory must lie outside; ``check_only``:
+    the checks alone, nothing created or removed)."""
     try:
         prepare_output_dir(path, kind, resume=resume, overwrite=overwrite, option=option, inputs=inputs,
-                           data_roots=data_roots)
+                           data_roots=data_roots, check_only=check_only)
     except OutputDirError as e:
         raise fail(str(e)) from e
     return Path(path)

@@ -164,6 +164,13 @@ def stnas_cmd(
         "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
         + device_overrides(device, amp))
     check_run_inputs(cfg)
+    if cfg.stnas.latency_table:  # read before --overwrite may delete anything: a bad table fails here
+        from vidnas.search.latency import LatencyTable
+
+        try:
+            LatencyTable.load(cfg.stnas.latency_table)
+        except (OSError, ValueError) as e:
+            raise fail(str(e)) from e
     run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite,
                        inputs={"--latency-table": cfg.stnas.latency_table})
     if sweep:
