@@ -33,8 +33,10 @@ SetOpt = Annotated[
 
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace the run (or output) already in --out; without it such a directory is "
-                                     "refused. Only files vidnas writes are removed."),
+    typer.Option("--overwrite", help="Replace the run (or output) of this same command already in --out; without it "
+                                     "such a directory is refused. Only the files this command writes are removed, "
+                                     "after every input is loaded; never another command's run, a data set, or a "
+                                     "file the command reads."),
 ]
 ThreadsOpt = Annotated[
     Optional[int],  # noqa: UP007, UP045
