@@ -96,4 +96,8 @@ class JsonFile:
         p = Path(path)
         if not p.is_file():
             raise cls.FILE_ERROR(f"{cls.FILE_KIND} not found: {p}")
-        return cls.from_json(p.read_text(), source=str(p))
+        try:
+            text = p.read_text()
+        except UnicodeDecodeError as e:
+            raise cls.FILE_ERROR(f"{p}: not a {cls.FILE_KIND} (not JSON text: {e.reason} at byte {e.start})") from e
+        return cls.from_json(text, source=str(p))

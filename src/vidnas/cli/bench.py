@@ -14,6 +14,7 @@ from vidnas.cli.common import (
     OverwriteOpt,
     SetOpt,
     ThreadsOpt,
+    data_roots_of,
     device_overrides,
     fail,
     output_file,
@@ -163,10 +164,10 @@ def bench_cmd(
     if not (checkpoint or arch or row or config or set_):
         raise fail("no model to benchmark: give --checkpoint, --arch, --row (e.g. --row all), or --config / --set "
                    "(the config's model)")
-    if json_out is not None:
-        output_file(json_out, overwrite=overwrite, option="--json")
-    set_threads(n_threads)
     cfg = resolve_config(config, set_)
+    if json_out is not None:
+        output_file(json_out, "bench", overwrite=overwrite, option="--json", data_roots=data_roots_of(cfg.data))
+    set_threads(n_threads)
     hw = (height, width) if height is not None and width is not None else None
     try:
         sources = parse_sources(checkpoint, arch, row)
@@ -258,10 +259,10 @@ def latency_cmd(
         raise fail(f"need --iters >= 1, --warmup >= 0 and --repeats >= 1, got {iters}, {warmup} and {repeats}")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
-    output_file(out, overwrite=overwrite)
+    cfg = resolve_config(config, set_)
+    output_file(out, "latency", overwrite=overwrite, data_roots=data_roots_of(cfg.data))
     device_overrides(device)
     set_threads(threads)
-    cfg = resolve_config(config, set_)
     name = encoder or cfg.model.encoder
     hw = (height, width) if height is not None and width is not None else (cfg.data.height, cfg.data.width)
     try:

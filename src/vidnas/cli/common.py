@@ -5,15 +5,21 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from vidnas.config import Config, ConfigError, load_config, save_config
-from vidnas.rundir import OutputDirError, absolute_data_root, prepare_output_dir, resume_config
+from vidnas.config import Config, ConfigError, DataConfig, load_config, save_config
+from vidnas.rundir import (
+    OutputDirError,
+    absolute_data_root,
+    prepare_output_dir,
+    prepare_output_file,
+    resume_config,
+)
 
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP007, UP045  (typer needs Optional on py3.10)
@@ -27,8 +33,10 @@ SetOpt = Annotated[
 
 OverwriteOpt = Annotated[
     bool,
-    typer.Option("--overwrite", help="Replace the run (or output) already in --out; without it such a directory is "
-                                     "refused. Only files vidnas writes are removed."),
+    typer.Option("--overwrite", help="Replace the run (or output) of this same command already in --out; without it "
+                                     "such a directory is refused. Only the files this command writes are removed, "
+                                     "after every input is loaded; never another command's run, a data set, or a "
+                                     "file the command reads."),
 ]
 ThreadsOpt = Annotated[
     Optional[int],  # noqa: UP007, UP045
@@ -83,27 +91,37 @@ def run_config(kind: str, out: str | Path | None, *, resume: bool, config: str |
 
 
 def output_dir(path: str | Path, kind: str, *, resume: bool = False, overwrite: bool = False,
-               option: str = "--out") -> Path:
-    """``vidnas.rundir.prepare_output_dir`` with a one-line error (exit 2) instead of an exception."""
+               option: str = "--out", inputs: dict[str, str | Path | None] | None = None,
+               data_roots: Sequence[str | Path | None] = (), check_only: bool = False) -> Path:
+    """``vidnas.rundir.prepare_output_dir`` with a one-line error (exit 2) instead of an exception (``inputs``: what
+    the command reads, never deleted; ``data_roots``: data sets the directory must lie outside; ``check_only``:
+    the checks alone, nothing created or removed)."""
     try:
-        prepare_output_dir(path, kind, resume=resume, overwrite=overwrite, option=option)
+        prepare_output_dir(path, kind, resume=resume, overwrite=overwrite, option=option, inputs=inputs,
+                           data_roots=data_roots, check_only=check_only)
     except OutputDirError as e:
         raise fail(str(e)) from e
     return Path(path)
 
 
-def output_file(path: str | Path, *, overwrite: bool, option: str = "--out") -> Path:
-    """A file a command is about to write: refuse a directory, an existing file (unless ``overwrite``) and an
-    unwritable folder, before any work."""
-    p = Path(path)
-    if p.is_dir():
-        raise fail(f"{option} {p} is a directory; give a file name")
-    if p.exists() and not overwrite:
-        raise fail(f"{option} {p} already exists; choose another name or pass --overwrite to replace it")
-    parent = p.parent if str(p.parent) else Path(".")
-    if parent.exists() and not os.access(parent, os.W_OK):
-        raise fail(f"{option} {p}: {parent} is not writable")
-    return p
+def output_file(path: str | Path, kind: str, *, overwrite: bool, option: str = "--out",
+                inputs: dict[str, str | Path | None] | None = None,
+                data_roots: Sequence[str | Path | None] = ()) -> Path:
+    """A file of ``kind`` (a key of ``vidnas.rundir.FILE_KINDS``) a command is about to write, checked by
+    ``vidnas.rundir.prepare_output_file`` before any work: no directory, nothing inside a data set, none of the
+    command's ``inputs``, no existing file vidnas did not write, an earlier one of this kind only with
+    ``overwrite``. Exit 2 with one line otherwise."""
+    try:
+        return prepare_output_file(path, kind, overwrite=overwrite, option=option, inputs=inputs,
+                                   data_roots=data_roots)
+    except OutputDirError as e:
+        raise fail(str(e)) from e
+
+
+def data_roots_of(data: DataConfig) -> list[str]:
+    """The data set root a command with data config ``data`` reads (none for synthetic data): its outputs stay
+    outside it."""
+    return [] if data.format == "synthetic" or not data.root else [data.root]
 
 
 def set_threads(threads: int | None) -> None:
@@ -150,13 +168,14 @@ def check_run_inputs(cfg: Config, arch: object = None) -> None:
 
 
 def make_run_dir(cfg: Config, kind: str, out: str | None = None, *, resume: bool = False,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, inputs: dict[str, str | Path | None] | None = None) -> Path:
     """Check and create ``out`` (or a new ``<train.out_dir>/<kind>-<timestamp>``), then write the resolved config
-    into it (after every check: a refused command changes nothing)."""
+    into it (after every check: a refused command changes nothing). ``inputs``: what the command reads (``--init``,
+    ``--arch``...), which replacing a run may never delete; the run stays outside ``data.root``."""
     run = Path(out) if out else Path(cfg.train.out_dir) / f"{kind}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 checks and writes; the others follow it
         return run
-    output_dir(run, kind, resume=resume, overwrite=overwrite)
+    output_dir(run, kind, resume=resume, overwrite=overwrite, inputs=inputs, data_roots=data_roots_of(cfg.data))
     save_config(cfg, run / "config.yaml")
     return run
 

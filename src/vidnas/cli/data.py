@@ -10,8 +10,18 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from vidnas.cli.common import ConfigOpt, OverwriteOpt, SetOpt, fail, output_file, resolve_config, setup_logging
+from vidnas.cli.common import (
+    ConfigOpt,
+    OverwriteOpt,
+    SetOpt,
+    data_roots_of,
+    fail,
+    output_file,
+    resolve_config,
+    setup_logging,
+)
 from vidnas.config import ConfigError, DataConfig
+from vidnas.rundir import PREVIEW_SOFTWARE
 
 app = typer.Typer(
     help="Inspect a data set: per-split statistics (`stats`) and a grid of frames with mask overlays (`preview`).",
@@ -108,6 +118,8 @@ def stats(
     ] = True,
     config: ConfigOpt = None,
     overrides: SetOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier --json of `data stats`; any "
+                                                                "other file is never replaced.")] = False,
 ) -> None:
     """Per split: videos, frames, annotated frames, frame spacing, class histogram, unknown labels, unannotated videos.
 
@@ -118,6 +130,8 @@ def stats(
 
     setup_logging()
     data = _data_config(config, overrides, fmt, root)
+    if json_path is not None:  # before reading any mask: never into the data set, never over a file not ours
+        output_file(json_path, "stats", overwrite=overwrite, option="--json", data_roots=data_roots_of(data))
     src = _open(data)
     try:
         splits = list(split) if split else src.split_names()
@@ -157,12 +171,14 @@ def preview(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Write a grid of annotated frames with their masks overlaid in the data set's palette, plus a class legend."""
+    from PIL.PngImagePlugin import PngInfo
+
     from vidnas.data import DataError, preview_grid
     from vidnas.utils import atomic_write
 
     setup_logging()
-    output_file(out, overwrite=overwrite)
     data = _data_config(config, overrides, fmt, root)
+    output_file(out, "preview", overwrite=overwrite, data_roots=data_roots_of(data))
     src = _open(data)
     try:
         s = split or src.split_names()[0]
@@ -170,7 +186,9 @@ def preview(
     except (DataError, ValueError) as e:
         raise fail(str(e)) from e
     try:
-        atomic_write(out, lambda tmp: img.save(tmp, format="PNG"))
+        info = PngInfo()
+        info.add_text("Software", PREVIEW_SOFTWARE)  # how a later `preview --overwrite` knows the file is ours
+        atomic_write(out, lambda tmp: img.save(tmp, format="PNG", pnginfo=info))
     except OSError as e:
         raise fail(f"cannot write {out}: {e}") from e
     typer.echo(f"wrote {out} ({img.width}x{img.height}, {src.name}/{s})")

@@ -75,10 +75,14 @@ def export_cmd(
         raise fail(f"checkpoint not found: {checkpoint}")
     img_size = (height, width) if height is not None and width is not None else None
     device_overrides(device)  # checked here: an unknown device or CUDA where there is none fails at once
-    output_dir(out, "export", overwrite=overwrite)
+    output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint}, check_only=True)
+    try:  # then the model: an earlier export in --out is replaced only once the checkpoint has loaded
+        loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
+    except ValueError as e:  # CheckpointError
+        raise fail(str(e)) from e
+    output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint})
     step = None
     try:
-        loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
         extra = {"checkpoint": str(checkpoint), "palette_source": loaded.palette_source}
         if is_frame_model(loaded.model):  # arch2 / dynamic-cell model: key.onnx (+ cell.onnx)
             fpaths = export_frame_onnx(loaded.model, out, img_size=loaded.img_size, opset=opset,
@@ -184,6 +188,7 @@ def predict_cmd(
     from tqdm.auto import tqdm
 
     from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
+    from vidnas.rundir import is_unused_dir
 
     setup_logging()
     if runtime not in RUNTIMES:
@@ -205,19 +210,33 @@ def predict_cmd(
         raise fail(str(e)) from e
     if out.resolve() == input.resolve() or (input.is_dir() and input.resolve() in out.resolve().parents):
         raise fail(f"--out {out} is inside the input {input}: choose a directory outside the data")
-    output_dir(out, "predict", overwrite=overwrite)
+    if onnx_dir is not None and checkpoint is not None:  # predict exports into --onnx: only a folder of its own
+        if onnx_dir.is_dir() and not is_unused_dir(onnx_dir):
+            what = "an export" if (onnx_dir / "export.json").is_file() else "other files"
+            raise fail(f"--onnx {onnx_dir} holds {what}, and with --checkpoint predict would export {checkpoint} "
+                       "into it: predict never writes into an export it did not make; drop --checkpoint to run "
+                       f"that export, or drop --onnx (the model is exported into {out / 'onnx'})")
+    inputs = {"--checkpoint": checkpoint, "--onnx": onnx_dir, "INPUT": input}
+    output_dir(out, "predict", overwrite=overwrite, inputs=inputs, check_only=True)  # before any work
     if threads is None:
         from vidnas.bench import auto_threads
 
         threads = auto_threads(reserve=1)
     set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
     export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
-    try:
+    exports = runtime == "onnxruntime" and checkpoint is not None  # writes an export (into OUT/onnx or --onnx)
+    if exports:
+        output_dir(out, "predict", overwrite=overwrite, inputs=inputs)
+        if onnx_dir is not None:
+            output_dir(onnx_dir, "export", option="--onnx")
+    try:  # the model first (when that writes nothing): an earlier prediction is replaced only once it has loaded
         runner = load_runner(checkpoint, runtime=runtime, causal=causal, export_dir=export_dir,
                              intra_op_threads=threads, key_interval=key_interval, device=device or "cpu", amp=amp,
                              incremental=incremental, channels_last=channels_last)
     except ValueError as e:  # DeployError, CheckpointError
         raise fail(str(e)) from e
+    if not exports:
+        output_dir(out, "predict", overwrite=overwrite, inputs=inputs)
     if max_frames is not None:
         total = min(total, max_frames) if total else max_frames
     decode = {"incremental": "one decoder step per frame", "window": "window decode per frame",

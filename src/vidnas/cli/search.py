@@ -164,7 +164,15 @@ def stnas_cmd(
         "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
         + device_overrides(device, amp))
     check_run_inputs(cfg)
-    run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite)
+    if cfg.stnas.latency_table:  # read before --overwrite may delete anything: a bad table fails here
+        from vidnas.search.latency import LatencyTable
+
+        try:
+            LatencyTable.load(cfg.stnas.latency_table)
+        except (OSError, ValueError) as e:
+            raise fail(str(e)) from e
+    run = make_run_dir(cfg, kind, out, resume=resume, overwrite=overwrite,
+                       inputs={"--latency-table": cfg.stnas.latency_table})
     if sweep:
         _sweep(cfg, run, values if values is not None else [cfg.stnas.lam], resume=resume, quiet=quiet,
                skip_encoder=skip_encoder, skip_decoder=skip_decoder, bench_frames=bench_frames, random_k=random_k,

@@ -171,7 +171,7 @@ def cells_cmd(
         CellSearchSpace.from_config(cfg.cells)
     except ValueError as e:
         raise fail(str(e)) from e
-    run = make_run_dir(cfg, "cells", out, resume=resume, overwrite=overwrite)
+    run = make_run_dir(cfg, "cells", out, resume=resume, overwrite=overwrite, inputs={"--static": static})
     show = not quiet
     try:
         static = prepare_static(cfg, run, static, resume=resume, epochs=static_epochs, max_steps_per_epoch=max_steps,

@@ -14,6 +14,7 @@ from vidnas.cli.common import (
     SetOpt,
     ThreadsOpt,
     check_run_inputs,
+    data_roots_of,
     device_overrides,
     fail,
     make_run_dir,
@@ -70,7 +71,11 @@ def train_cmd(
                                                           "saved config (--set may change train.epochs, logging and "
                                                           "the device only).")] = False,
     overwrite: OverwriteOpt = False,
-    init: Annotated[Path | None, typer.Option("--init", help="Initialise weights from this checkpoint.")] = None,  # noqa: UP007, UP045
+    init: Annotated[Path | None, typer.Option("--init", help="Initialise weights from this checkpoint (tensors of "  # noqa: UP007, UP045
+                                                             "the same name and shape; it must fill at least half "
+                                                             "of the model's tensors).")] = None,
+    init_partial: Annotated[bool, typer.Option("--init-partial", help="Accept an --init that fills less than half "
+                                                                      "of the model's tensors.")] = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
     amp: Annotated[Optional[str], typer.Option(  # noqa: UP007, UP045
@@ -101,9 +106,18 @@ def train_cmd(
     except (OSError, ValueError) as e:
         raise fail(str(e)) from e
     check_run_inputs(cfg, arch_obj)  # a bad data set or model name fails here, before the run directory exists
-    run = make_run_dir(cfg, "train", out, resume=resume, overwrite=overwrite)
+    inputs = {"--init": init, "--arch": arch}
+    if init is not None and not resume:  # a --init that does not fit fails before --overwrite deletes anything
+        from vidnas.engine.train import check_init
+
+        try:
+            check_init(cfg, init, arch_obj, partial=init_partial)
+        except ValueError as e:
+            raise fail(str(e)) from e
+    run = make_run_dir(cfg, "train", out, resume=resume, overwrite=overwrite, inputs=inputs)
     try:
-        res = train(cfg, run, arch=arch_obj, resume=resume, init_weights=init, show_progress=not quiet)
+        res = train(cfg, run, arch=arch_obj, resume=resume, init_weights=init, init_partial=init_partial,
+                    show_progress=not quiet)
     except (FileNotFoundError, ValueError) as e:
         raise fail(str(e)) from e
     finally:
@@ -142,6 +156,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: per-class IoU, mIoU, fwIoU, temporal consistency, overlay images."""
     from vidnas.engine.evaluate import default_eval_dir, eval_config, per_class_table, run_eval
+    from vidnas.rundir import discard_unused_dir
 
     setup_logging()
     set_threads(threads)
@@ -153,13 +168,14 @@ def eval_cmd(
         raise fail(str(e)) from e
     target = Path(out) if out else default_eval_dir(checkpoint)
     fresh = not target.exists()
-    out_dir = output_dir(target, "eval", overwrite=overwrite)
+    out_dir = output_dir(target, "eval", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint},
+                         data_roots=data_roots_of(cfg.data))
     try:
         res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,
                        key_interval=key_interval, context_ablation=context_ablation)
     except (FileNotFoundError, ValueError) as e:
-        if fresh and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a refused evaluation leaves no empty directory of its own behind
+        if fresh:
+            discard_unused_dir(out_dir)  # a refused evaluation leaves no empty directory of its own behind
         raise fail(str(e)) from e
     from vidnas.data import open_source
 

@@ -9,6 +9,7 @@ the weights identical on every rank.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_from_dict, config_to_dict
-from vidnas.data import build_datasets, target_position
+from vidnas.data import build_datasets, open_source, target_position
 from vidnas.engine.distributed import DistInfo, init_distributed, unwrap
 from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
@@ -34,9 +35,16 @@ from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
 
-__all__ = ["TrainResult", "train", "weights_fingerprint", "context_grad_frames"]
+__all__ = ["TrainResult", "train", "weights_fingerprint", "context_grad_frames", "init_from", "check_init",
+           "MIN_INIT_SHARE", "DivergedError"]
 
 log = logging.getLogger(__name__)
+
+MIN_INIT_SHARE = 0.5  # --init must fill at least this share of the model's tensors (unless --init-partial)
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite loss or weights; the message names the step and the last finite checkpoint."""
 
 
 @dataclass
@@ -133,13 +141,19 @@ def _describe(cfg: Config, arch: Any) -> str:
     return f"{a.encoder}{depths} + {a.decoder}{ops} (width {a.channels}, window {a.window})"
 
 
-def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any = None) -> None:
+def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any = None, *,
+              partial: bool = False) -> None:
     """Initialise ``model`` from the weights of checkpoint ``path`` (``--init``): tensors of the same name and shape
-    are loaded; missing and unexpected names are logged.
+    are loaded; the matched share (matched / the model's tensors) and the missing and unexpected names are logged.
+
+    Args:
+        partial: accept a checkpoint that fills fewer than ``MIN_INIT_SHARE`` of the model's tensors
+            (``--init-partial``).
 
     Raises:
-        CheckpointError: unreadable file, or a checkpoint of another model (tensors of the same name with other
-            shapes); the message says which model each side is.
+        CheckpointError: unreadable file, a checkpoint of another model (tensors of the same name with other
+            shapes; the message says which model each side is), or one that fills fewer than ``MIN_INIT_SHARE`` of
+            the model's tensors without ``partial``.
     """
     state = load_checkpoint(path)
     translate = getattr(model, "translate_init_state", None)  # e.g. per-frame arch2 -> the arch2 fusion's names
@@ -159,8 +173,28 @@ def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any =
             f"--init {path} holds another model ({theirs}) than the one trained here ({_describe(cfg, arch)}): "
             f"{len(clash)} tensors differ in shape, e.g. {clash[0]} {tuple(state['model'][clash[0]].shape)} vs "
             f"{tuple(own[clash[0]].shape)}")
+    matched = sum(k in own for k in state["model"])
+    share = matched / max(len(own), 1)
+    if share < MIN_INIT_SHARE and not partial:
+        raise CheckpointError(
+            f"--init {path} fills {matched} of the model's {len(own)} tensors ({share:.0%}, below "
+            f"{MIN_INIT_SHARE:.0%}): it holds another model ({_describe(cfg, arch)} is trained here); pass "
+            "--init-partial to initialise just those tensors")
     missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    log.info("initialised from %s (missing %d, unexpected %d keys)", path, len(missing), len(unexpected))
+    log.info("initialised from %s: %d of the model's %d tensors (%.0f%%; missing %d, unexpected %d keys)", path,
+             matched, len(own), 100 * share, len(missing), len(unexpected))
+
+
+def check_init(cfg: Config, path: str | Path, arch: Any = None, *, partial: bool = False) -> None:
+    """``init_from`` on a throwaway CPU model of ``cfg`` (``arch``): a ``--init`` that does not fit fails here,
+    before the run directory is touched (an ``--overwrite`` deletes only after every input is checked).
+
+    Raises:
+        CheckpointError: as ``init_from``.
+    """
+    cpu = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
+    model = build_model(cpu, arch, num_classes=open_source(cfg.data).num_classes)
+    init_from(model, path, cfg, arch, partial=partial)
 
 
 def context_grad_frames(cfg: Config) -> list[bool] | None:
@@ -179,6 +213,7 @@ def train(
     arch: Any = None,
     resume: bool = False,
     init_weights: str | Path | None = None,
+    init_partial: bool = False,
     show_progress: bool = True,
 ) -> TrainResult:
     """Train ``build_model(cfg, arch)`` on ``cfg.data``; checkpoints and logs go to ``run_dir``.
@@ -190,7 +225,12 @@ def train(
         arch: optional ``vidnas.models.Arch`` overriding the model config.
         resume: continue from ``run_dir/checkpoints/last.pt`` (exactly: same weights as an uninterrupted run).
         init_weights: optional checkpoint whose model weights initialise the network (e.g. a supernet's).
+        init_partial: accept an ``init_weights`` that fills fewer than ``MIN_INIT_SHARE`` of the tensors.
         show_progress: tqdm progress bars (rank 0 only).
+
+    Raises:
+        DivergedError: a non-finite loss (float32 and bf16; fp16's loss scaling handles its own overflows) or
+            non-finite weights at the end of an epoch; the checkpoints keep the last finite weights.
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
@@ -215,7 +255,7 @@ def train(
         raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
     model = build_model(cfg, arch, num_classes=source.num_classes).to(device)
     if init_weights is not None:
-        init_from(model, init_weights, cfg, arch)
+        init_from(model, init_weights, cfg, arch, partial=init_partial)
     freeze_encoder_if_asked(model, cfg)
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
@@ -255,6 +295,11 @@ def train(
     scheduled = cfg.train.schedule != "constant" or warmup_steps > 0
     grad_frames = context_grad_frames(cfg)
 
+    def diverged(what: str) -> DivergedError:
+        kept = f"the last finite checkpoint is kept: {last_path}" if last_path.exists() else "no checkpoint was written"
+        return DivergedError(f"training diverged: {what}; {kept}. Lower the learning rate (train.lr is "
+                             f"{cfg.train.lr:g}; try --set train.lr={cfg.train.lr / 10:g})")
+
     def begin(epoch: int) -> None:
         train_ds.set_epoch(epoch)  # augmentation drawn from (seed, epoch, item): identical after a resume
         model.train()
@@ -278,8 +323,10 @@ def train(
         if scheduled:
             _set_lr(opt, cfg.train.lr * lr_factor(epoch * n_steps + i, total_steps, schedule=cfg.train.schedule,
                                                   warmup_steps=warmup_steps))
-        backward_step(loss, opt, scaler)
         value = loss.item()
+        if not math.isfinite(value) and not scaler.is_enabled():
+            raise diverged(f"the loss is {value} at step {epoch * n_steps + i} (epoch {epoch + 1}, batch {i + 1})")
+        backward_step(loss, opt, scaler)
         if i % max(cfg.train.log_every, 1) == 0:
             logger.log("train", epoch * n_steps + i, epoch=epoch, loss=value, lr=opt.param_groups[0]["lr"])
         return {"loss": value}
@@ -301,6 +348,10 @@ def train(
         is_best = "val_miou" in record and record["val_miou"] > best_miou
         if is_best:
             best_miou, best_epoch = record["val_miou"], res.epoch
+        bad = [k for k, v in unwrap(model).state_dict().items() if v.is_floating_point()
+               and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise diverged(f"{len(bad)} weight tensors hold NaN or inf after epoch {res.epoch + 1} (e.g. {bad[0]})")
         if dist_info.is_main:
             state = {
                 "model": unwrap(model).state_dict(),

@@ -63,6 +63,7 @@ __all__ = [
     "parity_check",
     "step_parity_check",
     "frame_parity_check",
+    "logit_difference",
 ]
 
 logger = logging.getLogger(__name__)
@@ -446,6 +447,20 @@ class FrameOrtStreamer(_OrtExportStreamer):
 # ------------------------------------------------------------------------------------------- parity with PyTorch
 
 
+def logit_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """``max |a - b|`` of one frame's PyTorch and onnxruntime logits.
+
+    Raises:
+        DeployError: a logit of either side is NaN or infinite (NaN against NaN would otherwise compare as no
+            difference: a diverged model must fail its parity check).
+    """
+    bad = [side for side, x in (("PyTorch", a), ("onnxruntime", b)) if not np.isfinite(x).all()]
+    if bad:
+        raise DeployError(f"{' and '.join(bad)} logits are not finite (NaN or inf): the model's weights diverged "
+                          "or overflow; a model must give finite logits")
+    return float(np.abs(a - b).max())
+
+
 def parity_check(
     model: torch.nn.Module,
     export_dir: str | Path,
@@ -500,7 +515,7 @@ def parity_check(
     for a, b in zip(outs_t, outs_o, strict=True):
         if a.shape != b.shape:
             raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-        diff = max(diff, float(np.abs(a - b).max()))
+        diff = max(diff, logit_difference(a, b))
     logger.info("parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
     return diff
 
@@ -532,7 +547,7 @@ def step_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int =
             b = ort_stream.push(x.numpy())
             if a.shape != b.shape:
                 raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-            diff = max(diff, float(np.abs(a - b).max()))
+            diff = max(diff, logit_difference(a, b))
     logger.info("incremental parity over %d frames: max |torch - onnxruntime| = %.3g", frames, diff)
     return diff
 
@@ -560,7 +575,7 @@ def frame_parity_check(model: nn.Module, export_dir: str | Path, *, frames: int 
             a, b = torch_stream.push(x.to(device)).cpu().numpy(), ort_stream.push(x.numpy())
             if a.shape != b.shape:
                 raise DeployError(f"logit shapes differ: PyTorch {a.shape}, onnxruntime {b.shape}")
-            diff = max(diff, float(np.abs(a - b).max()))
+            diff = max(diff, logit_difference(a, b))
     logger.info("frame-model parity over %d frames (key interval %s): max |torch - onnxruntime| = %.3g", frames,
                 key_interval, diff)
     return diff

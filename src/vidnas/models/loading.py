@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint
@@ -190,6 +191,11 @@ def load_model(
         raise
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path}: cannot rebuild the {kind} model from its stored config: {e}") from e
+    bad = [k for k, v in state["model"].items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} of {len(state['model'])} weight tensors hold NaN or inf (e.g. "
+                              f"{bad[0]}): the training diverged; train again with a lower learning rate")
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as e:
