@@ -242,6 +242,23 @@ def test_folder_without_split_file_uses_every_video(tmp_path: Path, caplog: pyte
     assert src.class_names == ["class0", "class1", "class2"]
 
 
+def test_folder_refuses_to_infer_classes_past_a_stray_mask_value(tmp_path: Path) -> None:
+    """A stray value (200 among 0..2) without class names: refused, naming the value and the mask, instead of a
+    201-class model whose mIoU is 0 (issue 30)."""
+    from PIL import Image
+
+    from vidnas.data import DataError
+
+    make_folder(tmp_path, splits=False)
+    (tmp_path / "classes.yaml").unlink()
+    mask = tmp_path / "clipA" / "masks" / "frame_0002.png"
+    m = np.array(Image.open(mask))
+    m[0, 0] = 200
+    Image.fromarray(m).save(mask)
+    with pytest.raises(DataError, match=r"mask value 200 \(first in .*frame_0002.png\).*classes.yaml"):
+        _ = FolderSource(tmp_path).num_classes
+
+
 # --------------------------------------------------------------------------------------------------------- synthetic
 
 

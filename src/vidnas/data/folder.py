@@ -18,7 +18,9 @@ otherwise. Frames without a mask are unannotated (used as temporal context only)
     splits: {train: [vid_a, vid_b], val: [vid_c]}
 
 Without ``names`` the number of classes is the largest mask value found + 1 (all masks are read once, with a warning:
-write ``classes.yaml``). Mask values that are neither a class nor the void value become ignore and are counted.
+write ``classes.yaml``); masks whose values leave a class index below the largest in no mask are refused (a stray
+value such as 200 among 0..2 would otherwise make a 201-class model). Mask values that are neither a class nor the
+void value become ignore and are counted.
 
 Splits: ``splits.yaml`` (or ``splits`` in ``classes.yaml``); a video listed in no split is only in ``all``. Without
 either, every video is in every split (``train``, ``val``, ``test``) with a warning that they overlap.
@@ -124,17 +126,23 @@ class FolderSource(VideoSource):
 
     # -- classes -----------------------------------------------------------------------------------------------
     def _infer_names(self) -> list[str]:
-        top = -1
+        first: dict[int, Path] = {}  # every labelled value -> the first mask holding it
         for v in self.videos("all"):
             for f in v.frames:
                 if f.mask is not None:
                     raw = read_label_png(f.mask)
-                    vals = raw[raw != self._raw_void]
-                    if vals.size:
-                        top = max(top, int(vals.max()))
-        if top < 0:
+                    for val in np.unique(raw[raw != self._raw_void]).tolist():
+                        first.setdefault(int(val), Path(f.mask))
+        if not first:
             raise DataError(f"folder: cannot infer the classes of {self.root}: no labelled pixel in any mask; write "
                             f"{self.root}/classes.yaml with 'names'")
+        top = max(first)
+        missing = [k for k in range(top) if k not in first]
+        if missing:  # a stray value (say 200 among 0..2) would make a model of top + 1 classes that never appear
+            raise DataError(f"folder: cannot infer the classes of {self.root}: mask value {top} (first in "
+                            f"{first[top]}) leaves {len(missing)} class index(es) below it in no mask (e.g. "
+                            f"{missing[0]}); write {self.root}/classes.yaml with 'names' (and 'ignore_index' for a "
+                            f"void value)")
         logger.warning("folder: no class names in %s/classes.yaml; inferred %d classes from the masks (largest "
                        "value %d)", self.root, top + 1, top)
         return [f"class{i}" for i in range(top + 1)]
