@@ -214,6 +214,15 @@ def test_an_earlier_export_survives_a_checkpoint_that_fails_to_load(nan_ckpt: Pa
     refused(["export", nan_ckpt, "--out", earlier], "hold NaN or inf", earlier)
 
 
+
+def test_an_earlier_evaluation_survives_a_checkpoint_that_fails_to_load(nan_ckpt: Path, ckpt: Path,
+                                                                         tmp_path: Path) -> None:
+    """``eval --overwrite`` replaces an earlier evaluation only once the new model and its data have loaded."""
+    earlier = tmp_path / "eval"
+    code, out = invoke(["eval", ckpt, "--out", earlier, "--no-stream", "-q"])
+    assert code == 0 and (earlier / "eval.json").is_file(), out
+    refused(["eval", nan_ckpt, "--out", earlier, "--overwrite", "-q"], "hold NaN or inf", earlier)
+
 def test_parity_fails_on_nan_logits() -> None:
     from vidnas.export import DeployError
     from vidnas.export.ort_streamers import logit_difference

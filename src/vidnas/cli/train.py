@@ -168,11 +168,12 @@ def eval_cmd(
         raise fail(str(e)) from e
     target = Path(out) if out else default_eval_dir(checkpoint)
     fresh = not target.exists()
-    out_dir = output_dir(target, "eval", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint},
-                         data_roots=data_roots_of(cfg.data))
-    try:
+    out_opts = dict(overwrite=overwrite, inputs={"CHECKPOINT": checkpoint}, data_roots=data_roots_of(cfg.data))
+    out_dir = output_dir(target, "eval", check_only=True, **out_opts)  # every check, nothing written yet
+    try:  # an earlier evaluation is replaced only once the model and the data have loaded (``ready``)
         res = run_eval(cfg, checkpoint, out_dir, split=split, stream=not no_stream, show_progress=not quiet,
-                       key_interval=key_interval, context_ablation=context_ablation)
+                       key_interval=key_interval, context_ablation=context_ablation,
+                       ready=lambda: output_dir(target, "eval", **out_opts))
     except (FileNotFoundError, ValueError) as e:
         if fresh:
             discard_unused_dir(out_dir)  # a refused evaluation leaves no empty directory of its own behind

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def default_eval_dir(checkpoint: str | Path) -> Path:
 
 def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | None = None, stream: bool = True,
              show_progress: bool = True, key_interval: int | None = None,
-             context_ablation: bool = False) -> dict[str, Any]:
+             context_ablation: bool = False, ready: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``cfg.data``; write ``eval.json``, ``per_class.md`` and overlays.
 
     Args:
@@ -213,6 +213,8 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
             target frame (``clips_target_context``, and ``clips_matched_target_context`` under the matched
             protocol), and the fraction of target pixels whose label the real context changes
             (``context_changed_pixels``): whether the model uses its context, and whether that pays.
+        ready: called once the model, its options and the data are loaded and checked, before anything is written
+            to ``out_dir`` (the CLI prepares, and may replace, its output directory there).
     """
     out_dir = Path(out_dir)
     loaded = load_model(checkpoint, device=cfg.train.device)
@@ -232,6 +234,8 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
                          f"{cfg.data.root} has {source.num_classes}")
     split = split or cfg.data.val_split
     clip_ds = ClipDataset(source, split, cfg.data, train=False)
+    if ready is not None:
+        ready()
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "format": cfg.data.format}
     if key_interval is not None:
         result["key_interval"] = int(key_interval)
