@@ -180,13 +180,16 @@ class SearchContext:
         return table
 
 
-SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn")  # decoders with op slots a decoder supernet searches
+# the decoder families whose Slotted decoder the decoder search builds a supernet of (search_decoder_ops)
+SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn")
 
 
 def check_searchable_decoder(base: Arch) -> None:
-    """Refuse a decoder search on a decoder without op slots, or on an mstcn fusion whose search is not built."""
+    """Refuse, at config time, a decoder search on a decoder without op slots (not ``Slotted``: ``head``, ``arch2``),
+    or on an mstcn fusion whose search is not built (``DecoderSupernet`` itself takes any ``Slotted`` decoder)."""
     if base.decoder not in SEARCHABLE_DECODERS:
-        raise ValueError(f"the decoder search needs the sptcn or mstcn decoder, the config has {base.decoder!r}; "
+        names = " or ".join(SEARCHABLE_DECODERS)
+        raise ValueError(f"the decoder search needs the {names} decoder, the config has {base.decoder!r}; "
                          "pass skip_decoder (--skip-decoder) to search the encoder only")
     if base.fusion != "fpn":
         raise ValueError(f"the decoder search covers the mstcn decoder's fpn fusion, the config has model.fusion="
