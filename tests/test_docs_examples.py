@@ -1,7 +1,7 @@
 """The code examples of the docs run as written.
 
 docs/ARCHITECTURE.md's "Extend it" example (a new decoder op and cell aggregation, searched) runs in
-``tests/test_layout.py::test_extend_example``; this file runs the others.
+``tests/test_layout.py::test_extend_example``; this file runs the others ("Add a decoder", "Add a search").
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vidnas.models import DECODERS, Arch, ArchError, IncrementalStreamer, VideoSegmenter, compile_decoder
+from vidnas.models.encoders import build_encoder
 from vidnas.models.streaming import WindowStreamer
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -53,3 +54,26 @@ def test_add_a_decoder_example(capsys: pytest.CaptureFixture[str]) -> None:
         DECODERS.pop("temporal_head", None)
     with pytest.raises(ArchError, match="valid decoders: sptcn, head, arch2, mstcn$"):
         Arch(decoder="temporal_head")
+
+
+def test_add_a_search_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/ARCHITECTURE.md's "Add a search" example: a latency-budgeted random search writes an arch.json that loads,
+    whose architecture is under the budget by the measured table, the best of the trained candidates, and builds."""
+    code = python_example("ARCHITECTURE.md", "Add a search")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)  # noqa: S102
+    table, budget_ms, scored = namespace["table"], namespace["budget_ms"], namespace["scored"]
+    saved = Arch.load(tmp_path / "runs" / "budget_search" / "arch.json")
+    assert saved == namespace["best"] and saved.name == "budget_search" and saved.decoder_ops is not None
+    assert saved.extra["search"]["budget_ms"] == budget_ms
+    encoder = build_encoder(saved.encoder, img_size=(32, 48))  # the full-depth encoder the table was measured on
+    latency = table.model_latency(encoder, saved.depths, saved, 4)
+    assert latency == pytest.approx(saved.extra["search"]["latency_ms"]) and latency <= budget_ms
+    assert 1 <= len(scored) <= 2 and saved.extra["search"]["val_miou"] == max(m for m, _, _ in scored)
+    for _, _, arch in scored:
+        assert (tmp_path / "runs" / "budget_search" / arch.name / "checkpoints" / "last.pt").is_file()
+    model = namespace["model"]
+    assert isinstance(model, VideoSegmenter) and tuple(model.encoder.depths) == tuple(saved.depths)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 3, 32, 48)).shape == (1, 3, 4, 32, 48)

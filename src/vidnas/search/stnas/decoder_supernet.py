@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from vidnas.models.decoders import OPS_PER_SCALE, MultiScaleDecoder, SPTCNDecoder
+from vidnas.models.decoders import OPS_PER_SCALE, MultiScaleDecoder, Slotted, SPTCNDecoder
 from vidnas.models.ops import SEARCH_CANDIDATES, get_op, temporal_extent
 from vidnas.search.stnas.supernet import SearchModule, weight_parameters
 
@@ -104,7 +104,8 @@ class MixedOp(SearchModule):
 class DecoderSupernet(nn.Module):
     """A decoder whose every searchable slot is a ``MixedOp`` (TCNNAS supernet, [ST-NAS Fig. 2]).
 
-    Any decoder exposing ``searchable_slots()`` / ``set_slot()`` can be searched:
+    Any ``Slotted`` decoder (``vidnas.models.decoders.Slotted``: ``searchable_slots()`` / ``set_slot()``) can be
+    searched:
 
     * ``SPTCNDecoder`` (built with ``layer_ops``): each 3x3x3 conv of the residual layers is two slots in sequence,
       16 mixed ops for four layers. ``reduce``, ``final`` and the head stay as they are (not searched).
@@ -118,9 +119,9 @@ class DecoderSupernet(nn.Module):
     slots or the mstcn trunk's) and ``Arch.scale_ops`` (the mstcn finer scales', None for SP-TCN).
 
     Args:
-        decoder: an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are replaced) or a
-            ``MultiScaleDecoder``; see ``build_decoder_supernet`` / ``build_multiscale_supernet`` to build one
-            directly. Modified in place and kept as ``self.decoder``.
+        decoder: a ``Slotted`` decoder, e.g. an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are
+            replaced) or a ``MultiScaleDecoder``; see ``build_decoder_supernet`` / ``build_multiscale_supernet`` to
+            build one directly. Modified in place and kept as ``self.decoder``.
         candidates: candidate op names of every slot.
 
     Shapes:
@@ -130,9 +131,9 @@ class DecoderSupernet(nn.Module):
 
     def __init__(self, decoder: nn.Module, candidates: Sequence[str] = SEARCH_CANDIDATES) -> None:
         super().__init__()
-        if not (hasattr(decoder, "searchable_slots") and hasattr(decoder, "set_slot")):
-            raise TypeError(f"the decoder supernet needs a decoder with searchable_slots() and set_slot(), got "
-                            f"{type(decoder).__name__}")
+        if not isinstance(decoder, Slotted):
+            raise TypeError(f"the decoder supernet needs a Slotted decoder (vidnas.models.decoders.Slotted: "
+                            f"searchable_slots() and set_slot()), got {type(decoder).__name__}")
         if isinstance(decoder, SPTCNDecoder) and decoder.layer_ops is None:
             raise ValueError(
                 "the decoder supernet needs an SPTCNDecoder built with layer_ops (its slots are then swapped for mixed "

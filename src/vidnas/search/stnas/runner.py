@@ -2,9 +2,10 @@
 directory, its log, the data, the processes, lambda, the latency table) and one resumable supernet training phase
 (``Phase``, ``run_phase``) with its DDP synchronisation (``sync_arch``).
 
-A phase trains in the engine's epoch loop (``vidnas.engine.loop``): network weights with AdamW (``cfg.train``),
-architecture weights with ``ClippedAdam``, one ``step.search_step`` per batch (joint, or alternating on two fixed
-halves of the training data). Resume: a checkpoint per phase (``checkpoints/encoder_search.pt``,
+A phase trains in the engine's outer loop (``vidnas.engine.loop.fit``: per-epoch re-seeding, BatchNorm sync and
+barrier under torchrun): network weights with AdamW (``cfg.train``), architecture weights with ``ClippedAdam``, one
+``step.search_step`` per batch (joint, or alternating on two fixed halves of the training data; its updates through
+the engine's ``backward_step``). Resume: a checkpoint per phase (``checkpoints/encoder_search.pt``,
 ``decoder_search.pt``, ``decoder_s{k}_search.pt``) holds the supernet weights (arch weights included), both
 optimisers, the epoch, the elapsed time and what the phase accumulates (``Phase.state``). Every epoch re-seeds from
 ``(train.seed, phase, epoch)`` and each phase's model is built right after seeding with ``phase_seed``, so
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,9 @@ from torch.utils.data import DataLoader, Subset
 from vidnas.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_to_dict
 from vidnas.data import build_datasets
-from vidnas.engine.distributed import DistInfo, barrier, broadcast_object, init_distributed, sync_buffers
+from vidnas.engine.distributed import DistInfo, broadcast_object, init_distributed
 from vidnas.engine.logger import RunLogger
-from vidnas.engine.loop import epoch_loader, epoch_seed, mean_loss, run_epoch, steps_per_epoch
+from vidnas.engine.loop import EpochResult, epoch_loader, fit, steps_per_epoch
 from vidnas.engine.losses import segmentation_loss
 from vidnas.models import Arch, arch_from_config
 from vidnas.models.encoders import Encoder
@@ -42,7 +42,6 @@ from vidnas.search.latency import LatencyTable, complete_model_parts, measure_la
 from vidnas.search.stnas.depth import DEPTH_RULES
 from vidnas.search.stnas.step import ARCH_BETAS, ARCH_GRAD_CLIP, SEARCH_MODES, ClippedAdam, arch_warmup, search_step
 from vidnas.search.stnas.supernet import arch_parameters, set_arch_trainable, weight_parameters
-from vidnas.utils import seed_everything
 
 __all__ = [
     "SEARCHABLE_DECODERS",
@@ -181,13 +180,16 @@ class SearchContext:
         return table
 
 
-SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn")  # decoders with op slots a decoder supernet searches
+# the decoder families whose Slotted decoder the decoder search builds a supernet of (search_decoder_ops)
+SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn")
 
 
 def check_searchable_decoder(base: Arch) -> None:
-    """Refuse a decoder search on a decoder without op slots, or on an mstcn fusion whose search is not built."""
+    """Refuse, at config time, a decoder search on a decoder without op slots (not ``Slotted``: ``head``, ``arch2``),
+    or on an mstcn fusion whose search is not built (``DecoderSupernet`` itself takes any ``Slotted`` decoder)."""
     if base.decoder not in SEARCHABLE_DECODERS:
-        raise ValueError(f"the decoder search needs the sptcn or mstcn decoder, the config has {base.decoder!r}; "
+        names = " or ".join(SEARCHABLE_DECODERS)
+        raise ValueError(f"the decoder search needs the {names} decoder, the config has {base.decoder!r}; "
                          "pass skip_decoder (--skip-decoder) to search the encoder only")
     if base.fusion != "fpn":
         raise ValueError(f"the decoder search covers the mstcn decoder's fpn fusion, the config has model.fusion="
@@ -293,7 +295,8 @@ class Phase:
 
 def run_phase(phase: Phase, ctx: SearchContext) -> None:
     """Train ``phase.model`` (a model holding a supernet) for its epochs, with checkpoints and exact resume, in the
-    engine's epoch loop."""
+    engine's ``fit``: ``begin`` sets the data epoch, the warm-up freeze and (alternating) the architecture batches;
+    ``end`` broadcasts the architecture weights (``sync_arch``), logs the epoch and writes the phase checkpoint."""
     cfg, dist_info, train_ds = ctx.cfg, ctx.dist_info, ctx.train_ds
     device = ctx.device
     model = phase.model
@@ -353,35 +356,31 @@ def run_phase(phase: Phase, ctx: SearchContext) -> None:
             task = segmentation_loss(logits.float(), masks, ignore)
         return phase.loss_terms(task)
 
-    for epoch in range(start, phase.epochs):
-        t0 = time.perf_counter()
-        seed_everything(epoch_seed(seed, epoch))
+    epoch_state: dict[str, Any] = {}  # what begin() sets up for the epoch's steps
+
+    def begin(epoch: int) -> None:
         train_ds.set_epoch(epoch)
-        arch_on = arch_warmup(model, epoch, phase.warmup_epochs)
-        arch_iter = None
-        if halves is not None:
-            arch_iter = _cycle(lambda e=epoch: loaded(halves[1], seed + 7, e))
+        epoch_state["arch_on"] = arch_warmup(model, epoch, phase.warmup_epochs)
+        epoch_state["arch_iter"] = None if halves is None else _cycle(lambda: loaded(halves[1], seed + 7, epoch))
         model.train()
 
-        def step(i: int, batch: Any, epoch: int = epoch, arch_on: bool = arch_on, arch_iter: Any = arch_iter
-                 ) -> dict[str, float]:
-            arch_batch = next(arch_iter) if (arch_iter is not None and arch_on) else None
-            logs = search_step(model, loss_fn, weight_opt, arch_opt, batch, mode=cfg.stnas.mode, arch_batch=arch_batch,
-                               scaler=scaler, after_arch_backward=phase.after_arch_backward)
-            phase.on_step(epoch * steps + i, epoch, {**logs, "arch_trainable": float(arch_on)})
-            return logs
+    def step(epoch: int, i: int, batch: Any) -> dict[str, float]:
+        arch_on, arch_iter = epoch_state["arch_on"], epoch_state["arch_iter"]
+        arch_batch = next(arch_iter) if (arch_iter is not None and arch_on) else None
+        logs = search_step(model, loss_fn, weight_opt, arch_opt, batch, mode=cfg.stnas.mode, arch_batch=arch_batch,
+                           scaler=scaler, after_arch_backward=phase.after_arch_backward)
+        phase.on_step(epoch * steps + i, epoch, {**logs, "arch_trainable": float(arch_on)})
+        return logs
 
-        logs = run_epoch(loaded(weight_ds, seed, epoch), step, steps=steps,
-                         desc=f"{phase.name} search {epoch + 1}/{phase.epochs}",
-                         show_progress=ctx.show_progress and dist_info.is_main)
-        sync_buffers(model, dist_info)  # BN statistics: rank 0's, as the engine does
+    def end(res: EpochResult) -> None:
         sync_arch(model, dist_info)
-        phase.seconds += time.perf_counter() - t0
-        ctx.run_logger.log(phase_kinds(phase.name)[-1], epoch, epoch=epoch, loss=mean_loss(logs), seconds=phase.seconds)
+        phase.seconds += res.seconds
+        ctx.run_logger.log(phase_kinds(phase.name)[-1], res.epoch, epoch=res.epoch, loss=res.loss,
+                           seconds=phase.seconds)
         if dist_info.is_main:
             save_checkpoint(ckpt, {
                 "phase": phase.name,
-                "epoch": epoch,
+                "epoch": res.epoch,
                 "model": model.state_dict(),
                 "weight_optimizer": weight_opt.state_dict(),
                 "arch_optimizer": arch_opt.state_dict(),
@@ -390,8 +389,12 @@ def run_phase(phase: Phase, ctx: SearchContext) -> None:
                 "phase_state": phase.state,
                 "config": config_to_dict(cfg),
             })
-        barrier()
-        logger.info("%s search epoch %d: loss %.4f", phase.name, epoch, mean_loss(logs))
+        logger.info("%s search epoch %d: loss %.4f", phase.name, res.epoch, res.loss)
+
+    # fit re-seeds every epoch from (seed, epoch), syncs rank 0's BN statistics and holds a barrier after end()
+    fit(step, lambda epoch: loaded(weight_ds, seed, epoch), epochs=phase.epochs, steps=steps, start_epoch=start,
+        seed=seed, desc=f"{phase.name} search", begin=begin, end=end, model=model, dist_info=dist_info,
+        show_progress=ctx.show_progress)
     set_arch_trainable(model, False)
 
 

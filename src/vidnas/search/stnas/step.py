@@ -6,8 +6,8 @@ expected op latency with ``stnas.decoder_latency``).
 Training schedules of a supernet (``StnasConfig.mode``):
 
 * ``"joint"`` (the paper's default, single-level): each step computes the loss on one batch and updates network
-  weights and architecture weights together (one backward, a weight-optimiser step and an arch-optimiser step on the
-  same gradients).
+  weights and architecture weights together (one ``backward_step`` of both optimisers: one backward, a
+  weight-optimiser step and an arch-optimiser step on the same gradients).
 * ``"alternating"`` (option, first-order DARTS): a weight step on batch A (from one half of the training data), then
   an architecture step on batch B (from the other half); each step recomputes the loss with the current weights.
 
@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidnas.engine.loop import backward_step
 from vidnas.search.stnas.decoder_supernet import DecoderSupernet
 from vidnas.search.stnas.supernet import DepthSupernet, arch_parameters, set_arch_trainable
 
@@ -123,7 +124,8 @@ def decoder_search_loss(task_loss: torch.Tensor, supernet: DecoderSupernet, cost
 class ClippedAdam(torch.optim.Adam):
     """Adam whose ``step`` first clips the gradients of its parameters to a global L2 norm ``max_norm``.
 
-    The architecture weights' optimiser: ``search_step`` runs backward and steps inside, so the clipping lives in the
+    The architecture weights' optimiser: ``search_step`` steps it through the engine's ``backward_step`` (the same
+    call steps the weights in joint mode), so the clipping of the architecture gradients alone lives in the
     optimiser (``g <- g * min(1, max_norm / ||g||_2)`` over all its parameters, then the Adam update).
     """
 
@@ -207,36 +209,20 @@ def search_step(
     """
     if mode not in SEARCH_MODES:
         raise ValueError(f"unknown search mode {mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
-    scaler = scaler if scaler is not None else torch.amp.GradScaler(enabled=False)  # a pass-through when disabled
     arch_on = any(p.requires_grad for p in arch_parameters(model))
-    weight_optimizer.zero_grad(set_to_none=True)
-    arch_optimizer.zero_grad(set_to_none=True)
     loss, logs = _loss(loss_fn, batch)
-    scaler.scale(loss).backward()
-    scaler.step(weight_optimizer)
     result = {"loss": float(loss.detach()), **logs}
     if not arch_on:
-        scaler.update()
+        backward_step(loss, weight_optimizer, scaler)
         return result
-    if mode == "joint":
-        if after_arch_backward is not None:
-            scaler.unscale_(arch_optimizer)
-            after_arch_backward()
-        scaler.step(arch_optimizer)  # same gradients as the weight step: single-level optimisation
-        scaler.update()
+    if mode == "joint":  # the same gradients step both: single-level optimisation
+        backward_step(loss, (weight_optimizer, arch_optimizer), scaler, before_step=after_arch_backward)
         return result
-    scaler.update()
+    backward_step(loss, weight_optimizer, scaler)
     if arch_batch is None:
         raise ValueError("mode 'alternating' needs arch_batch (a batch from the other half of the data)")
-    weight_optimizer.zero_grad(set_to_none=True)
-    arch_optimizer.zero_grad(set_to_none=True)
     arch_loss, arch_logs = _loss(loss_fn, arch_batch)
-    scaler.scale(arch_loss).backward()
-    if after_arch_backward is not None:
-        scaler.unscale_(arch_optimizer)
-        after_arch_backward()
-    scaler.step(arch_optimizer)
-    scaler.update()
+    backward_step(arch_loss, arch_optimizer, scaler, before_step=after_arch_backward)
     weight_optimizer.zero_grad(set_to_none=True)  # the arch step's weight gradients are not applied
     result["arch_loss"] = float(arch_loss.detach())
     result.update({f"arch_{k}": v for k, v in arch_logs.items()})
