@@ -151,50 +151,64 @@ def init_from(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any =
             (``--init-partial``).
 
     Raises:
+        CheckpointError: as ``_init_state``.
+    """
+    state, matched, total = _init_state(model, path, cfg, arch, partial=partial)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    log.info("initialised from %s: %d of the model's %d tensors (%.0f%%; missing %d, unexpected %d keys)", path,
+             matched, total, 100 * matched / max(total, 1), len(missing), len(unexpected))
+
+
+def _init_state(model: torch.nn.Module, path: str | Path, cfg: Config, arch: Any = None, *,
+                partial: bool = False) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The checked ``--init`` state of checkpoint ``path`` for ``model``: (state dict in the model's names, tensors
+    of the model it fills, tensors of the model).
+
+    Raises:
         CheckpointError: unreadable file, a checkpoint of another model (tensors of the same name with other
             shapes; the message says which model each side is), or one that fills fewer than ``MIN_INIT_SHARE`` of
             the model's tensors without ``partial``.
     """
-    state = load_checkpoint(path)
+    ck = load_checkpoint(path)
+    state = ck["model"]
     translate = getattr(model, "translate_init_state", None)  # e.g. per-frame arch2 -> the arch2 fusion's names
     if translate is not None:
-        state = {**state, "model": translate(state["model"])}
+        state = translate(state)
     own = model.state_dict()
-    clash = [k for k, v in state["model"].items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
+    clash = [k for k, v in state.items() if k in own and tuple(own[k].shape) != tuple(v.shape)]
     if clash:
         theirs = "unknown"
         try:
-            ck_cfg = config_from_dict(state["config"])
-            ck_arch = Arch.from_dict(state["arch"]) if state.get("arch") else None
+            ck_cfg = config_from_dict(ck["config"])
+            ck_arch = Arch.from_dict(ck["arch"]) if ck.get("arch") else None
             theirs = _describe(ck_cfg, ck_arch)
         except (KeyError, ValueError):
             pass
         raise CheckpointError(
             f"--init {path} holds another model ({theirs}) than the one trained here ({_describe(cfg, arch)}): "
-            f"{len(clash)} tensors differ in shape, e.g. {clash[0]} {tuple(state['model'][clash[0]].shape)} vs "
+            f"{len(clash)} tensors differ in shape, e.g. {clash[0]} {tuple(state[clash[0]].shape)} vs "
             f"{tuple(own[clash[0]].shape)}")
-    matched = sum(k in own for k in state["model"])
+    matched = sum(k in own for k in state)
     share = matched / max(len(own), 1)
     if share < MIN_INIT_SHARE and not partial:
         raise CheckpointError(
             f"--init {path} fills {matched} of the model's {len(own)} tensors ({share:.0%}, below "
             f"{MIN_INIT_SHARE:.0%}): it holds another model ({_describe(cfg, arch)} is trained here); pass "
             "--init-partial to initialise just those tensors")
-    missing, unexpected = model.load_state_dict(state["model"], strict=False)
-    log.info("initialised from %s: %d of the model's %d tensors (%.0f%%; missing %d, unexpected %d keys)", path,
-             matched, len(own), 100 * share, len(missing), len(unexpected))
+    return state, matched, len(own)
 
 
 def check_init(cfg: Config, path: str | Path, arch: Any = None, *, partial: bool = False) -> None:
-    """``init_from`` on a throwaway CPU model of ``cfg`` (``arch``): a ``--init`` that does not fit fails here,
-    before the run directory is touched (an ``--overwrite`` deletes only after every input is checked).
+    """The checks of ``init_from`` against a throwaway CPU model of ``cfg`` (``arch``), nothing loaded or logged: a
+    ``--init`` that does not fit fails here, before the run directory is touched (an ``--overwrite`` deletes only
+    after every input is checked).
 
     Raises:
         CheckpointError: as ``init_from``.
     """
     cpu = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=None))
     model = build_model(cpu, arch, num_classes=open_source(cfg.data).num_classes)
-    init_from(model, path, cfg, arch, partial=partial)
+    _init_state(model, path, cfg, arch, partial=partial)
 
 
 def context_grad_frames(cfg: Config) -> list[bool] | None:
