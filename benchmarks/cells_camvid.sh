@@ -14,7 +14,7 @@
 # Defaults: the full evidence, several hours on a 2-core CPU (28-30 min per 300-candidate search with 1 worker
 # at the proxy budget, most of the rest in end-to-end fine-tuning). Every knob is an environment variable:
 #   OUT=runs/cells_camvid N=300 WORKERS=2 THREADS=1 TOP_K=2 STATIC_EPOCHS=8 FINAL_CELL_EPOCHS=3 FINAL_EPOCHS=10
-#   FRAMES=30 SIZES="176x240 360x480" DATA_ROOT=../shared/data/camvid PYTHON=python
+#   FRAMES=30 SIZES="176x240 360x480" (SIZES="": no benchmark) DATA_ROOT=../shared/data/camvid PYTHON=python
 #   VIDNAS=vidnas (the command, words split: e.g. VIDNAS="python -m vidnas.cli.main")
 #   EXTRA="--set a.b=c ..." (added to every train / search / eval command; the tiny test runs synthetic data with it)
 #   MAX_STEPS=  (cap on steps per epoch everywhere; empty = none)
@@ -33,7 +33,7 @@ STATIC_EPOCHS=${STATIC_EPOCHS:-8}
 FINAL_CELL_EPOCHS=${FINAL_CELL_EPOCHS:-3}
 FINAL_EPOCHS=${FINAL_EPOCHS:-10}
 FRAMES=${FRAMES:-30}
-SIZES=${SIZES:-"176x240 360x480"}
+SIZES=${SIZES-"176x240 360x480"}
 STATIC_CONFIG=${STATIC_CONFIG:-configs/camvid_sptcn_cpu.yaml}
 CELLS_CONFIG=${CELLS_CONFIG:-configs/camvid_cells_cpu.yaml}
 EXTRA=${EXTRA:-}

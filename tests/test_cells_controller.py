@@ -42,6 +42,7 @@ def _oracle(cells: CellsConfig, favoured: int, *, seed: int, budget: int = BUDGE
     return None, op_probs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("favoured", "seed"), [(2, 0), (7, 1)])  # sep3x3, then sep3x3_d3 with another seed
 def test_user_preset_controller_learns_the_favoured_op(favoured: int, seed: int) -> None:
     cells = load_config("camvid_cells_cpu").cells
@@ -52,6 +53,7 @@ def test_user_preset_controller_learns_the_favoured_op(favoured: int, seed: int)
     assert max(range(len(probs)), key=probs.__getitem__) == favoured
 
 
+@pytest.mark.slow
 def test_paper_settings_do_not_learn_within_the_preset_budget() -> None:
     """Why user presets differ: at the paper's lr 1e-4 on raw advantages (rewards a few hundredths apart) the
     controller barely moves in 300 candidates (the issue measured 0.09 -> 0.19)."""

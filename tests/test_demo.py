@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from vidnas.cli.main import app
@@ -48,6 +49,7 @@ def test_demo_uses_the_shipped_latency_table():
     assert demo_latency_table(load_config("demo", ["stnas.latency_table=x.json"])) == "x.json"
 
 
+@pytest.mark.slow
 def test_demo_repeats_its_arch_json(tmp_path):
     """The same command (seeded, with a fixed latency table, as the shipped one for the default demo) gives the
     same arch.json, byte for byte."""
@@ -71,6 +73,7 @@ def test_demo_repeats_its_arch_json(tmp_path):
     assert arch.decoder_ops is None and arch.extra["search"]["depth"]["rule"] == "truncated"  # default: depths only
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
     # --decoder-search: the whole pipeline, decoder search included (the default demo searches the depths only)

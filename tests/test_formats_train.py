@@ -18,11 +18,11 @@ TINY = ["data.height=64", "data.width=96", "data.window=2", "train.epochs=1", "t
 
 
 @pytest.fixture
-def data_root(request, tmp_path: Path, camvid_root: Path, davis_root: Path) -> tuple[str, Path | None, str, int]:
+def data_root(request, tmp_path: Path, camvid_small_root: Path, davis_root: Path) -> tuple[str, Path | None, str, int]:
     """(format, root, evaluation split, number of classes) for each format."""
     fmt = request.param
     if fmt == "camvid":
-        return fmt, camvid_root, "val", 11
+        return fmt, camvid_small_root, "val", 11  # 14 real frames: the layout and labels, not the size
     if fmt == "davis":
         return fmt, davis_root, "val", 2
     if fmt == "cholecseg8k":

@@ -60,7 +60,7 @@ EMBEDDED_DEMO: dict = {
              "synthetic_frames": 8, "synthetic_classes": 4, "synthetic_corruption": 0.3},
     "model": {"encoder": "swin_test", "encoder_depths": [2, 2, 4, 2], "decoder": "sptcn", "decoder_channels": 16,
               "decoder_dilations": [1, 2, 4, 8]},
-    "train": {"epochs": 20, "batch_size": 4, "lr": 1.0e-3, "log_every": 5},
+    "train": {"epochs": 6, "batch_size": 4, "lr": 1.0e-3, "log_every": 5},
     "stnas": {"encoder_epochs": 6, "decoder_epochs": 4, "warmup_epochs": 1, "lam": 0.01, "arch_lr": 0.01},
 }
 
