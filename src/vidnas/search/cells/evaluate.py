@@ -53,7 +53,7 @@ __all__ = [
     "sequence_loss",
     "train_cell",
     "score_cell",
-    "run_candidate",
+    "evaluate_candidate",
 ]
 
 
@@ -291,7 +291,7 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def run_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: FeatureCache,
+def evaluate_candidate(job: CandidateJob, train_cache: FeatureCache, val_cache: FeatureCache,
                   meter: CostMeter | None = None) -> CandidateResult:
     """Build, train and score the cell of ``job``, then measure its cost with ``meter`` (if given) and apply the
     latency term; never raises: an exception becomes a failed result.

@@ -13,7 +13,7 @@ handed to each worker once, when it starts, never per candidate.
   (put into the object store once). Connects to ``address`` (an existing cluster; a disk cache must then be on a file
   system every node sees) or starts a local Ray with ``workers`` CPUs.
 
-Failures: an exception inside a candidate is caught by ``run_candidate`` and comes back as a failed result with the
+Failures: an exception inside a candidate is caught by ``evaluate_candidate`` and comes back as a failed result with the
 error text. A worker process that dies (segfault, out of memory) fails the candidates it was running; the local pool
 is then rebuilt and a dead Ray actor replaced, so the search goes on. Local workers die with the search process, even
 when it is killed with SIGKILL (``die_with_parent``): no orphan holds memory after a crash.
@@ -38,7 +38,7 @@ import torch
 
 from vidnas.search.cells.cache import FeatureCache
 from vidnas.search.cells.cost import CostMeter
-from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, run_candidate
+from vidnas.search.cells.evaluate import CandidateJob, CandidateResult, evaluate_candidate
 
 __all__ = [
     "EXECUTORS",
@@ -93,7 +93,7 @@ class InlineExecutor:
 
     def run(self, jobs: Sequence[CandidateJob]) -> Iterator[CandidateResult]:
         for job in jobs:
-            yield run_candidate(job, *self.caches)
+            yield evaluate_candidate(job, *self.caches)
 
     def close(self) -> None:
         pass
@@ -144,7 +144,7 @@ def _init_worker(train_cache: FeatureCache, val_cache: FeatureCache, threads: in
 def _run_in_worker(job: CandidateJob) -> CandidateResult:
     if _WORKER_CACHES is None:  # pragma: no cover - the initializer always runs first
         raise RuntimeError("worker started without its feature caches")
-    return run_candidate(job, *_WORKER_CACHES)
+    return evaluate_candidate(job, *_WORKER_CACHES)
 
 
 class LocalExecutor:
@@ -215,7 +215,7 @@ class _RayWorker:
         self.caches = caches
 
     def run(self, job: CandidateJob) -> CandidateResult:
-        return run_candidate(job, *self.caches)
+        return evaluate_candidate(job, *self.caches)
 
 
 class RayExecutor:

@@ -1,7 +1,7 @@
 """The dynamic-cell search loop [CELLS Sec. 3.3, 4.1]: sample cells, evaluate them in parallel, update the controller.
 
 One iteration ("batch") samples ``B`` cells from the controller (``B = SearchOptions.batch_size``, default the number
-of workers), trains and scores them on the cached static outputs (``evaluate.run_candidate``) through an executor,
+of workers), trains and scores them on the cached static outputs (``evaluate.evaluate_candidate``) through an executor,
 then runs one PPO update (``ppo.PPOTrainer``) on the batch's successful candidates with advantages from the
 moving-average baseline (``reward.RewardBaseline``; divided by the rewards' moving std with ``cells.advantage_norm``).
 Each worker also times its candidate against the static network (``cost.CostMeter``) and the reward becomes
