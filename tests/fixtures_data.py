@@ -119,3 +119,19 @@ def make_folder(root: Path, n_frames: int = 6, size: tuple[int, int] = (12, 16),
     if splits:
         (root / "splits.yaml").write_text("train: [clipA]\nval: [clipB]\n")
     return root
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 24) -> Path:
+    """A real video file of ``frames`` (each (H, W, 3) uint8), MPEG-4 in MP4 (always in PyAV's FFmpeg; the readers do
+    not care about the codec)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=fps)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path

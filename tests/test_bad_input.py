@@ -22,7 +22,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from fixtures_data import make_folder
+from fixtures_data import make_folder, write_mp4
 from vidnas.checkpoint import CheckpointError, save_checkpoint
 from vidnas.cli.main import app
 from vidnas.config import ConfigError, load_config, save_config
@@ -104,18 +104,7 @@ def dataset(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def video(work: Path) -> Path:
-    import av
-
-    path = work / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("mpeg4", rate=10)
-        st.width, st.height, st.pix_fmt = 96, 64, "yuv420p"
-        for i in range(4):
-            for p in st.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), 30 * i, np.uint8), format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-    return path
+    return write_mp4(work / "clip.mp4", [np.full((64, 96, 3), 30 * i, np.uint8) for i in range(4)], fps=10)
 
 
 @pytest.fixture()

@@ -14,6 +14,7 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from fixtures_data import write_mp4
 from vidnas.config import Config, load_config
 from vidnas.models import load_model
 from vidnas.models.cells import CellGenotype
@@ -211,20 +212,11 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
         assert r["latency_ms"] > 0 and r["extra"]["decoder_ms"] > 0 and r["extra"]["height"] == 64
         assert r["gflops"] > r["extra"]["encoder_gflops"] > 0  # encoder + decoder (cell) both counted
     # `vidnas predict` streams a video through it; `vidnas export` says clearly that it cannot export it yet
-    import av
     import numpy as np
 
-    video = tmp_path / "clip.mp4"
-    with av.open(str(video), "w") as c:
-        st = c.add_stream("mpeg4", rate=15)
-        st.width, st.height, st.pix_fmt = 48, 32, "yuv420p"
-        rng = np.random.default_rng(0)
-        for _ in range(6):
-            for p in st.encode(av.VideoFrame.from_ndarray(rng.integers(0, 255, (32, 48, 3), dtype=np.uint8),
-                                                          format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+    rng = np.random.default_rng(0)
+    video = write_mp4(tmp_path / "clip.mp4", [rng.integers(0, 255, (32, 48, 3), dtype=np.uint8) for _ in range(6)],
+                      fps=15)
     res = CliRunner().invoke(vidnas_app, ["predict", str(video), "--checkpoint",
                                           str(out / "top" / "cell0" / "model.pt"), "--out", str(tmp_path / "pred"),
                                           "-q"])

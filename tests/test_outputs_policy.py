@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures_data import make_folder
+from fixtures_data import make_folder, write_mp4
 from test_bad_input import TINY, invoke, tree_hash
 from vidnas.checkpoint import save_checkpoint
 from vidnas.rundir import RUN_MANIFEST, run_kind_of
@@ -91,18 +91,7 @@ def preview_png(work: Path, dataset: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def video(work: Path) -> Path:
-    import av
-
-    path = work / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("mpeg4", rate=10)
-        st.width, st.height, st.pix_fmt = 96, 64, "yuv420p"
-        for i in range(3):
-            for p in st.encode(av.VideoFrame.from_ndarray(np.full((64, 96, 3), 30 * i, np.uint8), format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
-    return path
+    return write_mp4(work / "clip.mp4", [np.full((64, 96, 3), 30 * i, np.uint8) for i in range(3)], fps=10)
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from fixtures_data import write_mp4
 from test_export import shared_tiny_checkpoint
 from vidnas.cli.main import app
 from vidnas.export import (
@@ -27,18 +28,6 @@ from vidnas.models import load_model
 
 VIDEO_HW = (120, 214)  # DAVIS 480x854 downscaled: small, and the masks must come back at this size, not 64x96
 N_FRAMES = 12
-
-
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int = 24) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)  # always in PyAV's FFmpeg; the reader does not care about the codec
-        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        for f in frames:
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
 
 
 def read_video(path: Path) -> tuple[int, tuple[int, int], float]:
