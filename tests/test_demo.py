@@ -61,14 +61,17 @@ def test_demo_repeats_its_arch_json(tmp_path):
                                  enumerate(enc.depths) for j in range(d)}, meta={"encoder": "swin_test"})
     path = table.save(tmp_path / "table.json")
     sets = sum((["--set", s] for s in [*TEST_SIZE, f"stnas.latency_table={path}", "stnas.lam=0.001"]), [])
-    files = []
-    for k in range(2):
+    files, scores = [], []
+    for k, jobs in enumerate(("1", "2")):  # the second run trains the baseline and the searched model side by side
         out = tmp_path / f"demo{k}"
         res = CliRunner().invoke(app, ["demo", *sets, "--out", str(out), "--bench-frames", "2", "--random", "0",
-                                       "--references", "none", "--quiet"])
+                                       "--references", "none", "--quiet", "--jobs", jobs])
         assert res.exit_code == 0, res.output
         files.append((out / "arch.json").read_bytes())
+        demo = json.loads((out / "demo.json").read_text())
+        scores.append([(demo[n]["best_miou"], demo[n]["metrics"]["miou"]) for n in ("baseline", "searched")])
     assert files[0] == files[1]
+    assert scores[0] == scores[1]  # in worker processes, the same weights: the same scores
     arch = Arch.load(tmp_path / "demo0" / "arch.json")
     assert arch.decoder_ops is None and arch.extra["search"]["depth"]["rule"] == "truncated"  # default: depths only
 
@@ -78,7 +81,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     out = tmp_path / "demo"
     # --decoder-search: the whole pipeline, decoder search included (the default demo searches the depths only)
     args = ["demo", *sum((["--set", s] for s in TEST_SIZE), []), "--out", str(out), "--bench-frames", "3", "--quiet",
-            "--random", "2", "--decoder-search"]
+            "--random", "2", "--decoder-search", "--jobs", "1"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()

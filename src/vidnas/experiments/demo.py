@@ -38,6 +38,7 @@ from vidnas.experiments.candidates import (
     run_random,
     run_reference,
 )
+from vidnas.experiments.stages import Stages
 from vidnas.models import SEARCH_CANDIDATES, arch_from_config, build_encoder, load_model
 from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
 from vidnas.search.plots import plot_miou_fps
@@ -182,6 +183,7 @@ def run_demo(
     random_seed: int = 0,
     decoder_search: bool = False,
     references: Sequence[str] = REFERENCE_DECODERS,
+    jobs: int = 1,
 ) -> DemoResult:
     """The whole ST-NAS pipeline on ``cfg``: baseline training, encoder search, decoder search, final training,
     ``random_k`` random architectures trained alike, evaluation (clip + streaming, temporal consistency), one
@@ -204,6 +206,8 @@ def run_demo(
             default demo searches the encoder depths and keeps the baseline decoder (random architectures likewise).
         references: the library's per-frame models (``head``, ``arch2``) trained with the same recipe, window 1
             (``ref_<decoder>/``), evaluated and benchmarked with the others; () skips them.
+        jobs: trainings at once, each in its own process (``vidnas.experiments.stages``; 1: one after the other in
+            this process). The scores are the same; the benchmark runs afterwards, alone.
     """
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
@@ -216,36 +220,38 @@ def run_demo(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     lam = cfg.stnas.lam
-    if progress:
-        progress(f"1/6 baseline training ({cfg.train.epochs} epochs) -> {run_dir / 'baseline'}")
-    baseline = run_baseline(cfg, run_dir / "baseline", resume=resume, show_progress=show_progress)
+    epochs = f"{cfg.train.epochs} epochs"
 
     def step(msg: str) -> None:
         if progress:
-            progress(("2/6 " if msg.startswith("search") else "3/6 ") + msg)
+            progress(f"1/3 {msg}")
 
-    searched = run_candidate(cfg, run_dir / lam_dirname(lam), lam, resume=resume, show_progress=show_progress,
-                             progress=step, skip_decoder=not decoder_search)
-    randoms = []
-    for i, arch in enumerate(random_archs_for(cfg, [searched], random_k, seed=random_seed,
-                                              skip_decoder=not decoder_search)):
-        if progress:
-            progress(f"4/6 random architecture {i + 1}/{random_k} ({cfg.train.epochs} epochs) -> "
-                     f"{run_dir / f'random_{i}'}")
-        randoms.append(run_random(cfg, run_dir / f"random_{i}", arch, resume=resume, show_progress=show_progress))
-    refs = []
-    for name in references:
-        if progress:
-            progress(f"4/6 per-frame {name} reference ({cfg.train.epochs} epochs, window 1) -> "
-                     f"{run_dir / f'ref_{name}'}")
-        refs.append(run_reference(cfg, run_dir / f"ref_{name}", name, resume=resume, show_progress=show_progress))
+    # the trainings do not depend on one another (the random architectures are uniform draws of the space, not
+    # matched to the searched one): the longest chain (search, then its training) first, then the others
+    with Stages(jobs, progress=step) as stages:
+        f_searched = stages.submit(
+            f"search (lambda {lam:g}) and train the derived model ({epochs}) -> {run_dir / lam_dirname(lam)}",
+            run_candidate, cfg, run_dir / lam_dirname(lam), lam, resume=resume, show_progress=show_progress,
+            skip_decoder=not decoder_search)
+        f_baseline = stages.submit(f"baseline training ({epochs}) -> {run_dir / 'baseline'}", run_baseline, cfg,
+                                   run_dir / "baseline", resume=resume, show_progress=show_progress)
+        f_refs = [stages.submit(f"per-frame {name} reference ({epochs}, window 1) -> {run_dir / f'ref_{name}'}",
+                                run_reference, cfg, run_dir / f"ref_{name}", name, resume=resume,
+                                show_progress=show_progress) for name in references]
+        archs = random_archs_for(cfg, [], random_k, seed=random_seed, skip_decoder=not decoder_search)
+        f_randoms = [stages.submit(f"random architecture {i + 1}/{random_k} ({epochs}) -> {run_dir / f'random_{i}'}",
+                                   run_random, cfg, run_dir / f"random_{i}", arch, resume=resume,
+                                   show_progress=show_progress) for i, arch in enumerate(archs)]
+    searched, baseline = f_searched.result(), f_baseline.result()
+    refs = [f.result() for f in f_refs]
+    randoms = [f.result() for f in f_randoms]
     everything = [baseline, *refs, searched, *randoms]
     if progress:
-        progress("5/6 evaluation on the validation split (clips + streaming, temporal consistency)")
+        progress("2/3 evaluation on the validation split (clips + streaming, temporal consistency)")
     for cand in everything:
         _evaluate(cand, cfg, show_progress)
     if progress:
-        progress(f"6/6 benchmark of all {len(everything)} models, interleaved ({bench_frames} frames each)")
+        progress(f"3/3 benchmark of all {len(everything)} models, interleaved ({bench_frames} frames each)")
     benchmark_candidates(everything, frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
 
     files: list[Path] = []
