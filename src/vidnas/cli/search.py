@@ -7,6 +7,7 @@ added to the same sub-app there.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -106,6 +107,10 @@ def stnas_cmd(
                         "stride 32 fused with paths at strides 8 and 4; the search decides per scale whether "
                         "temporal context pays). --set still wins.")] = None,
     bench_frames: Annotated[int, typer.Option("--bench-frames", help="Sweep: timed frames per model.")] = 100,
+    jobs: Annotated[int, typer.Option(
+        "--jobs", "-j", help="Sweep: stages at once (searches, trainings), each in its own process with --threads "
+                             "threads; 0: the cores this process may use over --threads, at most 4. The scores are "
+                             "the same as with 1; the benchmark runs afterwards, alone.")] = 1,
     no_init: Annotated[bool, typer.Option("--no-init", help="Do not write derived_init.pt.")] = False,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
@@ -144,6 +149,10 @@ def stnas_cmd(
         raise fail(f"--random must be >= 0, got {random_k}")
     if random_mode not in ("uniform", "latency"):
         raise fail(f"--random-mode {random_mode!r}: use uniform or latency")
+    if jobs < 0:
+        raise fail(f"--jobs must be >= 0 (0: automatic), got {jobs}")
+    if jobs != 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise fail(f"--jobs {jobs}: under torchrun a sweep runs its stages one after the other, each on every rank")
     try:
         refs = parse_references(references)
     except ValueError as e:
@@ -176,7 +185,7 @@ def stnas_cmd(
     if sweep:
         _sweep(cfg, run, values if values is not None else [cfg.stnas.lam], resume=resume, quiet=quiet,
                skip_encoder=skip_encoder, skip_decoder=skip_decoder, bench_frames=bench_frames, random_k=random_k,
-               random_mode=random_mode, random_seed=random_seed, references=refs)
+               random_mode=random_mode, random_seed=random_seed, references=refs, jobs=jobs)
         return
     from vidnas.search.stnas import search_stnas
 
@@ -235,16 +244,21 @@ def _depths(d: object) -> str:
 
 def _sweep(cfg, run: Path, values: list[float], *, resume: bool, quiet: bool, skip_encoder: bool, skip_decoder: bool,
            bench_frames: int, random_k: int = 0, random_mode: str = "uniform", random_seed: int = 0,
-           references: tuple[str, ...] = ()) -> None:
+           references: tuple[str, ...] = (), jobs: int = 1) -> None:
     from vidnas.engine.distributed import cleanup_distributed
     from vidnas.experiments.candidates import reference_lines
+    from vidnas.experiments.stages import default_jobs
     from vidnas.experiments.sweep import dominance_lines, run_sweep, sweep_table
 
+    if jobs == 0:
+        import torch
+
+        jobs = default_jobs(torch.get_num_threads())
     try:
         res = run_sweep(cfg, run, values, resume=resume, show_progress=not quiet, skip_encoder=skip_encoder,
                         skip_decoder=skip_decoder, bench_frames=bench_frames,
                         progress=lambda msg: typer.echo(f"== {msg}", err=True), random_k=random_k,
-                        random_mode=random_mode, random_seed=random_seed, references=references)
+                        random_mode=random_mode, random_seed=random_seed, references=references, jobs=jobs)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
     finally:

@@ -227,7 +227,8 @@ def run_demo(
             progress(f"1/3 {msg}")
 
     # the trainings do not depend on one another (the random architectures are uniform draws of the space, not
-    # matched to the searched one): the longest chain (search, then its training) first, then the others
+    # matched to the searched one): the longest first, so that the short ones fill the end: the search and its
+    # training, the baseline, the random architectures, the per-frame references
     with Stages(jobs, progress=step) as stages:
         f_searched = stages.submit(
             f"search (lambda {lam:g}) and train the derived model ({epochs}) -> {run_dir / lam_dirname(lam)}",
@@ -235,13 +236,13 @@ def run_demo(
             skip_decoder=not decoder_search)
         f_baseline = stages.submit(f"baseline training ({epochs}) -> {run_dir / 'baseline'}", run_baseline, cfg,
                                    run_dir / "baseline", resume=resume, show_progress=show_progress)
-        f_refs = [stages.submit(f"per-frame {name} reference ({epochs}, window 1) -> {run_dir / f'ref_{name}'}",
-                                run_reference, cfg, run_dir / f"ref_{name}", name, resume=resume,
-                                show_progress=show_progress) for name in references]
         archs = random_archs_for(cfg, [], random_k, seed=random_seed, skip_decoder=not decoder_search)
         f_randoms = [stages.submit(f"random architecture {i + 1}/{random_k} ({epochs}) -> {run_dir / f'random_{i}'}",
                                    run_random, cfg, run_dir / f"random_{i}", arch, resume=resume,
                                    show_progress=show_progress) for i, arch in enumerate(archs)]
+        f_refs = [stages.submit(f"per-frame {name} reference ({epochs}, window 1) -> {run_dir / f'ref_{name}'}",
+                                run_reference, cfg, run_dir / f"ref_{name}", name, resume=resume,
+                                show_progress=show_progress) for name in references]
     searched, baseline = f_searched.result(), f_baseline.result()
     refs = [f.result() for f in f_refs]
     randoms = [f.result() for f in f_randoms]

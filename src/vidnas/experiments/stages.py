@@ -71,8 +71,12 @@ class Stages:
         self.progress = progress
         self._pool: ProcessPoolExecutor | None = None
         if jobs > 1:
+            # forkserver: a fresh interpreter imports vidnas once, then forks every worker from it (spawn would
+            # import it in each worker; fork would copy this process's threads' state)
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["vidnas.experiments.candidates"])
             self._pool = ProcessPoolExecutor(
-                max_workers=jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                max_workers=jobs, mp_context=context, initializer=_init_worker,
                 initargs=(threads or torch.get_num_threads(), logging.getLogger("vidnas").getEffectiveLevel()))
 
     def _say(self, line: str) -> None:
@@ -113,7 +117,12 @@ class Stages:
         return future
 
     def close(self, *, cancel: bool = False) -> None:
+        """Wait for the submitted stages; ``cancel``: drop those not started and stop the running ones (each stage
+        is resumable from its checkpoints, so a later run with ``resume`` continues it)."""
         if self._pool is not None:
+            if cancel:  # ProcessPoolExecutor has no public way to stop a running task (Python 3.14 adds one)
+                for proc in list(getattr(self._pool, "_processes", {}).values()):
+                    proc.terminate()
             self._pool.shutdown(wait=True, cancel_futures=cancel)
             self._pool = None
 

@@ -26,6 +26,7 @@ from vidnas.experiments.candidates import (
     run_random,
     run_reference,
 )
+from vidnas.experiments.stages import Stages
 from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
@@ -95,6 +96,7 @@ def run_sweep(
     random_mode: str = "uniform",
     random_seed: int = 0,
     references: Sequence[str] = (),
+    jobs: int = 1,
 ) -> SweepResult:
     """Search once per lambda, train each derived model, the baseline and ``random_k`` random architectures, benchmark
     all together, plot the Pareto front of mIoU vs FPS [ST-NAS Fig. 3].
@@ -120,6 +122,9 @@ def run_sweep(
             the same ones).
         references: per-frame models of the library (``head``, ``arch2``) trained with the same recipe
             (``ref_<decoder>/``), benchmarked and tabled beside the others.
+        jobs: stages at once, each in its own process (``vidnas.experiments.stages``; 1: one after the other in this
+            process): the searches, the baseline, the references and the uniform random architectures side by side,
+            latency-matched random architectures once the searches are done. The benchmark runs afterwards, alone.
     """
     run_dir = Path(run_dir)
     lambdas = [float(v) for v in lambdas]
@@ -137,26 +142,33 @@ def run_sweep(
     save_config(cfg, run_dir / "config.yaml")
     runs = ([(cfg.stnas.lam, f"target_{budget:g}ms", f"target={budget:g}ms")] if budget is not None
             else [(lam, lam_dirname(lam), None) for lam in lambdas])
-    cands = []
-    for lam, sub, name in runs:  # searches first: a budget nothing fits fails before any training
-        cands.append(run_candidate(cfg, run_dir / sub, lam, resume=resume, show_progress=show_progress,
-                                   skip_encoder=skip_encoder, skip_decoder=skip_decoder, progress=progress,
-                                   name=name))
-    if progress:
-        progress(f"baseline training -> {run_dir / 'baseline'}")
-    baseline = run_baseline(cfg, run_dir / "baseline", resume=resume, show_progress=show_progress)
-    archs = random_archs_for(cfg, cands, random_k, mode=random_mode, seed=random_seed, skip_encoder=skip_encoder,
-                             skip_decoder=skip_decoder)
-    randoms = []
-    for i, arch in enumerate(archs):
-        if progress:
-            progress(f"train random architecture {i + 1}/{len(archs)} -> {run_dir / f'random_{i}'}")
-        randoms.append(run_random(cfg, run_dir / f"random_{i}", arch, resume=resume, show_progress=show_progress))
-    refs = []
-    for name in references:
-        if progress:
-            progress(f"train the per-frame {name} reference -> {run_dir / f'ref_{name}'}")
-        refs.append(run_reference(cfg, run_dir / f"ref_{name}", name, resume=resume, show_progress=show_progress))
+    with Stages(jobs, progress=progress) as stages:
+        # the searches first (a budget nothing fits fails before any training), then the stages that need no search
+        f_cands = [stages.submit(f"{name or f'lam={lam:g}'}: search, then train the derived model -> {run_dir / sub}",
+                                 run_candidate, cfg, run_dir / sub, lam, resume=resume, show_progress=show_progress,
+                                 skip_encoder=skip_encoder, skip_decoder=skip_decoder, name=name)
+                   for lam, sub, name in runs]
+        f_baseline = stages.submit(f"baseline training -> {run_dir / 'baseline'}", run_baseline, cfg,
+                                   run_dir / "baseline", resume=resume, show_progress=show_progress)
+        matched = random_mode == "latency" and not skip_encoder  # these random architectures need the searches
+        archs = [] if matched else random_archs_for(cfg, [], random_k, mode=random_mode, seed=random_seed,
+                                                    skip_encoder=skip_encoder, skip_decoder=skip_decoder)
+        f_randoms = [stages.submit(f"train random architecture {i + 1}/{random_k} -> {run_dir / f'random_{i}'}",
+                                   run_random, cfg, run_dir / f"random_{i}", arch, resume=resume,
+                                   show_progress=show_progress) for i, arch in enumerate(archs)]
+        f_refs = [stages.submit(f"train the per-frame {name} reference -> {run_dir / f'ref_{name}'}", run_reference,
+                                cfg, run_dir / f"ref_{name}", name, resume=resume, show_progress=show_progress)
+                  for name in references]
+        cands = [f.result() for f in f_cands]
+        if matched:
+            archs = random_archs_for(cfg, cands, random_k, mode=random_mode, seed=random_seed,
+                                     skip_encoder=skip_encoder, skip_decoder=skip_decoder)
+            f_randoms = [stages.submit(f"train random architecture {i + 1}/{random_k} (latency-matched) -> "
+                                       f"{run_dir / f'random_{i}'}", run_random, cfg, run_dir / f"random_{i}", arch,
+                                       resume=resume, show_progress=show_progress) for i, arch in enumerate(archs)]
+    baseline = f_baseline.result()
+    randoms = [f.result() for f in f_randoms]
+    refs = [f.result() for f in f_refs]
     everything = [baseline, *refs, *cands, *randoms]
     if progress:
         progress(f"benchmark {len(everything)} models interleaved ({bench_frames} frames each)")
