@@ -22,7 +22,7 @@
 set -euo pipefail
 
 VIDNAS=${VIDNAS:-vidnas}
-PYTHON=${PYTHON:-python}
+read -r -a python <<< "${PYTHON:-python}"  # a command of several words, like VIDNAS
 OUT=${OUT:-runs/cells_camvid}
 DATA_ROOT=${DATA_ROOT:-../shared/data/camvid}
 N=${N:-300}
@@ -78,8 +78,8 @@ search_run random 0 --random
 search_run search_w0 "$TOP_K" --latency-weight 0
 
 say "reward statistics at equal N"
-"$PYTHON" "$HERE/cells_compare.py" search="$OUT/search" random="$OUT/random" --json "$OUT/compare.json"
-"$PYTHON" "$HERE/cells_compare.py" search_w0="$OUT/search_w0" search="$OUT/search" random="$OUT/random" \
+"${python[@]}" "$HERE/cells_compare.py" search="$OUT/search" random="$OUT/random" --json "$OUT/compare.json"
+"${python[@]}" "$HERE/cells_compare.py" search_w0="$OUT/search_w0" search="$OUT/search" random="$OUT/random" \
   --key accuracy_reward --json "$OUT/compare_accuracy.json"
 
 models=("static=$OUT/static_long/checkpoints/best.pt")
@@ -97,7 +97,7 @@ for m in "${models[@]}"; do
   [ -f "$OUT/eval/$name/eval.json" ] && continue
   "${vidnas[@]}" eval "$ckpt" --threads "$THREADS" "${extra[@]}" --out "$OUT/eval/$name" -q
 done
-"$PYTHON" - "$OUT" "${models[@]}" <<'PY'
+"${python[@]}" - "$OUT" "${models[@]}" <<'PY'
 import json, sys
 from pathlib import Path
 out = Path(sys.argv[1])

@@ -105,5 +105,5 @@ CKPTS+=(--checkpoint "stnas=$OUT/stnas_train/checkpoints/best.pt")
 "${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --frames "$FRAMES" --warmup 5 --threads 1 --ref arch2 --quiet \
   --json "$OUT/bench.json" > "$OUT/bench.md"
 
-PY=${PYTHON:-python}
-"$PY" "$(dirname "$0")/temporal_table.py" --bench "$OUT/bench.json" "${RUNS[@]}" | tee "$OUT/table.md"
+read -r -a PY <<< "${PYTHON:-python}"  # a command of several words, like VIDNAS
+"${PY[@]}" "$(dirname "$0")/temporal_table.py" --bench "$OUT/bench.json" "${RUNS[@]}" | tee "$OUT/table.md"

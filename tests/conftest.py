@@ -16,6 +16,7 @@ import torch
 torch.set_num_threads(1)  # the machine has 2 cores shared by everything else; keep tests predictable
 
 REPO = Path(__file__).resolve().parents[1]
+FORKSERVER = REPO / "tests" / "forkserver.py"
 SHARED_DATA = Path(os.environ.get("VIDNAS_SHARED_DATA", REPO.parent / "shared" / "data"))
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -42,21 +43,21 @@ def device(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
-def vidnas_command() -> Iterator[str]:
-    """The `vidnas` command for the benchmark scripts' smoke tests (their VIDNAS): each call is a process forked from
-    a server that has imported torch, timm and vidnas once (tests/forkserver.py), so a command starts in about 0.1 s
-    instead of 3.5 s. The server runs with this checkout's src first on PYTHONPATH and one OpenMP thread."""
+def forkserver() -> Iterator[str]:
+    """The socket of a server that has imported torch, timm and vidnas once (tests/forkserver.py), for the benchmark
+    scripts' smoke tests: a `vidnas` command or a table script forked from it starts in about 0.1 s instead of 3.5 s.
+    The server runs with this checkout's src first on PYTHONPATH and one OpenMP thread."""
     sock_dir = tempfile.mkdtemp(prefix="vidnas-fs-")
     sock = os.path.join(sock_dir, "sock")
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    server = subprocess.Popen([sys.executable, str(REPO / "tests" / "forkserver.py"), "serve", sock], env=env,
-                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    server = subprocess.Popen([sys.executable, str(FORKSERVER), "serve", sock], env=env, stdout=subprocess.PIPE,
+                              text=True, start_new_session=True)
     try:
         line = server.stdout.readline()  # "ready" once the imports are done; empty if it died
         if line.strip() != "ready":
             raise RuntimeError(f"tests/forkserver.py did not start (exit {server.wait(timeout=30)})")
-        yield f"{sys.executable} {REPO / 'tests' / 'forkserver.py'} run {sock}"
+        yield sock
     finally:
         try:
             os.killpg(server.pid, signal.SIGKILL)  # the server and any command still running under it
@@ -66,6 +67,19 @@ def vidnas_command() -> Iterator[str]:
         for name in os.listdir(sock_dir):
             os.unlink(os.path.join(sock_dir, name))
         os.rmdir(sock_dir)
+
+
+@pytest.fixture(scope="session")
+def vidnas_command(forkserver: str) -> str:
+    """The `vidnas` command of the benchmark scripts' smoke tests (their VIDNAS), forked from ``forkserver``."""
+    return f"{sys.executable} {FORKSERVER} run {forkserver}"
+
+
+@pytest.fixture(scope="session")
+def python_command(forkserver: str) -> str:
+    """`python` for the benchmark scripts' table makers (their PYTHON: `python FILE ARGS` or `python - ARGS` with the
+    program on stdin), forked from ``forkserver``."""
+    return f"{sys.executable} {FORKSERVER} python {forkserver}"
 
 
 def _shared(name: str) -> Path:

@@ -12,11 +12,13 @@ The import of each command is still covered by the tests that start real process
 imported alone), the subprocess runs of `python -m vidnas.cli.main` in tests/test_engine.py, tests/test_stnas_search.py
 and tests/test_bad_input.py, and the DDP tests under torchrun.
 
-    python tests/forkserver.py serve SOCKET        # imports, prints "ready", then serves until killed
-    python tests/forkserver.py run SOCKET ARGS...  # one `vidnas ARGS...` (what the tests set VIDNAS to)
+    python tests/forkserver.py serve SOCKET            # imports, prints "ready", then serves until killed
+    python tests/forkserver.py run SOCKET ARGS...      # one `vidnas ARGS...` (what the tests set VIDNAS to)
+    python tests/forkserver.py python SOCKET FILE|-... # one `python FILE ARGS...` or `python - ARGS...` (stdin), for
+                                                       # the scripts' table makers (what the tests set PYTHON to)
 
 Protocol (one connection per command): the client sends the fds 0, 1 and 2 with a length-prefixed JSON header
-``{"argv", "cwd", "env"}``; the server forks a waiter, which forks the command and sends back two lines: the
+``{"argv", "cwd", "env", "python"}``; the server forks a waiter, which forks the command and sends back two lines: the
 command's pid, then its ``os.waitpid`` status. The client forwards SIGINT and SIGTERM to the command.
 """
 
@@ -43,6 +45,7 @@ PRELOAD = (
     "torchvision.ops",
     "onnxruntime",
     "matplotlib.pyplot",
+    "vidnas.search.cells",  # benchmarks/cells_compare.py
 )
 
 
@@ -68,11 +71,14 @@ def _run_command(header: dict, fds: list[int]) -> None:
         os.chdir(header["cwd"])
         os.environ.clear()
         os.environ.update(header["env"])
-        sys.argv = ["vidnas", *header["argv"]]
-        from vidnas.cli.main import main
-
         try:
-            main()
+            if header.get("python"):
+                _run_python(header["argv"])
+            else:
+                from vidnas.cli.main import main
+
+                sys.argv = ["vidnas", *header["argv"]]
+                main()
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -93,6 +99,22 @@ def _run_command(header: dict, fds: list[int]) -> None:
             except Exception:  # noqa: BLE001 - a closed pipe: nothing left to tell
                 pass
         os._exit(code)
+
+
+def _run_python(argv: list[str]) -> None:
+    """``python FILE ARGS...`` or ``python - ARGS...`` (the program on stdin), as ``__main__``."""
+    import runpy
+
+    if not argv or (argv[0].startswith("-") and argv[0] != "-"):
+        raise SystemExit(f"forkserver python: give a script path or - (stdin), got {argv[:1]}")
+    sys.argv = list(argv)
+    if argv[0] == "-":
+        sys.path.insert(0, "")
+        code = compile(sys.stdin.read(), "<stdin>", "exec")
+        exec(code, {"__name__": "__main__", "__builtins__": __builtins__})  # noqa: S102 - what `python -` does
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(argv[0])))
+        runpy.run_path(argv[0], run_name="__main__")
 
 
 def _serve_one(conn: socket.socket) -> None:
@@ -139,8 +161,8 @@ def serve(path: str) -> None:
         conn.close()
 
 
-def run(path: str, argv: list[str]) -> int:
-    header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+def run(path: str, argv: list[str], *, python: bool = False) -> int:
+    header = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "python": python}).encode()
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.connect(path)
     socket.send_fds(conn, [struct.pack("!I", len(header))], [0, 1, 2])
@@ -167,7 +189,7 @@ def run(path: str, argv: list[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "serve":
         serve(sys.argv[2])
-    elif len(sys.argv) >= 3 and sys.argv[1] == "run":
-        sys.exit(run(sys.argv[2], sys.argv[3:]))
+    elif len(sys.argv) >= 3 and sys.argv[1] in ("run", "python"):
+        sys.exit(run(sys.argv[2], sys.argv[3:], python=sys.argv[1] == "python"))
     else:
         sys.exit(__doc__)

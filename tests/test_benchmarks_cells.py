@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,10 +18,10 @@ TINY = ("--set data.format=synthetic --set data.root=null --set data.height=32 -
 
 
 @pytest.mark.slow
-def test_cells_camvid_script_at_tiny_size(tmp_path: Path, vidnas_command: str) -> None:
+def test_cells_camvid_script_at_tiny_size(tmp_path: Path, vidnas_command: str, python_command: str) -> None:
     env = {**os.environ, "OUT": str(tmp_path / "out"), "N": "4", "WORKERS": "0", "TOP_K": "1", "STATIC_EPOCHS": "1",
            "FINAL_CELL_EPOCHS": "1", "FINAL_EPOCHS": "1", "FRAMES": "2", "SIZES": "32x48", "MAX_STEPS": "2",
-           "EXTRA": TINY, "VIDNAS": vidnas_command, "PYTHON": sys.executable,
+           "EXTRA": TINY, "VIDNAS": vidnas_command, "PYTHON": python_command,
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "cells_camvid.sh")], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=900)

