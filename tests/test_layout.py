@@ -120,7 +120,10 @@ ABOVE_MODELS = ("search", "engine", "cli", "experiments", "export")  # layers 5 
 @pytest.fixture(scope="module")
 def low_layer_imports() -> dict[str, dict[str, list[str]]]:
     """One fresh interpreter imports the low packages one after another, lowest layer first; for each it records the
-    modules of the layers above models that were loaded before its import (``before``) and by it (``new``).
+    modules of the layers above models that were loaded before its import (``before``) and by it (``new``), and
+    the traceback of the import if it failed (the failed module is taken out of ``sys.modules`` again, so the
+    packages after it are still checked, and each one that imports the broken module fails too, as in a fresh
+    process).
 
     One interpreter answers for all five as five would: an import only ever adds modules, and importing a package
     loads its transitive imports except those already loaded, which an earlier import loaded and checked. So after
@@ -134,17 +137,21 @@ def low_layer_imports() -> dict[str, dict[str, list[str]]]:
     import subprocess
     import sys
 
-    code = ("import importlib, json, sys\n"
+    code = ("import importlib, json, sys, traceback\n"
             f"above = {list(ABOVE_MODELS)!r}\n"
             "def loaded():\n"
             "    return sorted(m for m in sys.modules if m.split('.')[:2] in [['vidnas', a] for a in above])\n"
             "out = {}\n"
             f"for package in {list(LOW_PACKAGES)!r}:\n"
-            "    before = loaded()\n"
-            "    importlib.import_module('vidnas.' + package)\n"
-            "    out[package] = {'before': before, 'new': sorted(set(loaded()) - set(before))}\n"
+            "    before, error = loaded(), None\n"
+            "    try:\n"
+            "        importlib.import_module('vidnas.' + package)\n"
+            "    except Exception:\n"
+            "        error = traceback.format_exc()\n"
+            "    out[package] = {'before': before, 'new': sorted(set(loaded()) - set(before)), 'error': error}\n"
             "print(json.dumps(out))\n")
-    run = subprocess.run([sys.executable, "-c", code], check=True, timeout=300, capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-c", code], timeout=300, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.splitlines()[-1])
 
 
@@ -152,6 +159,7 @@ def low_layer_imports() -> dict[str, dict[str, list[str]]]:
 def test_lower_layers_never_import_search_engine_or_cli(package: str, low_layer_imports: dict) -> None:
     """The layering seen from a fresh interpreter: importing a low layer loads nothing above it."""
     seen = low_layer_imports[package]
+    assert seen["error"] is None, seen["error"]
     assert not seen["new"], f"importing vidnas.{package} loads {seen['new']}"
     assert not seen["before"], f"not checkable: the packages imported before vidnas.{package} loaded {seen['before']}"
 
