@@ -31,9 +31,12 @@ from vidnas.search.stnas import search_stnas
 
 PLANTED = "swin_test_planted"
 PLANTED_STAGE = 2  # stage 3 of 4: 4 blocks in the demo's 2,2,4,2
+# one supernet epoch per phase (the demo's 6 encoder and the decoder runs' 4 decoder epochs otherwise): the identities
+# are identities whatever the training, and a decoder search needs its warm-up epoch plus one with the betas trained
 SMOKE = ["data.height=64", "data.width=96", "data.synthetic_videos=3", "data.synthetic_frames=6",
          "model.decoder_channels=8", "model.decoder_dilations=1,2", "train.batch_size=2",
-         "train.max_steps_per_epoch=2", "stnas.depth_val_batches=1", "stnas.bn_calib_batches=1"]
+         "train.max_steps_per_epoch=2", "stnas.depth_val_batches=1", "stnas.bn_calib_batches=1",
+         "stnas.encoder_epochs=1", "stnas.decoder_epochs=2"]
 
 
 def planted_swin(**kwargs):

@@ -140,10 +140,18 @@ class _Crash(RuntimeError):
     pass
 
 
-@pytest.mark.parametrize("crash_after", [1, 3], ids=["mid-encoder", "mid-decoder"])
-def test_resume_continues_exactly(tmp_path, monkeypatch, fixed_table, crash_after):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, fixed_table):
+    """The search the interrupted ones must reproduce (the same for every crash point): its run dir and result."""
+    run = tmp_path_factory.mktemp("full")
     cfg = tiny_cfg(f"stnas.latency_table={fixed_table}")
-    full = search_stnas(cfg, tmp_path / "full", show_progress=False, plots=False, save_init=False)
+    return run, search_stnas(cfg, run, show_progress=False, plots=False, save_init=False)
+
+
+@pytest.mark.parametrize("crash_after", [1, 3], ids=["mid-encoder", "mid-decoder"])
+def test_resume_continues_exactly(tmp_path, monkeypatch, fixed_table, uninterrupted, crash_after):
+    cfg = tiny_cfg(f"stnas.latency_table={fixed_table}")
+    full_dir, full = uninterrupted
 
     import vidnas.search.stnas.runner as stnas
 
@@ -176,7 +184,7 @@ def test_resume_continues_exactly(tmp_path, monkeypatch, fixed_table, crash_afte
         return [(r["kind"], r["step"], r.get("loss")) for r in read_jsonl(run / "metrics.jsonl")
                 if r["kind"] in ("encoder_search", "decoder_search", "alpha", "beta", "encoder_epoch", "decoder_epoch")]
 
-    assert losses(tmp_path / "cut") == losses(tmp_path / "full")  # no step lost or logged twice
+    assert losses(tmp_path / "cut") == losses(full_dir)  # no step lost or logged twice
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, fixed_table):

@@ -13,7 +13,7 @@ the window decoder ``decoder.onnx``; ``export.json`` lists them under ``"increme
 Every shape is static (batch 1, the export's input size and window); the state is a handful of float32 tensors of
 fixed size, so a C++ or any other runtime needs no knowledge of the decoder to stream it: run ``encoder`` then
 ``decoder_init`` on frame 0, ``encoder`` then ``decoder_step`` on frame t > 0, and carry the ``next_state*`` outputs.
-The logits equal the window decode of ``decoder.onnx`` (tested over 60-frame streams against PyTorch:
+The logits equal the window decode of ``decoder.onnx`` (tested over streams of 3w + 3 frames against PyTorch:
 ``vidnas.export.ort_streamers.step_parity_check``).
 
 A multi-scale model's graphs take one feature per scale, named as ``encoder.onnx``'s outputs (``feature0 ..

@@ -50,7 +50,7 @@ window decode of ``[x_0] * w`` once, recording every register at every position 
 from it: a window that started ``q`` frames before frame 0 has seen only ``x_0``, so its dirty value at position
 ``q`` is ``D_r[q]``; a clean value at any frame ``<= 0`` is the steady state ``D_r[w - 1]``. Every later push is a
 step. Both are exact by construction; ``tests/test_incremental.py`` checks them against ``WindowStreamer`` over
-60-frame streams.
+streams of 3w + 3 frames (every state lag is below ``w``, so those end in w + 4 frames of steady state).
 
 State (``IncrementalDecoder``): a tuple of tensors, one per register read at a lag ``>= 1``, each
 ``(N_r, B, C_r, h, w)``: the entries ``(lag, slot)`` that a later step will read, lag-major, then one zero entry when

@@ -248,7 +248,7 @@ class IncrementalStreamer:
     """The ``Streamer`` of a causal window model that decodes one time step per frame
     (``vidnas.models.incremental.IncrementalDecoder``).
 
-    Same outputs as ``WindowStreamer`` (within float rounding; tested over 60-frame streams), at the cost of one
+    Same outputs as ``WindowStreamer`` (within float rounding; tested over streams of 3w + 3 frames), at the cost of one
     encoder pass plus one decoder step per push instead of one decoder pass over the whole window. Causal only, so
     ``lag`` is 0, ``pending`` is always 0 and ``flush()`` returns [].
 
