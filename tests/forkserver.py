@@ -8,9 +8,9 @@ caller's arguments, working directory, environment and standard streams (passed 
 status (or signal) becomes the caller's.
 
 What differs from a fresh process is only the import itself and the hash seed, which every forked command shares.
-The import of each command is still covered by the tests that start real processes: tests/test_layout.py (each layer
-imported alone), the subprocess runs of `python -m vidnas.cli.main` in tests/test_engine.py, tests/test_stnas_search.py
-and tests/test_bad_input.py, and the DDP tests under torchrun.
+The import of each command is still covered by the tests that start real processes: tests/test_layout.py (the
+layers imported in a fresh interpreter), the subprocess runs of `python -m vidnas.cli.main` in tests/test_engine.py
+and tests/test_stnas_search.py, and the DDP tests under torchrun.
 
     python tests/forkserver.py serve SOCKET            # imports, prints "ready", then serves until killed
     python tests/forkserver.py run SOCKET ARGS...      # one `vidnas ARGS...` (what the tests set VIDNAS to)
