@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,11 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_dial_script_smoke(tmp_path):
+def test_dial_script_smoke(tmp_path, python_command):
     out = tmp_path / "dial.json"
-    proc = subprocess.run([sys.executable, str(BENCH / "stnas_dial.py"), "--smoke", "--out", str(tmp_path / "d"),
-                           "--lambdas", "0.001,0.1", "--targets", "3.6", "--frames", "3", "--json", str(out)],
+    proc = subprocess.run([*python_command.split(), str(BENCH / "stnas_dial.py"), "--smoke", "--out",
+                           str(tmp_path / "d"), "--lambdas", "0.001,0.1", "--targets", "3.6", "--frames", "3",
+                           "--json", str(out)],
                           capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
@@ -33,10 +33,10 @@ def test_dial_script_smoke(tmp_path):
 
 
 @pytest.mark.slow
-def test_planted_script_smoke(tmp_path):
+def test_planted_script_smoke(tmp_path, python_command):
     out = tmp_path / "planted.json"
-    proc = subprocess.run([sys.executable, str(BENCH / "stnas_planted.py"), "--smoke", "--out", str(tmp_path / "p"),
-                           "--seeds", "0", "--lambdas", "0.01", "--json", str(out)],
+    proc = subprocess.run([*python_command.split(), str(BENCH / "stnas_planted.py"), "--smoke", "--out",
+                           str(tmp_path / "p"), "--seeds", "0", "--lambdas", "0.01", "--json", str(out)],
                           capture_output=True, text=True, env=_env(), timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
