@@ -38,6 +38,7 @@ TINY = [
     "model.encoder=mobilenetv2_test", "train.batch_size=4",
     "cells.num_layers=2", "cells.cell_epochs=2", "cells.cell_batch_size=8",
     "cells.ops=conv1x1,sep3x3,skip,deform3x3", "cells.aggregations=sum,concat,conv3d",
+    "cells.latency_frames=2", "cells.latency_warmup=0",  # every candidate is still timed, on 2 frames (not 10 + 2)
 ]  # fmt: skip
 
 
@@ -357,6 +358,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     common = ("cells.candidates=4", "cells.workers=0", "cells.latency_frames=2", "cells.latency_warmup=0",
               "cells.latency_weight=-0.5", "cells.proxy_scale=0.5", "cells.latency_size=64,96")
     opts = SearchOptions(batch_size=2, show_progress=False)
+    no_plots = SearchOptions(batch_size=2, show_progress=False, plots=False)  # the first run draws and checks them
     res = run_cell_search(tiny_cfg(*common), tmp_path / "search", static_ckpt, options=opts)
     assert res.train_cache.info.image_hw == (32, 32)  # 32x48 * 0.5, rounded to multiples of 32 (at least 32)
     for r in res.records:
@@ -371,7 +373,8 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     ppo_log = [json.loads(line) for line in (tmp_path / "search" / "ppo.jsonl").read_text().splitlines()]
     assert all("loss" in p for p in ppo_log)
 
-    rnd = run_cell_search(tiny_cfg(*common, "cells.sampler=random"), tmp_path / "random", static_ckpt, options=opts)
+    rnd = run_cell_search(tiny_cfg(*common, "cells.sampler=random"), tmp_path / "random", static_ckpt,
+                          options=no_plots)
     ppo_log = [json.loads(line) for line in (tmp_path / "random" / "ppo.jsonl").read_text().splitlines()]
     assert len(ppo_log) == 2 and not any("loss" in p for p in ppo_log)  # no controller update
     state = torch.load(tmp_path / "random" / CHECKPOINT_NAME, weights_only=False)
@@ -380,7 +383,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     assert all(r["cost"]["latency_ms"] > 0 for r in rnd.records)  # everything else as in the search
     with pytest.raises(ValueError, match="cells.sampler=random"):  # a random run resumes only as a random run
         run_cell_search(tiny_cfg(*common, "cells.candidates=6"), tmp_path / "random", static_ckpt, resume=True,
-                        options=opts)
+                        options=no_plots)
     # the top cells of a proxy search train end to end at the full size, from a full-size cache of the train split
     from vidnas.search.cells import FinalOptions, train_top_cells
 
@@ -393,7 +396,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     assert "| search | 4 |" in table and "| random | 4 |" in table
 
     w0 = run_cell_search(tiny_cfg(*common, "cells.latency_weight=0", "cells.candidates=2"), tmp_path / "paper",
-                         static_ckpt, options=opts)
+                         static_ckpt, options=no_plots)
     assert all(r["reward"] == r["accuracy_reward"] and r["cost"]["latency_ms"] > 0 for r in w0.records)
 
 
