@@ -36,7 +36,8 @@ TINY = ["--config", "tiny", "--set", "data.synthetic_videos=3", "--set", "data.s
 CELLS_TINY = ["--set", "data.height=32", "--set", "data.width=48", "--set", "data.synthetic_videos=3",
               "--set", "data.synthetic_frames=8", "--set", "train.batch_size=4", "--set", "cells.num_layers=2",
               "--set", "cells.cell_epochs=1", "--set", "cells.cell_batch_size=8", "--set", "cells.ops=[conv1x1,skip]",
-              "--set", "cells.aggregations=[sum,concat]", "--threads", "1", "-q"]
+              "--set", "cells.aggregations=[sum,concat]", "--set", "cells.latency_frames=2",
+              "--set", "cells.latency_warmup=0", "--threads", "1", "-q"]
 
 
 def tree_hash(*paths: Path) -> str:
