@@ -200,8 +200,8 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
     bench_json = tmp_path / "bench.json"
     res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
                                           str(out / "top" / "cell0" / "model.pt"), "--height", "64", "--width", "96",
-                                          "--frames", "4", "--warmup", "1", "--threads", "1", "--json",
-                                          str(bench_json), "-q"])
+                                          "--frames", "4", "--warmup", "1", "--threads", "1", "--ceiling", "64",
+                                          "--json", str(bench_json), "-q"])  # a 64x64 roofline matmul, not 2048x2048
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads(bench_json.read_text())}
     assert set(rows) == {"static", "cell0"}, rows
@@ -250,7 +250,8 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
     # `vidnas bench --runtime both`: the paper's Table 5 rows under PyTorch and onnxruntime
     res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
                                           str(out / "top" / "cell0" / "model.pt"), "--runtime", "both", "--frames",
-                                          "3", "--warmup", "1", "--threads", "1", "--no-flops", "--json",
+                                          "3", "--warmup", "1", "--threads", "1", "--no-flops", "--ceiling", "64",
+                                          "--json",
                                           str(tmp_path / "bench_both.json"), "-q"])
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads((tmp_path / "bench_both.json").read_text())}
