@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +36,8 @@ TINY = ["--config", "tiny", "--set", "data.synthetic_videos=3", "--set", "data.s
 CELLS_TINY = ["--set", "data.height=32", "--set", "data.width=48", "--set", "data.synthetic_videos=3",
               "--set", "data.synthetic_frames=8", "--set", "train.batch_size=4", "--set", "cells.num_layers=2",
               "--set", "cells.cell_epochs=1", "--set", "cells.cell_batch_size=8", "--set", "cells.ops=[conv1x1,skip]",
-              "--set", "cells.aggregations=[sum,concat]", "--threads", "1", "-q"]
+              "--set", "cells.aggregations=[sum,concat]", "--set", "cells.latency_frames=2",
+              "--set", "cells.latency_warmup=0", "--threads", "1", "-q"]
 
 
 def tree_hash(*paths: Path) -> str:
@@ -231,30 +231,47 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _search_in_fork(args: list[str]) -> None:
+    """`vidnas search cells ...` in a process forked from this one (torch, timm and vidnas already imported: 4 s less
+    than a new interpreter); multiprocessing ends it with os._exit, never through pytest."""
+    app(args, prog_name="vidnas")
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the worker processes")
 def test_cell_search_workers_die_with_a_killed_parent(work: Path) -> None:
+    import multiprocessing as mp
+
     cfg = load_config(None, ["data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",
                              "model.encoder=mobilenetv2_test", "train.batch_size=4"])
     static = train_static(cfg, work / "static_kill", epochs=1, max_steps_per_epoch=1)
-    args = [sys.executable, "-m", "vidnas.cli.main", "search", "cells", *CELLS_TINY, "--static", str(static),
-            "--candidates", "200", "--workers", "2", "--top-k", "0", "--out", str(work / "cells_kill")]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    args = ["search", "cells", *CELLS_TINY, "--static", str(static), "--candidates", "200", "--workers", "2",
+            "--top-k", "0", "--out", str(work / "cells_kill")]
+    # the search process: a fork of this one (its pool's workers are spawned, fresh interpreters, as always)
+    proc = mp.get_context("fork").Process(target=_search_in_fork, args=(args,))
+    proc.start()
     try:
         workers: list[int] = []
         deadline = time.time() + 180
         while time.time() < deadline and len(workers) < 2:  # the pool's spawned workers (plus its resource tracker)
             workers = [c for c in _children(proc.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
-            time.sleep(0.5)
+            time.sleep(0.2)
         assert len(workers) == 2, "the search never started its workers"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        deadline = time.time() + 20
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join(timeout=30)
+        assert proc.exitcode == -signal.SIGKILL
+        # a worker still importing torch when its parent dies ends once it reaches die_with_parent: give it the time
+        # a loaded machine needs (an orphan without it would wait on its call queue for ever)
+        deadline = time.time() + 90
         while time.time() < deadline and any(_alive(w) for w in workers):
             time.sleep(0.2)
         assert not any(_alive(w) for w in workers), "worker processes outlived the killed search"
     finally:
-        if proc.poll() is None:
+        if proc.is_alive():
             proc.kill()
+            proc.join(timeout=30)
+        for w in workers:  # no orphan left behind when the test fails
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------------------------------ output paths

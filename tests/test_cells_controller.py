@@ -4,6 +4,9 @@ The reward imitates the spread measured on CamVid: ``0.55 + 0.06 * share + N(0, 
 of the cell's op decisions that chose the favoured op. The real Controller, PPOTrainer and RewardBaseline run with the
 settings of a preset file, two candidates per update (two workers), in the CPU preset's space (5 layers, 10 ops, 4
 aggregations: every op starts at probability 0.1).
+
+The searches run with oneDNN (mkldnn) off: at batch 2 its LSTM kernels are three times slower on the CPU than torch's
+own (300 candidates: 43 s against 29 s), and the controller, its settings and the claims tested are the same.
 """
 
 from __future__ import annotations
@@ -29,16 +32,20 @@ def _oracle(cells: CellsConfig, favoured: int, *, seed: int, budget: int = BUDGE
     baseline = RewardBaseline(cells.baseline_decay)
     gen, noise = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
     op_probs: list[float] = []
-    for done in range(2, budget + 1, 2):
-        s = ctrl.sample(2, generator=gen)
-        share = (s.tokens[:, op_steps] == favoured).float().mean(1)  # (2,)
-        reward = 0.55 + 0.06 * share + 0.03 * torch.randn(2, generator=noise)
-        adv = baseline.advantages(reward.tolist(), normalize=cells.advantage_norm)
-        ppo.update(s.tokens, s.log_prob, torch.tensor(adv))
-        probs = ctrl.probabilities(s.tokens)
-        op_probs = torch.stack([probs[i] for i in op_steps]).mean((0, 1)).tolist()  # (n_ops,)
-        if op_probs[favoured] > 0.5:
-            return done, op_probs
+    mkldnn, torch.backends.mkldnn.enabled = torch.backends.mkldnn.enabled, False
+    try:
+        for done in range(2, budget + 1, 2):
+            s = ctrl.sample(2, generator=gen)
+            share = (s.tokens[:, op_steps] == favoured).float().mean(1)  # (2,)
+            reward = 0.55 + 0.06 * share + 0.03 * torch.randn(2, generator=noise)
+            adv = baseline.advantages(reward.tolist(), normalize=cells.advantage_norm)
+            ppo.update(s.tokens, s.log_prob, torch.tensor(adv))
+            probs = ctrl.probabilities(s.tokens)
+            op_probs = torch.stack([probs[i] for i in op_steps]).mean((0, 1)).tolist()  # (n_ops,)
+            if op_probs[favoured] > 0.5:
+                return done, op_probs
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
     return None, op_probs
 
 

@@ -38,6 +38,7 @@ TINY = [
     "model.encoder=mobilenetv2_test", "train.batch_size=4",
     "cells.num_layers=2", "cells.cell_epochs=2", "cells.cell_batch_size=8",
     "cells.ops=conv1x1,sep3x3,skip,deform3x3", "cells.aggregations=sum,concat,conv3d",
+    "cells.latency_frames=2", "cells.latency_warmup=0",  # every candidate is still timed, on 2 frames (not 10 + 2)
 ]  # fmt: skip
 
 
@@ -199,8 +200,8 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
     bench_json = tmp_path / "bench.json"
     res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
                                           str(out / "top" / "cell0" / "model.pt"), "--height", "64", "--width", "96",
-                                          "--frames", "4", "--warmup", "1", "--threads", "1", "--json",
-                                          str(bench_json), "-q"])
+                                          "--frames", "4", "--warmup", "1", "--threads", "1", "--ceiling", "64",
+                                          "--json", str(bench_json), "-q"])  # a 64x64 roofline matmul, not 2048x2048
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads(bench_json.read_text())}
     assert set(rows) == {"static", "cell0"}, rows
@@ -249,7 +250,8 @@ def test_cli_search_and_top_k(static_ckpt: Path, tmp_path: Path) -> None:
     # `vidnas bench --runtime both`: the paper's Table 5 rows under PyTorch and onnxruntime
     res = CliRunner().invoke(vidnas_app, ["bench", "--checkpoint", f"static={static_ckpt}", "--checkpoint",
                                           str(out / "top" / "cell0" / "model.pt"), "--runtime", "both", "--frames",
-                                          "3", "--warmup", "1", "--threads", "1", "--no-flops", "--json",
+                                          "3", "--warmup", "1", "--threads", "1", "--no-flops", "--ceiling", "64",
+                                          "--json",
                                           str(tmp_path / "bench_both.json"), "-q"])
     assert res.exit_code == 0, res.output
     rows = {r["name"]: r for r in json.loads((tmp_path / "bench_both.json").read_text())}
@@ -315,9 +317,11 @@ def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
     ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
     info = CacheInfo(4, 255, 3, (80, 64, 8, 24, 80), (32, 48))
     train_cache, val_cache = build_caches(static, ds, info, val_fraction=0.1, seed=0)
-    ray.init(num_cpus=2, include_dashboard=False)
+    # one CPU and one actor (it runs both candidates in turn): Ray's own daemons and each actor's import of torch
+    # and vidnas are seconds of CPU that the test's other xdist worker would wait for
+    ray.init(num_cpus=1, include_dashboard=False)
     try:
-        ex = make_executor("ray", train_cache, val_cache, workers=2)
+        ex = make_executor("ray", train_cache, val_cache, workers=1)
         jobs = [CandidateJob(cid=i, tokens=(2, 1, 0, 1, 1, 5, 3, 2, 1, 0), ops=("conv1x1", "sep3x3", "skip"),
                              aggregations=("sum", "concat"), num_classes=4, in_channels=info.in_channels, epochs=1,
                              batch_size=8, seed=i, inject_failure="concat" if i == 1 else None) for i in range(2)]
@@ -357,6 +361,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     common = ("cells.candidates=4", "cells.workers=0", "cells.latency_frames=2", "cells.latency_warmup=0",
               "cells.latency_weight=-0.5", "cells.proxy_scale=0.5", "cells.latency_size=64,96")
     opts = SearchOptions(batch_size=2, show_progress=False)
+    no_plots = SearchOptions(batch_size=2, show_progress=False, plots=False)  # the first run draws and checks them
     res = run_cell_search(tiny_cfg(*common), tmp_path / "search", static_ckpt, options=opts)
     assert res.train_cache.info.image_hw == (32, 32)  # 32x48 * 0.5, rounded to multiples of 32 (at least 32)
     for r in res.records:
@@ -371,7 +376,8 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     ppo_log = [json.loads(line) for line in (tmp_path / "search" / "ppo.jsonl").read_text().splitlines()]
     assert all("loss" in p for p in ppo_log)
 
-    rnd = run_cell_search(tiny_cfg(*common, "cells.sampler=random"), tmp_path / "random", static_ckpt, options=opts)
+    rnd = run_cell_search(tiny_cfg(*common, "cells.sampler=random"), tmp_path / "random", static_ckpt,
+                          options=no_plots)
     ppo_log = [json.loads(line) for line in (tmp_path / "random" / "ppo.jsonl").read_text().splitlines()]
     assert len(ppo_log) == 2 and not any("loss" in p for p in ppo_log)  # no controller update
     state = torch.load(tmp_path / "random" / CHECKPOINT_NAME, weights_only=False)
@@ -380,7 +386,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     assert all(r["cost"]["latency_ms"] > 0 for r in rnd.records)  # everything else as in the search
     with pytest.raises(ValueError, match="cells.sampler=random"):  # a random run resumes only as a random run
         run_cell_search(tiny_cfg(*common, "cells.candidates=6"), tmp_path / "random", static_ckpt, resume=True,
-                        options=opts)
+                        options=no_plots)
     # the top cells of a proxy search train end to end at the full size, from a full-size cache of the train split
     from vidnas.search.cells import FinalOptions, train_top_cells
 
@@ -393,7 +399,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
     assert "| search | 4 |" in table and "| random | 4 |" in table
 
     w0 = run_cell_search(tiny_cfg(*common, "cells.latency_weight=0", "cells.candidates=2"), tmp_path / "paper",
-                         static_ckpt, options=opts)
+                         static_ckpt, options=no_plots)
     assert all(r["reward"] == r["accuracy_reward"] and r["cost"]["latency_ms"] > 0 for r in w0.records)
 
 
