@@ -317,11 +317,9 @@ def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
     ds = ClipDataset(open_source(data_cfg), "train", data_cfg, train=False)
     info = CacheInfo(4, 255, 3, (80, 64, 8, 24, 80), (32, 48))
     train_cache, val_cache = build_caches(static, ds, info, val_fraction=0.1, seed=0)
-    # one CPU and one actor (it runs both candidates in turn): Ray's own daemons and each actor's import of torch
-    # and vidnas are seconds of CPU that the test's other xdist worker would wait for
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(num_cpus=2, include_dashboard=False)
     try:
-        ex = make_executor("ray", train_cache, val_cache, workers=1)
+        ex = make_executor("ray", train_cache, val_cache, workers=2)
         jobs = [CandidateJob(cid=i, tokens=(2, 1, 0, 1, 1, 5, 3, 2, 1, 0), ops=("conv1x1", "sep3x3", "skip"),
                              aggregations=("sum", "concat"), num_classes=4, in_channels=info.in_channels, epochs=1,
                              batch_size=8, seed=i, inject_failure="concat" if i == 1 else None) for i in range(2)]
