@@ -57,8 +57,8 @@ EVERY_OP = (
 DECODERS = {
     "sptcn": {},  # baseline 3x3x3 convs, reduce layer; receptive field 43
     "full_channels": {"full_channels": True},  # receptive field 41
-    "tcnnas_every_op": {"decoder_ops": EVERY_OP},  # receptive field 59
-    "tcnnas_every_op_fc": {"decoder_ops": EVERY_OP, "full_channels": True},
+    "tcnnas_every_op": {"decoder_ops": EVERY_OP},  # receptive field 75
+    "tcnnas_every_op_fc": {"decoder_ops": EVERY_OP, "full_channels": True},  # receptive field 73
     "stnas_ops": {"decoder_ops": STNAS_DECODER_OPS, "full_channels": True},  # no temporal op: receptive field 3
 }
 
@@ -246,7 +246,7 @@ MS_DECODERS = {
     "per_frame_paths": {},  # the default: temporal trunk, per-frame paths; receptive field 13
     "temporal_paths": {"scale_ops": TEMPORAL_SCALE_OPS},  # temporal ops in both paths and a fusion; RF 15
     # a trunk with no temporal op (full channels, spatial ops): the temporal context is all in the finer paths, so a
-    # path's input register has more context than the trunk it is added to (RF 11)
+    # path's input register has more context than the trunk it is added to (RF 7)
     "temporal_paths_only": {"full_channels": True, "decoder_ops": ("spatial_k3", "sep_k3") * 4,
                             "scale_ops": ("temporal_k5", "temporal_k3", "identity", "identity", "temporal_k3",
                                           "spatial_k3")},
