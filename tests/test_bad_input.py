@@ -351,6 +351,17 @@ def test_cells_negative_workers(tmp_path: Path) -> None:
     refused(["search", "cells", *CELLS_TINY, "--workers", "-1", "--out", tmp_path / "c"], "cells.workers", tmp_path)
 
 
+def test_cells_max_steps_zero(tmp_path: Path) -> None:
+    refused(["search", "cells", *CELLS_TINY, "--max-steps", "0", "--out", tmp_path / "c"], "--max-steps", tmp_path)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("command", [["demo", "-q"], ["search", "stnas", *TINY, "--lambdas", "0,0.1"]])
+def test_negative_jobs(tmp_path: Path, command: list[str]) -> None:
+    refused([*command, "--jobs", "-1", "--out", tmp_path / "r"], "--jobs", tmp_path)
+    assert not (tmp_path / "r").exists()
+
+
 def test_classes_yaml_with_a_bad_ignore_index(dataset: Path) -> None:
     (dataset / "classes.yaml").write_text("names: [a, b, c]\nignore_index: abc\n")
     refused(["data", "stats", "--format", "folder", "--root", dataset], "classes.yaml", dataset)

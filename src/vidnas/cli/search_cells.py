@@ -141,6 +141,8 @@ def cells_cmd(
 
     setup_logging()
     set_threads(threads)
+    if max_steps is not None and max_steps < 1:
+        raise fail(f"--max-steps must be >= 1, got {max_steps}")
 
     def as_started(c: Config) -> tuple[Config, str | None]:
         """A new run's step from its preset to the config it saves (and a note for the user): the static network's
