@@ -82,3 +82,23 @@ def test_bad_precision_is_refused_before_any_work(tmp_path: Path) -> None:
     assert res.exit_code == 2
     assert res.output.strip().splitlines()[-1] == "error: unknown --precision 'int4'; valid: fp32, int8"
     assert not (tmp_path / "o").exists()
+
+
+def test_bench_times_fp32_and_int8_exports_side_by_side(arch2_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    res = CliRunner().invoke(app, ["bench", "--checkpoint", f"a2={arch2_ckpt}", "--runtime", "onnxruntime",
+                                   "--precision", "fp32,int8", "--calib-frames", "4", "--frames", "2", "--warmup", "0",
+                                   "--threads", "1", "--paper-only", "--ceiling", "0", "--no-flops", "--ref", "a2",
+                                   "--json", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"a2", "a2@int8"}
+    assert rows["a2"]["extra"]["precision"] == "fp32" and rows["a2@int8"]["extra"]["precision"] == "int8"
+    assert rows["a2@int8"]["extra"]["runtime"] == "onnxruntime" and rows["a2@int8"]["fps"] > 0
+
+
+def test_bench_refuses_int8_without_onnxruntime_rows(arch2_ckpt: Path) -> None:
+    res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "int8"])
+    assert res.exit_code == 2 and "--runtime onnxruntime or both" in res.output
+    res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "fp16"])
+    assert res.exit_code == 2 and "--precision 'fp16': give fp32, int8 or fp32,int8" in res.output
