@@ -84,6 +84,15 @@ def test_bad_precision_is_refused_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_int8_refuses_more_calibration_frames_than_the_training_split_before_exporting(arch2_ckpt: Path,
+                                                                                      tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(tmp_path / "o"), "--precision", "int8",
+                                   "--calib-frames", "1000"])
+    assert res.exit_code == 2
+    assert "1000 calibration frames asked, the 'train' split of synthetic has 16: lower --calib-frames" in res.output
+    assert not (tmp_path / "o" / "key.onnx").exists()
+
+
 def test_bench_times_fp32_and_int8_exports_side_by_side(arch2_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
     res = CliRunner().invoke(app, ["bench", "--checkpoint", f"a2={arch2_ckpt}", "--runtime", "onnxruntime",

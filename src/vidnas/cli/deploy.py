@@ -79,6 +79,7 @@ def export_cmd(
     import vidnas.export
     from vidnas.export import DEFAULT_OPSET, PRECISIONS, export_onnx, export_step_graphs
     from vidnas.export.frame_models import export_frame_onnx, is_frame_model, read_frame_meta
+    from vidnas.export.quantize import check_int8_data
     from vidnas.models import incremental_support, load_model
 
     setup_logging()
@@ -98,6 +99,11 @@ def export_cmd(
         loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
     except ValueError as e:  # CheckpointError
         raise fail(str(e)) from e
+    if precision == "int8":  # the calibration and validation frames exist, before the export
+        try:
+            check_int8_data(loaded.cfg, calib_frames)
+        except ValueError as e:  # DeployError, DataError
+            raise fail(str(e)) from e
     output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint})
     step = None
     try:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from vidnas.config import Config
-from vidnas.data import VideoFrames, normalize, open_source, resize_image
+from vidnas.data import FrameRef, VideoFrames, VideoSource, normalize, open_source, resize_image
 from vidnas.export.exporter import META_FILE, DeployError, write_export_meta
 from vidnas.export.frame_models import FRAME_EXPORT_KIND
 from vidnas.export.runtime import TorchRunner, load_runner
@@ -55,6 +55,7 @@ __all__ = [
     "DEFAULT_ACCURACY_FRAMES",
     "DEFAULT_MAX_MIOU_DROP",
     "quantized_graphs",
+    "check_int8_data",
     "calibration_frames",
     "float_nodes",
     "quantize_graph",
@@ -84,16 +85,30 @@ def quantized_graphs(meta: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
     return {k: v for k, v in files.items() if k in wanted}, [v for k, v in files.items() if k not in wanted]
 
 
-def calibration_frames(cfg: Config, n: int, *, seed: int = 0) -> list[np.ndarray]:
-    """``n`` frames (1, 3, H, W) float32, ImageNet-normalised at the model's size, drawn without replacement (seeded)
-    from ``cfg.data.train_split``; ``DeployError`` when the split has fewer."""
-    if n < 1:
-        raise DeployError(f"--calib-frames must be >= 1, got {n}")
+def check_int8_data(cfg: Config, calib_frames: int) -> tuple[VideoSource, list[FrameRef]]:
+    """The model's data set and its training frames, once checked for an INT8 export (before any work): at least
+    ``calib_frames`` frames in ``cfg.data.train_split`` and a video in ``cfg.data.val_split`` (the accuracy check).
+
+    Raises:
+        DeployError: ``calib_frames`` < 1, too few training frames, no validation video. DataError: a missing data set
+            (the message names its root).
+    """
+    if calib_frames < 1:
+        raise DeployError(f"--calib-frames must be >= 1, got {calib_frames}")
     source = open_source(cfg.data)
     refs = list(source.frames(cfg.data.train_split))
-    if len(refs) < n:
-        raise DeployError(f"{n} calibration frames asked, the {cfg.data.train_split!r} split of {source.name} has "
-                          f"{len(refs)}: lower --calib-frames")
+    if len(refs) < calib_frames:
+        raise DeployError(f"{calib_frames} calibration frames asked, the {cfg.data.train_split!r} split of "
+                          f"{source.name} has {len(refs)}: lower --calib-frames")
+    if not source.videos(cfg.data.val_split):
+        raise DeployError(f"the {cfg.data.val_split!r} split of {source.name} has no videos to check accuracy on")
+    return source, refs
+
+
+def calibration_frames(cfg: Config, n: int, *, seed: int = 0) -> list[np.ndarray]:
+    """``n`` frames (1, 3, H, W) float32, ImageNet-normalised at the model's size, drawn without replacement (seeded)
+    from ``cfg.data.train_split`` (``check_int8_data``'s errors)."""
+    source, refs = check_int8_data(cfg, n)
     pick = np.random.default_rng(seed).choice(len(refs), size=n, replace=False)
     h, w = int(cfg.data.height), int(cfg.data.width)
     return [normalize(resize_image(source.read_image(refs[i]), h, w))[None].numpy() for i in sorted(pick)]
@@ -219,7 +234,7 @@ def accuracy_check(loaded: LoadedModel, out_dir: str | Path, *, frames: int = DE
     cfg = loaded.cfg
     source = open_source(cfg.data)
     videos = source.videos(cfg.data.val_split)
-    if not videos:
+    if not videos:  # check_int8_data refuses it before the export
         raise DeployError(f"the {cfg.data.val_split!r} split of {source.name} has no videos to check accuracy on")
     k = int(loaded.num_classes)
     ignore = source.ignore_index
