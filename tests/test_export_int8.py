@@ -12,9 +12,10 @@ import pytest
 from typer.testing import CliRunner
 
 from test_export import shared_tiny_checkpoint
+from test_export_frame_models import CFG, EVERYTHING, HW, _cell_model
 from vidnas.cli.main import app
 from vidnas.config import load_config
-from vidnas.export import load_runner
+from vidnas.export import FrameOrtStreamer, export_frame_onnx, load_runner, quantize_export
 from vidnas.search.cells.static import train_static
 
 TINY_ARCH2 = ["data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",
@@ -111,3 +112,16 @@ def test_bench_refuses_int8_without_onnxruntime_rows(arch2_ckpt: Path) -> None:
     assert res.exit_code == 2 and "--runtime onnxruntime or both" in res.output
     res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "fp16"])
     assert res.exit_code == 2 and "--precision 'fp16': give fp32, int8 or fp32,int8" in res.output
+
+
+def test_int8_cell_export_quantises_the_key_graph_and_streams_with_fp32_cell(tmp_path: Path) -> None:
+    model = _cell_model(EVERYTHING)
+    export_frame_onnx(model, tmp_path, img_size=HW)
+    q = quantize_export(tmp_path, load_config(None, CFG), calib_frames=3)
+    assert q["int8_graphs"] == ["key.onnx"] and q["fp32_graphs"] == ["cell.onnx"]
+    assert "QuantizeLinear" in _ops(tmp_path / "key.onnx") and "QuantizeLinear" not in _ops(tmp_path / "cell.onnx")
+    stream = FrameOrtStreamer(tmp_path, key_interval=2)  # key frames INT8, the cell steps fp32 on their state
+    x = np.random.default_rng(0).standard_normal((1, 3, *HW), dtype=np.float32)
+    outs = [stream.push(x) for _ in range(3)]
+    assert all(o.shape == (1, 5, *HW) and np.isfinite(o).all() for o in outs)
+    assert np.array_equal(outs[0], outs[2])  # frames 0 and 2 are key frames on the same input
