@@ -96,6 +96,12 @@ def bench_cmd(
         "--compare", help="Time a CPU fast path on and off in the same rounds: channels_last (rows NAME, NAME~off), "
         "threads (rows NAME@Nt), ort_options (onnxruntime rows with vidnas's session options and NAME~off with "
         "onnxruntime's defaults).")] = None,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="onnxruntime rows: fp32, int8 (quantised as `vidnas export --precision int8` does; rows "
+        "NAME@int8), or fp32,int8 (both, interleaved).")] = "fp32",
+    calib_frames: Annotated[int, typer.Option(
+        "--calib-frames", help="int8: calibration frames from each model's training split (random-weight models: "
+        "the config's data).")] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
@@ -131,10 +137,17 @@ def bench_cmd(
         roofline_line,
         run_benchmark,
     )
+    from vidnas.export import PRECISIONS
 
     setup_logging()
     if runtime not in RUNTIMES:
         raise fail(f"unknown --runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    precisions = [p.strip() for p in precision.split(",") if p.strip()]
+    if not precisions or any(p not in PRECISIONS for p in precisions) or len(set(precisions)) < len(precisions):
+        raise fail(f"--precision {precision!r}: give fp32, int8 or fp32,int8")
+    if "int8" in precisions and (runtime == "torch" or compare is not None or calib_frames < 1):
+        raise fail("--precision int8 times onnxruntime exports: it needs --runtime onnxruntime or both, no --compare, "
+                   f"and --calib-frames >= 1 (got {calib_frames})")
     if runtime != "torch" and not onnxruntime_available():
         raise fail("--runtime onnxruntime is not available: install onnx and onnxruntime")
     if runtime != "torch" and device != "cpu":
@@ -179,16 +192,19 @@ def bench_cmd(
     except (OSError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
     if ref is not None and compare is None:
-        row_names = [n for m in models for n in ((m.name, f"{m.name}@ort") if runtime == "both" else (m.name,))]
+        ort = "@ort" if runtime == "both" else ""
+        row_names = [n for m in models for n in ([m.name] if runtime == "both" else [])
+                     + [f"{m.name}{ort}{'' if p == 'fp32' else '@' + p}" for p in precisions]]
         if ref not in row_names:
             raise fail(f"--ref {ref!r} names no row; rows: {', '.join(row_names)}")
-    runs = (2 if runtime == "both" else 1) * (2 if incremental else 1) * (1 if compare is None else 2)
+    runs = (len(precisions) + (runtime == "both")) * (2 if incremental else 1) * (1 if compare is None else 2)
     bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
     try:
         rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
                                              threads=n_threads, progress=bar.update, amp=amp, incremental=incremental,
                                              ceiling=ceiling or None, compare=compare,
-                                             thread_counts=counts if len(counts) > 1 else None)
+                                             thread_counts=counts if len(counts) > 1 else None,
+                                             precisions=precisions, calib_frames=calib_frames)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:

@@ -50,6 +50,17 @@ def export_cmd(
     incremental: Annotated[bool, typer.Option(
         "--incremental/--no-incremental", help="Also write decoder_init.onnx + decoder_step.onnx (one decoder step "
         "per frame, state as explicit inputs/outputs; causal window models).")] = True,
+    precision: Annotated[str, typer.Option(
+        "--precision", help="fp32 | int8: onnxruntime static quantisation (QDQ, per-channel weights) of the graphs "
+        "that take images (key.onnx, encoder.onnx); the graphs that take features stay fp32.")] = "fp32",
+    calib_frames: Annotated[int, typer.Option(
+        "--calib-frames", help="int8: calibration frames drawn (seeded) from the model's training split.")] = 32,
+    calib_seed: Annotated[int, typer.Option("--calib-seed", help="int8: seed of the calibration draw.")] = 0,
+    accuracy_frames: Annotated[int, typer.Option(
+        "--accuracy-frames", help="int8: validation frames streamed through the fp32 model and the int8 export for "
+                                  "the accuracy check.")] = 64,
+    max_miou_drop: Annotated[float, typer.Option(
+        "--max-miou-drop", help="int8: warn when the int8 export loses more than this many mIoU points.")] = 1.0,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
@@ -61,13 +72,21 @@ def export_cmd(
     own stream. arch2 and dynamic-cell models (`vidnas search cells` top/cellN/model.pt): key.onnx (the static
     network) + cell.onnx (encoder + cell, carrying dec and layer4). --out must be new, empty, or an earlier export
     (replaced); any other directory needs --overwrite.
+
+    --precision int8 then quantises key.onnx / encoder.onnx (calibrated on the model's training frames) and checks
+    its accuracy against the fp32 model and the labels on the validation split (export.json: accuracy).
     """
     import vidnas.export
-    from vidnas.export import DEFAULT_OPSET, export_onnx, export_step_graphs
+    from vidnas.export import DEFAULT_OPSET, PRECISIONS, export_onnx, export_step_graphs
     from vidnas.export.frame_models import export_frame_onnx, is_frame_model, read_frame_meta
+    from vidnas.export.quantize import check_int8_data
     from vidnas.models import incremental_support, load_model
 
     setup_logging()
+    if precision not in PRECISIONS:
+        raise fail(f"unknown --precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    if precision == "int8" and min(calib_frames, accuracy_frames) < 1:
+        raise fail(f"--calib-frames and --accuracy-frames must be >= 1, got {calib_frames} and {accuracy_frames}")
     set_threads(threads)
     if (height is None) != (width is None):
         raise fail("give both --height and --width, or neither")
@@ -80,6 +99,11 @@ def export_cmd(
         loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
     except ValueError as e:  # CheckpointError
         raise fail(str(e)) from e
+    if precision == "int8":  # the calibration and validation frames exist, before the export
+        try:
+            check_int8_data(loaded.cfg, calib_frames)
+        except ValueError as e:  # DeployError, DataError
+            raise fail(str(e)) from e
     output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint})
     step = None
     try:
@@ -104,6 +128,8 @@ def export_cmd(
                 typer.echo(f"wrote {p} ({_fmt_size(p)})")
         typer.echo(f"wrote {fpaths.meta}")
         _parity(model, out, parity_frames, tol, [(None, vidnas.export.parity_check)])
+        if precision == "int8":
+            _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop)
         return
     mode = "causal" if model.causal else "centred"
     typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
@@ -123,6 +149,34 @@ def export_cmd(
     if step is not None:
         checks.append(("incremental decode", vidnas.export.step_parity_check))
     _parity(model, paths.out_dir, parity_frames, tol, checks)
+    if precision == "int8":
+        _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop)
+
+
+def _int8(loaded: object, out: Path, calib_frames: int, seed: int, frames: int, max_drop: float) -> None:
+    """Quantise the fp32 export in ``out`` to INT8 (``vidnas.export.quantize``), check its accuracy, print both; a
+    warning naming ``--precision fp32`` when it loses more than ``max_drop`` mIoU points."""
+    from vidnas.export import accuracy_check, quantize_export
+
+    try:
+        q = quantize_export(out, loaded.cfg, calib_frames=calib_frames, seed=seed)
+        acc = accuracy_check(loaded, out, frames=frames)
+    except ValueError as e:  # DeployError, DataError
+        raise fail(str(e)) from e
+    for name in q["int8_graphs"]:
+        typer.echo(f"int8: {out / name} ({_fmt_size(out / name)}), QDQ, per-channel weights; kept in float: "
+                   f"{', '.join(q['float_nodes'][name]) or 'nothing'}")
+    typer.echo(f"int8: calibrated on {calib_frames} frames of the {q['calibration']['split']!r} split (seed {seed}); "
+               f"fp32 graphs (they take features): {', '.join(q['fp32_graphs']) or 'none'}")
+    agree = (f"agreement with fp32: mIoU {acc['agreement_miou']:.4f}, pixels {acc['pixel_agreement']:.4f}")
+    if acc["miou_drop_points"] is None:
+        typer.echo(f"int8 accuracy over {acc['frames']} {acc['split']!r} frames (no labels): {agree}")
+        return
+    typer.echo(f"int8 accuracy over {acc['frames']} {acc['split']!r} frames: mIoU {acc['miou_int8']:.4f} (fp32 "
+               f"{acc['miou_fp32']:.4f}, drop {acc['miou_drop_points']:.2f} points); {agree}")
+    if acc["miou_drop_points"] > max_drop:
+        typer.echo(f"WARNING: the int8 export loses {acc['miou_drop_points']:.2f} mIoU points (more than "
+                   f"--max-miou-drop {max_drop:g}); export with --precision fp32 to keep full accuracy", err=True)
 
 
 def _parity(model: object, out_dir: Path, frames: int, tol: float, checks: list) -> None:

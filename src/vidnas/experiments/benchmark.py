@@ -24,6 +24,7 @@ from torch import nn
 from vidnas.bench import BenchRow
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config
+from vidnas.export.quantize import DEFAULT_CALIB_FRAMES, PRECISIONS, quantize_export
 from vidnas.export.runtime import ORT_OPTIONS_NOTE, default_session_options, ort_streamers
 from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_model
 from vidnas.models.fastpath import cnn_encoder, use_channels_last
@@ -87,6 +88,7 @@ class BenchModel:
         size: (H, W) it is timed at.
         extra: row entries describing it (source, architecture name, classes...).
         stream_options: keyword arguments of its ``model.stream`` (``window``, ``key_interval``).
+        cfg: the config it was built from (a checkpoint's own; ``data``: where INT8 calibration frames come from).
     """
 
     name: str
@@ -94,6 +96,7 @@ class BenchModel:
     size: tuple[int, int]
     extra: dict[str, Any] = field(default_factory=dict)
     stream_options: dict[str, Any] = field(default_factory=dict)
+    cfg: Config | None = None
 
 
 def _split_label(value: str) -> tuple[str | None, str]:
@@ -172,7 +175,7 @@ def build_source(
     options: dict[str, Any] = {} if window is None else {"window": int(window)}
     if src.kind == "checkpoint":
         loaded = load_model(src.value, device=device, img_size=hw)
-        model, size = loaded.model, loaded.img_size
+        model, size, model_cfg = loaded.model, loaded.img_size, loaded.cfg
         name = src.label or _checkpoint_name(Path(src.value))
         if loaded.kind == "cell":
             extra["key_interval"] = key_interval
@@ -195,10 +198,12 @@ def build_source(
             raise ValueError(f"unknown source kind {src.kind!r}; valid: checkpoint, arch, row, config")
         # the model follows the architecture's window; matching data.window avoids build_model's mismatch warning
         data = dataclasses.replace(cfg.data, height=size[0], width=size[1], window=arch.window)
-        model = build_model(dataclasses.replace(cfg, data=data), arch, num_classes=num_classes).to(device).eval()
+        model_cfg = dataclasses.replace(cfg, data=data)
+        model = build_model(model_cfg, arch, num_classes=num_classes).to(device).eval()
         extra["num_classes"] = num_classes
     extra["channels_last"] = use_channels_last(model) if channels_last != "off" else False
-    return BenchModel(name=name, model=model, size=(int(size[0]), int(size[1])), extra=extra, stream_options=options)
+    return BenchModel(name=name, model=model, size=(int(size[0]), int(size[1])), extra=extra, stream_options=options,
+                      cfg=model_cfg)
 
 
 def build_sources(sources: Sequence[ModelSource], cfg: Config, **kwargs: Any) -> list[BenchModel]:
@@ -266,6 +271,8 @@ def run_benchmark(
     ceiling: int | None = None,
     compare: str | None = None,
     thread_counts: Sequence[int] | None = None,
+    precisions: Sequence[str] = ("fp32",),
+    calib_frames: int = DEFAULT_CALIB_FRAMES,
 ) -> list[BenchRow]:
     """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
 
@@ -277,7 +284,12 @@ def run_benchmark(
     ``compare`` times a fast path on and off in the same rounds: ``channels_last`` (rows NAME and NAME~off for models
     with a CNN encoder), ``threads`` (rows NAME@Nt for each of ``thread_counts``, default 1 and every core; the
     onnxruntime sessions get the same counts), ``ort_options`` (onnxruntime rows with ``quiet_session_options``, the
-    default, and NAME~off with onnxruntime's own defaults). Row extras: ``runtime`` plus what ``protocol_rows`` adds.
+    default, and NAME~off with onnxruntime's own defaults). Row extras: ``runtime``, ``precision`` plus what
+    ``protocol_rows`` adds.
+
+    ``precisions``: the onnxruntime rows' precisions (``fp32``, ``int8``); an ``int8`` export is quantised as ``vidnas
+    export --precision int8`` does (``vidnas.export.quantize``; ``calib_frames`` frames of each model's training
+    split), its rows named NAME@int8 (NAME@ort@int8 with ``both``). No accuracy check here: ``vidnas export`` has it.
 
     Raises:
         ValueError: unknown runtime or comparison, or a model onnxruntime cannot take (the message names it).
@@ -286,6 +298,12 @@ def run_benchmark(
         raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
     if compare == "ort_options" and runtime == "torch":
         raise ValueError("--compare ort_options needs --runtime onnxruntime or both")
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ValueError(f"unknown precision {', '.join(bad) or '(none)'}; valid: {', '.join(PRECISIONS)}")
+    if "int8" in precisions and (runtime == "torch" or compare is not None):
+        raise ValueError("--precision int8 times onnxruntime exports: it needs --runtime onnxruntime or both, and "
+                         "no --compare")
     counts = list(thread_counts or sorted({1, os.cpu_count() or 1}))
     nthreads = threads or torch.get_num_threads()
     variants, torch_threads = _variants(models, compare, counts)
@@ -297,34 +315,42 @@ def run_benchmark(
     inc: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
         # onnxruntime sessions: one set per thread count (--compare threads) or per option set (ort_options)
-        ort_sets: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {}  # suffix -> (streamers, steps, note)
+        # suffix -> (streamers, steps, note, precision)
+        ort_sets: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {}
         if runtime != "torch":
             if compare == "threads":
                 for n in counts:
                     ort_sets[f"@{n}t"] = (*ort_streamers(models, Path(tmp) / f"t{n}", n, incremental=incremental),
-                                          ORT_OPTIONS_NOTE.format(threads=n))
+                                          ORT_OPTIONS_NOTE.format(threads=n), "fp32")
             else:
-                ort_sets[""] = (*ort_streamers(models, Path(tmp) / "tuned", nthreads, incremental=incremental),
-                                ORT_OPTIONS_NOTE.format(threads=nthreads))
+                def quantize(bm: BenchModel, path: Path) -> None:
+                    quantize_export(path, bm.cfg, calib_frames=calib_frames)
+
+                for prec in precisions:
+                    ort_sets["" if prec == "fp32" else f"@{prec}"] = (
+                        *ort_streamers(models, Path(tmp) / f"tuned-{prec}", nthreads, incremental=incremental,
+                                       prepare=quantize if prec == "int8" else None),
+                        ORT_OPTIONS_NOTE.format(threads=nthreads), prec)
                 if compare == "ort_options":
                     ort_sets["~off"] = (*ort_streamers(models, Path(tmp) / "default", nthreads,
                                                        incremental=incremental,
                                                        session_options=default_session_options(nthreads)),
-                                        f"onnxruntime defaults, {nthreads} intra-op thread(s)")
+                                        f"onnxruntime defaults, {nthreads} intra-op thread(s)", "fp32")
         for bm in variants:
             # both runtimes of one model side by side, so their ratio is measured under the same machine load
             if runtime in ("torch", "both"):
                 candidates[bm.name], sizes[bm.name] = bm.model, bm.size
-                extras[bm.name], options[bm.name] = {**bm.extra, "runtime": "torch"}, bm.stream_options
+                extras[bm.name] = {**bm.extra, "runtime": "torch", "precision": "fp32" if amp == "none" else amp}
+                options[bm.name] = bm.stream_options
                 inc[bm.name] = incremental
         for base in models:
             if runtime == "torch":
                 break
-            for suffix, (streamers, steps, note) in ort_sets.items():
+            for suffix, (streamers, steps, note, prec) in ort_sets.items():
                 ort_name = f"{base.name}@ort{suffix}" if runtime == "both" else f"{base.name}{suffix}"
                 candidates[ort_name], sizes[ort_name] = streamers[base.name], base.size
                 extras[ort_name] = {**base.extra, "runtime": "onnxruntime", "ort_options": note,
-                                    "channels_last": False}
+                                    "channels_last": False, "precision": prec}
                 cost_models[ort_name] = base.model
                 inc[ort_name] = steps.get(base.name)
         return protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,

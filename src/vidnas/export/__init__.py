@@ -12,6 +12,9 @@
   ``OrtStepStreamer`` (the incremental graphs), ``FrameOrtStreamer`` (key / cell graphs, with a key interval); and
   their checks against PyTorch, ``parity_check(model, out_dir, frames=...)``, ``step_parity_check``,
   ``frame_parity_check``.
+* ``quantize``: ``vidnas export --precision int8``: ``quantize_export(out_dir, cfg)`` replaces the graphs that take
+  images (``key.onnx``, ``encoder.onnx``) by onnxruntime QDQ INT8 graphs calibrated on the model's training frames;
+  ``accuracy_check(loaded, out_dir)`` scores them against the fp32 model and the labels of the validation split.
 * ``runtime``: what ``vidnas predict`` runs: ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner``
   (``model.stream()`` of any model kind) or an onnxruntime streamer; the onnxruntime session options.
 * ``predict``: ``predict_video(source, out_dir, runner)``: masks, overlay video and summary for a video file or frame
@@ -40,6 +43,7 @@ from vidnas.export.ort_streamers import (
     step_parity_check,
 )
 from vidnas.export.predict import PredictResult, StreamingStats, predict_video, preprocess
+from vidnas.export.quantize import PRECISIONS, accuracy_check, quantize_export
 from vidnas.export.runtime import RUNTIMES, TorchRunner, load_runner
 from vidnas.export.stepgraph import export_step_graphs
 from vidnas.export.video import FrameReader, OverlayWriter, VideoError, open_frames, pick_codec
@@ -59,6 +63,9 @@ __all__ = [
     "is_frame_model",
     "DeployError",
     "RUNTIMES",
+    "PRECISIONS",
+    "accuracy_check",
+    "quantize_export",
     "PredictResult",
     "StreamingStats",
     "TorchRunner",

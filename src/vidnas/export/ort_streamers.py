@@ -72,12 +72,17 @@ DEFAULT_PROVIDERS: tuple[str, ...] = ("CPUExecutionProvider",)
 STATE = ("dec", "layer4")  # a cell export's carried state; fed to cell.onnx as prev_dec, prev_layer4
 
 
-def _session_options(ort: Any, intra_op_threads: int | None, session_options: Any) -> Any:
-    """``session_options`` when given, else onnxruntime's defaults with ``intra_op_threads`` (None: its own count)."""
+def _session_options(ort: Any, intra_op_threads: int | None, session_options: Any, meta: dict[str, Any]) -> Any:
+    """``session_options`` when given, else onnxruntime's defaults with ``intra_op_threads`` (None: its own count).
+
+    An INT8 export (``meta``: its ``export.json``) logs errors only: onnxruntime's graph optimiser drops the constants
+    of the activations it fuses into the QDQ pairs and warns about each one (60-odd lines for a tiny MobileNetV2)."""
     if session_options is None:
         session_options = ort.SessionOptions()
         if intra_op_threads is not None:
             session_options.intra_op_num_threads = int(intra_op_threads)
+    if meta.get("precision") == "int8":
+        session_options.log_severity_level = 3
     return session_options
 
 
@@ -158,7 +163,7 @@ class OrtStreamer(_OrtExportStreamer):
         self.export_dir = Path(export_dir)
         self.meta = read_export_meta(self.export_dir)
         paths = export_paths(self.export_dir)
-        session_options = _session_options(ort, intra_op_threads, session_options)
+        session_options = _session_options(ort, intra_op_threads, session_options, self.meta)
         providers = list(providers or DEFAULT_PROVIDERS)
         self.encoder_session = ort_session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
                                            session_options, providers)
@@ -301,7 +306,7 @@ class OrtStepStreamer(_OrtExportStreamer):
             raise DeployError(f"{self.export_dir} has no incremental graphs (a centred model, or an export made "
                               "before they existed): use OrtStreamer, or re-export the checkpoint")
         inc = self.meta["incremental"]
-        session_options = _session_options(ort, intra_op_threads, session_options)
+        session_options = _session_options(ort, intra_op_threads, session_options, self.meta)
         self.session_options = session_options
         providers = list(providers or DEFAULT_PROVIDERS)
         self.encoder_session = ort_session(ort, self.export_dir / self.meta["encoder"], session_options, providers)
@@ -408,7 +413,7 @@ class FrameOrtStreamer(_OrtExportStreamer):
             raise DeployError(str(e)) from e
         if key_interval is not None and "cell" not in graphs:
             raise DeployError(key_interval_refusal("this arch2 export"))
-        session_options = _session_options(ort, intra_op_threads, session_options)
+        session_options = _session_options(ort, intra_op_threads, session_options, self.meta)
         providers = list(providers or DEFAULT_PROVIDERS)
         self.sessions = {name: ort_session(ort, self.export_dir / file, session_options, providers)
                          for name, file in graphs.items()}

@@ -11,7 +11,7 @@ benchmark's models.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -224,10 +224,12 @@ def default_session_options(threads: int) -> Any:
 
 
 def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int, *, incremental: bool = False,
-                  session_options: Any = None,
+                  session_options: Any = None, prepare: Callable[[Any, Path], None] | None = None,
                   ) -> tuple[dict[str, OrtStreamer | FrameOrtStreamer], dict[str, OrtStepStreamer]]:
     """Export every model (objects with ``name``, ``model``, ``size`` and ``stream_options``) into ``out_dir`` and
     open onnxruntime streamers on each (``session_options``, default ``quiet_session_options(threads)``).
+    ``prepare(model, export_dir)`` runs on each finished export before its streamers open (``vidnas bench
+    --precision int8`` quantises there).
 
     Returns:
         (name -> ``OrtStreamer`` over the window pair, name -> ``OrtStepStreamer`` over the incremental graphs);
@@ -242,15 +244,22 @@ def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int, *, increme
     for i, bm in enumerate(models):
         path = Path(out_dir) / f"model{i}"
         try:
-            if is_frame_model(bm.model):  # arch2 / dynamic cell: key (+ cell step) graphs, the same stream options
+            frame = is_frame_model(bm.model)
+            step = not frame and incremental and incremental_support(bm.model) is None
+            if frame:  # arch2 / dynamic cell: key (+ cell step) graphs, the same stream options
                 export_frame_onnx(bm.model, path, img_size=bm.size)
+            else:
+                export_onnx(bm.model, path, img_size=bm.size, window=bm.stream_options.get("window"))
+                if step:
+                    export_step_graphs(bm.model, path)
+            if prepare is not None:
+                prepare(bm, path)
+            if frame:
                 out[bm.name] = FrameOrtStreamer(path, session_options=options,
                                                 key_interval=bm.stream_options.get("key_interval"))
                 continue
-            export_onnx(bm.model, path, img_size=bm.size, window=bm.stream_options.get("window"))
             out[bm.name] = OrtStreamer(path, session_options=options)
-            if incremental and incremental_support(bm.model) is None:
-                export_step_graphs(bm.model, path)
+            if step:
                 steps[bm.name] = OrtStepStreamer(path, session_options=options)
         except (DeployError, RuntimeError, ValueError) as e:
             raise DeployError(f"{bm.name}: ONNX export / onnxruntime failed: {e}") from e

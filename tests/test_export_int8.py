@@ -1,0 +1,127 @@
+"""`vidnas export --precision int8`: QDQ graphs from onnxruntime static quantisation, calibration on the model's
+training frames, the accuracy check in export.json, and onnxruntime streaming of the result (tiny real models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from test_export import shared_tiny_checkpoint
+from test_export_frame_models import CFG, EVERYTHING, HW, _cell_model
+from vidnas.cli.main import app
+from vidnas.config import load_config
+from vidnas.export import FrameOrtStreamer, export_frame_onnx, load_runner, quantize_export
+from vidnas.search.cells.static import train_static
+
+TINY_ARCH2 = ["data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",
+              "model.encoder=mobilenetv2_test", "train.batch_size=4"]
+
+
+@pytest.fixture(scope="module")
+def arch2_ckpt(tmp_path_factory) -> Path:
+    """A tiny arch2 network trained for two steps on synthetic videos (train and val splits)."""
+    return train_static(load_config(None, TINY_ARCH2), tmp_path_factory.mktemp("a2"), epochs=1, max_steps_per_epoch=2)
+
+
+def _ops(path: Path) -> dict[str, int]:
+    ops: dict[str, int] = {}
+    for nd in onnx.load(str(path)).graph.node:
+        ops[nd.op_type] = ops.get(nd.op_type, 0) + 1
+    return ops
+
+
+def test_int8_arch2_export_is_qdq_runs_and_records_accuracy(arch2_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "e"
+    res = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(out), "--precision", "int8",
+                                   "--calib-frames", "6", "--accuracy-frames", "10", "--max-miou-drop", "-1"])
+    assert res.exit_code == 0, res.output
+    assert "int8 accuracy over 8 'val' frames: mIoU" in res.output  # the val split's one video has 8 frames
+    assert "parity over 8 streamed frames" in res.output  # the fp32 graph is checked before it is quantised
+    assert "--precision fp32" in res.output  # the threshold -1 is always crossed: the warning names the flag
+    ops = _ops(out / "key.onnx")
+    assert ops["QuantizeLinear"] > 10 and ops["DequantizeLinear"] > ops["QuantizeLinear"]
+    meta = json.loads((out / "export.json").read_text())
+    q, acc = meta["quantization"], meta["accuracy"]
+    assert meta["precision"] == "int8" and q["format"] == "QDQ" and q["int8_graphs"] == ["key.onnx"]
+    assert q["calibration"] == {"method": "MinMax", "frames": 6, "seed": 0, "split": "train", "format": "synthetic",
+                                "root": None}
+    stem, head = q["float_nodes"]["key.onnx"]
+    assert "stem" in stem and "classifier" in head
+    graph = onnx.load(str(out / "key.onnx")).graph
+    stem_node = next(nd for nd in graph.node if nd.name == stem)
+    assert stem_node.input[0] == "frame"  # kept in float: it reads the frame itself, not a DequantizeLinear output
+    assert acc["frames"] == 8 and 0 <= acc["miou_int8"] <= 1 and 0 <= acc["pixel_agreement"] <= 1
+    assert acc["miou_drop_points"] == pytest.approx(100 * (acc["miou_fp32"] - acc["miou_int8"]))
+    runner = load_runner(None, runtime="onnxruntime", export_dir=out)  # what predict and the accuracy check run
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 48), dtype=np.float32)
+    assert runner.push(x).shape == (1, 4, 32, 48)
+
+
+def test_int8_window_model_quantises_the_encoder_only(tmp_path_factory, tmp_path: Path) -> None:
+    ckpt = shared_tiny_checkpoint(tmp_path_factory)
+    out = tmp_path / "w"
+    res = CliRunner().invoke(app, ["export", str(ckpt), "--out", str(out), "--precision", "int8", "--calib-frames",
+                                   "4", "--accuracy-frames", "6", "--parity-frames", "0"])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["quantization"]["int8_graphs"] == ["encoder.onnx"]
+    assert meta["quantization"]["fp32_graphs"] == ["decoder.onnx", "decoder_init.onnx", "decoder_step.onnx"]
+    assert "fp32 graphs (they take features): decoder.onnx, decoder_init.onnx, decoder_step.onnx" in res.output
+    assert _ops(out / "encoder.onnx")["QuantizeLinear"] > 0
+    assert "QuantizeLinear" not in _ops(out / "decoder_step.onnx")
+    assert meta["accuracy"]["frames"] == 4  # the val split of configs/tiny.yaml's synthetic data: 4 frames
+
+
+def test_bad_precision_is_refused_before_any_work(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"),
+                                   "--precision", "int4"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines()[-1] == "error: unknown --precision 'int4'; valid: fp32, int8"
+    assert not (tmp_path / "o").exists()
+
+
+def test_int8_refuses_more_calibration_frames_than_the_training_split_before_exporting(arch2_ckpt: Path,
+                                                                                      tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(tmp_path / "o"), "--precision", "int8",
+                                   "--calib-frames", "1000"])
+    assert res.exit_code == 2
+    assert "1000 calibration frames asked, the 'train' split of synthetic has 16: lower --calib-frames" in res.output
+    assert not (tmp_path / "o" / "key.onnx").exists()
+
+
+def test_bench_times_fp32_and_int8_exports_side_by_side(arch2_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    res = CliRunner().invoke(app, ["bench", "--checkpoint", f"a2={arch2_ckpt}", "--runtime", "onnxruntime",
+                                   "--precision", "fp32,int8", "--calib-frames", "4", "--frames", "2", "--warmup", "0",
+                                   "--threads", "1", "--paper-only", "--ceiling", "0", "--no-flops", "--ref", "a2",
+                                   "--json", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    rows = {r["name"]: r for r in json.loads(out.read_text())}
+    assert set(rows) == {"a2", "a2@int8"}
+    assert rows["a2"]["extra"]["precision"] == "fp32" and rows["a2@int8"]["extra"]["precision"] == "int8"
+    assert rows["a2@int8"]["extra"]["runtime"] == "onnxruntime" and rows["a2@int8"]["fps"] > 0
+
+
+def test_bench_refuses_int8_without_onnxruntime_rows(arch2_ckpt: Path) -> None:
+    res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "int8"])
+    assert res.exit_code == 2 and "--runtime onnxruntime or both" in res.output
+    res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "fp16"])
+    assert res.exit_code == 2 and "--precision 'fp16': give fp32, int8 or fp32,int8" in res.output
+
+
+def test_int8_cell_export_quantises_the_key_graph_and_streams_with_fp32_cell(tmp_path: Path) -> None:
+    model = _cell_model(EVERYTHING)
+    export_frame_onnx(model, tmp_path, img_size=HW)
+    q = quantize_export(tmp_path, load_config(None, CFG), calib_frames=3)
+    assert q["int8_graphs"] == ["key.onnx"] and q["fp32_graphs"] == ["cell.onnx"]
+    assert "QuantizeLinear" in _ops(tmp_path / "key.onnx") and "QuantizeLinear" not in _ops(tmp_path / "cell.onnx")
+    stream = FrameOrtStreamer(tmp_path, key_interval=2)  # key frames INT8, the cell steps fp32 on their state
+    x = np.random.default_rng(0).standard_normal((1, 3, *HW), dtype=np.float32)
+    outs = [stream.push(x) for _ in range(3)]
+    assert all(o.shape == (1, 5, *HW) and np.isfinite(o).all() for o in outs)
+    assert np.array_equal(outs[0], outs[2])  # frames 0 and 2 are key frames on the same input
