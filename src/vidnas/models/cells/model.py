@@ -147,6 +147,11 @@ class Cell(nn.Module):
 class DynamicCellModel(nn.Module):
     """The static network on the first frame of a sequence, encoder + dynamic cell on every following frame.
 
+    A streamed non-key frame (``step``) runs the encoder only up to the deepest map the cell reads
+    (``Cell.encoder_stages``, from the genotype: a cell that reads layers 2-3 of its frame and not ``prev_layer4``
+    skips the stride-32 stage); the clip ``forward`` (training, clip evaluation) still encodes every frame in full,
+    in one batch. Both give the same logits: only unread maps are skipped.
+
     ``VideoSegmenter``-compatible: ``forward(frames (B, T, 3, H, W)) -> (B, T, K, H, W)``; ``stream()`` returns a
     ``FrameStreamer`` (push / flush / reset) that carries ``dec`` and ``layer4`` from frame to frame and runs the static
     decoder on the first frame after a reset and, with ``key_interval=N``, on every N-th frame (the key-frame rule,
@@ -178,8 +183,9 @@ class DynamicCellModel(nn.Module):
         return self.window - 1
 
     # The benchmark protocol (``vidnas.bench``) times ``encoder`` and ``decoder`` with forward hooks. In steady state
-    # (every frame after the first, no key interval) a streamed frame runs the static encoder and the cell: those
-    # two are this model's encoder and decoder. Properties, so the state dict keeps a single copy of every weight.
+    # (every frame after the first, no key interval) a streamed frame runs the static encoder (up to the deepest map
+    # the cell reads) and the cell: those two are this model's encoder and decoder. Properties, so the state dict
+    # keeps a single copy of every weight.
     @property
     def encoder(self) -> nn.Module:
         """The static network's encoder (runs on every frame)."""
@@ -191,7 +197,8 @@ class DynamicCellModel(nn.Module):
         return self.cell
 
     def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
-        """The encoder call and the cell call of one steady-state streamed frame, as ``(fn, args)`` pairs.
+        """The encoder call (truncated: ``encode_non_key``) and the cell call of one steady-state streamed frame, as
+        ``(fn, args)`` pairs.
 
         The cell's previous-frame inputs come from the static network on the same frame (their values do not change
         the cost). Used by ``vidnas.bench`` to count FLOPs.
