@@ -110,6 +110,7 @@ def test_cell_graph_runs_the_encoder_only_as_deep_as_the_cell_reads(tmp_path: Pa
     export_frame_onnx(model, tmp_path / "l3", img_size=HW)
     meta = json.loads((tmp_path / "l3" / "export.json").read_text())
     assert meta["opset"] == 17 and list(meta["io"]["cell"]["outputs"]) == ["logits", "dec"]
+    assert list(meta["io"]["cell"]["inputs"]) == ["frame"]  # the graph's own inputs
     assert frame_parity_check(model, tmp_path / "l3", frames=30, key_interval=5) < TOL
     # the same cell reading layer4 instead of layer3 runs every stage and carries layer4
     deep = _cell_model([2, 4, 0, 1, 0], **small)

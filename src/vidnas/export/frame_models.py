@@ -214,7 +214,9 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
             cell_out = ["logits", "dec", "layer4"] if model.cell.encoder_stages == 4 else ["logits", "dec"]
             _export_graphs(_CellGraph(model, out_hw).eval(), (frame, dec, layer4), paths.cell,
                            ["frame", "prev_dec", "prev_layer4"], cell_out, opset)
-            io["cell"] = {"inputs": {"frame": [1, 3, h, w], "prev_dec": shapes["dec"], "prev_layer4": shapes["layer4"]},
+            inputs = {"frame": [1, 3, h, w], "prev_dec": shapes["dec"], "prev_layer4": shapes["layer4"]}
+            kept = {i.name for i in onnx.load(str(paths.cell)).graph.input}  # the exporter drops unread inputs
+            io["cell"] = {"inputs": {n: s for n, s in inputs.items() if n in kept},
                           "outputs": {n: shapes[n] for n in cell_out}}
     finally:
         model.train(was_training)
