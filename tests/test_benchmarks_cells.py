@@ -42,3 +42,26 @@ def test_cells_camvid_script_at_tiny_size(tmp_path: Path, vidnas_command: str, p
     again = subprocess.run(["bash", str(REPO / "benchmarks" / "cells_camvid.sh")], cwd=REPO, env={**env, "SIZES": ""},
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stdout.count(": done") == 5, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+def test_cells_truncated_script_at_tiny_size(tmp_path: Path) -> None:
+    """benchmarks/cells_truncated.py: the same cell streamed with the whole encoder and truncated, both runtimes."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("cells_truncated", REPO / "benchmarks" / "cells_truncated.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "t.json"
+    threads = torch.get_num_threads()
+    assert script.main(["--encoder", "mobilenetv2_test", "--height", "32", "--width", "48", "--frames", "3",
+                        "--warmup", "1", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    rows = {r["name"]: r for r in data["rows"]}
+    assert list(rows) == ["static", "cell_before", "cell_after", "static@ort", "cell_before@ort", "cell_after@ort"]
+    assert rows["static"]["fps_ratio"] == rows["static@ort"]["fps_ratio"] == 1.0 and data["threads"] == 1
+    assert rows["cell_after"]["encoder_ms"] > 0 and rows["cell_after@ort"]["encoder_ms"] is None
+    assert torch.get_num_threads() == threads  # restored
+    with pytest.raises(SystemExit):  # never overwrites a file
+        script.main(["--json", str(out)])

@@ -175,6 +175,58 @@ def test_dynamic_cell_model_stream_equals_forward(static: StaticSegmenter, key_i
     assert torch.allclose(st.push(frames[:, 1]), static_ref[:, 1], atol=1e-5)
 
 
+def _encoder_modules_run(static: StaticSegmenter, fn) -> int:
+    """How many modules of the static encoder (the encoder itself excluded) ``fn()`` runs."""
+    calls = [0]
+    mods = [m for m in static.encoder.modules() if m is not static.encoder]
+    handles = [m.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) for m in mods]
+    try:
+        fn()
+    finally:
+        for h in handles:
+            h.remove()
+    return calls[0]
+
+
+# tokens -> encoder stages of a non-key frame (default op / aggregation vocabularies: conv1x1 = 0, sum = 0)
+STAGES = [
+    ([2, 3, 0, 0, 0, 5, 1, 0, 0, 0], 3),  # layer2, layer3, prev_dec: no stride-32 stage
+    ([2, 1, 0, 0, 0], 2),  # layer2, prev_dec
+    ([1, 1, 0, 2, 0], 0),  # prev_dec only: no encoder at all
+    ([2, 4, 0, 0, 0], 4),  # layer4 of the current frame
+    ([0, 2, 0, 0, 0], 4),  # prev_layer4: this frame's layer4 is the next one's prev_layer4
+]
+
+
+@pytest.mark.parametrize("tokens,stages", STAGES)
+@pytest.mark.parametrize("key_interval", [None, 2])
+def test_non_key_frames_run_the_encoder_only_as_deep_as_the_cell_reads(static: StaticSegmenter, tokens: list[int],
+                                                                      stages: int, key_interval: int | None) -> None:
+    torch.manual_seed(3)
+    cell = Cell.from_tokens(tokens, in_channels=cell_in_channels(static), num_classes=K)
+    assert cell.encoder_stages == cell.genotype.encoder_stages() == stages
+    model = DynamicCellModel(static, cell).eval()
+    frames = torch.randn(2, 4, 3, H, W)
+    x = frames[:, 0]
+    with torch.no_grad():
+        full = model(frames, key_interval=key_interval)  # the clip forward: the whole encoder on every frame
+        st = model.stream(batch_size=2, key_interval=key_interval)
+        streamed, runs = [], []
+        for t in range(4):
+            runs.append(_encoder_modules_run(static, lambda t=t: streamed.append(st.push(frames[:, t]))))
+        whole = _encoder_modules_run(static, lambda: static.encoder(x))
+        part = _encoder_modules_run(static, lambda: static.encoder(x, stages))
+        maps = static.encoder(x, stages)
+        assert len(maps) == stages and all(torch.equal(a, b) for a, b in zip(maps, static.encoder(x), strict=False))
+    assert torch.allclose(torch.stack(streamed, 1), full, atol=1e-5)  # only work is skipped
+    key = [t == 0 or (key_interval is not None and t % key_interval == 0) for t in range(4)]
+    assert runs == [whole if k else part for k in key]
+    assert (part == whole) if stages == 4 else (part < whole)  # fewer modules when the cell reads no layer4
+    assert part > 0 or stages == 0
+    with pytest.raises(ValueError, match="stages must be in 0..4"):
+        static.encoder(x, 5)
+
+
 def test_cached_unroll_equals_model_forward(static: StaticSegmenter) -> None:
     """The search trains cells on cached tensors; the deployed model must compute the same thing from frames."""
     torch.manual_seed(2)

@@ -332,6 +332,7 @@ def test_ray_executor_local_cluster(static_ckpt: Path) -> None:
 
 
 def test_cost_meter_times_the_cell_against_the_static_network(static_ckpt: Path) -> None:
+    from vidnas.bench import count_flops
     from vidnas.bench.protocol import component_flops
     from vidnas.models.cells import Cell, DynamicCellModel, cell_in_channels
     from vidnas.search.cells import CostMeter
@@ -351,6 +352,10 @@ def test_cost_meter_times_the_cell_against_the_static_network(static_ckpt: Path)
         flops["decoder"] / 1e9)
     assert cost["model_params"] == sum(p.numel() for p in static.parameters()) + sum(p.numel() for p in
                                                                                       cell.parameters())
+    # the cell reads layer2, layer3 and prev_dec: its frames run the encoder's first three stages, and are timed so
+    x = torch.zeros(1, 3, 64, 96)
+    assert cost["encoder_stages"] == 3 and cost["gflops"] - cost["cell_gflops"] == pytest.approx(
+        count_flops(static.encode, x, 3) / 1e9) and count_flops(static.encode, x, 3) < count_flops(static.encode, x)
 
 
 def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_path: Path) -> None:

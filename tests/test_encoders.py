@@ -80,6 +80,12 @@ def test_forward_is_stem_stages_outputs(name: str) -> None:
             manual.append(enc.stage_output(i, h))
     for a, b in zip(outs, manual, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for n in range(len(enc.stages) + 1):  # stages=n: the first n maps, the same values, nothing deeper run
+        with torch.no_grad():
+            first = enc(x, n)
+        assert len(first) == n
+        for a, b in zip(first, outs, strict=False):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -95,12 +95,38 @@ def test_cell_stream_carries_state_and_key_frames(cell_export) -> None:
     assert np.allclose(plain.push(x), a[0])  # a new video starts with a key frame
 
 
-def test_cell_without_previous_frame_inputs(tmp_path: Path) -> None:
-    # sum(conv1x1(layer2), sep3x3(layer3)): the cell graph has no prev_dec / prev_layer4 input
-    model = _cell_model([2, 3, 0, 1, 0], ops=("conv1x1", "sep3x3"), aggs=("sum",))
-    export_frame_onnx(model, tmp_path, img_size=HW)
-    assert json.loads((tmp_path / "export.json").read_text())["opset"] == 17
-    assert frame_parity_check(model, tmp_path, frames=30, key_interval=5) < TOL
+def _graph(path: Path) -> tuple[list[str], list[str], int]:
+    """Inputs, outputs and Conv node count of an ONNX graph."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    return [i.name for i in g.input], [o.name for o in g.output], sum(n.op_type == "Conv" for n in g.node)
+
+
+def test_cell_graph_runs_the_encoder_only_as_deep_as_the_cell_reads(tmp_path: Path) -> None:
+    small = {"ops": ("conv1x1", "sep3x3"), "aggs": ("sum",)}
+    # sum(conv1x1(layer2), sep3x3(layer3)): no stride-32 stage, no prev_dec / prev_layer4 input, no layer4 output
+    model = _cell_model([2, 3, 0, 1, 0], **small)
+    export_frame_onnx(model, tmp_path / "l3", img_size=HW)
+    meta = json.loads((tmp_path / "l3" / "export.json").read_text())
+    assert meta["opset"] == 17 and list(meta["io"]["cell"]["outputs"]) == ["logits", "dec"]
+    assert list(meta["io"]["cell"]["inputs"]) == ["frame"]  # the graph's own inputs
+    assert frame_parity_check(model, tmp_path / "l3", frames=30, key_interval=5) < TOL
+    # the same cell reading layer4 instead of layer3 runs every stage and carries layer4
+    deep = _cell_model([2, 4, 0, 1, 0], **small)
+    export_frame_onnx(deep, tmp_path / "l4", img_size=HW)
+    assert frame_parity_check(deep, tmp_path / "l4", frames=10) < TOL
+    # a cell on prev_dec alone runs no encoder: its graph does not even read the frame
+    alone = _cell_model([1, 1, 0, 1, 0], **small)
+    export_frame_onnx(alone, tmp_path / "dec", img_size=HW)
+    assert frame_parity_check(alone, tmp_path / "dec", frames=10, key_interval=4) < TOL
+    (i3, o3, c3), (i4, o4, c4), (i0, o0, c0) = (_graph(tmp_path / d / "cell.onnx") for d in ("l3", "l4", "dec"))
+    assert (i3, o3) == (["frame"], ["logits", "dec"]) and (i4, o4) == (["frame"], ["logits", "dec", "layer4"])
+    assert (i0, o0) == (["prev_dec"], ["logits", "dec"])
+    enc = deep.static.encoder
+    stride32 = sum(isinstance(m, nn.Conv2d) for part in (enc.stages[3], enc.output_layers[3]) for m in part.modules())
+    assert c4 - c3 == stride32 > 0  # the graph without layer4 has none of the stride-32 stage's convolutions
+    assert c0 == sum(isinstance(m, nn.Conv2d) for m in alone.cell.modules())  # the cell's convolutions only
 
 
 def test_arch2_export_parity_and_refusals(tmp_path: Path) -> None:

@@ -6,8 +6,11 @@ cell, which reads the previous frame's ``dec`` and ``layer4``. Its export is two
 * ``key.onnx`` (the static network): ``frame`` (1, 3, H, W) -> ``logits`` (1, K, H, W), ``dec`` (1, 64, h8, w8),
   ``layer4`` (1, C4, h32, w32);
 * ``cell.onnx`` (encoder + cell): ``frame``, ``prev_dec`` (1, 64, h8, w8), ``prev_layer4`` (1, C4, h32, w32) ->
-  ``logits``, ``dec``, ``layer4``. A cell that reads neither previous-frame input has no such graph input
-  (the exporter drops unused inputs); the streamer feeds only the inputs a graph has.
+  ``logits``, ``dec``, ``layer4``. The encoder runs only up to the deepest map the cell reads
+  (``Cell.encoder_stages``: a cell that reads layers 2-3 of its frame skips the stride-32 stage, one that reads
+  ``prev_dec`` only runs no encoder); ``layer4`` is an output only when that stage runs. A cell that does not read
+  an input has no such graph input (the exporter drops unused inputs: ``prev_layer4`` without stage 4, ``frame``
+  without any stage); the streamer feeds only the inputs a graph has and carries only the outputs it has.
 
 An arch2 model exports ``key.onnx`` alone, with ``logits`` as its only output. The caller carries the state
 (``FrameOrtStreamer``, ``vidnas.export.ort_streamers``): key frames (frame 0 after a reset, and every
@@ -130,16 +133,21 @@ class _KeyGraph(nn.Module):
 
 
 class _CellGraph(nn.Module):
-    """frame, prev_dec, prev_layer4 -> logits, dec, layer4: the static encoder and the cell on a non-key frame."""
+    """frame, prev_dec, prev_layer4 -> logits, dec[, layer4]: the truncated encoder and the cell on a non-key frame.
+
+    The encoder runs up to the deepest map the cell reads (``DynamicCellModel.encode_non_key``); ``layer4`` is an
+    output only when it is computed (``Cell.encoder_stages == 4``).
+    """
 
     def __init__(self, model: DynamicCellModel, out_hw: tuple[int, int]) -> None:
         super().__init__()
         self.model, self.out_hw = model, out_hw
 
     def forward(self, frame: torch.Tensor, prev_dec: torch.Tensor, prev_layer4: torch.Tensor) -> Any:
-        feats = self.model.static.encode(frame)
+        feats = self.model.encode_non_key(frame)
         o = self.model.cell((prev_layer4, prev_dec, feats[1], feats[2], feats[3]))
-        return resize_to(o.pred, self.out_hw), o.dec, feats[3]
+        logits = resize_to(o.pred, self.out_hw)
+        return (logits, o.dec) if feats[3] is None else (logits, o.dec, feats[3])
 
 
 def _shape(t: torch.Tensor) -> list[int]:
@@ -203,10 +211,13 @@ def export_frame_onnx(model: nn.Module, out_dir: str | Path, *, img_size: Sequen
         io["key"] = {"inputs": {"frame": [1, 3, h, w]}, "outputs": {n: shapes[n] for n in key_out}}
         if is_cell:
             assert paths.cell is not None
+            cell_out = ["logits", "dec", "layer4"] if model.cell.encoder_stages == 4 else ["logits", "dec"]
             _export_graphs(_CellGraph(model, out_hw).eval(), (frame, dec, layer4), paths.cell,
-                    ["frame", "prev_dec", "prev_layer4"], ["logits", "dec", "layer4"], opset)
-            io["cell"] = {"inputs": {"frame": [1, 3, h, w], "prev_dec": shapes["dec"], "prev_layer4": shapes["layer4"]},
-                          "outputs": {n: shapes[n] for n in ("logits", "dec", "layer4")}}
+                           ["frame", "prev_dec", "prev_layer4"], cell_out, opset)
+            inputs = {"frame": [1, 3, h, w], "prev_dec": shapes["dec"], "prev_layer4": shapes["layer4"]}
+            kept = {i.name for i in onnx.load(str(paths.cell)).graph.input}  # the exporter drops unread inputs
+            io["cell"] = {"inputs": {n: s for n, s in inputs.items() if n in kept},
+                          "outputs": {n: shapes[n] for n in cell_out}}
     finally:
         model.train(was_training)
     for p in (paths.key, paths.cell):

@@ -444,11 +444,11 @@ class FrameOrtStreamer(_OrtExportStreamer):
         feeds = {"frame": frame}
         if name == "cell":
             assert self._state is not None
-            feeds.update(prev_dec=self._state["dec"], prev_layer4=self._state["layer4"])
+            feeds.update(prev_dec=self._state["dec"], prev_layer4=self._state.get("layer4"))
         outs = dict(zip(self._outputs[name], self.sessions[name].run(
             None, {k: v for k, v in feeds.items() if k in self._inputs[name]}), strict=True))
         if "cell" in self.sessions:
-            self._state = {k: outs[k] for k in STATE}
+            self._state = {k: outs[k] for k in STATE if k in outs}  # a truncated cell graph has no layer4
         self._t += 1
         return outs["logits"]
 

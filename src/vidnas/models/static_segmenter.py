@@ -75,9 +75,9 @@ class StaticSegmenter(nn.Module):
         """Channels of layer1..layer4."""
         return list(self.encoder.out_channels)
 
-    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(N, 3, H, W) -> [layer1, layer2, layer3, layer4] at strides 4, 8, 16, 32."""
-        return self.encoder(x)
+    def encode(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """(N, 3, H, W) -> [layer1, layer2, layer3, layer4] at strides 4, 8, 16, 32 (``stages=n``: the first n)."""
+        return self.encoder(x) if stages is None else self.encoder(x, stages)
 
     def decode(self, feats: Sequence[torch.Tensor]) -> dict[str, Any]:
         """Four encoder maps -> ``{"dec": (N, 64, H/8, W/8), "pred": (N, K, H/8, W/8), "aux": [...]}``."""

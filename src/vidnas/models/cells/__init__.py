@@ -9,12 +9,15 @@ A dynamic cell predicts the current frame's labelling from five inputs (SPEC "Ce
     pool[3] layer3        encoder output of the current frame, stride 16
     pool[4] layer4        encoder output of the current frame, stride 32
 
-each adapted by Conv1x1-BN-ReLU to 64 channels and resized (bilinear) to stride 8. The controller emits five tokens
-per layer, ``[input 1, input 2, op 1, op 2, aggregation]``; layer ``l`` (0-based) computes
-``agg(op1(pool[input 1]), op2(pool[input 2]))`` and appends it to the pool as ``pool[5 + l]``, so layer ``l`` chooses
-its inputs among ``5 + l`` entries (with replacement). The cell output is the concatenation of the layer outputs that
-no later layer uses, then Conv1x1-BN-ReLU to 64 channels: that is the next frame's ``dec``, and a Conv1x1 classifier
-on it gives ``pred`` (K channels, stride 8).
+each adapted by Conv1x1-BN-ReLU to 64 channels and resized (bilinear) to stride 8. A streamed non-key frame runs the
+encoder only up to the deepest map the cell reads (``CellGenotype.encoder_stages``: 2, 3 or 4; 4 whenever
+``prev_layer4`` is read, since this frame's layer4 is the next one's; 0 for a cell on ``prev_dec`` alone).
+
+The controller emits five tokens per layer, ``[input 1, input 2, op 1, op 2, aggregation]``; layer ``l`` (0-based)
+computes ``agg(op1(pool[input 1]), op2(pool[input 2]))`` and appends it to the pool as ``pool[5 + l]``, so layer ``l``
+chooses its inputs among ``5 + l`` entries (with replacement). The cell output is the concatenation of the layer
+outputs that no later layer uses, then Conv1x1-BN-ReLU to 64 channels: that is the next frame's ``dec``, and a Conv1x1
+classifier on it gives ``pred`` (K channels, stride 8).
 
 RECONSTRUCTION. The paper's Table 1 (operations) and Table 2 (aggregations) were lost. ``CELL_OPS`` and
 ``AGGREGATIONS`` implement the lists SPEC records; their order is this project's choice and is what the tokens index.

@@ -29,6 +29,8 @@ __all__ = [
 CELL_SCHEMA_VERSION = 1
 CELL_INPUTS: tuple[str, ...] = ("prev_layer4", "prev_dec", "layer2", "layer3", "layer4")  # [CELLS Sec. 3.1]
 NUM_CELL_INPUTS = len(CELL_INPUTS)
+# encoder stages a non-key frame runs for each input: prev_layer4 is the previous non-key frame's layer4
+INPUT_STAGES: dict[str, int] = {"prev_layer4": 4, "prev_dec": 0, "layer2": 2, "layer3": 3, "layer4": 4}
 TOKENS_PER_LAYER = 5  # [CELLS Sec. 3.2] input 1, input 2, op 1, op 2, aggregation
 
 
@@ -178,6 +180,15 @@ class CellGenotype(JsonFile):
     def used_inputs(self) -> tuple[int, ...]:
         """Indices of the five cell inputs read by some layer, sorted."""
         return tuple(sorted({i for layer in self.layers for i in layer.inputs if i < NUM_CELL_INPUTS}))
+
+    def encoder_stages(self) -> int:
+        """Encoder stages (0..4) a non-key frame must run: up to the deepest current-frame map the cell reads.
+
+        ``layer2``, ``layer3``, ``layer4`` are the outputs of stages 2, 3, 4 (strides 8, 16, 32); a cell that reads
+        ``prev_layer4`` needs stage 4 on every frame too, since this frame's ``layer4`` is the next one's
+        ``prev_layer4``. A cell that reads ``prev_dec`` only needs no encoder on a non-key frame (0).
+        """
+        return max((INPUT_STAGES[CELL_INPUTS[i]] for i in self.used_inputs()), default=0)
 
     def unused(self) -> tuple[int, ...]:
         """Pool indices of the layer outputs no later layer uses: the entries concatenated into the cell output."""

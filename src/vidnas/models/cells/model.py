@@ -75,6 +75,7 @@ class Cell(nn.Module):
         self.channels = channels
         self.num_classes = num_classes
         self.used_inputs = genotype.used_inputs()
+        self.encoder_stages = genotype.encoder_stages()
         self.unused = genotype.unused()
         self.adapters = nn.ModuleDict({str(i): ConvBNReLU(self.in_channels[i], channels, 1) for i in self.used_inputs})
         self.layers = nn.ModuleList(_CellLayerModule(layer, channels) for layer in genotype.layers)
@@ -146,6 +147,11 @@ class Cell(nn.Module):
 class DynamicCellModel(nn.Module):
     """The static network on the first frame of a sequence, encoder + dynamic cell on every following frame.
 
+    A streamed non-key frame (``step``) runs the encoder only up to the deepest map the cell reads
+    (``Cell.encoder_stages``, from the genotype: a cell that reads layers 2-3 of its frame and not ``prev_layer4``
+    skips the stride-32 stage); the clip ``forward`` (training, clip evaluation) still encodes every frame in full,
+    in one batch. Both give the same logits: only unread maps are skipped.
+
     ``VideoSegmenter``-compatible: ``forward(frames (B, T, 3, H, W)) -> (B, T, K, H, W)``; ``stream()`` returns a
     ``FrameStreamer`` (push / flush / reset) that carries ``dec`` and ``layer4`` from frame to frame and runs the static
     decoder on the first frame after a reset and, with ``key_interval=N``, on every N-th frame (the key-frame rule,
@@ -177,8 +183,9 @@ class DynamicCellModel(nn.Module):
         return self.window - 1
 
     # The benchmark protocol (``vidnas.bench``) times ``encoder`` and ``decoder`` with forward hooks. In steady state
-    # (every frame after the first, no key interval) a streamed frame runs the static encoder and the cell: those
-    # two are this model's encoder and decoder. Properties, so the state dict keeps a single copy of every weight.
+    # (every frame after the first, no key interval) a streamed frame runs the static encoder (up to the deepest map
+    # the cell reads) and the cell: those two are this model's encoder and decoder. Properties, so the state dict
+    # keeps a single copy of every weight.
     @property
     def encoder(self) -> nn.Module:
         """The static network's encoder (runs on every frame)."""
@@ -190,7 +197,8 @@ class DynamicCellModel(nn.Module):
         return self.cell
 
     def protocol_parts(self, frame: torch.Tensor) -> tuple[tuple[Any, tuple[Any, ...]], tuple[Any, tuple[Any, ...]]]:
-        """The encoder call and the cell call of one steady-state streamed frame, as ``(fn, args)`` pairs.
+        """The encoder call (truncated: ``encode_non_key``) and the cell call of one steady-state streamed frame, as
+        ``(fn, args)`` pairs.
 
         The cell's previous-frame inputs come from the static network on the same frame (their values do not change
         the cost). Used by ``vidnas.bench`` to count FLOPs.
@@ -202,7 +210,21 @@ class DynamicCellModel(nn.Module):
             feats = self.static.encode(frame)  # 4 x (1, C_i, h_i, w_i)
             dec = self.static.decode(feats)["dec"]  # (1, 64, h/8, w/8)
         inputs = (feats[3], dec, feats[1], feats[2], feats[3])
-        return (self.static.encode, (frame,)), (self.cell, (inputs,))
+        return (self.encode_non_key, (frame,)), (self.cell, (inputs,))
+
+    def encode_non_key(self, frame: torch.Tensor) -> list[torch.Tensor | None]:
+        """The encoder of a non-key frame, up to the deepest map the cell reads (``Cell.encoder_stages``).
+
+        Args:
+            frame: (B, 3, H, W).
+
+        Returns:
+            ``[layer1, layer2, layer3, layer4]`` as the full encoder gives them, None for the maps past
+            ``encoder_stages`` (never computed). The encoder module is always called (with ``stages=0`` it runs
+            nothing), so the benchmark's timing hooks see every frame.
+        """
+        feats: list[torch.Tensor | None] = list(self.static.encode(frame, self.cell.encoder_stages))
+        return feats + [None] * (len(self.static.encoder_channels) - len(feats))
 
     @property
     def genotype(self) -> CellGenotype:
@@ -242,16 +264,21 @@ class DynamicCellModel(nn.Module):
              key_interval: int | None = None) -> tuple[torch.Tensor, Any]:
         """One streamed frame (B, 3, H, W); ``state`` = (frame index, prev layer4, prev dec) or None at a video start.
 
+        A key frame runs the whole static network; a non-key frame the encoder only up to the deepest map the cell
+        reads (``encode_non_key``), then the cell; its carried ``layer4`` is then None when the cell reads neither
+        layer4 (the next non-key frame does not read ``prev_layer4`` either).
+
         Returns:
             (logits (B, K, H_out, W_out), new state).
         """
-        feats = self.static.encode(frame)
         t = 0 if state is None else state[0]
         if is_key_frame(t, key_interval):
+            feats: list[torch.Tensor | None] = list(self.static.encode(frame))
             out = self.static.decode(feats)
             dec, pred = out["dec"], out["pred"]
         else:
             _, prev_l4, prev_dec = state
+            feats = self.encode_non_key(frame)  # only the stages the cell reads; layer4 is None without stage 4
             o = self.cell((prev_l4, prev_dec, feats[1], feats[2], feats[3]))
             dec, pred = o.dec, o.pred
         return resize_to(pred, self.out_size or frame.shape[-2:]), (t + 1, feats[3], dec)

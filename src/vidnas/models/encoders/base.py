@@ -65,7 +65,8 @@ class Encoder(nn.Module):
           applying ``output_layers[i]`` first (Swin: the final LayerNorm on the last stage; CNNs: the stride-1
           channel-changing timm group of the last stride, see ``vidnas.models.encoders.efficientnet``). It is never
           on the path to the next stage.
-        - ``forward(x)`` is exactly ``x = stem(x); for i: x = forward_stage(i, x); outs.append(stage_output(i, x))``.
+        - ``forward(x)`` is exactly ``x = stem(x); for i: x = forward_stage(i, x); outs.append(stage_output(i, x))``
+          (``forward(x, stages=n)``: the first ``n`` iterations only).
           Eq. 1 replaces the block loop of ``forward_stage``:
           ``f_1 = b_1(downsample(x)); f_j = b_j(alpha_{j-1} * f_{j-1}); stage result = sum_j alpha_j * f_j``.
         - ``depths``: blocks per stage now; ``with_depths(d)`` returns a copy keeping the first ``d[i]`` blocks of
@@ -138,12 +139,22 @@ class Encoder(nn.Module):
             x = x.permute(0, 3, 1, 2).contiguous()  # [N, h, w, C] -> [N, C, h, w]
         return x
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """[N, 3, H, W] -> four maps [N, out_channels[i], h_i, w_i] at strides 4, 8, 16, 32."""
+    def forward(self, x: torch.Tensor, stages: int | None = None) -> list[torch.Tensor]:
+        """[N, 3, H, W] -> four maps [N, out_channels[i], h_i, w_i] at strides 4, 8, 16, 32.
+
+        ``stages=n`` (0..4) runs the stem and the first ``n`` stages only and returns their ``n`` maps (the first
+        ``n`` of the full forward's, the same values): a consumer that reads no deeper map (a dynamic cell that reads
+        layers 2-3 of its frame) skips the rest. ``stages=0`` runs nothing and returns ``[]``.
+        """
         self.check_input(x)
+        n = len(self.stages) if stages is None else int(stages)
+        if not 0 <= n <= len(self.stages):
+            raise ValueError(f"{self.name}: stages must be in 0..{len(self.stages)}, got {stages}")
+        outs: list[torch.Tensor] = []
+        if n == 0:
+            return outs
         x = self.stem(x)
-        outs = []
-        for i in range(len(self.stages)):
+        for i in range(n):
             x = self.forward_stage(i, x)
             outs.append(self.stage_output(i, x))
         return outs

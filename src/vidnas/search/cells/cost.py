@@ -2,6 +2,9 @@
 
 A cell model replaces the static decoder on every frame but the key frames, so its steady-state frame is the static
 network's encoder plus the cell, and the frame it competes with is the static network's (encoder plus static decoder).
+The encoder of that frame runs only up to the deepest map the cell reads (``Cell.encoder_stages``,
+``DynamicCellModel.encode_non_key``): a cell that reads layers 2-3 of its frame is timed without the stride-32 stage,
+as it deploys.
 ``CostMeter`` times both **side by side** (``vidnas.bench.protocol.measure_protocol``: one push per model per round,
 the order rotated, so a noisy machine slows both alike) at the deployment size, batch 1, after ``warmup`` untimed
 pushes, and counts FLOPs (``vidnas.bench.protocol.component_flops``: encoder on one frame plus the cell). Weights do
@@ -15,7 +18,8 @@ Recorded per candidate (medians over the timed pushes, ms): ``latency_ms`` (cell
 ``latency_ratio``, the median over rounds of ``cell frame / static frame`` of the same round (the two pushes of a
 round run back to back, so a slow phase of the machine cancels out of the ratio: a load spike that tripled one
 round's times moved the ratio of medians by 30 % on the development machine), ``fps_ratio = 1 / latency_ratio``;
-``gflops`` (encoder + cell), ``cell_gflops``, ``model_params`` (static network + cell), the deployment ``height`` and
+``gflops`` (truncated encoder + cell), ``cell_gflops``, ``encoder_stages`` (0..4, the stages a non-key frame runs),
+``model_params`` (static network + cell), the deployment ``height`` and
 ``width``, the timed ``frames`` and the torch ``threads``.
 """
 
@@ -80,6 +84,7 @@ class CostMeter:
             "static_decoder_ms": s.decoder.median_ms,
             "gflops": flops["total"] / 1e9,
             "cell_gflops": flops["decoder"] / 1e9,
+            "encoder_stages": cell.encoder_stages,
             "model_params": sum(p.numel() for p in model.parameters()),
             "height": self.img_size[0],
             "width": self.img_size[1],
