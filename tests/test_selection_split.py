@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vidnas.checkpoint import load_checkpoint
 from vidnas.config import load_config
@@ -82,3 +83,38 @@ def test_camvid_selection_0001TP_shares_no_frame_with_val_or_train(camvid_root):
                  for ds_name, ds in (("select", select_ds), ("val", val_ds), ("train", train_ds))}
         assert files["select"] and not files["select"] & (files["val"] | files["train"])
     assert len(train_ds) + len(select_ds) == len(full_train)
+
+
+def test_train_cli_says_which_split_gave_which_number(tmp_path):
+    from typer.testing import CliRunner
+
+    from vidnas.cli.main import app
+
+    names = [v.name for v in open_source(tiny_cfg().data).videos("train")]
+    sets = [x for t in [*TINY, "train.epochs=1", "train.max_steps_per_epoch=1"] for x in ("--set", t)]
+    base = ["train", "--config", str(REPO / "configs" / "tiny.yaml"), *sets, "--threads", "1", "-q"]
+    runner = CliRunner()
+    threads = torch.get_num_threads()
+    try:
+        bad = runner.invoke(app, [*base, "--set", "data.selection_videos=[nope]", "--out", str(tmp_path / "bad")])
+        ok = runner.invoke(app, [*base, "--set", f"data.selection_videos=[{names[0]}]", "--out", str(tmp_path / "ok")])
+    finally:
+        torch.set_num_threads(threads)  # the CLI sets it process-wide
+    assert bad.exit_code == 2 and "nope not a video of split 'train'" in bad.output
+    assert not (tmp_path / "bad").exists(), "a refused selection must not create the run directory"
+    assert ok.exit_code == 0, ok.output
+    assert "best selection mIoU" in ok.output and f"({names[0]}) at epoch 1" in ok.output
+    assert "reported split 'val', best epoch 1: mIoU" in ok.output
+    assert "reported split 'val', last epoch 1: mIoU" in ok.output
+
+
+def test_searches_refuse_a_selection_split_they_do_not_use_yet(tmp_path):
+    from vidnas.search.cells.search import CellSearch
+    from vidnas.search.stnas.runner import check_stnas_config
+
+    cfg = tiny_cfg("data.selection_videos=[synth000]")
+    with pytest.raises(ValueError, match="the ST-NAS search, sweep and demo do not use a selection split yet"):
+        check_stnas_config(cfg)
+    with pytest.raises(ValueError, match="the cell search does not use it"):
+        CellSearch(cfg, tmp_path, tmp_path / "static.pt")
+    check_stnas_config(tiny_cfg())  # the default (no selection split) passes
