@@ -118,3 +118,16 @@ def test_searches_refuse_a_selection_split_they_do_not_use_yet(tmp_path):
     with pytest.raises(ValueError, match="the cell search does not use it"):
         CellSearch(cfg, tmp_path, tmp_path / "static.pt")
     check_stnas_config(tiny_cfg())  # the default (no selection split) passes
+
+
+def test_resume_with_a_selection_split_matches_the_uninterrupted_run(tmp_path):
+    sel = "data.selection_videos=[synth001]"
+    full = train(tiny_cfg(sel), tmp_path / "full", show_progress=False)
+    train(tiny_cfg(sel, "train.epochs=1"), tmp_path / "cut", show_progress=False)
+    resumed = train(tiny_cfg(sel), tmp_path / "cut", resume=True, show_progress=False)
+    a, b = load_checkpoint(full.last_checkpoint)["model"], load_checkpoint(resumed.last_checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (resumed.best_epoch, resumed.best_miou) == (full.best_epoch, full.best_miou)
+    assert resumed.reported == full.reported
+    recs = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["kind"] == "report"] == [2], "the 1-epoch run's report is dropped"

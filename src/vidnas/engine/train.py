@@ -321,6 +321,8 @@ def train(
         history = state.get("history", [])
         logger.truncate_after("epoch", "epoch", state["epoch"])
         logger.truncate_after("train", "epoch", state["epoch"])
+        if select_ds is not None:  # the report of the run's earlier end (step = epochs done) is stale
+            logger.truncate_after("report", "step", state["epoch"])
         log.info("resumed from %s at epoch %d", last_path, start_epoch)
 
     if len(val_ds) == 0:
@@ -431,7 +433,7 @@ def train(
     if select_ds is not None and dist_info.is_main and len(val_ds) > 0:
         reported = report_split(unwrap(model), ckpt_dir / "best.pt", history, best_epoch, val_ds, cfg,
                                 source.num_classes, device=device, show_progress=show_progress)
-        logger.log("report", cfg.train.epochs, **{f"{k}_{m}": v for k, d in reported.items() if isinstance(d, dict)
+        logger.log("report", len(history), **{f"{k}_{m}": v for k, d in reported.items() if isinstance(d, dict)
                                                    for m, v in d.items()}, split=reported["split"])
         log.info("reported split %r (read once, after training): %s", cfg.data.val_split, reported)
     elif select_ds is not None and dist_info.is_main:
