@@ -106,6 +106,19 @@ def test_train_cli_says_which_split_gave_which_number(tmp_path):
     assert "best selection mIoU" in ok.output and f"({names[0]}) at epoch 1" in ok.output
     assert "reported split 'val', best epoch 1: mIoU" in ok.output
     assert "reported split 'val', last epoch 1: mIoU" in ok.output
+    # `vidnas eval` of that best.pt names the split it scored and the selection videos that chose the checkpoint
+    try:
+        ev = runner.invoke(app, ["eval", str(tmp_path / "ok" / "checkpoints" / "best.pt"), "--no-stream",
+                                 "--threads", "1", "-q", "--out", str(tmp_path / "ev")])
+    finally:
+        torch.set_num_threads(threads)
+    assert ev.exit_code == 0, ev.output
+    assert f"scored on split 'val'; the checkpoint was chosen on the selection split ({names[0]} of 'train')" \
+        in ev.output
+    written = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert written["split"] == "val" and written["chosen_on"] == {"split": "train", "videos": [names[0]], "epoch": 0}
+    assert abs(written["clips"]["miou"] - json.loads((tmp_path / "ok" / "train_summary.json").read_text())
+               ["reported"]["best"]["val_miou"]) < 1e-6
 
 
 def test_searches_refuse_a_selection_split_they_do_not_use_yet(tmp_path):

@@ -204,4 +204,8 @@ def eval_cmd(
                        f"{res[name + '_target_context']['miou']:.4f} with the target frame repeated")
     if "context_changed_pixels" in res:
         typer.echo(f"the real context changes {res['context_changed_pixels']:.3%} of the target pixels' labels")
+    if "chosen_on" in res:
+        c = res["chosen_on"]
+        typer.echo(f"scored on split {res['split']!r}; the checkpoint was chosen on the selection split "
+                   f"({', '.join(c['videos'])} of {c['split']!r})")
     typer.echo(f"written: {out_dir / 'eval.json'}, {out_dir / 'per_class.md'}")
