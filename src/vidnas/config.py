@@ -64,6 +64,8 @@ class DataConfig:
     augment: bool = True  # train-time augmentation on/off (never applied to eval)
     ignore_index: int = 255  # [SPEC] void / unknown label values
     frame_stride: int = 1  # use every n-th video frame when building windows
+    selection_videos: tuple[str, ...] = ()  # videos of train_split held out as the selection split: `vidnas train`
+    # trains on the others and picks best.pt on them; val_split is then read only at the end (CamVid: 0001TP)
     val_frame_stride: int | None = None  # windows of the val split: every n-th frame (None: frame_stride); CamVid
     # trains on 1 Hz annotations and validates on a 15 Hz clip: 15 makes a val window span what a train window spans
     num_workers: int = 0

@@ -114,6 +114,13 @@ def train_cmd(
             check_init(cfg, init, arch_obj, partial=init_partial)
         except ValueError as e:
             raise fail(str(e)) from e
+    if cfg.data.selection_videos:  # a bad selection video fails before the run directory is touched
+        from vidnas.data import open_source, selection_datasets
+
+        try:
+            selection_datasets(cfg, open_source(cfg.data))
+        except ValueError as e:
+            raise fail(str(e)) from e
     run = make_run_dir(cfg, "train", out, resume=resume, overwrite=overwrite, inputs=inputs)
     try:
         res = train(cfg, run, arch=arch_obj, resume=resume, init_weights=init, init_partial=init_partial,
@@ -128,8 +135,16 @@ def train_cmd(
     if res.best_checkpoint is None:
         typer.echo(f"no annotated frames in validation split {cfg.data.val_split!r}: no best checkpoint; "
                    f"last checkpoint {res.last_checkpoint}")
-    else:
+    elif res.reported is None:
         typer.echo(f"best val mIoU {res.best_miou:.4f} at epoch {res.best_epoch + 1}; checkpoint {res.best_checkpoint}")
+    else:
+        typer.echo(f"best selection mIoU {res.best_miou:.4f} ({','.join(cfg.data.selection_videos)}) at epoch "
+                   f"{res.best_epoch + 1}; checkpoint {res.best_checkpoint}")
+        for which in ("best", "last"):
+            if which in res.reported:
+                r = res.reported[which]
+                typer.echo(f"reported split {res.reported['split']!r}, {which} epoch {r['epoch'] + 1}: "
+                           f"mIoU {r['val_miou']:.4f}")
 
 
 def eval_cmd(
@@ -189,4 +204,8 @@ def eval_cmd(
                        f"{res[name + '_target_context']['miou']:.4f} with the target frame repeated")
     if "context_changed_pixels" in res:
         typer.echo(f"the real context changes {res['context_changed_pixels']:.3%} of the target pixels' labels")
+    if "chosen_on" in res:
+        c = res["chosen_on"]
+        typer.echo(f"scored on split {res['split']!r}; the checkpoint was chosen on the selection split "
+                   f"({', '.join(c['videos'])} of {c['split']!r})")
     typer.echo(f"written: {out_dir / 'eval.json'}, {out_dir / 'per_class.md'}")

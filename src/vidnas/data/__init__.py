@@ -33,7 +33,7 @@ from vidnas.data.camvid import CamVidSource
 from vidnas.data.cholecseg8k import CholecSeg8kSource
 from vidnas.data.cityscapes import CityscapesSource
 from vidnas.data.clips import ClipDataset, VideoFrames, target_position, window_indices
-from vidnas.data.datasets import build_datasets, val_data_config
+from vidnas.data.datasets import build_datasets, selection_datasets, val_data_config
 from vidnas.data.davis import DavisSource
 from vidnas.data.folder import FolderSource
 from vidnas.data.palette import colorize, default_palette, overlay, resolve_palette
@@ -74,6 +74,7 @@ __all__ = [
     "CORRUPTIONS",
     "ClipDataset",
     "build_datasets",
+    "selection_datasets",
     "val_data_config",
     "VideoFrames",
     "window_indices",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -68,6 +68,7 @@ class ClipDataset(Dataset):
             are reproducible regardless of workers and order (call ``set_epoch`` each epoch); otherwise torch's global
             RNG is used (which DataLoader seeds per worker).
         cache_frames: how many resized frames to keep (LRU) so overlapping windows do not decode a file again.
+        videos: if given, only the split's videos of these names (in the split's order; a selection split).
 
     Item (dict):
         frames: (T, 3, H, W) float32, ImageNet-normalised.
@@ -78,7 +79,8 @@ class ClipDataset(Dataset):
     """
 
     def __init__(self, source: VideoSource, split: str, data_cfg: Any, train: bool = False, *,
-                 seed: int | None = None, cache_frames: int | None = None) -> None:
+                 seed: int | None = None, cache_frames: int | None = None,
+                 videos: Collection[str] | None = None) -> None:
         self.source = source
         self.split = split
         self.window = int(getattr(data_cfg, "window", 1))
@@ -96,7 +98,7 @@ class ClipDataset(Dataset):
         self.transform = ClipTransform.from_config(data_cfg, train)
         self.seed = seed
         self.epoch = 0
-        self.videos: list[Video] = source.videos(split)
+        self.videos: list[Video] = [v for v in source.videos(split) if videos is None or v.name in videos]
         self.items: list[tuple[int, int]] = [(vi, fi) for vi, v in enumerate(self.videos) for fi in v.annotated]
         if not self.items:
             logger.warning("%s/%s: no annotated frames, the clip dataset is empty", source.name, split)

@@ -205,6 +205,8 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
              show_progress: bool = True, key_interval: int | None = None,
              context_ablation: bool = False, ready: Callable[[], Any] | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``cfg.data``; write ``eval.json``, ``per_class.md`` and overlays.
+    ``eval.json`` names the split it scored (``split``) and, for a checkpoint chosen on a selection split
+    (``data.selection_videos`` of its training), the videos that chose it (``chosen_on``).
 
     Args:
         key_interval: dynamic-cell models: also run the static network every ``key_interval`` frames, in the clip
@@ -237,6 +239,10 @@ def run_eval(cfg, checkpoint: str | Path, out_dir: str | Path, *, split: str | N
     if ready is not None:
         ready()
     result: dict[str, Any] = {"checkpoint": str(checkpoint), "split": split, "format": cfg.data.format}
+    trained = loaded.cfg.data
+    if trained.selection_videos:  # the training chose this checkpoint on a selection split: say which
+        result["chosen_on"] = {"split": trained.train_split, "videos": list(trained.selection_videos),
+                               "epoch": loaded.checkpoint.get("epoch")}
     if key_interval is not None:
         result["key_interval"] = int(key_interval)
     result["clips"] = evaluate_clips(model, clip_ds, source.num_classes, source.ignore_index,

@@ -9,6 +9,7 @@ the weights identical on every rank.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import logging
@@ -23,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_from_dict, config_to_dict
-from vidnas.data import build_datasets, open_source, target_position
+from vidnas.data import build_datasets, open_source, selection_datasets, target_position
 from vidnas.engine.distributed import DistInfo, init_distributed, unwrap
 from vidnas.engine.evaluate import evaluate_clips
 from vidnas.engine.logger import RunLogger
@@ -56,6 +57,7 @@ class TrainResult:
     last_checkpoint: Path | None = None
     best_checkpoint: Path | None = None
     train_seconds: float = 0.0
+    reported: dict[str, Any] | None = None  # with data.selection_videos: the val split at the end (``report_split``)
 
 
 def _encoder_of(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -220,6 +222,33 @@ def context_grad_frames(cfg: Config) -> list[bool] | None:
     return [k == pos for k in range(cfg.data.window)]
 
 
+def _scores(metrics: dict[str, Any], prefix: str) -> dict[str, float]:
+    return {f"{prefix}_{k}": metrics[k] for k in ("miou", "fwiou", "pixel_acc", "macc")}
+
+
+def report_split(model: torch.nn.Module, best_path: Path, history: list[dict[str, Any]], best_epoch: int,
+                 val_ds: Any, cfg: Config, num_classes: int, *, device: torch.device,
+                 show_progress: bool = False) -> dict[str, Any]:
+    """The reported split (``data.val_split``) read once, after a training whose decisions used the selection split:
+    the chosen checkpoint (``best_path``, picked on the selection split) and the last weights (``model``).
+
+    Returns:
+        ``{"split", "best": {"epoch", "val_miou", ...}, "last": {"epoch", "val_miou", ...}}`` (``best`` absent
+        without a best checkpoint); epochs 0-based.
+    """
+    kw = {"device": device, "batch_size": cfg.train.batch_size, "show_progress": show_progress}
+    out: dict[str, Any] = {"split": cfg.data.val_split}
+    if history:
+        last = evaluate_clips(model, val_ds, num_classes, cfg.data.ignore_index, **kw)
+        out["last"] = {"epoch": history[-1]["epoch"], **_scores(last, "val")}
+    if best_path.exists():
+        best_model = copy.deepcopy(model)
+        best_model.load_state_dict(load_checkpoint(best_path)["model"])
+        best = evaluate_clips(best_model, val_ds, num_classes, cfg.data.ignore_index, **kw)
+        out["best"] = {"epoch": best_epoch, **_scores(best, "val")}
+    return out
+
+
 def train(
     cfg: Config,
     run_dir: str | Path,
@@ -235,7 +264,10 @@ def train(
     Args:
         cfg: resolved configuration (data, model, train sections are used).
         run_dir: run directory; ``checkpoints/last.pt`` every epoch, ``checkpoints/best.pt`` by val mIoU,
-            ``metrics.jsonl``, ``tb/`` and ``train_summary.json``.
+            ``metrics.jsonl``, ``tb/`` and ``train_summary.json``. With ``data.selection_videos`` those videos leave
+            the training set, best.pt is chosen by their mIoU (``select_miou``), and ``data.val_split`` is evaluated
+            only after the last epoch, on best.pt and on the last weights (``TrainResult.reported``, a ``report``
+            record in ``metrics.jsonl``, ``reported`` in ``train_summary.json``).
         arch: optional ``vidnas.models.Arch`` overriding the model config.
         resume: continue from ``run_dir/checkpoints/last.pt`` (exactly: same weights as an uninterrupted run).
         init_weights: optional checkpoint whose model weights initialise the network (e.g. a supernet's).
@@ -265,6 +297,10 @@ def train(
 
     seed_everything(cfg.train.seed)
     source, train_ds, val_ds = build_datasets(cfg)
+    select_ds = None
+    if cfg.data.selection_videos:  # decisions on held-out train videos; the val split is read only at the end
+        train_ds, select_ds = selection_datasets(cfg, source)
+    decide_ds, decide = (val_ds, "val") if select_ds is None else (select_ds, "select")
     if len(train_ds) == 0:
         raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
     model = build_model(cfg, arch, num_classes=source.num_classes).to(device)
@@ -285,6 +321,8 @@ def train(
         history = state.get("history", [])
         logger.truncate_after("epoch", "epoch", state["epoch"])
         logger.truncate_after("train", "epoch", state["epoch"])
+        if select_ds is not None:  # the report of the run's earlier end (step = epochs done) is stale
+            logger.truncate_after("report", "step", state["epoch"])
         log.info("resumed from %s at epoch %d", last_path, start_epoch)
 
     if len(val_ds) == 0:
@@ -347,21 +385,20 @@ def train(
 
     def validate(epoch: int) -> dict[str, float]:
         due = (epoch + 1) % max(cfg.train.val_every, 1) == 0 or epoch + 1 == cfg.train.epochs
-        if not due or len(val_ds) == 0:
+        if not due or len(decide_ds) == 0:
             return {}
-        metrics = evaluate_clips(unwrap(model), val_ds, source.num_classes, ignore, device=device,
+        metrics = evaluate_clips(unwrap(model), decide_ds, source.num_classes, ignore, device=device,
                                  batch_size=cfg.train.batch_size, show_progress=show_progress and dist_info.is_main)
-        return {"val_miou": metrics["miou"], "val_fwiou": metrics["fwiou"], "val_pixel_acc": metrics["pixel_acc"],
-                "val_macc": metrics["macc"]}
+        return _scores(metrics, decide)
 
     def end(res: EpochResult) -> None:
         nonlocal best_miou, best_epoch
         record: dict[str, Any] = {"epoch": res.epoch, "train_loss": res.loss, **res.val}
         history.append(record)
         logger.log("epoch", res.epoch, **record)
-        is_best = "val_miou" in record and record["val_miou"] > best_miou
+        is_best = f"{decide}_miou" in record and record[f"{decide}_miou"] > best_miou
         if is_best:
-            best_miou, best_epoch = record["val_miou"], res.epoch
+            best_miou, best_epoch = record[f"{decide}_miou"], res.epoch
         bad = [k for k, v in unwrap(model).state_dict().items() if v.is_floating_point()
                and not bool(torch.isfinite(v).all())]
         if bad:
@@ -392,16 +429,30 @@ def train(
     if dist_info.enabled:  # each rank records a fingerprint of its weights: DDP must keep them identical
         atomic_write_json(run_dir / "ranks" / f"rank{dist_info.rank}.json",
                           {"rank": dist_info.rank, "weights_sha256": weights_fingerprint(unwrap(model))})
+    reported = None
+    if select_ds is not None and dist_info.is_main and len(val_ds) > 0:
+        reported = report_split(unwrap(model), ckpt_dir / "best.pt", history, best_epoch, val_ds, cfg,
+                                source.num_classes, device=device, show_progress=show_progress)
+        logger.log("report", len(history), **{f"{k}_{m}": v for k, d in reported.items() if isinstance(d, dict)
+                                                   for m, v in d.items()}, split=reported["split"])
+        log.info("reported split %r (read once, after training): %s", cfg.data.val_split, reported)
+    elif select_ds is not None and dist_info.is_main:
+        log.warning("split %r of %s has no annotated frames: nothing to report", cfg.data.val_split, cfg.data.format)
     result = TrainResult(run_dir=run_dir, best_miou=best_miou, best_epoch=best_epoch, history=history,
                          last_checkpoint=last_path if last_path.exists() else None,
                          best_checkpoint=(ckpt_dir / "best.pt") if (ckpt_dir / "best.pt").exists() else None,
-                         train_seconds=seconds)
+                         train_seconds=seconds, reported=reported)
     if dist_info.is_main:
-        atomic_write_json(run_dir / "train_summary.json", {
+        summary: dict[str, Any] = {
             "best_miou": best_miou, "best_epoch": best_epoch, "epochs": cfg.train.epochs, "history": history,
             "train_seconds_this_invocation": seconds, "world_size": dist_info.world_size,
             "torch_threads": torch.get_num_threads(),
-        })
+        }
+        if select_ds is not None:  # which split made which number
+            summary["decided_on"] = {"split": cfg.data.train_split, "videos": list(cfg.data.selection_videos),
+                                     "frames": len(select_ds), "decides": "best_epoch (best.pt) by select_miou"}
+            summary["reported"] = reported
+        atomic_write_json(run_dir / "train_summary.json", summary)
         plot_training_curves(history, run_dir / "curves.png",
                              title=f"{cfg.model.encoder} + {cfg.model.decoder} on {cfg.data.format}")
     logger.close()

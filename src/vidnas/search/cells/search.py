@@ -118,6 +118,10 @@ class CellSearch:
         self.static_path = Path(static_path)
         self.options = options or SearchOptions()
         check_cells_config(cfg.cells)
+        if cfg.data.selection_videos:
+            raise ValueError(f"data.selection_videos={','.join(cfg.data.selection_videos)}: the cell search does not "
+                             "use it (its own meta split, cells.meta_split, carves the train videos; top-k reads "
+                             "data.val_split): leave it empty here")
         self.space = CellSearchSpace.from_config(cfg.cells)
         if self.options.inject_failure is not None and self.options.inject_failure not in (
                 *self.space.ops, *self.space.aggregations):

@@ -208,8 +208,13 @@ def check_stnas_config(cfg: Config) -> None:
     """Reject bad ``stnas`` values with a message naming the key and value (before any expensive work).
 
     Raises:
-        ValueError: bad mode, depth rule, budget, travel, seeds or batch counts.
+        ValueError: bad mode, depth rule, budget, travel, seeds or batch counts, or a ``data.selection_videos``
+            (the search's decisions do not use a selection split yet).
     """
+    if cfg.data.selection_videos:
+        raise ValueError(f"data.selection_videos={','.join(cfg.data.selection_videos)}: the ST-NAS search, sweep and "
+                         "demo do not use a selection split yet (the depth rule and decoder betas read "
+                         "data.val_split); only `vidnas train` does: leave it empty here")
     st = cfg.stnas
     if st.mode not in SEARCH_MODES:
         raise ValueError(f"stnas.mode={st.mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
