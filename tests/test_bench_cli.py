@@ -239,6 +239,8 @@ def test_bench_paper_row_at_reduced_size(tmp_path: Path) -> None:
         (["--frames", "0"], "--frames >= 1"),
         (["--arch", "/does/not/exist.json"], "not found"),
         (["--runtime", "tensorrt"], "unknown --runtime"),
+        (["--amp", "bf8"], "valid modes are none, bf16, fp16"),
+        (["--compare", "amp", "--runtime", "both"], "needs --runtime torch"),
     ],
 )
 def test_bench_errors_exit_2(args: list[str], message: str) -> None:
@@ -262,6 +264,31 @@ def test_bench_both_runtimes_interleaved_in_one_run(tmp_path: Path) -> None:
     assert all(r["extra"]["inc_decoder_ms"] > 0 for r in rows)
     assert rows[1]["extra"]["inc_gflops"] == rows[0]["extra"]["inc_gflops"] < rows[0]["gflops"]
     assert res.stdout.splitlines()[3].split()[0] == "config@ort"
+
+
+def test_bench_compare_amp_times_float32_and_bf16_in_one_run_with_their_agreement(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    res = runner.invoke(app, ["bench", *TINY_SET, *FAST, "--compare", "amp", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == ["config", "config@bf16"]
+    assert [r["extra"]["amp"] for r in rows] == ["none", "bf16"]
+    assert [r["extra"]["precision"] for r in rows] == ["fp32", "bf16"]
+    for r in rows:  # both protocols timed for both precisions
+        assert 0 < r["latency_ms"] < float("inf") and 0 < r["extra"]["inc_latency_ms"] < float("inf")
+    agree = rows[1]["extra"]
+    assert agree["agreement_frames"] == 8 and agree["agreement_source"] in ("synthetic:train", "random")
+    assert 0.95 <= agree["pixel_agreement"] <= 1.0 and 0.0 < agree["agreement_miou"] <= 1.0
+    assert "pixel_agreement" not in rows[0]["extra"]
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:2] == ["name", "amp"]
+    assert any(line.startswith("bf16: this CPU has") for line in lines)  # native or emulated, said either way
+    assert "float32 and bf16 autocast" in res.stdout
+    # --amp alone: every PyTorch row under it
+    res = runner.invoke(app, ["bench", *TINY_SET, *FAST, "--amp", "bf16", "--json", str(out), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(out.read_text())
+    assert row["extra"]["amp"] == "bf16" and row["latency_ms"] > 0 and "pixel_agreement" not in row["extra"]
 
 
 def test_bench_onnxruntime_needs_cpu() -> None:

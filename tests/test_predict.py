@@ -100,6 +100,26 @@ def test_predict_onnxruntime_centred_matches_torch(checkpoint, davis_mp4, tmp_pa
     assert agree > 0.999  # logits agree to ~1e-7; only exact ties could flip a pixel
 
 
+def test_predict_bf16_masks_agree_with_float32(checkpoint, davis_mp4, tmp_path):
+    """``--amp bf16`` on the CPU: autocast inference, logits back to float32 before the argmax; recorded in the
+    summary. bf16 keeps 8 mantissa bits: most pixels keep their class (the tiny model's margins are small)."""
+    cli = CliRunner()
+    masks = {}
+    for amp in ("none", "bf16"):
+        out = tmp_path / amp
+        res = cli.invoke(app, ["predict", str(davis_mp4), "--checkpoint", str(checkpoint), "--out", str(out),
+                               "--amp", amp, "--no-overlay", "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert json.loads((out / "summary.json").read_text())["amp"] == amp
+        masks[amp] = check_masks(out, N_FRAMES, VIDEO_HW)
+    assert "bf16 autocast" in res.output and "bf16: this CPU has" in res.output
+    agree = np.mean([np.mean(a == b) for a, b in zip(masks["none"], masks["bf16"], strict=True)])
+    assert agree >= 0.95, agree
+    res = cli.invoke(app, ["predict", str(davis_mp4), "--checkpoint", str(checkpoint), "--out", str(tmp_path / "x"),
+                           "--amp", "int4"])
+    assert res.exit_code == 2 and "valid modes are none, bf16, fp16" in res.output
+
+
 def test_predict_frame_folder_library(checkpoint, davis_frames, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()

@@ -2,7 +2,8 @@
 
 ``train.amp`` (and ``--amp`` of the inference commands) is one of ``AMP_MODES``:
 
-* ``none``: float32 everywhere (the default; on the development CPU bf16 measured about 8x slower than float32);
+* ``none``: float32 everywhere (the default; bf16 measured about 8x slower than float32 on a CPU without native bf16,
+  3x faster for Swin inference on one with AMX: docs/DEPLOY.md §1c);
 * ``bf16``: ``torch.autocast(dtype=torch.bfloat16)`` around forward and loss; no loss scaling needed;
 * ``fp16``: ``torch.autocast(dtype=torch.float16)`` plus a ``GradScaler`` (loss scaling, skipped steps on inf/NaN).
 

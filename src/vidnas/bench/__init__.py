@@ -1,7 +1,7 @@
 """Measurement primitives: parameter and FLOP counts, latency (single and interleaved), result tables."""
 
 from vidnas.bench.counting import count_flops, count_params
-from vidnas.bench.device import auto_threads, device_signature
+from vidnas.bench.device import amp_note, auto_threads, cpu_bf16_flags, device_signature
 from vidnas.bench.report import (
     DEFAULT_COLUMNS,
     BenchRow,
@@ -26,6 +26,8 @@ __all__ = [
     "read_rows_json",
     "device_signature",
     "auto_threads",
+    "cpu_bf16_flags",
+    "amp_note",
     "device_line",
     "protocol_note",
 ]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["device_signature", "auto_threads"]
+__all__ = ["device_signature", "auto_threads", "cpu_bf16_flags", "amp_note"]
+
+# CPU flags (/proc/cpuinfo) of native bf16 arithmetic: x86 AVX-512 BF16 and AMX, Arm BF16
+BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
 
 
 def _cpu_model() -> str:
@@ -24,13 +28,46 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("flags", "features")) and ":" in line:
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bf16 flags among ``BF16_FLAGS`` (``/proc/cpuinfo``; empty where there are none, or on a
+    system without that file: PyTorch then emulates bf16 arithmetic in float32 kernels, slowly)."""
+    flags = _cpu_flags()
+    return [f for f in BF16_FLAGS if f in flags]
+
+
+def amp_note(amp: str | Sequence[str], device: str = "cpu") -> str | None:
+    """One line on the CPU's bf16 support when ``amp`` (a mode or several) includes ``bf16`` on the CPU, else None.
+
+    The run goes ahead either way: without the flags bf16 is emulated (docs/DEPLOY.md measures both kinds of CPU).
+    """
+    modes = [amp] if isinstance(amp, str) else list(amp)
+    if "bf16" not in modes or torch.device(device).type != "cpu":
+        return None
+    flags = cpu_bf16_flags()
+    isa = torch.backends.cpu.get_cpu_capability()
+    if flags:
+        return f"bf16: this CPU has native bf16 ({', '.join(flags)}; torch kernels {isa})"
+    return (f"bf16: this CPU has no native bf16 (no {', '.join(BF16_FLAGS)} flag; torch kernels {isa}): bf16 runs "
+            "emulated, usually slower than float32")
+
+
 def device_signature() -> dict[str, Any]:
     """Describe the machine and software that latencies were measured on.
 
     Returns:
         ``{"cpu": model name, "cpu_count": logical CPUs, "num_threads": torch intra-op threads,
         "torch": version, "python": version, "platform": OS string, "machine": architecture,
-        "cuda": GPU name or None}``.
+        "cuda": GPU name or None, "cpu_bf16": the CPU's native bf16 flags (``cpu_bf16_flags``)}``.
     """
     cuda = None
     if torch.cuda.is_available():
@@ -44,6 +81,7 @@ def device_signature() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cuda": cuda,
+        "cpu_bf16": cpu_bf16_flags(),
     }
 
 

@@ -326,7 +326,7 @@ def measure_protocol(
     window: int | None = None,
     progress: Callable[[], Any] | None = None,
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
-    amp: str = "none",
+    amp: str | Mapping[str, str] = "none",
     ceiling: MatmulCeiling | None = None,
     threads: Mapping[str, int] | None = None,
 ) -> dict[str, ProtocolResult]:
@@ -347,7 +347,8 @@ def measure_protocol(
         stream_options: name -> keyword arguments of that model's ``stream`` (e.g. ``{"window": 5}`` to decode
             another window than the model's own, ``{"incremental": True}`` for the incremental protocol; the same
             model may appear under two names with different options).
-        amp: inference precision of the PyTorch models (``none``, ``bf16``, ``fp16``).
+        amp: inference precision of the PyTorch models (``none``, ``bf16``, ``fp16``): one for all, or name -> mode
+            (models not named: ``none``), e.g. one model under two names, float32 and bf16, in the same rounds.
         ceiling: a ``MatmulCeiling`` timed as one more candidate of every round (its ``stats`` are set).
         threads: name -> torch intra-op threads set before each of that candidate's pushes (the others run with the
             current setting, restored after each such push): thread counts compared in one interleaved run.
@@ -366,7 +367,7 @@ def measure_protocol(
             if isinstance(model, nn.Module):
                 sync = torch.cuda.synchronize if _model_device(model).type == "cuda" else None
                 probes[name] = StreamProbe(model, sizes[name], sync=sync, progress=progress,
-                                           stream_options=(stream_options or {}).get(name), amp=amp)
+                                           stream_options=(stream_options or {}).get(name), amp=_amp_of(amp, name))
             else:
                 probes[name] = ExternalStreamProbe(model, progress=progress)
         any_cuda = any(p.sync is not None for p in probes.values()) or (ceiling is not None and ceiling.sync)
@@ -393,6 +394,10 @@ def measure_protocol(
     finally:
         for probe in reversed(probes.values()):  # two probes of one model: the first restores its original mode
             probe.close()
+
+
+def _amp_of(amp: str | Mapping[str, str], name: str) -> str:
+    return amp if isinstance(amp, str) else amp.get(name, "none")
 
 
 def stnas_frame_latency(
@@ -535,7 +540,7 @@ def protocol_rows(
     cost_models: Mapping[str, Any] | None = None,
     progress: Callable[[], Any] | None = None,
     stream_options: Mapping[str, Mapping[str, Any]] | None = None,
-    amp: str = "none",
+    amp: str | Mapping[str, str] = "none",
     incremental: bool | Mapping[str, Any] = False,
     ceiling: int | None = None,
     threads: Mapping[str, int] | None = None,
@@ -564,7 +569,8 @@ def protocol_rows(
         progress: called after every push.
         stream_options: name -> keyword arguments of that model's ``stream`` (``window``, ``key_interval``); the
             row's window and FLOPs follow its ``window``.
-        amp: inference precision of the PyTorch models (recorded in every row's ``amp``).
+        amp: inference precision of the PyTorch models: one mode, or name -> mode (not named: ``none``); recorded in
+            every row's ``amp`` (``none`` for other runtimes' rows); a row's incremental candidate runs in its mode.
         incremental: also time the incremental protocol, interleaved with the paper one: True = every PyTorch model
             that streams incrementally (``model.stream(incremental=True)``); a mapping name -> candidate gives the
             incremental candidate of a row explicitly (e.g. an onnxruntime step-graph streamer; True: the row's own
@@ -618,8 +624,9 @@ def protocol_rows(
         matmul = MatmulCeiling(ceiling, device=next(iter(devices)) if len(devices) == 1 else "cpu")
     cand_threads = {c: int(n) for name, n in (threads or {}).items()
                     for c in (name, name + INC_SUFFIX) if c in candidates}
+    cand_amp = {c: _amp_of(amp, c.removesuffix(INC_SUFFIX)) for c in candidates}
     results = measure_protocol(candidates, img_size=cand_sizes, warmup=warmup, frames=frames, progress=progress,
-                               stream_options=cand_options, amp=amp, ceiling=matmul, threads=cand_threads)
+                               stream_options=cand_options, amp=cand_amp, ceiling=matmul, threads=cand_threads)
     ceiling_rate = None if matmul is None else matmul.gflops_per_s
     rows = []
     for name in models:
@@ -643,7 +650,7 @@ def protocol_rows(
                 "width": sizes[name][1],
                 "encoder_gflops": None if fl is None else fl["encoder"] / 1e9,
                 "decoder_gflops": None if fl is None else fl["decoder"] / 1e9,
-                "amp": amp if isinstance(models[name], nn.Module) else "none",
+                "amp": _amp_of(amp, name) if isinstance(models[name], nn.Module) else "none",
                 "torch_threads": int((threads or {}).get(name, torch.get_num_threads())),
             },
         )

@@ -95,7 +95,8 @@ def bench_cmd(
     compare: Annotated[OptStr, typer.Option(
         "--compare", help="Time a CPU fast path on and off in the same rounds: channels_last (rows NAME, NAME~off), "
         "threads (rows NAME@Nt), ort_options (onnxruntime rows with vidnas's session options and NAME~off with "
-        "onnxruntime's defaults).")] = None,
+        "onnxruntime's defaults), amp (PyTorch rows NAME in float32 and NAME@bf16 under --amp, default bf16, with "
+        "their pixel agreement).")] = None,
     precision: Annotated[str, typer.Option(
         "--precision", help="onnxruntime rows: fp32, int8 (quantised as `vidnas export --precision int8` does; rows "
         "NAME@int8), or fp32,int8 (both, interleaved).")] = "fp32",
@@ -115,6 +116,7 @@ def bench_cmd(
     """
     from vidnas.bench import (
         BenchRow,
+        amp_note,
         auto_threads,
         device_line,
         device_signature,
@@ -123,6 +125,7 @@ def bench_cmd(
         write_rows_json,
     )
     from vidnas.experiments.benchmark import (
+        AMP_COLUMNS,
         BENCH_COLUMNS,
         BOTH_COLUMNS,
         CHANNELS_LAST_MODES,
@@ -167,6 +170,10 @@ def bench_cmd(
         raise fail(f"--compare {compare!r}: valid comparisons are {', '.join(COMPARE)}")
     if compare == "ort_options" and runtime == "torch":
         raise fail("--compare ort_options needs --runtime onnxruntime or both")
+    if compare == "amp" and runtime != "torch":
+        raise fail("--compare amp times PyTorch rows in float32 and under --amp: it needs --runtime torch")
+    if compare == "amp" and amp == "none":
+        amp = "bf16"
     try:
         counts = [] if threads in (None, "auto") else [int(t) for t in threads.split(",") if t.strip()]
     except ValueError:
@@ -212,6 +219,8 @@ def bench_cmd(
     if ref is not None and ref not in {r.name for r in rows}:
         raise fail(f"--ref {ref!r} names no row; rows: {', '.join(r.name for r in rows)}")
     columns = list(BOTH_COLUMNS if incremental else BENCH_COLUMNS)
+    if amp != "none":
+        columns.insert(1, "amp")
     if ref is not None:
         add_ratio_columns(rows, ref)
         columns += ["fps_ratio", "inc_fps_ratio"] if incremental else ["fps_ratio"]
@@ -220,9 +229,20 @@ def bench_cmd(
         typer.echo("")
         typer.echo(format_table(rows, ROOFLINE_COLUMNS if incremental else ROOFLINE_COLUMNS[:4]))
         typer.echo(roofline_line(rows) or "roofline: no FLOP counts (--no-flops)")
+    if compare == "amp":
+        typer.echo("")
+        typer.echo(format_table([r for r in rows if "pixel_agreement" in r.extra], AMP_COLUMNS))
+        typer.echo(f"pixel_agreement = share of pixels whose argmax under {amp} equals float32's; agreement_miou = "
+                   f"the {amp} masks scored against the float32 masks; frames streamed through model.stream")
     typer.echo(fastpath_line(rows))
     typer.echo(device_line())
-    typer.echo(protocol_note(frames, warmup, incremental=incremental))
+    note = amp_note(amp, device)
+    if note is not None:
+        typer.echo(note)
+    precision_words = {"none": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
+    if compare == "amp":
+        precision_words = f"float32 and {precision_words} (PyTorch rows NAME and NAME@{amp})"
+    typer.echo(protocol_note(frames, warmup, incremental=incremental, precision=precision_words))
     if ref is not None:
         typer.echo(f"fps_ratio = FPS / paper-protocol FPS of {ref}; inc_fps_ratio = incremental FPS / the same "
                    "paper-protocol FPS" if incremental else f"fps_ratio = FPS / FPS of {ref}")

@@ -52,8 +52,9 @@ DeviceOpt = Annotated[
 ]
 AmpOpt = Annotated[
     str,
-    typer.Option("--amp", help="Mixed precision: none | bf16 | fp16. Off by default: on the development CPU bf16 "
-                               "ran about 8x slower than float32; use it on GPUs."),
+    typer.Option("--amp", help="Mixed precision: none | bf16 | fp16. Off by default. On a CPU, bf16 pays only with "
+                               "native bf16 (AMX / AVX-512 BF16) and large matmuls (Swin: 3x faster inference); "
+                               "`vidnas bench --compare amp` measures it per model."),
 ]
 
 

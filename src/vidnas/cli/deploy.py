@@ -241,6 +241,7 @@ def predict_cmd(
     """
     from tqdm.auto import tqdm
 
+    from vidnas.bench import amp_note
     from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
     from vidnas.rundir import is_unused_dir
 
@@ -297,7 +298,11 @@ def predict_cmd(
               "frame": "frame model"}.get(runner.protocol, "")
     typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
                f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode}), {threads} thread(s)"
-               f"{', channels-last encoder' if getattr(runner, 'channels_last', False) else ''}")
+               f"{', channels-last encoder' if getattr(runner, 'channels_last', False) else ''}"
+               f"{'' if amp == 'none' else f', {amp} autocast'}")
+    note = amp_note(amp, device or "cpu") if runtime == "torch" else None
+    if note is not None:
+        typer.echo(note)
     bar = tqdm(total=total, unit="frame", desc="predict", disable=quiet, dynamic_ncols=True)
 
     def progress(done: int, model_fps: float) -> None:
@@ -307,7 +312,7 @@ def predict_cmd(
 
     info = {"checkpoint": None if checkpoint is None else str(checkpoint),
             "export_dir": None if export_dir is None else str(export_dir), "threads": threads,
-            "channels_last": bool(getattr(runner, "channels_last", False))}
+            "channels_last": bool(getattr(runner, "channels_last", False)), "amp": amp}
     try:
         res = predict_video(input, out, runner, max_frames=max_frames, fps=fps, overlay=not no_overlay,
                             progress=progress, info=info, prepare=False)

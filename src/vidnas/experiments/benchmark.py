@@ -24,16 +24,21 @@ from torch import nn
 from vidnas.bench import BenchRow
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config
-from vidnas.export.quantize import DEFAULT_CALIB_FRAMES, PRECISIONS, quantize_export
+from vidnas.data import DataError
+from vidnas.export.exporter import DeployError
+from vidnas.export.quantize import DEFAULT_CALIB_FRAMES, PRECISIONS, calibration_frames, quantize_export
 from vidnas.export.runtime import ORT_OPTIONS_NOTE, default_session_options, ort_streamers
+from vidnas.metrics import ConfusionMatrix
 from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_model
 from vidnas.models.fastpath import cnn_encoder, use_channels_last
+from vidnas.precision import AMP_MODES, autocast
 
 __all__ = [
     "RUNTIMES",
     "BENCH_COLUMNS",
     "BOTH_COLUMNS",
     "ROOFLINE_COLUMNS",
+    "AMP_COLUMNS",
     "DEFAULT_CLASSES",
     "ModelSource",
     "BenchModel",
@@ -47,16 +52,21 @@ __all__ = [
     "fastpath_line",
     "CHANNELS_LAST_MODES",
     "COMPARE",
+    "AGREEMENT_FRAMES",
+    "amp_agreement",
 ]
 
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
 CHANNELS_LAST_MODES: tuple[str, ...] = ("auto", "on", "off")
-# fast paths `--compare` measures with and without, interleaved: rows NAME (on) and NAME~off
-COMPARE: tuple[str, ...] = ("channels_last", "threads", "ort_options")
+# fast paths `--compare` measures with and without, interleaved: rows NAME (on) and NAME~off; amp: NAME and NAME@bf16
+COMPARE: tuple[str, ...] = ("channels_last", "threads", "ort_options", "amp")
+AGREEMENT_FRAMES = 8  # frames of `--compare amp`'s pixel agreement (float32 against the --amp mode)
 BENCH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "encoder_ms", "decoder_ms", "latency_ms", "fps")
 # both protocols side by side: the paper's (window decode) and the incremental one (inc_*, one decoder step)
 BOTH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "inc_gflops", "encoder_ms", "decoder_ms",
                                  "inc_decoder_ms", "latency_ms", "inc_latency_ms", "fps", "inc_fps", "inc_speedup")
+AMP_COLUMNS: tuple[str, ...] = ("name", "amp", "pixel_agreement", "agreement_miou", "agreement_frames",
+                                "agreement_source")  # the accuracy beside `--compare amp`'s speed
 ROOFLINE_COLUMNS: tuple[str, ...] = ("name", "gflops", "gflop_s", "roofline", "inc_gflops", "inc_gflop_s",
                                      "inc_roofline")
 DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
@@ -231,16 +241,20 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: Sequence[int]
+def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: Sequence[int], amp: str = "bf16"
               ) -> tuple[list[BenchModel], dict[str, int]]:
-    """The models to time for ``compare``: each model with and without the fast path (rows NAME and NAME~off), or at
-    each thread count (rows NAME@Nt); name -> torch threads for ``threads``."""
+    """The models to time for ``compare``: each model with and without the fast path (rows NAME and NAME~off), at
+    each thread count (rows NAME@Nt), or in float32 and under ``amp`` (rows NAME and NAME@amp, one module); name ->
+    torch threads for ``threads``."""
     if compare in (None, "ort_options"):
         return list(models), {}
     out: list[BenchModel] = []
     threads: dict[str, int] = {}
     for bm in models:
-        if compare == "channels_last":
+        if compare == "amp":
+            out += [dataclasses.replace(bm, extra={**bm.extra, "amp": "none"}),
+                    dataclasses.replace(bm, name=f"{bm.name}@{amp}", extra={**bm.extra, "amp": amp})]
+        elif compare == "channels_last":
             out.append(bm)
             if cnn_encoder(bm.model) is not None:
                 plain = copy.deepcopy(bm.model)
@@ -273,6 +287,7 @@ def run_benchmark(
     thread_counts: Sequence[int] | None = None,
     precisions: Sequence[str] = ("fp32",),
     calib_frames: int = DEFAULT_CALIB_FRAMES,
+    agreement_frames: int = AGREEMENT_FRAMES,
 ) -> list[BenchRow]:
     """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
 
@@ -284,8 +299,10 @@ def run_benchmark(
     ``compare`` times a fast path on and off in the same rounds: ``channels_last`` (rows NAME and NAME~off for models
     with a CNN encoder), ``threads`` (rows NAME@Nt for each of ``thread_counts``, default 1 and every core; the
     onnxruntime sessions get the same counts), ``ort_options`` (onnxruntime rows with ``quiet_session_options``, the
-    default, and NAME~off with onnxruntime's own defaults). Row extras: ``runtime``, ``precision`` plus what
-    ``protocol_rows`` adds.
+    default, and NAME~off with onnxruntime's own defaults), ``amp`` (PyTorch rows NAME in float32 and NAME@AMP under
+    ``amp``, ``bf16`` when ``amp`` is ``none``; the NAME@AMP row gets ``amp_agreement`` over ``agreement_frames``
+    frames: ``pixel_agreement``, ``agreement_miou``, ``agreement_frames``, ``agreement_source``). Without it ``amp``
+    applies to every PyTorch row. Row extras: ``runtime``, ``precision`` plus what ``protocol_rows`` adds.
 
     ``precisions``: the onnxruntime rows' precisions (``fp32``, ``int8``); an ``int8`` export is quantised as ``vidnas
     export --precision int8`` does (``vidnas.export.quantize``; ``calib_frames`` frames of each model's training
@@ -298,6 +315,12 @@ def run_benchmark(
         raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
     if compare == "ort_options" and runtime == "torch":
         raise ValueError("--compare ort_options needs --runtime onnxruntime or both")
+    if amp not in AMP_MODES:
+        raise ValueError(f"unknown amp {amp!r}; valid: {', '.join(AMP_MODES)}")
+    if compare == "amp" and runtime != "torch":
+        raise ValueError("--compare amp times PyTorch rows: it needs --runtime torch")
+    if compare == "amp" and amp == "none":
+        amp = "bf16"
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ValueError(f"unknown precision {', '.join(bad) or '(none)'}; valid: {', '.join(PRECISIONS)}")
@@ -306,13 +329,14 @@ def run_benchmark(
                          "no --compare")
     counts = list(thread_counts or sorted({1, os.cpu_count() or 1}))
     nthreads = threads or torch.get_num_threads()
-    variants, torch_threads = _variants(models, compare, counts)
+    variants, torch_threads = _variants(models, compare, counts, amp)
     candidates: dict[str, Any] = {}
     sizes: dict[str, tuple[int, int]] = {}
     extras: dict[str, dict[str, Any]] = {}
     options: dict[str, dict[str, Any]] = {}
     cost_models: dict[str, nn.Module] = {}
     inc: dict[str, Any] = {}
+    amps: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
         # onnxruntime sessions: one set per thread count (--compare threads) or per option set (ort_options)
         # suffix -> (streamers, steps, note, precision)
@@ -340,7 +364,9 @@ def run_benchmark(
             # both runtimes of one model side by side, so their ratio is measured under the same machine load
             if runtime in ("torch", "both"):
                 candidates[bm.name], sizes[bm.name] = bm.model, bm.size
-                extras[bm.name] = {**bm.extra, "runtime": "torch", "precision": "fp32" if amp == "none" else amp}
+                mode = bm.extra["amp"] if compare == "amp" else amp
+                amps[bm.name] = mode
+                extras[bm.name] = {**bm.extra, "runtime": "torch", "precision": "fp32" if mode == "none" else mode}
                 options[bm.name] = bm.stream_options
                 inc[bm.name] = incremental
         for base in models:
@@ -353,9 +379,56 @@ def run_benchmark(
                                     "channels_last": False, "precision": prec}
                 cost_models[ort_name] = base.model
                 inc[ort_name] = steps.get(base.name)
-        return protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
-                             cost_models=cost_models, progress=progress, stream_options=options, amp=amp,
+        rows = protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
+                             cost_models=cost_models, progress=progress, stream_options=options, amp=amps,
                              incremental=inc if incremental else False, ceiling=ceiling, threads=torch_threads)
+    if compare == "amp":
+        by_name = {r.name: r for r in rows}
+        for bm in models:
+            by_name[f"{bm.name}@{amp}"].extra.update(amp_agreement(bm, amp, frames=agreement_frames))
+    return rows
+
+
+def _agreement_inputs(bm: BenchModel, frames: int) -> tuple[list[torch.Tensor], str]:
+    """``frames`` images (1, 3, H, W) of the model's training split (``calibration_frames``, seeded), or seeded
+    random ones where its data set cannot be read; and where they came from."""
+    if bm.cfg is not None and (int(bm.cfg.data.height), int(bm.cfg.data.width)) == bm.size:
+        try:
+            images = calibration_frames(bm.cfg, frames)
+            return [torch.from_numpy(x) for x in images], f"{bm.cfg.data.format}:{bm.cfg.data.train_split}"
+        except (DataError, DeployError, OSError):
+            pass
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randn(1, 3, *bm.size, generator=gen) for _ in range(frames)], "random"
+
+
+def amp_agreement(bm: BenchModel, amp: str, *, frames: int = AGREEMENT_FRAMES) -> dict[str, Any]:
+    """How far ``amp`` moves the model's masks: ``frames`` images streamed through ``model.stream`` (the row's stream
+    options) in float32 and under ``torch.autocast`` (logits back to float32 before the argmax).
+
+    Returns:
+        ``pixel_agreement`` (share of pixels whose argmax is equal), ``agreement_miou`` (the ``amp`` masks scored
+        against the float32 masks as labels, mean IoU over the classes present in either), ``agreement_frames`` and
+        ``agreement_source`` (``format:split`` of the images, or ``random`` where the data set cannot be read).
+    """
+    images, where = _agreement_inputs(bm, frames)
+    device = next(iter(bm.model.parameters())).device
+    preds: dict[str, list[torch.Tensor]] = {}
+    with torch.inference_mode():
+        for mode in ("none", amp):
+            streamer = bm.model.stream(batch_size=1, **bm.stream_options)
+            with autocast(device, mode):
+                outs = [streamer.push(x.to(device)) for x in images]
+                outs += streamer.flush()
+            preds[mode] = [o.float().argmax(1)[0].cpu() for o in outs if o is not None]  # (H, W) each
+    cm = ConfusionMatrix(int(bm.model.num_classes), None)
+    equal = total = 0
+    for a, b in zip(preds["none"], preds[amp], strict=True):
+        cm.update(b.numpy(), a.numpy())
+        equal += int((a == b).sum())
+        total += a.numel()
+    return {"pixel_agreement": equal / max(total, 1), "agreement_miou": float(cm.compute()["miou"]),
+            "agreement_frames": len(preds[amp]), "agreement_source": where}
 
 
 def add_ratio_columns(rows: Sequence[BenchRow], ref: str) -> list[BenchRow]:
