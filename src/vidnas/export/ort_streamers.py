@@ -100,8 +100,8 @@ def _parity_session_options() -> Any:
 
 
 class _OrtExportStreamer:
-    """What the three streamers share: the runtime, the export's description (from its ``export.json``) and the
-    check of a pushed frame.
+    """What the three streamers share: the runtime, the export's description (from its ``export.json``), the
+    check of a pushed frame and, for the causal ones, the end of a video.
 
     Attributes:
         input_size: (H, W) of frames. num_classes: K. class_names: K names ([] when the export names none). palette:
@@ -125,6 +125,15 @@ class _OrtExportStreamer:
         if frame.shape != want:
             raise ValueError(f"expected a frame of shape {want} (batch 1, ImageNet-normalised RGB), got {frame.shape}")
         return frame
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> list[np.ndarray]:
+        """End of a video: nothing is pending (causal streamers; the window streamer overrides it); resets and
+        returns []."""
+        self.reset()
+        return []
 
 
 class OrtStreamer(_OrtExportStreamer):
@@ -369,11 +378,6 @@ class OrtStepStreamer(_OrtExportStreamer):
         """Add one frame (1, 3, H, W) float32, ImageNet-normalised; returns its (1, K, H, W) logits."""
         return self.decode(self.encode(frame))
 
-    def flush(self) -> list[np.ndarray]:
-        """End of a video: nothing is pending; resets and returns []."""
-        self.reset()
-        return []
-
     def __repr__(self) -> str:
         return (f"OrtStepStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
                 f"providers={self.providers})")
@@ -451,11 +455,6 @@ class FrameOrtStreamer(_OrtExportStreamer):
             self._state = {k: outs[k] for k in STATE if k in outs}  # a truncated cell graph has no layer4
         self._t += 1
         return outs["logits"]
-
-    def flush(self) -> list[np.ndarray]:
-        """End of a video: nothing is pending; resets and returns []."""
-        self.reset()
-        return []
 
     def __repr__(self) -> str:
         return (f"FrameOrtStreamer({str(self.export_dir)!r}, {self.meta.get('model_kind')}, input={self.input_size}, "
