@@ -7,9 +7,9 @@
 #
 #   benchmarks/stnas_camvid.sh [OUT]          # full size: about 4 hours of one CPU core at EPOCHS=8
 #   SMOKE=1 benchmarks/stnas_camvid.sh OUT    # every stage at toy size (a few minutes; tests run this)
-# Environment: VIDNAS (the command, default `vidnas`), CONFIG, LAMBDAS, RANDOM_K, EPOCHS, FRAMES, JOBS (stages of a
-# sweep at once, one thread each, default 2: `vidnas search stnas --jobs`), EXTRA (more arguments for every command,
-# e.g. EXTRA="--set data.root=/data/camvid").
+# Environment: VIDNAS (the command, default `vidnas`), CONFIG, LAMBDAS, RANDOM_K, EPOCHS, FRAMES, SEEDS (the training
+# seeds of step 3, default "1 2"), JOBS (stages of a sweep at once, one thread each, default 2: `vidnas search stnas
+# --jobs`), EXTRA (more arguments for every command, e.g. EXTRA="--set data.root=/data/camvid").
 #
 # What it produces, all under OUT (default runs/stnas_camvid):
 #   latency.json          the block + decoder-part latency table of this machine (1 thread), measured once
@@ -60,14 +60,15 @@ mkdir -p "$OUT"
   "${SEARCH[@]}" --random "$RANDOM_K" --random-mode uniform --random-seed 0 --out "$OUT/seed0"
 
 # 3. seeds 1 and 2 of the first lambda (search and training seeded alike; their own baselines)
-for SEED in 1 2; do
+SEEDS=${SEEDS:-1 2}
+for SEED in $SEEDS; do
   "${VIDNAS_CMD[@]}" search stnas "${COMMON[@]}" "${SETS[@]}" --set train.seed=$SEED --latency-table "$OUT/latency.json" \
     --lambdas "$FIRST" "${SEARCH[@]}" --out "$OUT/seed$SEED"
 done
 
 # 4. every baseline and searched model of the three seeds in one interleaved benchmark
 CKPTS=()
-for SEED in 0 1 2; do
+for SEED in 0 $SEEDS; do
   CKPTS+=(--checkpoint "base_s$SEED=$OUT/seed$SEED/baseline/train/checkpoints/best.pt")
   CKPTS+=(--checkpoint "arch2_s$SEED=$OUT/seed$SEED/ref_arch2/train/checkpoints/best.pt")
   for DIR in "$OUT/seed$SEED"/lam_*; do
