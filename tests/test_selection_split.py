@@ -123,11 +123,13 @@ def test_train_cli_says_which_split_gave_which_number(tmp_path):
 
 def test_searches_refuse_a_selection_split_they_do_not_use_yet(tmp_path):
     from vidnas.search.cells.search import CellSearch
-    from vidnas.search.stnas.runner import check_stnas_config
+    from vidnas.search.stnas.runner import check_stnas_config, refuse_selection_split
 
     cfg = tiny_cfg("data.selection_videos=[synth000]")
-    with pytest.raises(ValueError, match="the ST-NAS search, sweep and demo do not use a selection split yet"):
-        check_stnas_config(cfg)
+    check_stnas_config(cfg)  # one search decides on it (test_search_decides_depths_on_the_selection_split)
+    for what in ("the sweep", "the demo"):
+        with pytest.raises(ValueError, match=f"{what} does not use a selection split yet"):
+            refuse_selection_split(cfg, what)
     with pytest.raises(ValueError, match="the cell search does not use it"):
         CellSearch(cfg, tmp_path, tmp_path / "static.pt")
     check_stnas_config(tiny_cfg())  # the default (no selection split) passes
@@ -144,3 +146,23 @@ def test_resume_with_a_selection_split_matches_the_uninterrupted_run(tmp_path):
     assert resumed.reported == full.reported
     recs = [json.loads(x) for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs if r["kind"] == "report"] == [2], "the 1-epoch run's report is dropped"
+
+
+def test_search_decides_depths_on_the_selection_split(tmp_path):
+    """One ST-NAS search measures the depth rule's truncated losses on the selection videos, held out of its training
+    data, and arch.json says so; without a selection split it names the validation split."""
+    from vidnas.models import Arch
+    from vidnas.search.stnas import search_stnas
+
+    sets = ["stnas.encoder_epochs=1", "stnas.depth_rule=truncated", "stnas.depth_val_batches=1",
+            "stnas.bn_calib_batches=1", "train.max_steps_per_epoch=2", "data.synthetic_videos=4"]
+    decided = {}
+    for name, extra in (("sel", ["data.selection_videos=[synth001]"]), ("val", [])):
+        cfg = tiny_cfg(*sets, *extra)
+        res = search_stnas(cfg, tmp_path / name, show_progress=False, skip_decoder=True)
+        decided[name] = Arch.load(res.arch_path).extra["search"]["depth"]["decided_on"]
+    assert decided == {"sel": {"split": "train", "videos": ["synth001"]}, "val": {"split": "val"}}
+    source = open_source(tiny_cfg(*sets).data)
+    train_ds, select_ds = selection_datasets(tiny_cfg(*sets, "data.selection_videos=[synth001]"), source)
+    assert {w.video for i in range(len(select_ds)) for w in select_ds.window_frames(i)} == {"synth001"}
+    assert "synth001" not in {w.video for i in range(len(train_ds)) for w in train_ds.window_frames(i)}

@@ -42,7 +42,7 @@ from vidnas.experiments.stages import Stages
 from vidnas.models import SEARCH_CANDIDATES, arch_from_config, build_encoder, load_model
 from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
 from vidnas.search.plots import plot_miou_fps
-from vidnas.search.stnas import check_stnas_config
+from vidnas.search.stnas import check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["DEFAULT_CONFIG", "EMBEDDED_DEMO", "DEMO_LATENCY_TABLE", "DEMO_RANDOM", "demo_config", "demo_latency_table",
@@ -212,6 +212,7 @@ def run_demo(
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     check_stnas_config(cfg)
+    refuse_selection_split(cfg, "the demo")
     if random_k < 0:
         raise ValueError(f"random architectures must be >= 0, got {random_k}")
     table = demo_latency_table(cfg)

@@ -28,7 +28,7 @@ from vidnas.experiments.candidates import (
 )
 from vidnas.experiments.stages import Stages
 from vidnas.search.plots import plot_miou_fps
-from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
+from vidnas.search.stnas import RANDOM_MODES, check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["SweepResult", "sweep_table", "dominance_lines", "run_sweep"]
@@ -138,6 +138,7 @@ def run_sweep(
     if random_mode not in RANDOM_MODES:
         raise ValueError(f"random mode {random_mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
     check_stnas_config(cfg)
+    refuse_selection_split(cfg, "the sweep")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     runs = ([(cfg.stnas.lam, f"target_{budget:g}ms", f"target={budget:g}ms")] if budget is not None

@@ -71,7 +71,7 @@ from vidnas.search.stnas.record import (
     write_search_arch,
 )
 from vidnas.search.stnas.report import search_report
-from vidnas.search.stnas.runner import SearchContext, check_stnas_config
+from vidnas.search.stnas.runner import SearchContext, check_stnas_config, refuse_selection_split
 from vidnas.search.stnas.sampling import RANDOM_MODES, latency_matched_depths, sample_random_archs
 from vidnas.search.stnas.search import search_stnas
 from vidnas.search.stnas.step import (
@@ -139,6 +139,7 @@ __all__ = [
     "EncoderSearch",
     "DecoderSearch",
     "check_stnas_config",
+    "refuse_selection_split",
     "search_encoder_depths",
     "search_decoder_ops",
     "search_decoder_seeds",

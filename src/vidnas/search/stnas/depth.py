@@ -104,6 +104,9 @@ class DepthDecision:
         flip_lambda: ``-E[g_i] / s_i`` per block (paper rule's flip point; see the module docstring).
         path: ``lambda_path`` of the truncated rule.
         val_batches: validation batches behind every loss.
+        decided_on: the clips the truncated losses were measured on: ``{"split": S}`` (the validation split, or the
+            train split when it has no annotated frame), or ``{"split": S, "videos": [...]}`` for a selection split
+            (``data.selection_videos``, held out of the search's training data).
     """
 
     rule: str
@@ -122,6 +125,7 @@ class DepthDecision:
     flip_lambda: list[list[float | None]] | None = None
     path: list[dict[str, Any]] | None = None
     val_batches: int | None = None
+    decided_on: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (infinite values become None)."""
@@ -142,6 +146,7 @@ class DepthDecision:
             "flip_lambda": self.flip_lambda,
             "path": self.path,
             "val_batches": self.val_batches,
+            "decided_on": self.decided_on,
         }
         return _finite(out)
 
@@ -165,6 +170,7 @@ class DepthDecision:
             flip_lambda=d.get("flip_lambda"),
             path=d.get("path"),
             val_batches=d.get("val_batches"),
+            decided_on=d.get("decided_on"),
         )
 
 

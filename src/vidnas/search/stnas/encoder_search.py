@@ -233,11 +233,11 @@ def _truncated_decision(ctx: SearchContext, model: nn.Module, supernet: DepthSup
                         fixed_ms: float) -> DepthDecision:
     """Measure the truncated losses and decide (rank 0's decision on every rank)."""
     cfg, device, ignore = ctx.cfg, ctx.device, ctx.cfg.data.ignore_index
-    val_ds = ctx.val_ds
+    val_ds, decided_on = ctx.val_ds, ctx.decided_on
     if val_ds is None or len(val_ds) == 0:
         logger.warning("no validation frames in split %r: the truncated losses use training clips",
                        cfg.data.val_split)
-        val_ds = ctx.train_ds
+        val_ds, decided_on = ctx.train_ds, {"split": cfg.data.train_split}
     bs = cfg.train.batch_size
     ctx.train_ds.set_epoch(0)
     seed = phase_seed(cfg.train.seed, "encoder")
@@ -262,4 +262,5 @@ def _truncated_decision(ctx: SearchContext, model: nn.Module, supernet: DepthSup
     return DepthDecision(rule="truncated", depths=choice.depths, lam=None if budget_ms is not None else lam,
                          budget_ms=budget_ms, full_depths=supernet.depths, losses=losses, full_loss=full,
                          loss=choice.loss, fixed_ms=fixed_ms, block_latencies=lat,
-                         path=lambda_path(losses, full, lat, fixed_ms=fixed_ms), val_batches=len(val_batches))
+                         path=lambda_path(losses, full, lat, fixed_ms=fixed_ms), val_batches=len(val_batches),
+                         decided_on=decided_on)

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Subset
 
 from vidnas.checkpoint import load_checkpoint, save_checkpoint
 from vidnas.config import Config, config_to_dict
-from vidnas.data import build_datasets
+from vidnas.data import build_datasets, selection_datasets
 from vidnas.engine.distributed import DistInfo, broadcast_object, init_distributed
 from vidnas.engine.logger import RunLogger
 from vidnas.engine.loop import EpochResult, epoch_loader, fit, steps_per_epoch
@@ -44,6 +44,7 @@ from vidnas.search.stnas.step import ARCH_BETAS, ARCH_GRAD_CLIP, SEARCH_MODES, C
 from vidnas.search.stnas.supernet import arch_parameters, set_arch_trainable, weight_parameters
 
 __all__ = [
+    "refuse_selection_split",
     "SEARCHABLE_DECODERS",
     "SearchContext",
     "open_context",
@@ -105,6 +106,7 @@ class SearchContext:
     show_progress: bool = True
     val_ds: Any = None
     table: LatencyTable | None = None  # the latency table of this search, once read or measured (latency_table)
+    decided_on: dict[str, Any] = field(default_factory=dict)  # the clips of the depth rule (DepthDecision.decided_on)
 
     @classmethod
     def open(cls, cfg: Config, run_dir: str | Path, *, resume: bool = False, show_progress: bool = True
@@ -119,10 +121,16 @@ class SearchContext:
         dist_info = init_distributed(cfg.train.device)
         run_logger = RunLogger(run_dir, enabled=dist_info.is_main)
         source, train_ds, val_ds = build_datasets(cfg)
+        decided_on: dict[str, Any] = {"split": cfg.data.val_split}
+        if cfg.data.selection_videos:  # decisions on videos held out of the training data, never on val_split
+            train_ds, val_ds = selection_datasets(cfg, source)
+            decided_on = {"split": cfg.data.train_split, "videos": list(cfg.data.selection_videos)}
         if len(train_ds) == 0:
             raise ValueError(f"no annotated training frames in split {cfg.data.train_split!r} of {cfg.data.format}")
-        return cls(cfg, run_dir, dist_info, run_logger, source, train_ds, float(cfg.stnas.lam), resume,
-                   show_progress, val_ds)
+        ctx = cls(cfg, run_dir, dist_info, run_logger, source, train_ds, float(cfg.stnas.lam), resume,
+                  show_progress, val_ds)
+        ctx.decided_on = decided_on
+        return ctx
 
     @property
     def device(self) -> torch.device:
@@ -204,17 +212,21 @@ def phase_seed(seed: int, phase: str) -> int:
     return seed * 31 + _PHASE_SALT[phase]
 
 
+def refuse_selection_split(cfg: Config, what: str) -> None:
+    """ValueError for a ``data.selection_videos`` where ``what`` (the sweep, the demo) does not use it yet: their final
+    trainings would pick ``best.pt`` on it and their tables read that mIoU, not the reported split's."""
+    if cfg.data.selection_videos:
+        raise ValueError(f"data.selection_videos={','.join(cfg.data.selection_videos)}: {what} does not use a "
+                         "selection split yet (its tables read each training's best mIoU); `vidnas search stnas` "
+                         "(one search) and `vidnas train` do: leave it empty here")
+
+
 def check_stnas_config(cfg: Config) -> None:
     """Reject bad ``stnas`` values with a message naming the key and value (before any expensive work).
 
     Raises:
-        ValueError: bad mode, depth rule, budget, travel, seeds or batch counts, or a ``data.selection_videos``
-            (the search's decisions do not use a selection split yet).
+        ValueError: bad mode, depth rule, budget, travel, seeds or batch counts.
     """
-    if cfg.data.selection_videos:
-        raise ValueError(f"data.selection_videos={','.join(cfg.data.selection_videos)}: the ST-NAS search, sweep and "
-                         "demo do not use a selection split yet (the depth rule and decoder betas read "
-                         "data.val_split); only `vidnas train` does: leave it empty here")
     st = cfg.stnas
     if st.mode not in SEARCH_MODES:
         raise ValueError(f"stnas.mode={st.mode!r}; valid modes: {', '.join(SEARCH_MODES)}")
