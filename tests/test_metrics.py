@@ -188,11 +188,11 @@ def _all_reduce_worker(rank: int, world: int, init_file: str, out_dir: str) -> N
         dist.destroy_process_group()
 
 
-@pytest.mark.slow  # two spawned processes each import torch and vidnas
 def test_all_reduce_sums_the_counts_of_every_rank(tmp_path) -> None:
     import torch.multiprocessing as mp
 
-    mp.spawn(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    mp.start_processes(_all_reduce_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
+                       start_method="fork")  # forked from this worker: torch and vidnas are already imported
     (cm, tc), (cm1, tc1) = _fill(0), _fill(1)
     cm.merge(cm1)
     tc.merge(tc1)
