@@ -1,0 +1,163 @@
+"""The searchable arch2 decoder family (``arch2_space``): the hand-made per-frame arch2 is a point of the space (same
+parameter count, and with arch2's weights the same outputs), the cheapest point is cheaper, time is a choice per
+slot, temporal encodings stream incrementally as they clip, and ``vidnas train`` trains a point of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vidnas.bench.counting import count_flops, count_params
+from vidnas.checkpoint import save_checkpoint
+from vidnas.cli.main import app
+from vidnas.config import Config, DataConfig, ModelConfig, config_to_dict, load_config
+from vidnas.models import Arch, ArchError, build_model, load_model
+from vidnas.models.decoders import ARCH2_OPS, CHEAPEST_OPS, SLOTS, Arch2SpaceDecoder
+from vidnas.models.multiscale import MultiScaleSegmenter
+from vidnas.models.static_segmenter import StaticSegmenter
+
+REPO = Path(__file__).resolve().parents[1]
+H, W, K = 64, 96, 3
+# a temporal encoding: temporal laterals at strides 32 and 16 and a temporal block at stride 16, cheap ops elsewhere
+TEMPORAL = ("temporal_k3", "temporal_k3", "conv1x1", "gconv1x1", "temporal_block", "sep_block", "skip", "sep3x3_s2")
+
+
+def cfg(decoder: str = "arch2_space", window: int = 3) -> Config:
+    return Config(data=DataConfig(height=H, width=W, window=window),
+                  model=ModelConfig(encoder="mobilenetv2_test", decoder=decoder))
+
+
+def space(ops: tuple[str, ...] | None = None, *, causal: bool = True, window: int = 3) -> Arch:
+    return Arch(encoder="mobilenetv2_test", decoder="arch2_space", decoder_ops=ops, window=window, causal=causal,
+                name="space")
+
+
+def _randomise_bn(model: torch.nn.Module) -> None:
+    """Trained-looking BatchNorm statistics, so a mapping mistake cannot hide behind the defaults."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+
+
+def test_arch2_is_a_point_of_the_space() -> None:
+    """arch2's encoding builds arch2: the same parameter count, and loaded with a per-frame arch2 model's weights (the
+    documented mapping, ``Arch2SpaceDecoder.arch2_state``) the same logits and auxiliary logits on every frame."""
+    torch.manual_seed(0)
+    arch2 = build_model(cfg("arch2", window=1), num_classes=K)
+    assert isinstance(arch2, StaticSegmenter)
+    _randomise_bn(arch2)
+    model = build_model(cfg(), space(ARCH2_OPS), num_classes=K)
+    assert isinstance(model, MultiScaleSegmenter) and model.decoder.ops == ARCH2_OPS
+    assert count_params(model) == count_params(arch2)
+    assert build_model(cfg(), num_classes=K).decoder.ops == ARCH2_OPS  # the config's default point is arch2
+    state = model.translate_init_state(arch2.state_dict())
+    model.load_state_dict(state, strict=True)  # every tensor of the space's arch2 comes from arch2's
+    clip = torch.randn(2, 3, 3, H, W)
+    with torch.no_grad():
+        model.eval(), arch2.eval()
+        torch.testing.assert_close(model(clip), arch2(clip), atol=1e-5, rtol=1e-4)
+        model.train(), arch2.train()  # training mode: the auxiliary heads too (BatchNorm on the same batch)
+        (ours, ours_aux), (ref, ref_aux) = model(clip), arch2(clip)
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+        for a, b in zip(ours_aux, ref_aux, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_arch2_weights_land_only_in_slots_holding_arch2_ops() -> None:
+    arch2 = build_model(cfg("arch2", window=1), num_classes=K)
+    model = build_model(cfg(), space(TEMPORAL), num_classes=K)
+    state = model.translate_init_state(arch2.state_dict())
+    own = model.state_dict()
+    assert all(k in own and own[k].shape == v.shape for k, v in state.items())
+    # conv1x1 at stride 8 (lateral 2) keeps arch2's tensors; the other slots hold other ops
+    assert "decoder.laterals.2.0.0.conv.weight" in state and not any(k.startswith("decoder.laterals.0.") or
+                                                                    k.startswith("decoder.blocks.") or
+                                                                    k.startswith("decoder.down.") for k in state)
+
+
+def test_the_cheapest_point_is_cheaper() -> None:
+    torch.manual_seed(0)
+    a2 = build_model(cfg(window=1), space(ARCH2_OPS, window=1), num_classes=K).eval()
+    cheap = build_model(cfg(window=1), space(CHEAPEST_OPS, window=1), num_classes=K).eval()
+    assert count_params(cheap.decoder) < count_params(a2.decoder) / 4
+    clip = torch.randn(1, 1, 3, H, W)
+    assert count_flops(cheap, clip) < count_flops(a2, clip)
+    assert cheap(clip).shape == a2(clip).shape == (1, 1, K, H, W)
+    assert cheap.decoder.temporal_receptive_field() == a2.decoder.temporal_receptive_field() == 1
+
+
+def test_time_is_a_choice_per_slot() -> None:
+    """A temporal encoding's output at the last frame moves when an earlier frame changes; a per-frame one's does
+    not."""
+    torch.manual_seed(0)
+    clip = torch.randn(1, 3, 3, H, W)
+    moved = torch.cat([clip[:, :2] + 1.0, clip[:, 2:]], dim=1)  # the previous frames change, the last does not
+    for ops, reads_past in ((ARCH2_OPS, False), (CHEAPEST_OPS, False), (TEMPORAL, True)):
+        model = build_model(cfg(), space(ops), num_classes=K)
+        _randomise_bn(model)
+        model.eval()
+        with torch.no_grad():
+            change = float((model(moved)[:, -1] - model(clip)[:, -1]).abs().max())
+        assert (change > 1e-3) == reads_past, (ops, change)
+        assert (model.decoder.temporal_extent > 0) == reads_past
+    one = TEMPORAL[:1] + ARCH2_OPS[1:]  # one temporal slot is enough
+    assert Arch2SpaceDecoder([8, 8, 24, 80], K, ops=one).temporal_extent == 2
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_temporal_encoding_streams_as_it_clips(causal: bool) -> None:
+    """Causal: the incremental streamer (one decoder step per frame); centred: the window streamer; both give the clip
+    forward of each frame's window."""
+    torch.manual_seed(0)
+    model = build_model(cfg(), space(TEMPORAL, causal=causal), num_classes=K)
+    _randomise_bn(model)
+    model.eval()
+    streamer = model.stream(batch_size=1)
+    assert type(streamer).__name__ == ("IncrementalStreamer" if causal else "WindowStreamer")
+    frames = torch.randn(1, 5, 3, H, W)
+    outs = [streamer.push(frames[:, t]) for t in range(5)]
+    streamed = torch.stack([o for o in outs if o is not None] + streamer.flush(), dim=1)
+    target = model.target_index
+    with torch.no_grad():
+        for t in range(5):
+            idx = [min(max(t - target + i, 0), 4) for i in range(3)]  # the data layer's window, edges repeated
+            torch.testing.assert_close(streamed[:, t], model(frames[:, idx])[:, target], atol=1e-5, rtol=1e-4)
+
+
+def test_arch_file_round_trip_and_bad_ops(tmp_path) -> None:
+    a = dataclasses.replace(space(TEMPORAL), fuse_channels=16)
+    a.save(tmp_path / "arch.json")
+    assert Arch.load(tmp_path / "arch.json") == a
+    assert len(SLOTS) == len(ARCH2_OPS) == len(CHEAPEST_OPS) == 8
+    with pytest.raises(ArchError, match=r"entry 2 \(slot laterals.2.0, stride 8\): unknown op 'temporal_k3'"):
+        space(("conv1x1", "conv1x1", "temporal_k3") + ARCH2_OPS[3:])
+    with pytest.raises(ArchError, match="expected 8 op names"):
+        space(ARCH2_OPS[:4])
+
+
+def test_cli_trains_a_temporal_point_and_inits_it_from_arch2(tmp_path) -> None:
+    """``vidnas train --arch`` trains a temporal point of the space on the tiny config, initialised from a per-frame
+    arch2 checkpoint (its arch2-op slots), and the checkpoint loads and streams incrementally."""
+    tiny = str(REPO / "configs" / "tiny.yaml")
+    sets = ["data.synthetic_videos=2", "data.synthetic_frames=4", "train.batch_size=2",
+            "train.max_steps_per_epoch=1", "train.epochs=1", "model.encoder=mobilenetv2_test"]
+    arch2_cfg = load_config(tiny, [*sets, "model.decoder=arch2", "data.window=1"])
+    arch2 = build_model(arch2_cfg, num_classes=4)
+    save_checkpoint(tmp_path / "arch2.pt", {"model": arch2.state_dict(), "config": config_to_dict(arch2_cfg),
+                                            "num_classes": 4})
+    dataclasses.replace(space(TEMPORAL), fuse_channels=64).save(tmp_path / "arch.json")
+    res = CliRunner().invoke(app, ["train", "--config", tiny, *sum((["--set", s] for s in sets), []), "--arch",
+                                   str(tmp_path / "arch.json"), "--init-partial", "--init", str(tmp_path / "arch2.pt"),
+                                   "--out", str(tmp_path / "space"), "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    loaded = load_model(tmp_path / "space" / "checkpoints" / "last.pt")
+    assert isinstance(loaded.model, MultiScaleSegmenter) and loaded.model.decoder.ops == TEMPORAL
+    assert type(loaded.model.stream()).__name__ == "IncrementalStreamer"
