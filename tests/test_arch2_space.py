@@ -1,6 +1,8 @@
 """The searchable arch2 decoder family (``arch2_space``): the hand-made per-frame arch2 is a point of the space (same
 parameter count, and with arch2's weights the same outputs), the cheapest point is cheaper, time is a choice per
-slot, temporal encodings stream incrementally as they clip, and ``vidnas train`` trains a point of it."""
+slot, temporal encodings stream incrementally as they clip, ``vidnas train`` trains a point of it, and
+``vidnas search stnas`` searches it (each slot over its own candidates, priced by the latency table) and derives an
+``arch.json`` that ``vidnas train --arch`` builds."""
 
 from __future__ import annotations
 
@@ -15,10 +17,13 @@ from vidnas.bench.counting import count_flops, count_params
 from vidnas.checkpoint import save_checkpoint
 from vidnas.cli.main import app
 from vidnas.config import Config, DataConfig, ModelConfig, config_to_dict, load_config
-from vidnas.models import Arch, ArchError, build_model, load_model
+from vidnas.models import Arch, ArchError, arch_from_config, build_model, load_model
 from vidnas.models.decoders import ARCH2_OPS, CHEAPEST_OPS, SLOTS, Arch2SpaceDecoder
 from vidnas.models.multiscale import MultiScaleSegmenter
 from vidnas.models.static_segmenter import StaticSegmenter
+from vidnas.search.latency import LatencyTable
+from vidnas.search.stnas import DecoderSupernet, derive_arch, derived_decoder, read_search_record
+from vidnas.search.stnas.runner import check_searchable_decoder, check_stnas_config
 
 REPO = Path(__file__).resolve().parents[1]
 H, W, K = 64, 96, 3
@@ -161,3 +166,93 @@ def test_cli_trains_a_temporal_point_and_inits_it_from_arch2(tmp_path) -> None:
     loaded = load_model(tmp_path / "space" / "checkpoints" / "last.pt")
     assert isinstance(loaded.model, MultiScaleSegmenter) and loaded.model.decoder.ops == TEMPORAL
     assert type(loaded.model.stream()).__name__ == "IncrementalStreamer"
+
+
+# ------------------------------------------------------------------------------------ ST-NAS over the arch2 space
+
+
+def test_supernet_mixes_each_slot_over_its_own_candidates() -> None:
+    """Every slot mixes only its candidates (the columns are their union; the others weigh 0, cost nothing and never
+    win), and the derived decoder carries the chosen ops' weights: with one op per slot at weight ~1 it computes
+    what the supernet computes."""
+    torch.manual_seed(0)
+    sup = DecoderSupernet(Arch2SpaceDecoder([80, 24, 8, 8], K, channels=8))
+    assert sup.candidates == ("conv1x1", "gconv1x1", "temporal_k3", "block", "sep_block", "skip", "temporal_block",
+                              "conv3x3_s2", "sep3x3_s2")
+    assert sup.slots == [name for name, _, _, _ in SLOTS] and not sup.multiscale
+    allowed = [[c in cands for c in sup.candidates] for _, _, _, cands in SLOTS]
+    for row, ok in zip(sup.op_weights(), allowed, strict=True):
+        assert all((w > 0) == a for w, a in zip(row, ok, strict=True))
+        assert abs(sum(row) - 1) < 1e-6
+    costs = torch.tensor([[1.0 if a else 1e6 for a in ok] for ok in allowed])  # a masked column cannot be paid for
+    assert abs(sup.expected_latency(costs).item() - len(SLOTS)) < 1e-3
+    feats = [torch.randn(1, c, 3, 2 * s, 3 * s) for c, s in zip((80, 24, 8, 8), (1, 2, 4, 8), strict=True)]
+    sup.eval()
+    assert sup(feats).shape == (1, K, 3, 8, 12)
+    with torch.no_grad():
+        for op in sup.mixed_ops():
+            op.beta.copy_(torch.full_like(op.beta, 50.0))  # masked columns included: they still cannot win
+    assert sup.derive() == ARCH2_OPS  # ties go to the first allowed column, arch2's op
+    sup.set_betas([[50.0 if c == op else 0.0 for c in sup.candidates] for op in TEMPORAL])
+    assert sup.derive() == TEMPORAL and arch_file_ops(sup) == TEMPORAL
+    plain = derived_decoder(sup).eval()
+    assert isinstance(plain, Arch2SpaceDecoder) and plain.ops == TEMPORAL
+    with torch.no_grad():
+        torch.testing.assert_close(plain(feats), sup(feats), atol=1e-5, rtol=1e-4)
+
+
+def arch_file_ops(sup: DecoderSupernet) -> tuple[str, ...] | None:
+    return derive_arch(space(), decoder_supernet=sup).decoder_ops
+
+
+@pytest.fixture(scope="module")
+def cli_search(tmp_path_factory):
+    """`vidnas search stnas --model arch2_space --decoder-latency` on the tiny config: encoder depths and the eight
+    slots, priced by a latency table that holds every candidate of every slot."""
+    out = tmp_path_factory.mktemp("space") / "search"
+    res = CliRunner().invoke(app, ["search", "stnas", "--config", str(REPO / "configs" / "tiny.yaml"),
+                                   *sum((["--set", s] for s in SEARCH), []), "--model", "arch2_space",
+                                   "--decoder-latency", "--out", str(out), "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+SEARCH = ["data.synthetic_videos=2", "data.synthetic_frames=4", "train.batch_size=2", "train.max_steps_per_epoch=2",
+          "stnas.encoder_epochs=1", "stnas.decoder_epochs=2", "stnas.warmup_epochs=1", "stnas.lam=0.05",
+          "model.fuse_channels=8", "stnas.bn_calib_batches=1", "stnas.depth_val_batches=1"]
+
+
+def test_cli_search_over_the_arch2_space_derives_a_model_vidnas_trains(cli_search, tmp_path) -> None:
+    out, output = cli_search
+    assert "stride 32 lateral:" in output and "stride 4 down:" in output
+    rec = read_search_record(out / "arch.json")
+    arch = rec.arch
+    assert arch.decoder == "arch2_space" and arch.fuse_channels == 8 and len(arch.decoder_ops) == len(SLOTS)
+    assert arch.depths is not None and len(arch.depths) == 4
+    # one beta row per slot; a column the slot does not allow has weight 0 and the derived op is the row's argmax
+    for row, (_, _, _, cands), op in zip(rec.betas, SLOTS, arch.decoder_ops, strict=True):
+        weights = torch.softmax(torch.tensor(row), 0)
+        assert all(float(w) < 1e-9 for c, w in zip(rec.beta_columns, weights, strict=True) if c not in cands)
+        assert rec.beta_columns[row.index(max(row))] == op
+    table = LatencyTable.load(out / "latency_table.json")
+    assert any(k.startswith("decoder/arch2_space/op/temporal_block/") for k in table.parts)
+    assert rec.extra["model_latency_ms"] > 0 and rec.extra["full_model_latency_ms"] > 0
+    assert "## The arch2 space: time per slot" in (out / "report.md").read_text()
+    loaded = load_model(out / "derived_init.pt")
+    assert isinstance(loaded.model, MultiScaleSegmenter) and loaded.model.decoder.ops == arch.decoder_ops
+    res = CliRunner().invoke(app, ["train", "--config", str(REPO / "configs" / "tiny.yaml"),
+                                   *sum((["--set", s] for s in SEARCH[:4]), []), "--set", "train.epochs=1",
+                                   "--arch", str(out / "arch.json"), "--init", str(out / "derived_init.pt"),
+                                   "--out", str(tmp_path / "train"), "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    trained = load_model(tmp_path / "train" / "checkpoints" / "last.pt")
+    assert trained.model.decoder.ops == arch.decoder_ops
+
+
+def test_search_refusals_name_the_space() -> None:
+    tiny = str(REPO / "configs" / "tiny.yaml")
+    with pytest.raises(ValueError, match="model.decoder=arch2_space searches a space that contains arch2"):
+        check_searchable_decoder(arch_from_config(load_config(tiny, ["model.decoder=mstcn", "model.fusion=arch2",
+                                                                      "model.decoder_scales=[32,16,8,4]"])))
+    with pytest.raises(ValueError, match="the arch2_space decoder has its own candidates per slot"):
+        check_stnas_config(load_config(tiny, ["model.decoder=arch2_space", "stnas.candidates=[identity,sep_k3]"]))

@@ -282,7 +282,7 @@ def draw_search(run_dir: Path, result: StnasResult) -> list[Path]:
         out.append(plot_alpha_trajectories(records, run_dir / "alphas.png", threshold=result.threshold,
                                                  depths=result.depths))
     if result.betas is not None and result.candidates is not None:
-        labels = decoder_slot_labels(result.arch) if result.arch.decoder == "mstcn" else None
+        labels = decoder_slot_labels(result.arch) if result.arch.decoder in ("mstcn", "arch2_space") else None
         out.append(plot_beta_trajectories(records, run_dir / "betas.png", candidates=result.candidates,
                                           labels=labels))
     if result.arch.decoder == "mstcn":
@@ -290,7 +290,7 @@ def draw_search(run_dir: Path, result: StnasResult) -> list[Path]:
             out.append(draw_multiscale_decoder(result.arch, run_dir / "decoder.png",
                                                weights=softmax_rows(result.betas),
                                                candidates=result.candidates))
-    elif result.arch.decoder_ops is not None:
+    elif result.arch.decoder == "sptcn" and result.arch.decoder_ops is not None:  # no diagram of arch2_space yet
         out.append(draw_decoder(result.arch.decoder_ops, run_dir / "decoder.png",
                                       dilations=result.arch.dilations, full_channels=result.arch.full_channels))
     return out
