@@ -205,6 +205,15 @@ def arch_file_ops(sup: DecoderSupernet) -> tuple[str, ...] | None:
     return derive_arch(space(), decoder_supernet=sup).decoder_ops
 
 
+def test_a_derived_point_without_temporal_ops_is_a_per_frame_model() -> None:
+    """No slot reads the past: the derived architecture has window 1 (one frame's decode under both streaming
+    protocols, as arch2); a temporal point keeps the search's window."""
+    assert derive_arch(space(window=3), decoder_ops=CHEAPEST_OPS).window == 1
+    assert derive_arch(space(window=3), decoder_ops=ARCH2_OPS).window == 1
+    temporal = derive_arch(space(window=3), decoder_ops=TEMPORAL)
+    assert temporal.window == 3 and temporal.decoder == "arch2_space" and temporal.decoder_ops == TEMPORAL
+
+
 @pytest.fixture(scope="module")
 def cli_search(tmp_path_factory):
     """`vidnas search stnas --model arch2_space --decoder-latency` on the tiny config: encoder depths and the eight
@@ -229,6 +238,7 @@ def test_cli_search_over_the_arch2_space_derives_a_model_vidnas_trains(cli_searc
     arch = rec.arch
     assert arch.decoder == "arch2_space" and arch.fuse_channels == 8 and len(arch.decoder_ops) == len(SLOTS)
     assert arch.depths is not None and len(arch.depths) == 4
+    assert (arch.window == 1) == (not any(op.startswith("temporal") for op in arch.decoder_ops))
     # one beta row per slot; a column the slot does not allow has weight 0 and the derived op is the row's argmax
     for row, (_, _, _, cands), op in zip(rec.betas, SLOTS, arch.decoder_ops, strict=True):
         weights = torch.softmax(torch.tensor(row), 0)

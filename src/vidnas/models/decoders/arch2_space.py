@@ -64,6 +64,7 @@ __all__ = [
     "SPACE_SCALES",
     "LATERAL_GROUPS",
     "SLOT_OPS",
+    "TEMPORAL_OPS",
     "SLOTS",
     "ARCH2_OPS",
     "CHEAPEST_OPS",
@@ -147,8 +148,8 @@ SLOT_OPS: dict[str, dict[str, OpBuilder]] = {
         "sep3x3_s2": lambda ci, co, causal: PerFrame(_sep_down(co)),
     },
 }
-_TEMPORAL = ("temporal_k3", "temporal_block")
-_PER_FRAME = {kind: tuple(n for n in ops if n not in _TEMPORAL) for kind, ops in SLOT_OPS.items()}
+TEMPORAL_OPS: tuple[str, ...] = ("temporal_k3", "temporal_block")  # the candidates that read the past
+_PER_FRAME = {kind: tuple(n for n in ops if n not in TEMPORAL_OPS) for kind, ops in SLOT_OPS.items()}
 _ALL = {kind: tuple(ops) for kind, ops in SLOT_OPS.items()}
 
 # (slot name, kind, stride of its map, its candidates), in ``decoder_ops`` order

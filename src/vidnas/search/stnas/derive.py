@@ -21,6 +21,7 @@ from vidnas.config import Config, config_to_dict
 from vidnas.models import VideoSegmenter, build_model
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
 from vidnas.models.decoders import DECODERS, OPS_PER_SCALE, Arch2SpaceDecoder, MultiScaleDecoder, SPTCNDecoder
+from vidnas.models.decoders.arch2_space import TEMPORAL_OPS
 from vidnas.models.multiscale import MultiScaleSegmenter
 from vidnas.search.stnas.decoder_supernet import DecoderSupernet
 from vidnas.search.stnas.supernet import DepthSupernet
@@ -83,8 +84,10 @@ def derive_arch(
 
     ``depths`` / ``decoder_ops``, when given, win over the supernets' own derivation (the truncated-loss depth rule,
     decoder ops from several seeds). ``decoder_ops`` is one op per searched slot: for an ``mstcn`` base the trunk's
-    slots then the finer scales' (``split_slot_ops``), written to ``Arch.decoder_ops`` and ``Arch.scale_ops``. The
-    derived architecture starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry an
+    slots then the finer scales' (``split_slot_ops``), written to ``Arch.decoder_ops`` and ``Arch.scale_ops``. An
+    ``arch2_space`` base keeps its decoder; when no derived op reads the past the model is per frame and its window
+    becomes 1 (streamed or decoded by window, it then costs one frame's decode, as arch2). The derived architecture
+    starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry an
     older search record); ``vidnas.search.stnas.record.write_search_arch`` adds this search's record.
     """
     changes: dict[str, Any] = {"extra": {}}
@@ -98,6 +101,8 @@ def derive_arch(
             changes["decoder_ops"], changes["scale_ops"] = split_slot_ops(base, ops)
         elif base.decoder == "arch2_space":
             changes["decoder_ops"] = ops
+            if not any(op in TEMPORAL_OPS for op in ops):  # no slot reads the past: a per-frame model, window 1
+                changes["window"] = 1
         else:
             changes["decoder_ops"] = ops
             changes["decoder"] = "sptcn"

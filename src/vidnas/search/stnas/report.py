@@ -196,7 +196,7 @@ def _space_lines(result: StnasResult) -> list[str]:
     decoder = Arch2SpaceDecoder([1, 1, 1, 1], 1, ops=ops, channels=1, aux=False)  # reads the ops' time extent only
     frames = decoder.temporal_receptive_field()
     return ["", "## The arch2 space: time per slot", "",
-            f"- model: {'temporal, ' + str(frames) + ' frames of context' if temporal else 'per frame'}"
+            f"- model: {'temporal, ' + str(frames) + ' frames of context' if temporal else 'per frame (window 1)'}"
             + (f" (temporal slots: {', '.join(temporal)})" if temporal else " (no slot reads the past)"),
             f"- arch2's own op in {same} of {len(ops)} slots" + (": this is arch2" if same == len(ops) else ""),
             f"- arch2: `{', '.join(ARCH2_OPS)}`; cheapest point: `{', '.join(CHEAPEST_OPS)}`"]
