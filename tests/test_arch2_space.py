@@ -266,3 +266,10 @@ def test_search_refusals_name_the_space() -> None:
                                                                       "model.decoder_scales=[32,16,8,4]"])))
     with pytest.raises(ValueError, match="the arch2_space decoder has its own candidates per slot"):
         check_stnas_config(load_config(tiny, ["model.decoder=arch2_space", "stnas.candidates=[identity,sep_k3]"]))
+
+
+def test_the_sweep_refuses_the_space_before_any_work(tmp_path) -> None:
+    res = CliRunner().invoke(app, ["search", "stnas", "--config", str(REPO / "configs" / "tiny.yaml"), "--model",
+                                   "arch2_space", "--lambdas", "0,0.1", "--out", str(tmp_path / "sweep")])
+    assert res.exit_code != 0 and "the sweep (--lambdas, --random) does not search the arch2 space yet" in res.output
+    assert not (tmp_path / "sweep").exists()

@@ -174,6 +174,9 @@ def stnas_cmd(
         "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
         + device_overrides(device, amp))
     check_run_inputs(cfg)
+    if sweep and cfg.model.decoder == "arch2_space":
+        raise fail("--model arch2_space: the sweep (--lambdas, --random) does not search the arch2 space yet; run "
+                   "vidnas search stnas without --lambdas / --random")
     if cfg.stnas.latency_table:  # read before --overwrite may delete anything: a bad table fails here
         from vidnas.search.latency import LatencyTable
 
