@@ -17,7 +17,7 @@ from vidnas.bench.counting import count_flops, count_params
 from vidnas.checkpoint import save_checkpoint
 from vidnas.cli.main import app
 from vidnas.config import Config, DataConfig, ModelConfig, config_to_dict, load_config
-from vidnas.models import Arch, ArchError, arch_from_config, build_model, load_model
+from vidnas.models import Arch, ArchError, arch_from_config, build_encoder, build_model, load_model
 from vidnas.models.decoders import ARCH2_OPS, CHEAPEST_OPS, SLOTS, Arch2SpaceDecoder
 from vidnas.models.multiscale import MultiScaleSegmenter
 from vidnas.models.static_segmenter import StaticSegmenter
@@ -246,6 +246,15 @@ def test_cli_search_over_the_arch2_space_derives_a_model_vidnas_trains(cli_searc
         assert rec.beta_columns[row.index(max(row))] == op
     table = LatencyTable.load(out / "latency_table.json")
     assert any(k.startswith("decoder/arch2_space/op/temporal_block/") for k in table.parts)
+    # the table prices every point: arch2 (the config's default), the cheapest point below it (its three skipped
+    # blocks cost nothing), and a budget's estimate of a searched decoder (the slots' mean candidate)
+    encoder = build_encoder("swin_test", img_size=(64, 96))
+    base = dataclasses.replace(arch, decoder_ops=None, depths=None)
+    a2, cheap = (table.model_latency(encoder, None, dataclasses.replace(base, decoder_ops=ops), 4)
+                 for ops in (ARCH2_OPS, CHEAPEST_OPS))
+    estimate = table.model_latency(encoder, None, base, 4) - table.decoder_latency_estimate(
+        encoder, base, 4, searched=False) + table.decoder_latency_estimate(encoder, base, 4, searched=True)
+    assert table.model_latency(encoder, None, base, 4) == a2 and cheap < a2 and estimate > 0
     assert rec.extra["model_latency_ms"] > 0 and rec.extra["full_model_latency_ms"] > 0
     assert "## The arch2 space: time per slot" in (out / "report.md").read_text()
     loaded = load_model(out / "derived_init.pt")
