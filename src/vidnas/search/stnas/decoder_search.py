@@ -178,9 +178,9 @@ def search_decoder_ops(
         entropy, top = _entropy(weights)
         ctx.run_logger.log(kind_search, step, epoch=epoch, ops=list(supernet.derive()), beta_entropy=entropy,
                            beta_max=top, **logs)
-        ctx.run_logger.log(kind_beta, step, epoch=epoch, **{
-            f"{k:02d}_{op}": w for k, row in enumerate(weights)
-            for op, w in zip(supernet.candidates, row, strict=True)})
+        ctx.run_logger.log(kind_beta, step, epoch=epoch, **{  # the candidates each slot allows (arch2_space: its own)
+            f"{k:02d}_{op}": w for k, (row, mixed) in enumerate(zip(weights, supernet.mixed_ops(), strict=True))
+            for op, w, allowed in zip(supernet.candidates, row, mixed.allowed, strict=True) if allowed})
 
     travel = cfg.stnas.beta_travel
     arch_lr: float | Callable[[int], float] = cfg.stnas.arch_lr if travel is None else (lambda n: float(travel) / n)
