@@ -52,7 +52,7 @@ def test_add_a_decoder_example(capsys: pytest.CaptureFixture[str]) -> None:
             == "temporal_head"
     finally:  # leave the shared table as the other tests expect it
         DECODERS.pop("temporal_head", None)
-    with pytest.raises(ArchError, match="valid decoders: sptcn, head, arch2, mstcn$"):
+    with pytest.raises(ArchError, match="valid decoders: sptcn, head, arch2, mstcn, arch2_space$"):
         Arch(decoder="temporal_head")
 
 

@@ -229,15 +229,16 @@ def test_head_decoder_is_per_frame() -> None:
 
 
 def test_decoder_families_registered_in_order() -> None:
-    """``DECODERS`` holds the four families under their saved names, in the order error messages list them; each
+    """``DECODERS`` holds the five families under their saved names, in the order error messages list them; each
     names the model around its decoder and the encoder strides it reads."""
-    assert list(DECODERS) == ["sptcn", "head", "arch2", "mstcn"]
+    assert list(DECODERS) == ["sptcn", "head", "arch2", "mstcn", "arch2_space"]
     assert {n: f.model for n, f in DECODERS.items()} == {"sptcn": "window", "head": "window", "arch2": "static",
-                                                        "mstcn": "multiscale"}
+                                                        "mstcn": "multiscale", "arch2_space": "multiscale"}
+    assert DECODERS["arch2_space"].scales(Arch(decoder="arch2_space")) == (32, 16, 8, 4)
     assert DECODERS["arch2"].scales(Arch(decoder="arch2")) == (4, 8, 16, 32)
     assert DECODERS["mstcn"].scales(Arch(decoder="mstcn", scales=(32, 4))) == (32, 4)
     assert isinstance(build_decoder(Arch(decoder="head", channels=F_DEC), C_IN, K), HeadDecoder)
-    for name in ("mstcn", "arch2"):
+    for name in ("mstcn", "arch2", "arch2_space"):
         with pytest.raises(ArchError, match=f"the {name} decoder reads several encoder maps: build it with"):
             build_decoder(Arch(decoder=name), C_IN, K)
     with pytest.raises(ArchError, match="unknown decoder 'nope'; valid decoders: sptcn, head, arch2, mstcn"):

@@ -33,7 +33,7 @@ __all__ = ["app", "stnas_cmd", "parse_lambdas"]
 
 Opt = Optional  # noqa: UP007  (typer needs Optional on py3.10)
 
-SEARCH_MODELS: tuple[str, ...] = ("sptcn", "mstcn")  # decoders with op slots (``--model``)
+SEARCH_MODELS: tuple[str, ...] = ("sptcn", "mstcn", "arch2_space")  # decoders with op slots (``--model``)
 
 app = typer.Typer(help="Architecture search: ST-NAS (`stnas`) and dynamic cells (`cells`).", no_args_is_help=True)
 
@@ -105,7 +105,8 @@ def stnas_cmd(
     model: Annotated[Opt[str], typer.Option(
         "--model", help="Decoder shortcut: sptcn (the paper's TCN decoder) or mstcn (multi-scale: temporal trunk at "
                         "stride 32 fused with paths at strides 8 and 4; the search decides per scale whether "
-                        "temporal context pays). --set still wins.")] = None,
+                        "temporal context pays) or arch2_space (arch2's decoder with candidate ops per slot, "
+                        "temporal ones at strides 32 and 16: arch2 is a point of it). --set still wins.")] = None,
     bench_frames: Annotated[int, typer.Option("--bench-frames", help="Sweep: timed frames per model.")] = 100,
     jobs: Annotated[int, typer.Option(
         "--jobs", "-j", help="Sweep: stages at once (searches, trainings), each in its own process with --threads "
@@ -173,6 +174,9 @@ def stnas_cmd(
         "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
         + device_overrides(device, amp))
     check_run_inputs(cfg)
+    if sweep and cfg.model.decoder == "arch2_space":
+        raise fail("--model arch2_space: the sweep (--lambdas, --random) does not search the arch2 space yet; run "
+                   "vidnas search stnas without --lambdas / --random")
     if cfg.stnas.latency_table:  # read before --overwrite may delete anything: a bad table fails here
         from vidnas.search.latency import LatencyTable
 
@@ -223,6 +227,12 @@ def stnas_cmd(
         typer.echo(f"decoder ops ({n_t} temporal, {len(res.decoder_ops) - n_t - n_i} spatial, {n_i} identity):")
         per = 4
         trunk = res.arch.decoder_ops if res.arch.decoder == "mstcn" else res.decoder_ops
+        if res.arch.decoder == "arch2_space":
+            from vidnas.search.stnas.report import decoder_slot_labels
+
+            trunk = None
+            for label, op in zip(decoder_slot_labels(res.arch), res.decoder_ops, strict=True):
+                typer.echo(f"  {label}: {op}")
         for i in range(0, len(trunk or ()), per):
             typer.echo(f"  {'trunk ' if res.arch.decoder == 'mstcn' else ''}layer {i // per + 1}: "
                        + ", ".join(trunk[i:i + per]))  # type: ignore[index]

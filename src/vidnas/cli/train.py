@@ -33,6 +33,7 @@ MODEL_SHORTCUTS = {
     "head": ["model.decoder=head", "data.window=1"],
     "arch2": ["model.decoder=arch2", "data.window=1"],
     "mstcn": ["model.decoder=mstcn"],
+    "arch2_space": ["model.decoder=arch2_space"],
 }
 
 
@@ -57,7 +58,8 @@ def train_cmd(
     epochs: Annotated[int | None, typer.Option(help="Overrides train.epochs.")] = None,  # noqa: UP007, UP045
     model: Annotated[str | None, typer.Option(  # noqa: UP007, UP045
         help="Decoder shortcut: sptcn (temporal, stride 32), mstcn (multi-scale: temporal trunk at stride 32 fused "
-        "with per-frame paths at strides 8 and 4), head (per frame) or arch2 (the cell search's static network). "
+        "with per-frame paths at strides 8 and 4), head (per frame), arch2 (the cell search's static network) or "
+        "arch2_space (arch2's decoder as a point of the searchable space; --arch picks another point). "
         "head and arch2 also set data.window=1; --set still wins.")] = None,
     encoder: Annotated[str | None, typer.Option(help="Overrides model.encoder, e.g. efficientnet_lite0.")] = None,
     weights: Annotated[

@@ -27,6 +27,7 @@ from vidnas.experiments.candidates import (
     run_reference,
 )
 from vidnas.experiments.stages import Stages
+from vidnas.models import arch_from_config
 from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import RANDOM_MODES, check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
@@ -139,6 +140,10 @@ def run_sweep(
         raise ValueError(f"random mode {random_mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
     check_stnas_config(cfg)
     refuse_selection_split(cfg, "the sweep")
+    if arch_from_config(cfg).decoder == "arch2_space":
+        raise ValueError("model.decoder=arch2_space: the sweep (--lambdas, --random) does not search the arch2 space "
+                         "yet (its random architectures and controls are not built); run `vidnas search stnas` "
+                         "without --lambdas / --random")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     runs = ([(cfg.stnas.lam, f"target_{budget:g}ms", f"target={budget:g}ms")] if budget is not None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vidnas.jsonfile import JsonFile, check_header, where
-from vidnas.models.decoders import DECODERS
+from vidnas.models.decoders import DECODERS, space_ops_error
 from vidnas.models.ops import OPS
 
 __all__ = [
@@ -58,16 +58,18 @@ class Arch(JsonFile):
         depths: blocks per encoder stage, None = the encoder's own (Swin-T 2,2,6,2; Swin Short 1,2,3,2).
         decoder: a name in ``vidnas.models.decoders.DECODERS``: ``sptcn`` (temporal, stride 32), ``mstcn``
             (multi-scale spatial-temporal: a temporal trunk on the coarse scale fused with finer paths), ``head``
-            (per-frame), ``arch2`` (the cell search's static network) or a family registered from outside.
+            (per-frame), ``arch2`` (the cell search's static network), ``arch2_space`` (arch2's decoder with candidate
+            ops per slot, searchable) or a family registered from outside.
         decoder_ops: None = the baseline 3x3x3 convs; else ``4 * len(dilations)`` op names from ``OPS`` in
             ``SPTCNDecoder.searchable_slots()`` order (the derived TCNNAS decoder; for ``mstcn`` its trunk).
+            ``arch2_space``: one op per slot of ``decoders.arch2_space.SLOTS`` (8), None = arch2's own ops.
         full_channels: drop the SP-TCN channel-reduction conv [ST-NAS "FC"].
         window: frames per clip w.
         causal: window ends at the target frame (True) or is centred on it.
         channels: decoder width F.
         dilations: temporal dilation of each residual layer.
         scales: ``mstcn``: encoder strides read, coarse (the temporal trunk) first, then strictly finer ones.
-        fuse_channels: ``mstcn``: width of the finer paths and the fusion.
+        fuse_channels: ``mstcn``: width of the finer paths and the fusion; ``arch2_space``: the decoder width.
         scale_ops: ``mstcn``: ``3 * (len(scales) - 1)`` op names (path op 1, path op 2, fusion op per finer scale);
             None = per frame (identity, identity, spatial_k3).
         fusion: ``mstcn``: ``fpn`` (the finer paths above, searchable) or ``arch2`` (arch2's per-frame decoder, strides
@@ -154,10 +156,14 @@ class Arch(JsonFile):
             if self.fusion == "arch2_res" and self.full_channels:
                 fail("full_channels", "the arch2_res fusion's temporal branch reads arch2's fuse_channels-wide "
                                       "stride-32 lateral; full channels do not apply")
-        if self.decoder_ops is not None:
+        if self.decoder_ops is not None and self.decoder == "arch2_space":
+            error = space_ops_error(self.decoder_ops)
+            if error:
+                fail("decoder_ops", error)
+        elif self.decoder_ops is not None:
             if self.decoder not in ("sptcn", "mstcn"):
-                fail("decoder_ops", f"only the sptcn decoder (and the mstcn decoder's trunk) has searched ops, but "
-                                    f"decoder is {self.decoder!r}")
+                fail("decoder_ops", f"only the sptcn decoder (and the mstcn decoder's trunk, the arch2_space "
+                                    f"decoder's slots) has searched ops, but decoder is {self.decoder!r}")
             expected = OPS_PER_LAYER * len(self.dilations)
             if len(self.decoder_ops) != expected:
                 fail(
@@ -201,6 +207,7 @@ class Arch(JsonFile):
             "channels": self.channels,
             "dilations": list(self.dilations),
             **(self._mstcn_fields() if self.decoder == "mstcn" else {}),
+            **({"fuse_channels": self.fuse_channels} if self.decoder == "arch2_space" else {}),
             "extra": self.extra,
         }
 

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vidnas.models.decoders.arch2_space import Arch2SpaceDecoder
 from vidnas.models.decoders.mstcn import MultiScaleDecoder, StaticFusionDecoder
 from vidnas.models.segmenter import VideoSegmenter
 
@@ -54,12 +55,25 @@ class MultiScaleSegmenter(VideoSegmenter):
     def translate_init_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """A per-frame arch2 checkpoint's ``state_dict`` in this model's names, for ``vidnas train --init``.
 
-        With the arch2 fusion, arch2's decoder maps onto the per-frame part (``decoder.adapt.{0,1,2}`` -> the stride
-        4/8/16 laterals, ``adapt.3`` -> the stride-32 lateral of ``arch2_res``, ``gap``, ``down``, ``block1..3``,
-        classifier and auxiliary heads; 2-D weights gain a time axis of 1); the encoder keys are the same. Any other
+        With an ``arch2_space`` decoder, arch2's decoder tensors land in the slots holding arch2's own ops
+        (``Arch2SpaceDecoder.arch2_state``). With the arch2 fusion, arch2's decoder maps onto the per-frame part
+        (``decoder.adapt.{0,1,2}`` -> the stride 4/8/16 laterals, ``adapt.3`` -> the stride-32 lateral of
+        ``arch2_res``, ``gap``, ``down``, ``block1..3``, classifier and auxiliary heads). In both, 2-D weights gain a
+        time axis of 1 where the model's layer is 3-D, and the encoder keys are the same. Any other
         state (or another decoder here) comes back unchanged, so the shape check of the caller still applies.
         """
-        if not isinstance(self.decoder, StaticFusionDecoder) or "decoder.adapt.0.0.weight" not in state:
+        if "decoder.adapt.0.0.weight" not in state:
+            return state
+        if isinstance(self.decoder, Arch2SpaceDecoder):
+            decoder = self.decoder.arch2_state({k[len("decoder."):]: v for k, v in state.items()
+                                                if k.startswith("decoder.")})
+            own = self.state_dict()
+            out = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+            for key, value in decoder.items():
+                name = "decoder." + key
+                out[name] = value.unsqueeze(2) if name in own and own[name].dim() == value.dim() + 1 else value
+            return out
+        if not isinstance(self.decoder, StaticFusionDecoder):
             return state
         lateral = {"0": "laterals.2", "1": "laterals.1", "2": "laterals.0", "3": "top_lateral"}
         own = self.state_dict()

@@ -5,13 +5,23 @@
 * ``head`` (``head``): ``HeadDecoder`` (per frame, window 1), in a ``VideoSegmenter``;
 * ``arch2`` (``static``): ``StaticDecoder``, the cell search's per-frame static network, in a ``StaticSegmenter``;
 * ``mstcn`` (``mstcn``): ``MultiScaleDecoder`` (``fusion: fpn``) or ``StaticFusionDecoder`` (``fusion: arch2``,
-  ``arch2_res``), in a ``MultiScaleSegmenter``.
+  ``arch2_res``), in a ``MultiScaleSegmenter``;
+* ``arch2_space`` (``arch2_space``): ``Arch2SpaceDecoder``, arch2's decoder with candidate ops per slot (arch2 is
+  one point of it), in a ``MultiScaleSegmenter``.
 
 ``base`` holds the contract (``DecoderFamily``: ``model``, ``scales``, ``depths``, ``build``) and ``Slotted`` (the op
 slots a decoder supernet searches). The families are registered here, in the order above (the order error messages
 list the names in); a family from outside registers the same way, ``DECODERS.register(name, family)``.
 """
 
+from vidnas.models.decoders.arch2_space import (
+    ARCH2_OPS,
+    CHEAPEST_OPS,
+    SLOTS,
+    Arch2SpaceDecoder,
+    Arch2SpaceFamily,
+    space_ops_error,
+)
 from vidnas.models.decoders.base import DECODERS, DecoderFamily, Slotted
 from vidnas.models.decoders.head import HeadDecoder, HeadFamily
 from vidnas.models.decoders.mstcn import (
@@ -30,6 +40,7 @@ DECODERS.register("sptcn", SPTCNFamily())
 DECODERS.register("head", HeadFamily())
 DECODERS.register("arch2", StaticFamily())
 DECODERS.register("mstcn", MultiScaleFamily())
+DECODERS.register("arch2_space", Arch2SpaceFamily())
 
 __all__ = [
     "DECODERS",
@@ -53,4 +64,10 @@ __all__ = [
     "DEFAULT_SCALES",
     "OPS_PER_SCALE",
     "default_scale_ops",
+    "Arch2SpaceDecoder",
+    "Arch2SpaceFamily",
+    "SLOTS",
+    "ARCH2_OPS",
+    "CHEAPEST_OPS",
+    "space_ops_error",
 ]

@@ -58,6 +58,7 @@ from vidnas.search.latency.signatures import (
     model_part_keys,
     multiscale_signatures,
     output_signature,
+    space_signatures,
     stem_signature,
 )
 from vidnas.search.latency.table import (
@@ -79,6 +80,7 @@ __all__ = [
     "output_signature",
     "decoder_signatures",
     "multiscale_signatures",
+    "space_signatures",
     "decoder_inputs",
     "model_part_keys",
     "measure_encoder_blocks",

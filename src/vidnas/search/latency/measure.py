@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from vidnas.bench import device_signature, time_fn
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
 from vidnas.models.build import build_decoder
+from vidnas.models.decoders.arch2_space import SLOTS, SPACE_SCALES, Arch2SpaceDecoder
 from vidnas.models.decoders.mstcn import OPS_PER_SCALE, MultiScaleDecoder
 from vidnas.models.ops import SEARCH_CANDIDATES, make_op
 from vidnas.search.latency.signatures import (
@@ -29,6 +30,7 @@ from vidnas.search.latency.signatures import (
     multiscale_signatures,
     output_signature,
     scale_candidates,
+    space_signatures,
     stem_signature,
 )
 from vidnas.search.latency.table import LatencyTable
@@ -204,6 +206,9 @@ def measure_decoder_parts(
     Returns:
         signature -> ms (to merge into ``LatencyTable.parts``).
     """
+    if arch.decoder == "arch2_space":
+        return _measure_space_parts(arch, in_channels, num_classes, feature_hw, img_hw, warmup=warmup, iters=iters,
+                                    repeats=repeats, device=device)
     if arch.decoder == "mstcn":
         return _measure_multiscale_parts(arch, in_channels, num_classes, feature_hw, img_hw, candidates=candidates,
                                          warmup=warmup, iters=iters, repeats=repeats, device=device)
@@ -282,6 +287,29 @@ def _measure_multiscale_parts(arch: Arch, in_channels: Sequence[int], num_classe
                       warmup=warmup, iters=iters, repeats=repeats, device=device)
     logger.info("measured %d multi-scale decoder parts (window %d at %s)", len(out), arch.window,
                 ", ".join(f"{a}x{b}" for a, b in feature_hws))
+    return out
+
+
+def _measure_space_parts(arch: Arch, in_channels: Sequence[int], num_classes: int,
+                         feature_hws: Sequence[tuple[int, int]], img_hw: tuple[int, int], *, warmup: int, iters: int,
+                         repeats: int, device: str | torch.device) -> dict[str, float]:
+    """``measure_decoder_parts`` of an ``arch2_space`` architecture (``space_signatures``): the whole decoder at
+    arch2's ops, every candidate of every slot on its own input, and the upsampling."""
+    keys = space_signatures(arch, in_channels, num_classes, feature_hws, img_hw)
+    xs = [torch.randn(1, c, arch.window, h, w, device=device) for c, (h, w) in zip(in_channels, feature_hws,
+                                                                                     strict=True)]
+    whole = Arch2SpaceDecoder(in_channels, num_classes, channels=arch.fuse_channels, causal=arch.causal, aux=False)
+    modules: dict[str, tuple[torch.nn.Module, Any]] = {keys["arch2"]: (whole, xs)}
+    for k, (_, kind, stride, cands) in enumerate(SLOTS):
+        i = SPACE_SCALES.index(stride)
+        x = xs[i] if kind == "lateral" else torch.randn(1, arch.fuse_channels, arch.window, *feature_hws[i],
+                                                        device=device)
+        for name in cands:
+            modules.setdefault(keys["op"](k, name), (whole.slot_op(k, name), x))  # blocks 1 and 2 share their keys
+    h, w = feature_hws[SPACE_SCALES.index(8)]
+    out = _time_parts(modules, keys["upsample"], torch.randn(1, num_classes, h, w, device=device), img_hw,
+                      warmup=warmup, iters=iters, repeats=repeats, device=device)
+    logger.info("measured %d arch2_space decoder parts (window %d)", len(out), arch.window)
     return out
 
 

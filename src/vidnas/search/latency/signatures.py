@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
+from vidnas.models.decoders.arch2_space import ARCH2_OPS, SLOTS, SPACE_SCALES
 from vidnas.models.decoders.mstcn import OPS_PER_SCALE, default_scale_ops
 from vidnas.models.multiscale import STRIDE_INDEX
 
@@ -22,6 +23,7 @@ __all__ = [
     "output_signature",
     "decoder_signatures",
     "multiscale_signatures",
+    "space_signatures",
     "decoder_inputs",
     "scale_candidates",
     "model_part_keys",
@@ -122,12 +124,51 @@ def multiscale_signatures(arch: Arch, in_channels: Sequence[int], num_classes: i
             "upsample": f"segmenter/upsample/k{num_classes}_{h}x{w}_to_{img_hw[0]}x{img_hw[1]}"}
 
 
+def space_signatures(arch: Arch, in_channels: Sequence[int], num_classes: int,
+                     feature_hws: Sequence[tuple[int, int]], img_hw: tuple[int, int]) -> dict[str, Any]:
+    """Table keys (``parts``) of the ``arch2_space`` decoder of ``arch`` and of the final upsampling.
+
+    The decoder runs on the window of every stride (32, 16, 8, 4), ``(1, in_channels[i], window, h_i, w_i)``. Its
+    latency is read as ``whole arch2 - arch2's slot ops + the slot ops of arch``: ``arch2`` is the whole decoder at
+    ``ARCH2_OPS`` (the fixed parts: global pooling, resizes and sums, classifier, timed with it), and each slot op is
+    timed alone on its input, ``(1, C_in, window, h, w)`` (a lateral: the encoder map; a block: ``F`` channels at
+    its stride; ``down``: ``F`` channels at stride 4).
+
+    Returns:
+        ``{"arch2": key of the whole decoder at arch2's ops, "ops": [per slot: key of ``arch``'s op] (arch2's when
+        ``decoder_ops`` is None), "arch2_ops": [per slot: key of arch2's op], "op": callable (slot, name) -> key,
+        "upsample": key}``.
+    """
+    if len(in_channels) != len(SPACE_SCALES) or len(feature_hws) != len(SPACE_SCALES):
+        raise ValueError(f"expected channels and sizes of the strides {list(SPACE_SCALES)}, got {len(in_channels)} "
+                         f"and {len(feature_hws)}")
+    t, f = arch.window, arch.fuse_channels
+    mode = "causal" if arch.causal else "centred"
+    cin = "-".join(str(c) for c in in_channels)
+    sizes = "-".join(f"{h}x{w}" for h, w in feature_hws)
+    by_stride = dict(zip(SPACE_SCALES, zip(in_channels, feature_hws, strict=True), strict=True))
+
+    def op(slot: int, name: str) -> str:
+        _, kind, stride, _ = SLOTS[slot]
+        c, (h, w) = by_stride[stride]
+        c_in = c if kind == "lateral" else f
+        return f"decoder/arch2_space/op/{name}/cin{c_in}_f{f}_{mode}/t{t}_{h}x{w}"
+
+    ops = arch.decoder_ops if arch.decoder_ops is not None else ARCH2_OPS
+    h, w = feature_hws[SPACE_SCALES.index(8)]  # logits at stride 8
+    return {"arch2": f"decoder/arch2_space/arch2/cin{cin}_f{f}_k{num_classes}_{mode}/t{t}_{sizes}",
+            "ops": [op(k, name) for k, name in enumerate(ops)],
+            "arch2_ops": [op(k, name) for k, name in enumerate(ARCH2_OPS)], "op": op,
+            "upsample": f"segmenter/upsample/k{num_classes}_{h}x{w}_to_{img_hw[0]}x{img_hw[1]}"}
+
+
 def decoder_inputs(encoder: Encoder, arch: Arch, input_hw: tuple[int, int] | None = None
                    ) -> tuple[Any, Any]:
     """``(in_channels, feature_hw)`` of ``arch``'s decoder on ``encoder``: the last stage's ``(C, (h, w))``, or for
-    ``mstcn`` one entry per scale of ``arch.scales`` (lists), as ``decoder_latency`` takes them."""
-    if arch.decoder == "mstcn":
-        idx = [STRIDE_INDEX[s] for s in arch.scales]
+    ``mstcn`` one entry per scale of ``arch.scales`` (lists; ``arch2_space``: strides 32, 16, 8, 4), as
+    ``decoder_latency`` takes them."""
+    if arch.decoder in ("mstcn", "arch2_space"):
+        idx = [STRIDE_INDEX[s] for s in (arch.scales if arch.decoder == "mstcn" else SPACE_SCALES)]
         return [encoder.out_channels[i] for i in idx], [encoder.feature_hw(i, input_hw) for i in idx]
     last = len(encoder.depths) - 1
     return encoder.out_channels[last], encoder.feature_hw(last, input_hw)
@@ -142,7 +183,8 @@ def scale_candidates(arch: Arch, candidates: Sequence[str]) -> list[str]:
 def model_part_keys(encoder: Encoder, base: Arch, num_classes: int,
                      candidates: Sequence[str]) -> tuple[list[str], list[str]]:
     """(encoder parts, decoder parts): the ``parts`` keys ``model_latency`` needs for ``base`` (its SP-TCN decoder,
-    baseline or searched over ``candidates``) besides the block latencies."""
+    baseline or searched over ``candidates``; ``mstcn``; ``arch2_space``: arch2 whole and every slot's candidates)
+    besides the block latencies."""
     last = len(encoder.depths) - 1
     enc = [stem_signature(encoder)] + [output_signature(encoder, i) for i in range(len(encoder.depths))]
     enc += [downsample_signature(encoder, i) for i in range(len(encoder.depths))]
@@ -152,6 +194,11 @@ def model_part_keys(encoder: Encoder, base: Arch, num_classes: int,
                                   encoder.img_size)
         dec = [keys["baseline"], keys["fixed"], keys["upsample"]]
         dec += [keys["op"](name, d) for d in sorted(set(base.dilations)) for name in candidates]
+    elif base.decoder == "arch2_space":
+        channels, hws = decoder_inputs(encoder, base)
+        sp = space_signatures(base, channels, num_classes, hws, encoder.img_size)
+        dec = [sp["arch2"], sp["upsample"]] + [sp["op"](k, name) for k, (_, _, _, cands) in enumerate(SLOTS)
+                                               for name in cands]
     elif base.decoder == "mstcn":
         channels, hws = decoder_inputs(encoder, base)
         ms = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)

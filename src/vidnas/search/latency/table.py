@@ -16,6 +16,7 @@ import torch
 from vidnas.bench import device_signature
 from vidnas.jsonfile import JsonFile, check_header, where
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
+from vidnas.models.decoders.arch2_space import SLOTS
 from vidnas.models.decoders.mstcn import OPS_PER_SCALE
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.latency.signatures import (
@@ -25,6 +26,7 @@ from vidnas.search.latency.signatures import (
     model_part_keys,
     multiscale_signatures,
     output_signature,
+    space_signatures,
     stem_signature,
 )
 
@@ -154,11 +156,16 @@ class LatencyTable(JsonFile):
 
         Baseline SP-TCN: its own entry. Searched decoder: ``sptcn_fixed`` + the sum of the slots' op latencies.
         Multi-scale (``mstcn``; ``in_channels`` and ``feature_hw`` one per scale, ``decoder_inputs``): its fixed
-        parts + the trunk's slot ops + every finer scale's ops (``multiscale_signatures``).
+        parts + the trunk's slot ops + every finer scale's ops (``multiscale_signatures``). ``arch2_space``: the whole
+        arch2 decoder - arch2's slot ops + ``arch``'s slot ops (``space_signatures``).
 
         Raises:
             MissingLatencyError: a part is missing, or the decoder has no parts in tables (``head``, ``arch2``).
         """
+        if arch.decoder == "arch2_space":
+            sp = space_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
+            return (self.part(sp["upsample"]) + self.part(sp["arch2"]) - sum(self.part(k) for k in sp["arch2_ops"])
+                    + sum(self.part(k) for k in sp["ops"]))
         if arch.decoder == "mstcn":
             ms = multiscale_signatures(arch, in_channels, num_classes, feature_hw, img_hw)
             return (self.part(ms["upsample"]) + self.part(ms["fixed"]) + sum(self.part(k) for k in ms["scale_ops"])
@@ -206,13 +213,23 @@ class LatencyTable(JsonFile):
         trunk's slots (4 per residual layer, at ``channels`` on the coarse map) then, per finer scale coarse to fine,
         its two path ops and its fusion op (at ``fuse_channels``, dilation 1, on that scale's map) - the keys of
         ``multiscale_signatures``. ``slots`` (the supernet's count) tells whether an mstcn trunk is searched.
+        ``arch2_space``: its eight slots (``SLOTS``), ``candidates`` the supernet's columns (the union of the slots'
+        candidates); a column a slot does not allow costs 0.
 
         Raises:
             ValueError: a decoder other than ``sptcn`` / ``mstcn``, or a slot count the decoder cannot have.
             MissingLatencyError: an op is missing from the table.
         """
         rows: list[list[float]] = []
-        if base.decoder == "mstcn":
+        if base.decoder == "arch2_space":
+            channels, hws = decoder_inputs(encoder, base)
+            op = space_signatures(base, channels, num_classes, hws, encoder.img_size)["op"]
+            if slots != len(SLOTS):
+                raise ValueError(f"an arch2_space supernet has {len(SLOTS)} slots, not {slots}")
+            # a candidate a slot does not allow costs 0: its mixing weight is 0 (MixedOp's mask)
+            rows = [[self.part(op(k, n)) if n in cands else 0.0 for n in candidates]
+                    for k, (_, _, _, cands) in enumerate(SLOTS)]
+        elif base.decoder == "mstcn":
             channels, hws = decoder_inputs(encoder, base)
             op = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)["op"]
             fine = OPS_PER_SCALE * (len(base.scales) - 1)
@@ -234,7 +251,8 @@ class LatencyTable(JsonFile):
                 raise ValueError(f"an sptcn supernet with dilations {list(base.dilations)} cannot have {slots} slots")
             rows = [[self.part(keys["op"](n, base.dilations[k // per])) for n in candidates] for k in range(slots)]
         else:
-            raise ValueError(f"decoder op latencies exist for the sptcn and mstcn decoders, not {base.decoder!r}")
+            raise ValueError(f"decoder op latencies exist for the sptcn, mstcn and arch2_space decoders, not "
+                             f"{base.decoder!r}")
         return torch.tensor(rows, dtype=torch.float32)
 
     def decoder_latency_estimate(self, encoder: Encoder, base: Arch, num_classes: int, *, searched: bool,
@@ -251,12 +269,18 @@ class LatencyTable(JsonFile):
             ValueError: a decoder other than ``sptcn`` / ``mstcn`` (its latency is not in tables).
             MissingLatencyError: a part is missing.
         """
-        if base.decoder not in ("sptcn", "mstcn"):
-            raise ValueError(f"a latency budget needs the sptcn or mstcn decoder in the latency table, the config has "
-                             f"{base.decoder!r}")
+        if base.decoder not in ("sptcn", "mstcn", "arch2_space"):
+            raise ValueError(f"a latency budget needs the sptcn, mstcn or arch2_space decoder in the latency table, "
+                             f"the config has {base.decoder!r}")
         channels, hws = decoder_inputs(encoder, base)
         if not searched:
             return self.decoder_latency(base, channels, num_classes, hws, encoder.img_size)
+        if base.decoder == "arch2_space":  # arch2's fixed parts + every slot's mean over its own candidates
+            sp = space_signatures(base, channels, num_classes, hws, encoder.img_size)
+            means = [sum(self.part(sp["op"](k, n)) for n in cands) / len(cands)
+                     for k, (_, _, _, cands) in enumerate(SLOTS)]
+            return (self.part(sp["arch2"]) - sum(self.part(k) for k in sp["arch2_ops"]) + sum(means)
+                    + self.part(sp["upsample"]))
         if base.decoder == "mstcn":
             keys = multiscale_signatures(base, channels, num_classes, hws, encoder.img_size)
             fixed, slots = keys["fixed_searched"], OPS_PER_LAYER * len(base.dilations) + OPS_PER_SCALE * (

@@ -3,7 +3,9 @@
 ``search_decoder_ops``: a new model, the derived encoder (carrying the weights trained by the encoder search) and a
 decoder supernet whose slots are ``MixedOp``s over the seven candidates (``stnas.candidates``): the SP-TCN's 16 (four
 residual layers), or, for ``model.decoder = mstcn``, the multi-scale decoder's trunk (4 per residual layer) and each
-finer scale's two path ops and fusion op (3 per scale), which decides per scale whether temporal context pays. Betas
+finer scale's two path ops and fusion op (3 per scale), which decides per scale whether temporal context pays, or, for
+``model.decoder = arch2_space``, arch2's eight slots over their own candidates (temporal ones on the stride-32/16
+slots), so a search that finds no use for time returns a per-frame model and arch2 is one of its answers. Betas
 are frozen for ``stnas.warmup_epochs``, then train jointly with the weights (single level) or, with ``stnas.mode =
 "alternating"``, first-order DARTS on two halves of the training data, at the lr ``stnas.beta_travel / arch steps``.
 The task loss drives it (the paper), plus, with ``stnas.decoder_latency``, ``lambda * E[T]``: the expected table
@@ -27,6 +29,8 @@ from torch import nn
 
 from vidnas.config import Config
 from vidnas.models import VideoSegmenter, arch_from_config, build_encoder
+from vidnas.models.decoders import Arch2SpaceDecoder
+from vidnas.models.decoders.arch2_space import SPACE_SCALES
 from vidnas.models.encoders import Encoder
 from vidnas.models.multiscale import STRIDE_INDEX, MultiScaleSegmenter
 from vidnas.models.ops import SEARCH_CANDIDATES
@@ -111,7 +115,7 @@ def search_decoder_ops(
     ``decoder_latency``).
 
     Args:
-        cfg: resolved config; the decoder must be ``sptcn`` or ``mstcn``.
+        cfg: resolved config; the decoder must be ``sptcn``, ``mstcn`` (fusion ``fpn``) or ``arch2_space``.
         run_dir: run directory (its ``checkpoints/decoder_search.pt``, ``metrics.jsonl``).
         encoder: the encoder to search on (e.g. ``EncoderSearch.derived_encoder()``, with the weights trained
             there); None = the config's encoder. Not modified: the search trains a copy.
@@ -123,7 +127,7 @@ def search_decoder_ops(
             ``beta_s{k}``.
 
     Raises:
-        ValueError: the config's decoder is neither ``sptcn`` nor ``mstcn``.
+        ValueError: the config's decoder is not one of those.
     """
     base = arch_from_config(cfg)
     check_searchable_decoder(base)
@@ -137,7 +141,13 @@ def search_decoder_ops(
         encoder = encoder.with_depths(encoder.depths)  # a copy: every seed starts from the same weights
     candidates = cfg.stnas.candidates or SEARCH_CANDIDATES
     model: nn.Module
-    if base.decoder == "mstcn":
+    if base.decoder == "arch2_space":
+        supernet = DecoderSupernet(Arch2SpaceDecoder([encoder.out_channels[STRIDE_INDEX[s]] for s in SPACE_SCALES],
+                                                     ctx.num_classes, channels=base.fuse_channels,
+                                                     causal=base.causal))
+        model = MultiScaleSegmenter(encoder, supernet, ctx.num_classes, scales=SPACE_SCALES,  # type: ignore[arg-type]
+                                    window=base.window, causal=base.causal)
+    elif base.decoder == "mstcn":
         supernet = build_multiscale_supernet([encoder.out_channels[STRIDE_INDEX[s]] for s in base.scales],
                                              ctx.num_classes, channels=base.channels,
                                              fuse_channels=base.fuse_channels, dilations=base.dilations,
@@ -168,9 +178,9 @@ def search_decoder_ops(
         entropy, top = _entropy(weights)
         ctx.run_logger.log(kind_search, step, epoch=epoch, ops=list(supernet.derive()), beta_entropy=entropy,
                            beta_max=top, **logs)
-        ctx.run_logger.log(kind_beta, step, epoch=epoch, **{
-            f"{k:02d}_{op}": w for k, row in enumerate(weights)
-            for op, w in zip(supernet.candidates, row, strict=True)})
+        ctx.run_logger.log(kind_beta, step, epoch=epoch, **{  # the candidates each slot allows (arch2_space: its own)
+            f"{k:02d}_{op}": w for k, (row, mixed) in enumerate(zip(weights, supernet.mixed_ops(), strict=True))
+            for op, w, allowed in zip(supernet.candidates, row, mixed.allowed, strict=True) if allowed})
 
     travel = cfg.stnas.beta_travel
     arch_lr: float | Callable[[int], float] = cfg.stnas.arch_lr if travel is None else (lambda n: float(travel) / n)

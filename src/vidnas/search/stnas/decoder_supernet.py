@@ -10,18 +10,20 @@ ops.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
 
-from vidnas.models.decoders import OPS_PER_SCALE, MultiScaleDecoder, Slotted, SPTCNDecoder
-from vidnas.models.ops import SEARCH_CANDIDATES, get_op, temporal_extent
+from vidnas.models.decoders import OPS_PER_SCALE, Arch2SpaceDecoder, MultiScaleDecoder, Slotted, SPTCNDecoder
+from vidnas.models.ops import SEARCH_CANDIDATES, IdentityOp, get_op, temporal_extent
 from vidnas.search.stnas.supernet import SearchModule, weight_parameters
 
-__all__ = ["MixedOp", "DecoderSupernet", "build_decoder_supernet", "build_multiscale_supernet"]
+__all__ = ["MASKED_BETA", "MixedOp", "DecoderSupernet", "build_decoder_supernet", "build_multiscale_supernet"]
 
 logger = logging.getLogger(__name__)
+
+MASKED_BETA = -30.0  # the recorded beta of a candidate a slot does not allow (exp(-30) < 1e-13)
 
 
 class MixedOp(SearchModule):
@@ -36,14 +38,20 @@ class MixedOp(SearchModule):
     Derived op: ``argmax_j beta_j`` (the first one on ties). The column order of ``beta`` is the order of
     ``candidates``, which architecture files record as names.
 
+    A slot whose candidates are a subset of the supernet's columns (the ``arch2_space`` decoder: each slot has its
+    own list) passes ``modules`` (name -> built op) for the ones it allows: the others are masked out, their weight
+    ``softmax(beta)_j`` is 0 (``beta_j`` at minus infinity inside the softmax, so it never moves and never wins) and
+    their place in ``ops`` holds a parameter-free identity that is never run.
+
     Args:
-        channels: C of the (B, C, T, h, w) tensors.
+        channels: C of the (B, C, T, h, w) output tensors.
         dilation: temporal dilation of the residual layer this op sits in (passed to every candidate).
         candidates: op names, default the seven of ``SEARCH_CANDIDATES``.
         causal: causal or centred temporal padding of the candidates.
+        modules: None = build every candidate from ``OPS``; else the built candidates this slot allows, by name.
 
     Shapes:
-        (B, C, T, h, w) -> (B, C, T, h, w).
+        (B, C_in, T, h, w) -> (B, C, T, h', w') (``OPS`` candidates: C_in = C, the same size).
     """
 
     def __init__(
@@ -53,6 +61,7 @@ class MixedOp(SearchModule):
         candidates: Sequence[str] = SEARCH_CANDIDATES,
         *,
         causal: bool = True,
+        modules: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         candidates = tuple(candidates)
@@ -64,15 +73,33 @@ class MixedOp(SearchModule):
         self.dilation = dilation
         self.causal = causal
         self.candidates = candidates
-        self.ops = nn.ModuleList(get_op(name)(channels, dilation, causal=causal) for name in candidates)
+        if modules is None:
+            self.allowed = (True,) * len(candidates)
+            self.ops = nn.ModuleList(get_op(name)(channels, dilation, causal=causal) for name in candidates)
+        else:
+            unknown = sorted(set(modules) - set(candidates))
+            if unknown or not modules:
+                raise ValueError(f"a mixed op's modules must be some of its candidates {list(candidates)}, got "
+                                 f"{list(modules)}")
+            self.allowed = tuple(name in modules for name in candidates)
+            self.ops = nn.ModuleList(modules[name] if name in modules else IdentityOp() for name in candidates)
+        self.register_buffer("_mask", torch.tensor([0.0 if a else float("-inf") for a in self.allowed]),
+                             persistent=False)
         self.beta = nn.Parameter(torch.zeros(len(candidates)))
 
+    def mixing(self) -> torch.Tensor:
+        """``softmax(beta)`` over the allowed candidates (0 for the masked ones), shape (M,)."""
+        return torch.softmax(self.beta + self._mask.to(self.beta), dim=0)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, h, w) -> (B, C, T, h, w): ``sum_j softmax(beta)_j * op_j(x)``."""
-        w = torch.softmax(self.beta, dim=0)
-        out = w[0] * self.ops[0](x)
-        for j in range(1, len(self.ops)):
-            out = out + w[j] * self.ops[j](x)
+        """(B, C, T, h, w) -> (B, C, T, h, w): ``sum_j softmax(beta)_j * op_j(x)`` over the allowed candidates."""
+        w = self.mixing()
+        out: torch.Tensor | None = None
+        for j, allowed in enumerate(self.allowed):
+            if allowed:
+                y = w[j] * self.ops[j](x)
+                out = y if out is None else out + y
+        assert out is not None
         return out
 
     @property
@@ -85,16 +112,18 @@ class MixedOp(SearchModule):
         return [self.beta]
 
     def weights(self) -> list[float]:
-        """``softmax(beta)`` as floats, in candidate order."""
-        return [float(v) for v in torch.softmax(self.beta.detach().float().cpu(), dim=0)]
+        """``softmax(beta)`` as floats, in candidate order (0 for a masked candidate)."""
+        with torch.no_grad():
+            return [float(v) for v in self.mixing().float().cpu()]
 
     def betas(self) -> list[float]:
-        """Raw ``beta`` values, in candidate order."""
-        return [float(v) for v in self.beta.detach().cpu()]
+        """Raw ``beta`` values, in candidate order; a masked candidate reads ``MASKED_BETA`` (its softmax weight,
+        below 1e-13, prints as 0 wherever the recorded betas are read: the report, the figures)."""
+        return [float(v) if a else MASKED_BETA for v, a in zip(self.beta.detach().cpu(), self.allowed, strict=True)]
 
     def derive(self) -> str:
-        """Name of the candidate with the largest beta (the first one on ties)."""
-        values = self.betas()
+        """Name of the allowed candidate with the largest beta (the first one on ties)."""
+        values = [v if a else float("-inf") for v, a in zip(self.betas(), self.allowed, strict=True)]
         return self.candidates[values.index(max(values))]
 
     def extra_repr(self) -> str:
@@ -113,10 +142,14 @@ class DecoderSupernet(nn.Module):
       ``layer_ops``), then per finer scale its two path ops and its fusion op. Lateral projections, ``proj`` and the
       head stay fixed. Whether a finer scale's derived ops include a temporal op is the search deciding whether
       temporal context pays at that scale.
+    * ``Arch2SpaceDecoder`` (``decoder: arch2_space``): arch2's eight slots (four laterals, three blocks, the
+      stride-4 ``down``), each mixing its own candidates (``slot_candidates``; the columns are their union, the
+      others masked: ``MixedOp``'s ``modules``); ``candidates`` is not read.
 
-    Every slot mixes the same ``candidates``, ``out = sum_j softmax(beta)_j op_j(x)``. ``derive()`` is the argmax op
-    of every slot, in ``searchable_slots()`` order; ``split_ops`` cuts it into ``Arch.decoder_ops`` (the SP-TCN's
-    slots or the mstcn trunk's) and ``Arch.scale_ops`` (the mstcn finer scales', None for SP-TCN).
+    Every slot mixes ``candidates`` (or its allowed ones), ``out = sum_j softmax(beta)_j op_j(x)``. ``derive()`` is
+    the argmax op of every slot, in ``searchable_slots()`` order; ``split_ops`` cuts it into ``Arch.decoder_ops``
+    (the SP-TCN's slots, the mstcn trunk's, arch2_space's) and ``Arch.scale_ops`` (the mstcn finer scales', else
+    None).
 
     Args:
         decoder: a ``Slotted`` decoder, e.g. an ``SPTCNDecoder`` built with ``layer_ops`` (any ops: they are
@@ -142,10 +175,17 @@ class DecoderSupernet(nn.Module):
         slots = decoder.searchable_slots()
         if not slots:
             raise ValueError(f"{type(decoder).__name__} has no searchable slot")
-        self.candidates = tuple(candidates)
         self.slots = [name for name, _, _ in slots]
-        for name, channels, dilation in slots:
-            decoder.set_slot(name, MixedOp(channels, dilation, self.candidates, causal=decoder.causal))
+        if isinstance(decoder, Arch2SpaceDecoder):  # its own candidates per slot: the columns are their union
+            per_slot = decoder.slot_candidates()
+            self.candidates = tuple(dict.fromkeys(name for cands in per_slot for name in cands))
+            for k, ((name, channels, dilation), cands) in enumerate(zip(slots, per_slot, strict=True)):
+                decoder.set_slot(name, MixedOp(channels, dilation, self.candidates, causal=decoder.causal,
+                                               modules={op: decoder.slot_op(k, op) for op in cands}))
+        else:
+            self.candidates = tuple(candidates)
+            for name, channels, dilation in slots:
+                decoder.set_slot(name, MixedOp(channels, dilation, self.candidates, causal=decoder.causal))
         self.decoder = decoder
         logger.debug("decoder supernet: %d mixed ops x %d candidates", len(self.slots), len(self.candidates))
 
@@ -205,7 +245,7 @@ class DecoderSupernet(nn.Module):
         if tuple(costs.shape) != (len(ops), len(self.candidates)):
             raise ValueError(f"expected op costs of shape ({len(ops)}, {len(self.candidates)}), got "
                              f"{tuple(costs.shape)}")
-        weights = torch.stack([torch.softmax(op.beta, dim=0) for op in ops])  # (S, M)
+        weights = torch.stack([op.mixing() for op in ops])  # (S, M)
         return (weights * costs.to(weights)).sum()
 
     @torch.no_grad()

@@ -20,7 +20,8 @@ from vidnas.checkpoint import save_checkpoint
 from vidnas.config import Config, config_to_dict
 from vidnas.models import VideoSegmenter, build_model
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
-from vidnas.models.decoders import OPS_PER_SCALE, MultiScaleDecoder, SPTCNDecoder
+from vidnas.models.decoders import DECODERS, OPS_PER_SCALE, Arch2SpaceDecoder, MultiScaleDecoder, SPTCNDecoder
+from vidnas.models.decoders.arch2_space import TEMPORAL_OPS
 from vidnas.models.multiscale import MultiScaleSegmenter
 from vidnas.search.stnas.decoder_supernet import DecoderSupernet
 from vidnas.search.stnas.supernet import DepthSupernet
@@ -83,8 +84,10 @@ def derive_arch(
 
     ``depths`` / ``decoder_ops``, when given, win over the supernets' own derivation (the truncated-loss depth rule,
     decoder ops from several seeds). ``decoder_ops`` is one op per searched slot: for an ``mstcn`` base the trunk's
-    slots then the finer scales' (``split_slot_ops``), written to ``Arch.decoder_ops`` and ``Arch.scale_ops``. The
-    derived architecture starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry an
+    slots then the finer scales' (``split_slot_ops``), written to ``Arch.decoder_ops`` and ``Arch.scale_ops``. An
+    ``arch2_space`` base keeps its decoder; when no derived op reads the past the model is per frame and its window
+    becomes 1 (streamed or decoded by window, it then costs one frame's decode, as arch2). The derived architecture
+    starts without ``base``'s ``extra`` (an architecture file the config pointed to may carry an
     older search record); ``vidnas.search.stnas.record.write_search_arch`` adds this search's record.
     """
     changes: dict[str, Any] = {"extra": {}}
@@ -96,6 +99,10 @@ def derive_arch(
         ops = tuple(decoder_ops) if decoder_ops is not None else decoder_supernet.derive()  # type: ignore[union-attr]
         if base.decoder == "mstcn":
             changes["decoder_ops"], changes["scale_ops"] = split_slot_ops(base, ops)
+        elif base.decoder == "arch2_space":
+            changes["decoder_ops"] = ops
+            if not any(op in TEMPORAL_OPS for op in ops):  # no slot reads the past: a per-frame model, window 1
+                changes["window"] = 1
         else:
             changes["decoder_ops"] = ops
             changes["decoder"] = "sptcn"
@@ -121,7 +128,9 @@ def derived_decoder(supernet: DecoderSupernet, ops: Sequence[str] | None = None,
     fusion op or ``proj``, and the path). The other candidates' contributions are dropped, so the BatchNorm
     statistics of later layers must be recalibrated (``recalibrate_batchnorm``, done by
     ``save_derived_init``). (The paper trains the final model from scratch; this is for inspection and
-    fine-tuning.)
+    fine-tuning.) An ``arch2_space`` decoder's slots are not folded (a scale does not pass through its residual
+    blocks' skip paths or its sums exactly): its chosen ops keep their weights as trained, and the BatchNorm
+    recalibration of ``save_derived_init`` is what adapts the statistics.
 
     Args:
         supernet: the trained decoder supernet (not modified).
@@ -153,6 +162,9 @@ def derived_decoder(supernet: DecoderSupernet, ops: Sequence[str] | None = None,
 def _plain(supernet: DecoderSupernet, ops: tuple[str, ...]) -> nn.Module:
     """The plain decoder of the searched one's shape with ``ops`` in its slots (fresh weights)."""
     d = supernet.decoder
+    if isinstance(d, Arch2SpaceDecoder):
+        return Arch2SpaceDecoder(d.in_channels, d.num_classes, ops=ops, channels=d.channels, causal=d.causal,
+                                 aux=len(d.aux_heads) > 0)
     if isinstance(d, MultiScaleDecoder):
         trunk, scale = supernet.split_ops(ops)
         return MultiScaleDecoder(d.in_channels, d.num_classes, channels=d.channels,
@@ -300,9 +312,10 @@ def save_derived_init(path: Path, cfg: Config, arch: Arch, source: Any, *, encod
     here: a mismatch is logged).
     """
     derived: nn.Module
-    if arch.decoder == "mstcn":
-        derived = MultiScaleSegmenter(encoder, decoder, source.num_classes, scales=arch.scales,  # type: ignore[arg-type]
-                                      window=arch.window, causal=arch.causal)
+    if arch.decoder in ("mstcn", "arch2_space"):
+        derived = MultiScaleSegmenter(encoder, decoder, source.num_classes,  # type: ignore[arg-type]
+                                      scales=DECODERS[arch.decoder].scales(arch), window=arch.window,
+                                      causal=arch.causal)
     else:
         derived = VideoSegmenter(encoder, decoder, source.num_classes, window=arch.window, causal=arch.causal)
     if calib_batches:

@@ -43,6 +43,15 @@ OP_COLOURS: dict[str, str] = {
     "temporal_k3": "#fd8d3c",
     "temporal_k5": "#d94801",
     "conv3d_k3": "#756bb1",
+    # arch2_space (arch2's ops dark, their cheaper variants light, temporal orange, skip grey)
+    "conv1x1": "#08519c",
+    "gconv1x1": "#9ecae1",
+    "block": "#08519c",
+    "sep_block": "#6baed6",
+    "skip": "#9e9e9e",
+    "temporal_block": "#fd8d3c",
+    "conv3x3_s2": "#08519c",
+    "sep3x3_s2": "#6baed6",
 }
 _CATEGORY_COLOURS = {"spatial": "#6baed6", "temporal": "#fd8d3c", "identity": "#d9d9d9", "spatio-temporal": "#bcbddc"}
 
@@ -134,9 +143,13 @@ def plot_beta_trajectories(
         where = labels[k] if labels is not None and k < len(labels) else f"layer {k // 4 + 1}"
         ax.set_title(f"slot {k} ({where})", fontsize=8)
         ax.tick_params(labelsize=6)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7, frameon=False)
+    legend: dict[str, Any] = {}  # every op once, from whichever panel drew it (a slot may allow only some ops)
+    for ax in axes.flat:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(name, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 9), fontsize=7,
+                   frameon=False)
     fig.suptitle("Decoder search: softmax(beta) per slot", fontsize=10)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     return _save(fig, path)
@@ -282,7 +295,7 @@ def draw_search(run_dir: Path, result: StnasResult) -> list[Path]:
         out.append(plot_alpha_trajectories(records, run_dir / "alphas.png", threshold=result.threshold,
                                                  depths=result.depths))
     if result.betas is not None and result.candidates is not None:
-        labels = decoder_slot_labels(result.arch) if result.arch.decoder == "mstcn" else None
+        labels = decoder_slot_labels(result.arch) if result.arch.decoder in ("mstcn", "arch2_space") else None
         out.append(plot_beta_trajectories(records, run_dir / "betas.png", candidates=result.candidates,
                                           labels=labels))
     if result.arch.decoder == "mstcn":
@@ -290,7 +303,7 @@ def draw_search(run_dir: Path, result: StnasResult) -> list[Path]:
             out.append(draw_multiscale_decoder(result.arch, run_dir / "decoder.png",
                                                weights=softmax_rows(result.betas),
                                                candidates=result.candidates))
-    elif result.arch.decoder_ops is not None:
+    elif result.arch.decoder == "sptcn" and result.arch.decoder_ops is not None:  # no diagram of arch2_space yet
         out.append(draw_decoder(result.arch.decoder_ops, run_dir / "decoder.png",
                                       dilations=result.arch.dilations, full_channels=result.arch.full_channels))
     return out

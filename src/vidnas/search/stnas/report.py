@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from vidnas.models.architecture import OPS_PER_LAYER, Arch
+from vidnas.models.decoders.arch2_space import ARCH2_OPS, CHEAPEST_OPS, SLOTS, Arch2SpaceDecoder
 from vidnas.models.decoders.mstcn import OPS_PER_SCALE, default_scale_ops
 from vidnas.models.ops import make_op, temporal_extent
 from vidnas.search.stnas.record import StnasResult
@@ -32,8 +33,11 @@ def decoder_slot_labels(arch: Arch) -> list[str]:
     """Where each searched decoder slot sits, in slot order (the rows of the betas).
 
     SP-TCN: ``layer {i}``. ``mstcn``: ``trunk layer {i}`` for the trunk's slots (when searched: ``decoder_ops``
-    set), then ``stride {s} path 1``, ``stride {s} path 2``, ``stride {s} fusion`` per finer scale.
+    set), then ``stride {s} path 1``, ``stride {s} path 2``, ``stride {s} fusion`` per finer scale. ``arch2_space``:
+    ``stride {s} lateral`` / ``block`` / ``down``.
     """
+    if arch.decoder == "arch2_space":
+        return [f"stride {stride} {kind}" for _, kind, stride, _ in SLOTS]
     if arch.decoder != "mstcn":
         return [f"layer {k // OPS_PER_LAYER + 1}" for k in range(OPS_PER_LAYER * len(arch.dilations))]
     labels = []
@@ -153,7 +157,7 @@ def search_report(result: StnasResult) -> str:
                 + (f"{pair:.0%} of slots" if pair is not None else "-")
                 + (f"; correlation of the per-op preference (weight averaged over slots): {corr:.2f}"
                    if corr is not None and corr == corr else "") + ".")
-        multiscale = result.arch.decoder == "mstcn"
+        multiscale = result.arch.decoder in ("mstcn", "arch2_space")
         labels = decoder_slot_labels(result.arch) if multiscale else None
         lines += ["", f"| slot | {'position' if multiscale else 'layer'} | op | weight | runner-up |"
                   + (" seeds agreeing |" if dec.get("seeds", 1) > 1 else ""),
@@ -167,8 +171,10 @@ def search_report(result: StnasResult) -> str:
             if dec.get("seeds", 1) > 1:
                 line += f" {dec['slot_agreement'][k]:.0%} |"
             lines.append(line)
-        if multiscale:
+        if result.arch.decoder == "mstcn":
             lines += _scale_lines(result)
+        elif result.arch.decoder == "arch2_space":
+            lines += _space_lines(result)
     lines += ["", "## Files", ""]
     names = ["arch.json", "derived_init.pt", "latency_table.json", "alphas.png", "betas.png", "decoder.png",
              "metrics.jsonl", "search_summary.json"]
@@ -179,6 +185,21 @@ def search_report(result: StnasResult) -> str:
         if (result.run_dir / png).exists():
             lines.append(f"![{png}]({png})")
     return "\n".join(lines) + "\n"
+
+
+def _space_lines(result: StnasResult) -> list[str]:
+    """The ``arch2_space`` answer: a per-frame or a temporal model, and how far it is from arch2."""
+    ops = tuple(result.arch.decoder_ops or ARCH2_OPS)
+    temporal = [f"{label} ({op})" for label, op in zip(decoder_slot_labels(result.arch), ops, strict=True)
+                if op.startswith("temporal")]
+    same = sum(a == b for a, b in zip(ops, ARCH2_OPS, strict=True))
+    decoder = Arch2SpaceDecoder([1, 1, 1, 1], 1, ops=ops, channels=1, aux=False)  # reads the ops' time extent only
+    frames = decoder.temporal_receptive_field()
+    return ["", "## The arch2 space: time per slot", "",
+            f"- model: {'temporal, ' + str(frames) + ' frames of context' if temporal else 'per frame (window 1)'}"
+            + (f" (temporal slots: {', '.join(temporal)})" if temporal else " (no slot reads the past)"),
+            f"- arch2's own op in {same} of {len(ops)} slots" + (": this is arch2" if same == len(ops) else ""),
+            f"- arch2: `{', '.join(ARCH2_OPS)}`; cheapest point: `{', '.join(CHEAPEST_OPS)}`"]
 
 
 def _scale_lines(result: StnasResult) -> list[str]:

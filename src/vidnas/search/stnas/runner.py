@@ -189,7 +189,7 @@ class SearchContext:
 
 
 # the decoder families whose Slotted decoder the decoder search builds a supernet of (search_decoder_ops)
-SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn")
+SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn", "arch2_space")
 
 
 def check_searchable_decoder(base: Arch) -> None:
@@ -199,10 +199,11 @@ def check_searchable_decoder(base: Arch) -> None:
         names = " or ".join(SEARCHABLE_DECODERS)
         raise ValueError(f"the decoder search needs the {names} decoder, the config has {base.decoder!r}; "
                          "pass skip_decoder (--skip-decoder) to search the encoder only")
-    if base.fusion != "fpn":
+    if base.decoder == "mstcn" and base.fusion != "fpn":
         raise ValueError(f"the decoder search covers the mstcn decoder's fpn fusion, the config has model.fusion="
-                         f"{base.fusion!r} (its search is not built yet); use --set model.fusion=fpn, or pass "
-                         "skip_decoder (--skip-decoder) to search the encoder only")
+                         f"{base.fusion!r} (its search is not built; --set model.decoder=arch2_space searches a "
+                         "space that contains arch2); use --set model.fusion=fpn, or pass skip_decoder "
+                         "(--skip-decoder) to search the encoder only")
 
 
 def phase_seed(seed: int, phase: str) -> int:
@@ -247,6 +248,9 @@ def check_stnas_config(cfg: Config) -> None:
                          f"stnas.bn_calib_batches={st.bn_calib_batches} >= 0")
     if not st.lam >= 0:
         raise ValueError(f"stnas.lam={st.lam}: lambda must be >= 0")
+    if st.candidates and arch_from_config(cfg).decoder == "arch2_space":
+        raise ValueError(f"stnas.candidates={','.join(st.candidates)}: the arch2_space decoder has its own candidates "
+                         "per slot (vidnas.models.decoders.arch2_space.SLOTS); unset stnas.candidates")
 
 
 def _cycle(make: Callable[[], DataLoader]) -> Iterator[Any]:
@@ -369,8 +373,11 @@ def run_phase(phase: Phase, ctx: SearchContext) -> None:
         frames = batch["frames"].to(device, non_blocking=True)  # (B, T, 3, H, W)
         masks = batch["masks"].to(device, non_blocking=True)  # (B, T, H, W)
         with autocast(device, cfg.train.amp):  # parameters, alphas and betas included, stay float32
-            logits = net(frames)  # (B, T, K, H, W)
+            out = net(frames)  # (B, T, K, H, W), or (logits, [aux logits...]) for decoders with auxiliary heads
+            logits, aux = (out[0], out[1]) if isinstance(out, tuple) else (out, [])
             task = segmentation_loss(logits.float(), masks, ignore)
+            for a in aux:  # arch2's auxiliary losses, as its training adds them (train.aux_weight)
+                task = task + cfg.train.aux_weight * segmentation_loss(a.float(), masks, ignore)
         return phase.loss_terms(task)
 
     epoch_state: dict[str, Any] = {}  # what begin() sets up for the epoch's steps
