@@ -37,5 +37,6 @@ def plot_training_curves(history: list[dict[str, Any]], path: str | Path, title:
         ax_val.text(0.5, 0.5, "no validation data", ha="center", va="center", transform=ax_val.transAxes)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    # fixed margins that fit these labels (tight_layout would lay the figure out once more: half its drawing time)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.86 if title else 0.95, wspace=0.22)
     return save_figure(fig, path)
