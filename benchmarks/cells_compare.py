@@ -5,10 +5,13 @@
 
 Each NAME=RUN_DIR names a `vidnas search cells` run directory (`--random` for the baseline). Every run is cut to the
 smallest number of candidates among them. Printed per run: N, mean reward, the first and last third (mean +- standard
-error: a search that learns has its last third above its first; a random baseline's thirds agree), best of N,
-mean accuracy reward, mean measured latency, mean FPS ratio to the static network and the share of candidates faster
-than it. `--key accuracy_reward` compares the accuracy reward alone, e.g. a latency-weight-0 search against a random
-baseline run with a latency weight (the random sampler draws the same cells whatever the weight).
+error: a search that learns has its last third above its first; a random baseline's thirds agree), how many
+candidates stopped early at the halfway rule and the mean and thirds over those that ran every cell epoch (an
+early-stopped reward is a halfway reward: runs that stop different shares early compare at equal training only
+there), best of N, mean accuracy reward, mean and median measured latency and FPS ratio to the static network, and
+the share of candidates faster than it. `--key accuracy_reward` compares the accuracy reward alone, e.g. a
+latency-weight-0 search against a random baseline run with a latency weight (the random sampler draws the same cells
+whatever the weight).
 """
 
 from __future__ import annotations

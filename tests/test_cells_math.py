@@ -213,3 +213,23 @@ def test_baseline_advantage_normalisation_hand_computed() -> None:
     old = {"decay": 0.95, "value": 0.5, "count": 2}  # a checkpoint written before normalisation existed
     c.load_state_dict(old)
     assert c.var is None and c.advantages([0.6], normalize=True) == pytest.approx([0.1])  # no scale yet: raw
+
+
+def test_reward_stats_count_early_stops_and_compare_full_epoch_candidates_alone() -> None:
+    """Issue 27: an early-stopped candidate's reward is its halfway reward, so the statistics also say how many
+    stopped early and give the mean and thirds over the candidates that ran every cell epoch."""
+    from vidnas.search.cells.summary import format_comparison, reward_stats
+
+    rewards = [0.50, 0.10, 0.52, 0.54, 0.12, 0.56, 0.58, 0.60, 0.14]
+    recs = [{"cid": i, "reward": r, "failed": False, "early_stopped": r < 0.2,
+             "cost": {"latency_ms": 10.0 + i, "fps_ratio": 0.9 + 0.1 * i}} for i, r in enumerate(rewards)]
+    recs.append({"cid": 9, "reward": None, "failed": True})
+    s = reward_stats(recs)
+    assert (s["n"], s["early_stopped"], s["full_epochs"]) == (9, 3, 6)
+    full = [r for r in rewards if r >= 0.2]
+    assert s["full"]["mean_reward"] == pytest.approx(sum(full) / 6)
+    assert s["full"]["thirds"]["first"]["mean"] == pytest.approx((0.50 + 0.52) / 2)
+    assert s["full"]["thirds"]["last"]["mean"] == pytest.approx((0.58 + 0.60) / 2)
+    assert s["mean_reward"] < s["full"]["mean_reward"]  # the halfway rewards pull the plain mean down
+    assert s["median_latency_ms"] == 14.0 and s["median_fps_ratio"] == pytest.approx(1.3)
+    assert "| run | 9 |" in format_comparison({"run": s}) and "3 of 9" in format_comparison({"run": s})

@@ -8,8 +8,13 @@ For the successful candidates of a run, in candidate order (``N`` of them), ``re
 * ``thirds``: mean and standard error (``std / sqrt(n)``, ``std`` with ddof 1) of the reward over the first, middle
   and last third (``N // 3`` candidates in the first and last, the rest in the middle); a search that learns has a
   last third clearly above its first, where a random baseline's thirds agree within their errors;
-* with cost records: ``mean_latency_ms``, ``mean_fps_ratio`` and ``faster_than_static`` (share of candidates whose
-  steady state beats the static network's frame).
+* with cost records: ``mean_latency_ms``, ``mean_fps_ratio``, their medians ``median_latency_ms`` and
+  ``median_fps_ratio``, and ``faster_than_static`` (share of candidates whose steady state beats the static network's
+  frame);
+* ``early_stopped`` and ``full_epochs``: how many of the N stopped at the halfway rule and how many ran every cell
+  epoch, and ``full``: the mean reward and thirds over the full-epoch candidates only. An early-stopped candidate's
+  reward is its reward after half of its epochs, so two runs that stop different shares early (a search and its
+  random baseline do) compare at equal training only there [issue 27].
 
 ``equal_n_stats`` summarises several runs at equal N (``search.compare_runs`` reads them from run directories) and
 ``format_comparison`` prints them as one markdown table.
@@ -62,10 +67,19 @@ def reward_stats(records: Sequence[dict[str, Any]], *, key: str = "reward") -> d
         out["thirds"] = {"first": mean_se(rewards[:k]), "middle": mean_se(rewards[k:len(ok) - k]),
                          "last": mean_se(rewards[len(ok) - k:] if k else [])}
         out["accuracy_thirds"] = {"first": mean_se(acc[:k]), "last": mean_se(acc[len(ok) - k:] if k else [])}
+    full = [x for r, x in zip(ok, rewards, strict=True) if not r.get("early_stopped")]
+    out["early_stopped"] = len(ok) - len(full)
+    out["full_epochs"] = len(full)
+    k = len(full) // 3
+    out["full"] = {"mean_reward": mean_se(full)["mean"],
+                   "thirds": {"first": mean_se(full[:k]), "middle": mean_se(full[k:len(full) - k]),
+                              "last": mean_se(full[len(full) - k:] if k else [])}}
     costs = [r["cost"] for r in ok if (r.get("cost") or {}).get("latency_ms")]
     if costs:
         out["mean_latency_ms"] = statistics.fmean(c["latency_ms"] for c in costs)
         out["mean_fps_ratio"] = statistics.fmean(c["fps_ratio"] for c in costs)
+        out["median_latency_ms"] = statistics.median(c["latency_ms"] for c in costs)
+        out["median_fps_ratio"] = statistics.median(c["fps_ratio"] for c in costs)
         out["faster_than_static"] = sum(c["fps_ratio"] > 1.0 for c in costs) / len(costs)
         k = len(costs) // 3
         if k:
@@ -97,20 +111,26 @@ def _pm(d: dict[str, Any] | None) -> str:
 
 
 def format_comparison(stats: Mapping[str, dict[str, Any]]) -> str:
-    """One markdown table: per run N, mean reward, first and last third (mean +- SE), best-of-N, mean latency and
-    FPS ratio."""
-    lines = ["| run | N | mean reward | first third | last third | best of N (candidate) | mean accuracy reward | "
-             "mean latency, ms | mean FPS / static | faster than static |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    """One markdown table: per run N, mean reward, first and last third (mean +- SE), the same over the candidates
+    that ran every cell epoch (and how many stopped early), best-of-N, mean and median latency and FPS ratio."""
+    lines = ["| run | N | mean reward | first third | last third | early-stopped | full-epoch mean | full-epoch first "
+             "third | full-epoch last third | best of N (candidate) | mean accuracy reward | mean (median) latency, ms "
+             "| mean (median) FPS / static | faster than static |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, s in stats.items():
         best = s.get("best_of_n") or {}
         th = s.get("thirds") or {}
-        lat = f"{s['mean_latency_ms']:.1f}" if "mean_latency_ms" in s else "-"
-        fps = f"{s['mean_fps_ratio']:.3f}x" if "mean_fps_ratio" in s else "-"
+        lat = f"{s['mean_latency_ms']:.1f} ({s['median_latency_ms']:.1f})" if "mean_latency_ms" in s else "-"
+        fps = f"{s['mean_fps_ratio']:.3f}x ({s['median_fps_ratio']:.3f}x)" if "mean_fps_ratio" in s else "-"
+        full = s.get("full") or {}
+        fth = full.get("thirds") or {}
+        full_mean = f"{full['mean_reward']:.4f}" if full.get("mean_reward") is not None else "-"
+        stopped = f"{s['early_stopped']} of {s['n']}" if "early_stopped" in s else "-"
         fast = f"{s['faster_than_static']:.0%}" if "faster_than_static" in s else "-"
         best_txt = f"{best['reward']:.4f} ({best['cid']})" if best else "-"
         mean = f"{s['mean_reward']:.4f}" if s.get("mean_reward") is not None else "-"
         macc = f"{s['mean_accuracy_reward']:.4f}" if s.get("mean_accuracy_reward") is not None else "-"
-        lines.append(f"| {name} | {s['n']} | {mean} | {_pm(th.get('first'))} | {_pm(th.get('last'))} | {best_txt} | "
-                     f"{macc} | {lat} | {fps} | {fast} |")
+        lines.append(f"| {name} | {s['n']} | {mean} | {_pm(th.get('first'))} | {_pm(th.get('last'))} | {stopped} | "
+                     f"{full_mean} | {_pm(fth.get('first'))} | {_pm(fth.get('last'))} | {best_txt} | {macc} | {lat} | "
+                     f"{fps} | {fast} |")
     return "\n".join(lines) + "\n"
