@@ -373,6 +373,7 @@ def test_latency_aware_search_random_baseline_and_proxy(static_ckpt: Path, tmp_p
         assert r["reward"] == pytest.approx(r["accuracy_reward"] * c["latency_ratio"] ** -0.5)
     summary = json.loads((tmp_path / "search" / "search_summary.json").read_text())
     assert summary["sampler"] == "ppo" and summary["reward"]["latency_weight"] == -0.5
+    assert summary["static_saw_meta_val"]  # static_ckpt trained on every video (a block split shares them anyway)
     assert summary["stats"]["n"] == 4 and summary["stats"]["best_of_n"]["reward"] == max(r["reward"]
                                                                                          for r in res.records)
     assert (tmp_path / "search" / "plots" / "pareto.png").stat().st_size > 0

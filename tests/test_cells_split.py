@@ -78,3 +78,25 @@ def test_video_split_and_errors() -> None:
         split_meta_frames([("a", (0, 1, 2)), ("a", (1, 2, 3))], 0.5, mode="block")
     old = split_meta_frames(two, 0.1, seed=0, mode="window")  # the earlier permutation, frames shared
     assert (old.train, old.val) == split_meta(100, 0.1, seed=0)
+
+
+def test_the_search_trains_its_static_network_without_the_meta_val_video(tmp_path: Path) -> None:
+    """Issue 27: every reward is scored on meta-val, so the static network whose features and `dec` each cell reads
+    must not have trained on those frames. Without --static the search trains it with the meta-val video held out
+    (data.selection_videos); a static network trained on every video is named as having seen it."""
+    from vidnas.models.loading import load_model
+    from vidnas.search.cells.static import meta_val_seen, prepare_static, search_meta_split
+
+    cfg = load_config(None, ["data.height=32", "data.width=48", "data.synthetic_videos=3", "data.synthetic_frames=8",
+                             "model.encoder=mobilenetv2_test", "train.batch_size=4", "cells.meta_val_fraction=0.3"])
+    meta = search_meta_split(cfg)
+    assert meta.mode == "video" and len(meta.val_videos) == 1  # one of the three videos: a third of the windows
+    said: list[str] = []
+    path = prepare_static(cfg, tmp_path, None, resume=False, epochs=1, max_steps_per_epoch=1, say=said.append)
+    static_cfg = load_model(path).cfg
+    assert static_cfg.data.selection_videos == tuple(meta.val_videos)
+    assert meta_val_seen(static_cfg, meta) == []
+    assert meta_val_seen(cfg, meta) == meta.val_videos  # trained on every video: it saw meta-val
+    assert any("without the meta-val videos" in line for line in said)
+    block = search_meta_split(load_config(None, ["data.synthetic_videos=2", "data.synthetic_frames=24"]))
+    assert block.mode == "block" and meta_val_seen(static_cfg, block) == list(block.val_videos)

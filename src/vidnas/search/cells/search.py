@@ -73,7 +73,7 @@ from vidnas.search.cells.ppo import PPOTrainer
 from vidnas.search.cells.records import LOG_NAME, PPO_LOG_NAME, append_jsonl, read_log, select_top
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
-from vidnas.search.cells.static import static_identity
+from vidnas.search.cells.static import meta_val_seen, static_identity
 from vidnas.search.cells.summary import reward_stats
 from vidnas.utils import atomic_write, atomic_write_json
 
@@ -133,6 +133,7 @@ class CellSearch:
             import_ray()  # fail before the static outputs are cached, naming the optional extra
         self.log_path = self.run_dir / LOG_NAME
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
+        self.static_saw_meta_val: list[str] = []  # set by _prepare
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _prepare(self) -> tuple[StaticSegmenter, FeatureCache, FeatureCache, CostMeter | None]:
@@ -158,6 +159,12 @@ class CellSearch:
             directory=self.run_dir / "cache", key=key, batch_size=self.options.cache_batch_size,
             shard_size=self.options.shard_size, device=cfg.train.device, split=cfg.cells.meta_split,
             show_progress=self.options.show_progress)
+        self.static_saw_meta_val = meta_val_seen(static_cfg, train_cache.split)
+        if self.static_saw_meta_val:
+            logger.warning("the static network %s trained on the meta-val frames of %s, on which every reward is "
+                           "scored: that favours cells that copy its output. Train it with --set "
+                           "data.selection_videos=%s (or let the search train its own: no --static)",
+                           self.static_path, ", ".join(self.static_saw_meta_val), ",".join(self.static_saw_meta_val))
         meter = None
         if cfg.cells.latency_frames > 0:
             meter = CostMeter(copy.deepcopy(static).cpu(), deployment_size(cfg), frames=cfg.cells.latency_frames,
@@ -350,6 +357,7 @@ class CellSearch:
             "reward": {"latency_weight": cells.latency_weight, "latency_target_ms": cells.latency_target_ms,
                        "deployment_size": list(deployment_size(self.cfg)) if cells.latency_frames else None},
             "search_size": list(proxy_size(self.cfg.data.height, self.cfg.data.width, cells.proxy_scale)),
+            "static_saw_meta_val": self.static_saw_meta_val,  # meta-val videos the static network trained on
             "stats": reward_stats(records),
             "candidates": len(records),
             "evaluated_this_run": evaluated,

@@ -21,8 +21,11 @@ from typing import Any
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint
 from vidnas.config import Config, config_from_dict
+from vidnas.data import ClipDataset, open_source
 from vidnas.engine.train import train
 from vidnas.models.loading import checkpoint_kind
+from vidnas.search.cells.meta_split import MetaSplit, dataset_windows, split_meta, split_meta_frames
+from vidnas.search.cells.options import search_data_config
 from vidnas.utils import atomic_write
 
 __all__ = [
@@ -79,6 +82,25 @@ def adopt_static_model(cfg: Config, static: str | Path) -> tuple[Config, str | N
     return dataclasses.replace(cfg, model=model), note
 
 
+def search_meta_split(cfg: Config) -> MetaSplit:
+    """The meta split the search of ``cfg`` will make (``cells.meta_split``, ``cells.meta_val_fraction``,
+    ``train.seed`` over the search's windows of the train split), computed from the frame lists alone."""
+    data_cfg = search_data_config(cfg)
+    ds = ClipDataset(open_source(data_cfg), data_cfg.train_split, data_cfg, train=False)
+    if cfg.cells.meta_split == "window":
+        return MetaSplit(*split_meta(len(ds), cfg.cells.meta_val_fraction, cfg.train.seed), mode="window")
+    return split_meta_frames(dataset_windows(ds), cfg.cells.meta_val_fraction, cfg.train.seed, cfg.cells.meta_split)
+
+
+def meta_val_seen(static_cfg: Config, meta: MetaSplit) -> list[str]:
+    """The meta-val videos whose frames the static network trained on: those of ``meta.val_videos`` not held out
+    by its ``data.selection_videos`` (every one of them when the split is not by video: meta-val then shares videos
+    with meta-train, which the static network trained on)."""
+    if meta.mode != "video":
+        return list(meta.val_videos)
+    return sorted(set(meta.val_videos) - set(static_cfg.data.selection_videos))
+
+
 def prepare_static(cfg: Config, run_dir: str | Path, static: str | Path | None, *, resume: bool, epochs: int,
                    max_steps_per_epoch: int | None = None, show_progress: bool = False,
                    say: Callable[[str], Any] | None = None) -> Path:
@@ -95,11 +117,18 @@ def prepare_static(cfg: Config, run_dir: str | Path, static: str | Path | None, 
         if say:
             say(f"static network: {existing} (trained by the interrupted run)")
         return existing
+    # the reward is scored on meta-val: a static network that trained on those frames favours cells that copy it
+    meta = search_meta_split(cfg)
+    held = list(meta.val_videos) if meta.mode == "video" else []
     if say:
         say(f"no --static checkpoint: training the static arch2 network ({cfg.model.encoder}) for {epochs} epoch(s) "
             "first, a small budget; pass --static to use a properly trained one (`vidnas train --model arch2 ...`)")
+        say(f"the static network trains without the meta-val videos ({', '.join(held)})" if held else
+            f"cells.meta_split={cfg.cells.meta_split} gives no whole meta-val video ({meta.mode} split): the static "
+            "network trains on the meta-val frames too")
     again = resume and (Path(run_dir) / "static" / "checkpoints" / "last.pt").exists()
-    path = train_static(cfg, Path(run_dir) / "static", epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
+    static_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, selection_videos=tuple(held)))
+    path = train_static(static_cfg, Path(run_dir) / "static", epochs=epochs, max_steps_per_epoch=max_steps_per_epoch,
                         show_progress=show_progress, resume=again)
     if say:
         say(f"static network: {path}")
