@@ -326,7 +326,7 @@ def test_bench_batch_streams_side_by_side_and_reports_per_frame(tmp_path: Path) 
     assert row["extra"]["batch_latency_ms"] == pytest.approx(3 * row["latency_ms"])
     assert row["fps"] == pytest.approx(1000 / row["latency_ms"])
     assert row["extra"]["encoder_ms"] < row["latency_ms"]
-    assert "batch 3: every push carries 3" in res.stdout
+    assert "batch 3 (each push carries 3 frames, one per stream; latency = push time / batch)" in res.stdout
     assert res.stdout.splitlines()[0].split()[:4] == ["name", "window", "batch", "batch_latency_ms"]
 
 

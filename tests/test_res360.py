@@ -86,3 +86,14 @@ def test_train_logs_the_data_loading_share(tmp_path: Path) -> None:
     epochs = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"epoch"' in x]
     assert {"epoch_seconds", "data_seconds", "data_share"} <= epochs[-1].keys()
     assert "data_share" not in summary["history"][0]  # timings stay out of the history (it repeats bit for bit)
+
+
+def test_train_channels_last_converts_the_cnn_encoder(tmp_path: Path) -> None:
+    cfg = load_config(REPO / "configs" / "tiny.yaml", [*TINY, "model.encoder=mobilenetv2_test", "model.decoder=arch2",
+                                                       "data.window=1", "train.channels_last=true"])
+    train(cfg, tmp_path, show_progress=False)
+    state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
+    convs = [k for k, v in state.items() if k.startswith("encoder.") and v.dim() == 4]
+    heads = [k for k, v in state.items() if not k.startswith("encoder.") and v.dim() == 4 and v.shape[-1] > 1]
+    assert convs and all(state[k].is_contiguous(memory_format=torch.channels_last) for k in convs)
+    assert heads and not any(state[k].is_contiguous(memory_format=torch.channels_last) for k in heads)

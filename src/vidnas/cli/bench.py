@@ -267,10 +267,7 @@ def bench_cmd(
     precision_words = {"none": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
     if compare == "amp":
         precision_words = f"float32 and {precision_words} (PyTorch rows NAME and NAME@{amp})"
-    typer.echo(protocol_note(frames, warmup, incremental=incremental, precision=precision_words))
-    if batch > 1:
-        typer.echo(f"batch {batch}: every push carries {batch} frames (one per stream); latency and FPS are per frame "
-                   "(push time / batch), batch_latency_ms per push")
+    typer.echo(protocol_note(frames, warmup, incremental=incremental, precision=precision_words, batch=batch))
     if ref is not None:
         typer.echo(f"fps_ratio = FPS / paper-protocol FPS of {ref}; inc_fps_ratio = incremental FPS / the same "
                    "paper-protocol FPS" if incremental else f"fps_ratio = FPS / FPS of {ref}")

@@ -32,6 +32,7 @@ from vidnas.engine.loop import EpochResult, backward_step, epoch_loader, fit, st
 from vidnas.engine.losses import class_weights, segmentation_loss
 from vidnas.engine.plots import plot_training_curves
 from vidnas.models import Arch, arch_from_config, build_model
+from vidnas.models.fastpath import use_channels_last
 from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
@@ -307,6 +308,8 @@ def train(
     if init_weights is not None:
         init_from(model, init_weights, cfg, arch, partial=init_partial)
     freeze_encoder_if_asked(model, cfg)
+    if cfg.train.channels_last and not use_channels_last(model):
+        log.warning("train.channels_last: the model has no CNN encoder to convert; it trains as it is")
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = build_optimizer(model, cfg)
@@ -462,6 +465,7 @@ def train(
             "train_seconds_this_invocation": seconds, "world_size": dist_info.world_size,
             "torch_threads": torch.get_num_threads(),
             # seconds of this invocation's epochs (steps, not validation) and the part spent waiting for batches
+            "train_clips": len(train_ds), "batch_size": cfg.train.batch_size, "steps_per_epoch": n_steps,
             "step_seconds_this_invocation": timing["step_seconds"],
             "data_seconds_this_invocation": timing["data_seconds"],
             "data_share": timing["data_seconds"] / timing["step_seconds"] if timing["step_seconds"] > 0 else None,
