@@ -6,15 +6,17 @@
 #
 #   benchmarks/gpu_camvid.sh [OUT]          # device auto-detected: cuda when present, else the CPU (very slow)
 #   SMOKE=1 benchmarks/gpu_camvid.sh OUT    # every stage at toy size, on the CPU (tests run this)
-# Environment: VIDNAS (the command, default `vidnas`), PYTHON (default `python`), DEVICE (default: cuda when torch
-# sees one, else cpu), TRAIN_MINUTES (the training budget, default 6), MAX_EPOCHS (default 300), WORKERS (loader
-# workers; default 8 on cuda, 0 on the CPU), BATCHES (bench batch sizes, default "1 8"), FRAMES (timed frames per
-# bench row, default 200), RESULTS (default benchmarks/results), EXTRA (more arguments for every training, e.g.
+# Environment: VIDNAS (the command, default `vidnas`, else PYTHON -m vidnas.cli.main), PYTHON (default the
+# repository's .venv/bin/python, else `python`), DEVICE (default: cuda when torch sees one, else cpu), TRAIN_MINUTES
+# (the training budget, default 6), MAX_EPOCHS (default 300), WORKERS (loader workers; default 8 on cuda, 0 on the
+# CPU), BATCHES (bench batch sizes, default "1 8"), FRAMES (timed frames per bench row, default 200), RESULTS (default
+# the repository's benchmarks/results), EXTRA (more arguments for every training, e.g.
 # EXTRA="--set data.root=/data/camvid").
 #
-# The epoch budget: a probe trains PROBE_STEPS steps (default 12) in its own run directory; its step, loader and
-# validation seconds (train_summary.json) give the seconds of one epoch, and the run trains
-# floor(TRAIN_MINUTES * 60 / epoch seconds) epochs (validating about 10 times), so the cosine schedule knows its end.
+# The epoch budget: a probe trains PROBE_STEPS steps (default 12) in its own run directory; its step and validation
+# seconds (train_summary.json) give the seconds of one epoch and of one validation, and the run trains
+# floor((TRAIN_MINUTES * 60 - 10 validations) / epoch seconds) epochs, validating about 10 times, so the cosine
+# schedule knows its end.
 #
 # Under OUT (default runs/gpu_camvid): probe/, train/ (the run; eval/ beside its checkpoints), bench_b<B>.json.
 # Under RESULTS: gpu_camvid_<UTC time>.json (device, epochs, epochs per minute, train seconds, the loader's share,
@@ -23,12 +25,17 @@
 # result files; nothing existing is ever overwritten.
 set -euo pipefail
 
-OUT=${1:-runs/gpu_camvid}
-read -r -a VIDNAS_CMD <<< "${VIDNAS:-vidnas}"
-read -r -a PY <<< "${PYTHON:-python}"
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${1:-$REPO/runs/gpu_camvid}
+DEFAULT_PY=python
+[[ -x "$REPO/.venv/bin/python" ]] && DEFAULT_PY=$REPO/.venv/bin/python
+read -r -a PY <<< "${PYTHON:-$DEFAULT_PY}"
+DEFAULT_VIDNAS="${PY[*]} -m vidnas.cli.main"
+command -v vidnas > /dev/null && DEFAULT_VIDNAS=vidnas
+read -r -a VIDNAS_CMD <<< "${VIDNAS:-$DEFAULT_VIDNAS}"
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
-CONFIG=configs/camvid_arch2_360_cpu.yaml
-RESULTS=${RESULTS:-benchmarks/results}
+CONFIG=$REPO/configs/camvid_arch2_360_cpu.yaml
+RESULTS=${RESULTS:-$REPO/benchmarks/results}
 TRAIN_MINUTES=${TRAIN_MINUTES:-6}
 MAX_EPOCHS=${MAX_EPOCHS:-300}
 PROBE_STEPS=${PROBE_STEPS:-12}
