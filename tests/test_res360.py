@@ -97,3 +97,18 @@ def test_train_channels_last_converts_the_cnn_encoder(tmp_path: Path) -> None:
     heads = [k for k, v in state.items() if not k.startswith("encoder.") and v.dim() == 4 and v.shape[-1] > 1]
     assert convs and all(state[k].is_contiguous(memory_format=torch.channels_last) for k in convs)
     assert heads and not any(state[k].is_contiguous(memory_format=torch.channels_last) for k in heads)
+
+
+def test_loader_workers_read_the_preloaded_cache_not_the_files(tmp_path: Path) -> None:
+    root = make_folder(tmp_path / "d", n_frames=6, annotated=(0, 2, 4))
+    cfg = DataConfig(format="folder", height=12, width=16, window=2, hflip=True, scale_range=(0.75, 1.5))
+    ds = ClipDataset(FolderSource(root), "train", cfg, train=True, seed=0, cache_frames=100)
+    assert ds.preload() == 5
+    for png in root.rglob("*.png"):
+        png.unlink()  # whoever decodes anything now fails
+    expected = [ds[i] for i in range(len(ds))]
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, multiprocessing_context="fork")
+    got = list(loader)
+    assert len(got) == len(expected)
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a["frames"], b["frames"][0]) and torch.equal(a["masks"], b["masks"][0])
