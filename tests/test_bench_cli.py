@@ -241,6 +241,10 @@ def test_bench_paper_row_at_reduced_size(tmp_path: Path) -> None:
         (["--runtime", "tensorrt"], "unknown --runtime"),
         (["--amp", "bf8"], "valid modes are none, bf16, fp16"),
         (["--compare", "amp", "--runtime", "both"], "needs --runtime torch"),
+        (["--compare", "compile", "--runtime", "onnxruntime"], "needs --runtime torch"),
+        (["--compare", "compile", "--compile-backend", "tvm"], "valid backends are inductor, aot_eager"),
+        (["--batch", "0"], "--batch 0: must be >= 1"),
+        (["--batch", "2", "--runtime", "both"], "onnxruntime streams batch 1"),
     ],
 )
 def test_bench_errors_exit_2(args: list[str], message: str) -> None:
@@ -289,6 +293,41 @@ def test_bench_compare_amp_times_float32_and_bf16_in_one_run_with_their_agreemen
     assert res.exit_code == 0, res.output
     (row,) = json.loads(out.read_text())
     assert row["extra"]["amp"] == "bf16" and row["latency_ms"] > 0 and "pixel_agreement" not in row["extra"]
+
+
+ARCH2_TINY = ["--set", "model.encoder=mobilenetv2_test", "--set", "model.decoder=arch2", "--set", "data.window=1",
+              "--height", "32", "--width", "48", "--classes", "3"]  # per-frame arch2 on a tiny CNN
+
+
+@pytest.mark.slow
+def test_bench_compare_compile_times_eager_and_compiled_streams_with_their_agreement(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"  # aot_eager: torch.compile's graph capture, seconds instead of inductor's minutes
+    res = runner.invoke(app, ["bench", *ARCH2_TINY, *FAST, "--compare", "compile", "--compile-backend", "aot_eager",
+                              "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert [r["name"] for r in rows] == ["config", "config@compile"]
+    eager, comp = (r["extra"] for r in rows)
+    assert eager["compile"] == "none" and comp["compile"] == "aot_eager" and comp["compile_seconds"] > 0
+    assert comp["compiled_parts"] == ["encoder", "decoder"]
+    assert rows[0]["gflops"] == rows[1]["gflops"] and rows[0]["params"] == rows[1]["params"]
+    assert all(0 < r["latency_ms"] < float("inf") for r in rows)
+    assert comp["pixel_agreement"] == pytest.approx(1.0, abs=1e-3) and comp["agreement_frames"] == 8
+    assert "pixel_agreement" not in eager
+    assert "NAME@compile: torch.compile (aot_eager)" in res.stdout
+
+
+def test_bench_batch_streams_side_by_side_and_reports_per_frame(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    res = runner.invoke(app, ["bench", *ARCH2_TINY, *FAST, "--batch", "3", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(out.read_text())
+    assert row["extra"]["batch"] == 3  # a push of 3 frames takes batch_latency_ms; latency and FPS are per frame
+    assert row["extra"]["batch_latency_ms"] == pytest.approx(3 * row["latency_ms"])
+    assert row["fps"] == pytest.approx(1000 / row["latency_ms"])
+    assert row["extra"]["encoder_ms"] < row["latency_ms"]
+    assert "batch 3 (each push carries 3 frames, one per stream; latency = push time / batch)" in res.stdout
+    assert res.stdout.splitlines()[0].split()[:4] == ["name", "window", "batch", "batch_latency_ms"]
 
 
 def test_bench_onnxruntime_needs_cpu() -> None:

@@ -119,6 +119,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | cuda:N (--device on every command)
     amp: str = "none"  # none | bf16 | fp16: mixed precision of training, supernet phases and cell training
+    channels_last: bool = False  # `vidnas train`: a CNN encoder's weights (and so its maps) in the channels-last
+    # memory format (vidnas.models.fastpath; tensor cores on a GPU); the same values up to summation order
     max_steps_per_epoch: int | None = None  # cap for quick runs
     val_every: int = 1
     log_every: int = 10

@@ -4,7 +4,8 @@
 decode a full 11 frame encoding window, i.e. the time to process one frame in a real application", averaged over
 1000 frames. Here the timed unit is one ``Streamer.push`` in steady state (ring buffer full): exactly one encoder
 pass on the new frame, one stack of the ``w`` cached features, one decoder pass on the whole window, the target
-slice and its bilinear upsampling to the image size: what ``vidnas predict`` does per frame. Batch 1.
+slice and its bilinear upsampling to the image size: what ``vidnas predict`` does per frame. Batch 1 (``batch``
+> 1: that many streams side by side, one frame each per push, times reported per frame).
 
 Forward hooks on ``model.encoder`` and ``model.decoder`` stamp the time inside each push, so one run gives the frame
 latency and its split (encoder, decoder, rest = stack + slice + upsample) without timing anything twice. Several
@@ -171,6 +172,7 @@ class StreamProbe(_Probe):
         stream_options: keyword arguments of ``model.stream`` (``window``, ``key_interval``, ``incremental``);
             ``incremental`` defaults to False here: the paper's protocol.
         amp: inference precision of the pushes (``vidnas.precision.AMP_MODES``).
+        batch: frames per push, one per stream (``model.stream(batch_size=batch)``; the frame is ``(batch, 3, H, W)``).
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class StreamProbe(_Probe):
         progress: Callable[[], Any] | None = None,
         stream_options: Mapping[str, Any] | None = None,
         amp: str = "none",
+        batch: int = 1,
     ) -> None:
         super().__init__(progress)
         self.model = model
@@ -190,10 +193,10 @@ class StreamProbe(_Probe):
         self._was_training = bool(model.training)
         model.eval()
         gen = torch.Generator().manual_seed(0)
-        frame = torch.randn(1, 3, int(img_size[0]), int(img_size[1]), generator=gen)  # (1, 3, H, W)
+        frame = torch.randn(int(batch), 3, int(img_size[0]), int(img_size[1]), generator=gen)  # (B, 3, H, W)
         self.frame = frame.to(_model_device(model))
         self.autocast = autocast(_model_device(model), amp)
-        self.streamer = model.stream(batch_size=1, **{"incremental": False, **(stream_options or {})})
+        self.streamer = model.stream(batch_size=int(batch), **{"incremental": False, **(stream_options or {})})
         decoder = getattr(self.streamer, "decoder_module", None) or model.decoder
         self._handles = [
             model.encoder.register_forward_pre_hook(self._start),
@@ -329,6 +332,7 @@ def measure_protocol(
     amp: str | Mapping[str, str] = "none",
     ceiling: MatmulCeiling | None = None,
     threads: Mapping[str, int] | None = None,
+    batch: int = 1,
 ) -> dict[str, ProtocolResult]:
     """Time several models side by side under the ST-NAS protocol.
 
@@ -352,12 +356,18 @@ def measure_protocol(
         ceiling: a ``MatmulCeiling`` timed as one more candidate of every round (its ``stats`` are set).
         threads: name -> torch intra-op threads set before each of that candidate's pushes (the others run with the
             current setting, restored after each such push): thread counts compared in one interleaved run.
+        batch: frames per push of the PyTorch models (B streams side by side); the times are per push.
 
     Returns:
         name -> ``ProtocolResult``, in the order of ``models``.
+
+    Raises:
+        ValueError: no models, a window mismatch, or ``batch`` > 1 with a streamer of another runtime (batch 1 only).
     """
     if not models:
         raise ValueError("no models to measure")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     sizes = {n: (img_size[n] if isinstance(img_size, Mapping) else img_size) for n in models}
     probes: dict[str, _Probe] = {}
     ceiling_key = "\0matmul-ceiling"  # cannot clash with a row name
@@ -367,7 +377,10 @@ def measure_protocol(
             if isinstance(model, nn.Module):
                 sync = torch.cuda.synchronize if _model_device(model).type == "cuda" else None
                 probes[name] = StreamProbe(model, sizes[name], sync=sync, progress=progress,
-                                           stream_options=(stream_options or {}).get(name), amp=_amp_of(amp, name))
+                                           stream_options=(stream_options or {}).get(name), amp=_amp_of(amp, name),
+                                           batch=batch)
+            elif batch != 1:
+                raise ValueError(f"{name}: the streamers of other runtimes take batch 1 only (got batch {batch})")
             else:
                 probes[name] = ExternalStreamProbe(model, progress=progress)
         any_cuda = any(p.sync is not None for p in probes.values()) or (ceiling is not None and ceiling.sync)
@@ -523,6 +536,14 @@ def _streams_incrementally(model: Any, options: Mapping[str, Any]) -> bool:
 INC_SUFFIX = "\0inc"  # internal candidate name of a row's incremental-protocol measurement
 
 
+def _per_frame(result: ProtocolResult, batch: int) -> ProtocolResult:
+    """A push of ``batch`` frames as per-frame times: every sample divided by ``batch``."""
+    def scale(stats: TimingStats | None) -> TimingStats | None:
+        return None if stats is None else TimingStats.from_samples([v / batch for v in stats.samples_ms])
+
+    return ProtocolResult(frame=scale(result.frame), encoder=scale(result.encoder), decoder=scale(result.decoder))
+
+
 def _gflop_rate(gflops: float | None, latency_ms: float | None) -> float | None:
     if gflops is None or not latency_ms:
         return None
@@ -544,6 +565,7 @@ def protocol_rows(
     incremental: bool | Mapping[str, Any] = False,
     ceiling: int | None = None,
     threads: Mapping[str, int] | None = None,
+    batch: int = 1,
 ) -> list[BenchRow]:
     """Count and time several models (interleaved) and return one ``BenchRow`` each.
 
@@ -578,6 +600,9 @@ def protocol_rows(
         ceiling: time an ``n x n`` float32 matmul in the same rounds (``MatmulCeiling``) and add the roofline columns.
         threads: name -> torch intra-op threads of that row's PyTorch pushes (both protocols; ``torch_threads`` in
             the row); the others use the current setting.
+        batch: frames per push (``measure_protocol``): ``batch`` streams side by side. Every time in the row is then
+            per frame, the push's time / ``batch`` (``fps`` = frames per second of throughput); ``batch`` and the
+            push's mean, ``batch_latency_ms``, are in the row. GFLOPs stay per frame.
     """
     sizes = {n: tuple(int(v) for v in (img_size[n] if isinstance(img_size, Mapping) else img_size)) for n in models}
     options = {n: dict((stream_options or {}).get(n) or {}) for n in models}
@@ -626,7 +651,10 @@ def protocol_rows(
                     for c in (name, name + INC_SUFFIX) if c in candidates}
     cand_amp = {c: _amp_of(amp, c.removesuffix(INC_SUFFIX)) for c in candidates}
     results = measure_protocol(candidates, img_size=cand_sizes, warmup=warmup, frames=frames, progress=progress,
-                               stream_options=cand_options, amp=cand_amp, ceiling=matmul, threads=cand_threads)
+                               stream_options=cand_options, amp=cand_amp, ceiling=matmul, threads=cand_threads,
+                               batch=batch)
+    if batch != 1:
+        results = {n: _per_frame(r, batch) for n, r in results.items()}
     ceiling_rate = None if matmul is None else matmul.gflops_per_s
     rows = []
     for name in models:
@@ -652,6 +680,8 @@ def protocol_rows(
                 "decoder_gflops": None if fl is None else fl["decoder"] / 1e9,
                 "amp": _amp_of(amp, name) if isinstance(models[name], nn.Module) else "none",
                 "torch_threads": int((threads or {}).get(name, torch.get_num_threads())),
+                "batch": batch,
+                "batch_latency_ms": res.frame.mean_ms * batch,
             },
         )
         if incremental is not False:

@@ -172,12 +172,16 @@ def device_line() -> str:
     )
 
 
-def protocol_note(frames: int, warmup: int, *, incremental: bool = False, precision: str = "float32") -> str:
+def protocol_note(frames: int, warmup: int, *, incremental: bool = False, precision: str = "float32",
+                  batch: int = 1) -> str:
     """How the latencies of ``vidnas.bench.protocol`` were measured, printed under every protocol table
-    (``precision``: the arithmetic named, e.g. ``float32`` or ``float32 and bf16 autocast``)."""
+    (``precision``: the arithmetic named, e.g. ``float32`` or ``float32 and bf16 autocast``; ``batch``: frames per
+    push, one per stream)."""
+    batching = "batch 1" if batch == 1 else (f"batch {batch} (each push carries {batch} frames, one per stream; "
+                                             "latency = push time / batch)")
     note = (
         f"protocol [ST-NAS Sec. 4]: per frame = encode 1 frame + decode the full window (Streamer.push with the ring "
-        f"buffer full), batch 1, {precision}; latency = mean over {frames} frames after {warmup} warm-up pushes, "
+        f"buffer full), {batching}, {precision}; latency = mean over {frames} frames after {warmup} warm-up pushes, "
         f"FPS = 1000 / latency; models interleaved (one push each per round, rotated order); GFLOPs = encoder on 1 "
         f"frame + decoder on the window (1 MAC = 2 FLOPs); frame-by-frame models (arch2, dynamic cells: steady "
         f"state) run the encoder and their decoder (cell) once per frame"

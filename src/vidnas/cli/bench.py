@@ -96,7 +96,14 @@ def bench_cmd(
         "--compare", help="Time a CPU fast path on and off in the same rounds: channels_last (rows NAME, NAME~off), "
         "threads (rows NAME@Nt), ort_options (onnxruntime rows with vidnas's session options and NAME~off with "
         "onnxruntime's defaults), amp (PyTorch rows NAME in float32 and NAME@bf16 under --amp, default bf16, with "
-        "their pixel agreement).")] = None,
+        "their pixel agreement), compile (PyTorch rows NAME eager and NAME@compile: torch.compile of the encoder, "
+        "decoder and cell, with the compile time and their pixel agreement).")] = None,
+    compile_backend: Annotated[str, typer.Option(
+        "--compile-backend", help="--compare compile: inductor (torch.compile's default, generated kernels) or "
+        "aot_eager (the graph capture without code generation: seconds, not minutes, to compile).")] = "inductor",
+    batch: Annotated[int, typer.Option(
+        "--batch", help="Frames per push of the PyTorch rows: B streams side by side (e.g. 8 on a GPU); times and FPS "
+        "are per frame, batch_latency_ms per push.")] = 1,
     precision: Annotated[str, typer.Option(
         "--precision", help="onnxruntime rows: fp32, int8 (quantised as `vidnas export --precision int8` does; rows "
         "NAME@int8), or fp32,int8 (both, interleaved).")] = "fp32",
@@ -130,6 +137,8 @@ def bench_cmd(
         BOTH_COLUMNS,
         CHANNELS_LAST_MODES,
         COMPARE,
+        COMPILE_BACKENDS,
+        COMPILE_COLUMNS,
         ROOFLINE_COLUMNS,
         RUNTIMES,
         add_ratio_columns,
@@ -174,6 +183,13 @@ def bench_cmd(
         raise fail("--compare amp times PyTorch rows in float32 and under --amp: it needs --runtime torch")
     if compare == "amp" and amp == "none":
         amp = "bf16"
+    if compare == "compile" and runtime != "torch":
+        raise fail("--compare compile times PyTorch rows eager and compiled: it needs --runtime torch")
+    if compile_backend not in COMPILE_BACKENDS:
+        raise fail(f"--compile-backend {compile_backend!r}: valid backends are {', '.join(COMPILE_BACKENDS)}")
+    if batch < 1 or (batch > 1 and runtime != "torch"):
+        raise fail(f"--batch {batch}: must be >= 1, and above 1 only with --runtime torch (onnxruntime streams "
+                   "batch 1)")
     try:
         counts = [] if threads in (None, "auto") else [int(t) for t in threads.split(",") if t.strip()]
     except ValueError:
@@ -211,7 +227,8 @@ def bench_cmd(
                                              threads=n_threads, progress=bar.update, amp=amp, incremental=incremental,
                                              ceiling=ceiling or None, compare=compare,
                                              thread_counts=counts if len(counts) > 1 else None,
-                                             precisions=precisions, calib_frames=calib_frames)
+                                             precisions=precisions, calib_frames=calib_frames, batch=batch,
+                                             compile_backend=compile_backend)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:
@@ -221,6 +238,8 @@ def bench_cmd(
     columns = list(BOTH_COLUMNS if incremental else BENCH_COLUMNS)
     if amp != "none":
         columns.insert(1, "amp")
+    if batch > 1:
+        columns[2:2] = ["batch", "batch_latency_ms"]
     if ref is not None:
         add_ratio_columns(rows, ref)
         columns += ["fps_ratio", "inc_fps_ratio"] if incremental else ["fps_ratio"]
@@ -234,6 +253,12 @@ def bench_cmd(
         typer.echo(format_table([r for r in rows if "pixel_agreement" in r.extra], AMP_COLUMNS))
         typer.echo(f"pixel_agreement = share of pixels whose argmax under {amp} equals float32's; agreement_miou = "
                    f"the {amp} masks scored against the float32 masks; frames streamed through model.stream")
+    if compare == "compile":
+        typer.echo("")
+        typer.echo(format_table([r for r in rows if "pixel_agreement" in r.extra], COMPILE_COLUMNS))
+        typer.echo(f"NAME@compile: torch.compile ({compile_backend}) of the encoder, decoder and cell forward, "
+                   "compiled before the timing (compile_seconds); pixel_agreement = share of pixels whose argmax "
+                   "equals the eager model's; frames streamed through model.stream")
     typer.echo(fastpath_line(rows))
     typer.echo(device_line())
     note = amp_note(amp, device)
@@ -242,7 +267,7 @@ def bench_cmd(
     precision_words = {"none": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
     if compare == "amp":
         precision_words = f"float32 and {precision_words} (PyTorch rows NAME and NAME@{amp})"
-    typer.echo(protocol_note(frames, warmup, incremental=incremental, precision=precision_words))
+    typer.echo(protocol_note(frames, warmup, incremental=incremental, precision=precision_words, batch=batch))
     if ref is not None:
         typer.echo(f"fps_ratio = FPS / paper-protocol FPS of {ref}; inc_fps_ratio = incremental FPS / the same "
                    "paper-protocol FPS" if incremental else f"fps_ratio = FPS / FPS of {ref}")

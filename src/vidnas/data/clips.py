@@ -56,6 +56,13 @@ def window_indices(num_frames: int, target: int, window: int, temporal: str = "c
     return [min(max(target + (k - pos) * stride, 0), num_frames - 1) for k in range(window)]
 
 
+def _compact(mask: torch.Tensor) -> torch.Tensor:
+    """An (H, W) int64 mask as uint8 when every class id fits (ids and the ignore index <= 255): 8x less cache."""
+    if mask.numel() and 0 <= int(mask.min()) and int(mask.max()) <= 255:
+        return mask.to(torch.uint8)
+    return mask
+
+
 class ClipDataset(Dataset):
     """One item per annotated frame: the window of frames ending at (causal) or centred on it.
 
@@ -67,7 +74,8 @@ class ClipDataset(Dataset):
         seed: if given, each item's augmentation is drawn from a generator seeded by (seed, epoch, index), so items
             are reproducible regardless of workers and order (call ``set_epoch`` each epoch); otherwise torch's global
             RNG is used (which DataLoader seeds per worker).
-        cache_frames: how many resized frames to keep (LRU) so overlapping windows do not decode a file again.
+        cache_frames: how many resized frames to keep (LRU) so overlapping windows do not decode a file again (masks
+            kept as uint8); ``preload`` fills it with every frame at once when they fit.
         videos: if given, only the split's videos of these names (in the split's order; a selection split).
 
     Item (dict):
@@ -136,12 +144,37 @@ class ClipDataset(Dataset):
             return hit
         h, w = self.transform.height, self.transform.width
         img = resize_image(self.source.read_image(frame), h, w)  # (3, H, W) uint8
-        mask = resize_mask(self.source.read_mask(frame), h, w) if with_mask else None
+        mask = _compact(resize_mask(self.source.read_mask(frame), h, w)) if with_mask else None
         if self._cache_size > 0:
             self._cache[frame] = (img, mask)
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return img, mask
+
+    def window_frame_set(self) -> dict[FrameRef, bool]:
+        """Every frame some item's window reads, and whether a window reads its mask (in first-use order)."""
+        needed: dict[FrameRef, bool] = {}
+        for idx in range(len(self.items)):
+            for k, f in enumerate(self.window_frames(idx)):
+                supervised = f.mask is not None and (k == self.position or self.supervise == "all")
+                needed[f] = needed.get(f, False) or supervised
+        return needed
+
+    def preload(self) -> int:
+        """Decode and resize every frame the windows read, once, into the cache, when they all fit
+        (``cache_frames``): loader workers forked afterwards share it and never decode a file. Each cached frame
+        holds a (3, H, W) uint8 image and, where supervised, an (H, W) uint8 mask (int64 for class ids above 255):
+        at 360x480 about 0.69 MB a frame, 0.25 GB for CamVid's 367 training frames.
+
+        Returns:
+            Frames now cached (0 when they do not fit: frames are then decoded as windows need them).
+        """
+        needed = self.window_frame_set()
+        if len(needed) > self._cache_size:
+            return 0
+        for frame, with_mask in needed.items():
+            self._load(frame, with_mask)
+        return len(needed)
 
     def _generator(self, idx: int) -> torch.Generator | None:
         if self.seed is None:

@@ -19,6 +19,7 @@ What a step computes (the forward pass, the loss, the schedule) stays with its t
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -75,8 +76,12 @@ def steps_per_epoch(items: int, batch_size: int, world_size: int = 1, cap: int |
     return min(steps, cap) if cap else steps
 
 
+_END = object()
+
+
 def run_epoch(batches: Iterable[Any], step: Step, *, steps: int, desc: str, show_progress: bool = False,
-              on_step: Callable[[int, dict[str, float]], None] | None = None) -> list[dict[str, float]]:
+              on_step: Callable[[int, dict[str, float]], None] | None = None,
+              waits: list[float] | None = None) -> list[dict[str, float]]:
     """Run ``step(i, batch)`` on at most ``steps`` batches, with a progress bar showing the loss.
 
     Args:
@@ -86,6 +91,8 @@ def run_epoch(batches: Iterable[Any], step: Step, *, steps: int, desc: str, show
         desc: the progress bar's label.
         show_progress: draw the bar (rank 0 only, usually).
         on_step: called after every step with (step index, logs), e.g. to log them.
+        waits: when given, the seconds spent waiting for each batch (the loader's ``iter`` and ``next``: decoding,
+            augmentation, collation, or waiting on loader workers) are appended to it.
 
     Returns:
         Every step's logs, in order.
@@ -93,15 +100,21 @@ def run_epoch(batches: Iterable[Any], step: Step, *, steps: int, desc: str, show
     out: list[dict[str, float]] = []
     bar = tqdm(total=steps, desc=desc, leave=False, disable=not show_progress, dynamic_ncols=True)
     try:
-        for i, batch in enumerate(batches):
-            if i >= steps:
+        t0 = time.perf_counter()
+        it = iter(batches)
+        for i in itertools.count():
+            batch = next(it, _END)  # as enumerate(batches): the batch after the last step is fetched, then dropped
+            if batch is _END or i >= steps:
                 break
+            if waits is not None:
+                waits.append(time.perf_counter() - t0)
             logs = step(i, batch)
             out.append(logs)
             if on_step is not None:
                 on_step(i, logs)
             bar.set_postfix(loss=f"{logs['loss']:.3f}")
             bar.update(1)
+            t0 = time.perf_counter()
     finally:
         bar.close()
     return out
@@ -121,12 +134,15 @@ class EpochResult:
         logs: every step's logs, in order (``"loss"`` among them).
         val: what ``validate(epoch)`` returned (empty without validation, or when it skipped this epoch).
         seconds: wall time of the epoch's seeding, ``begin``, steps and buffer sync (not validation).
+        data_seconds: the part of ``seconds`` spent waiting for batches (``run_epoch``'s ``waits``): the loader's
+            share of a step is ``data_seconds / seconds``.
     """
 
     epoch: int
     logs: list[dict[str, float]]
     val: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    data_seconds: float = 0.0
 
     @property
     def loss(self) -> float:
@@ -183,11 +199,12 @@ def fit(step: EpochStep, batches: Callable[[int], Iterable[Any]], *, epochs: int
             seed_everything(epoch_seed(seed, epoch))
         if begin is not None:
             begin(epoch)
+        waits: list[float] = []
         logs = run_epoch(batches(epoch), lambda i, batch, epoch=epoch: step(epoch, i, batch), steps=steps,
-                         desc=f"{desc} {epoch + 1}/{epochs}", show_progress=show_progress and main)
+                         desc=f"{desc} {epoch + 1}/{epochs}", show_progress=show_progress and main, waits=waits)
         if synced is not None and dist_info is not None:
             sync_buffers(synced, dist_info)  # BN statistics: rank 0's on every rank
-        result = EpochResult(epoch, logs, seconds=time.perf_counter() - t0)
+        result = EpochResult(epoch, logs, seconds=time.perf_counter() - t0, data_seconds=sum(waits))
         if validate is not None:
             result.val = validate(epoch)
         out.append(result)

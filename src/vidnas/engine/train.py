@@ -32,6 +32,7 @@ from vidnas.engine.loop import EpochResult, backward_step, epoch_loader, fit, st
 from vidnas.engine.losses import class_weights, segmentation_loss
 from vidnas.engine.plots import plot_training_curves
 from vidnas.models import Arch, arch_from_config, build_model
+from vidnas.models.fastpath import use_channels_last
 from vidnas.precision import autocast, grad_scaler, loader_options
 from vidnas.rundir import remove_orphan_temporaries
 from vidnas.utils import atomic_write_json, seed_everything
@@ -307,11 +308,14 @@ def train(
     if init_weights is not None:
         init_from(model, init_weights, cfg, arch, partial=init_partial)
     freeze_encoder_if_asked(model, cfg)
+    if cfg.train.channels_last and not use_channels_last(model):
+        log.warning("train.channels_last: the model has no CNN encoder to convert; it trains as it is")
     if dist_info.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = build_optimizer(model, cfg)
 
     start_epoch, best_miou, best_epoch, history = 0, -1.0, -1, []
+    timing = {"step_seconds": 0.0, "data_seconds": 0.0}  # this invocation's epochs (the loader's share of them)
     if resume:
         state = resume_state
         unwrap(model).load_state_dict(state["model"])
@@ -340,6 +344,12 @@ def train(
     if resume and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     loading = loader_options(device, cfg.data.num_workers, cfg.data.persistent_workers)
+    # every training frame decoded once, here, when data.cache_frames holds them all: epochs then only augment, and
+    # loader workers (forked later) share the cache instead of each decoding what it reads
+    t_load = time.perf_counter()
+    cached = train_ds.preload()
+    if cached:
+        log.info("decoded %d training frames into the cache in %.1f s", cached, time.perf_counter() - t_load)
     t_start = time.perf_counter()
     n_steps = steps_per_epoch(len(train_ds), cfg.train.batch_size, dist_info.world_size, cfg.train.max_steps_per_epoch)
     total_steps = max(cfg.train.epochs * n_steps, 1)
@@ -395,7 +405,12 @@ def train(
         nonlocal best_miou, best_epoch
         record: dict[str, Any] = {"epoch": res.epoch, "train_loss": res.loss, **res.val}
         history.append(record)
-        logger.log("epoch", res.epoch, **record)
+        timing["step_seconds"] += res.seconds
+        timing["data_seconds"] += res.data_seconds
+        # timings go to the log only: the history (and the checkpoint) of a run repeat bit for bit
+        share = res.data_seconds / res.seconds if res.seconds > 0 else 0.0
+        logger.log("epoch", res.epoch, **record, epoch_seconds=res.seconds, data_seconds=res.data_seconds,
+                   data_share=share)
         is_best = f"{decide}_miou" in record and record[f"{decide}_miou"] > best_miou
         if is_best:
             best_miou, best_epoch = record[f"{decide}_miou"], res.epoch
@@ -420,7 +435,9 @@ def train(
             save_checkpoint(last_path, state)
             if is_best:
                 save_checkpoint(ckpt_dir / "best.pt", state)
-        log.info("epoch %d: %s", res.epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        log.info("epoch %d: %s; %.1f s, data loading %.1f s (%.0f%%)", res.epoch,
+                 {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}, res.seconds,
+                 res.data_seconds, 100 * share)
 
     fit(step, batches, epochs=cfg.train.epochs, steps=n_steps, start_epoch=start_epoch, seed=cfg.train.seed,
         begin=begin, validate=validate, end=end, model=model, dist_info=dist_info, show_progress=show_progress)
@@ -447,6 +464,11 @@ def train(
             "best_miou": best_miou, "best_epoch": best_epoch, "epochs": cfg.train.epochs, "history": history,
             "train_seconds_this_invocation": seconds, "world_size": dist_info.world_size,
             "torch_threads": torch.get_num_threads(),
+            # seconds of this invocation's epochs (steps, not validation) and the part spent waiting for batches
+            "train_clips": len(train_ds), "batch_size": cfg.train.batch_size, "steps_per_epoch": n_steps,
+            "step_seconds_this_invocation": timing["step_seconds"],
+            "data_seconds_this_invocation": timing["data_seconds"],
+            "data_share": timing["data_seconds"] / timing["step_seconds"] if timing["step_seconds"] > 0 else None,
         }
         if select_ds is not None:  # which split made which number
             summary["decided_on"] = {"split": cfg.data.train_split, "videos": list(cfg.data.selection_videos),

@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from vidnas.export.quantize import DEFAULT_CALIB_FRAMES, PRECISIONS, calibration
 from vidnas.export.runtime import ORT_OPTIONS_NOTE, default_session_options, ort_streamers
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_model
-from vidnas.models.fastpath import cnn_encoder, use_channels_last
+from vidnas.models.fastpath import cnn_encoder, compile_parts, use_channels_last
 from vidnas.precision import AMP_MODES, autocast
 
 __all__ = [
@@ -54,12 +55,17 @@ __all__ = [
     "COMPARE",
     "AGREEMENT_FRAMES",
     "amp_agreement",
+    "stream_agreement",
+    "COMPILE_BACKENDS",
+    "COMPILE_COLUMNS",
 ]
 
 RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
 CHANNELS_LAST_MODES: tuple[str, ...] = ("auto", "on", "off")
-# fast paths `--compare` measures with and without, interleaved: rows NAME (on) and NAME~off; amp: NAME and NAME@bf16
-COMPARE: tuple[str, ...] = ("channels_last", "threads", "ort_options", "amp")
+# fast paths `--compare` measures with and without, interleaved: rows NAME (on) and NAME~off; amp: NAME and NAME@bf16;
+# compile: NAME (eager) and NAME@compile (torch.compile of its encoder, decoder, cell: ``compile_parts``)
+COMPARE: tuple[str, ...] = ("channels_last", "threads", "ort_options", "amp", "compile")
+COMPILE_BACKENDS: tuple[str, ...] = ("inductor", "aot_eager")  # torch.compile's code generator; graph capture only
 AGREEMENT_FRAMES = 8  # frames of `--compare amp`'s pixel agreement (float32 against the --amp mode)
 BENCH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "encoder_ms", "decoder_ms", "latency_ms", "fps")
 # both protocols side by side: the paper's (window decode) and the incremental one (inc_*, one decoder step)
@@ -67,6 +73,8 @@ BOTH_COLUMNS: tuple[str, ...] = ("name", "window", "params", "gflops", "inc_gflo
                                  "inc_decoder_ms", "latency_ms", "inc_latency_ms", "fps", "inc_fps", "inc_speedup")
 AMP_COLUMNS: tuple[str, ...] = ("name", "amp", "pixel_agreement", "agreement_miou", "agreement_frames",
                                 "agreement_source")  # the accuracy beside `--compare amp`'s speed
+COMPILE_COLUMNS: tuple[str, ...] = ("name", "compile", "compile_seconds", "pixel_agreement", "agreement_miou",
+                                    "agreement_frames", "agreement_source")  # beside `--compare compile`'s speed
 ROOFLINE_COLUMNS: tuple[str, ...] = ("name", "gflops", "gflop_s", "roofline", "inc_gflops", "inc_gflop_s",
                                      "inc_roofline")
 DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
@@ -241,11 +249,30 @@ def onnxruntime_available() -> bool:
     return True
 
 
-def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: Sequence[int], amp: str = "bf16"
-              ) -> tuple[list[BenchModel], dict[str, int]]:
+def _compiled(bm: BenchModel, backend: str, batch: int) -> BenchModel:
+    """A deep copy of ``bm`` with its parts compiled (``compile_parts``), compiled now by streaming a few frames of
+    ``batch`` at its size (the time that takes, ``compile_seconds``, is in the row)."""
+    model = copy.deepcopy(bm.model).eval()
+    parts = compile_parts(model, backend)
+    device = next(iter(model.parameters())).device
+    frame = torch.randn(batch, 3, *bm.size, generator=torch.Generator().manual_seed(0)).to(device)  # (B, 3, H, W)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        streamer = model.stream(batch_size=batch, **bm.stream_options)
+        for _ in range(int(streamer.lag) + 2):  # the first decode and one steady-state push
+            streamer.push(frame)
+        streamer.reset()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return dataclasses.replace(bm, name=f"{bm.name}@compile", model=model, extra={
+        **bm.extra, "compile": backend, "compiled_parts": parts, "compile_seconds": time.perf_counter() - t0})
+
+
+def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: Sequence[int], amp: str = "bf16",
+              compile_backend: str = "inductor", batch: int = 1) -> tuple[list[BenchModel], dict[str, int]]:
     """The models to time for ``compare``: each model with and without the fast path (rows NAME and NAME~off), at
-    each thread count (rows NAME@Nt), or in float32 and under ``amp`` (rows NAME and NAME@amp, one module); name ->
-    torch threads for ``threads``."""
+    each thread count (rows NAME@Nt), in float32 and under ``amp`` (rows NAME and NAME@amp, one module), or eager and
+    compiled (rows NAME and NAME@compile, two modules of the same weights); name -> torch threads for ``threads``."""
     if compare in (None, "ort_options"):
         return list(models), {}
     out: list[BenchModel] = []
@@ -254,6 +281,9 @@ def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: 
         if compare == "amp":
             out += [dataclasses.replace(bm, extra={**bm.extra, "amp": "none"}),
                     dataclasses.replace(bm, name=f"{bm.name}@{amp}", extra={**bm.extra, "amp": amp})]
+        elif compare == "compile":
+            out += [dataclasses.replace(bm, extra={**bm.extra, "compile": "none"}),
+                    _compiled(bm, compile_backend, batch)]
         elif compare == "channels_last":
             out.append(bm)
             if cnn_encoder(bm.model) is not None:
@@ -288,6 +318,8 @@ def run_benchmark(
     precisions: Sequence[str] = ("fp32",),
     calib_frames: int = DEFAULT_CALIB_FRAMES,
     agreement_frames: int = AGREEMENT_FRAMES,
+    batch: int = 1,
+    compile_backend: str = "inductor",
 ) -> list[BenchRow]:
     """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
 
@@ -301,8 +333,11 @@ def run_benchmark(
     onnxruntime sessions get the same counts), ``ort_options`` (onnxruntime rows with ``quiet_session_options``, the
     default, and NAME~off with onnxruntime's own defaults), ``amp`` (PyTorch rows NAME in float32 and NAME@AMP under
     ``amp``, ``bf16`` when ``amp`` is ``none``; the NAME@AMP row gets ``amp_agreement`` over ``agreement_frames``
-    frames: ``pixel_agreement``, ``agreement_miou``, ``agreement_frames``, ``agreement_source``). Without it ``amp``
-    applies to every PyTorch row. Row extras: ``runtime``, ``precision`` plus what ``protocol_rows`` adds.
+    frames: ``pixel_agreement``, ``agreement_miou``, ``agreement_frames``, ``agreement_source``), ``compile``
+    (PyTorch rows NAME eager and NAME@compile, a copy whose encoder, decoder and cell are ``torch.compile``d with
+    ``compile_backend``, compiled before the timing: ``compile_seconds``; the same agreement columns, against the
+    eager masks). Without it ``amp`` applies to every PyTorch row. ``batch``: frames per push of the PyTorch rows
+    (``protocol_rows``; times per frame). Row extras: ``runtime``, ``precision`` plus what ``protocol_rows`` adds.
 
     ``precisions``: the onnxruntime rows' precisions (``fp32``, ``int8``); an ``int8`` export is quantised as ``vidnas
     export --precision int8`` does (``vidnas.export.quantize``; ``calib_frames`` frames of each model's training
@@ -321,6 +356,13 @@ def run_benchmark(
         raise ValueError("--compare amp times PyTorch rows: it needs --runtime torch")
     if compare == "amp" and amp == "none":
         amp = "bf16"
+    if compare == "compile" and runtime != "torch":
+        raise ValueError("--compare compile times PyTorch rows: it needs --runtime torch")
+    if compile_backend not in COMPILE_BACKENDS:
+        raise ValueError(f"unknown compile backend {compile_backend!r}; valid: {', '.join(COMPILE_BACKENDS)}")
+    if batch < 1 or (batch > 1 and runtime != "torch"):
+        raise ValueError(f"batch {batch}: must be >= 1, and above 1 only with --runtime torch (onnxruntime streams "
+                         "batch 1)")
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ValueError(f"unknown precision {', '.join(bad) or '(none)'}; valid: {', '.join(PRECISIONS)}")
@@ -329,7 +371,7 @@ def run_benchmark(
                          "no --compare")
     counts = list(thread_counts or sorted({1, os.cpu_count() or 1}))
     nthreads = threads or torch.get_num_threads()
-    variants, torch_threads = _variants(models, compare, counts, amp)
+    variants, torch_threads = _variants(models, compare, counts, amp, compile_backend, batch)
     candidates: dict[str, Any] = {}
     sizes: dict[str, tuple[int, int]] = {}
     extras: dict[str, dict[str, Any]] = {}
@@ -381,11 +423,17 @@ def run_benchmark(
                 inc[ort_name] = steps.get(base.name)
         rows = protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
                              cost_models=cost_models, progress=progress, stream_options=options, amp=amps,
-                             incremental=inc if incremental else False, ceiling=ceiling, threads=torch_threads)
+                             incremental=inc if incremental else False, ceiling=ceiling, threads=torch_threads,
+                             batch=batch)
+    by_name = {r.name: r for r in rows}
     if compare == "amp":
-        by_name = {r.name: r for r in rows}
         for bm in models:
             by_name[f"{bm.name}@{amp}"].extra.update(amp_agreement(bm, amp, frames=agreement_frames))
+    if compare == "compile":
+        compiled = {v.name: v for v in variants}
+        for bm in models:
+            by_name[f"{bm.name}@compile"].extra.update(
+                stream_agreement(bm, compiled[f"{bm.name}@compile"], frames=agreement_frames))
     return rows
 
 
@@ -402,6 +450,36 @@ def _agreement_inputs(bm: BenchModel, frames: int) -> tuple[list[torch.Tensor], 
     return [torch.randn(1, 3, *bm.size, generator=gen) for _ in range(frames)], "random"
 
 
+def _stream_masks(bm: BenchModel, images: Sequence[torch.Tensor], amp: str = "none") -> list[torch.Tensor]:
+    """The argmax masks (H, W) of ``images`` streamed in order through ``bm.model.stream`` (its stream options)."""
+    device = next(iter(bm.model.parameters())).device
+    with torch.inference_mode():
+        streamer = bm.model.stream(batch_size=1, **bm.stream_options)
+        with autocast(device, amp):
+            outs = [streamer.push(x.to(device)) for x in images]
+            outs += streamer.flush()
+    return [o.float().argmax(1)[0].cpu() for o in outs if o is not None]
+
+
+def _agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor], num_classes: int, source: str
+               ) -> dict[str, Any]:
+    cm = ConfusionMatrix(int(num_classes), None)
+    equal = total = 0
+    for a, b in zip(reference, other, strict=True):
+        cm.update(b.numpy(), a.numpy())
+        equal += int((a == b).sum())
+        total += a.numel()
+    return {"pixel_agreement": equal / max(total, 1), "agreement_miou": float(cm.compute()["miou"]),
+            "agreement_frames": len(other), "agreement_source": source}
+
+
+def stream_agreement(bm: BenchModel, other: BenchModel, *, frames: int = AGREEMENT_FRAMES) -> dict[str, Any]:
+    """How far ``other`` (e.g. the compiled copy of ``bm``) moves ``bm``'s masks: the same ``frames`` images streamed
+    through both (``amp_agreement``'s images and columns, ``bm``'s masks the reference)."""
+    images, where = _agreement_inputs(bm, frames)
+    return _agreement(_stream_masks(bm, images), _stream_masks(other, images), bm.model.num_classes, where)
+
+
 def amp_agreement(bm: BenchModel, amp: str, *, frames: int = AGREEMENT_FRAMES) -> dict[str, Any]:
     """How far ``amp`` moves the model's masks: ``frames`` images streamed through ``model.stream`` (the row's stream
     options) in float32 and under ``torch.autocast`` (logits back to float32 before the argmax).
@@ -412,23 +490,7 @@ def amp_agreement(bm: BenchModel, amp: str, *, frames: int = AGREEMENT_FRAMES) -
         ``agreement_source`` (``format:split`` of the images, or ``random`` where the data set cannot be read).
     """
     images, where = _agreement_inputs(bm, frames)
-    device = next(iter(bm.model.parameters())).device
-    preds: dict[str, list[torch.Tensor]] = {}
-    with torch.inference_mode():
-        for mode in ("none", amp):
-            streamer = bm.model.stream(batch_size=1, **bm.stream_options)
-            with autocast(device, mode):
-                outs = [streamer.push(x.to(device)) for x in images]
-                outs += streamer.flush()
-            preds[mode] = [o.float().argmax(1)[0].cpu() for o in outs if o is not None]  # (H, W) each
-    cm = ConfusionMatrix(int(bm.model.num_classes), None)
-    equal = total = 0
-    for a, b in zip(preds["none"], preds[amp], strict=True):
-        cm.update(b.numpy(), a.numpy())
-        equal += int((a == b).sum())
-        total += a.numel()
-    return {"pixel_agreement": equal / max(total, 1), "agreement_miou": float(cm.compute()["miou"]),
-            "agreement_frames": len(preds[amp]), "agreement_source": where}
+    return _agreement(_stream_masks(bm, images), _stream_masks(bm, images, amp), bm.model.num_classes, where)
 
 
 def add_ratio_columns(rows: Sequence[BenchRow], ref: str) -> list[BenchRow]:
