@@ -241,6 +241,9 @@ def test_bench_paper_row_at_reduced_size(tmp_path: Path) -> None:
         (["--runtime", "tensorrt"], "unknown --runtime"),
         (["--amp", "bf8"], "valid modes are none, bf16, fp16"),
         (["--compare", "amp", "--runtime", "both"], "needs --runtime torch"),
+        (["--runtime", "all", "--precision", "int8"], "leave out --precision, --compare and --amp"),
+        (["--runtime", "all", "--compare", "threads"], "leave out --precision, --compare and --amp"),
+        (["--precision", "bf16", "--runtime", "onnxruntime"], "bf16 is OpenVINO's inference precision"),
     ],
 )
 def test_bench_errors_exit_2(args: list[str], message: str) -> None:
@@ -289,6 +292,27 @@ def test_bench_compare_amp_times_float32_and_bf16_in_one_run_with_their_agreemen
     assert res.exit_code == 0, res.output
     (row,) = json.loads(out.read_text())
     assert row["extra"]["amp"] == "bf16" and row["latency_ms"] > 0 and "pixel_agreement" not in row["extra"]
+
+
+@pytest.mark.parametrize("command", ["bench", "predict"])
+def test_bad_runtime_is_refused_in_one_line_before_any_work(command: str, tmp_path: Path) -> None:
+    args = [*TINY_SET, *FAST] if command == "bench" else [str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [command, *args, "--runtime", "tensorrt"])
+    assert res.exit_code == 2
+    want = {"bench": "error: unknown --runtime 'tensorrt'; valid: torch, onnxruntime, openvino, both, all",
+            "predict": "error: unknown runtime 'tensorrt'; valid runtimes: torch, onnxruntime, openvino"}
+    assert res.output.strip().splitlines() == [want[command]]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command", ["bench", "predict"])
+def test_openvino_without_its_package_names_the_extra(command: str, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` meets where it is not installed
+    args = [*TINY_SET, *FAST] if command == "bench" else [str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [command, *args, "--runtime", "openvino"])
+    assert res.exit_code == 2
+    assert res.output.strip().splitlines() == [
+        "error: the openvino runtime needs the openvino package: pip install 'vidnas[openvino]'"]
 
 
 def test_bench_onnxruntime_needs_cpu() -> None:
