@@ -92,6 +92,8 @@ def test_openvino_bf16_runs_the_fp32_export_at_bf16(exports: dict[str, Path]) ->
     x = np.random.default_rng(1).standard_normal((1, 3, 32, 48), dtype=np.float32)
     a, b = fp32.push(x), bf16.push(x)
     assert np.isfinite(b).all() and 0 < np.abs(a - b).max() < 0.5 * np.abs(a).max()  # bf16 rounding, not garbage
+    runner = load_runner(None, runtime="openvino", export_dir=exports["arch2"], amp="bf16")  # predict --amp bf16
+    assert runner.providers == ["openvino CPU (bf16)"] and np.array_equal(runner.push(x), b)
 
 
 def test_openvino_options_are_refused_in_one_line(exports: dict[str, Path]) -> None:

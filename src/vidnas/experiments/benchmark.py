@@ -435,8 +435,9 @@ def run_benchmark(
                 try:
                     one, one_steps = open_streamers([bm], exported(prec), n, incremental=incremental, runtime=graph,
                                                     inference_precision=hint)
-                except DeployError as e:
-                    left_out[bm.name].append(f"{row_name(bm.name, runtime, graph, prec)}: {e}")
+                except DeployError as e:  # its message starts with the model's name; the row's replaces it
+                    why = str(e).removeprefix(f"{bm.name}: ")
+                    left_out[bm.name].append(f"{row_name(bm.name, runtime, graph, prec)}: {why}")
                     continue
                 streamers.update(one)
                 steps.update(one_steps)

@@ -198,6 +198,7 @@ class _OvGraph:
 
     @staticmethod
     def numpy(value: Any) -> np.ndarray:
+        """An output of ``run_values`` (already a numpy array)."""
         return value
 
 

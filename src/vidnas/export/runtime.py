@@ -296,6 +296,6 @@ def open_streamers(models: Sequence[Any], exports: dict[str, Path], threads: int
             out[bm.name] = OrtStreamer(path, runtime=runtime, **opts)
             if incremental and has_step_graphs(read_export_meta(path)):
                 steps[bm.name] = OrtStepStreamer(path, runtime=runtime, **opts)
-        except (DeployError, RuntimeError, ValueError) as e:
-            raise DeployError(f"{bm.name}: {runtime} failed: {e}") from e
+        except (DeployError, RuntimeError, ValueError) as e:  # a DeployError names the runtime and the file
+            raise DeployError(f"{bm.name}: {e}" if isinstance(e, DeployError) else f"{bm.name}: {runtime}: {e}") from e
     return out, steps
