@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from fixtures_data import save_png
+from test_bench_cli import FAST, TINY_SET
 from test_export import shared_tiny_checkpoint
 from test_export_int8 import TINY_ARCH2
 from test_incremental import _randomise_bn
@@ -159,6 +160,16 @@ def test_bench_openvino_times_its_precisions_side_by_side(arch2_ckpt: Path, tmp_
     rows = {r["name"]: r["extra"] for r in json.loads(out.read_text())}
     assert {n: e["precision"] for n, e in rows.items()} == {"a2" if p == "fp32" else f"a2@{p}": p for p in precisions}
     assert all(e["runtime"] == "openvino" and "1 inference thread(s)" in e["ov_options"] for e in rows.values())
+
+
+def test_bench_openvino_times_a_causal_model_in_both_protocols(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    res = CliRunner().invoke(app, ["bench", *TINY_SET, *FAST, "--runtime", "openvino", "--threads", "1",
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(out.read_text())
+    assert row["name"] == "config" and row["extra"]["runtime"] == "openvino"
+    assert row["fps"] > 0 and row["extra"]["inc_fps"] > 0  # the window pair and the step graphs, in OpenVINO
 
 
 def test_bench_runtime_all_lists_every_row_available_here(arch2_ckpt: Path, tmp_path: Path) -> None:
