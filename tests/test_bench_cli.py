@@ -270,6 +270,9 @@ def test_bench_both_runtimes_interleaved_in_one_run(tmp_path: Path) -> None:
 
 
 def test_bench_compare_amp_times_float32_and_bf16_in_one_run_with_their_agreement(tmp_path: Path) -> None:
+    # the random weights are drawn from torch's global generator: seeded, the agreement does not depend on which
+    # tests ran before in this process (it fell to 0.91 after tests/test_openvino.py's)
+    torch.manual_seed(0)
     out = tmp_path / "rows.json"
     res = runner.invoke(app, ["bench", *TINY_SET, *FAST, "--compare", "amp", "--json", str(out)])
     assert res.exit_code == 0, res.output

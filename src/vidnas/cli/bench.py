@@ -153,7 +153,7 @@ def bench_cmd(
         run_benchmark,
     )
     from vidnas.export import DeployError
-    from vidnas.export.ort_streamers import OPENVINO_INSTALL, openvino_available, require_openvino
+    from vidnas.export.ort_streamers import OPENVINO_INSTALL, openvino_available, openvino_bf16, require_openvino
 
     setup_logging()
     if runtime not in RUNTIMES:
@@ -178,14 +178,14 @@ def bench_cmd(
     if runtime == "openvino":
         try:
             require_openvino()
-            if "bf16" in precisions and "bf16" not in [p for _, p in graph_plan("all")]:
+            if "bf16" in precisions and not openvino_bf16():
                 raise DeployError("--precision bf16: OpenVINO reports no bf16 on this CPU (no AVX-512 BF16 or AMX)")
         except DeployError as e:
             raise fail(str(e)) from e
     if runtime in ("openvino", "all") and not onnxruntime_available():  # torch.onnx.export writes with onnx
         raise fail(f"--runtime {runtime} runs ONNX exports: install onnx and onnxruntime")
     if runtime != "torch" and device != "cpu":
-        raise fail(f"--runtime {runtime} runs onnxruntime on the CPU: use --device cpu")
+        raise fail(f"--runtime {runtime} runs the exported graphs on the CPU: use --device cpu")
     device_overrides(device, amp)  # an unknown device, CUDA where there is none, or a bad --amp fails here
     if frames < 1 or warmup < 0:
         raise fail(f"need --frames >= 1 and --warmup >= 0, got {frames} and {warmup}")
