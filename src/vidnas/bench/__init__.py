@@ -1,7 +1,14 @@
 """Measurement primitives: parameter and FLOP counts, latency (single and interleaved), result tables."""
 
 from vidnas.bench.counting import count_flops, count_params
-from vidnas.bench.device import amp_note, auto_threads, cpu_bf16_flags, device_signature
+from vidnas.bench.device import (
+    amp_note,
+    auto_threads,
+    cpu_bf16_flags,
+    cpu_flags_line,
+    cpu_int8_flags,
+    device_signature,
+)
 from vidnas.bench.report import (
     DEFAULT_COLUMNS,
     BenchRow,
@@ -27,6 +34,8 @@ __all__ = [
     "device_signature",
     "auto_threads",
     "cpu_bf16_flags",
+    "cpu_int8_flags",
+    "cpu_flags_line",
     "amp_note",
     "device_line",
     "protocol_note",

@@ -10,10 +10,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["device_signature", "auto_threads", "cpu_bf16_flags", "amp_note"]
+__all__ = ["device_signature", "auto_threads", "cpu_bf16_flags", "cpu_int8_flags", "cpu_flags_line", "amp_note"]
 
 # CPU flags (/proc/cpuinfo) of native bf16 arithmetic: x86 AVX-512 BF16 and AMX, Arm BF16
 BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
+# ... and of INT8 dot products (what INT8 kernels need to beat fp32): x86 AMX, AVX-512 VNNI, AVX-VNNI, Arm i8mm, dot
+INT8_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp")
 
 
 def _cpu_model() -> str:
@@ -43,6 +45,19 @@ def cpu_bf16_flags() -> list[str]:
     system without that file: PyTorch then emulates bf16 arithmetic in float32 kernels, slowly)."""
     flags = _cpu_flags()
     return [f for f in BF16_FLAGS if f in flags]
+
+
+def cpu_int8_flags() -> list[str]:
+    """The CPU's INT8 dot-product flags among ``INT8_FLAGS`` (``/proc/cpuinfo``; empty where there are none)."""
+    flags = _cpu_flags()
+    return [f for f in INT8_FLAGS if f in flags]
+
+
+def cpu_flags_line() -> str:
+    """One line naming the CPU's bf16 and INT8 flags and torch's kernel level: what decides which precision pays."""
+    bf16, int8 = cpu_bf16_flags(), cpu_int8_flags()
+    return (f"CPU flags: bf16 {', '.join(bf16) or 'none'}; int8 {', '.join(int8) or 'none'}; torch kernels "
+            f"{torch.backends.cpu.get_cpu_capability()}")
 
 
 def amp_note(amp: str | Sequence[str], device: str = "cpu") -> str | None:

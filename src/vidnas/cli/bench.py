@@ -75,9 +75,11 @@ def bench_cmd(
     ref: Annotated[OptStr, typer.Option("--ref", help="Row name: adds an FPS ratio column against it.")] = None,
     json_out: Annotated[OptPath, typer.Option("--json", help="Write the rows as a JSON list.")] = None,
     flops: Annotated[bool, typer.Option("--flops/--no-flops", help="Count FLOPs per frame.")] = True,
-    runtime: Annotated[
-        str, typer.Option(help="torch | onnxruntime (ONNX export, CPU) | both (interleaved; ONNX rows named NAME@ort).")
-    ] = "torch",
+    runtime: Annotated[str, typer.Option(
+        help="torch | onnxruntime (ONNX export, CPU) | openvino (the same export; extra vidnas[openvino]) | both "
+        "(torch and onnxruntime interleaved; ONNX rows named NAME@ort) | all (every runtime x precision available "
+        "here in one interleaved run, with each row's FPS ratio and mask agreement against PyTorch fp32: the table "
+        "to choose a deployment from).")] = "torch",
     key_interval: Annotated[int | None, typer.Option(  # noqa: UP007, UP045
         "--key-interval", help="Dynamic-cell checkpoints: run the static network every N frames (default: only the "
         "first, i.e. steady state = encoder + cell).")] = None,
@@ -104,12 +106,16 @@ def bench_cmd(
     batch: Annotated[int, typer.Option(
         "--batch", help="Frames per push of the PyTorch rows: B streams side by side (e.g. 8 on a GPU); times and FPS "
         "are per frame, batch_latency_ms per push.")] = 1,
-    precision: Annotated[str, typer.Option(
-        "--precision", help="onnxruntime rows: fp32, int8 (quantised as `vidnas export --precision int8` does; rows "
-        "NAME@int8), or fp32,int8 (both, interleaved).")] = "fp32",
+    precision: Annotated[OptStr, typer.Option(
+        "--precision", help="exported rows: fp32, int8 (quantised as `vidnas export --precision int8` does; rows "
+        "NAME@int8), bf16 (openvino only: its bf16 inference precision; rows NAME@bf16), or a list, e.g. fp32,int8 "
+        "(interleaved). Default fp32; --runtime all takes every one.")] = None,
     calib_frames: Annotated[int, typer.Option(
         "--calib-frames", help="int8: calibration frames from each model's training split (random-weight models: "
         "the config's data).")] = 32,
+    accuracy_frames: Annotated[int, typer.Option(
+        "--accuracy-frames", help="--runtime all: frames of each model's validation split (labelled: mIoU and its "
+        "delta; unreadable: random frames) streamed through every row for its agreement with PyTorch fp32.")] = 32,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Benchmark models side by side by the ST-NAS FPS protocol: params, GFLOPs, latency, FPS.
@@ -125,6 +131,8 @@ def bench_cmd(
         BenchRow,
         amp_note,
         auto_threads,
+        cpu_bf16_flags,
+        cpu_flags_line,
         device_line,
         device_signature,
         format_table,
@@ -134,36 +142,59 @@ def bench_cmd(
     from vidnas.experiments.benchmark import (
         AMP_COLUMNS,
         BENCH_COLUMNS,
+        BENCH_PRECISIONS,
         BOTH_COLUMNS,
         CHANNELS_LAST_MODES,
         COMPARE,
         COMPILE_BACKENDS,
         COMPILE_COLUMNS,
+        DEPLOY_COLUMNS,
         ROOFLINE_COLUMNS,
         RUNTIMES,
         add_ratio_columns,
         build_sources,
         fastpath_line,
+        graph_plan,
         onnxruntime_available,
         parse_sources,
         roofline_line,
+        row_name,
         run_benchmark,
     )
-    from vidnas.export import PRECISIONS
+    from vidnas.export import DeployError
+    from vidnas.export.ort_streamers import OPENVINO_INSTALL, openvino_available, openvino_bf16, require_openvino
 
     setup_logging()
     if runtime not in RUNTIMES:
         raise fail(f"unknown --runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
-    precisions = [p.strip() for p in precision.split(",") if p.strip()]
-    if not precisions or any(p not in PRECISIONS for p in precisions) or len(set(precisions)) < len(precisions):
-        raise fail(f"--precision {precision!r}: give fp32, int8 or fp32,int8")
-    if "int8" in precisions and (runtime == "torch" or compare is not None or calib_frames < 1):
-        raise fail("--precision int8 times onnxruntime exports: it needs --runtime onnxruntime or both, no --compare, "
-                   f"and --calib-frames >= 1 (got {calib_frames})")
-    if runtime != "torch" and not onnxruntime_available():
-        raise fail("--runtime onnxruntime is not available: install onnx and onnxruntime")
+    if runtime == "all" and (precision is not None or compare is not None or amp != "none"):
+        raise fail("--runtime all times every runtime and precision available: leave out --precision, --compare and "
+                   "--amp")
+    if runtime == "all" and accuracy_frames < 1:
+        raise fail(f"--accuracy-frames must be >= 1, got {accuracy_frames}")
+    precisions = [p.strip() for p in (precision or "fp32").split(",") if p.strip()]
+    if not precisions or any(p not in BENCH_PRECISIONS for p in precisions) or len(set(precisions)) < len(precisions):
+        raise fail(f"--precision {precision!r}: give each of {', '.join(BENCH_PRECISIONS)} at most once, e.g. "
+                   "fp32,int8")
+    if precisions != ["fp32"] and (runtime == "torch" or compare is not None or calib_frames < 1):
+        raise fail("--precision int8 / bf16 times exported models: it needs --runtime onnxruntime, openvino or both, "
+                   f"no --compare, and --calib-frames >= 1 (got {calib_frames})")
+    if "bf16" in precisions and runtime != "openvino":
+        raise fail("--precision bf16 is OpenVINO's inference precision: use --runtime openvino (PyTorch bf16: --amp "
+                   "bf16 or --compare amp)")
+    if runtime not in ("torch", "openvino", "all") and not onnxruntime_available():
+        raise fail(f"--runtime {runtime} is not available: install onnx and onnxruntime")
+    if runtime == "openvino":
+        try:
+            require_openvino()
+            if "bf16" in precisions and not openvino_bf16():
+                raise DeployError("--precision bf16: OpenVINO reports no bf16 on this CPU (no AVX-512 BF16 or AMX)")
+        except DeployError as e:
+            raise fail(str(e)) from e
+    if runtime in ("openvino", "all") and not onnxruntime_available():  # torch.onnx.export writes with onnx
+        raise fail(f"--runtime {runtime} runs ONNX exports: install onnx and onnxruntime")
     if runtime != "torch" and device != "cpu":
-        raise fail(f"--runtime {runtime} runs onnxruntime on the CPU: use --device cpu")
+        raise fail(f"--runtime {runtime} runs the exported graphs on the CPU: use --device cpu")
     device_overrides(device, amp)  # an unknown device, CUDA where there is none, or a bad --amp fails here
     if frames < 1 or warmup < 0:
         raise fail(f"need --frames >= 1 and --warmup >= 0, got {frames} and {warmup}")
@@ -177,7 +208,7 @@ def bench_cmd(
         raise fail(f"--channels-last {channels_last!r}: valid modes are {', '.join(CHANNELS_LAST_MODES)}")
     if compare is not None and compare not in COMPARE:
         raise fail(f"--compare {compare!r}: valid comparisons are {', '.join(COMPARE)}")
-    if compare == "ort_options" and runtime == "torch":
+    if compare == "ort_options" and runtime not in ("onnxruntime", "both"):
         raise fail("--compare ort_options needs --runtime onnxruntime or both")
     if compare == "amp" and runtime != "torch":
         raise fail("--compare amp times PyTorch rows in float32 and under --amp: it needs --runtime torch")
@@ -214,13 +245,14 @@ def bench_cmd(
                                key_interval=key_interval, channels_last=channels_last)
     except (OSError, ValueError, KeyError) as e:
         raise fail(str(e)) from e
+    plan = graph_plan(runtime, precisions)
+    torch_rows = 0 if runtime in ("onnxruntime", "openvino") else 2 if runtime == "all" and cpu_bf16_flags() else 1
     if ref is not None and compare is None:
-        ort = "@ort" if runtime == "both" else ""
-        row_names = [n for m in models for n in ([m.name] if runtime == "both" else [])
-                     + [f"{m.name}{ort}{'' if p == 'fp32' else '@' + p}" for p in precisions]]
+        row_names = [n for m in models for n in [m.name, f"{m.name}@bf16"][:torch_rows]
+                     + [row_name(m.name, runtime, g, p) for g, p in plan]]
         if ref not in row_names:
             raise fail(f"--ref {ref!r} names no row; rows: {', '.join(row_names)}")
-    runs = (len(precisions) + (runtime == "both")) * (2 if incremental else 1) * (1 if compare is None else 2)
+    runs = (len(plan) + torch_rows) * (2 if incremental else 1) * (1 if compare is None else 2)
     bar = _progress_bar(len(models) * runs * (warmup + frames), "bench", quiet)
     try:
         rows: list[BenchRow] = run_benchmark(models, runtime=runtime, frames=frames, warmup=warmup, flops=flops,
@@ -228,7 +260,7 @@ def bench_cmd(
                                              ceiling=ceiling or None, compare=compare,
                                              thread_counts=counts if len(counts) > 1 else None,
                                              precisions=precisions, calib_frames=calib_frames, batch=batch,
-                                             compile_backend=compile_backend)
+                                             compile_backend=compile_backend, accuracy_frames=accuracy_frames)
     except (ValueError, RuntimeError) as e:
         raise fail(str(e)) from e
     finally:
@@ -259,12 +291,30 @@ def bench_cmd(
         typer.echo(f"NAME@compile: torch.compile ({compile_backend}) of the encoder, decoder and cell forward, "
                    "compiled before the timing (compile_seconds); pixel_agreement = share of pixels whose argmax "
                    "equals the eager model's; frames streamed through model.stream")
+    if runtime == "all":
+        typer.echo("")
+        typer.echo(device_line())
+        typer.echo(cpu_flags_line())
+        typer.echo(format_table(rows, DEPLOY_COLUMNS))
+        src = next((r.extra["agreement_source"] for r in rows if r.extra.get("agreement_source")), "-")
+        typer.echo(f"x_torch = FPS / the PyTorch fp32 row's FPS (inc_x_torch: incremental protocol, each against "
+                   f"its own); pixel_agreement / agreement_miou = masks against PyTorch fp32's over "
+                   f"{accuracy_frames} frames ({src}); miou = against the labels, miou_delta = mIoU points against "
+                   f"PyTorch fp32 ('-': no labels)")
+        for r in rows:
+            for why in r.extra.get("left_out") or []:
+                typer.echo(f"left out: {why}")
+        if not openvino_available():
+            typer.echo(f"openvino rows left out: the openvino package is not installed ({OPENVINO_INSTALL})")
     typer.echo(fastpath_line(rows))
-    typer.echo(device_line())
+    if runtime != "all":  # printed above the deployment table
+        typer.echo(device_line())
     note = amp_note(amp, device)
     if note is not None:
         typer.echo(note)
     precision_words = {"none": "float32", "bf16": "bf16 autocast", "fp16": "fp16 autocast"}[amp]
+    if runtime == "all":
+        precision_words = "each row's runtime and precision (columns runtime, precision)"
     if compare == "amp":
         precision_words = f"float32 and {precision_words} (PyTorch rows NAME and NAME@{amp})"
     typer.echo(protocol_note(frames, warmup, incremental=incremental, precision=precision_words, batch=batch))

@@ -208,10 +208,11 @@ def predict_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory (masks/, overlay.mp4, summary.json).")],
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-m", help="Checkpoint (.pt) written by "
                                                        "`vidnas train`.")] = None,
-    runtime: Annotated[str, typer.Option(help="torch (eager) or onnxruntime (exports to OUT/onnx first, or uses "
-                                         "--onnx).")] = "torch",
-    onnx_dir: Annotated[Path | None, typer.Option("--onnx", help="Existing `vidnas export` directory "
-                                                     "(onnxruntime without --checkpoint).")] = None,
+    runtime: Annotated[str, typer.Option(help="torch (eager), onnxruntime or openvino (both run the ONNX export: "
+                                         "they export to OUT/onnx first, or use --onnx; openvino needs the extra "
+                                         "vidnas[openvino]).")] = "torch",
+    onnx_dir: Annotated[Path | None, typer.Option("--onnx", help="Existing `vidnas export` directory, fp32 or int8 "
+                                                     "(onnxruntime or openvino without --checkpoint).")] = None,
     causal: CausalOpt = None,
     max_frames: Annotated[int | None, typer.Option("--max-frames", help="Stop after N frames.")] = None,
     fps: Annotated[float | None, typer.Option(help="Overlay frame rate (default: the input video's; "
@@ -242,14 +243,20 @@ def predict_cmd(
     from tqdm.auto import tqdm
 
     from vidnas.bench import amp_note
-    from vidnas.export import RUNTIMES, VideoError, load_runner, open_frames, predict_video
+    from vidnas.export import RUNTIMES, DeployError, VideoError, load_runner, open_frames, predict_video
+    from vidnas.export.ort_streamers import require_openvino
     from vidnas.rundir import is_unused_dir
 
     setup_logging()
     if runtime not in RUNTIMES:
         raise fail(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
-    if checkpoint is None and not (runtime == "onnxruntime" and onnx_dir is not None):
-        raise fail("--checkpoint is required (or --runtime onnxruntime --onnx EXPORT_DIR)")
+    if runtime == "openvino":
+        try:
+            require_openvino()
+        except DeployError as e:
+            raise fail(str(e)) from e
+    if checkpoint is None and not (runtime != "torch" and onnx_dir is not None):
+        raise fail("--checkpoint is required (or --runtime onnxruntime|openvino --onnx EXPORT_DIR)")
     if checkpoint is not None and not checkpoint.is_file():
         raise fail(f"checkpoint not found: {checkpoint}")
     if max_frames is not None and max_frames < 1:
@@ -258,6 +265,8 @@ def predict_cmd(
     if runtime == "onnxruntime" and (device not in (None, "cpu") or amp != "none"):
         raise fail("--device and --amp apply to the torch runtime (onnxruntime runs the exported graphs on its CPU "
                    "provider)")
+    if runtime == "openvino" and (device not in (None, "cpu") or amp not in ("none", "bf16")):
+        raise fail("the openvino runtime runs the exported graphs on the CPU, in fp32 or with --amp bf16")
     try:  # open the input first: a bad video should fail before the model is built
         with open_frames(input) as reader:
             total = reader.num_frames
@@ -278,8 +287,8 @@ def predict_cmd(
 
         threads = auto_threads(reserve=1)
     set_threads(threads)  # torch also resizes every frame, whichever runtime runs the model
-    export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime == "onnxruntime" else None)
-    exports = runtime == "onnxruntime" and checkpoint is not None  # writes an export (into OUT/onnx or --onnx)
+    export_dir = onnx_dir if onnx_dir is not None else (out / "onnx" if runtime != "torch" else None)
+    exports = runtime != "torch" and checkpoint is not None  # writes an export (into OUT/onnx or --onnx)
     if exports:
         output_dir(out, "predict", overwrite=overwrite, inputs=inputs)
         if onnx_dir is not None:
@@ -299,7 +308,7 @@ def predict_cmd(
     typer.echo(f"{input}: model {runner.input_size[0]}x{runner.input_size[1]}, window {runner.window} "
                f"{'causal' if runner.causal else 'centred'}, runtime {runtime} ({decode}), {threads} thread(s)"
                f"{', channels-last encoder' if getattr(runner, 'channels_last', False) else ''}"
-               f"{'' if amp == 'none' else f', {amp} autocast'}")
+               f"{'' if amp == 'none' else f', {amp} ' + ('autocast' if runtime == 'torch' else 'inference')}")
     note = amp_note(amp, device or "cpu") if runtime == "torch" else None
     if note is not None:
         typer.echo(note)

@@ -2,9 +2,10 @@
 
 A model comes from a ``ModelSource``: a checkpoint of any kind (``vidnas.models.load_model``), an architecture file
 or a paper Table 1 row (random weights), or the config's own model. Every model is timed **interleaved in one run**
-(``vidnas.bench.protocol``), under PyTorch, onnxruntime (an ONNX export of it) or both side by side, so the ratios
-hold on a noisy machine. Streaming settings (``--window``, ``--key-interval``) are per-model stream options, never
-attributes changed on a loaded model.
+(``vidnas.bench.protocol``), under PyTorch, onnxruntime or OpenVINO (both on an ONNX export of it), PyTorch and
+onnxruntime side by side (``both``), or every runtime and precision available here (``all``: the deployment
+table, with each row's agreement with PyTorch fp32), so the ratios hold on a noisy machine. Streaming settings
+(``--window``, ``--key-interval``) are per-model stream options, never attributes changed on a loaded model.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from vidnas.bench import BenchRow
+from vidnas.bench import BenchRow, cpu_bf16_flags
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config
-from vidnas.data import DataError
+from vidnas.data import DataError, VideoFrames, open_source
 from vidnas.export.exporter import DeployError
-from vidnas.export.quantize import DEFAULT_CALIB_FRAMES, PRECISIONS, calibration_frames, quantize_export
-from vidnas.export.runtime import ORT_OPTIONS_NOTE, default_session_options, ort_streamers
+from vidnas.export.ort_streamers import openvino_available, openvino_bf16
+from vidnas.export.quantize import DEFAULT_CALIB_FRAMES, calibration_frames, quantize_export
+from vidnas.export.runtime import ORT_OPTIONS_NOTE, default_session_options, export_models, open_streamers
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models import PAPER_ROWS, Arch, arch_from_config, build_model, load_model
 from vidnas.models.fastpath import cnn_encoder, compile_parts, use_channels_last
@@ -36,6 +39,11 @@ from vidnas.precision import AMP_MODES, autocast
 
 __all__ = [
     "RUNTIMES",
+    "BENCH_PRECISIONS",
+    "DEPLOY_COLUMNS",
+    "DEFAULT_ACCURACY_FRAMES",
+    "graph_plan",
+    "row_name",
     "BENCH_COLUMNS",
     "BOTH_COLUMNS",
     "ROOFLINE_COLUMNS",
@@ -58,9 +66,16 @@ __all__ = [
     "stream_agreement",
     "COMPILE_BACKENDS",
     "COMPILE_COLUMNS",
+    "deployment_agreement",
 ]
 
-RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "both")
+RUNTIMES: tuple[str, ...] = ("torch", "onnxruntime", "openvino", "both", "all")
+# precisions of the exported rows: fp32 and int8 exports (int8: `vidnas export --precision int8`'s QDQ graphs), bf16
+# = OpenVINO's inference precision on the fp32 export
+BENCH_PRECISIONS: tuple[str, ...] = ("fp32", "int8", "bf16")
+GRAPH_TAGS = {"onnxruntime": "@ort", "openvino": "@ov"}  # row-name tags of the exported runtimes (both, all)
+OV_OPTIONS_NOTE = "openvino: {threads} inference thread(s), CPU plugin, latency hint, no thread pinning"
+DEFAULT_ACCURACY_FRAMES = 32  # `--runtime all`: frames streamed through every row for its agreement with fp32
 CHANNELS_LAST_MODES: tuple[str, ...] = ("auto", "on", "off")
 # fast paths `--compare` measures with and without, interleaved: rows NAME (on) and NAME~off; amp: NAME and NAME@bf16;
 # compile: NAME (eager) and NAME@compile (torch.compile of its encoder, decoder, cell: ``compile_parts``)
@@ -75,6 +90,9 @@ AMP_COLUMNS: tuple[str, ...] = ("name", "amp", "pixel_agreement", "agreement_mio
                                 "agreement_source")  # the accuracy beside `--compare amp`'s speed
 COMPILE_COLUMNS: tuple[str, ...] = ("name", "compile", "compile_seconds", "pixel_agreement", "agreement_miou",
                                     "agreement_frames", "agreement_source")  # beside `--compare compile`'s speed
+# `--runtime all`: one row per runtime x precision, its speed against PyTorch fp32 and its masks against PyTorch fp32's
+DEPLOY_COLUMNS: tuple[str, ...] = ("name", "runtime", "precision", "fps", "x_torch", "inc_fps", "inc_x_torch",
+                                   "pixel_agreement", "agreement_miou", "miou", "miou_delta")
 ROOFLINE_COLUMNS: tuple[str, ...] = ("name", "gflops", "gflop_s", "roofline", "inc_gflops", "inc_gflop_s",
                                      "inc_roofline")
 DEFAULT_CLASSES = 13  # CholecSeg8K, the ST-NAS data set; only the last 1x1x1 conv depends on it
@@ -268,6 +286,44 @@ def _compiled(bm: BenchModel, backend: str, batch: int) -> BenchModel:
         **bm.extra, "compile": backend, "compiled_parts": parts, "compile_seconds": time.perf_counter() - t0})
 
 
+def graph_plan(runtime: str, precisions: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """The exported rows of ``runtime``: (graph runtime, precision) pairs.
+
+    ``onnxruntime`` / ``openvino``: that runtime at each of ``precisions`` (default fp32; bf16 is OpenVINO's only);
+    ``both``: onnxruntime at each; ``torch``: none; ``all``: what this machine has, ``precisions`` ignored:
+    onnxruntime fp32 and int8 (when onnx and onnxruntime are installed), OpenVINO fp32 and int8 and, on a CPU it
+    computes bf16 on, bf16 (when openvino is installed).
+
+    Raises:
+        ValueError: an unknown runtime or precision, bf16 for onnxruntime, a repeated precision.
+    """
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        return []
+    if runtime == "all":
+        plan = [("onnxruntime", p) for p in ("fp32", "int8")] if onnxruntime_available() else []
+        if openvino_available():
+            plan += [("openvino", p) for p in ("fp32", "int8", *(["bf16"] if openvino_bf16() else []))]
+        return plan
+    precisions = list(precisions or ["fp32"])
+    bad = [p for p in precisions if p not in BENCH_PRECISIONS]
+    if bad or len(set(precisions)) < len(precisions):
+        raise ValueError(f"precisions {', '.join(precisions)}: give each of {', '.join(BENCH_PRECISIONS)} at most once")
+    graph = "openvino" if runtime == "openvino" else "onnxruntime"
+    if graph == "onnxruntime" and "bf16" in precisions:
+        raise ValueError("bf16 rows are OpenVINO's inference precision: --runtime openvino or all (PyTorch bf16: "
+                         "--amp bf16 or --compare amp)")
+    return [(graph, p) for p in precisions]
+
+
+def row_name(base: str, runtime: str, graph: str | None = None, precision: str = "fp32") -> str:
+    """A row's name: ``base`` for the PyTorch fp32 row, ``base@bf16`` for PyTorch bf16 (``all``); exported rows
+    ``base[@ort|@ov][@int8|@bf16]``, the runtime tag only with ``both`` / ``all``."""
+    tag = GRAPH_TAGS[graph] if graph is not None and runtime in ("both", "all") else ""
+    return f"{base}{tag}{'' if precision == 'fp32' else '@' + precision}"
+
+
 def _variants(models: Sequence[BenchModel], compare: str | None, thread_counts: Sequence[int], amp: str = "bf16",
               compile_backend: str = "inductor", batch: int = 1) -> tuple[list[BenchModel], dict[str, int]]:
     """The models to time for ``compare``: each model with and without the fast path (rows NAME and NAME~off), at
@@ -320,8 +376,9 @@ def run_benchmark(
     agreement_frames: int = AGREEMENT_FRAMES,
     batch: int = 1,
     compile_backend: str = "inductor",
+    accuracy_frames: int = DEFAULT_ACCURACY_FRAMES,
 ) -> list[BenchRow]:
-    """Time ``models`` interleaved under ``runtime`` (``torch``, ``onnxruntime`` or ``both``), one row each.
+    """Time ``models`` interleaved under ``runtime`` (``RUNTIMES``), one row per model and runtime x precision.
 
     With onnxruntime each model is exported to a temporary directory first; with ``both`` its ``NAME@ort`` row sits
     beside its PyTorch row in the same interleaved run. With ``incremental`` every row also gets the incremental
@@ -339,17 +396,28 @@ def run_benchmark(
     eager masks). Without it ``amp`` applies to every PyTorch row. ``batch``: frames per push of the PyTorch rows
     (``protocol_rows``; times per frame). Row extras: ``runtime``, ``precision`` plus what ``protocol_rows`` adds.
 
-    ``precisions``: the onnxruntime rows' precisions (``fp32``, ``int8``); an ``int8`` export is quantised as ``vidnas
-    export --precision int8`` does (``vidnas.export.quantize``; ``calib_frames`` frames of each model's training
-    split), its rows named NAME@int8 (NAME@ort@int8 with ``both``). No accuracy check here: ``vidnas export`` has it.
+    ``precisions``: the exported rows' precisions (``graph_plan``: fp32, int8, and bf16 for OpenVINO); an ``int8``
+    export is quantised as ``vidnas export --precision int8`` does (``vidnas.export.quantize``; ``calib_frames``
+    frames of each model's training split), its rows named NAME@int8 (NAME@ort@int8 with ``both``). Each model is
+    exported once per export precision (fp32, int8) into a temporary directory, deleted at the end, and every
+    runtime's streamers open that export.
+
+    ``all`` (``compare`` and ``amp`` must be left out): PyTorch fp32 (row NAME), PyTorch bf16 autocast where the CPU
+    has native bf16 (NAME@bf16), and every exported row of ``graph_plan("all")`` (NAME@ort, NAME@ort@int8, NAME@ov,
+    NAME@ov@int8, NAME@ov@bf16), all in the same rounds; each row then gets ``x_torch`` / ``inc_x_torch`` (its FPS
+    over the PyTorch fp32 row's, per protocol) and ``deployment_agreement`` over ``accuracy_frames`` frames. A
+    runtime that refuses one model's export (OpenVINO cannot compile onnxruntime's INT8 Swin encoder) leaves that row
+    out; the PyTorch fp32 row lists it under ``left_out``, with the reason.
 
     Raises:
         ValueError: unknown runtime or comparison, or a model onnxruntime cannot take (the message names it).
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
-    if compare == "ort_options" and runtime == "torch":
+    if compare == "ort_options" and runtime not in ("onnxruntime", "both"):
         raise ValueError("--compare ort_options needs --runtime onnxruntime or both")
+    if runtime == "all" and (compare is not None or amp != "none"):
+        raise ValueError("--runtime all times every runtime and precision itself: no --compare, no --amp")
     if amp not in AMP_MODES:
         raise ValueError(f"unknown amp {amp!r}; valid: {', '.join(AMP_MODES)}")
     if compare == "amp" and runtime != "torch":
@@ -363,15 +431,16 @@ def run_benchmark(
     if batch < 1 or (batch > 1 and runtime != "torch"):
         raise ValueError(f"batch {batch}: must be >= 1, and above 1 only with --runtime torch (onnxruntime streams "
                          "batch 1)")
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad or not precisions:
-        raise ValueError(f"unknown precision {', '.join(bad) or '(none)'}; valid: {', '.join(PRECISIONS)}")
-    if "int8" in precisions and (runtime == "torch" or compare is not None):
-        raise ValueError("--precision int8 times onnxruntime exports: it needs --runtime onnxruntime or both, and "
-                         "no --compare")
+    if runtime != "all" and (not precisions or any(p != "fp32" for p in precisions)) and (
+            runtime == "torch" or compare is not None):
+        raise ValueError("--precision int8 / bf16 times exported models: it needs --runtime onnxruntime, openvino or "
+                         "both, and no --compare")
+    plan = graph_plan(runtime, precisions)
     counts = list(thread_counts or sorted({1, os.cpu_count() or 1}))
     nthreads = threads or torch.get_num_threads()
-    variants, torch_threads = _variants(models, compare, counts, amp, compile_backend, batch)
+    torch_bf16 = runtime == "all" and bool(cpu_bf16_flags())  # emulated bf16 is no deployment option
+    variants, torch_threads = _variants(models, "amp" if torch_bf16 else compare, counts,
+                                        "bf16" if torch_bf16 else amp, compile_backend, batch)
     candidates: dict[str, Any] = {}
     sizes: dict[str, tuple[int, int]] = {}
     extras: dict[str, dict[str, Any]] = {}
@@ -380,51 +449,85 @@ def run_benchmark(
     inc: dict[str, Any] = {}
     amps: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="vidnas-bench-") as tmp:
-        # onnxruntime sessions: one set per thread count (--compare threads) or per option set (ort_options)
-        # suffix -> (streamers, steps, note, precision)
-        ort_sets: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {}
-        if runtime != "torch":
-            if compare == "threads":
-                for n in counts:
-                    ort_sets[f"@{n}t"] = (*ort_streamers(models, Path(tmp) / f"t{n}", n, incremental=incremental),
-                                          ORT_OPTIONS_NOTE.format(threads=n), "fp32")
-            else:
-                def quantize(bm: BenchModel, path: Path) -> None:
-                    quantize_export(path, bm.cfg, calib_frames=calib_frames)
+        exports: dict[str, dict[str, Path]] = {}  # export precision (fp32, int8) -> model name -> its export
 
-                for prec in precisions:
-                    ort_sets["" if prec == "fp32" else f"@{prec}"] = (
-                        *ort_streamers(models, Path(tmp) / f"tuned-{prec}", nthreads, incremental=incremental,
-                                       prepare=quantize if prec == "int8" else None),
-                        ORT_OPTIONS_NOTE.format(threads=nthreads), prec)
-                if compare == "ort_options":
-                    ort_sets["~off"] = (*ort_streamers(models, Path(tmp) / "default", nthreads,
-                                                       incremental=incremental,
-                                                       session_options=default_session_options(nthreads)),
-                                        f"onnxruntime defaults, {nthreads} intra-op thread(s)", "fp32")
+        def exported(prec: str) -> dict[str, Path]:
+            key = "int8" if prec == "int8" else "fp32"  # bf16 is OpenVINO's hint on the fp32 export
+            if key not in exports:
+                exports[key] = export_models(models, Path(tmp) / key, incremental=incremental, prepare=(
+                    (lambda bm, path: quantize_export(path, bm.cfg, calib_frames=calib_frames))
+                    if key == "int8" else None))
+            return exports[key]
+
+        def note(graph: str, n: int) -> str:
+            return (ORT_OPTIONS_NOTE if graph == "onnxruntime" else OV_OPTIONS_NOTE).format(threads=n)
+
+        # exported rows: one streamer set per runtime x precision, thread count (--compare threads) or option set
+        # (ort_options); (name suffix, streamers, steps, note, precision, graph runtime)
+        sets: list[tuple[str, dict[str, Any], dict[str, Any], str, str, str]] = []
+        left_out: dict[str, list[str]] = {bm.name: [] for bm in models}  # `all`: rows a runtime refused, and why
+
+        def opened(graph: str, prec: str, n: int) -> tuple[dict[str, Any], dict[str, Any]]:
+            hint = "bf16" if prec == "bf16" else "fp32"
+            if runtime != "all":
+                return open_streamers(models, exported(prec), n, incremental=incremental, runtime=graph,
+                                      inference_precision=hint)
+            streamers: dict[str, Any] = {}
+            steps: dict[str, Any] = {}
+            for bm in models:  # one model's refusal (OpenVINO and a quantised Swin) leaves the others' rows in
+                try:
+                    one, one_steps = open_streamers([bm], exported(prec), n, incremental=incremental, runtime=graph,
+                                                    inference_precision=hint)
+                except DeployError as e:  # its message starts with the model's name; the row's replaces it
+                    why = str(e).removeprefix(f"{bm.name}: ")
+                    left_out[bm.name].append(f"{row_name(bm.name, runtime, graph, prec)}: {why}")
+                    continue
+                streamers.update(one)
+                steps.update(one_steps)
+            return streamers, steps
+
+        for graph, prec in plan:
+            for n in (counts if compare == "threads" else [nthreads]):
+                streamers, steps = opened(graph, prec, n)
+                suffix = f"@{n}t" if compare == "threads" else ""
+                sets.append((suffix, streamers, steps, note(graph, n), prec, graph))
+            if compare == "ort_options" and graph == "onnxruntime":
+                sets.append(("~off", *open_streamers(models, exported(prec), nthreads, incremental=incremental,
+                                                     session_options=default_session_options(nthreads)),
+                             f"onnxruntime defaults, {nthreads} intra-op thread(s)", prec, graph))
         for bm in variants:
-            # both runtimes of one model side by side, so their ratio is measured under the same machine load
-            if runtime in ("torch", "both"):
+            # every runtime of one model side by side, so their ratio is measured under the same machine load
+            if runtime in ("torch", "both", "all"):
                 candidates[bm.name], sizes[bm.name] = bm.model, bm.size
-                mode = bm.extra["amp"] if compare == "amp" else amp
+                mode = bm.extra["amp"] if compare == "amp" or torch_bf16 else amp
                 amps[bm.name] = mode
                 extras[bm.name] = {**bm.extra, "runtime": "torch", "precision": "fp32" if mode == "none" else mode}
                 options[bm.name] = bm.stream_options
                 inc[bm.name] = incremental
         for base in models:
-            if runtime == "torch":
-                break
-            for suffix, (streamers, steps, note, prec) in ort_sets.items():
-                ort_name = f"{base.name}@ort{suffix}" if runtime == "both" else f"{base.name}{suffix}"
-                candidates[ort_name], sizes[ort_name] = streamers[base.name], base.size
-                extras[ort_name] = {**base.extra, "runtime": "onnxruntime", "ort_options": note,
-                                    "channels_last": False, "precision": prec}
-                cost_models[ort_name] = base.model
-                inc[ort_name] = steps.get(base.name)
+            for suffix, streamers, steps, graph_note, prec, graph in sets:
+                if base.name not in streamers:
+                    continue
+                name = row_name(base.name, runtime, graph, prec) + suffix
+                candidates[name], sizes[name] = streamers[base.name], base.size
+                extras[name] = {**base.extra, "runtime": graph, "channels_last": False, "precision": prec,
+                                "ort_options" if graph == "onnxruntime" else "ov_options": graph_note}
+                cost_models[name] = base.model
+                inc[name] = steps.get(base.name)
         rows = protocol_rows(candidates, img_size=sizes, warmup=warmup, frames=frames, flops=flops, extra=extras,
                              cost_models=cost_models, progress=progress, stream_options=options, amp=amps,
                              incremental=inc if incremental else False, ceiling=ceiling, threads=torch_threads,
                              batch=batch)
+        if runtime == "all":  # the streamers are still open: their masks against PyTorch fp32's
+            by_name = {r.name: r for r in rows}
+            for bm in models:
+                names = [f"{bm.name}@bf16"] * torch_bf16 + [row_name(bm.name, runtime, g, p) for g, p in plan]
+                names = [n for n in names if n in by_name]
+                by_name[bm.name].extra["left_out"] = left_out[bm.name]
+                _speed_ratios(by_name[bm.name], [by_name[bm.name], *(by_name[n] for n in names)])
+                runners = {n: (bm.model, amps[n]) if n in amps else (candidates[n], None) for n in names}
+                for name, result in deployment_agreement(bm, runners, frames=accuracy_frames).items():
+                    by_name[name].extra.update(result)
     by_name = {r.name: r for r in rows}
     if compare == "amp":
         for bm in models:
@@ -437,47 +540,89 @@ def run_benchmark(
     return rows
 
 
-def _agreement_inputs(bm: BenchModel, frames: int) -> tuple[list[torch.Tensor], str]:
+Video = list[tuple[np.ndarray, "np.ndarray | None"]]  # one video: frames (1, 3, H, W) float32, labels (H, W) or None
+
+
+def _agreement_inputs(bm: BenchModel, frames: int) -> tuple[list[Video], str]:
     """``frames`` images (1, 3, H, W) of the model's training split (``calibration_frames``, seeded), or seeded
-    random ones where its data set cannot be read; and where they came from."""
+    random ones where its data set cannot be read, as one unlabelled video; and where they came from."""
     if bm.cfg is not None and (int(bm.cfg.data.height), int(bm.cfg.data.width)) == bm.size:
         try:
             images = calibration_frames(bm.cfg, frames)
-            return [torch.from_numpy(x) for x in images], f"{bm.cfg.data.format}:{bm.cfg.data.train_split}"
+            return [[(x, None) for x in images]], f"{bm.cfg.data.format}:{bm.cfg.data.train_split}"
         except (DataError, DeployError, OSError):
             pass
     gen = torch.Generator().manual_seed(0)
-    return [torch.randn(1, 3, *bm.size, generator=gen) for _ in range(frames)], "random"
+    return [[(torch.randn(1, 3, *bm.size, generator=gen).numpy(), None) for _ in range(frames)]], "random"
 
 
-def _stream_masks(bm: BenchModel, images: Sequence[torch.Tensor], amp: str = "none") -> list[torch.Tensor]:
-    """The argmax masks (H, W) of ``images`` streamed in order through ``bm.model.stream`` (its stream options)."""
-    device = next(iter(bm.model.parameters())).device
-    with torch.inference_mode():
-        streamer = bm.model.stream(batch_size=1, **bm.stream_options)
-        with autocast(device, amp):
-            outs = [streamer.push(x.to(device)) for x in images]
-            outs += streamer.flush()
-    return [o.float().argmax(1)[0].cpu() for o in outs if o is not None]
+def _validation_videos(bm: BenchModel, frames: int) -> tuple[list[Video], str, int | None]:
+    """The first ``frames`` frames of the model's validation split (``cfg.data.val_split``), video by video, with
+    their labels (None on unannotated frames), preprocessed as in evaluation; where they are unreadable, empty or
+    of another size than the model's, ``_agreement_inputs``' unlabelled frames. Also where they came from and the
+    labels' ignore index."""
+    if bm.cfg is not None and (int(bm.cfg.data.height), int(bm.cfg.data.width)) == bm.size:
+        try:
+            source = open_source(bm.cfg.data)
+            videos: list[Video] = []
+            seen = 0
+            for video in source.videos(bm.cfg.data.val_split):
+                if seen >= frames:
+                    break
+                clip: Video = []
+                for img, mask, _ in VideoFrames(source, video, bm.cfg.data):
+                    if seen >= frames:
+                        break
+                    clip.append((img[None].numpy(), None if mask is None else mask.numpy()))
+                    seen += 1
+                videos.append(clip)
+            if seen:
+                return videos, f"{bm.cfg.data.format}:{bm.cfg.data.val_split}", source.ignore_index
+        except (DataError, OSError):
+            pass
+    videos, where = _agreement_inputs(bm, frames)
+    return videos, where, None
 
 
-def _agreement(reference: Sequence[torch.Tensor], other: Sequence[torch.Tensor], num_classes: int, source: str
-               ) -> dict[str, Any]:
-    cm = ConfusionMatrix(int(num_classes), None)
+def _stream_masks(bm: BenchModel, runner: Any, amp: str, videos: Sequence[Video]) -> list[np.ndarray]:
+    """The argmax masks (H, W) of every frame of ``videos``, each video streamed from its start: through
+    ``model.stream`` (the row's stream options) under ``autocast(amp)`` when ``runner`` is a module, else through
+    ``runner``, a numpy streamer (onnxruntime, OpenVINO), reset first."""
+    masks: list[np.ndarray] = []
+    if isinstance(runner, nn.Module):
+        device = next(iter(runner.parameters())).device
+        with torch.inference_mode(), autocast(device, amp):
+            for video in videos:
+                streamer = runner.stream(batch_size=1, **bm.stream_options)
+                outs = [streamer.push(torch.from_numpy(x).to(device)) for x, _ in video] + streamer.flush()
+                masks += [o.float().argmax(1)[0].cpu().numpy() for o in outs if o is not None]
+        return masks
+    for video in videos:
+        runner.reset()
+        outs = [runner.push(x) for x, _ in video] + runner.flush()
+        masks += [o.argmax(1)[0] for o in outs if o is not None]
+    return masks
+
+
+def _agreement(ref: Sequence[np.ndarray], masks: Sequence[np.ndarray], k: int) -> dict[str, Any]:
+    """``pixel_agreement`` (share of pixels whose argmax equals ``ref``'s) and ``agreement_miou`` (``masks`` scored
+    against ``ref`` as labels, mean IoU over the classes present in either)."""
+    cm = ConfusionMatrix(k, None)
     equal = total = 0
-    for a, b in zip(reference, other, strict=True):
-        cm.update(b.numpy(), a.numpy())
+    for a, b in zip(ref, masks, strict=True):
+        cm.update(b, a)
         equal += int((a == b).sum())
-        total += a.numel()
-    return {"pixel_agreement": equal / max(total, 1), "agreement_miou": float(cm.compute()["miou"]),
-            "agreement_frames": len(other), "agreement_source": source}
+        total += a.size
+    return {"pixel_agreement": equal / max(total, 1), "agreement_miou": float(cm.compute()["miou"])}
 
 
 def stream_agreement(bm: BenchModel, other: BenchModel, *, frames: int = AGREEMENT_FRAMES) -> dict[str, Any]:
     """How far ``other`` (e.g. the compiled copy of ``bm``) moves ``bm``'s masks: the same ``frames`` images streamed
     through both (``amp_agreement``'s images and columns, ``bm``'s masks the reference)."""
-    images, where = _agreement_inputs(bm, frames)
-    return _agreement(_stream_masks(bm, images), _stream_masks(other, images), bm.model.num_classes, where)
+    videos, where = _agreement_inputs(bm, frames)
+    ref, masks = _stream_masks(bm, bm.model, "none", videos), _stream_masks(other, other.model, "none", videos)
+    return {**_agreement(ref, masks, int(bm.model.num_classes)), "agreement_frames": len(masks),
+            "agreement_source": where}
 
 
 def amp_agreement(bm: BenchModel, amp: str, *, frames: int = AGREEMENT_FRAMES) -> dict[str, Any]:
@@ -489,8 +634,59 @@ def amp_agreement(bm: BenchModel, amp: str, *, frames: int = AGREEMENT_FRAMES) -
         against the float32 masks as labels, mean IoU over the classes present in either), ``agreement_frames`` and
         ``agreement_source`` (``format:split`` of the images, or ``random`` where the data set cannot be read).
     """
-    images, where = _agreement_inputs(bm, frames)
-    return _agreement(_stream_masks(bm, images), _stream_masks(bm, images, amp), bm.model.num_classes, where)
+    videos, where = _agreement_inputs(bm, frames)
+    ref, masks = (_stream_masks(bm, bm.model, mode, videos) for mode in ("none", amp))
+    return {**_agreement(ref, masks, int(bm.model.num_classes)), "agreement_frames": len(masks),
+            "agreement_source": where}
+
+
+def deployment_agreement(bm: BenchModel, runners: dict[str, tuple[Any, str | None]], *,
+                         frames: int = DEFAULT_ACCURACY_FRAMES) -> dict[str, dict[str, Any]]:
+    """Every deployment of one model against its PyTorch fp32 masks, on the same ``frames`` frames
+    (``_validation_videos``: the validation split with its labels where it can be read, else unlabelled frames).
+
+    Args:
+        bm: the model (its fp32 ``model.stream`` is the reference).
+        runners: row name -> (``bm.model`` and an amp mode) or (a numpy streamer, None).
+        frames: frames streamed through each.
+
+    Returns:
+        row name -> ``pixel_agreement``, ``agreement_miou`` (``_agreement``), ``agreement_frames``,
+        ``agreement_source``, and on labelled frames ``miou`` (against the labels) and ``miou_delta`` = 100 x (its
+        mIoU - fp32's), in points; the reference row ``bm.name`` gets its own ``miou`` (None without labels).
+    """
+    videos, where, ignore = _validation_videos(bm, frames)
+    k = int(bm.model.num_classes)
+    labels = [m for video in videos for _, m in video]
+    labelled = any(m is not None for m in labels)
+
+    def miou(masks: Sequence[np.ndarray]) -> float:
+        cm = ConfusionMatrix(k, ignore)
+        for p, m in zip(masks, labels, strict=True):
+            if m is not None:
+                cm.update(p, m)
+        return float(cm.compute()["miou"])
+
+    ref = _stream_masks(bm, bm.model, "none", videos)
+    ref_miou = miou(ref) if labelled else None
+    out: dict[str, dict[str, Any]] = {bm.name: {"agreement_frames": len(ref), "agreement_source": where,
+                                                "miou": ref_miou}}
+    for name, (runner, amp) in runners.items():
+        masks = _stream_masks(bm, runner, amp or "none", videos)
+        out[name] = {**_agreement(ref, masks, k), "agreement_frames": len(masks), "agreement_source": where}
+        if ref_miou is not None:
+            row_miou = miou(masks)
+            out[name].update(miou=row_miou, miou_delta=100.0 * (row_miou - ref_miou))
+    return out
+
+
+def _speed_ratios(ref: BenchRow, rows: Sequence[BenchRow]) -> None:
+    """``x_torch`` = FPS / ``ref``'s FPS and ``inc_x_torch`` = incremental FPS / ``ref``'s incremental FPS (None where
+    either is missing), on every row (in place)."""
+    for r in rows:
+        inc, ref_inc = r.extra.get("inc_fps"), ref.extra.get("inc_fps")
+        r.extra["x_torch"] = r.fps / ref.fps if r.fps and ref.fps else None
+        r.extra["inc_x_torch"] = inc / ref_inc if inc and ref_inc else None
 
 
 def add_ratio_columns(rows: Sequence[BenchRow], ref: str) -> list[BenchRow]:
@@ -528,7 +724,7 @@ def fastpath_line(rows: Sequence[BenchRow]) -> str:
     """One line saying which CPU fast paths the rows ran with (the bench report's last word on them)."""
     cl = [r.name for r in rows if r.extra.get("channels_last")]
     threads = sorted({r.extra.get("torch_threads") for r in rows if r.extra.get("runtime") == "torch"} - {None})
-    ort = sorted({r.extra["ort_options"] for r in rows if r.extra.get("ort_options")})
+    ort = sorted({r.extra[k] for r in rows for k in ("ort_options", "ov_options") if r.extra.get(k)})
     parts = [f"channels_last on for {', '.join(cl)}" if cl else "channels_last off (no CNN encoder, or --channels-last"
              " off)", f"torch threads {', '.join(str(t) for t in threads) or '-'}"]
     parts += ort

@@ -1,4 +1,4 @@
-"""Deployment: ONNX export as a streaming encoder/decoder pair, onnxruntime streaming, prediction on real videos.
+"""Deployment: ONNX export as a streaming encoder/decoder pair, onnxruntime / OpenVINO streaming, prediction on videos.
 
 * ``export_onnx(model, out_dir, img_size=..., opset=...) -> ExportPaths`` (``exporter``): ``encoder.onnx`` (one frame
   -> one feature map), ``decoder.onnx`` (a window of features -> the target frame's logits) and ``export.json``
@@ -7,16 +7,18 @@
   ``cell.onnx`` (encoder + cell carrying ``dec`` and ``layer4``).
 * ``stepgraph``: the incremental decoder of a causal model as ``decoder_init.onnx`` + ``decoder_step.onnx`` with the
   state as explicit inputs and outputs (``export_step_graphs``).
-* ``ort_streamers``: the onnxruntime streamers, one per kind of export, with the ``Streamer`` protocol
-  (``vidnas.models.streaming``; numpy in and out): ``OrtStreamer`` (the window pair, fixed-size ring buffers),
-  ``OrtStepStreamer`` (the incremental graphs), ``FrameOrtStreamer`` (key / cell graphs, with a key interval); and
+* ``ort_streamers``: the streamers, one per kind of export, with the ``Streamer`` protocol
+  (``vidnas.models.streaming``; numpy in and out), running the graphs in onnxruntime or OpenVINO (``runtime=``):
+  ``OrtStreamer`` (the window pair, fixed-size ring buffers), ``OrtStepStreamer`` (the incremental graphs),
+  ``FrameOrtStreamer`` (key / cell graphs, with a key interval); and
   their checks against PyTorch, ``parity_check(model, out_dir, frames=...)``, ``step_parity_check``,
   ``frame_parity_check``.
 * ``quantize``: ``vidnas export --precision int8``: ``quantize_export(out_dir, cfg)`` replaces the graphs that take
   images (``key.onnx``, ``encoder.onnx``) by onnxruntime QDQ INT8 graphs calibrated on the model's training frames;
   ``accuracy_check(loaded, out_dir)`` scores them against the fp32 model and the labels of the validation split.
 * ``runtime``: what ``vidnas predict`` runs: ``load_runner(checkpoint, runtime=...)`` gives a ``TorchRunner``
-  (``model.stream()`` of any model kind) or an onnxruntime streamer; the onnxruntime session options.
+  (``model.stream()`` of any model kind) or a streamer of the export in onnxruntime or OpenVINO; the onnxruntime
+  session options; ``export_models`` / ``open_streamers`` for the benchmark.
 * ``predict``: ``predict_video(source, out_dir, runner)``: masks, overlay video and summary for a video file or frame
   folder, streaming in constant memory. ``video``: frame readers and the overlay writer.
 

@@ -1,7 +1,11 @@
-"""onnxruntime streaming of every export, behind the ``Streamer`` protocol (``vidnas.models.streaming``), and the
-parity checks against PyTorch's ``model.stream()``.
+"""onnxruntime and OpenVINO streaming of every export, behind the ``Streamer`` protocol (``vidnas.models.streaming``),
+and the parity checks against PyTorch's ``model.stream()``.
 
-Three streamers, numpy in and out, batch 1, one per kind of export directory:
+Three streamers, numpy in and out, batch 1, one per kind of export directory. Each runs its ONNX graphs in one of the
+``GRAPH_RUNTIMES`` (``runtime=``): ``onnxruntime`` (an ``InferenceSession`` per graph, the default) or ``openvino``
+(the optional extra ``vidnas[openvino]``: ``openvino.Core().read_model`` of the same ``.onnx`` file, compiled for
+its CPU plugin, with ``inference_precision`` fp32 or bf16, OpenVINO's ``INFERENCE_PRECISION_HINT``). Only the
+"run a graph" call differs between the two (``_OrtGraph``, ``_OvGraph``); the streamers are the same classes:
 
 * ``OrtStreamer`` (a window model's ``encoder.onnx`` + ``decoder.onnx``, ``vidnas.export.exporter``): the window
   decode. It keeps the ring buffer of the last ``w`` encoder features as one preallocated (1, C, w, h, w') float32
@@ -26,6 +30,9 @@ Example:
     ...     logits = streamer.push(frame)         # (1, K, H, W) or None (centred, before the target exists)
     >>> tail = streamer.flush()                   # the last frames of a centred stream; [] when causal
 
+An INT8 export (``vidnas export --precision int8``: onnxruntime QDQ graphs) runs in both: OpenVINO compiles the
+QuantizeLinear / DequantizeLinear pairs into its own INT8 kernels.
+
 Parity: ``parity_check`` (the window pair; any export, dispatching on its kind), ``step_parity_check`` (the
 incremental graphs) and ``frame_parity_check`` (frame models) push the same random frames through both runtimes and
 return the largest logit difference.
@@ -34,6 +41,8 @@ return the largest logit difference.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +66,12 @@ from vidnas.models.streaming import check_key_interval, is_key_frame, key_interv
 
 __all__ = [
     "DEFAULT_PROVIDERS",
+    "GRAPH_RUNTIMES",
+    "INFERENCE_PRECISIONS",
+    "OPENVINO_INSTALL",
+    "openvino_available",
+    "require_openvino",
+    "openvino_bf16",
     "OrtStreamer",
     "OrtStepStreamer",
     "FrameOrtStreamer",
@@ -99,17 +114,202 @@ def _parity_session_options() -> Any:
     return options
 
 
+GRAPH_RUNTIMES: tuple[str, ...] = ("onnxruntime", "openvino")
+INFERENCE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")  # OpenVINO's INFERENCE_PRECISION_HINT (f32, bf16)
+OPENVINO_INSTALL = "pip install 'vidnas[openvino]'"
+
+
+def require_openvino() -> Any:
+    """The ``openvino`` module; ``DeployError`` naming the extra to install where it is missing."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise DeployError(f"the openvino runtime needs the openvino package: {OPENVINO_INSTALL}") from e
+    return openvino
+
+
+def openvino_available() -> bool:
+    """Whether the optional ``openvino`` package is importable."""
+    try:
+        require_openvino()
+    except DeployError:
+        return False
+    return True
+
+
+_OV_CORE: list[Any] = []  # one openvino.Core per process, made on first use
+
+
+def _ov_core() -> Any:
+    if not _OV_CORE:
+        _OV_CORE.append(require_openvino().Core())
+    return _OV_CORE[0]
+
+
+def openvino_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 here (``BF16`` among its ``OPTIMIZATION_CAPABILITIES``: a CPU
+    with AVX-512 BF16 or AMX). ``DeployError`` without openvino."""
+    return "BF16" in _ov_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class _OrtGraph:
+    """One onnxruntime ``InferenceSession``: ``run(names, feeds)`` numpy in and out; ``run_values`` keeps the outputs
+    as ``OrtValue``s (a causal streamer's state, fed back to the next step without copies through numpy)."""
+
+    def __init__(self, ort: Any, session: Any) -> None:
+        self._ort = ort
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+        self.providers = list(session.get_providers())
+
+    def run(self, names: Sequence[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The outputs ``names`` (None: all, in graph order) as numpy arrays."""
+        return self.session.run(None if names is None else list(names), feeds)
+
+    def run_values(self, names: Sequence[str], feeds: dict[str, Any]) -> list[Any]:
+        """The outputs ``names`` as ``OrtValue``s; ``feeds`` are numpy arrays or earlier outputs of ``run_values``."""
+        value = self._ort.OrtValue
+        values = {k: v if isinstance(v, value) else value.ortvalue_from_numpy(v) for k, v in feeds.items()}
+        return self.session.run_with_ort_values(list(names), values)
+
+    @staticmethod
+    def numpy(value: Any) -> np.ndarray:
+        """An output of ``run_values`` as a numpy array."""
+        return value.numpy()
+
+
+class _OvGraph:
+    """One OpenVINO compiled model and its infer request, with ``_OrtGraph``'s calls (numpy in and out: OpenVINO
+    copies the outputs out of its buffers, so a returned state stays valid across runs)."""
+
+    def __init__(self, compiled: Any, precision: str) -> None:
+        self._request = compiled.create_infer_request()
+        self.input_names = [p.get_any_name() for p in compiled.inputs]
+        self.output_names = [p.get_any_name() for p in compiled.outputs]
+        self.providers = [f"openvino CPU ({precision})"]
+
+    def run(self, names: Sequence[str] | None, feeds: dict[str, Any]) -> list[np.ndarray]:
+        """The outputs ``names`` (None: all, in graph order) as numpy arrays."""
+        out = self._request.infer(feeds)
+        return [out[n] for n in (self.output_names if names is None else names)]
+
+    run_values = run
+
+    @staticmethod
+    def numpy(value: Any) -> np.ndarray:
+        """An output of ``run_values`` (already a numpy array)."""
+        return value
+
+
+# compiles one graph in a child process: argv = path, INFERENCE_PRECISION_HINT
+_COMPILE_PROBE = ("import sys, openvino as ov; c = ov.Core(); "
+                  "c.compile_model(c.read_model(sys.argv[1]), 'CPU', {'INFERENCE_PRECISION_HINT': sys.argv[2]})")
+
+
+def _probe_compile(path: Path, hint: str) -> None:
+    """Compile ``path`` with OpenVINO in a child process first; ``DeployError`` naming the file when that fails.
+
+    OpenVINO (2026.4) does not always raise on a QDQ graph it cannot take: on onnxruntime's INT8 Swin encoder (a
+    dequantised bias on the attention's qkv Add) its CPU plugin dies with a segmentation fault, which would take
+    ``vidnas predict`` or a whole ``vidnas bench`` down. INT8 graphs are therefore compiled once in a child first
+    (about a second on a tiny model)."""
+    res = subprocess.run([sys.executable, "-c", _COMPILE_PROBE, str(path), hint], capture_output=True, text=True,
+                         check=False)
+    if res.returncode != 0:
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        why = f"its compiler crashed (signal {-res.returncode})" if res.returncode < 0 else \
+            (lines[-1].strip()[:300] if lines else f"exit status {res.returncode}")
+        raise DeployError(f"openvino cannot compile {path}: {why}")
+
+
+def _open_graphs(export_dir: Path, files: dict[str, str], meta: dict[str, Any], *, runtime: str,
+                 providers: Sequence[str] | None, intra_op_threads: int | None, session_options: Any,
+                 inference_precision: str) -> dict[str, Any]:
+    """name -> ``_OrtGraph`` / ``_OvGraph`` of each ``export_dir / file``.
+
+    onnxruntime: ``session_options`` when given, else its defaults with ``intra_op_threads`` (``_session_options``),
+    on ``providers``. OpenVINO: the CPU plugin (an INT8 graph is compiled in a child process first:
+    ``_probe_compile``), ``INFERENCE_NUM_THREADS`` = ``intra_op_threads`` (None: its own
+    count), ``INFERENCE_PRECISION_HINT`` f32 or bf16 (set always: OpenVINO's own default is bf16 on CPUs that have
+    it), ``PERFORMANCE_HINT`` LATENCY (one stream: batch-1 streaming), and no thread pinning
+    (``ENABLE_CPU_PINNING`` off: pinning would also pin the calling thread, which PyTorch and the pipeline's reader
+    share in an interleaved run).
+
+    Raises:
+        DeployError: an unknown runtime or precision, openvino missing, bf16 where the CPU has none, onnxruntime
+            options given to OpenVINO, a graph the runtime cannot load (the message names the file).
+    """
+    if runtime not in GRAPH_RUNTIMES:
+        raise DeployError(f"unknown graph runtime {runtime!r}; valid: {', '.join(GRAPH_RUNTIMES)}")
+    if inference_precision not in INFERENCE_PRECISIONS:
+        raise DeployError(f"unknown inference precision {inference_precision!r}; valid: "
+                          f"{', '.join(INFERENCE_PRECISIONS)}")
+    if runtime == "onnxruntime":
+        if inference_precision != "fp32":
+            raise DeployError("onnxruntime runs the graphs in their own precision: bf16 inference is OpenVINO's "
+                              "(runtime openvino)")
+        import onnxruntime as ort
+
+        options = _session_options(ort, intra_op_threads, session_options, meta)
+        provs = list(providers or DEFAULT_PROVIDERS)
+        return {name: _OrtGraph(ort, ort_session(ort, export_dir / file, options, provs))
+                for name, file in files.items()}
+    if session_options is not None or providers:
+        raise DeployError("session options and providers are onnxruntime's: the openvino runtime takes neither")
+    core = _ov_core()
+    if inference_precision == "bf16" and not openvino_bf16():
+        raise DeployError("bf16 inference needs a CPU with AVX-512 BF16 or AMX; OpenVINO reports no BF16 here: use "
+                          "fp32")
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if inference_precision == "bf16" else "f32",
+                              "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False}
+    if intra_op_threads is not None:
+        config["INFERENCE_NUM_THREADS"] = int(intra_op_threads)
+    int8 = set((meta.get("quantization") or {}).get("int8_graphs") or [])
+    graphs = {}
+    for name, file in files.items():
+        path = export_dir / file
+        if file in int8:
+            _probe_compile(path, config["INFERENCE_PRECISION_HINT"])
+        try:
+            graphs[name] = _OvGraph(core.compile_model(core.read_model(str(path)), "CPU", config),
+                                    inference_precision)
+        except Exception as e:  # OpenVINO raises RuntimeError (and its own types) with multi-line messages
+            raise DeployError(f"openvino cannot compile {path}: {' '.join(str(e).split())[:400]}") from e
+    return graphs
+
+
 class _OrtExportStreamer:
-    """What the three streamers share: the runtime, the export's description (from its ``export.json``), the
-    check of a pushed frame and, for the causal ones, the end of a video.
+    """What the three streamers share: the runtime and its graphs, the export's description (from its
+    ``export.json``), the check of a pushed frame and, for the causal ones, the end of a video.
 
     Attributes:
+        runtime: ``onnxruntime`` or ``openvino``. inference_precision: ``fp32`` or ``bf16`` (OpenVINO's hint).
         input_size: (H, W) of frames. num_classes: K. class_names: K names ([] when the export names none). palette:
             (K, 3) uint8, None when the export records none.
     """
 
     runtime = "onnxruntime"
+    inference_precision = "fp32"
     input_size: tuple[int, int]
+    export_dir: Path
+    meta: dict[str, Any]
+    _graphs: dict[str, Any]
+
+    def _open(self, files: dict[str, str], *, runtime: str, providers: Sequence[str] | None,
+              intra_op_threads: int | None, session_options: Any, inference_precision: str) -> dict[str, Any]:
+        """Open ``files`` (name -> file in ``export_dir``) in ``runtime`` (``_open_graphs``) and keep them."""
+        self._graphs = _open_graphs(self.export_dir, files, self.meta, runtime=runtime, providers=providers,
+                                    intra_op_threads=intra_op_threads, session_options=session_options,
+                                    inference_precision=inference_precision)
+        self.runtime = runtime
+        self.inference_precision = inference_precision
+        return self._graphs
+
+    @property
+    def providers(self) -> list[str]:
+        """What runs the graphs: onnxruntime's execution providers, or OpenVINO's CPU plugin and its precision."""
+        return list(next(iter(self._graphs.values())).providers)
 
     def _describe(self, meta: dict[str, Any]) -> None:
         self.input_size = (int(meta["input_size"][0]), int(meta["input_size"][1]))
@@ -142,11 +342,13 @@ class OrtStreamer(_OrtExportStreamer):
     Args:
         export_dir: a directory written by ``export_onnx`` (``encoder.onnx``, ``decoder.onnx``, ``export.json``).
         providers: onnxruntime execution providers, in preference order (default CPU).
-        intra_op_threads: threads per graph run; None = onnxruntime's default (one per physical core).
+        intra_op_threads: threads per graph run; None = the runtime's default (one per physical core).
         session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+        runtime: ``onnxruntime`` or ``openvino`` (``GRAPH_RUNTIMES``; module docstring).
+        inference_precision: openvino: ``fp32`` or ``bf16``.
 
     Attributes:
-        runtime: ``"onnxruntime"``.
+        runtime: ``"onnxruntime"`` or ``"openvino"``.
         meta: the parsed ``export.json``.
         window: w. causal: the mode. target_index: index of the emitted frame in a window. lag: pushes between a
         frame and its logits (0 causal). input_size, num_classes, class_names, palette: from the export.
@@ -154,7 +356,7 @@ class OrtStreamer(_OrtExportStreamer):
         feature_shapes: all of them. multi: a multi-scale export.
 
     Raises:
-        DeployError: not an export directory, or a graph onnxruntime cannot load (the message names the file).
+        DeployError: not an export directory, or a graph the runtime cannot load (the message names the file).
     """
 
     protocol = "window"
@@ -166,18 +368,17 @@ class OrtStreamer(_OrtExportStreamer):
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         session_options: Any = None,
+        runtime: str = "onnxruntime",
+        inference_precision: str = "fp32",
     ) -> None:
-        import onnxruntime as ort
-
         self.export_dir = Path(export_dir)
         self.meta = read_export_meta(self.export_dir)
         paths = export_paths(self.export_dir)
-        session_options = _session_options(ort, intra_op_threads, session_options, self.meta)
-        providers = list(providers or DEFAULT_PROVIDERS)
-        self.encoder_session = ort_session(ort, paths.out_dir / self.meta.get("encoder", paths.encoder.name),
-                                           session_options, providers)
-        self.decoder_session = ort_session(ort, paths.out_dir / self.meta.get("decoder", paths.decoder.name),
-                                           session_options, providers)
+        graphs = self._open({"encoder": self.meta.get("encoder", paths.encoder.name),
+                             "decoder": self.meta.get("decoder", paths.decoder.name)}, runtime=runtime,
+                            providers=providers, intra_op_threads=intra_op_threads, session_options=session_options,
+                            inference_precision=inference_precision)
+        self._encoder, self._decoder = graphs["encoder"], graphs["decoder"]
         io = self.meta["io"]
         self._in_name = io["encoder"]["input"]["name"]
         feats, windows = feature_specs(self.meta), window_specs(self.meta)
@@ -199,11 +400,6 @@ class OrtStreamer(_OrtExportStreamer):
         self._emitted = 0
 
     @property
-    def providers(self) -> list[str]:
-        """The execution providers onnxruntime actually uses."""
-        return list(self.encoder_session.get_providers())
-
-    @property
     def pending(self) -> int:
         """Frames pushed whose logits have not been returned yet."""
         return self._pushed - self._emitted
@@ -222,7 +418,7 @@ class OrtStreamer(_OrtExportStreamer):
     def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
         """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per scale).
         Does not touch the buffer."""
-        outs = self.encoder_session.run(self._feat_names, {self._in_name: self._check_frame(frame)})
+        outs = self._encoder.run(self._feat_names, {self._in_name: self._check_frame(frame)})
         return outs if self.multi else outs[0]
 
     def decode(self, window: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -232,7 +428,7 @@ class OrtStreamer(_OrtExportStreamer):
         if len(windows) != len(self._dec_names):
             raise ValueError(f"expected {len(self._dec_names)} windows (one per scale), got {len(windows)}")
         feeds = {n: np.ascontiguousarray(w, dtype=np.float32) for n, w in zip(self._dec_names, windows, strict=True)}
-        return self.decoder_session.run(None, feeds)[0]
+        return self._decoder.run(None, feeds)[0]
 
     def push(self, frame: np.ndarray) -> np.ndarray | None:
         """Add one frame.
@@ -279,7 +475,7 @@ class OrtStreamer(_OrtExportStreamer):
 
     def __repr__(self) -> str:
         return (f"OrtStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
-                f"{'causal' if self.causal else 'centred'}, providers={self.providers})")
+                f"{'causal' if self.causal else 'centred'}, {self.runtime}, providers={self.providers})")
 
 
 class OrtStepStreamer(_OrtExportStreamer):
@@ -287,16 +483,19 @@ class OrtStepStreamer(_OrtExportStreamer):
     per push (numpy in and out, batch 1, causal). A multi-scale export's ``encode`` returns one array per scale and
     ``decode`` takes that list.
 
-    The state lives in onnxruntime ``OrtValue``s passed from one step to the next without copies through numpy.
+    With onnxruntime the state lives in ``OrtValue``s passed from one step to the next without copies through
+    numpy; OpenVINO returns it as numpy arrays.
 
     Args:
         export_dir: an export directory with the incremental graphs (``export_step_graphs``).
         providers: onnxruntime execution providers (default CPU).
-        intra_op_threads: threads per graph run; None = onnxruntime's default.
+        intra_op_threads: threads per graph run; None = the runtime's default.
         session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+        runtime: ``onnxruntime`` or ``openvino``.
+        inference_precision: openvino: ``fp32`` or ``bf16``.
 
     Raises:
-        DeployError: not an export directory, no incremental graphs, or a graph onnxruntime cannot load.
+        DeployError: not an export directory, no incremental graphs, or a graph the runtime cannot load.
     """
 
     protocol = "incremental"
@@ -305,22 +504,18 @@ class OrtStepStreamer(_OrtExportStreamer):
     target_index: int
 
     def __init__(self, export_dir: str | Path, *, providers: Sequence[str] | None = None,
-                 intra_op_threads: int | None = None, session_options: Any = None) -> None:
-        import onnxruntime as ort
-
-        self._ort = ort
+                 intra_op_threads: int | None = None, session_options: Any = None, runtime: str = "onnxruntime",
+                 inference_precision: str = "fp32") -> None:
         self.export_dir = Path(export_dir)
         self.meta = read_export_meta(self.export_dir)
         if not has_step_graphs(self.meta):
             raise DeployError(f"{self.export_dir} has no incremental graphs (a centred model, or an export made "
                               "before they existed): use OrtStreamer, or re-export the checkpoint")
         inc = self.meta["incremental"]
-        session_options = _session_options(ort, intra_op_threads, session_options, self.meta)
-        self.session_options = session_options
-        providers = list(providers or DEFAULT_PROVIDERS)
-        self.encoder_session = ort_session(ort, self.export_dir / self.meta["encoder"], session_options, providers)
-        self.init_session = ort_session(ort, self.export_dir / inc["init"], session_options, providers)
-        self.step_session = ort_session(ort, self.export_dir / inc["step"], session_options, providers)
+        graphs = self._open({"encoder": self.meta["encoder"], "init": inc["init"], "step": inc["step"]},
+                            runtime=runtime, providers=providers, intra_op_threads=intra_op_threads,
+                            session_options=session_options, inference_precision=inference_precision)
+        self._encoder, self._init, self._step = graphs["encoder"], graphs["init"], graphs["step"]
         self._in_name = self.meta["io"]["encoder"]["input"]["name"]
         self._state_in = [s["input"] for s in inc["states"]]
         self._state_out = [s["output"] for s in inc["states"]]
@@ -338,11 +533,6 @@ class OrtStepStreamer(_OrtExportStreamer):
         self._state: list[Any] = []
 
     @property
-    def providers(self) -> list[str]:
-        """The execution providers onnxruntime actually uses."""
-        return list(self.encoder_session.get_providers())
-
-    @property
     def pending(self) -> int:
         """Frames pushed whose logits have not been returned: always 0 (causal)."""
         return 0
@@ -354,25 +544,23 @@ class OrtStepStreamer(_OrtExportStreamer):
     def encode(self, frame: np.ndarray) -> np.ndarray | list[np.ndarray]:
         """Run ``encoder.onnx``: (1, 3, H, W) float32 -> (1, C, h, w) (a multi-scale export: a list, one per
         scale)."""
-        outs = self.encoder_session.run(self.feature_names, {self._in_name: self._check_frame(frame)})
+        outs = self._encoder.run(self.feature_names, {self._in_name: self._check_frame(frame)})
         return outs if self.multi else outs[0]
 
     def decode(self, feature: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """One decoder step on a (1, C, h, w) feature, or a multi-scale export's list of them (``decoder_init`` at a
         video start), updating the state; returns the (1, K, H, W) logits of that frame."""
-        ort = self._ort
         arrays = list(feature) if self.multi else [feature]
         if len(arrays) != len(self.feature_names):
             raise ValueError(f"expected {len(self.feature_names)} feature maps, got {len(arrays)}")
-        feats = {n: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-                 for n, a in zip(self.feature_names, arrays, strict=True)}
+        feats = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in zip(self.feature_names, arrays, strict=True)}
         if not self._state:
-            outs = self.init_session.run_with_ort_values(self._init_out, feats)
+            outs = self._init.run_values(self._init_out, feats)
         else:
             feeds = {**feats, **dict(zip(self._state_in, self._state, strict=True))}
-            outs = self.step_session.run_with_ort_values(self._step_out, feeds)
+            outs = self._step.run_values(self._step_out, feeds)
         self._state = list(outs[1:])
-        return outs[0].numpy()
+        return self._step.numpy(outs[0])
 
     def push(self, frame: np.ndarray) -> np.ndarray:
         """Add one frame (1, 3, H, W) float32, ImageNet-normalised; returns its (1, K, H, W) logits."""
@@ -380,7 +568,7 @@ class OrtStepStreamer(_OrtExportStreamer):
 
     def __repr__(self) -> str:
         return (f"OrtStepStreamer({str(self.export_dir)!r}, input={self.input_size}, window={self.window}, "
-                f"providers={self.providers})")
+                f"{self.runtime}, providers={self.providers})")
 
 
 class FrameOrtStreamer(_OrtExportStreamer):
@@ -391,11 +579,13 @@ class FrameOrtStreamer(_OrtExportStreamer):
         key_interval: dynamic-cell exports: also run ``key.onnx`` on every ``key_interval``-th frame (None: only on a
             video's first frame); an arch2 export refuses it.
         providers: onnxruntime execution providers (default CPU).
-        intra_op_threads: threads per graph run (None: onnxruntime's default).
+        intra_op_threads: threads per graph run (None: the runtime's default).
         session_options: a prepared ``onnxruntime.SessionOptions`` (overrides ``intra_op_threads``).
+        runtime: ``onnxruntime`` or ``openvino``.
+        inference_precision: openvino: ``fp32`` or ``bf16``.
 
     Raises:
-        DeployError: not a frame export, a graph onnxruntime cannot load, or a key interval it cannot take.
+        DeployError: not a frame export, a graph the runtime cannot load, or a key interval it cannot take.
     """
 
     protocol = "frame"
@@ -405,9 +595,7 @@ class FrameOrtStreamer(_OrtExportStreamer):
 
     def __init__(self, export_dir: str | Path, *, key_interval: int | None = None,
                  providers: Sequence[str] | None = None, intra_op_threads: int | None = None,
-                 session_options: Any = None) -> None:
-        import onnxruntime as ort
-
+                 session_options: Any = None, runtime: str = "onnxruntime", inference_precision: str = "fp32") -> None:
         self.export_dir = Path(export_dir)
         self.meta = read_frame_meta(self.export_dir)
         graphs = self.meta["graphs"]
@@ -417,19 +605,14 @@ class FrameOrtStreamer(_OrtExportStreamer):
             raise DeployError(str(e)) from e
         if key_interval is not None and "cell" not in graphs:
             raise DeployError(key_interval_refusal("this arch2 export"))
-        session_options = _session_options(ort, intra_op_threads, session_options, self.meta)
-        providers = list(providers or DEFAULT_PROVIDERS)
-        self.sessions = {name: ort_session(ort, self.export_dir / file, session_options, providers)
-                         for name, file in graphs.items()}
-        self._inputs = {name: {i.name for i in s.get_inputs()} for name, s in self.sessions.items()}
-        self._outputs = {name: [o.name for o in s.get_outputs()] for name, s in self.sessions.items()}
+        self.sessions = self._open(dict(graphs), runtime=runtime, providers=providers,
+                                   intra_op_threads=intra_op_threads, session_options=session_options,
+                                   inference_precision=inference_precision)
+        self._inputs = {name: set(g.input_names) for name, g in self.sessions.items()}
+        self._outputs = {name: list(g.output_names) for name, g in self.sessions.items()}
         self._describe(self.meta)
         self._state: dict[str, np.ndarray] | None = None
         self._t = 0
-
-    @property
-    def providers(self) -> list[str]:
-        return list(self.sessions["key"].get_providers())
 
     @property
     def pending(self) -> int:
@@ -458,7 +641,7 @@ class FrameOrtStreamer(_OrtExportStreamer):
 
     def __repr__(self) -> str:
         return (f"FrameOrtStreamer({str(self.export_dir)!r}, {self.meta.get('model_kind')}, input={self.input_size}, "
-                f"key_interval={self.key_interval}, providers={self.providers})")
+                f"key_interval={self.key_interval}, {self.runtime}, providers={self.providers})")
 
 
 # ------------------------------------------------------------------------------------------- parity with PyTorch

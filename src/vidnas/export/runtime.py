@@ -2,10 +2,10 @@
 
 ``load_runner`` gives a ``Streamer`` (``vidnas.models.streaming``, numpy in and out, batch 1) that also describes its
 model (``input_size``, ``num_classes``, ``class_names``, ``palette``): ``TorchRunner`` (``model.stream()`` of any
-model kind, eager PyTorch) or one of the onnxruntime streamers of ``vidnas.export.ort_streamers`` (``OrtStreamer``,
-``OrtStepStreamer`` for causal exports with the incremental graphs, ``FrameOrtStreamer`` for arch2 / cell exports),
-exporting the checkpoint first when asked. ``ort_streamers`` exports and opens the onnxruntime streamers of the
-benchmark's models.
+model kind, eager PyTorch) or one of the streamers of ``vidnas.export.ort_streamers`` (``OrtStreamer``,
+``OrtStepStreamer`` for causal exports with the incremental graphs, ``FrameOrtStreamer`` for arch2 / cell exports)
+running the export in onnxruntime or OpenVINO, exporting the checkpoint first when asked. ``export_models`` exports
+the benchmark's models once and ``open_streamers`` opens streamers of either runtime on those exports.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from vidnas.export.exporter import DEFAULT_OPSET, DeployError, export_onnx, read_export_meta
 from vidnas.export.frame_models import export_frame_onnx, is_frame_export, is_frame_model
-from vidnas.export.ort_streamers import FrameOrtStreamer, OrtStepStreamer, OrtStreamer
+from vidnas.export.ort_streamers import GRAPH_RUNTIMES, FrameOrtStreamer, OrtStepStreamer, OrtStreamer, require_openvino
 from vidnas.export.stepgraph import export_step_graphs, has_step_graphs
 from vidnas.models import LoadedModel, Streamer, incremental_support, load_model
 from vidnas.models.fastpath import use_channels_last
@@ -31,7 +31,8 @@ __all__ = [
     "RUNTIMES",
     "TorchRunner",
     "load_runner",
-    "ort_streamers",
+    "export_models",
+    "open_streamers",
     "quiet_session_options",
     "default_session_options",
     "ORT_OPTIONS_NOTE",
@@ -39,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", *GRAPH_RUNTIMES)  # torch, onnxruntime, openvino
 
 
 class TorchRunner:
@@ -115,20 +116,22 @@ def load_runner(
     incremental: bool | None = None,
     channels_last: bool = True,
 ) -> Streamer:
-    """A streamer for ``predict_video`` (a ``TorchRunner`` or an onnxruntime streamer, describing its model).
+    """A streamer for ``predict_video`` (a ``TorchRunner``, or a streamer of an export in onnxruntime or OpenVINO,
+    describing its model).
 
     Args:
-        checkpoint: a model checkpoint (``load_model``); may be None for ``onnxruntime`` with an existing
-            ``export_dir``.
-        runtime: ``torch`` (eager) or ``onnxruntime``.
+        checkpoint: a model checkpoint (``load_model``); may be None for ``onnxruntime`` / ``openvino`` with an
+            existing ``export_dir``.
+        runtime: ``torch`` (eager), ``onnxruntime`` or ``openvino`` (the same ONNX export; ``RUNTIMES``).
         causal: temporal mode override (None = as trained / as exported).
-        export_dir: onnxruntime only: with a checkpoint, the model is exported there first; without one, an existing
-            export is loaded from there.
-        intra_op_threads: onnxruntime threads per graph run (None = its default).
+        export_dir: onnxruntime / openvino: with a checkpoint, the model is exported there first; without one, an
+            existing export (fp32 or INT8) is loaded from there.
+        intra_op_threads: onnxruntime / openvino threads per graph run (None = the runtime's default).
         opset: ONNX opset for the export (None = ``DEFAULT_OPSET``).
-        key_interval: dynamic-cell models (either runtime): re-run the static network every ``key_interval`` frames.
+        key_interval: dynamic-cell models (any runtime): re-run the static network every ``key_interval`` frames.
         device: torch runtime: where the model runs (frames and masks stay on the host).
-        amp: torch runtime: inference precision (none, bf16, fp16).
+        amp: torch runtime: inference precision (none, bf16, fp16); openvino: none (fp32) or bf16 (OpenVINO's
+            ``INFERENCE_PRECISION_HINT``, on CPUs with native bf16); onnxruntime: none only.
         incremental: None = one decoder step per frame where the model has an incremental decode (causal window
             models; onnxruntime: an export with ``decoder_step.onnx``, which exporting a causal checkpoint writes),
             else the window decode; False = always the window decode; True = incremental or an error.
@@ -138,11 +141,19 @@ def load_runner(
     sleep between runs: the pipeline's reader and writer threads need the other cores).
 
     Raises:
-        DeployError: unknown runtime, missing export, temporal mode differing from an existing export.
+        DeployError: unknown runtime, openvino not installed, an amp mode the runtime does not run, missing export,
+            temporal mode differing from an existing export.
         CheckpointError: a missing or unreadable checkpoint.
     """
     if runtime not in RUNTIMES:
         raise DeployError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
+    if runtime != "torch":
+        precision = {"none": "fp32", "bf16": "bf16"}.get(amp) if runtime == "openvino" else "fp32"
+        if precision is None or (runtime == "onnxruntime" and amp != "none"):
+            raise DeployError(f"--amp {amp}: the {runtime} runtime runs "
+                              f"{'fp32 or bf16 (--amp bf16)' if runtime == 'openvino' else 'the graphs as exported'}")
+        if runtime == "openvino":
+            require_openvino()  # the missing extra fails here, before any export
     if runtime == "torch":
         if checkpoint is None:
             raise DeployError("the torch runtime needs a checkpoint")
@@ -154,7 +165,7 @@ def load_runner(
             what = "--key-interval" if key_interval is not None else "incremental decoding"
             raise DeployError(f"{what}: {checkpoint}: {e}") from e
     if export_dir is None:
-        raise DeployError("the onnxruntime runtime needs an export directory")
+        raise DeployError(f"the {runtime} runtime needs an export directory")
     if checkpoint is not None:
         loaded = load_model(checkpoint, causal=causal)
         extra = {"checkpoint": str(checkpoint), "palette_source": loaded.palette_source}
@@ -169,13 +180,14 @@ def load_runner(
                 raise DeployError(f"incremental decoding: {checkpoint}: {reason}")
             if incremental is not False and reason is None:
                 export_step_graphs(loaded.model, export_dir, opset=opset or DEFAULT_OPSET)
-    options = quiet_session_options(intra_op_threads) if intra_op_threads else None
+    options = quiet_session_options(intra_op_threads) if intra_op_threads and runtime == "onnxruntime" else None
+    graph_options = {"intra_op_threads": intra_op_threads, "session_options": options, "runtime": runtime,
+                     "inference_precision": precision}
     if is_frame_export(export_dir):
         if incremental:
             raise DeployError(f"{export_dir} holds a per-frame or dynamic-cell model (key / cell graphs): it has no "
                               "decoder window to decode incrementally")
-        return FrameOrtStreamer(export_dir, key_interval=key_interval, intra_op_threads=intra_op_threads,
-                                session_options=options)
+        return FrameOrtStreamer(export_dir, key_interval=key_interval, **graph_options)
     if key_interval is not None:
         raise DeployError(key_interval_refusal(f"the window-model export {export_dir}"))
     meta = read_export_meta(export_dir)
@@ -187,8 +199,8 @@ def load_runner(
         raise DeployError(f"{export_dir} has no incremental graphs (decoder_step.onnx): a centred model, or an "
                           "export made without them; re-export the checkpoint, or use the window decode")
     if incremental is not False and has_step_graphs(meta):
-        return OrtStepStreamer(export_dir, intra_op_threads=intra_op_threads, session_options=options)
-    return OrtStreamer(export_dir, intra_op_threads=intra_op_threads, session_options=options)
+        return OrtStepStreamer(export_dir, **graph_options)
+    return OrtStreamer(export_dir, **graph_options)
 
 
 ORT_OPTIONS_NOTE = "onnxruntime: {threads} intra-op thread(s), spinning off, graph optimisation ORT_ENABLE_ALL"
@@ -223,44 +235,67 @@ def default_session_options(threads: int) -> Any:
     return options
 
 
-def ort_streamers(models: Sequence[Any], out_dir: Path, threads: int, *, incremental: bool = False,
-                  session_options: Any = None, prepare: Callable[[Any, Path], None] | None = None,
-                  ) -> tuple[dict[str, OrtStreamer | FrameOrtStreamer], dict[str, OrtStepStreamer]]:
-    """Export every model (objects with ``name``, ``model``, ``size`` and ``stream_options``) into ``out_dir`` and
-    open onnxruntime streamers on each (``session_options``, default ``quiet_session_options(threads)``).
-    ``prepare(model, export_dir)`` runs on each finished export before its streamers open (``vidnas bench
-    --precision int8`` quantises there).
+def export_models(models: Sequence[Any], out_dir: Path, *, incremental: bool = False,
+                  prepare: Callable[[Any, Path], None] | None = None) -> dict[str, Path]:
+    """Export every model (objects with ``name``, ``model``, ``size`` and ``stream_options``) into ``out_dir``:
+    frame models as key (+ cell) graphs, window models as the window pair, with the incremental graphs when
+    ``incremental`` and the model has an incremental decode. ``prepare(model, export_dir)`` runs on each finished
+    export (``vidnas bench --precision int8`` quantises there).
 
     Returns:
-        (name -> ``OrtStreamer`` over the window pair, name -> ``OrtStepStreamer`` over the incremental graphs);
-        the second is filled only with ``incremental``, for the models that have an incremental decode.
+        name -> its export directory (``out_dir / model<i>``).
 
     Raises:
-        DeployError: a model that cannot be exported or loaded (the message names it).
+        DeployError: a model that cannot be exported (the message names it).
     """
-    options = session_options if session_options is not None else quiet_session_options(threads)
-    out: dict[str, OrtStreamer | FrameOrtStreamer] = {}
-    steps: dict[str, OrtStepStreamer] = {}
+    out: dict[str, Path] = {}
     for i, bm in enumerate(models):
         path = Path(out_dir) / f"model{i}"
         try:
-            frame = is_frame_model(bm.model)
-            step = not frame and incremental and incremental_support(bm.model) is None
-            if frame:  # arch2 / dynamic cell: key (+ cell step) graphs, the same stream options
+            if is_frame_model(bm.model):  # arch2 / dynamic cell: key (+ cell step) graphs, the same stream options
                 export_frame_onnx(bm.model, path, img_size=bm.size)
             else:
                 export_onnx(bm.model, path, img_size=bm.size, window=bm.stream_options.get("window"))
-                if step:
+                if incremental and incremental_support(bm.model) is None:
                     export_step_graphs(bm.model, path)
             if prepare is not None:
                 prepare(bm, path)
-            if frame:
-                out[bm.name] = FrameOrtStreamer(path, session_options=options,
-                                                key_interval=bm.stream_options.get("key_interval"))
-                continue
-            out[bm.name] = OrtStreamer(path, session_options=options)
-            if step:
-                steps[bm.name] = OrtStepStreamer(path, session_options=options)
         except (DeployError, RuntimeError, ValueError) as e:
-            raise DeployError(f"{bm.name}: ONNX export / onnxruntime failed: {e}") from e
+            raise DeployError(f"{bm.name}: ONNX export failed: {e}") from e
+        out[bm.name] = path
+    return out
+
+
+def open_streamers(models: Sequence[Any], exports: dict[str, Path], threads: int, *, incremental: bool = False,
+                   runtime: str = "onnxruntime", session_options: Any = None, inference_precision: str = "fp32",
+                   ) -> tuple[dict[str, OrtStreamer | FrameOrtStreamer], dict[str, OrtStepStreamer]]:
+    """Open ``runtime`` streamers on each model's export (``exports``, from ``export_models``), ``threads`` threads
+    per graph run. onnxruntime: ``session_options``, default ``quiet_session_options(threads)``; openvino:
+    ``inference_precision`` (fp32, bf16).
+
+    Returns:
+        (name -> ``OrtStreamer`` over the window pair or ``FrameOrtStreamer``, name -> ``OrtStepStreamer`` over the
+        incremental graphs); the second is filled only with ``incremental``, for the exports that have them.
+
+    Raises:
+        DeployError: a graph the runtime cannot load or compile (the message names the model and the file).
+    """
+    if runtime == "onnxruntime":
+        opts = {"session_options": session_options if session_options is not None else quiet_session_options(threads)}
+    else:
+        opts = {"intra_op_threads": threads, "inference_precision": inference_precision}
+    out: dict[str, OrtStreamer | FrameOrtStreamer] = {}
+    steps: dict[str, OrtStepStreamer] = {}
+    for bm in models:
+        path = exports[bm.name]
+        try:
+            if is_frame_export(path):
+                out[bm.name] = FrameOrtStreamer(path, key_interval=bm.stream_options.get("key_interval"),
+                                                runtime=runtime, **opts)
+                continue
+            out[bm.name] = OrtStreamer(path, runtime=runtime, **opts)
+            if incremental and has_step_graphs(read_export_meta(path)):
+                steps[bm.name] = OrtStepStreamer(path, runtime=runtime, **opts)
+        except (DeployError, RuntimeError, ValueError) as e:  # a DeployError names the runtime and the file
+            raise DeployError(f"{bm.name}: {e}" if isinstance(e, DeployError) else f"{bm.name}: {runtime}: {e}") from e
     return out, steps

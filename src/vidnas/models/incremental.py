@@ -554,6 +554,9 @@ class IncrementalDecoder(nn.Module):
             assert d is not None
             slots = self.plan.registers[sp.register].slots
             positions = [w - 1 if slots[i] == _U else slots[i] for _, i in sp.entries]
+            if not positions:  # only the zero entry: no empty gather (OpenVINO cannot read one in an ONNX graph)
+                states.append(d.new_zeros((int(sp.zero), d.shape[0], d.shape[1], *d.shape[3:])))
+                continue
             st = d.index_select(2, torch.tensor(positions, dtype=torch.long, device=d.device))  # (B, C, N, h, w)
             st = st.permute(2, 0, 1, 3, 4)  # (N, B, C, h, w)
             if sp.zero:
