@@ -17,6 +17,16 @@ float32 matmul timed in the same rounds gives the roofline table (achieved GFLOP
     python benchmarks/table1.py --quick         # tiny substitutes at 64x96: checks the script in seconds
     python benchmarks/table1.py --device cuda   # on a GPU (the paper's V100 protocol; ratios comparable)
     python benchmarks/table1.py --paper-only    # the paper's protocol alone (about half the time)
+    python benchmarks/table1.py --runtime all   # + every deployment of each row (onnxruntime fp32/INT8, OpenVINO
+                                                #   fp32/INT8/bf16, PyTorch bf16) in the same rounds [issue 28]
+
+``--runtime all`` times every row also as `vidnas bench --runtime all` does (``run_benchmark``): each model is
+exported to ONNX once per precision (INT8: static QDQ quantisation, calibrated on ``--calib-frames`` frames of the
+synthetic data, since the weights are random), and rows ``NAME@ort``, ``NAME@ort@int8``, ``NAME@ov``,
+``NAME@ov@int8``, ``NAME@ov@bf16`` and ``NAME@bf16`` (PyTorch autocast) are timed interleaved with the PyTorch fp32
+rows, under both protocols. Their ``fps_ratio`` / ``inc_fps_ratio`` are to the same paper-protocol PyTorch fp32
+SP-TCN Tiny, so the ST-NAS row's best deployment reads against the paper's baseline. A runtime that refuses a model
+(OpenVINO cannot compile onnxruntime's INT8 Swin graphs) leaves that row out and says why.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import torch
 from vidnas.bench import BenchRow, device_signature, format_table, write_rows_json
 from vidnas.bench.protocol import CEILING_SIZE, PAPER_FRAMES, protocol_rows
 from vidnas.config import Config
+from vidnas.experiments.benchmark import DEPLOY_COLUMNS, BenchModel, run_benchmark
 from vidnas.models import PAPER_ROWS, Arch, VideoSegmenter, build_model
 from vidnas.models.architecture import PAPER_INPUT_SIZE
 from vidnas.precision import check_device
@@ -176,16 +187,28 @@ def run(
     device: str = "cpu",
     incremental: bool = True,
     ceiling: int | None = CEILING_SIZE,
+    runtime: str = "torch",
+    calib_frames: int = 8,
 ) -> list[BenchRow]:
     """Build the rows' models and measure them interleaved; returns one row each with the paper's figures beside.
 
     ``incremental``: time the incremental protocol in the same rounds (``inc_*`` columns). ``ceiling``: the
-    roofline's matmul size (None: no roofline).
+    roofline's matmul size (None: no roofline). ``runtime="all"``: also every deployment of each model (module
+    docstring), ``calib_frames`` INT8 calibration frames each; those rows are named ``NAME@...``.
     """
     size = img_size or (QUICK_SIZE if quick else PAPER_INPUT_SIZE)
     models = build_models(table1_archs(names, quick=quick), img_size=size, device=device)
-    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, progress=progress,
-                         incremental=incremental, ceiling=ceiling)
+    if runtime == "all":
+        cfg = Config()
+        bench = [BenchModel(name, m, size, cfg=dataclasses.replace(cfg, data=dataclasses.replace(
+            cfg.data, height=size[0], width=size[1], window=m.window))) for name, m in models.items()]
+        rows = run_benchmark(bench, runtime="all", frames=frames, warmup=warmup, progress=progress,
+                             incremental=incremental, ceiling=ceiling, calib_frames=calib_frames, accuracy_frames=4)
+    elif runtime == "torch":
+        rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, progress=progress,
+                             incremental=incremental, ceiling=ceiling)
+    else:
+        raise ValueError(f"runtime {runtime!r}: torch or all")
     for r in rows:
         r.extra["quick"] = quick
     return add_paper_columns(rows)
@@ -209,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--paper-only", action="store_true", help="the paper's protocol only (no incremental columns)")
+    parser.add_argument("--runtime", choices=("torch", "all"), default="torch",
+                        help="all: also every deployment of each row (onnxruntime, OpenVINO, INT8, bf16), interleaved")
+    parser.add_argument("--calib-frames", type=int, default=8, help="--runtime all: INT8 calibration frames")
     parser.add_argument("--ceiling", type=int, default=CEILING_SIZE,
                         help=f"roofline matmul size N (NxN float32, default {CEILING_SIZE}; 0: no roofline)")
     args = parser.parse_args(argv)
@@ -234,8 +260,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     n_models = len(names) if names is not None else len(PAPER_ROWS)
+    per_model = 7 if args.runtime == "all" else 1  # rows per model: fp32, bf16, ort, ort int8, ov, ov int8, ov bf16
     bar = tqdm(
-        total=n_models * (args.warmup + args.frames) * (1 if args.paper_only else 2),
+        total=n_models * per_model * (args.warmup + args.frames) * (1 if args.paper_only else 2),
         desc="table1",
         file=sys.stderr,
         leave=False,
@@ -253,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             incremental=not args.paper_only,
             ceiling=args.ceiling or None,
+            runtime=args.runtime,
+            calib_frames=args.calib_frames,
         )
     finally:
         bar.close()
@@ -289,6 +318,15 @@ def main(argv: Sequence[str] | None = None) -> int:
            f"(model.stream(incremental=True): the same logits as the window decode); inc_fps_ratio = incremental FPS "
            f"/ paper-protocol FPS of {REF_ROW}.")
     )
+    if args.runtime == "all":
+        print()
+        print("deployments (x_torch: FPS / the same model's PyTorch fp32 FPS; fps_ratio / inc_fps_ratio above: to the "
+              f"paper-protocol PyTorch fp32 {REF_ROW}; agreement on {4} random frames; random weights: no mIoU)")
+        print(format_table(rows, [c for c in DEPLOY_COLUMNS if c not in ("miou", "miou_delta")]
+                           + ["fps_ratio", "inc_fps_ratio"]))
+        for r in rows:
+            for why in r.extra.get("left_out") or []:
+                print(f"left out: {why}")
     print(f"elapsed: {elapsed:.0f} s")
     if args.json is not None:
         for r in rows:
