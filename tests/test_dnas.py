@@ -510,11 +510,12 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two spawned processes each import torch and vidnas; the DDP step itself is tiny
 def test_every_ddp_rank_derives_the_same_architecture(tmp_path) -> None:
     import torch.multiprocessing as mp
 
-    mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True,
-                       start_method="fork")  # forked from this worker: torch and vidnas are already imported
+    # spawned, not forked: a fork of a worker whose autograd engine has run cannot use autograd
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0 == r1
     assert r0["alphas"] != [1.0, 1.0, 1.0] and r0["betas"] != [0.0, 0.0, 0.0]  # they did train
