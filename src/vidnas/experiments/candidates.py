@@ -36,10 +36,12 @@ from typing import Any
 
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config, save_config
+from vidnas.data import open_source
 from vidnas.engine.train import train
 from vidnas.models import Arch, arch_from_config, build_encoder, load_model
 from vidnas.models.decoders.arch2_space import ARCH2_OPS, CHEAPEST_OPS, TEMPORAL_OPS
 from vidnas.models.decoders.mstcn import default_scale_ops
+from vidnas.models.decoders.static import ARCH2_CHANNELS
 from vidnas.models.ops import SEARCH_CANDIDATES
 from vidnas.search.latency import LatencyTable
 from vidnas.search.stnas import load_search_summary, sample_matched_archs, sample_random_archs, search_stnas
@@ -55,9 +57,12 @@ __all__ = [
     "REFERENCE_DECODERS",
     "parse_references",
     "reference_config",
+    "check_space_reference",
     "run_reference",
     "reference_lines",
     "random_archs_for",
+    "matched_random_archs",
+    "run_search",
     "cheapest_arch",
     "table_pricer",
     "deployed_fps",
@@ -215,28 +220,9 @@ def run_baseline(cfg: Config, run_dir: str | Path, *, resume: bool = True, show_
     return cand
 
 
-def run_candidate(
-    cfg: Config,
-    run_dir: str | Path,
-    lam: float,
-    *,
-    resume: bool = True,
-    show_progress: bool = True,
-    skip_encoder: bool = False,
-    skip_decoder: bool = False,
-    progress: Progress | None = None,
-    name: str | None = None,
-) -> Candidate:
-    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done.
-
-    ``name``: the row name (default ``lam=<lambda>``; a budget search passes ``target=<ms>ms``).
-    """
-    label = name or f"lam={lam:g}"
-    run_dir = Path(run_dir)
-    if resume and (done := _done(run_dir)) is not None:
-        logger.info("lambda %g already finished in %s", lam, run_dir)
-        return done
-    search_dir = run_dir / "search"
+def _search(cfg: Config, search_dir: Path, lam: float, *, resume: bool, show_progress: bool, skip_encoder: bool,
+            skip_decoder: bool, progress: Progress | None, label: str) -> Any:
+    """The finished search of ``search_dir`` (``resume``) or a new one at ``lam``: its ``StnasResult``."""
     try:
         found = load_search_summary(search_dir) if resume else None
     except FileNotFoundError:
@@ -250,6 +236,50 @@ def run_candidate(
         again = resume and any((search_dir / "checkpoints").glob("*_search.pt"))
         found = search_stnas(search_cfg, search_dir, resume=again, show_progress=show_progress,
                              skip_encoder=skip_encoder, skip_decoder=skip_decoder)
+    return found
+
+
+def run_search(cfg: Config, run_dir: str | Path, lam: float, *, resume: bool = True, show_progress: bool = True,
+               skip_encoder: bool = False, skip_decoder: bool = False) -> dict[str, Any]:
+    """The search half of ``run_candidate`` alone (``run_dir/search``), so the stages that need only its
+    architecture (latency-matched random architectures) start before the derived model's training.
+
+    Returns:
+        ``{"arch": the derived architecture's dict (with its search record), "search_dir": str}``.
+    """
+    search_dir = Path(run_dir) / "search"
+    found = _search(cfg, search_dir, lam, resume=resume, show_progress=show_progress, skip_encoder=skip_encoder,
+                    skip_decoder=skip_decoder, progress=None, label=f"lam={lam:g}")
+    arch = Arch.load(found.arch_path) if Path(found.arch_path).is_file() else found.arch
+    return {"arch": arch.to_dict(), "search_dir": str(search_dir)}
+
+
+def run_candidate(
+    cfg: Config,
+    run_dir: str | Path,
+    lam: float,
+    *,
+    resume: bool = True,
+    show_progress: bool = True,
+    skip_encoder: bool = False,
+    skip_decoder: bool = False,
+    progress: Progress | None = None,
+    name: str | None = None,
+    searched: bool = False,
+) -> Candidate:
+    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done.
+
+    ``name``: the row name (default ``lam=<lambda>``; a budget search passes ``target=<ms>ms``). ``searched``: a
+    ``run_search`` stage finished the search: read it whatever ``resume`` says.
+    """
+    label = name or f"lam={lam:g}"
+    run_dir = Path(run_dir)
+    if resume and (done := _done(run_dir)) is not None:
+        logger.info("lambda %g already finished in %s", lam, run_dir)
+        return done
+    search_dir = run_dir / "search"
+    found = _search(cfg, search_dir, lam, resume=resume or searched, show_progress=show_progress,
+                    skip_encoder=skip_encoder, skip_decoder=skip_decoder, progress=progress, label=label)
     if progress:
         progress(f"train the derived model ({label}) -> {run_dir / 'train'}")
     res, seconds = _train_stage(cfg, run_dir / "train", found.arch, resume=resume, show_progress=show_progress)
@@ -300,6 +330,28 @@ def parse_references(text: str | None) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"--references {text!r}: a model is named twice")
     return names
+
+
+def check_space_reference(cfg: Config, references: Sequence[str]) -> None:
+    """Over ``arch2_space``, the per-frame ``arch2`` reference must be the space's arch2 point: arch2's width
+    (``model.fuse_channels`` 64) on the encoder at the search's full depths (the arch2 family builds the encoder at
+    its own depths, so ``model.encoder_depths`` must be those or unset). Nothing to check otherwise.
+
+    Raises:
+        ValueError: naming the value that differs.
+    """
+    base = arch_from_config(cfg)
+    if base.decoder != "arch2_space" or "arch2" not in references:
+        return
+    if cfg.model.fuse_channels != ARCH2_CHANNELS:
+        raise ValueError(f"model.fuse_channels={cfg.model.fuse_channels}: the per-frame arch2 reference has "
+                         f"{ARCH2_CHANNELS} channels, so it is the space's arch2 point only at that width")
+    hw = (cfg.data.height, cfg.data.width)
+    full, own = (tuple(build_encoder(base.encoder, img_size=hw, depths=d).depths) for d in (base.depths, None))
+    if full != own:
+        raise ValueError(f"model.encoder_depths={list(full)}: the per-frame arch2 reference builds {base.encoder} at "
+                         f"its own depths {list(own)}, not the space's full depths; unset it or drop --references "
+                         "arch2")
 
 
 def reference_config(cfg: Config, decoder: str) -> Config:
@@ -379,19 +431,8 @@ def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode
     if mode == "matched":
         if skip_encoder:
             raise ValueError("--random-mode matched draws depths too: it needs the encoder search (no --skip-encoder)")
-        for j, ref in enumerate(searched):
-            mine = [i for i in range(k) if i % len(searched) == j]
-            if not mine:
-                continue
-            price = table_pricer(cfg, ref)
-            target = price(Arch.from_dict(ref.arch))
-            # one seed per searched model, so a second searched model never changes the first one's draws
-            archs = sample_matched_archs(base, full, len(mine), candidates=candidates, price=price, target_ms=target,
-                                         seed=seed * 1009 + j, tolerance=tolerance)
-            for i, arch in zip(mine, archs, strict=True):
-                out.append(dataclasses.replace(arch, name=f"random{i}", extra={
-                    "matched_to": ref.name, "table_latency_ms": price(arch), "target_ms": target}))
-        return sorted(out, key=lambda a: int(a.name[len("random"):]))
+        return matched_random_archs(cfg, [(c.name, Arch.from_dict(c.arch), c.search_dir) for c in searched], k,
+                                    seed=seed, tolerance=tolerance, skip_decoder=skip_decoder)
     for i in range(k):
         ref = searched[i % len(searched)]
         rec = (Arch.from_dict(ref.arch).extra.get("search") or {}).get("depth") or {}
@@ -405,24 +446,50 @@ def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode
     return out
 
 
-def table_pricer(cfg: Config, searched: Candidate) -> Callable[[Arch], float]:
-    """Table latency (ms per frame) of an architecture of ``searched``'s space: ``LatencyTable.model_latency`` of its
-    search's ``latency_table.json``, on the config's full-depth encoder, every decoder priced at the search's window
-    (``data.window``: the table's decoder parts are timed on that window, so a per-frame model of window 1 is priced
-    as the search priced it); K = the classes of ``searched``'s checkpoint.
+def matched_random_archs(cfg: Config, searched: Sequence[tuple[str, Arch, Path | None]], k: int, *, seed: int = 0,
+                         tolerance: float = 0.1, skip_decoder: bool = False) -> list[Arch]:
+    """``k`` random architectures (``random0`` ...), sample ``i`` latency-matched to searched model
+    ``i mod len(searched)`` (``random_archs_for``'s ``matched`` mode); ``searched``: (row name, derived
+    architecture, search directory) per searched model, from a finished search (``run_search``) or training."""
+    if not searched:
+        raise ValueError("matched: latency-matched random architectures need a searched model to match")
+    base = arch_from_config(cfg)
+    enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+    candidates = None if skip_decoder else tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
+    out: list[Arch] = []
+    for j, (name, arch, search_dir) in enumerate(searched):
+        mine = [i for i in range(k) if i % len(searched) == j]
+        if not mine:
+            continue
+        price = table_pricer(cfg, name, search_dir)
+        target = price(arch)
+        # one seed per searched model, so a second searched model never changes the first one's draws
+        archs = sample_matched_archs(base, tuple(enc.depths), len(mine), candidates=candidates, price=price,
+                                     target_ms=target, seed=seed * 1009 + j, tolerance=tolerance)
+        for i, a in zip(mine, archs, strict=True):
+            out.append(dataclasses.replace(a, name=f"random{i}", extra={
+                "matched_to": name, "table_latency_ms": price(a), "target_ms": target}))
+    return sorted(out, key=lambda a: int(a.name[len("random"):]))
+
+
+def table_pricer(cfg: Config, name: str, search_dir: Path | None) -> Callable[[Arch], float]:
+    """Table latency (ms per frame) of an architecture of the space searched in ``search_dir`` (row ``name``):
+    ``LatencyTable.model_latency`` of the search's ``latency_table.json``, on the config's full-depth encoder, every
+    decoder priced at the search's window (``data.window``: the table's decoder parts are timed on that window, so a
+    per-frame model of window 1 is priced as the search priced it); K = the classes of the config's data set.
 
     Raises:
-        ValueError: ``searched`` has no search directory or its table is missing (the message names the file).
+        ValueError: no search directory or no table in it (the message names the file).
     """
-    if searched.search_dir is None:
-        raise ValueError(f"{searched.name}: no search directory, so no latency table to match random models with")
-    path = Path(searched.search_dir) / "latency_table.json"
+    if search_dir is None:
+        raise ValueError(f"{name}: no search directory, so no latency table to match random models with")
+    path = Path(search_dir) / "latency_table.json"
     if not path.is_file():
         raise ValueError(f"{path}: no latency table (latency-matched random models need the encoder search's table)")
     table = LatencyTable.load(path)
     base = arch_from_config(cfg)
     encoder = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
-    num_classes = load_model(searched.checkpoint).num_classes
+    num_classes = open_source(cfg.data).num_classes
 
     def price(arch: Arch) -> float:
         return table.model_latency(encoder, arch.depths, dataclasses.replace(arch, window=base.window), num_classes)

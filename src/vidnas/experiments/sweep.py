@@ -24,6 +24,7 @@ from vidnas.experiments.candidates import (
     Progress,
     benchmark_candidates,
     cheapest_arch,
+    check_space_reference,
     control_lines,
     control_summary,
     dominance_counts,
@@ -37,7 +38,6 @@ from vidnas.experiments.candidates import (
 )
 from vidnas.experiments.stages import Stages
 from vidnas.models import arch_from_config
-from vidnas.models.decoders.static import ARCH2_CHANNELS
 from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import RANDOM_MODES, check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
@@ -147,8 +147,8 @@ def run_sweep(
             the same ones).
         references: per-frame models of the library (``head``, ``arch2``) trained with the same recipe
             (``ref_<decoder>/``), benchmarked and tabled beside the others. Over ``arch2_space`` the per-frame arch2
-            is the space's arch2 point on the full-depth encoder (the width ``model.fuse_channels`` must be arch2's
-            64), and the space's cheapest point (``cheapest_arch``) is trained as a control (``cheapest/``).
+            is the space's arch2 point on the full-depth encoder (``check_space_reference``), and the space's
+            cheapest point (``cheapest_arch``) is trained as a control (``cheapest/``).
         jobs: stages at once, each in its own process (``vidnas.experiments.stages``; 1: one after the other in this
             process): the searches, the baseline, the references and the uniform random architectures side by side,
             latency-matched random architectures once the searches are done. The benchmark runs afterwards, alone.
@@ -167,9 +167,7 @@ def run_sweep(
     check_stnas_config(cfg)
     refuse_selection_split(cfg, "the sweep")
     space = arch_from_config(cfg).decoder == "arch2_space"
-    if space and "arch2" in references and cfg.model.fuse_channels != ARCH2_CHANNELS:
-        raise ValueError(f"model.fuse_channels={cfg.model.fuse_channels}: the per-frame arch2 reference has "
-                         f"{ARCH2_CHANNELS} channels, so it is the space's arch2 point only at that width")
+    check_space_reference(cfg, references)
     if random_mode == "matched" and skip_encoder:
         raise ValueError("--random-mode matched draws depths too: it needs the encoder search (no --skip-encoder)")
     run_dir.mkdir(parents=True, exist_ok=True)
