@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from vidnas.cli.main import app
 from vidnas.config import load_config
-from vidnas.experiments.candidates import Candidate, cheapest_arch, control_summary
+from vidnas.experiments.candidates import Candidate, cheapest_arch, check_space_reference, control_summary
 from vidnas.models import arch_from_config, build_encoder
 from vidnas.models.decoders import CHEAPEST_OPS
 from vidnas.search.stnas import sample_matched_archs
@@ -103,3 +103,15 @@ def test_sweep_over_the_arch2_space_with_its_controls(tmp_path) -> None:
         assert row in md
     assert f"{searched['name']} vs 2 latency-matched random architectures:" in md
     assert f"{searched['name']} vs cheapest:" in md and "of 4 controls" in res.output
+
+
+def test_the_arch2_reference_must_be_the_space_s_arch2_point() -> None:
+    """The arch2 family builds its encoder at the encoder's own depths: over the space, a config with other depths
+    (or another width) would compare the search with a different model, so it is refused in one line."""
+    ok = load_config(TINY_YAML, ["model.decoder=arch2_space"])
+    check_space_reference(ok, ("arch2",))
+    deeper = load_config(TINY_YAML, ["model.decoder=arch2_space", "model.encoder_depths=[2,2,4,2]"])
+    with pytest.raises(ValueError, match=r"model.encoder_depths=\[2, 2, 4, 2\]: the per-frame arch2 reference builds "
+                                         r"swin_test at its own depths \[2, 2, 2, 2\]"):
+        check_space_reference(deeper, ("arch2",))
+    check_space_reference(deeper, ())  # no arch2 reference: nothing to compare
