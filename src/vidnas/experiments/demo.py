@@ -79,7 +79,7 @@ DEFAULT_CONFIG = "demo_arch2_space"  # configs/demo_arch2_space.yaml (configs/de
 # reachable, e.g. after a non-editable `pip install`: the demo must run anywhere with nothing but the package.
 EMBEDDED_DEMO: dict = {
     "data": {"format": "synthetic", "height": 64, "width": 96, "window": 3, "synthetic_videos": 12,
-             "synthetic_frames": 8, "synthetic_classes": 4, "synthetic_corruption": 0.3},
+             "synthetic_frames": 8, "synthetic_classes": 4, "synthetic_corruption": 0.6},
     "model": {"encoder": "swin_test", "decoder": "arch2_space", "decoder_channels": 16,
               "decoder_dilations": [1, 2, 4, 8]},
     "train": {"epochs": 6, "batch_size": 4, "lr": 1.0e-3, "log_every": 5},
