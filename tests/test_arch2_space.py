@@ -277,8 +277,10 @@ def test_search_refusals_name_the_space() -> None:
         check_stnas_config(load_config(tiny, ["model.decoder=arch2_space", "stnas.candidates=[identity,sep_k3]"]))
 
 
-def test_the_sweep_refuses_the_space_before_any_work(tmp_path) -> None:
+def test_the_sweep_refuses_an_arch2_reference_of_another_width(tmp_path) -> None:
+    """Over the space, the per-frame arch2 reference is the space's arch2 point only at arch2's width (64)."""
     res = CliRunner().invoke(app, ["search", "stnas", "--config", str(REPO / "configs" / "tiny.yaml"), "--model",
-                                   "arch2_space", "--lambdas", "0,0.1", "--out", str(tmp_path / "sweep")])
-    assert res.exit_code != 0 and "the sweep (--lambdas, --random) does not search the arch2 space yet" in res.output
-    assert not (tmp_path / "sweep").exists()
+                                   "arch2_space", "--set", "model.fuse_channels=8", "--lambdas", "0,0.1",
+                                   "--references", "arch2", "--out", str(tmp_path / "sweep")])
+    assert res.exit_code != 0 and "model.fuse_channels=8: the per-frame arch2 reference has 64 channels" in res.output
+    assert not (tmp_path / "sweep" / "baseline").exists()

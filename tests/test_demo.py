@@ -22,29 +22,37 @@ TEST_SIZE = ["data.height=64", "data.width=96", "data.window=3", "data.synthetic
 
 
 def test_demo_config_is_the_documented_default():
-    cfg = load_config("demo")
+    """The demo searches the space that contains arch2 (issue 26), with arch2 as a control: arch2's width, and the
+    encoder at its own depths (the per-frame arch2 builds those), a window the temporal candidates can read."""
+    from vidnas.experiments.demo import DEFAULT_CONFIG
+
+    cfg = load_config(DEFAULT_CONFIG)
     assert cfg.data.format == "synthetic" and cfg.data.root is None and cfg.data.synthetic_corruption > 0
-    assert cfg.model.encoder_depths is not None and max(cfg.model.encoder_depths) > 2  # something to remove
-    assert len(cfg.model.decoder_dilations) == 4  # 16 searchable decoder slots, as the paper
+    assert cfg.model.decoder == "arch2_space" and cfg.model.fuse_channels == 64 and cfg.model.encoder_depths is None
+    assert cfg.data.window >= 3 and cfg.stnas.decoder_latency
 
 
 def test_embedded_demo_settings_equal_the_preset():
     from vidnas.config import config_from_dict
     from vidnas.experiments.demo import EMBEDDED_DEMO
 
-    assert config_from_dict(EMBEDDED_DEMO) == load_config(REPO / "configs" / "demo.yaml")
+    assert config_from_dict(EMBEDDED_DEMO) == load_config(REPO / "configs" / "demo_arch2_space.yaml")
 
 
 def test_demo_uses_the_shipped_latency_table():
-    from vidnas.experiments.demo import DEMO_LATENCY_TABLE, EMBEDDED_DEMO, demo_latency_table
+    from vidnas.experiments.demo import DEMO_LATENCY_TABLE, DEMO_SPACE_LATENCY_TABLE, EMBEDDED_DEMO, demo_latency_table
     from vidnas.search.latency import LatencyTable
 
-    assert demo_latency_table(load_config("demo")) == str(DEMO_LATENCY_TABLE)
+    assert demo_latency_table(load_config("demo_arch2_space")) == str(DEMO_SPACE_LATENCY_TABLE)
     from vidnas.config import config_from_dict
 
-    assert demo_latency_table(config_from_dict(EMBEDDED_DEMO)) == str(DEMO_LATENCY_TABLE)
+    assert demo_latency_table(config_from_dict(EMBEDDED_DEMO)) == str(DEMO_SPACE_LATENCY_TABLE)
+    assert LatencyTable.load(DEMO_SPACE_LATENCY_TABLE).meta["img_size"] == [64, 96]
+    # the SP-TCN demo of before (configs/demo.yaml) keeps its own table
+    assert demo_latency_table(load_config("demo")) == str(DEMO_LATENCY_TABLE)
     assert LatencyTable.load(DEMO_LATENCY_TABLE).meta["depths"] == [2, 2, 4, 2]
     # another size is not covered: the search measures its own table
+    assert demo_latency_table(load_config("demo_arch2_space", ["data.height=32", "data.width=48"])) is None
     assert demo_latency_table(load_config("demo", TEST_SIZE)) is None
     assert demo_latency_table(load_config("demo", ["stnas.latency_table=x.json"])) == "x.json"
 
@@ -52,7 +60,7 @@ def test_demo_uses_the_shipped_latency_table():
 @pytest.mark.slow
 def test_demo_repeats_its_arch_json(tmp_path):
     """The same command (seeded, with a fixed latency table, as the shipped one for the default demo) gives the
-    same arch.json, byte for byte."""
+    same arch.json, byte for byte (the SP-TCN demo's encoder search: the whole pipeline below runs the space's)."""
     from vidnas.models import build_encoder
     from vidnas.search.latency import LatencyTable
 
@@ -60,7 +68,8 @@ def test_demo_repeats_its_arch_json(tmp_path):
     table = LatencyTable(blocks={enc.block_signature(i, j): 0.3 + 0.1 * i + 0.05 * j for i, d in
                                  enumerate(enc.depths) for j in range(d)}, meta={"encoder": "swin_test"})
     path = table.save(tmp_path / "table.json")
-    sets = sum((["--set", s] for s in [*TEST_SIZE, f"stnas.latency_table={path}", "stnas.lam=0.001"]), [])
+    sets = ["--config", "demo", *sum((["--set", s] for s in [*TEST_SIZE, f"stnas.latency_table={path}",
+                                                              "stnas.lam=0.001"]), [])]
     files, scores = [], []
     for k, jobs in enumerate(("1", "2")):  # the second run trains the baseline and the searched model side by side
         out = tmp_path / f"demo{k}"
@@ -73,33 +82,36 @@ def test_demo_repeats_its_arch_json(tmp_path):
     assert files[0] == files[1]
     assert scores[0] == scores[1]  # in worker processes, the same weights: the same scores
     arch = Arch.load(tmp_path / "demo0" / "arch.json")
-    assert arch.decoder_ops is None and arch.extra["search"]["depth"]["rule"] == "truncated"  # default: depths only
+    assert arch.decoder_ops is None and arch.extra["search"]["depth"]["rule"] == "truncated"  # SP-TCN: depths only
 
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path):
+    """The default demo over the arch2 space: depths and decoder slots searched, and its controls (per-frame arch2,
+    the cheapest point, random architectures latency-matched to the searched one) in the table and the verdict."""
     out = tmp_path / "demo"
-    # --decoder-search: the whole pipeline, decoder search included (the default demo searches the depths only)
     args = ["demo", *sum((["--set", s] for s in TEST_SIZE), []), "--out", str(out), "--bench-frames", "3", "--quiet",
-            "--random", "2", "--decoder-search", "--jobs", "1"]
+            "--random", "2", "--jobs", "1"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     header = next(i for i, ln in enumerate(lines) if ln.startswith("name"))
     assert lines[header + 2].startswith("baseline")
-    # the library's per-frame models, same recipe, window 1: the reference a temporal model must beat
-    assert lines[header + 3].startswith("per-frame head") and lines[header + 4].startswith("per-frame arch2")
+    # the controls: the hand-made per-frame arch2 (same recipe, window 1) and the space's cheapest point
+    assert lines[header + 3].startswith("per-frame arch2") and lines[header + 4].startswith("cheapest")
     assert lines[header + 5].startswith("searched")
     # the random architectures of the same space, in the same table and the same interleaved benchmark
     assert lines[header + 6].startswith("random0") and lines[header + 7].startswith("random1")
     assert "random architectures: the searched model dominates" in res.output
-    assert "per-frame models (same encoder and recipe, window 1):" in res.output
-    assert re.search(r"^- searched vs per-frame arch2: [0-9.]+x its FPS, [-+][0-9.]+ mIoU points$", res.output, re.M)
-    for col in ("params", "fps", "mIoU", "VC8", "flicker", "search_s", "train_s"):
+    assert re.search(r"^- searched dominates \d of 4 controls on window-protocol FPS and mIoU", res.output, re.M)
+    assert "- searched vs 2 latency-matched random architectures:" in res.output
+    assert re.search(r"^- searched vs per-frame arch2: [0-9.]+x its deployed FPS \([0-9.]+x window protocol\), "
+                     r"[-+][0-9.]+ mIoU points$", res.output, re.M)
+    assert re.search(r"^aim \(issue 26\) (MET|NOT MET): ", res.output, re.M)
+    for col in ("params", "fps", "fps_inc", "mIoU", "VC8", "flicker", "search_s", "train_s"):
         assert col in lines[header]
     assert "search time:" in res.output and "of the searched model's total training time" in res.output
-    for name in ("report.md", "arch.json", "alphas.png", "betas.png", "decoder.png", "pareto.png", "demo.json",
-                 "config.yaml"):
+    for name in ("report.md", "arch.json", "alphas.png", "betas.png", "pareto.png", "demo.json", "config.yaml"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
     assert "baseline" in report and "searched" in report and "```" in report
@@ -109,8 +121,19 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         assert 0.0 <= m["miou"] <= 1.0 and m["fps"] > 0
     assert len(demo["random"]) == 2 and demo["dominance"]["random"] == 2
     assert all(r["kind"] == "random" and r["train_seconds"] > 0 for r in demo["random"])
+    for r in demo["random"]:  # matched by the whole model's table latency, within 10%
+        extra = r["arch"]["extra"]
+        assert extra["matched_to"] == demo["searched"]["name"]
+        assert abs(extra["table_latency_ms"] - extra["target_ms"]) <= 0.1 * extra["target_ms"] + 1e-9
+    (cheap,) = demo["controls"]
+    assert cheap["name"] == "cheapest" and cheap["arch"]["depths"] == [1, 1, 1, 1] and cheap["metrics"]["fps"] > 0
+    v = demo["verdict"]
+    assert v["met"] == (v["close_to_arch2"] and v["faster_than_arch2"] and v["above_cheapest"])
+    assert v["close_to_arch2"] == (v["miou_points_vs_arch2"] >= -2)
+    assert demo["control_summary"]["matched"]["n"] == 2
+    assert "aim (issue 26)" in (out / "report.md").read_text()
     refs = {r["arch"]["decoder"]: r for r in demo["references"]}
-    assert sorted(refs) == ["arch2", "head"] and all(r["kind"] == "reference" for r in refs.values())
+    assert sorted(refs) == ["arch2"] and all(r["kind"] == "reference" for r in refs.values())
     for r in refs.values():  # trained like the others, evaluated and benchmarked in the same run
         assert r["arch"]["window"] == 1 and r["arch"]["encoder"] == "swin_test" and r["metrics"]["fps"] > 0
         assert 0.0 <= r["metrics"]["miou"] <= 1.0
@@ -120,7 +143,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     # the copied arch.json is the searched model's architecture and builds
     arch = Arch.load(out / "arch.json")
     assert arch.to_dict() == demo["searched"]["arch"] | {"extra": arch.extra}
-    cfg = load_config("demo", TEST_SIZE)
+    cfg = load_config("demo_arch2_space", TEST_SIZE)
     assert build_model(cfg, arch, num_classes=cfg.data.synthetic_classes).encoder.depths == arch.depths
 
 

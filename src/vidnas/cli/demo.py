@@ -35,12 +35,15 @@ def demo_cmd(
     = 100,
     random_k: Annotated[int, typer.Option("--random", help="Random architectures of the searched space, trained "
                                                            "and benchmarked beside the searched one.")] = 3,
-    decoder_search: Annotated[bool, typer.Option(
-        "--decoder-search/--no-decoder-search", help="Also search the decoder ops (TCNNAS). Off by default: on the "
-        "demo data the searched decoders lose 7-12 mIoU points against the baseline's 3x3x3 convs.")] = False,
-    references: Annotated[str, typer.Option(
+    decoder_search: Annotated[Opt[bool], typer.Option(
+        "--decoder-search/--no-decoder-search", help="Also search the decoder ops. Default: on over the arch2 space "
+        "(model.decoder=arch2_space), off for the SP-TCN, whose searched decoders lose 7-12 mIoU points against "
+        "the baseline's 3x3x3 convs on the demo data.")] = None,
+    references: Annotated[Opt[str], typer.Option(
         "--references", help="The library's per-frame models trained with the same recipe (window 1) and shown "
-                             "beside the others: head, arch2, both (default) or none.")] = "head,arch2",
+                             "beside the others: head, arch2, both or none. Default: arch2 over the arch2 space "
+                             "(with the space's cheapest point and latency-matched random models as controls), "
+                             "both otherwise.")] = None,
     threads: Annotated[int, typer.Option(
         "--threads", help="torch intra-op threads. 1 by default: the demo's models are so small that a second thread "
                           "costs more in synchronisation than it saves (10x slower on a busy 2-core CPU).")] = 1,
@@ -74,7 +77,7 @@ def demo_cmd(
     if jobs < 0:
         raise fail(f"--jobs must be >= 0 (0: automatic), got {jobs}")
     try:
-        refs = parse_references(references)
+        refs = None if references is None else parse_references(references)
     except ValueError as e:
         raise fail(str(e)) from e
     try:

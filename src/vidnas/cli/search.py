@@ -90,13 +90,17 @@ def stnas_cmd(
                                                        "ops to the decoder search's loss, so lambda prices decoder "
                                                        "milliseconds too (overrides stnas.decoder_latency; the "
                                                        "paper: off).")] = None,
-    random_k: Annotated[int, typer.Option(
+    random_k: Annotated[Opt[int], typer.Option(
         "--random", help="Also train K random architectures of the same space (depths per stage, decoder ops) "
                          "exactly like the searched model(s) and benchmark all interleaved (a sweep; with no "
-                         "--lambdas the config's lambda or --target-latency).")] = 0,
+                         "--lambdas the config's lambda or --target-latency). Default 0, or 8 with --random-mode "
+                         "matched.")] = None,
     random_mode: Annotated[str, typer.Option(
-        "--random-mode", help="Random depths: uniform per stage, or latency (matched to the searched model's "
-                              "block latency within 10%, by the table).")] = "uniform",
+        "--random-mode", help="Random architectures: uniform (depths per stage and decoder ops), latency (depths "
+                              "matched to the searched model's encoder block latency within 10%, by the table) or "
+                              "matched (uniform draws of the whole space kept when the whole model's table "
+                              "latency is within 10% of the searched model's: the latency-matched controls).")
+    ] = "uniform",
     random_seed: Annotated[int, typer.Option("--random-seed", help="Seed of the random architectures.")] = 0,
     references: Annotated[str, typer.Option(
         "--references", help="Sweep: the library's per-frame models trained with the same recipe (window 1) and "
@@ -146,10 +150,14 @@ def stnas_cmd(
         raise fail(f"--target-latency must be > 0 ms, got {target_latency}")
     if target_latency is not None and lambdas is not None:
         raise fail("give either --target-latency (budget mode) or --lambdas (a lambda sweep)")
+    if random_mode not in ("uniform", "latency", "matched"):
+        raise fail(f"--random-mode {random_mode!r}: use uniform, latency or matched")
+    if random_k is None:
+        from vidnas.experiments.sweep import MATCHED_K
+
+        random_k = MATCHED_K if random_mode == "matched" else 0
     if random_k < 0:
         raise fail(f"--random must be >= 0, got {random_k}")
-    if random_mode not in ("uniform", "latency"):
-        raise fail(f"--random-mode {random_mode!r}: use uniform or latency")
     if jobs < 0:
         raise fail(f"--jobs must be >= 0 (0: automatic), got {jobs}")
     if jobs != 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -174,9 +182,6 @@ def stnas_cmd(
         "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
         + device_overrides(device, amp))
     check_run_inputs(cfg)
-    if sweep and cfg.model.decoder == "arch2_space":
-        raise fail("--model arch2_space: the sweep (--lambdas, --random) does not search the arch2 space yet; run "
-                   "vidnas search stnas without --lambdas / --random")
     if cfg.stnas.latency_table:  # read before --overwrite may delete anything: a bad table fails here
         from vidnas.search.latency import LatencyTable
 
@@ -256,7 +261,7 @@ def _sweep(cfg, run: Path, values: list[float], *, resume: bool, quiet: bool, sk
            bench_frames: int, random_k: int = 0, random_mode: str = "uniform", random_seed: int = 0,
            references: tuple[str, ...] = (), jobs: int = 1) -> None:
     from vidnas.engine.distributed import cleanup_distributed
-    from vidnas.experiments.candidates import reference_lines
+    from vidnas.experiments.candidates import control_lines, reference_lines
     from vidnas.experiments.stages import default_jobs
     from vidnas.experiments.sweep import dominance_lines, run_sweep, sweep_table
 
@@ -274,9 +279,11 @@ def _sweep(cfg, run: Path, values: list[float], *, resume: bool, quiet: bool, sk
     finally:
         cleanup_distributed()
     typer.echo(f"run directory: {run}")
-    typer.echo(sweep_table(res.baseline, res.candidates, res.randoms, res.references))
+    typer.echo(sweep_table(res.baseline, res.candidates, res.randoms, res.references, res.controls))
     if res.randoms:
         typer.echo("\n".join(dominance_lines(res.dominance)))
-    if res.references:
+    if res.controls or random_mode == "matched":
+        typer.echo("\n".join(control_lines(res.control_summary)))
+    elif res.references:
         typer.echo("\n".join(reference_lines(res.candidates, res.references)))
     typer.echo("written: " + ", ".join(p.name for p in res.files))

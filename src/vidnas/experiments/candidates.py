@@ -36,11 +36,15 @@ from typing import Any
 
 from vidnas.bench.protocol import protocol_rows
 from vidnas.config import Config, save_config
+from vidnas.data import open_source
 from vidnas.engine.train import train
 from vidnas.models import Arch, arch_from_config, build_encoder, load_model
+from vidnas.models.decoders.arch2_space import ARCH2_OPS, CHEAPEST_OPS, TEMPORAL_OPS
 from vidnas.models.decoders.mstcn import default_scale_ops
+from vidnas.models.decoders.static import ARCH2_CHANNELS
 from vidnas.models.ops import SEARCH_CANDIDATES
-from vidnas.search.stnas import load_search_summary, sample_random_archs, search_stnas
+from vidnas.search.latency import LatencyTable
+from vidnas.search.stnas import load_search_summary, sample_matched_archs, sample_random_archs, search_stnas
 from vidnas.utils import atomic_write_json
 
 __all__ = [
@@ -53,11 +57,19 @@ __all__ = [
     "REFERENCE_DECODERS",
     "parse_references",
     "reference_config",
+    "check_space_reference",
     "run_reference",
     "reference_lines",
     "random_archs_for",
+    "matched_random_archs",
+    "run_search",
+    "cheapest_arch",
+    "table_pricer",
+    "deployed_fps",
     "dominated",
     "dominance_counts",
+    "control_summary",
+    "control_lines",
     "benchmark_candidates",
 ]
 
@@ -139,10 +151,17 @@ class Candidate:
     def decoder(self) -> str:
         """Decoder summary: ``"3x3x3"`` (baseline convs) or ``"{temporal}T/{spatial}S/{identity}I"`` slot counts;
         a multi-scale (``mstcn``) decoder adds, per finer scale, ``s{stride} T`` (a temporal op there) or ``S``
-        (per frame)."""
+        (per frame); an ``arch2_space`` one is ``arch2's ops`` or ``"{temporal}T/{spatial}S/{skip}skip"``, plus
+        ``, per frame`` when no slot reads the past."""
         ops = self.arch.get("decoder_ops")
         if self.arch.get("decoder") in REFERENCE_DECODERS:
             return f"{self.arch['decoder']} (per frame)"
+        if self.arch.get("decoder") == "arch2_space":
+            ops = list(ops or ARCH2_OPS)
+            n_t = sum(o.startswith("temporal") for o in ops)
+            n_i = sum(o == "skip" for o in ops)
+            return ("arch2's ops" if tuple(ops) == ARCH2_OPS else f"{n_t}T/{len(ops) - n_t - n_i}S/{n_i}skip") + (
+                ", per frame" if n_t == 0 else "")
         if ops is None:
             text = "FC 3x3x3" if self.arch.get("full_channels") else "3x3x3"
         else:
@@ -180,13 +199,20 @@ def _train_stage(cfg: Config, run_dir: Path, arch: Any, *, resume: bool, show_pr
 
 
 def run_baseline(cfg: Config, run_dir: str | Path, *, resume: bool = True, show_progress: bool = True) -> Candidate:
-    """Train the config's model (the reference every searched model is compared with); skipped if done."""
+    """Train the config's model (the reference every searched model is compared with); skipped if done.
+
+    An ``arch2_space`` config without a temporal op (its default: arch2's ops) is a per-frame model: it is trained
+    and timed at window 1, as a search derives such a point (``derive_arch``)."""
     run_dir = Path(run_dir)
     if resume and (done := _done(run_dir)) is not None:
         logger.info("baseline already trained in %s", run_dir)
         return done
     arch = arch_from_config(cfg)
-    res, seconds = _train_stage(cfg, run_dir / "train", None, resume=resume, show_progress=show_progress)
+    per_frame = arch.decoder == "arch2_space" and not any(op in TEMPORAL_OPS for op in arch.decoder_ops or ARCH2_OPS)
+    if per_frame:
+        arch = dataclasses.replace(arch, window=1)
+    res, seconds = _train_stage(cfg, run_dir / "train", arch if per_frame else None, resume=resume,
+                                show_progress=show_progress)
     cand = Candidate(name="baseline", lam=None, arch=arch.to_dict(),
                      checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
                      train_seconds=seconds)
@@ -194,28 +220,9 @@ def run_baseline(cfg: Config, run_dir: str | Path, *, resume: bool = True, show_
     return cand
 
 
-def run_candidate(
-    cfg: Config,
-    run_dir: str | Path,
-    lam: float,
-    *,
-    resume: bool = True,
-    show_progress: bool = True,
-    skip_encoder: bool = False,
-    skip_decoder: bool = False,
-    progress: Progress | None = None,
-    name: str | None = None,
-) -> Candidate:
-    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done.
-
-    ``name``: the row name (default ``lam=<lambda>``; a budget search passes ``target=<ms>ms``).
-    """
-    label = name or f"lam={lam:g}"
-    run_dir = Path(run_dir)
-    if resume and (done := _done(run_dir)) is not None:
-        logger.info("lambda %g already finished in %s", lam, run_dir)
-        return done
-    search_dir = run_dir / "search"
+def _search(cfg: Config, search_dir: Path, lam: float, *, resume: bool, show_progress: bool, skip_encoder: bool,
+            skip_decoder: bool, progress: Progress | None, label: str) -> Any:
+    """The finished search of ``search_dir`` (``resume``) or a new one at ``lam``: its ``StnasResult``."""
     try:
         found = load_search_summary(search_dir) if resume else None
     except FileNotFoundError:
@@ -229,6 +236,50 @@ def run_candidate(
         again = resume and any((search_dir / "checkpoints").glob("*_search.pt"))
         found = search_stnas(search_cfg, search_dir, resume=again, show_progress=show_progress,
                              skip_encoder=skip_encoder, skip_decoder=skip_decoder)
+    return found
+
+
+def run_search(cfg: Config, run_dir: str | Path, lam: float, *, resume: bool = True, show_progress: bool = True,
+               skip_encoder: bool = False, skip_decoder: bool = False) -> dict[str, Any]:
+    """The search half of ``run_candidate`` alone (``run_dir/search``), so the stages that need only its
+    architecture (latency-matched random architectures) start before the derived model's training.
+
+    Returns:
+        ``{"arch": the derived architecture's dict (with its search record), "search_dir": str}``.
+    """
+    search_dir = Path(run_dir) / "search"
+    found = _search(cfg, search_dir, lam, resume=resume, show_progress=show_progress, skip_encoder=skip_encoder,
+                    skip_decoder=skip_decoder, progress=None, label=f"lam={lam:g}")
+    arch = Arch.load(found.arch_path) if Path(found.arch_path).is_file() else found.arch
+    return {"arch": arch.to_dict(), "search_dir": str(search_dir)}
+
+
+def run_candidate(
+    cfg: Config,
+    run_dir: str | Path,
+    lam: float,
+    *,
+    resume: bool = True,
+    show_progress: bool = True,
+    skip_encoder: bool = False,
+    skip_decoder: bool = False,
+    progress: Progress | None = None,
+    name: str | None = None,
+    searched: bool = False,
+) -> Candidate:
+    """Search at ``lam`` (``run_dir/search``), then train the derived model (``run_dir/train``); skipped if done.
+
+    ``name``: the row name (default ``lam=<lambda>``; a budget search passes ``target=<ms>ms``). ``searched``: a
+    ``run_search`` stage finished the search: read it whatever ``resume`` says.
+    """
+    label = name or f"lam={lam:g}"
+    run_dir = Path(run_dir)
+    if resume and (done := _done(run_dir)) is not None:
+        logger.info("lambda %g already finished in %s", lam, run_dir)
+        return done
+    search_dir = run_dir / "search"
+    found = _search(cfg, search_dir, lam, resume=resume or searched, show_progress=show_progress,
+                    skip_encoder=skip_encoder, skip_decoder=skip_decoder, progress=progress, label=label)
     if progress:
         progress(f"train the derived model ({label}) -> {run_dir / 'train'}")
     res, seconds = _train_stage(cfg, run_dir / "train", found.arch, resume=resume, show_progress=show_progress)
@@ -241,10 +292,11 @@ def run_candidate(
 
 
 def run_random(cfg: Config, run_dir: str | Path, arch: Arch, *, resume: bool = True,
-               show_progress: bool = True) -> Candidate:
-    """Train one random architecture from scratch exactly like the baseline (``run_dir/train``); skipped if done.
+               show_progress: bool = True, kind: str = "random") -> Candidate:
+    """Train one random architecture (or a fixed control, ``kind="control"``: the space's cheapest point) from
+    scratch exactly like the baseline (``run_dir/train``); skipped if done.
 
-    ``run_dir/arch.json`` keeps the architecture.
+    ``run_dir/arch.json`` keeps the architecture; the row is named ``arch.name``.
     """
     run_dir = Path(run_dir)
     if resume and (done := _done(run_dir)) is not None:
@@ -254,7 +306,7 @@ def run_random(cfg: Config, run_dir: str | Path, arch: Arch, *, resume: bool = T
     arch.save(run_dir / "arch.json")
     res, seconds = _train_stage(cfg, run_dir / "train", arch, resume=resume, show_progress=show_progress)
     cand = Candidate(name=arch.name, lam=None, arch=arch.to_dict(), checkpoint=res.best_checkpoint or
-                     res.last_checkpoint, best_miou=res.best_miou, train_seconds=seconds, kind="random")
+                     res.last_checkpoint, best_miou=res.best_miou, train_seconds=seconds, kind=kind)
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
 
@@ -278,6 +330,28 @@ def parse_references(text: str | None) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"--references {text!r}: a model is named twice")
     return names
+
+
+def check_space_reference(cfg: Config, references: Sequence[str]) -> None:
+    """Over ``arch2_space``, the per-frame ``arch2`` reference must be the space's arch2 point: arch2's width
+    (``model.fuse_channels`` 64) on the encoder at the search's full depths (the arch2 family builds the encoder at
+    its own depths, so ``model.encoder_depths`` must be those or unset). Nothing to check otherwise.
+
+    Raises:
+        ValueError: naming the value that differs.
+    """
+    base = arch_from_config(cfg)
+    if base.decoder != "arch2_space" or "arch2" not in references:
+        return
+    if cfg.model.fuse_channels != ARCH2_CHANNELS:
+        raise ValueError(f"model.fuse_channels={cfg.model.fuse_channels}: the per-frame arch2 reference has "
+                         f"{ARCH2_CHANNELS} channels, so it is the space's arch2 point only at that width")
+    hw = (cfg.data.height, cfg.data.width)
+    full, own = (tuple(build_encoder(base.encoder, img_size=hw, depths=d).depths) for d in (base.depths, None))
+    if full != own:
+        raise ValueError(f"model.encoder_depths={list(full)}: the per-frame arch2 reference builds {base.encoder} at "
+                         f"its own depths {list(own)}, not the space's full depths; unset it or drop --references "
+                         "arch2")
 
 
 def reference_config(cfg: Config, decoder: str) -> Config:
@@ -333,7 +407,12 @@ def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode
     Depths: uniform per stage over ``1 .. N_s`` of the config's encoder (``skip_encoder``: the config's depths), or
     latency-matched to the searched candidates in turn (``mode="latency"``: sample ``i`` matches searched candidate
     ``i mod len(searched)``, by the block latencies recorded in its ``arch.json``). Decoder ops: uniform over
-    ``stnas.candidates`` (``skip_decoder``: the config's decoder).
+    ``stnas.candidates`` (``skip_decoder``: the config's decoder; ``arch2_space``: each slot over its own).
+
+    ``mode="matched"``: sample ``i`` is a uniform draw of the whole space (depths and decoder ops) whose table
+    latency (``table_pricer``: the searched candidate's own ``latency_table.json``) lies within ``tolerance`` of that
+    of searched candidate ``i mod len(searched)`` (``sample_matched_archs``); its ``extra`` records ``matched_to``
+    (the searched row name), ``table_latency_ms`` and ``target_ms``.
     """
     base = arch_from_config(cfg)
     enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
@@ -341,14 +420,19 @@ def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode
     candidates = None if skip_decoder else tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
     if k == 0:
         return []
-    if mode == "uniform" or skip_encoder:
+    if mode == "uniform" or (skip_encoder and mode == "latency"):
         archs = sample_random_archs(base, full, k, candidates=candidates, seed=seed)
         if skip_encoder:
             archs = [dataclasses.replace(a, depths=base.depths) for a in archs]
         return archs
     if not searched:
-        raise ValueError("latency-matched random architectures need a searched model to match")
+        raise ValueError(f"{mode}: latency-matched random architectures need a searched model to match")
     out: list[Arch] = []
+    if mode == "matched":
+        if skip_encoder:
+            raise ValueError("--random-mode matched draws depths too: it needs the encoder search (no --skip-encoder)")
+        return matched_random_archs(cfg, [(c.name, Arch.from_dict(c.arch), c.search_dir) for c in searched], k,
+                                    seed=seed, tolerance=tolerance, skip_decoder=skip_decoder)
     for i in range(k):
         ref = searched[i % len(searched)]
         rec = (Arch.from_dict(ref.arch).extra.get("search") or {}).get("depth") or {}
@@ -362,15 +446,93 @@ def random_archs_for(cfg: Config, searched: Sequence[Candidate], k: int, *, mode
     return out
 
 
-def dominated(a: Candidate, b: Candidate, *, miou_key: str | None = None) -> bool:
+def matched_random_archs(cfg: Config, searched: Sequence[tuple[str, Arch, Path | None]], k: int, *, seed: int = 0,
+                         tolerance: float = 0.1, skip_decoder: bool = False) -> list[Arch]:
+    """``k`` random architectures (``random0`` ...), sample ``i`` latency-matched to searched model
+    ``i mod len(searched)`` (``random_archs_for``'s ``matched`` mode); ``searched``: (row name, derived
+    architecture, search directory) per searched model, from a finished search (``run_search``) or training."""
+    if not searched:
+        raise ValueError("matched: latency-matched random architectures need a searched model to match")
+    base = arch_from_config(cfg)
+    enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+    candidates = None if skip_decoder else tuple(cfg.stnas.candidates or SEARCH_CANDIDATES)
+    out: list[Arch] = []
+    for j, (name, arch, search_dir) in enumerate(searched):
+        mine = [i for i in range(k) if i % len(searched) == j]
+        if not mine:
+            continue
+        price = table_pricer(cfg, name, search_dir)
+        target = price(arch)
+        # one seed per searched model, so a second searched model never changes the first one's draws
+        archs = sample_matched_archs(base, tuple(enc.depths), len(mine), candidates=candidates, price=price,
+                                     target_ms=target, seed=seed * 1009 + j, tolerance=tolerance)
+        for i, a in zip(mine, archs, strict=True):
+            out.append(dataclasses.replace(a, name=f"random{i}", extra={
+                "matched_to": name, "table_latency_ms": price(a), "target_ms": target}))
+    return sorted(out, key=lambda a: int(a.name[len("random"):]))
+
+
+def table_pricer(cfg: Config, name: str, search_dir: Path | None) -> Callable[[Arch], float]:
+    """Table latency (ms per frame) of an architecture of the space searched in ``search_dir`` (row ``name``):
+    ``LatencyTable.model_latency`` of the search's ``latency_table.json``, on the config's full-depth encoder, every
+    decoder priced at the search's window (``data.window``: the table's decoder parts are timed on that window, so a
+    per-frame model of window 1 is priced as the search priced it); K = the classes of the config's data set.
+
+    Raises:
+        ValueError: no search directory or no table in it (the message names the file).
+    """
+    if search_dir is None:
+        raise ValueError(f"{name}: no search directory, so no latency table to match random models with")
+    path = Path(search_dir) / "latency_table.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no latency table (latency-matched random models need the encoder search's table)")
+    table = LatencyTable.load(path)
+    base = arch_from_config(cfg)
+    encoder = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+    num_classes = open_source(cfg.data).num_classes
+
+    def price(arch: Arch) -> float:
+        return table.model_latency(encoder, arch.depths, dataclasses.replace(arch, window=base.window), num_classes)
+
+    return price
+
+
+def cheapest_arch(cfg: Config) -> Arch:
+    """The cheapest point of the config's ``arch2_space`` space, named ``cheapest``: one block per encoder stage (the
+    depth search's minimum) and ``CHEAPEST_OPS`` (per frame, window 1).
+
+    Raises:
+        ValueError: the config's decoder is not ``arch2_space``.
+    """
+    base = arch_from_config(cfg)
+    if base.decoder != "arch2_space":
+        raise ValueError(f"the cheapest-point control is defined for the arch2_space decoder, not {base.decoder!r}")
+    enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+    return dataclasses.replace(base, depths=(1,) * len(enc.depths), decoder_ops=CHEAPEST_OPS, window=1,
+                               name="cheapest", extra={})
+
+
+def deployed_fps(c: Candidate) -> float | None:
+    """The FPS a model deploys at: the incremental protocol's where it streams incrementally (a causal temporal
+    model), else the window protocol's (a per-frame model is the same under both)."""
+    inc = c.metrics.get("inc_fps")
+    return inc if inc is not None else c.metrics.get("fps")
+
+
+def _fps(c: Candidate, fps_key: str) -> float | None:
+    return deployed_fps(c) if fps_key == "deployed" else c.metrics.get(fps_key)
+
+
+def dominated(a: Candidate, b: Candidate, *, miou_key: str | None = None, fps_key: str = "fps") -> bool:
     """Whether ``a`` dominates ``b``: FPS and mIoU both at least ``b``'s, one of them higher.
 
-    mIoU: ``metrics[miou_key]`` if given (e.g. the demo's streaming ``miou``), else ``best_miou``.
+    mIoU: ``metrics[miou_key]`` if given (e.g. the demo's streaming ``miou``), else ``best_miou``. FPS:
+    ``metrics[fps_key]`` (``fps``: the window protocol, ``inc_fps``), or ``deployed`` (``deployed_fps``).
     """
     def miou(c: Candidate) -> float:
         return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
 
-    fa, fb = a.metrics.get("fps"), b.metrics.get("fps")
+    fa, fb = _fps(a, fps_key), _fps(b, fps_key)
     if fa is None or fb is None:
         return False
     return fa >= fb and miou(a) >= miou(b) and (fa > fb or miou(a) > miou(b))
@@ -384,6 +546,70 @@ def dominance_counts(searched: Sequence[Candidate], randoms: Sequence[Candidate]
                      "random": len(randoms)} for s in searched}
 
 
+def control_summary(searched: Sequence[Candidate], randoms: Sequence[Candidate], controls: Sequence[Candidate], *,
+                    miou_key: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per searched candidate, against its controls: the fixed ones (``controls``: per-frame references, the
+    cheapest point) and the random architectures latency-matched to it (``extra.matched_to`` = its name; all
+    ``randoms`` when none records a match).
+
+    Returns, per searched name: ``controls`` (how many), ``dominates`` / ``dominated_by`` on the window-protocol FPS
+    and mIoU, ``dominates_deployed`` / ``dominated_by_deployed`` on the deployed FPS (``deployed_fps``); ``matched``:
+    ``n``, ``names``, mIoU ``mean``, ``std`` (population), ``min``, ``max`` and ``delta`` (searched - mean); and per
+    fixed control (``vs``, by row name): ``fps_ratio`` (window protocol), ``deployed_fps_ratio`` and
+    ``miou_delta`` (searched - control), mIoU as ``dominated`` reads it.
+    """
+    def miou(c: Candidate) -> float:
+        return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return None if not a or not b else a / b
+
+    out: dict[str, dict[str, Any]] = {}
+    for s in searched:
+        mine = [r for r in randoms if (r.arch.get("extra") or {}).get("matched_to") == s.name]
+        if not any((r.arch.get("extra") or {}).get("matched_to") for r in randoms):
+            mine = list(randoms)
+        every = [*controls, *mine]
+        scores = [miou(r) for r in mine]
+        mean = sum(scores) / len(scores) if scores else None
+        std = None if mean is None else (sum((x - mean) ** 2 for x in scores) / len(scores)) ** 0.5
+        out[s.name] = {
+            "controls": len(every),
+            "dominates": sum(dominated(s, c, miou_key=miou_key) for c in every),
+            "dominated_by": sum(dominated(c, s, miou_key=miou_key) for c in every),
+            "dominates_deployed": sum(dominated(s, c, miou_key=miou_key, fps_key="deployed") for c in every),
+            "dominated_by_deployed": sum(dominated(c, s, miou_key=miou_key, fps_key="deployed") for c in every),
+            "matched": {"n": len(mine), "names": [r.name for r in mine], "mean": mean, "std": std,
+                        "min": min(scores) if scores else None, "max": max(scores) if scores else None,
+                        "delta": None if mean is None else miou(s) - mean},
+            "vs": {c.name: {"fps_ratio": ratio(s.metrics.get("fps"), c.metrics.get("fps")),
+                            "deployed_fps_ratio": ratio(deployed_fps(s), deployed_fps(c)),
+                            "miou_delta": miou(s) - miou(c)} for c in controls},
+        }
+    return out
+
+
+def control_lines(summary: dict[str, dict[str, Any]], *, label: str | None = None) -> list[str]:
+    """The verdict of ``control_summary`` in words, per searched model (mIoU differences in points)."""
+    lines = []
+    for name, c in summary.items():
+        who = label or name
+        lines.append(f"- {who} dominates {c['dominates']} of {c['controls']} controls on window-protocol FPS and mIoU "
+                     f"({c['dominated_by']} dominate it); on deployed FPS {c['dominates_deployed']} "
+                     f"({c['dominated_by_deployed']} dominate it)")
+        m = c["matched"]
+        if m["n"]:
+            lines.append(f"- {who} vs {m['n']} latency-matched random architectures: {100 * m['delta']:+.1f} mIoU "
+                         f"points from their mean {m['mean']:.4f} (std {m['std']:.4f}, min {m['min']:.4f}, max "
+                         f"{m['max']:.4f})")
+        for ref, v in c["vs"].items():
+            fr = "-" if v["deployed_fps_ratio"] is None else f"{v['deployed_fps_ratio']:.2f}x"
+            fw = "-" if v["fps_ratio"] is None else f"{v['fps_ratio']:.2f}x"
+            lines.append(f"- {who} vs {ref}: {fr} its deployed FPS ({fw} window protocol), "
+                         f"{100 * v['miou_delta']:+.1f} mIoU points")
+    return lines
+
+
 def benchmark_candidates(
     candidates: Sequence[Candidate],
     *,
@@ -391,10 +617,12 @@ def benchmark_candidates(
     warmup: int,
     device: str = "cpu",
 ) -> list[Any]:
-    """Time every candidate interleaved in one run (ST-NAS protocol) and count params / FLOPs.
+    """Time every candidate interleaved in one run under both protocols (ST-NAS: encode 1 frame + decode the window;
+    incremental: one decoder step, for the models that stream incrementally) and count params / FLOPs.
 
     Returns the ``BenchRow``s (name = candidate name); each candidate's ``metrics`` gets ``fps``, ``latency_ms``,
-    ``params`` and ``gflops``.
+    ``params``, ``gflops``, ``encoder_ms``, ``decoder_ms`` and ``inc_fps`` / ``inc_latency_ms`` (None where the model
+    has no incremental decode).
     """
     models: dict[str, Any] = {}
     size: tuple[int, int] | None = None
@@ -403,8 +631,9 @@ def benchmark_candidates(
         models[cand.name] = loaded.model
         size = loaded.img_size
     assert size is not None
-    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, flops=True)
+    rows = protocol_rows(models, img_size=size, warmup=warmup, frames=frames, flops=True, incremental=True)
     for cand, row in zip(candidates, rows, strict=True):
         cand.metrics.update(fps=row.fps, latency_ms=row.latency_ms, params=row.params, gflops=row.gflops,
-                            encoder_ms=row.extra.get("encoder_ms"), decoder_ms=row.extra.get("decoder_ms"))
+                            encoder_ms=row.extra.get("encoder_ms"), decoder_ms=row.extra.get("decoder_ms"),
+                            inc_fps=row.extra.get("inc_fps"), inc_latency_ms=row.extra.get("inc_latency_ms"))
     return rows

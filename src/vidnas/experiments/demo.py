@@ -4,9 +4,16 @@ Baseline training, encoder search, decoder search, final training, a few random 
 trained alike, evaluation (clip + streaming with temporal consistency), one interleaved benchmark of every model,
 table and report; the stages are those of ``vidnas.experiments.candidates``.
 
-Repeatable: every stage is seeded, and the search reads the latency table shipped with the package
-(``DEMO_LATENCY_TABLE``, measured on the development machine) whenever it covers the demo's model, so the same
-command gives the same ``arch.json`` on every run and machine (with the same torch version and thread count).
+Over the ``arch2_space`` space (``model.decoder=arch2_space``) the demo searches the depths and the decoder slots and
+shows the controls of a search: the per-frame arch2, the space's cheapest point and random architectures
+latency-matched to the searched one (``candidates.matched_random_archs``), with the verdict of issue 26's aim
+(``demo_verdict``: within 2 mIoU points of arch2 at >= 1.3x its deployed FPS, and above the cheapest point).
+
+Repeatable: every stage is seeded, and the search reads a latency table shipped with the package
+(``DEMO_SPACE_LATENCY_TABLE`` for the default demo over the arch2 space at 64x96, ``DEMO_LATENCY_TABLE`` for the
+SP-TCN demo of before at 128x192, each measured on a development machine) whenever one covers the demo's model, so
+the same command gives the same ``arch.json`` on every run and machine (with the same torch version and thread
+count).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from vidnas.bench import BenchRow, format_table
 from vidnas.config import Config, ConfigError, apply_overrides, config_from_dict, load_config, save_config
@@ -29,40 +37,54 @@ from vidnas.experiments.candidates import (
     Candidate,
     Progress,
     benchmark_candidates,
+    cheapest_arch,
+    check_space_reference,
+    control_lines,
+    control_summary,
     dominance_counts,
     lam_dirname,
+    matched_random_archs,
     random_archs_for,
     reference_lines,
     run_baseline,
     run_candidate,
     run_random,
     run_reference,
+    run_search,
 )
 from vidnas.experiments.stages import Stages
-from vidnas.models import SEARCH_CANDIDATES, arch_from_config, build_encoder, load_model
+from vidnas.models import SEARCH_CANDIDATES, Arch, arch_from_config, build_encoder, load_model
 from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
 from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["DEFAULT_CONFIG", "EMBEDDED_DEMO", "DEMO_LATENCY_TABLE", "DEMO_RANDOM", "demo_config", "demo_latency_table",
-           "DemoResult", "demo_table", "run_demo"]
+__all__ = ["DEFAULT_CONFIG", "EMBEDDED_DEMO", "DEMO_LATENCY_TABLE", "DEMO_SPACE_LATENCY_TABLE", "DEMO_RANDOM",
+           "demo_config", "demo_latency_table", "DemoResult", "demo_table", "demo_verdict", "run_demo",
+           "AIM_MIOU_POINTS", "AIM_FPS_RATIO"]
+
+AIM_MIOU_POINTS = 2.0  # issue 26's demo aim: the searched model within this many mIoU points of per-frame arch2 ...
+AIM_FPS_RATIO = 1.3  # ... at this many times its deployed FPS, and above the cheapest point in mIoU
 
 logger = logging.getLogger(__name__)
 
-DEMO_LATENCY_TABLE = Path(__file__).with_name("demo_latency.json")  # `vidnas latency --config demo --decoder`
+# `vidnas latency --config demo --decoder --threads 1 --iters 10` of the default demo (arch2 space, 64x96)
+DEMO_SPACE_LATENCY_TABLE = Path(__file__).with_name("demo_space_latency.json")
+# the same for the SP-TCN demo before issue 26 (128x192, depths 2,2,4,2; docs/RESULTS.md §5-6 used it)
+DEMO_LATENCY_TABLE = Path(__file__).with_name("demo_latency.json")
 DEMO_RANDOM = 3  # random architectures the demo trains beside the searched one
 
-DEFAULT_CONFIG = "demo"  # configs/demo.yaml
-# The same settings as configs/demo.yaml (a test keeps them equal), used when the preset file is not reachable, e.g.
-# after a non-editable `pip install`: the demo must run anywhere with nothing but the package.
+DEFAULT_CONFIG = "demo_arch2_space"  # configs/demo_arch2_space.yaml (configs/demo.yaml: the SP-TCN demo of before)
+# The same settings as configs/demo_arch2_space.yaml (a test keeps them equal), used when the preset file is not
+# reachable, e.g. after a non-editable `pip install`: the demo must run anywhere with nothing but the package.
 EMBEDDED_DEMO: dict = {
-    "data": {"format": "synthetic", "height": 128, "width": 192, "window": 4, "synthetic_videos": 12,
-             "synthetic_frames": 8, "synthetic_classes": 4, "synthetic_corruption": 0.3},
-    "model": {"encoder": "swin_test", "encoder_depths": [2, 2, 4, 2], "decoder": "sptcn", "decoder_channels": 16,
+    "data": {"format": "synthetic", "height": 64, "width": 96, "window": 3, "synthetic_videos": 12,
+             "synthetic_frames": 8, "synthetic_classes": 4, "synthetic_corruption": 0.6},
+    "model": {"encoder": "swin_test", "decoder": "arch2_space", "decoder_channels": 16,
               "decoder_dilations": [1, 2, 4, 8]},
     "train": {"epochs": 6, "batch_size": 4, "lr": 1.0e-3, "log_every": 5},
-    "stnas": {"encoder_epochs": 6, "decoder_epochs": 4, "warmup_epochs": 1, "lam": 0.01, "arch_lr": 0.01},
+    "stnas": {"encoder_epochs": 4, "decoder_epochs": 3, "warmup_epochs": 1, "lam": 0.01, "arch_lr": 0.01,
+              "decoder_latency": True},
 }
 
 
@@ -82,23 +104,27 @@ def demo_config(config: str | None, overrides: list[str] | None) -> Config:
 
 
 def demo_latency_table(cfg: Config) -> str | None:
-    """The shipped latency table (``DEMO_LATENCY_TABLE``) when ``cfg`` names none and the table covers its model
-    (every block, the stem, outputs, decoder parts and candidate ops at its shapes); else
-    ``cfg.stnas.latency_table`` (None: the search measures one)."""
-    if cfg.stnas.latency_table is not None or not DEMO_LATENCY_TABLE.is_file():
+    """The first shipped latency table (``DEMO_SPACE_LATENCY_TABLE``, ``DEMO_LATENCY_TABLE``) that covers ``cfg``'s
+    model (every block, the stem, outputs, decoder parts and candidate ops at its shapes) when ``cfg`` names none;
+    else ``cfg.stnas.latency_table`` (None: the search measures one)."""
+    if cfg.stnas.latency_table is not None:
         return cfg.stnas.latency_table
-    try:
-        table = LatencyTable.from_dict(json.loads(DEMO_LATENCY_TABLE.read_text()), source=DEMO_LATENCY_TABLE)
-        base = arch_from_config(cfg)
-        enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
-        table.latencies_for(enc)
-        keys = model_part_keys(enc, base, open_source(cfg.data).num_classes,
-                               cfg.stnas.candidates or SEARCH_CANDIDATES)
-        if table.has_parts([*keys[0], *keys[1]]):
-            return str(DEMO_LATENCY_TABLE)
-        logger.info("the shipped demo latency table lacks parts of this model: the search measures its own")
-    except (KeyError, ValueError, LatencyTableError) as e:
-        logger.info("shipped demo latency table not used: %s", e)
+    for path in (DEMO_SPACE_LATENCY_TABLE, DEMO_LATENCY_TABLE):
+        if not path.is_file():
+            continue
+        try:
+            table = LatencyTable.from_dict(json.loads(path.read_text()), source=path)
+            base = arch_from_config(cfg)
+            enc = build_encoder(base.encoder, img_size=(cfg.data.height, cfg.data.width), depths=base.depths)
+            table.latencies_for(enc)
+            keys = model_part_keys(enc, base, open_source(cfg.data).num_classes,
+                                   cfg.stnas.candidates or SEARCH_CANDIDATES)
+            if table.has_parts([*keys[0], *keys[1]]):
+                return str(path)
+            logger.info("the shipped latency table %s lacks parts of this model", path.name)
+        except (KeyError, ValueError, LatencyTableError) as e:
+            logger.info("shipped demo latency table %s not used: %s", path.name, e)
+    logger.info("no shipped demo latency table covers this model: the search measures its own")
     return None
 
 
@@ -115,6 +141,19 @@ class DemoResult:
     files: list[Path] = field(default_factory=list)
     randoms: list[Candidate] = field(default_factory=list)
     references: list[Candidate] = field(default_factory=list)
+    controls: list[Candidate] = field(default_factory=list)
+
+    @property
+    def control_summary(self) -> dict[str, Any]:
+        """The searched model against the references, the cheapest point and the matched random architectures on
+        FPS and streaming mIoU (``candidates.control_summary``)."""
+        return control_summary([self.searched], self.randoms, [*self.references, *self.controls],
+                               miou_key="miou")[self.searched.name]
+
+    @property
+    def verdict(self) -> dict[str, Any] | None:
+        """``demo_verdict`` of the control summary; None without the per-frame arch2 and the cheapest point."""
+        return demo_verdict(self.control_summary)
 
     @property
     def dominance(self) -> dict[str, int]:
@@ -140,21 +179,54 @@ def _evaluate(cand: Candidate, cfg: Config, show_progress: bool) -> None:
                         stream_frames=stream.get("frames"))
 
 
+def demo_verdict(summary: dict[str, Any], arch2: str = "per-frame arch2", cheapest: str = "cheapest"
+                 ) -> dict[str, Any] | None:
+    """Issue 26's demo aim from a ``control_summary`` entry: the searched model within ``AIM_MIOU_POINTS`` mIoU
+    points of ``arch2`` at >= ``AIM_FPS_RATIO`` x its deployed FPS, and above ``cheapest`` in mIoU.
+
+    Returns:
+        ``{"miou_points_vs_arch2", "fps_ratio_vs_arch2" (deployed), "miou_points_vs_cheapest", "close_to_arch2",
+        "faster_than_arch2", "above_cheapest", "met"}``; None when either control is missing.
+    """
+    vs = summary.get("vs") or {}
+    if arch2 not in vs or cheapest not in vs:
+        return None
+    gap, ratio = 100 * vs[arch2]["miou_delta"], vs[arch2]["deployed_fps_ratio"]
+    above = 100 * vs[cheapest]["miou_delta"]
+    out = {"miou_points_vs_arch2": gap, "fps_ratio_vs_arch2": ratio, "miou_points_vs_cheapest": above,
+           "close_to_arch2": gap >= -AIM_MIOU_POINTS, "faster_than_arch2": ratio is not None and ratio >= AIM_FPS_RATIO,
+           "above_cheapest": above > 0}
+    out["met"] = out["close_to_arch2"] and out["faster_than_arch2"] and out["above_cheapest"]
+    return out
+
+
+def _verdict_line(v: dict[str, Any]) -> str:
+    ratio = "-" if v["fps_ratio_vs_arch2"] is None else f"{v['fps_ratio_vs_arch2']:.2f}x"
+    parts = [f"{v['miou_points_vs_arch2']:+.1f} mIoU points vs per-frame arch2 (aim >= -{AIM_MIOU_POINTS:g}: "
+             f"{'yes' if v['close_to_arch2'] else 'no'})",
+             f"{ratio} its deployed FPS (aim >= {AIM_FPS_RATIO:g}x: {'yes' if v['faster_than_arch2'] else 'no'})",
+             f"{v['miou_points_vs_cheapest']:+.1f} points vs the cheapest point (aim > 0: "
+             f"{'yes' if v['above_cheapest'] else 'no'})"]
+    return f"aim (issue 26) {'MET' if v['met'] else 'NOT MET'}: " + "; ".join(parts)
+
+
 def demo_table(baseline: Candidate, searched: Candidate, randoms: list[Candidate] | tuple = (),
-               references: list[Candidate] | tuple = ()) -> str:
-    """The demo's closing table (plain text, aligned): baseline, the per-frame references, searched, then the random
-    architectures, with the FPS ratio to the baseline."""
+               references: list[Candidate] | tuple = (), controls: list[Candidate] | tuple = ()) -> str:
+    """The demo's closing table (plain text, aligned): baseline, the per-frame references, the controls (the
+    cheapest point), searched, then the random architectures, with the FPS ratio to the baseline and the
+    incremental protocol's FPS (``fps_inc``); below it the verdict lines, computed from the rows."""
     rows = []
-    for c in (baseline, *references, searched, *randoms):
+    for c in (baseline, *references, *controls, searched, *randoms):
         m = c.metrics
         rows.append(BenchRow(
-            name=c.name if c.kind in ("random", "reference") else ("baseline" if c.kind == "baseline" else "searched"),
+            name=c.name if c.kind in ("random", "reference", "control") else (
+                "baseline" if c.kind == "baseline" else "searched"),
             params=m.get("params"), gflops=m.get("gflops"), latency_ms=m.get("latency_ms"),
-            extra={"depths": c.depths, "decoder": c.decoder, "mIoU": m.get("miou"), "clip_mIoU": m.get("clip_miou"),
-                   "VC8": m.get("vc8"), "flicker": m.get("flicker"), "search_s": round(c.search_seconds, 1),
-                   "train_s": round(c.train_seconds, 1)},
+            extra={"depths": c.depths, "decoder": c.decoder, "fps_inc": m.get("inc_fps"), "mIoU": m.get("miou"),
+                   "clip_mIoU": m.get("clip_miou"), "VC8": m.get("vc8"), "flicker": m.get("flicker"),
+                   "search_s": round(c.search_seconds, 1), "train_s": round(c.train_seconds, 1)},
         ))
-    cols = ("name", "depths", "decoder", "params", "gflops", "fps", "mIoU", "clip_mIoU", "VC8", "flicker",
+    cols = ("name", "depths", "decoder", "params", "gflops", "fps", "fps_inc", "mIoU", "clip_mIoU", "VC8", "flicker",
             "search_s", "train_s")
     text = format_table(rows, cols, ref="baseline", ratio_of="fps")
     share = searched.search_seconds / max(searched.search_seconds + searched.train_seconds, 1e-9)
@@ -164,7 +236,14 @@ def demo_table(baseline: Candidate, searched: Candidate, randoms: list[Candidate
         dom = dominance_counts([searched], randoms, miou_key="miou")[searched.name]
         text += (f"\nrandom architectures: the searched model dominates {dom['dominates']} of {dom['random']} on FPS "
                  f"and mIoU ({dom['dominated_by']} dominate it)")
-    if references:
+    if controls:
+        summary = control_summary([searched], randoms, [*references, *controls], miou_key="miou")
+        text += "\ncontrols (deployed FPS: incremental where a model streams so):\n" + "\n".join(
+            control_lines(summary, label="searched"))
+        verdict = demo_verdict(summary[searched.name])
+        if verdict is not None:
+            text += "\n" + _verdict_line(verdict)
+    elif references:
         text += "\nper-frame models (same encoder and recipe, window 1):\n" + "\n".join(
             reference_lines([searched], references, miou_key="miou", label="searched"))
     return text
@@ -181,8 +260,8 @@ def run_demo(
     progress: Progress | None = None,
     random_k: int = DEMO_RANDOM,
     random_seed: int = 0,
-    decoder_search: bool = False,
-    references: Sequence[str] = REFERENCE_DECODERS,
+    decoder_search: bool | None = None,
+    references: Sequence[str] | None = None,
     jobs: int = 1,
 ) -> DemoResult:
     """The whole ST-NAS pipeline on ``cfg``: baseline training, encoder search, decoder search, final training,
@@ -199,13 +278,17 @@ def run_demo(
         bench_frames: timed pushes per model.
         bench_warmup: untimed pushes per model.
         progress: called with a line per stage.
-        random_k: random architectures of the searched space (uniform depths and ops, ``random_seed``).
+        random_k: random architectures of the searched space (uniform depths and ops, ``random_seed``; over
+            ``arch2_space``: latency-matched to the searched model, ``matched_random_archs``).
         random_seed: their seed.
-        decoder_search: also search the decoder ops (TCNNAS). Off by default: on the demo data the searched decoders'
-            factorised ops lose 7-12 mIoU points against the baseline's 3x3x3 convs (docs/RESULTS.md §5), so the
-            default demo searches the encoder depths and keeps the baseline decoder (random architectures likewise).
+        decoder_search: also search the decoder ops. None (default): on over ``arch2_space`` (its slots are the
+            point), off otherwise: on the demo data the SP-TCN's searched factorised ops lose 7-12 mIoU points
+            against the baseline's 3x3x3 convs (docs/RESULTS.md §5), so an SP-TCN demo searches the encoder depths
+            and keeps the baseline decoder (random architectures likewise).
         references: the library's per-frame models (``head``, ``arch2``) trained with the same recipe, window 1
-            (``ref_<decoder>/``), evaluated and benchmarked with the others; () skips them.
+            (``ref_<decoder>/``), evaluated and benchmarked with the others; () skips them. None (default):
+            ``arch2`` over ``arch2_space`` (the hand-made control), both otherwise. Over ``arch2_space`` the space's
+            cheapest point (``cheapest/``) is trained too, as a control.
         jobs: trainings at once, each in its own process (``vidnas.experiments.stages``; 1: one after the other in
             this process). The scores are the same; the benchmark runs afterwards, alone.
     """
@@ -215,6 +298,10 @@ def run_demo(
     refuse_selection_split(cfg, "the demo")
     if random_k < 0:
         raise ValueError(f"random architectures must be >= 0, got {random_k}")
+    space = arch_from_config(cfg).decoder == "arch2_space"
+    decoder_search = space if decoder_search is None else decoder_search
+    references = (("arch2",) if space else REFERENCE_DECODERS) if references is None else tuple(references)
+    check_space_reference(cfg, references)
     table = demo_latency_table(cfg)
     if table is not None and table != cfg.stnas.latency_table:
         cfg = dataclasses.replace(cfg, stnas=dataclasses.replace(cfg.stnas, latency_table=table))
@@ -227,27 +314,49 @@ def run_demo(
         if progress:
             progress(f"1/3 {msg}")
 
-    # the trainings do not depend on one another (the random architectures are uniform draws of the space, not
-    # matched to the searched one): the longest first, so that the short ones fill the end: the search and its
-    # training, the baseline, the random architectures, the per-frame references
+    # the trainings do not depend on one another (uniform random architectures are draws of the space, not matched
+    # to the searched one): the longest first, so that the short ones fill the end: the search and its training,
+    # the baseline, the random architectures, the per-frame references. Over arch2_space the random architectures
+    # are matched to the search's result: the search runs first as its own stage, its training and the random ones
+    # after it, the baseline, references and the cheapest point beside it
+    cand_dir = run_dir / lam_dirname(lam)
+
+    def submit_randoms(archs: list[Arch], how: str) -> list:
+        return [stages.submit(f"random architecture {i + 1}/{random_k} ({how}{epochs}) -> {run_dir / f'random_{i}'}",
+                              run_random, cfg, run_dir / f"random_{i}", arch, resume=resume,
+                              show_progress=show_progress) for i, arch in enumerate(archs)]
+
     with Stages(jobs, progress=step) as stages:
-        f_searched = stages.submit(
-            f"search (lambda {lam:g}) and train the derived model ({epochs}) -> {run_dir / lam_dirname(lam)}",
-            run_candidate, cfg, run_dir / lam_dirname(lam), lam, resume=resume, show_progress=show_progress,
-            skip_decoder=not decoder_search)
+        if space:
+            f_search = stages.submit(f"search (lambda {lam:g}) -> {cand_dir / 'search'}", run_search, cfg, cand_dir,
+                                     lam, resume=resume, show_progress=show_progress, skip_decoder=not decoder_search)
+        else:
+            f_searched = stages.submit(
+                f"search (lambda {lam:g}) and train the derived model ({epochs}) -> {cand_dir}", run_candidate, cfg,
+                cand_dir, lam, resume=resume, show_progress=show_progress, skip_decoder=not decoder_search)
         f_baseline = stages.submit(f"baseline training ({epochs}) -> {run_dir / 'baseline'}", run_baseline, cfg,
                                    run_dir / "baseline", resume=resume, show_progress=show_progress)
-        archs = random_archs_for(cfg, [], random_k, seed=random_seed, skip_decoder=not decoder_search)
-        f_randoms = [stages.submit(f"random architecture {i + 1}/{random_k} ({epochs}) -> {run_dir / f'random_{i}'}",
-                                   run_random, cfg, run_dir / f"random_{i}", arch, resume=resume,
-                                   show_progress=show_progress) for i, arch in enumerate(archs)]
+        f_randoms = [] if space else submit_randoms(
+            random_archs_for(cfg, [], random_k, seed=random_seed, skip_decoder=not decoder_search), "")
         f_refs = [stages.submit(f"per-frame {name} reference ({epochs}, window 1) -> {run_dir / f'ref_{name}'}",
                                 run_reference, cfg, run_dir / f"ref_{name}", name, resume=resume,
                                 show_progress=show_progress) for name in references]
+        f_controls = [stages.submit(f"the space's cheapest point ({epochs}) -> {run_dir / 'cheapest'}", run_random,
+                                    cfg, run_dir / "cheapest", cheapest_arch(cfg), resume=resume,
+                                    show_progress=show_progress, kind="control")] if space else []
+        if space:
+            found = f_search.result()
+            f_searched = stages.submit(f"train the derived model ({epochs}) -> {cand_dir / 'train'}", run_candidate,
+                                       cfg, cand_dir, lam, resume=resume, show_progress=show_progress,
+                                       skip_decoder=not decoder_search, searched=True)
+            f_randoms = submit_randoms(matched_random_archs(
+                cfg, [(f"lam={lam:g}", Arch.from_dict(found["arch"]), Path(found["search_dir"]))], random_k,
+                seed=random_seed, skip_decoder=not decoder_search), "latency-matched, ")
     searched, baseline = f_searched.result(), f_baseline.result()
     refs = [f.result() for f in f_refs]
     randoms = [f.result() for f in f_randoms]
-    everything = [baseline, *refs, searched, *randoms]
+    controls = [f.result() for f in f_controls]
+    everything = [baseline, *refs, *controls, searched, *randoms]
     if progress:
         progress("2/3 evaluation on the validation split (clips + streaming, temporal consistency)")
     for cand in everything:
@@ -269,15 +378,18 @@ def run_demo(
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.metrics.get("miou"), "kind": "random"}
                for c in randoms]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.metrics.get("miou"), "kind": "reference"}
-               for c in refs]
+               for c in [*refs, *controls]]
     files.append(plot_miou_fps(points, run_dir / "pareto.png", title="vidnas demo: mIoU (streaming) vs FPS"))
-    table = demo_table(baseline, searched, randoms, refs)
+    table = demo_table(baseline, searched, randoms, refs, controls)
     total = time.perf_counter() - t0
     result = DemoResult(run_dir=run_dir, baseline=baseline, searched=searched, total_seconds=total, table=table,
-                        randoms=randoms, references=refs)
+                        randoms=randoms, references=refs, controls=controls)
     atomic_write_json(run_dir / "demo.json", {
         "baseline": baseline.to_dict(), "searched": searched.to_dict(), "random": [c.to_dict() for c in randoms],
-        "references": [c.to_dict() for c in refs],
+        "references": [c.to_dict() for c in refs], "controls": [c.to_dict() for c in controls],
+        "random_mode": "matched" if space else "uniform",
+        "control_summary": result.control_summary if controls else None,
+        "verdict": result.verdict if controls else None,
         "dominance": result.dominance if randoms else None, "total_seconds": total,
         "search_share": result.search_share, "bench": {"frames": bench_frames, "warmup": bench_warmup},
         "latency_table": cfg.stnas.latency_table,
@@ -296,18 +408,21 @@ def _demo_report(res: DemoResult, cfg: Config) -> str:
         "# vidnas demo: ST-NAS on the synthetic data", "",
         f"Data: {cfg.data.format}, {cfg.data.height}x{cfg.data.width}, window {cfg.data.window} "
         f"({cfg.data.temporal}), {cfg.data.synthetic_videos} videos x {cfg.data.synthetic_frames} frames, "
-        f"corruption {cfg.data.synthetic_corruption}. Model: {cfg.model.encoder} depths "
-        f"{b.depths}, SP-TCN decoder width {cfg.model.decoder_channels}, dilations "
-        f"{list(cfg.model.decoder_dilations)}.",
+        f"corruption {cfg.data.synthetic_corruption}. Model: {cfg.model.encoder} depths {b.depths}, "
+        + (f"the arch2 space's decoder (width {cfg.model.fuse_channels}; 8 slots searched)."
+           if cfg.model.decoder == "arch2_space" else f"SP-TCN decoder width {cfg.model.decoder_channels}, "
+           f"dilations {list(cfg.model.decoder_dilations)}."),
         f"Schedule: baseline, final model and random architectures {cfg.train.epochs} epochs each; encoder search "
         f"{cfg.stnas.encoder_epochs} epochs ({cfg.stnas.depth_rule} depth rule, lambda {cfg.stnas.lam:g}), decoder "
-        f"search " + (f"{cfg.stnas.decoder_epochs} epochs ({cfg.stnas.warmup_epochs} warm-up, {cfg.stnas.mode}, "
+        "search " + (f"{cfg.stnas.decoder_epochs} epochs ({cfg.stnas.warmup_epochs} warm-up, {cfg.stnas.mode}, "
                       f"{cfg.stnas.decoder_seeds} seed(s))" if s.arch.get("decoder_ops") else "off (baseline decoder)")
         + f". Latency table: `{cfg.stnas.latency_table or 'measured in the run'}`.",
         "",
         "```", res.table, "```", "",
         "mIoU, VC8 and flicker: streaming evaluation (every validation frame pushed in order, as `vidnas predict`"
-        " does); clip_mIoU: the training protocol. FPS: one interleaved run, encode one frame + decode the window.",
+        " does); clip_mIoU: the training protocol. FPS: one interleaved run, encode one frame + decode the window;"
+        " fps_inc: the incremental protocol in the same rounds (one decoder step per frame; - where a model has no"
+        " incremental decode).",
         "",
     ]
     if fps_b and fps_s:
@@ -315,10 +430,18 @@ def _demo_report(res: DemoResult, cfg: Config) -> str:
                      f"{100 * ((s.metrics.get('miou') or 0) - (b.metrics.get('miou') or 0)):+.1f} points.")
     if res.randoms:
         d = res.dominance
-        lines.append(f"Random architectures of the same space (uniform depths per stage, uniform decoder ops), "
+        how = ("uniform draws of the whole space kept within 10% of the searched model's table latency"
+               if res.controls else "uniform depths per stage, uniform decoder ops")
+        lines.append(f"Random architectures of the same space ({how}), "
                      f"trained exactly like the searched one: the searched model dominates {d['dominates']} of "
                      f"{d['random']} on FPS and mIoU; {d['dominated_by']} dominate it.")
-    if res.references:
+    if res.controls:
+        lines += ["", "Controls (the per-frame arch2, the space's cheapest point, the latency-matched random "
+                  "architectures), from the table's rows:",
+                  *control_lines({s.name: res.control_summary}, label="searched"), ""]
+        if res.verdict is not None:
+            lines += [_verdict_line(res.verdict), ""]
+    elif res.references:
         lines += ["", "The library's per-frame models, same encoder and recipe, window 1 (is the temporal model worth "
                   "its cost?):", *reference_lines([s], res.references, miou_key="miou", label="searched"), ""]
     lines += [f"Total wall time: {res.total_seconds:.0f} s.", "",

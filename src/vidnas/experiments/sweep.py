@@ -1,6 +1,12 @@
 """The lambda sweep [ST-NAS Fig. 3]: a baseline, one search + final training per lambda (or one budget search), and
 random architectures of the same space, all trained alike and benchmarked together.
 
+Over the ``arch2_space`` space the sweep adds its controls: the space's cheapest point (``cheapest/``), beside the
+per-frame references (``--references``) and, with ``random_mode="matched"``, random architectures whose whole-model
+table latency is within 10% of each searched model's. Every model is timed under both protocols (window and
+incremental); ``sweep.json``'s ``control_summary`` (``candidates.control_summary``) says per searched model how many
+controls it dominates and where its mIoU sits against the matched random models' mean and spread.
+
 ``vidnas search stnas --lambdas ...`` (and ``--random K``) runs it; the stages are those of
 ``vidnas.experiments.candidates``.
 """
@@ -17,6 +23,10 @@ from vidnas.experiments.candidates import (
     Candidate,
     Progress,
     benchmark_candidates,
+    cheapest_arch,
+    check_space_reference,
+    control_lines,
+    control_summary,
     dominance_counts,
     lam_dirname,
     random_archs_for,
@@ -32,7 +42,9 @@ from vidnas.search.plots import plot_miou_fps
 from vidnas.search.stnas import RANDOM_MODES, check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
 
-__all__ = ["SweepResult", "sweep_table", "dominance_lines", "run_sweep"]
+__all__ = ["SweepResult", "sweep_table", "dominance_lines", "run_sweep", "MATCHED_K"]
+
+MATCHED_K = 8  # latency-matched random architectures when --random-mode matched is asked for without --random
 
 
 @dataclass
@@ -45,27 +57,37 @@ class SweepResult:
     randoms: list[Candidate] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
     references: list[Candidate] = field(default_factory=list)
+    controls: list[Candidate] = field(default_factory=list)
 
     @property
     def dominance(self) -> dict[str, dict[str, int]]:
         """Per searched model: random architectures it dominates (FPS and best val mIoU), and that dominate it."""
         return dominance_counts(self.candidates, self.randoms)
 
+    @property
+    def control_summary(self) -> dict[str, dict[str, Any]]:
+        """Per searched model against the references, the cheapest point and its matched random models
+        (``candidates.control_summary``)."""
+        return control_summary(self.candidates, self.randoms, [*self.references, *self.controls])
+
 
 def sweep_table(baseline: Candidate, candidates: Sequence[Candidate], randoms: Sequence[Candidate] = (),
-                references: Sequence[Candidate] = ()) -> str:
-    """Markdown table of a sweep: lambda, depths, decoder, params, FPS (and its ratio), mIoU, search and train time;
-    the per-frame references first, after the baseline."""
-    lines = ["| model | lambda | depths | decoder | params (M) | GFLOPs | FPS | FPS / baseline | mIoU | search s | "
-             "train s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                references: Sequence[Candidate] = (), controls: Sequence[Candidate] = ()) -> str:
+    """Markdown table of a sweep: lambda, depths, decoder, params, FPS under the window protocol (and its ratio to
+    the baseline's) and the incremental one (``-``: the model has no incremental decode), mIoU, search and train
+    time; after the baseline the per-frame references and the controls (the cheapest point), then the searched and
+    the random models."""
+    lines = ["| model | lambda | depths | decoder | params (M) | GFLOPs | FPS | FPS / baseline | FPS inc | mIoU | "
+             "search s | train s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base_fps = baseline.metrics.get("fps")
-    for c in [baseline, *references, *candidates, *randoms]:
+    for c in [baseline, *references, *controls, *candidates, *randoms]:
         m = c.metrics
         ratio = "-" if not base_fps or m.get("fps") is None else f"{m['fps'] / base_fps:.2f}x"
         lines.append(
             f"| {c.name} | {'-' if c.lam is None else f'{c.lam:g}'} | {c.depths} | {c.decoder} | "
             f"{_num(m.get('params'), 1e-6, '.3f')} | {_num(m.get('gflops'), 1.0, '.3f')} | "
-            f"{_num(m.get('fps'), 1.0, '.1f')} | {ratio} | {c.best_miou:.4f} | {c.search_seconds:.1f} | "
+            f"{_num(m.get('fps'), 1.0, '.1f')} | {ratio} | {_num(m.get('inc_fps'), 1.0, '.1f')} | "
+            f"{c.best_miou:.4f} | {c.search_seconds:.1f} | "
             f"{c.train_seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -118,11 +140,15 @@ def run_sweep(
         bench_warmup: untimed pushes per model.
         progress: called with a line per stage.
         random_k: random architectures of the same space (``random_archs_for``), trained like the others.
-        random_mode: ``uniform`` or ``latency`` (matched to the searched models in turn).
+        random_mode: ``uniform``, ``latency`` (encoder block latency matched to the searched models in turn) or
+            ``matched`` (the whole model's table latency within 10% of a searched model's: the latency-matched
+            controls).
         random_seed: seed of the random architectures (independent of ``train.seed``, so every training seed sees
             the same ones).
         references: per-frame models of the library (``head``, ``arch2``) trained with the same recipe
-            (``ref_<decoder>/``), benchmarked and tabled beside the others.
+            (``ref_<decoder>/``), benchmarked and tabled beside the others. Over ``arch2_space`` the per-frame arch2
+            is the space's arch2 point on the full-depth encoder (``check_space_reference``), and the space's
+            cheapest point (``cheapest_arch``) is trained as a control (``cheapest/``).
         jobs: stages at once, each in its own process (``vidnas.experiments.stages``; 1: one after the other in this
             process): the searches, the baseline, the references and the uniform random architectures side by side,
             latency-matched random architectures once the searches are done. The benchmark runs afterwards, alone.
@@ -140,10 +166,10 @@ def run_sweep(
         raise ValueError(f"random mode {random_mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
     check_stnas_config(cfg)
     refuse_selection_split(cfg, "the sweep")
-    if arch_from_config(cfg).decoder == "arch2_space":
-        raise ValueError("model.decoder=arch2_space: the sweep (--lambdas, --random) does not search the arch2 space "
-                         "yet (its random architectures and controls are not built); run `vidnas search stnas` "
-                         "without --lambdas / --random")
+    space = arch_from_config(cfg).decoder == "arch2_space"
+    check_space_reference(cfg, references)
+    if random_mode == "matched" and skip_encoder:
+        raise ValueError("--random-mode matched draws depths too: it needs the encoder search (no --skip-encoder)")
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     runs = ([(cfg.stnas.lam, f"target_{budget:g}ms", f"target={budget:g}ms")] if budget is not None
@@ -156,7 +182,8 @@ def run_sweep(
                    for lam, sub, name in runs]
         f_baseline = stages.submit(f"baseline training -> {run_dir / 'baseline'}", run_baseline, cfg,
                                    run_dir / "baseline", resume=resume, show_progress=show_progress)
-        matched = random_mode == "latency" and not skip_encoder  # these random architectures need the searches
+        # these random architectures need the searches
+        matched = random_mode in ("latency", "matched") and not skip_encoder
         archs = [] if matched else random_archs_for(cfg, [], random_k, mode=random_mode, seed=random_seed,
                                                     skip_encoder=skip_encoder, skip_decoder=skip_decoder)
         f_randoms = [stages.submit(f"train random architecture {i + 1}/{random_k} -> {run_dir / f'random_{i}'}",
@@ -165,21 +192,27 @@ def run_sweep(
         f_refs = [stages.submit(f"train the per-frame {name} reference -> {run_dir / f'ref_{name}'}", run_reference,
                                 cfg, run_dir / f"ref_{name}", name, resume=resume, show_progress=show_progress)
                   for name in references]
+        f_controls = [stages.submit(f"train the space's cheapest point -> {run_dir / 'cheapest'}", run_random, cfg,
+                                    run_dir / "cheapest", cheapest_arch(cfg), resume=resume,
+                                    show_progress=show_progress, kind="control")] if space else []
         cands = [f.result() for f in f_cands]
         if matched:
             archs = random_archs_for(cfg, cands, random_k, mode=random_mode, seed=random_seed,
                                      skip_encoder=skip_encoder, skip_decoder=skip_decoder)
-            f_randoms = [stages.submit(f"train random architecture {i + 1}/{random_k} (latency-matched) -> "
+            f_randoms = [stages.submit(f"train random architecture {i + 1}/{random_k} ({random_mode}-matched) -> "
                                        f"{run_dir / f'random_{i}'}", run_random, cfg, run_dir / f"random_{i}", arch,
                                        resume=resume, show_progress=show_progress) for i, arch in enumerate(archs)]
     baseline = f_baseline.result()
     randoms = [f.result() for f in f_randoms]
     refs = [f.result() for f in f_refs]
-    everything = [baseline, *refs, *cands, *randoms]
+    controls = [f.result() for f in f_controls]
+    everything = [baseline, *refs, *controls, *cands, *randoms]
     if progress:
         progress(f"benchmark {len(everything)} models interleaved ({bench_frames} frames each)")
     benchmark_candidates(everything, frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
-    result = SweepResult(run_dir=run_dir, baseline=baseline, candidates=cands, randoms=randoms, references=refs)
+    result = SweepResult(run_dir=run_dir, baseline=baseline, candidates=cands, randoms=randoms, references=refs,
+                         controls=controls)
+    summary = result.control_summary if controls or random_mode == "matched" else {}
     atomic_write_json(run_dir / "sweep.json", {
         "lambdas": lambdas,
         "target_latency_ms": budget,
@@ -187,29 +220,40 @@ def run_sweep(
         "candidates": [c.to_dict() for c in cands],
         "random": [c.to_dict() for c in randoms],
         "references": [c.to_dict() for c in refs],
+        "controls": [c.to_dict() for c in controls],
         "random_mode": random_mode,
         "random_seed": random_seed,
         "dominance": result.dominance,
-        "bench": {"frames": bench_frames, "warmup": bench_warmup, "protocol": "encode 1 frame + decode window"},
+        "control_summary": summary,
+        "bench": {"frames": bench_frames, "warmup": bench_warmup,
+                  "protocol": "encode 1 frame + decode window (fps); incremental: one decoder step (inc_fps)"},
     })
     ops = [f"- {c.name}: depths {c.depths}; decoder ops {', '.join(c.arch.get('decoder_ops') or ['baseline'])}"
            + (f"; scale ops {', '.join(c.arch['scale_ops'])}" if c.arch.get("scale_ops") else "")
-           for c in [*cands, *randoms]]
-    text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms, refs) + (
-        "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); "
+           for c in [*controls, *cands, *randoms]]
+    text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms, refs, controls) + (
+        "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); FPS inc: the "
+        "incremental protocol in the same rounds (one decoder step per frame; `-`: no incremental decode); "
         "mIoU: best validation mIoU of each training.\n\n")
     if randoms:
-        text += (f"Random architectures: {len(randoms)} drawn from the same space ({random_mode} depths, uniform "
-                 f"decoder ops, seed {random_seed}), trained exactly like the searched ones.\n\n"
-                 + "\n".join(dominance_lines(result.dominance)) + "\n\n")
-    if refs:
+        how = ("uniform depths and decoder ops, kept when the whole model's table latency is within 10% of the "
+               "searched model's" if random_mode == "matched" else f"{random_mode} depths, uniform decoder ops")
+        text += (f"Random architectures: {len(randoms)} drawn from the same space ({how}, seed {random_seed}), "
+                 "trained exactly like the searched ones.\n\n" + "\n".join(dominance_lines(result.dominance))
+                 + "\n\n")
+    if summary:
+        text += ("Controls (the per-frame references, the space's cheapest point, the latency-matched random "
+                 "architectures); deployed FPS: incremental where a model streams so, else the window protocol:\n"
+                 + "\n".join(control_lines(summary)) + "\n\n")
+    if refs and not summary:
         text += ("Per-frame models of the library, same encoder and recipe, window 1:\n"
                  + "\n".join(reference_lines(cands, refs)) + "\n\n")
     atomic_write_text(run_dir / "sweep.md", text + "\n".join(ops) + "\n")
     points = [{"name": c.name, "label": c.name if c.kind == "baseline" else f"{c.name} ({c.depths})",
                "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": c.kind} for c in [baseline, *cands]]
     points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "random"} for c in randoms]
-    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "reference"} for c in refs]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "reference"}
+               for c in [*refs, *controls]]
     plot_miou_fps(points, run_dir / "pareto.png", title="ST-NAS lambda sweep: mIoU vs FPS")
     result.files = [run_dir / "sweep.json", run_dir / "sweep.md", run_dir / "pareto.png"]
     return result

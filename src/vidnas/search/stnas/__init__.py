@@ -72,7 +72,13 @@ from vidnas.search.stnas.record import (
 )
 from vidnas.search.stnas.report import search_report
 from vidnas.search.stnas.runner import SearchContext, check_stnas_config, refuse_selection_split
-from vidnas.search.stnas.sampling import RANDOM_MODES, latency_matched_depths, sample_random_archs
+from vidnas.search.stnas.sampling import (
+    MATCH_DRAWS,
+    RANDOM_MODES,
+    latency_matched_depths,
+    sample_matched_archs,
+    sample_random_archs,
+)
 from vidnas.search.stnas.search import search_stnas
 from vidnas.search.stnas.step import (
     ARCH_BETAS,
@@ -155,4 +161,6 @@ __all__ = [
     "RANDOM_MODES",
     "latency_matched_depths",
     "sample_random_archs",
+    "sample_matched_archs",
+    "MATCH_DRAWS",
 ]
