@@ -81,9 +81,11 @@ def test_sweep_with_random_architectures(tmp_path):
     table = LatencyTable(blocks={enc.block_signature(i, j): 0.5 + i + 0.25 * j for i, d in enumerate(enc.depths)
                                  for j in range(d)}, meta={"encoder": "swin_test", "img_size": [64, 96]})
     table_path = table.save(tmp_path / "table.json")
-    sets = ["data.synthetic_videos=3", "data.synthetic_frames=6", "train.batch_size=2", "train.max_steps_per_epoch=2",
+    # issue 26's protocol: the selection video synth001 (held out of every training) decides the depth rule and each
+    # training's best epoch; the val split is read once per training, at its end, and is what the table reports
+    sets = ["data.synthetic_videos=4", "data.synthetic_frames=6", "train.batch_size=2", "train.max_steps_per_epoch=2",
             "train.epochs=1", "stnas.encoder_epochs=1", "stnas.decoder_epochs=1", "stnas.warmup_epochs=0",
-            "stnas.depth_val_batches=1", "stnas.bn_calib_batches=1"]
+            "stnas.depth_val_batches=1", "stnas.bn_calib_batches=1", "data.selection_videos=[synth001]"]
     out = tmp_path / "sweep"
     res = CliRunner().invoke(app, ["search", "stnas", "--config", TINY_YAML, *sum((["--set", s] for s in sets), []),
                                    "--latency-table", str(table_path), "--lambda", "0.01", "--random", "2",
@@ -109,6 +111,15 @@ def test_sweep_with_random_architectures(tmp_path):
     (ref,) = sweep["references"]
     assert ref["name"] == "per-frame arch2" and ref["arch"]["window"] == 1 and ref["metrics"]["fps"] > 0
     assert "| per-frame arch2 |" in md and "lam=0.01 vs per-frame arch2:" in md and "vs per-frame arch2" in res.output
+    rows = [sweep["baseline"], *sweep["candidates"], *sweep["random"], ref]
+    for r in rows:  # every row: best.pt chosen on the selection video, its val mIoU read once at the end
+        summary = json.loads((Path(r["checkpoint"]).parents[1] / "train_summary.json").read_text())
+        assert summary["decided_on"]["videos"] == ["synth001"]
+        assert r["reported_miou"] == summary["reported"]["best"]["val_miou"]
+    assert sweep["decided_on"]["split"] == "train:synth001" and sweep["decided_on"]["reported"] == "val"
+    assert sweep["candidates"][0]["arch"]["extra"]["search"]["depth"]["decided_on"] == {"split": "train",
+                                                                                       "videos": ["synth001"]}
+    assert f"| {sweep['candidates'][0]['reported_miou']:.4f} |" in md and "read once after training" in md
     bad = CliRunner().invoke(app, ["search", "stnas", "--config", TINY_YAML, "--lambdas", "0.1,0.2", "--references",
                                    "unet", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "unknown per-frame model 'unet'" in bad.output

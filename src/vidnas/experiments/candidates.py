@@ -78,6 +78,13 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[str], None]  # called with a one-line stage description (the CLI prints it)
 
 
+def _miou_of(res: Any) -> dict[str, float | None]:
+    """A training's ``best_miou`` and, where a selection split chose its checkpoint, that checkpoint's validation
+    mIoU read once at the end (``TrainResult.reported``): ``reported_miou``, else None."""
+    best = (res.reported or {}).get("best")
+    return {"best_miou": res.best_miou, "reported_miou": None if best is None else float(best["val_miou"])}
+
+
 @dataclass
 class Candidate:
     """One trained model of an experiment.
@@ -87,7 +94,10 @@ class Candidate:
         lam: lambda of its search (None for the baseline).
         arch: its architecture as a dict (``Arch.to_dict``).
         checkpoint: the checkpoint evaluated and benchmarked (best by val mIoU).
-        best_miou: best validation mIoU during training (clip protocol).
+        best_miou: best mIoU during training (clip protocol) on the split that chose ``checkpoint``: validation, or
+            the selection split (``data.selection_videos``).
+        reported_miou: with a selection split, the validation mIoU of ``checkpoint``, read once after training
+            (``engine.train.report_split``); None without one. ``score`` is what tables and dominance read.
         train_seconds: wall time of its final training.
         search_seconds: wall time of its search (0 for the baseline).
         search_dir: its search run directory (None for the baseline).
@@ -105,6 +115,13 @@ class Candidate:
     search_dir: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     kind: str = ""
+    reported_miou: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The mIoU the experiment reports: the validation mIoU read once at the end where a selection split made the
+        decisions (``reported_miou``), else the best validation mIoU (``best_miou``)."""
+        return self.best_miou if self.reported_miou is None else self.reported_miou
 
     def __post_init__(self) -> None:
         if not self.kind:  # files written before kinds existed
@@ -123,6 +140,7 @@ class Candidate:
             "search_dir": None if self.search_dir is None else str(self.search_dir),
             "metrics": self.metrics,
             "kind": self.kind,
+            "reported_miou": self.reported_miou,
         }
 
     @classmethod
@@ -138,6 +156,7 @@ class Candidate:
             search_seconds=float(d.get("search_seconds", 0.0)),
             search_dir=None if d.get("search_dir") is None else Path(d["search_dir"]),
             metrics=dict(d.get("metrics") or {}),
+            reported_miou=None if d.get("reported_miou") is None else float(d["reported_miou"]),
             kind=str(d.get("kind") or ""),
         )
 
@@ -214,7 +233,7 @@ def run_baseline(cfg: Config, run_dir: str | Path, *, resume: bool = True, show_
     res, seconds = _train_stage(cfg, run_dir / "train", arch if per_frame else None, resume=resume,
                                 show_progress=show_progress)
     cand = Candidate(name="baseline", lam=None, arch=arch.to_dict(),
-                     checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
+                     checkpoint=res.best_checkpoint or res.last_checkpoint, **_miou_of(res),
                      train_seconds=seconds)
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
@@ -285,7 +304,7 @@ def run_candidate(
     res, seconds = _train_stage(cfg, run_dir / "train", found.arch, resume=resume, show_progress=show_progress)
     arch = Arch.load(found.arch_path) if Path(found.arch_path).is_file() else found.arch  # with its search record
     cand = Candidate(name=label, lam=lam, arch=arch.to_dict(),
-                     checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
+                     checkpoint=res.best_checkpoint or res.last_checkpoint, **_miou_of(res),
                      train_seconds=seconds, search_seconds=found.search_seconds, search_dir=search_dir)
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
@@ -306,7 +325,7 @@ def run_random(cfg: Config, run_dir: str | Path, arch: Arch, *, resume: bool = T
     arch.save(run_dir / "arch.json")
     res, seconds = _train_stage(cfg, run_dir / "train", arch, resume=resume, show_progress=show_progress)
     cand = Candidate(name=arch.name, lam=None, arch=arch.to_dict(), checkpoint=res.best_checkpoint or
-                     res.last_checkpoint, best_miou=res.best_miou, train_seconds=seconds, kind=kind)
+                     res.last_checkpoint, **_miou_of(res), train_seconds=seconds, kind=kind)
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
 
@@ -376,7 +395,7 @@ def run_reference(cfg: Config, run_dir: str | Path, decoder: str, *, resume: boo
     arch = arch_from_config(ref_cfg)
     res, seconds = _train_stage(ref_cfg, run_dir / "train", None, resume=resume, show_progress=show_progress)
     cand = Candidate(name=f"per-frame {decoder}", lam=None, arch=arch.to_dict(),
-                     checkpoint=res.best_checkpoint or res.last_checkpoint, best_miou=res.best_miou,
+                     checkpoint=res.best_checkpoint or res.last_checkpoint, **_miou_of(res),
                      train_seconds=seconds, kind="reference")
     atomic_write_json(run_dir / "done.json", cand.to_dict())
     return cand
@@ -388,7 +407,7 @@ def reference_lines(searched: Sequence[Candidate], references: Sequence[Candidat
 
     ``label``: the searched models' row name in the table (e.g. the demo's ``searched``), default their names."""
     def miou(c: Candidate) -> float:
-        return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
+        return float(c.metrics.get(miou_key) if miou_key else c.score)
 
     out = []
     for s in searched:
@@ -526,11 +545,11 @@ def _fps(c: Candidate, fps_key: str) -> float | None:
 def dominated(a: Candidate, b: Candidate, *, miou_key: str | None = None, fps_key: str = "fps") -> bool:
     """Whether ``a`` dominates ``b``: FPS and mIoU both at least ``b``'s, one of them higher.
 
-    mIoU: ``metrics[miou_key]`` if given (e.g. the demo's streaming ``miou``), else ``best_miou``. FPS:
+    mIoU: ``metrics[miou_key]`` if given (e.g. the demo's streaming ``miou``), else ``score``. FPS:
     ``metrics[fps_key]`` (``fps``: the window protocol, ``inc_fps``), or ``deployed`` (``deployed_fps``).
     """
     def miou(c: Candidate) -> float:
-        return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
+        return float(c.metrics.get(miou_key) if miou_key else c.score)
 
     fa, fb = _fps(a, fps_key), _fps(b, fps_key)
     if fa is None or fb is None:
@@ -559,7 +578,7 @@ def control_summary(searched: Sequence[Candidate], randoms: Sequence[Candidate],
     ``miou_delta`` (searched - control), mIoU as ``dominated`` reads it.
     """
     def miou(c: Candidate) -> float:
-        return float(c.metrics.get(miou_key) if miou_key else c.best_miou)
+        return float(c.metrics.get(miou_key) if miou_key else c.score)
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return None if not a or not b else a / b

@@ -39,7 +39,7 @@ from vidnas.experiments.candidates import (
 from vidnas.experiments.stages import Stages
 from vidnas.models import arch_from_config
 from vidnas.search.plots import plot_miou_fps
-from vidnas.search.stnas import RANDOM_MODES, check_stnas_config, refuse_selection_split
+from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["SweepResult", "sweep_table", "dominance_lines", "run_sweep", "MATCHED_K"]
@@ -87,7 +87,7 @@ def sweep_table(baseline: Candidate, candidates: Sequence[Candidate], randoms: S
             f"| {c.name} | {'-' if c.lam is None else f'{c.lam:g}'} | {c.depths} | {c.decoder} | "
             f"{_num(m.get('params'), 1e-6, '.3f')} | {_num(m.get('gflops'), 1.0, '.3f')} | "
             f"{_num(m.get('fps'), 1.0, '.1f')} | {ratio} | {_num(m.get('inc_fps'), 1.0, '.1f')} | "
-            f"{c.best_miou:.4f} | {c.search_seconds:.1f} | "
+            f"{c.score:.4f} | {c.search_seconds:.1f} | "
             f"{c.train_seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
@@ -101,6 +101,24 @@ def dominance_lines(counts: dict[str, dict[str, int]], what: str = "best val mIo
 
 def _num(v: Any, scale: float, spec: str) -> str:
     return "-" if v is None else format(float(v) * scale, spec)
+
+
+def decided_on(cfg: Config) -> dict[str, Any]:
+    """Which split made the sweep's decisions and which one its mIoU column reports (issue 26's protocol).
+
+    With ``data.selection_videos``: the depth rule of every search and the best epoch of every training (searched,
+    random, controls, references alike) are decided on those videos of the train split, which no model trains on, and
+    the mIoU is the validation split's, read once per training at its end. Without: the validation split does both,
+    which flatters every row alike."""
+    if cfg.data.selection_videos:
+        videos = ",".join(cfg.data.selection_videos)
+        return {"split": f"{cfg.data.train_split}:{videos}", "decides": "depth rule, best epoch (best.pt)",
+                "reported": cfg.data.val_split,
+                "miou": f"the {cfg.data.val_split} split's mIoU of each training's best.pt, read once after training; "
+                        f"best.pt and every depth rule were chosen on the selection videos {videos}"}
+    return {"split": cfg.data.val_split, "decides": "depth rule, best epoch (best.pt)", "reported": cfg.data.val_split,
+            "miou": f"best {cfg.data.val_split} mIoU of each training (the same split chose best.pt and the depth "
+                    "rules: set data.selection_videos to separate them)"}
 
 
 def run_sweep(
@@ -165,7 +183,6 @@ def run_sweep(
     if random_mode not in RANDOM_MODES:
         raise ValueError(f"random mode {random_mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
     check_stnas_config(cfg)
-    refuse_selection_split(cfg, "the sweep")
     space = arch_from_config(cfg).decoder == "arch2_space"
     check_space_reference(cfg, references)
     if random_mode == "matched" and skip_encoder:
@@ -225,6 +242,7 @@ def run_sweep(
         "random_seed": random_seed,
         "dominance": result.dominance,
         "control_summary": summary,
+        "decided_on": decided_on(cfg),
         "bench": {"frames": bench_frames, "warmup": bench_warmup,
                   "protocol": "encode 1 frame + decode window (fps); incremental: one decoder step (inc_fps)"},
     })
@@ -234,7 +252,7 @@ def run_sweep(
     text = "# ST-NAS lambda sweep\n\n" + sweep_table(baseline, cands, randoms, refs, controls) + (
         "\nFPS: all models benchmarked together, interleaved (encode 1 frame + decode the window); FPS inc: the "
         "incremental protocol in the same rounds (one decoder step per frame; `-`: no incremental decode); "
-        "mIoU: best validation mIoU of each training.\n\n")
+        f"mIoU: {decided_on(cfg)['miou']}.\n\n")
     if randoms:
         how = ("uniform depths and decoder ops, kept when the whole model's table latency is within 10% of the "
                "searched model's" if random_mode == "matched" else f"{random_mode} depths, uniform decoder ops")
@@ -250,9 +268,9 @@ def run_sweep(
                  + "\n".join(reference_lines(cands, refs)) + "\n\n")
     atomic_write_text(run_dir / "sweep.md", text + "\n".join(ops) + "\n")
     points = [{"name": c.name, "label": c.name if c.kind == "baseline" else f"{c.name} ({c.depths})",
-               "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": c.kind} for c in [baseline, *cands]]
-    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "random"} for c in randoms]
-    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.best_miou, "kind": "reference"}
+               "fps": c.metrics.get("fps"), "miou": c.score, "kind": c.kind} for c in [baseline, *cands]]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.score, "kind": "random"} for c in randoms]
+    points += [{"name": c.name, "fps": c.metrics.get("fps"), "miou": c.score, "kind": "reference"}
                for c in [*refs, *controls]]
     plot_miou_fps(points, run_dir / "pareto.png", title="ST-NAS lambda sweep: mIoU vs FPS")
     result.files = [run_dir / "sweep.json", run_dir / "sweep.md", run_dir / "pareto.png"]

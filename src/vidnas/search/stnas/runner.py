@@ -214,12 +214,12 @@ def phase_seed(seed: int, phase: str) -> int:
 
 
 def refuse_selection_split(cfg: Config, what: str) -> None:
-    """ValueError for a ``data.selection_videos`` where ``what`` (the sweep, the demo) does not use it yet: their final
-    trainings would pick ``best.pt`` on it and their tables read that mIoU, not the reported split's."""
+    """ValueError for a ``data.selection_videos`` where ``what`` (the demo) does not use it yet: its final trainings
+    would pick ``best.pt`` on it and its table reads another evaluation."""
     if cfg.data.selection_videos:
         raise ValueError(f"data.selection_videos={','.join(cfg.data.selection_videos)}: {what} does not use a "
-                         "selection split yet (its tables read each training's best mIoU); `vidnas search stnas` "
-                         "(one search) and `vidnas train` do: leave it empty here")
+                         "selection split yet; `vidnas search stnas` (one search or a sweep) and `vidnas train` do: "
+                         "leave it empty here")
 
 
 def check_stnas_config(cfg: Config) -> None:
