@@ -36,6 +36,7 @@ SELECT=${SELECT:-0001TP}
 JOBS=${JOBS:-2}
 FRAMES=${FRAMES:-100}
 WARMUP=5
+CEILING=2048  # the roofline matmul of the benchmark
 COMMON=(--config "$CONFIG" --threads 1 --quiet)
 SETS=(--set model.decoder=arch2_space --set "data.selection_videos=[$SELECT]" --set stnas.encoder_epochs=2
       --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1 "${EXTRA_ARGS[@]}")
@@ -49,6 +50,7 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   RANDOM_K=2
   FRAMES=2
   WARMUP=0
+  CEILING=0
 fi
 mkdir -p "$OUT"
 
@@ -81,7 +83,7 @@ for DIR in "$OUT/seed$FIRST"/random_*; do
   NAME=$(basename "$DIR")
   [[ -d "$DIR" ]] && CKPTS+=(--checkpoint "${NAME/_/}=$DIR/train/checkpoints/best.pt")  # random_0 -> random0
 done
-"${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --ref "arch2_s$FIRST" --frames "$FRAMES" --warmup "$WARMUP" --threads 1 --quiet \
+"${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --ref "arch2_s$FIRST" --frames "$FRAMES" --warmup "$WARMUP" --ceiling "$CEILING" --threads 1 --quiet \
   --json "$OUT/bench.json" --overwrite > "$OUT/bench.md"
 
 # 4. every quoted figure, computed from the sweeps' and the benchmark's JSONs

@@ -14,7 +14,8 @@
 # Defaults: the full evidence, several hours on a 2-core CPU (28-30 min per 300-candidate search with 1 worker
 # at the proxy budget, most of the rest in end-to-end fine-tuning). Every knob is an environment variable:
 #   OUT=runs/cells_camvid N=300 WORKERS=2 THREADS=1 TOP_K=2 STATIC_EPOCHS=8 FINAL_CELL_EPOCHS=3 FINAL_EPOCHS=10
-#   FRAMES=30 SIZES="176x240 360x480" (SIZES="": no benchmark) DATA_ROOT=../shared/data/camvid PYTHON=python
+#   FRAMES=30 SIZES="176x240 360x480" (SIZES="": no benchmark) CEILING=2048 (the benchmark's roofline matmul; 0: none)
+#   DATA_ROOT=../shared/data/camvid PYTHON=python
 #   VIDNAS=vidnas (the command, words split: e.g. VIDNAS="python -m vidnas.cli.main")
 #   EXTRA="--set a.b=c ..." (added to every train / search / eval command; the tiny test runs synthetic data with it)
 #   MAX_STEPS=  (cap on steps per epoch everywhere; empty = none)
@@ -118,6 +119,7 @@ for size in $SIZES; do
   w=${size#*x}
   say "runtime table at ${h}x${w}: PyTorch and onnxruntime, interleaved"
   "${vidnas[@]}" bench "${bench_args[@]}" --runtime both --height "$h" --width "$w" --frames "$FRAMES" --warmup 3 \
+    --ceiling "${CEILING:-2048}" \
     --threads "$THREADS" --ref static --json "$OUT/bench_${h}x${w}.json" -q
 done
 say "done: $OUT (compare*.json, eval/, bench_*.json, */plots/, */top/)"

@@ -42,6 +42,7 @@ PROBE_STEPS=${PROBE_STEPS:-12}
 BATCHES=${BATCHES:-1 8}
 FRAMES=${FRAMES:-200}
 WARMUP=20
+CEILING=2048  # the roofline matmul of the benchmarks
 DEVICE=${DEVICE:-$("${PY[@]}" - <<< 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')}
 if [[ "$DEVICE" == cuda* ]]; then WORKERS=${WORKERS:-8}; else WORKERS=${WORKERS:-0}; fi
 SETS=(--set train.amp=bf16 --set train.channels_last=true --set data.num_workers="$WORKERS" "${EXTRA_ARGS[@]}")
@@ -53,6 +54,7 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   FRAMES=2
   WARMUP=1
   BATCHES="1 2"
+  CEILING=0
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT" "$RESULTS"
@@ -106,7 +108,7 @@ for B in $BATCHES; do
   J="$OUT/bench_b$B.json"
   if [[ ! -f "$J" ]]; then
     "${VIDNAS_CMD[@]}" bench --checkpoint "arch2_360=$RUN/checkpoints/best.pt" "${BENCH_SIZE[@]}" --device "$DEVICE" \
-      --compare amp --batch "$B" --frames "$FRAMES" --warmup "$WARMUP" --quiet --json "$J"
+      --compare amp --batch "$B" --frames "$FRAMES" --warmup "$WARMUP" --ceiling "$CEILING" --quiet --json "$J"
   fi
   BENCH_JSONS+=("$J")
 done

@@ -35,6 +35,8 @@ EPOCHS=${EPOCHS:-8}
 RANDOM_K=${RANDOM_K:-8}
 FRAMES=${FRAMES:-100}
 JOBS=${JOBS:-2}
+BENCH_WARMUP=10
+CEILING=2048  # the roofline matmul of step 4's benchmark
 COMMON=(--config "$CONFIG" --threads 1 --quiet)
 SETS=(--set train.epochs="$EPOCHS" --set stnas.encoder_epochs=2 --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1
       "${EXTRA_ARGS[@]}")
@@ -47,6 +49,8 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   LATENCY_ARGS=(--repeats 1 --iters 1 --warmup 0)
   RANDOM_K=2
   FRAMES=3
+  BENCH_WARMUP=0
+  CEILING=0
 fi
 SEARCH=(--decoder-latency --references arch2 --bench-frames "$FRAMES" --jobs "$JOBS")
 FIRST=${LAMBDAS%%,*}
@@ -75,5 +79,5 @@ for SEED in 0 $SEEDS; do
     CKPTS+=(--checkpoint "$(basename "$DIR")_s$SEED=$DIR/train/checkpoints/best.pt")
   done
 done
-"${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --ref base_s0 --frames "$FRAMES" --threads 1 --json "$OUT/bench.json" > "$OUT/bench.md"
+"${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --ref base_s0 --frames "$FRAMES" --warmup "$BENCH_WARMUP" --ceiling "$CEILING" --threads 1 --json "$OUT/bench.json" > "$OUT/bench.md"
 cat "$OUT/seed0/sweep.md" "$OUT/bench.md"

@@ -39,6 +39,8 @@ A2_WINDOWS=${A2_WINDOWS-3}
 A2RES_CFG=configs/camvid_mstcn_arch2res_cpu.yaml
 A2RES=${A2RES:-1}
 SETS=("${EXTRA_ARGS[@]}")
+BENCH_WARMUP=5
+CEILING=2048  # the roofline matmul of the benchmark
 SEARCH=(--set stnas.encoder_epochs=2 --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1)
 if [[ "${SMOKE:-0}" == "1" ]]; then
   SETS+=(--set data.height=64 --set data.width=96 --set train.epochs=1 --set train.max_steps_per_epoch=2
@@ -46,6 +48,8 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   SEARCH=(--set stnas.encoder_epochs=1 --set stnas.decoder_epochs=1 --set stnas.warmup_epochs=0
           --set stnas.depth_val_batches=1 --set stnas.bn_calib_batches=1)
   FRAMES=3
+  BENCH_WARMUP=0
+  CEILING=0
 fi
 mkdir -p "$OUT"
 
@@ -102,7 +106,7 @@ for W in $WINDOWS; do CKPTS+=(--checkpoint "mstcn$W=$OUT/mstcn${W}_s$FIRST/check
 for W in $A2_WINDOWS; do CKPTS+=(--checkpoint "a2fusion$W=$OUT/a2fusion${W}_s$FIRST/checkpoints/best.pt"); done
 [[ "$A2RES" == "1" ]] && CKPTS+=(--checkpoint "a2res=$OUT/a2res_s$FIRST/checkpoints/best.pt")
 CKPTS+=(--checkpoint "stnas=$OUT/stnas_train/checkpoints/best.pt")
-"${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --frames "$FRAMES" --warmup 5 --threads 1 --ref arch2 --quiet \
+"${VIDNAS_CMD[@]}" bench "${CKPTS[@]}" --frames "$FRAMES" --warmup "$BENCH_WARMUP" --ceiling "$CEILING" --threads 1 --ref arch2 --quiet \
   --json "$OUT/bench.json" > "$OUT/bench.md"
 
 read -r -a PY <<< "${PYTHON:-python}"  # a command of several words, like VIDNAS

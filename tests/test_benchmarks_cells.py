@@ -20,7 +20,8 @@ TINY = ("--set data.format=synthetic --set data.root=null --set data.height=32 -
 @pytest.mark.slow
 def test_cells_camvid_script_at_tiny_size(tmp_path: Path, vidnas_command: str, python_command: str) -> None:
     env = {**os.environ, "OUT": str(tmp_path / "out"), "N": "4", "WORKERS": "0", "TOP_K": "1", "STATIC_EPOCHS": "1",
-           "FINAL_CELL_EPOCHS": "1", "FINAL_EPOCHS": "1", "FRAMES": "2", "SIZES": "32x48", "MAX_STEPS": "2",
+           "FINAL_CELL_EPOCHS": "1", "FINAL_EPOCHS": "1", "FRAMES": "2", "CEILING": "0", "SIZES": "32x48",
+           "MAX_STEPS": "2",
            "EXTRA": TINY, "VIDNAS": vidnas_command, "PYTHON": python_command,
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "cells_camvid.sh")], cwd=REPO, env=env,
