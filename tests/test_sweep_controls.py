@@ -83,6 +83,8 @@ def test_sweep_over_the_arch2_space_with_its_controls(tmp_path) -> None:
     assert searched["arch"]["decoder"] == "arch2_space"
     (ref,) = sweep["references"]
     assert ref["name"] == "per-frame arch2" and ref["arch"]["depths"] in (None, [2, 2, 2, 2])  # the full encoder
+    # the config's model is arch2's point of the space: the reference's one training is the baseline row too
+    assert sweep["baseline"]["checkpoint"] == ref["checkpoint"] and not (out / "baseline").exists()
     (cheap,) = sweep["controls"]
     assert cheap["name"] == "cheapest" and cheap["kind"] == "control"
     assert cheap["arch"]["decoder_ops"] == list(CHEAPEST_OPS) and cheap["arch"]["depths"] == [1, 1, 1, 1]
