@@ -147,7 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, StopIteration) as e:
         print(f"error: {e!r}" if not isinstance(e, ValueError) else f"error: {e}", file=sys.stderr)
         return 2
-    atomic_write_json(args.out / "summary.json", summary)
+    target = args.out / "summary.json"
+    if target.exists():  # only a summary this script wrote is replaced
+        try:
+            ours = {"per_seed", "goal", "means"} <= json.loads(target.read_text()).keys()
+        except (ValueError, AttributeError):
+            ours = False
+        if not ours:
+            print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
+            return 2
+    atomic_write_json(target, summary)
     print(markdown(summary), end="")
     print(f"written: {args.out / 'summary.json'}")
     return 0

@@ -55,3 +55,9 @@ def test_arch2_space_camvid_script_smoke(tmp_path, camvid_two_videos, vidnas_com
     assert names == ["searched_s0", "arch2_s0", "cheapest_s0", "searched_s1", "arch2_s1", "cheapest_s1", "random0",
                      "random1"]
     assert "issue 26's goal:" in (out / "summary.md").read_text()
+    # the table maker replaces only a summary it wrote
+    (out / "summary.json").write_text('{"mine": 1}')
+    bad = subprocess.run([*python_command.split(), str(REPO / "benchmarks" / "arch2_space_table.py"), str(out)],
+                         capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert bad.returncode == 2 and "not overwritten" in bad.stderr
+    assert (out / "summary.json").read_text() == '{"mine": 1}'
