@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidnas.models.decoders.base import DecoderFamily, Slotted
-from vidnas.models.decoders.mstcn import PerFrame, _GapAdd, _up
+from vidnas.models.decoders.mstcn import PerFrame, _GapAdd, arch2_top_down
 from vidnas.models.decoders.static import ARCH2_CHANNELS, StaticBlock
 from vidnas.models.layers import ConvBNReLU
 from vidnas.models.ops import ConvBNReLU3d, IdentityOp, STConv3d, temporal_extent
@@ -240,13 +240,7 @@ class Arch2SpaceDecoder(Slotted, nn.Module):
             raise ValueError(f"expected 4 feature maps (strides 32, 16, 8, 4), got {len(feats)}")
         a32, a16, a8, a4 = (lat(f) for lat, f in zip(self.laterals, feats, strict=True))
         top = self.gap(a32)  # (B, F, T, h32, w32)
-        b1 = self.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
-        b2 = self.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
-        dec = self.blocks[2](_up(self.down(a4), b2.shape[-2:]) + b2)  # stride 8
-        pred = self.classifier(dec)  # (B, K, T, h8, w8)
-        if self.training and len(self.aux_heads):
-            return pred, [head(b) for head, b in zip(self.aux_heads, (b1, b2), strict=True)]
-        return pred
+        return arch2_top_down(self, top, a16, a8, a4)
 
     def incremental_program(self, g: ProgramBuilder) -> int:
         """``forward`` (eval mode) as a dataflow for ``vidnas.models.incremental.compile_decoder``."""

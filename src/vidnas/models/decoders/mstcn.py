@@ -75,6 +75,25 @@ def _up(y: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
     return z.reshape(b, t, c, *z.shape[-2:]).transpose(1, 2)  # (B, C, T, H, W)
 
 
+def arch2_top_down(dec: nn.Module, top: torch.Tensor, a16: torch.Tensor, a8: torch.Tensor,
+                   a4: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+    """arch2's top-down tail on ``(B, F, T, h, w)`` maps, shared by ``StaticFusionDecoder`` and the arch2 space:
+    ``dec.blocks[0]`` over the coarse ``top`` upsampled onto the stride-16 lateral, ``dec.blocks[1]`` onto the stride-8
+    one, ``dec.blocks[2]`` over the strided stride-4 lateral (``dec.down``) plus that, then ``dec.classifier``.
+
+    Returns:
+        logits (B, K, T, h/8, w/8); ``(logits, aux)`` in training mode when ``dec.aux_heads`` (on the stride-16 and
+        stride-8 blocks' outputs).
+    """
+    b1 = dec.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
+    b2 = dec.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
+    out = dec.blocks[2](_up(dec.down(a4), b2.shape[-2:]) + b2)  # stride 8
+    pred = dec.classifier(out)  # (B, K, T, h8, w8)
+    if dec.training and len(dec.aux_heads):
+        return pred, [head(b) for head, b in zip(dec.aux_heads, (b1, b2), strict=True)]
+    return pred
+
+
 def _trunk(c0: int, channels: int, dilations: Sequence[int], full_channels: bool, causal: bool,
            layer_ops: Sequence[str] | None) -> tuple[nn.Module | None, nn.ModuleList]:
     """The temporal trunk on the coarse map: ``[reduce]`` (a 3x3x3 conv to ``channels``, unless full channels) and one
@@ -346,13 +365,7 @@ class StaticFusionDecoder(_TrunkDecoder):
             raise ValueError(f"expected 4 feature maps (strides 32, 16, 8, 4), got {len(feats)}")
         top = self.gap(self.trunk(feats[0]))  # (B, Ff, T, h32, w32)
         a16, a8, a4 = (lat(f) for lat, f in zip(self.laterals, feats[1:], strict=True))
-        b1 = self.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
-        b2 = self.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
-        dec = self.blocks[2](_up(self.down(a4), b2.shape[-2:]) + b2)  # stride 8
-        pred = self.classifier(dec)  # (B, K, T, h8, w8)
-        if self.training and len(self.aux_heads):
-            return pred, [head(b) for head, b in zip(self.aux_heads, (b1, b2), strict=True)]
-        return pred
+        return arch2_top_down(self, top, a16, a8, a4)
 
     def incremental_program(self, g: ProgramBuilder) -> int:
         """``forward`` (eval mode) as a dataflow for ``vidnas.models.incremental.compile_decoder``."""
