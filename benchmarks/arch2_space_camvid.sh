@@ -12,7 +12,8 @@
 #
 #   benchmarks/arch2_space_camvid.sh [OUT]         # full size: about 17 trainings of ~15 minutes and 3 searches
 #   SMOKE=1 benchmarks/arch2_space_camvid.sh OUT   # every stage at toy size (tests run this)
-# Environment: VIDNAS (the command, default `vidnas`), PYTHON (default `python`), CONFIG, LAMBDA (default 0.01),
+# Environment: VIDNAS (the command, default `vidnas`), PYTHON (default `python`), CONFIG, WINDOW (the clip length the
+# temporal candidates read, default 3), LAMBDA (default 0.01),
 # SEEDS (default "0 1 2"), RANDOM_K (default 8), SELECT (the selection video, default 0001TP), JOBS (stages of a sweep
 # at once, default 2), FRAMES (timed frames per model, default 100), EXTRA (more arguments for every command, e.g.
 # EXTRA="--set data.root=/data/camvid"). Every stage resumes: run the same command again after an interruption.
@@ -38,7 +39,9 @@ FRAMES=${FRAMES:-100}
 WARMUP=5
 CEILING=2048  # the roofline matmul of the benchmark
 COMMON=(--config "$CONFIG" --threads 1 --quiet)
-SETS=(--set model.decoder=arch2_space --set "data.selection_videos=[$SELECT]" --set stnas.encoder_epochs=2
+WINDOW=${WINDOW:-3}  # frames the temporal candidates read (the recipe's per-frame window 1 would give them none)
+SETS=(--set model.decoder=arch2_space --set data.window="$WINDOW" --set "data.selection_videos=[$SELECT]"
+      --set stnas.encoder_epochs=2
       --set stnas.decoder_epochs=3 --set stnas.warmup_epochs=1 "${EXTRA_ARGS[@]}")
 LATENCY_ARGS=(--repeats 5 --iters 10)
 if [[ "${SMOKE:-0}" == "1" ]]; then

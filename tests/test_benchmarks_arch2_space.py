@@ -49,6 +49,7 @@ def test_arch2_space_camvid_script_smoke(tmp_path, camvid_two_videos, vidnas_com
     # the protocol: every sweep decided on the selection video, and reported the val split
     assert all(d["split"] == "train:0001TP" and d["reported"] == "val" for d in summary["decided_on"])
     sweep = json.loads((out / "seed0" / "sweep.json").read_text())
+    assert "window: 3" in (out / "seed0" / "config.yaml").read_text()  # the temporal candidates have a past to read
     assert sweep["random_mode"] == "matched" and sweep["candidates"][0]["arch"]["decoder"] == "arch2_space"
     assert summary["per_seed"][0]["searched"]["miou"] == sweep["candidates"][0]["reported_miou"]
     names = [r["name"] for r in json.loads((out / "bench.json").read_text())]
