@@ -88,6 +88,8 @@ def test_sweep_over_the_arch2_space_with_its_controls(tmp_path) -> None:
     (cheap,) = sweep["controls"]
     assert cheap["name"] == "cheapest" and cheap["kind"] == "control"
     assert cheap["arch"]["decoder_ops"] == list(CHEAPEST_OPS) and cheap["arch"]["depths"] == [1, 1, 1, 1]
+    # a per-frame point trains on its target frames alone (window 1), not on the search's 3-frame clips
+    assert load_config(out / "cheapest" / "train" / "config.yaml").data.window == 1
     # two random architectures whose whole-model table latency is within 10% of the searched model's
     assert [r["name"] for r in sweep["random"]] == ["random0", "random1"]
     for r in sweep["random"]:

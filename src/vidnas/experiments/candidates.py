@@ -209,6 +209,14 @@ def _done(path: Path) -> Candidate | None:
 
 
 def _train_stage(cfg: Config, run_dir: Path, arch: Any, *, resume: bool, show_progress: bool) -> tuple[Any, float]:
+    """Train ``arch`` (None: the config's model) into ``run_dir``; ``(TrainResult, seconds)``.
+
+    The clips are ``arch.window`` frames long when the architecture says so: a per-frame point of a temporal space
+    (window 1: arch2, the cheapest point, a search or random draw without a temporal op) is trained on its target
+    frames alone, with the same targets, steps and recipe, instead of encoding ``data.window - 1`` context frames per
+    clip that its decoder never reads (3x the encoder work at window 3)."""
+    if arch is not None and arch.window != cfg.data.window:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, window=arch.window))
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run_dir / "config.yaml")
     again = resume and (run_dir / "checkpoints" / "last.pt").is_file()
