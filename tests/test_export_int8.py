@@ -62,6 +62,42 @@ def test_int8_arch2_export_is_qdq_runs_and_records_accuracy(arch2_ckpt: Path, tm
     assert runner.push(x).shape == (1, 4, 32, 48)
 
 
+def test_int8_keep_float_none_and_calib_folder(arch2_ckpt: Path, tmp_path: Path) -> None:
+    """--keep-float none quantises the stem and the head too; --calib calibrates on the user's own frames."""
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(7):  # 7 frames of another size than the model's: resized as the model reads them
+        Image.fromarray(rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)).save(frames / f"f{i}.png")
+    out = tmp_path / "e"
+    res = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(out), "--precision", "int8",
+                                   "--calib", str(frames), "--calib-frames", "3", "--keep-float", "none",
+                                   "--accuracy-frames", "4", "--parity-frames", "0"])
+    assert res.exit_code == 0, res.output
+    assert f"calibrated on 3 frames of {frames} (spread evenly)" in res.output
+    assert "kept in float: nothing" in res.output
+    q = json.loads((out / "export.json").read_text())["quantization"]
+    assert q["calibration"] == {"method": "MinMax", "frames": 3, "path": str(frames), "spread": "evenly"}
+    assert q["float_nodes"]["key.onnx"] == [] and q["keep_float"] == []
+    assert q["float_nodes_rule"] == "every Conv quantised"
+    graph = onnx.load(str(out / "key.onnx")).graph
+    first_conv = next(nd for nd in graph.node if nd.op_type == "Conv")
+    assert first_conv.input[0] != "frame"  # the stem reads a DequantizeLinear output now
+    # bad values: one line, before any work
+    for args, msg in ((["--keep-float", "stem,tail"], "--keep-float 'stem,tail': give 'none' or a comma-separated "
+                                                        "list of stem, head"),
+                      (["--calib", str(tmp_path / "nowhere")], "input not found"),
+                      (["--calib", str(frames), "--calib-frames", "9"], "7 frame(s), 9 calibration frames asked")):
+        bad = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(tmp_path / "b"), "--precision", "int8",
+                                       "--parity-frames", "0", *args])
+        assert bad.exit_code != 0 and msg in bad.output, bad.output
+        assert not (tmp_path / "b").exists()  # refused before the export
+    fp32 = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(tmp_path / "c"), "--calib", str(frames)])
+    assert fp32.exit_code != 0 and "add --precision int8" in fp32.output
+
+
 def test_int8_window_model_quantises_the_encoder_only(tmp_path_factory, tmp_path: Path) -> None:
     ckpt = shared_tiny_checkpoint(tmp_path_factory)
     out = tmp_path / "w"

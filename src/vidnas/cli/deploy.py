@@ -56,6 +56,12 @@ def export_cmd(
     calib_frames: Annotated[int, typer.Option(
         "--calib-frames", help="int8: calibration frames drawn (seeded) from the model's training split.")] = 32,
     calib_seed: Annotated[int, typer.Option("--calib-seed", help="int8: seed of the calibration draw.")] = 0,
+    calib: Annotated[Path | None, typer.Option(
+        "--calib", help="int8: calibrate on this video file or frame folder (--calib-frames frames spread evenly "
+                        "over it) instead of the model's training split.")] = None,
+    keep_float: Annotated[str, typer.Option(
+        "--keep-float", help="int8: the parts kept in float: a comma-separated list of stem (the first Conv) and "
+                             "head (the classifier's last Conv), or none (every Conv quantised).")] = "stem,head",
     accuracy_frames: Annotated[int, typer.Option(
         "--accuracy-frames", help="int8: validation frames streamed through the fp32 model and the int8 export for "
                                   "the accuracy check.")] = 64,
@@ -79,7 +85,8 @@ def export_cmd(
     import vidnas.export
     from vidnas.export import DEFAULT_OPSET, PRECISIONS, export_onnx, export_step_graphs
     from vidnas.export.frame_models import export_frame_onnx, is_frame_model, read_frame_meta
-    from vidnas.export.quantize import check_int8_data
+    from vidnas.export.quantize import check_int8_data, parse_keep_float
+    from vidnas.export.video import open_frames
     from vidnas.models import incremental_support, load_model
 
     setup_logging()
@@ -87,6 +94,17 @@ def export_cmd(
         raise fail(f"unknown --precision {precision!r}; valid: {', '.join(PRECISIONS)}")
     if precision == "int8" and min(calib_frames, accuracy_frames) < 1:
         raise fail(f"--calib-frames and --accuracy-frames must be >= 1, got {calib_frames} and {accuracy_frames}")
+    if calib is not None and precision != "int8":
+        raise fail("--calib calibrates an INT8 export: add --precision int8")
+    try:
+        float_parts = parse_keep_float(keep_float)
+        if calib is not None:  # exists and holds enough frames (a folder's count is exact), before any work
+            with open_frames(calib) as reader:
+                if reader.kind == "folder" and (reader.num_frames or 0) < calib_frames:
+                    raise fail(f"--calib {calib}: {reader.num_frames} frame(s), {calib_frames} calibration frames "
+                               "asked: lower --calib-frames")
+    except ValueError as e:  # DeployError, VideoError
+        raise fail(str(e)) from e
     set_threads(threads)
     if (height is None) != (width is None):
         raise fail("give both --height and --width, or neither")
@@ -101,7 +119,7 @@ def export_cmd(
         raise fail(str(e)) from e
     if precision == "int8":  # the calibration and validation frames exist, before the export
         try:
-            check_int8_data(loaded.cfg, calib_frames)
+            check_int8_data(loaded.cfg, 1 if calib is not None else calib_frames)  # --calib: only its val split
         except ValueError as e:  # DeployError, DataError
             raise fail(str(e)) from e
     output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint})
@@ -129,7 +147,7 @@ def export_cmd(
         typer.echo(f"wrote {fpaths.meta}")
         _parity(model, out, parity_frames, tol, [(None, vidnas.export.parity_check)])
         if precision == "int8":
-            _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop)
+            _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop, calib, float_parts)
         return
     mode = "causal" if model.causal else "centred"
     typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
@@ -150,23 +168,27 @@ def export_cmd(
         checks.append(("incremental decode", vidnas.export.step_parity_check))
     _parity(model, paths.out_dir, parity_frames, tol, checks)
     if precision == "int8":
-        _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop)
+        _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop, calib, float_parts)
 
 
-def _int8(loaded: object, out: Path, calib_frames: int, seed: int, frames: int, max_drop: float) -> None:
+def _int8(loaded: object, out: Path, calib_frames: int, seed: int, frames: int, max_drop: float,
+          calib: Path | None, keep_float: tuple[str, ...]) -> None:
     """Quantise the fp32 export in ``out`` to INT8 (``vidnas.export.quantize``), check its accuracy, print both; a
     warning naming ``--precision fp32`` when it loses more than ``max_drop`` mIoU points."""
     from vidnas.export import accuracy_check, quantize_export
 
     try:
-        q = quantize_export(out, loaded.cfg, calib_frames=calib_frames, seed=seed)
+        q = quantize_export(out, loaded.cfg, calib_frames=calib_frames, seed=seed, calib=calib,
+                            keep_float=keep_float)
         acc = accuracy_check(loaded, out, frames=frames)
     except ValueError as e:  # DeployError, DataError
         raise fail(str(e)) from e
     for name in q["int8_graphs"]:
         typer.echo(f"int8: {out / name} ({_fmt_size(out / name)}), QDQ, per-channel weights; kept in float: "
                    f"{', '.join(q['float_nodes'][name]) or 'nothing'}")
-    typer.echo(f"int8: calibrated on {calib_frames} frames of the {q['calibration']['split']!r} split (seed {seed}); "
+    cal = q["calibration"]
+    where = f"of {cal['path']} (spread evenly)" if "path" in cal else f"of the {cal['split']!r} split (seed {seed})"
+    typer.echo(f"int8: calibrated on {calib_frames} frames {where}; "
                f"fp32 graphs (they take features): {', '.join(q['fp32_graphs']) or 'none'}")
     agree = (f"agreement with fp32: mIoU {acc['agreement_miou']:.4f}, pixels {acc['pixel_agreement']:.4f}")
     if acc["miou_drop_points"] is None:

@@ -12,10 +12,11 @@ Graphs that take features stay fp32 in this version: ``export.json`` lists them 
 Quantisation: ``onnxruntime.quantization.quantize_static``, QDQ format (QuantizeLinear / DequantizeLinear pairs
 around each quantised op, so any onnxruntime build runs the graph), signed INT8 activations and weights, per-channel
 weight scales, MinMax calibration over ``calib_frames`` frames drawn (seeded, without replacement) from the model's
-own training split (``cfg.data.train_split``) and preprocessed as in evaluation (``calibration_frames``). Nodes kept
-in float (``float_nodes``): the stem (the first Conv, which reads the raw frame) and the classifier head (the last
-Conv before ``logits``). That list is a default taken from common practice, not a measurement on a full-size vidnas
-model (on a tiny arch2, docs/DEPLOY.md, keeping them in float changed pixel agreement with fp32 by 0.0003).
+own training split (``cfg.data.train_split``), or from the user's own video or frame folder (``calib``: frames spread
+evenly over it), preprocessed as in evaluation (``calibration_frames``). Nodes kept in float (``float_nodes``, chosen
+by ``keep_float``, `vidnas export --keep-float`): by default the stem (the first Conv, which reads the raw frame) and
+the classifier head (the last Conv before ``logits``); ``()`` quantises every Conv (docs/RESULTS.md §21 measures the
+two on a trained CamVid arch2).
 
 Accuracy check (``accuracy_check``): the first ``frames`` frames of the validation split (``cfg.data.val_split``),
 video by video, streamed through the fp32 PyTorch model (``TorchRunner``) and the INT8 export (the onnxruntime
@@ -45,6 +46,7 @@ from vidnas.data import FrameRef, VideoFrames, VideoSource, normalize, open_sour
 from vidnas.export.exporter import META_FILE, DeployError, write_export_meta
 from vidnas.export.frame_models import FRAME_EXPORT_KIND
 from vidnas.export.runtime import TorchRunner, load_runner
+from vidnas.export.video import VideoError, open_frames
 from vidnas.metrics import ConfusionMatrix
 from vidnas.models.loading import LoadedModel
 from vidnas.utils import atomic_write
@@ -57,6 +59,9 @@ __all__ = [
     "quantized_graphs",
     "check_int8_data",
     "calibration_frames",
+    "FLOAT_PARTS",
+    "DEFAULT_KEEP_FLOAT",
+    "parse_keep_float",
     "float_nodes",
     "quantize_graph",
     "quantize_export",
@@ -70,8 +75,25 @@ DEFAULT_CALIB_FRAMES = 32
 DEFAULT_ACCURACY_FRAMES = 64
 DEFAULT_MAX_MIOU_DROP = 1.0  # mIoU points (0-100 scale)
 _IMAGE_GRAPHS = {FRAME_EXPORT_KIND: ("key",), "vidnas-stream": ("encoder",)}  # graphs whose input is the frame
-_FLOAT_RULE = ("the stem (the first Conv, reading the frame) and the classifier head (the last Conv before logits); "
-               "a default: no measurable effect on a tiny arch2, not measured on a full-size model (docs/DEPLOY.md)")
+FLOAT_PARTS = ("stem", "head")  # what --keep-float may name: the first Conv, the classifier's last Conv
+DEFAULT_KEEP_FLOAT = FLOAT_PARTS
+_FLOAT_RULE = {"stem": "the stem (the first Conv, reading the frame)",
+               "head": "the classifier head (the last Conv before logits)"}
+
+
+def parse_keep_float(text: str) -> tuple[str, ...]:
+    """``--keep-float``: a comma-separated subset of ``FLOAT_PARTS`` (``stem,head``), or ``none``.
+
+    Raises:
+        DeployError: an unknown part, named with the valid ones.
+    """
+    if text.strip().lower() == "none":
+        return ()
+    parts = tuple(dict.fromkeys(p.strip().lower() for p in text.split(",") if p.strip()))
+    bad = [p for p in parts if p not in FLOAT_PARTS]
+    if bad or not parts:
+        raise DeployError(f"--keep-float {text!r}: give 'none' or a comma-separated list of {', '.join(FLOAT_PARTS)}")
+    return parts
 
 
 def quantized_graphs(meta: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
@@ -105,22 +127,46 @@ def check_int8_data(cfg: Config, calib_frames: int) -> tuple[VideoSource, list[F
     return source, refs
 
 
-def calibration_frames(cfg: Config, n: int, *, seed: int = 0) -> list[np.ndarray]:
-    """``n`` frames (1, 3, H, W) float32, ImageNet-normalised at the model's size, drawn without replacement (seeded)
-    from ``cfg.data.train_split`` (``check_int8_data``'s errors)."""
-    source, refs = check_int8_data(cfg, n)
-    pick = np.random.default_rng(seed).choice(len(refs), size=n, replace=False)
+def calibration_frames(cfg: Config, n: int, *, seed: int = 0, calib: str | Path | None = None) -> list[np.ndarray]:
+    """``n`` frames (1, 3, H, W) float32, ImageNet-normalised at the model's size: drawn without replacement (seeded)
+    from ``cfg.data.train_split`` (``check_int8_data``'s errors), or, with ``calib`` (a video file or a folder of
+    frames, as `vidnas predict` reads), ``n`` frames spread evenly over it.
+
+    Raises:
+        DeployError: ``calib`` unreadable or holding fewer than ``n`` frames (the message names it).
+    """
     h, w = int(cfg.data.height), int(cfg.data.width)
-    return [normalize(resize_image(source.read_image(refs[i]), h, w))[None].numpy() for i in sorted(pick)]
+    if calib is None:
+        source, refs = check_int8_data(cfg, n)
+        pick = np.random.default_rng(seed).choice(len(refs), size=n, replace=False)
+        return [normalize(resize_image(source.read_image(refs[i]), h, w))[None].numpy() for i in sorted(pick)]
+    if n < 1:
+        raise DeployError(f"--calib-frames must be >= 1, got {n}")
+    kept: list[torch.Tensor] = []  # (3, H, W) uint8, every stride-th frame; the stride doubles at 4n kept
+    stride, seen = 1, 0
+    try:
+        with open_frames(calib) as reader:
+            for i, frame in enumerate(reader):  # uint8 (H, W, 3)
+                seen += 1
+                if i % stride == 0:
+                    kept.append(resize_image(frame, h, w))
+                    if len(kept) > 4 * n:
+                        kept, stride = kept[::2], stride * 2
+    except VideoError as e:
+        raise DeployError(f"--calib: {e}") from e
+    if seen < n:
+        raise DeployError(f"--calib {calib}: {seen} frame(s), {n} calibration frames asked: lower --calib-frames")
+    pick = np.linspace(0, len(kept) - 1, n).round().astype(int)
+    return [normalize(kept[i])[None].numpy() for i in pick]
 
 
-def float_nodes(graph_model: Any) -> list[str]:
-    """Names of the nodes kept in float (module docstring): the first Conv, and the last Conv that ``logits``
-    depends on (graphs with a ``logits`` output)."""
+def float_nodes(graph_model: Any, keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT) -> list[str]:
+    """Names of the nodes kept in float (module docstring): with ``stem`` in ``keep_float`` the first Conv, with
+    ``head`` the last Conv that ``logits`` depends on (graphs with a ``logits`` output)."""
     nodes = list(graph_model.graph.node)  # the exporter writes them in topological order
     convs = [nd for nd in nodes if nd.op_type == "Conv"]
-    keep = [convs[0].name] if convs else []
-    if any(o.name == "logits" for o in graph_model.graph.output):
+    keep = [convs[0].name] if convs and "stem" in keep_float else []
+    if "head" in keep_float and any(o.name == "logits" for o in graph_model.graph.output):
         producer = {out: nd for nd in nodes for out in nd.output}
         seen, todo = set(), ["logits"]
         while todo:  # every node logits depends on
@@ -134,9 +180,11 @@ def float_nodes(graph_model: Any) -> list[str]:
     return keep
 
 
-def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray]) -> list[str]:
-    """Write ``dst``: ``src`` (one input, ``frame``) quantised to QDQ INT8 with ``frames`` as calibration data;
-    returns the nodes kept in float. ``dst`` is written atomically; ``src`` is read only."""
+def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray],
+                   keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT) -> list[str]:
+    """Write ``dst``: ``src`` (one input, ``frame``) quantised to QDQ INT8 with ``frames`` as calibration data and
+    the ``keep_float`` parts (``float_nodes``) in float; returns the nodes kept in float. ``dst`` is written
+    atomically; ``src`` is read only."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -155,7 +203,7 @@ def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray]) -> list[s
             x = next(self._it, None)
             return None if x is None else {"frame": x}
 
-    keep = float_nodes(onnx.load(str(src)))
+    keep = float_nodes(onnx.load(str(src)), keep_float)
     ort.set_default_logger_severity(3)  # the calibrator's sessions list every constant they drop, as warnings
     with tempfile.TemporaryDirectory() as tmp:  # the calibrator writes an augmented copy of the graph there
         def write(out: str) -> None:
@@ -177,7 +225,8 @@ def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray]) -> list[s
 
 
 def quantize_export(out_dir: str | Path, cfg: Config, *, calib_frames: int = DEFAULT_CALIB_FRAMES,
-                    seed: int = 0) -> dict[str, Any]:
+                    seed: int = 0, calib: str | Path | None = None,
+                    keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT) -> dict[str, Any]:
     """Replace the image graphs of the fp32 export in ``out_dir`` by QDQ INT8 graphs (module docstring) and record
     ``precision`` and ``quantization`` in its ``export.json``; returns the ``quantization`` record.
 
@@ -187,8 +236,10 @@ def quantize_export(out_dir: str | Path, cfg: Config, *, calib_frames: int = DEF
     Args:
         out_dir: an fp32 export (``export_onnx`` / ``export_frame_onnx``).
         cfg: the model's config (``cfg.data``: the calibration frames' source, split and size).
-        calib_frames: frames drawn from ``cfg.data.train_split``.
+        calib_frames: frames drawn from ``cfg.data.train_split`` (or from ``calib``).
         seed: the draw's seed.
+        calib: a video file or frame folder to calibrate on instead (``calibration_frames``).
+        keep_float: the parts kept in float (``float_nodes``).
 
     Raises:
         DeployError: an export that is already INT8, too few training frames.
@@ -198,16 +249,17 @@ def quantize_export(out_dir: str | Path, cfg: Config, *, calib_frames: int = DEF
     if meta.get("precision", "fp32") != "fp32":
         raise DeployError(f"{d / META_FILE}: the export is already {meta['precision']}")
     graphs, fp32_graphs = quantized_graphs(meta)
-    frames = calibration_frames(cfg, calib_frames, seed=seed)
+    frames = calibration_frames(cfg, calib_frames, seed=seed, calib=calib)
     (d / META_FILE).unlink()
-    kept = {file: quantize_graph(d / file, d / file, frames) for file in graphs.values()}
+    kept = {file: quantize_graph(d / file, d / file, frames, keep_float) for file in graphs.values()}
+    where = ({"split": cfg.data.train_split, "format": cfg.data.format, "root": cfg.data.root, "seed": seed}
+             if calib is None else {"path": str(calib), "spread": "evenly"})
     record = {
         "method": "onnxruntime.quantization.quantize_static", "format": "QDQ", "activations": "int8",
-        "weights": "int8, per channel", "calibration": {"method": "MinMax", "frames": calib_frames, "seed": seed,
-                                                        "split": cfg.data.train_split, "format": cfg.data.format,
-                                                        "root": cfg.data.root},
+        "weights": "int8, per channel", "calibration": {"method": "MinMax", "frames": calib_frames, **where},
         "int8_graphs": list(graphs.values()), "fp32_graphs": fp32_graphs, "float_nodes": kept,
-        "float_nodes_rule": _FLOAT_RULE,
+        "keep_float": list(keep_float),
+        "float_nodes_rule": "; ".join(_FLOAT_RULE[p] for p in keep_float) or "every Conv quantised",
     }
     meta.update(precision="int8", quantization=record)
     write_export_meta(d, meta)
