@@ -161,3 +161,26 @@ def test_int8_cell_export_quantises_the_key_graph_and_streams_with_fp32_cell(tmp
     outs = [stream.push(x) for _ in range(3)]
     assert all(o.shape == (1, 5, *HW) and np.isfinite(o).all() for o in outs)
     assert np.array_equal(outs[0], outs[2])  # frames 0 and 2 are key frames on the same input
+
+
+@pytest.mark.slow
+def test_deploy_camvid_script_smoke(arch2_ckpt: Path, tmp_path: Path, vidnas_command, python_command) -> None:
+    """benchmarks/deploy_camvid.sh on the tiny arch2: the interleaved --runtime all bench, the two --keep-float
+    exports, and the table with the verdict (toy size: the figures mean nothing, the plumbing is checked)."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1", "SMOKE": "1", "VIDNAS": vidnas_command, "PYTHON": python_command,
+           "ACC_FRAMES": "4", "CALIB": "4"}
+    out = tmp_path / "dep"
+    proc = subprocess.run(["bash", str(repo / "benchmarks" / "deploy_camvid.sh"), str(arch2_ckpt), str(out)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=repo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    names = [r["name"] for r in s["rows"]]
+    assert names[0] == "model" and "model@ort@int8" in names and s["threads"] == [1]
+    assert [k["keep_float"] for k in s["keep_float"]] == [["stem", "head"], []]
+    assert all(k["frames"] == 4 for k in s["keep_float"])
+    assert "issue 28's goal" in proc.stdout and s["goal"]["fastest"] in names
