@@ -138,7 +138,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         assert r["arch"]["window"] == 1 and r["arch"]["encoder"] == "swin_test" and r["metrics"]["fps"] > 0
         assert 0.0 <= r["metrics"]["miou"] <= 1.0
         assert yaml_value(out / f"ref_{r['arch']['decoder']}" / "train" / "config.yaml", "train", "epochs") == \
-            yaml_value(out / "baseline" / "train" / "config.yaml", "train", "epochs")
+            yaml_value(Path(demo["searched"]["search_dir"]).parent / "train" / "config.yaml", "train", "epochs")
+    # the config's model is arch2's point of the space: the reference's one training is the baseline row too
+    assert demo["baseline"]["checkpoint"] == refs["arch2"]["checkpoint"] and not (out / "baseline").exists()
     assert demo["searched"]["search_seconds"] > 0 and 0 < demo["search_share"] < 1
     # the copied arch.json is the searched model's architecture and builds
     arch = Arch.load(out / "arch.json")

@@ -334,8 +334,12 @@ def run_demo(
             f_searched = stages.submit(
                 f"search (lambda {lam:g}) and train the derived model ({epochs}) -> {cand_dir}", run_candidate, cfg,
                 cand_dir, lam, resume=resume, show_progress=show_progress, skip_decoder=not decoder_search)
-        f_baseline = stages.submit(f"baseline training ({epochs}) -> {run_dir / 'baseline'}", run_baseline, cfg,
-                                   run_dir / "baseline", resume=resume, show_progress=show_progress)
+        # over the arch2 space the config's model is arch2's point: with the per-frame arch2 reference beside it,
+        # that one training is the baseline row too (as in the sweep), not a second training of the same model
+        shared = space and "arch2" in references
+        f_baseline = None if shared else stages.submit(
+            f"baseline training ({epochs}) -> {run_dir / 'baseline'}", run_baseline, cfg, run_dir / "baseline",
+            resume=resume, show_progress=show_progress)
         f_randoms = [] if space else submit_randoms(
             random_archs_for(cfg, [], random_k, seed=random_seed, skip_decoder=not decoder_search), "")
         f_refs = [stages.submit(f"per-frame {name} reference ({epochs}, window 1) -> {run_dir / f'ref_{name}'}",
@@ -352,11 +356,13 @@ def run_demo(
             f_randoms = submit_randoms(matched_random_archs(
                 cfg, [(f"lam={lam:g}", Arch.from_dict(found["arch"]), Path(found["search_dir"]))], random_k,
                 seed=random_seed, skip_decoder=not decoder_search), "latency-matched, ")
-    searched, baseline = f_searched.result(), f_baseline.result()
+    searched = f_searched.result()
     refs = [f.result() for f in f_refs]
     randoms = [f.result() for f in f_randoms]
     controls = [f.result() for f in f_controls]
-    everything = [baseline, *refs, *controls, searched, *randoms]
+    everything = [*refs, *controls, searched, *randoms]
+    if f_baseline is not None:
+        everything.insert(0, f_baseline.result())
     if progress:
         progress("2/3 evaluation on the validation split (clips + streaming, temporal consistency)")
     for cand in everything:
@@ -364,6 +370,11 @@ def run_demo(
     if progress:
         progress(f"3/3 benchmark of all {len(everything)} models, interleaved ({bench_frames} frames each)")
     benchmark_candidates(everything, frames=bench_frames, warmup=bench_warmup, device=cfg.train.device)
+    if f_baseline is None:  # the arch2 reference, evaluated and timed once, is the baseline row too
+        arch2 = refs[list(references).index("arch2")]
+        baseline = dataclasses.replace(arch2, name="baseline", kind="baseline", metrics=dict(arch2.metrics))
+    else:
+        baseline = everything[0]
 
     files: list[Path] = []
     assert searched.search_dir is not None
