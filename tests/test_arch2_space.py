@@ -284,3 +284,16 @@ def test_the_sweep_refuses_an_arch2_reference_of_another_width(tmp_path) -> None
                                    "--references", "arch2", "--out", str(tmp_path / "sweep")])
     assert res.exit_code != 0 and "model.fuse_channels=8: the per-frame arch2 reference has 64 channels" in res.output
     assert not (tmp_path / "sweep" / "baseline").exists()
+
+
+def test_a_decoder_search_over_the_arch2_space_at_window_1_is_refused_in_one_line(tmp_path) -> None:
+    """At window 1 the temporal candidates read no past frame: the search (and a sweep, before its first stage) says
+    so and names the fix; the depth-only search stays possible."""
+    args = ["search", "stnas", "--config", str(REPO / "configs" / "tiny.yaml"), "--set", "data.window=1",
+            "--model", "arch2_space", "--out", str(tmp_path / "s"), "--threads", "1", "--quiet"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code != 0
+    assert "data.window=1: the arch2 space's temporal candidates would read no past" in res.output
+    assert not (tmp_path / "s").exists()
+    sweep = CliRunner().invoke(app, [*args[:-5], "--lambdas", "0.01", "--out", str(tmp_path / "w"), "--quiet"])
+    assert sweep.exit_code != 0 and "data.window >= 2" in sweep.output and not (tmp_path / "w").exists()

@@ -182,6 +182,14 @@ def stnas_cmd(
         "stnas.target_latency_ms": target_latency, "stnas.decoder_latency": decoder_latency})
         + device_overrides(device, amp))
     check_run_inputs(cfg)
+    if not skip_decoder:  # a decoder the search cannot search, before the run directory exists
+        from vidnas.models import arch_from_config
+        from vidnas.search.stnas import check_searchable_decoder
+
+        try:
+            check_searchable_decoder(arch_from_config(cfg))
+        except ValueError as e:
+            raise fail(str(e)) from e
     if cfg.stnas.latency_table:  # read before --overwrite may delete anything: a bad table fails here
         from vidnas.search.latency import LatencyTable
 

@@ -56,7 +56,7 @@ from vidnas.experiments.stages import Stages
 from vidnas.models import SEARCH_CANDIDATES, Arch, arch_from_config, build_encoder, load_model
 from vidnas.search.latency import LatencyTable, LatencyTableError, model_part_keys
 from vidnas.search.plots import plot_miou_fps
-from vidnas.search.stnas import check_stnas_config, refuse_selection_split
+from vidnas.search.stnas import check_searchable_decoder, check_stnas_config, refuse_selection_split
 from vidnas.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["DEFAULT_CONFIG", "EMBEDDED_DEMO", "DEMO_LATENCY_TABLE", "DEMO_SPACE_LATENCY_TABLE", "DEMO_RANDOM",
@@ -300,6 +300,8 @@ def run_demo(
         raise ValueError(f"random architectures must be >= 0, got {random_k}")
     space = arch_from_config(cfg).decoder == "arch2_space"
     decoder_search = space if decoder_search is None else decoder_search
+    if decoder_search:  # before any training starts
+        check_searchable_decoder(arch_from_config(cfg))
     references = (("arch2",) if space else REFERENCE_DECODERS) if references is None else tuple(references)
     check_space_reference(cfg, references)
     table = demo_latency_table(cfg)

@@ -40,7 +40,7 @@ from vidnas.experiments.candidates import (
 from vidnas.experiments.stages import Stages
 from vidnas.models import arch_from_config
 from vidnas.search.plots import plot_miou_fps
-from vidnas.search.stnas import RANDOM_MODES, check_stnas_config
+from vidnas.search.stnas import RANDOM_MODES, check_searchable_decoder, check_stnas_config
 from vidnas.utils import atomic_write_json, atomic_write_text
 
 __all__ = ["SweepResult", "sweep_table", "dominance_lines", "run_sweep", "MATCHED_K"]
@@ -184,6 +184,8 @@ def run_sweep(
     if random_mode not in RANDOM_MODES:
         raise ValueError(f"random mode {random_mode!r}; valid modes: {', '.join(RANDOM_MODES)}")
     check_stnas_config(cfg)
+    if not skip_decoder:  # before any stage starts (search_stnas checks it again in its own)
+        check_searchable_decoder(arch_from_config(cfg))
     space = arch_from_config(cfg).decoder == "arch2_space"
     check_space_reference(cfg, references)
     if random_mode == "matched" and skip_encoder:

@@ -71,7 +71,12 @@ from vidnas.search.stnas.record import (
     write_search_arch,
 )
 from vidnas.search.stnas.report import search_report
-from vidnas.search.stnas.runner import SearchContext, check_stnas_config, refuse_selection_split
+from vidnas.search.stnas.runner import (
+    SearchContext,
+    check_searchable_decoder,
+    check_stnas_config,
+    refuse_selection_split,
+)
 from vidnas.search.stnas.sampling import (
     MATCH_DRAWS,
     RANDOM_MODES,
@@ -145,6 +150,7 @@ __all__ = [
     "EncoderSearch",
     "DecoderSearch",
     "check_stnas_config",
+    "check_searchable_decoder",
     "refuse_selection_split",
     "search_encoder_depths",
     "search_decoder_ops",

@@ -194,7 +194,8 @@ SEARCHABLE_DECODERS: tuple[str, ...] = ("sptcn", "mstcn", "arch2_space")
 
 def check_searchable_decoder(base: Arch) -> None:
     """Refuse, at config time, a decoder search on a decoder without op slots (not ``Slotted``: ``head``, ``arch2``),
-    or on an mstcn fusion whose search is not built (``DecoderSupernet`` itself takes any ``Slotted`` decoder)."""
+    on an mstcn fusion whose search is not built (``DecoderSupernet`` itself takes any ``Slotted`` decoder), or on
+    the arch2 space at window 1 (its temporal candidates need a past frame)."""
     if base.decoder not in SEARCHABLE_DECODERS:
         names = " or ".join(SEARCHABLE_DECODERS)
         raise ValueError(f"the decoder search needs the {names} decoder, the config has {base.decoder!r}; "
@@ -204,6 +205,11 @@ def check_searchable_decoder(base: Arch) -> None:
                          f"{base.fusion!r} (its search is not built; --set model.decoder=arch2_space searches a "
                          "space that contains arch2); use --set model.fusion=fpn, or pass skip_decoder "
                          "(--skip-decoder) to search the encoder only")
+    if base.decoder == "arch2_space" and base.window < 2:
+        raise ValueError(f"data.window={base.window}: the arch2 space's temporal candidates would read no past frame "
+                         "(a search could pick one for nothing); search with data.window >= 2 (3 in "
+                         "benchmarks/arch2_space_camvid.sh), or pass skip_decoder (--skip-decoder) to search the "
+                         "encoder only")
 
 
 def phase_seed(seed: int, phase: str) -> int:
