@@ -43,16 +43,18 @@ def summarise(out: Path, seed: int) -> dict[str, Any]:
         names = names or list(load_model(run / "checkpoints" / "last.pt").class_names)
         seconds = sum(e["epoch_seconds"] for e in epochs)
         data = sum(e.get("data_seconds") or 0.0 for e in epochs)
-        val = [e["val_miou"] for e in epochs]
+        val = [e.get("val_miou") for e in epochs]  # None on epochs not validated (train.val_every)
+        checked = [i for i, v in enumerate(val) if v is not None]
         row = bench[f"arch2_{size}"]
         models[size] = {
-            "run": str(run), "epochs": len(epochs), "train_minutes": seconds / 60,
+            "run": str(run), "epochs": len(epochs), "step_minutes": seconds / 60,  # steps only
             "data_share": data / seconds if seconds else None,
             "val_miou_last": ev["clips"]["miou"], "val_frames": ev["stream"]["annotated"],
             "per_class_iou": dict(zip(names, ev["clips"]["per_class_iou"], strict=True)),
             "vc8": ev["stream"]["vc8"], "flicker": ev["stream"]["flicker"],
-            "val_miou_per_epoch": val, "best_epoch_on_val": int(max(range(len(val)), key=val.__getitem__)) + 1,
-            "best_val_miou_on_val": max(val),
+            "val_miou_per_epoch": val,
+            "best_epoch_on_val": max(checked, key=val.__getitem__) + 1 if checked else None,
+            "best_val_miou_on_val": max(val[i] for i in checked) if checked else None,
             "fps": row["fps"], "latency_ms": row["latency_ms"],
             "size": [row["extra"].get("height"), row["extra"].get("width")],
         }
@@ -70,10 +72,10 @@ def summarise(out: Path, seed: int) -> dict[str, Any]:
 
 def markdown(s: dict[str, Any]) -> str:
     names = s["classes"]
-    head = ["size", "epochs", "train min", "loader share", "val mIoU (last epoch)", *names, "VC8", "flicker", "FPS"]
+    head = ["size", "epochs", "step min", "loader share", "val mIoU (last epoch)", *names, "VC8", "flicker", "FPS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for size, m in s["models"].items():
-        cells = [size, str(m["epochs"]), f"{m['train_minutes']:.1f}", f"{m['data_share']:.1%}",
+        cells = [size, str(m["epochs"]), f"{m['step_minutes']:.1f}", f"{m['data_share']:.1%}",
                  f"{m['val_miou_last']:.4f}", *(f"{m['per_class_iou'][n]:.3f}" for n in names),
                  f"{m['vc8']:.3f}", f"{m['flicker']:.3f}", f"{m['fps']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -87,7 +89,7 @@ def markdown(s: dict[str, Any]) -> str:
               f"thin classes (IoU points): {rare}.",
               "Best epoch if val had chosen it (it did not: the table reads the last epoch): "
               + "; ".join(f"{k} epoch {m['best_epoch_on_val']} at {m['best_val_miou_on_val']:.4f}"
-                          for k, m in s["models"].items()) + ".",
+                          for k, m in s["models"].items() if m["best_epoch_on_val"] is not None) + ".",
               f"issue 29's goal: 360x480 val mIoU {s['goal']['miou_360']:.4f} >= {s['goal']['target']:.2f}: "
               f"{'met' if s['goal']['met'] else 'not met'}", ""]
     return "\n".join(lines)
