@@ -44,7 +44,7 @@ def summarise(out: Path, exports: list[Path]) -> dict[str, Any]:
         meta = json.loads((d / "export.json").read_text())
         acc, q = meta["accuracy"], meta["quantization"]
         keep.append({"dir": str(d), "keep_float": q["keep_float"], "float_nodes": q["float_nodes"],
-                     "frames": acc["frames"], "miou_fp32": acc["miou_fp32"], "miou_int8": acc["miou_int8"],
+                     "frames": acc["frames"], "miou_fp32": acc["miou_fp32"], "miou_int8": acc.get("miou_int8"),
                      "drop_points": acc["miou_drop_points"], "pixel_agreement": acc["pixel_agreement"]})
     device = rows[0]["extra"].get("device") or {}
     threads = sorted({r["extra"].get("torch_threads") for r in rows} - {None})

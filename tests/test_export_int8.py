@@ -117,7 +117,7 @@ def test_bad_precision_is_refused_before_any_work(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"),
                                    "--precision", "int4"])
     assert res.exit_code == 2
-    assert res.output.strip().splitlines()[-1] == "error: unknown --precision 'int4'; valid: fp32, int8"
+    assert res.output.strip().splitlines()[-1] == "error: unknown --precision 'int4'; valid: fp32, int8, bf16"
     assert not (tmp_path / "o").exists()
 
 
@@ -184,3 +184,26 @@ def test_deploy_camvid_script_smoke(arch2_ckpt: Path, tmp_path: Path, vidnas_com
     assert [k["keep_float"] for k in s["keep_float"]] == [["stem", "head"], []]
     assert all(k["frames"] == 4 for k in s["keep_float"])
     assert "issue 28's goal" in proc.stdout and s["goal"]["fastest"] in names
+
+
+def test_bf16_export_is_the_fp32_graph_with_openvino_s_accuracy_check(arch2_ckpt: Path, tmp_path: Path) -> None:
+    """--precision bf16: the fp32 key graph, unchanged, marked bf16 and checked in OpenVINO bf16 against the fp32
+    model; refused in one line where OpenVINO or a bf16 CPU is missing."""
+    pytest.importorskip("openvino")
+    from vidnas.export.ort_streamers import openvino_bf16
+
+    out = tmp_path / "b"
+    res = CliRunner().invoke(app, ["export", str(arch2_ckpt), "--out", str(out), "--precision", "bf16",
+                                   "--accuracy-frames", "6", "--parity-frames", "2"])
+    if not openvino_bf16():
+        assert res.exit_code != 0 and "OpenVINO reports no bf16 on this CPU" in res.output
+        assert not out.exists()
+        return
+    assert res.exit_code == 0, res.output
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["precision"] == "bf16" and meta["bf16"]["runtime"] == "openvino"
+    acc = meta["accuracy"]
+    assert acc["precision"] == "bf16" and acc["frames"] == 6 and 0 <= acc["miou_bf16"] <= 1
+    assert acc["pixel_agreement"] > 0.9  # bf16 rounding moves few argmaxes
+    assert "QuantizeLinear" not in _ops(out / "key.onnx")  # the fp32 graph as exported
+    assert "bf16 accuracy over 6 'val' frames: mIoU" in res.output and "--amp bf16" in res.output

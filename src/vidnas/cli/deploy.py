@@ -52,7 +52,9 @@ def export_cmd(
         "per frame, state as explicit inputs/outputs; causal window models).")] = True,
     precision: Annotated[str, typer.Option(
         "--precision", help="fp32 | int8: onnxruntime static quantisation (QDQ, per-channel weights) of the graphs "
-        "that take images (key.onnx, encoder.onnx); the graphs that take features stay fp32.")] = "fp32",
+        "that take images (key.onnx, encoder.onnx); the graphs that take features stay fp32 | bf16: the fp32 graphs, "
+        "deployed with OpenVINO's bf16 precision hint (CPUs with AVX-512 BF16 or AMX; --runtime openvino --amp "
+        "bf16). int8 and bf16 check their accuracy against the fp32 model on the validation split.")] = "fp32",
     calib_frames: Annotated[int, typer.Option(
         "--calib-frames", help="int8: calibration frames drawn (seeded) from the model's training split.")] = 32,
     calib_seed: Annotated[int, typer.Option("--calib-seed", help="int8: seed of the calibration draw.")] = 0,
@@ -63,10 +65,10 @@ def export_cmd(
         "--keep-float", help="int8: the parts kept in float: a comma-separated list of stem (the first Conv) and "
                              "head (the classifier's last Conv), or none (every Conv quantised).")] = "stem,head",
     accuracy_frames: Annotated[int, typer.Option(
-        "--accuracy-frames", help="int8: validation frames streamed through the fp32 model and the int8 export for "
+        "--accuracy-frames", help="int8, bf16: validation frames streamed through the fp32 model and the export for "
                                   "the accuracy check.")] = 64,
     max_miou_drop: Annotated[float, typer.Option(
-        "--max-miou-drop", help="int8: warn when the int8 export loses more than this many mIoU points.")] = 1.0,
+        "--max-miou-drop", help="int8, bf16: warn when the export loses more than this many mIoU points.")] = 1.0,
     overwrite: OverwriteOpt = False,
     threads: ThreadsOpt = None,
     device: DeviceOpt = None,
@@ -96,6 +98,17 @@ def export_cmd(
         raise fail(f"--calib-frames and --accuracy-frames must be >= 1, got {calib_frames} and {accuracy_frames}")
     if calib is not None and precision != "int8":
         raise fail("--calib calibrates an INT8 export: add --precision int8")
+    if precision == "bf16":  # OpenVINO and a CPU that computes in bf16, before any work
+        from vidnas.export.ort_streamers import openvino_bf16
+
+        try:
+            if not openvino_bf16():
+                raise fail("--precision bf16: OpenVINO reports no bf16 on this CPU (it needs AVX-512 BF16 or AMX); "
+                           "export --precision fp32 or int8")
+        except ValueError as e:  # DeployError: openvino not installed
+            raise fail(f"--precision bf16: {e}") from e
+        if accuracy_frames < 1:
+            raise fail(f"--accuracy-frames must be >= 1, got {accuracy_frames}")
     try:
         float_parts = parse_keep_float(keep_float)
         if calib is not None:  # exists and holds enough frames (a folder's count is exact), before any work
@@ -117,9 +130,9 @@ def export_cmd(
         loaded = load_model(checkpoint, img_size=img_size, causal=causal, device=device or "cpu")
     except ValueError as e:  # CheckpointError
         raise fail(str(e)) from e
-    if precision == "int8":  # the calibration and validation frames exist, before the export
+    if precision in ("int8", "bf16"):  # the calibration and validation frames exist, before the export
         try:
-            check_int8_data(loaded.cfg, 1 if calib is not None else calib_frames)  # --calib: only its val split
+            check_int8_data(loaded.cfg, 1 if calib is not None or precision == "bf16" else calib_frames)
         except ValueError as e:  # DeployError, DataError
             raise fail(str(e)) from e
     output_dir(out, "export", overwrite=overwrite, inputs={"CHECKPOINT": checkpoint})
@@ -148,6 +161,8 @@ def export_cmd(
         _parity(model, out, parity_frames, tol, [(None, vidnas.export.parity_check)])
         if precision == "int8":
             _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop, calib, float_parts)
+        elif precision == "bf16":
+            _bf16(loaded, out, accuracy_frames, max_miou_drop)
         return
     mode = "causal" if model.causal else "centred"
     typer.echo(f"input {loaded.img_size[0]}x{loaded.img_size[1]}, window {model.window} {mode}, "
@@ -169,6 +184,36 @@ def export_cmd(
     _parity(model, paths.out_dir, parity_frames, tol, checks)
     if precision == "int8":
         _int8(loaded, out, calib_frames, calib_seed, accuracy_frames, max_miou_drop, calib, float_parts)
+    elif precision == "bf16":
+        _bf16(loaded, out, accuracy_frames, max_miou_drop)
+
+
+def _accuracy_lines(acc: dict, label: str, max_drop: float) -> None:
+    """Print an accuracy check (``vidnas.export.quantize.accuracy_check``); warn, naming --precision fp32, above
+    ``max_drop`` points lost."""
+    agree = (f"agreement with fp32: mIoU {acc['agreement_miou']:.4f}, pixels {acc['pixel_agreement']:.4f}")
+    if acc["miou_drop_points"] is None:
+        typer.echo(f"{label} accuracy over {acc['frames']} {acc['split']!r} frames (no labels): {agree}")
+        return
+    typer.echo(f"{label} accuracy over {acc['frames']} {acc['split']!r} frames: mIoU {acc[f'miou_{label}']:.4f} "
+               f"(fp32 {acc['miou_fp32']:.4f}, drop {acc['miou_drop_points']:.2f} points); {agree}")
+    if acc["miou_drop_points"] > max_drop:
+        typer.echo(f"WARNING: the {label} export loses {acc['miou_drop_points']:.2f} mIoU points (more than "
+                   f"--max-miou-drop {max_drop:g}); export with --precision fp32 to keep full accuracy", err=True)
+
+
+def _bf16(loaded: object, out: Path, frames: int, max_drop: float) -> None:
+    """Mark the fp32 export in ``out`` as a bf16 deployment (``mark_bf16``), check its accuracy in OpenVINO bf16."""
+    from vidnas.export import accuracy_check, mark_bf16
+
+    try:
+        mark_bf16(out)
+        acc = accuracy_check(loaded, out, frames=frames, precision="bf16")
+    except ValueError as e:  # DeployError, DataError
+        raise fail(str(e)) from e
+    typer.echo("bf16: the fp32 graphs, deployed with OpenVINO's bf16 precision hint (`vidnas predict --onnx "
+               f"{out} --runtime openvino --amp bf16`)")
+    _accuracy_lines(acc, "bf16", max_drop)
 
 
 def _int8(loaded: object, out: Path, calib_frames: int, seed: int, frames: int, max_drop: float,
@@ -190,15 +235,7 @@ def _int8(loaded: object, out: Path, calib_frames: int, seed: int, frames: int, 
     where = f"of {cal['path']} (spread evenly)" if "path" in cal else f"of the {cal['split']!r} split (seed {seed})"
     typer.echo(f"int8: calibrated on {calib_frames} frames {where}; "
                f"fp32 graphs (they take features): {', '.join(q['fp32_graphs']) or 'none'}")
-    agree = (f"agreement with fp32: mIoU {acc['agreement_miou']:.4f}, pixels {acc['pixel_agreement']:.4f}")
-    if acc["miou_drop_points"] is None:
-        typer.echo(f"int8 accuracy over {acc['frames']} {acc['split']!r} frames (no labels): {agree}")
-        return
-    typer.echo(f"int8 accuracy over {acc['frames']} {acc['split']!r} frames: mIoU {acc['miou_int8']:.4f} (fp32 "
-               f"{acc['miou_fp32']:.4f}, drop {acc['miou_drop_points']:.2f} points); {agree}")
-    if acc["miou_drop_points"] > max_drop:
-        typer.echo(f"WARNING: the int8 export loses {acc['miou_drop_points']:.2f} mIoU points (more than "
-                   f"--max-miou-drop {max_drop:g}); export with --precision fp32 to keep full accuracy", err=True)
+    _accuracy_lines(acc, "int8", max_drop)
 
 
 def _parity(model: object, out_dir: Path, frames: int, tol: float, checks: list) -> None:

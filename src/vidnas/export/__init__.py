@@ -45,7 +45,7 @@ from vidnas.export.ort_streamers import (
     step_parity_check,
 )
 from vidnas.export.predict import PredictResult, StreamingStats, predict_video, preprocess
-from vidnas.export.quantize import PRECISIONS, accuracy_check, quantize_export
+from vidnas.export.quantize import PRECISIONS, accuracy_check, mark_bf16, quantize_export
 from vidnas.export.runtime import RUNTIMES, TorchRunner, load_runner
 from vidnas.export.stepgraph import export_step_graphs
 from vidnas.export.video import FrameReader, OverlayWriter, VideoError, open_frames, pick_codec
@@ -67,6 +67,7 @@ __all__ = [
     "RUNTIMES",
     "PRECISIONS",
     "accuracy_check",
+    "mark_bf16",
     "quantize_export",
     "PredictResult",
     "StreamingStats",

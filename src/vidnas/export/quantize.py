@@ -1,4 +1,5 @@
-"""INT8 exports: onnxruntime static post-training quantisation of the graphs that take images, and its accuracy check.
+"""INT8 and bf16 exports: onnxruntime static post-training quantisation of the graphs that take images, and the
+accuracy check of a quantised or bf16 deployment.
 
 ``vidnas export --precision int8`` writes the fp32 export first (``export_onnx`` / ``export_frame_onnx``, checked
 against PyTorch as always), then replaces the graphs that read the frame with QDQ INT8 graphs (``quantize_export``):
@@ -8,6 +9,10 @@ against PyTorch as always), then replaces the graphs that read the frame with QD
   ``decoder_step.onnx`` stay fp32.
 
 Graphs that take features stay fp32 in this version: ``export.json`` lists them under ``quantization.fp32_graphs``.
+
+``vidnas export --precision bf16`` rewrites no graph: the fp32 export is marked ``precision: bf16`` (``mark_bf16``)
+and deployed by OpenVINO with its bf16 inference-precision hint (CPUs with AVX-512 BF16 or AMX); its accuracy check
+runs that deployment.
 
 Quantisation: ``onnxruntime.quantization.quantize_static``, QDQ format (QuantizeLinear / DequantizeLinear pairs
 around each quantised op, so any onnxruntime build runs the graph), signed INT8 activations and weights, per-channel
@@ -19,12 +24,12 @@ the classifier head (the last Conv before ``logits``); ``()`` quantises every Co
 two on a trained CamVid arch2).
 
 Accuracy check (``accuracy_check``): the first ``frames`` frames of the validation split (``cfg.data.val_split``),
-video by video, streamed through the fp32 PyTorch model (``TorchRunner``) and the INT8 export (the onnxruntime
-streamer ``vidnas predict`` uses), both in the same protocol. It reports
+video by video, streamed through the fp32 PyTorch model (``TorchRunner``) and the export (INT8: the onnxruntime
+streamer ``vidnas predict`` uses; bf16: the OpenVINO one at bf16), both in the same protocol. It reports
 
-* ``miou_fp32`` and ``miou_int8``: each against the labels (annotated frames only), and ``miou_drop_points`` =
-  100 * (miou_fp32 - miou_int8);
-* ``agreement_miou``: the INT8 argmax scored against the fp32 argmax as if it were the label (every frame), and
+* ``miou_fp32`` and ``miou_int8`` (``miou_bf16``): each against the labels (annotated frames only), and
+  ``miou_drop_points`` = 100 * (miou_fp32 - miou_int8);
+* ``agreement_miou``: the export's argmax scored against the fp32 argmax as if it were the label (every frame), and
   ``pixel_agreement``, the share of pixels where the two argmaxes are equal.
 """
 
@@ -65,12 +70,13 @@ __all__ = [
     "float_nodes",
     "quantize_graph",
     "quantize_export",
+    "mark_bf16",
     "accuracy_check",
 ]
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "int8", "bf16")  # bf16: the fp32 graphs, run by OpenVINO with its bf16 precision hint
 DEFAULT_CALIB_FRAMES = 32
 DEFAULT_ACCURACY_FRAMES = 64
 DEFAULT_MAX_MIOU_DROP = 1.0  # mIoU points (0-100 scale)
@@ -267,16 +273,36 @@ def quantize_export(out_dir: str | Path, cfg: Config, *, calib_frames: int = DEF
     return record
 
 
+def mark_bf16(out_dir: str | Path) -> dict[str, Any]:
+    """Record in the fp32 export of ``out_dir`` that it is deployed in bf16: the graphs stay as exported (fp32
+    weights; no graph is rewritten), and OpenVINO runs them with ``INFERENCE_PRECISION_HINT`` bf16 (a CPU with
+    AVX-512 BF16 or AMX; `vidnas predict --runtime openvino --amp bf16`). Returns the ``bf16`` record.
+
+    Raises:
+        DeployError: an export that is not fp32.
+    """
+    d = Path(out_dir)
+    meta = json.loads((d / META_FILE).read_text())
+    if meta.get("precision", "fp32") != "fp32":
+        raise DeployError(f"{d / META_FILE}: the export is already {meta['precision']}")
+    record = {"runtime": "openvino", "hint": "INFERENCE_PRECISION_HINT=bf16",
+              "graphs": "the fp32 graphs as exported (onnxruntime runs them in fp32)"}
+    meta.update(precision="bf16", bf16=record)
+    write_export_meta(d, meta)
+    return record
+
+
 def _stream(runner: Any, frame: np.ndarray) -> list[np.ndarray]:
     out = runner.push(frame)
     return [] if out is None else [out]
 
 
-def accuracy_check(loaded: LoadedModel, out_dir: str | Path, *, frames: int = DEFAULT_ACCURACY_FRAMES
-                   ) -> dict[str, Any]:
-    """Score the INT8 export in ``out_dir`` against the fp32 PyTorch model and the labels on the first ``frames``
-    frames of the validation split (module docstring); writes the result as ``accuracy`` into its ``export.json``
-    and returns it.
+def accuracy_check(loaded: LoadedModel, out_dir: str | Path, *, frames: int = DEFAULT_ACCURACY_FRAMES,
+                   precision: str = "int8") -> dict[str, Any]:
+    """Score the ``precision`` export in ``out_dir`` (``int8``: the QDQ graphs in onnxruntime; ``bf16``: the graphs
+    in OpenVINO with its bf16 hint) against the fp32 PyTorch model and the labels on the first ``frames`` frames of
+    the validation split (module docstring); writes the result as ``accuracy`` into its ``export.json`` and returns
+    it (``miou_<precision>``, ``miou_drop_points``, ``agreement_miou``, ``pixel_agreement``).
 
     Raises:
         DeployError: ``frames`` < 1, an empty validation split.
@@ -290,9 +316,12 @@ def accuracy_check(loaded: LoadedModel, out_dir: str | Path, *, frames: int = DE
         raise DeployError(f"the {cfg.data.val_split!r} split of {source.name} has no videos to check accuracy on")
     k = int(loaded.num_classes)
     ignore = source.ignore_index
-    cm = {"fp32": ConfusionMatrix(k, ignore), "int8": ConfusionMatrix(k, ignore), "agree": ConfusionMatrix(k, None)}
+    cm = {"fp32": ConfusionMatrix(k, ignore), "export": ConfusionMatrix(k, ignore), "agree": ConfusionMatrix(k, None)}
     fp32 = TorchRunner(loaded, channels_last=False)
-    int8 = load_runner(None, runtime="onnxruntime", export_dir=out_dir)
+    if precision == "bf16":
+        exported = load_runner(None, runtime="openvino", export_dir=out_dir, amp="bf16")
+    else:
+        exported = load_runner(None, runtime="onnxruntime", export_dir=out_dir)
     equal = total = seen = 0
     with torch.no_grad():
         for video in videos:
@@ -306,11 +335,11 @@ def accuracy_check(loaded: LoadedModel, out_dir: str | Path, *, frames: int = DE
                     break
                 x = img[None].numpy()
                 outs_a += _stream(fp32, x)
-                outs_b += _stream(int8, x)
+                outs_b += _stream(exported, x)
                 masks.append(None if mask is None else mask.numpy())
                 seen += 1
             outs_a += fp32.flush()
-            outs_b += int8.flush()
+            outs_b += exported.flush()
             for a, b, m in zip(outs_a, outs_b, masks, strict=True):
                 pa, pb = a[0].argmax(0), b[0].argmax(0)  # (H, W)
                 cm["agree"].update(pb, pa)
@@ -318,14 +347,14 @@ def accuracy_check(loaded: LoadedModel, out_dir: str | Path, *, frames: int = DE
                 total += pa.size
                 if m is not None:
                     cm["fp32"].update(pa, m)
-                    cm["int8"].update(pb, m)
+                    cm["export"].update(pb, m)
     scores = {n: cm[n].compute() for n in cm}
     labelled = scores["fp32"]["num_pixels"] > 0
-    miou = {n: float(scores[n]["miou"]) if labelled else None for n in ("fp32", "int8")}
+    miou = {n: float(scores[n]["miou"]) if labelled else None for n in ("fp32", "export")}
     result = {
-        "split": cfg.data.val_split, "frames": seen, "reference": "fp32 PyTorch model",
-        "miou_fp32": miou["fp32"], "miou_int8": miou["int8"],
-        "miou_drop_points": 100.0 * (miou["fp32"] - miou["int8"]) if labelled else None,  # type: ignore[operator]
+        "split": cfg.data.val_split, "frames": seen, "reference": "fp32 PyTorch model", "precision": precision,
+        "miou_fp32": miou["fp32"], f"miou_{precision}": miou["export"],
+        "miou_drop_points": 100.0 * (miou["fp32"] - miou["export"]) if labelled else None,  # type: ignore[operator]
         "agreement_miou": float(scores["agree"]["miou"]), "pixel_agreement": equal / max(total, 1),
     }
     d = Path(out_dir)
