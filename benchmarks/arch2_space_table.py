@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import atomic_write_json
+from vidnas.utils import replace_own_json
 
 FPS_GOAL = 1.3  # x per-frame arch2's deployed FPS
 MIOU_MARGIN = -0.5  # points against arch2
@@ -148,15 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e!r}" if not isinstance(e, ValueError) else f"error: {e}", file=sys.stderr)
         return 2
     target = args.out / "summary.json"
-    if target.exists():  # only a summary this script wrote is replaced
-        try:
-            ours = {"per_seed", "goal", "means"} <= json.loads(target.read_text()).keys()
-        except (ValueError, AttributeError):
-            ours = False
-        if not ours:
-            print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
-            return 2
-    atomic_write_json(target, summary)
+    if not replace_own_json(target, summary, {"per_seed", "goal", "means"}):  # only over its own summary
+        print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
+        return 2
     print(markdown(summary), end="")
     print(f"written: {args.out / 'summary.json'}")
     return 0

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vidnas.models import load_model
-from vidnas.utils import atomic_write_json
+from vidnas.utils import replace_own_json
 
 SIZES = ("176x240", "360x480")
 GOAL_MIOU = 0.70  # issue 29: 360x480 per-frame arch2 on the CPU
@@ -106,15 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     target = args.out / "summary.json"
-    if target.exists():  # only a summary this script wrote is replaced
-        try:
-            ours = {"models", "goal", "fps_ratio"} <= json.loads(target.read_text()).keys()
-        except (ValueError, AttributeError):
-            ours = False
-        if not ours:
-            print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
-            return 2
-    atomic_write_json(target, summary)
+    if not replace_own_json(target, summary, {"models", "goal", "fps_ratio"}):  # only over its own summary
+        print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
+        return 2
     print(markdown(summary), end="")
     print(f"written: {target}")
     return 0

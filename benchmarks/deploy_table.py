@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import atomic_write_json
+from vidnas.utils import replace_own_json
 
 GOAL_RATIO = 4.0
 GOAL_DROP_POINTS = 0.5
@@ -94,15 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     target = args.out / "summary.json"
-    if target.exists():  # only a summary this script wrote is replaced
-        try:
-            ours = {"rows", "keep_float", "goal"} <= json.loads(target.read_text()).keys()
-        except (ValueError, AttributeError):
-            ours = False
-        if not ours:
-            print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
-            return 2
-    atomic_write_json(target, summary)
+    if not replace_own_json(target, summary, {"rows", "keep_float", "goal"}):  # only over its own summary
+        print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
+        return 2
     print(markdown(summary), end="")
     print(f"written: {target}")
     return 0

@@ -6,7 +6,7 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "atomic_write_json",
+    "replace_own_json",
     "json_default",
     "seed_everything",
 ]
@@ -58,6 +59,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write ``obj`` as JSON atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=indent, default=json_default) + "\n")
+
+
+def replace_own_json(path: str | os.PathLike, obj: dict[str, Any], keys: Iterable[str]) -> bool:
+    """Write ``obj`` as JSON atomically at ``path``, unless ``path`` holds a file its writer did not write: an existing
+    file is replaced only when it is a JSON object with every one of ``keys`` (the writer's own marks). Returns False,
+    writing nothing, otherwise."""
+    target = Path(path)
+    if target.exists():
+        try:
+            ours = set(keys) <= json.loads(target.read_text()).keys()
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            return False
+    atomic_write_json(target, obj)
+    return True
 
 
 def json_default(o: Any) -> Any:
