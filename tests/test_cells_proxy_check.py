@@ -73,17 +73,17 @@ def test_cli_proxy_check_writes_the_correlations_and_a_rerun_keeps_finished_geno
     app = typer.Typer()
     app.command()(cells_cmd)
     out = tmp_path / "run"
-    args = ["--static", str(static), "--out", str(out), "-n", "4", "--workers", "0", "--top-k", "1",
+    args = ["--static", str(static), "--out", str(out), "-n", "4", "--workers", "0",
             "--final-cell-epochs", "1", "--final-epochs", "0", "--final-batch-size", "4", "--max-steps", "2", "-q",
             "--set", "cells.proxy_scale=0.5", "--set", "cells.cell_epochs=1", *sum((["--set", t] for t in TINY), [])]
     for bad, message in (("2", "at least 3 genotypes"), ("5", "more genotypes than the search's 4")):
-        res = CliRunner().invoke(app, [*args, "--proxy-check", bad])
+        res = CliRunner().invoke(app, [*args, "--top-k", "1", "--proxy-check", bad])
         assert res.exit_code == 2 and message in res.output and not out.exists(), res.output
-    res = CliRunner().invoke(app, [*args, "--proxy-check", "3"])
+    res = CliRunner().invoke(app, [*args, "--top-k", "2", "--proxy-check", "3"])
     assert res.exit_code == 0, res.output
     assert "proxy check: 3 genotypes at 32x48 on meta-val" in res.output
     data = json.loads((out / "proxy_check.json").read_text())
-    assert data["n"] == 3 and data["decided_on"] == DECIDED_ON == "meta-val" and data["top_k"] == 1
+    assert data["n"] == 3 and data["decided_on"] == DECIDED_ON == "meta-val" and data["top_k"] == 2
     assert data["proxy_size"] == [32, 32] and data["full_size"] == [32, 48] and not data["end_to_end"]
     assert data["meta_split"]["meta_val"] > 0
     for corr in data["correlations"].values():
@@ -91,17 +91,18 @@ def test_cli_proxy_check_writes_the_correlations_and_a_rerun_keeps_finished_geno
         for v in (corr["spearman"], corr["kendall_tau_b"]):
             assert v is None or -1.0 <= v <= 1.0  # None: one side constant
     rows = data["genotypes"]
-    assert [r["role"] for r in rows] == ["top-k", "spread", "spread"] and rows[0]["proxy_rank"] == 0
+    assert [r["role"] for r in rows] == ["top-k", "top-k", "spread"] and [r["proxy_rank"] for r in rows][:2] == [0, 1]
     assert all(0.0 <= r["full_miou"] <= 1.0 and r["proxy_latency_ratio"] > 0 for r in rows)
     assert (out / "plots" / "proxy_check.png").stat().st_size > 0
     assert "## Proxy check" in (out / "report.md").read_text()
     assert (out / "proxy_check.md").read_text() in (out / "report.md").read_text()
+    assert "| search reward |" in (out / "report.md").read_text()  # the top-k report, the section at its end
     kept = {p.name: (p.read_text(), p.stat().st_mtime_ns) for p in (out / "proxy_check").glob("cand*.json")}
     assert len(kept) == 3
-    # a rerun on the finished run trains none of them again
-    res = CliRunner().invoke(app, [*args, "--proxy-check", "3", "--resume"])
+    # a rerun on the finished run trains none of them again (--top-k 0: the check alone, with the paper's k = 2)
+    res = CliRunner().invoke(app, [*args, "--proxy-check", "3", "--resume", "--top-k", "0"])
     assert res.exit_code == 0, res.output
-    assert "0 evaluated now" in res.output
+    assert "0 evaluated now" in res.output and "no end-to-end training" in res.output
     assert {p.name: (p.read_text(), p.stat().st_mtime_ns) for p in (out / "proxy_check").glob("cand*.json")} == kept
     again = json.loads((out / "proxy_check.json").read_text())
     assert [r["full_miou"] for r in again["genotypes"]] == [r["full_miou"] for r in rows]

@@ -8,11 +8,13 @@ Protocol:
 
 1. **Selection** (``select_for_check``) of ``N`` genotypes (default 8, at least 3) among the search's distinct
    successful genotypes, ranked by proxy reward (``records.select_top``: a genotype sampled several times counts once,
-   with its best record): the ``k`` best (``k = cells.top_k``, at most ``N``; the cells the top-k training will
-   take), then ``m = N - k`` others spread over the remaining ``L`` ranks by rank quantiles: those ranks are cut into
-   ``m`` contiguous bins, bin ``j`` holding ranks ``k + floor(j L / m) .. k + floor((j + 1) L / m) - 1``, and one rank
-   is drawn uniformly in each bin by a generator seeded with ``train.seed`` (stratified: every part of the reward
-   range is represented; rerunning with the same seed picks the same genotypes).
+   with its best record): the ``k`` best (``k = cells.top_k``, at most ``N``: the cells the top-k training takes;
+   with ``cells.top_k = 0``, e.g. ``--resume --top-k 0 --proxy-check N`` on a finished run, the default k = 2 of the
+   paper, so that a check alone needs no new top-k training), then ``m = N - k`` others spread over the remaining
+   ``L`` ranks by rank quantiles: those ranks are cut into ``m`` contiguous bins, bin ``j`` holding ranks
+   ``k + floor(j L / m) .. k + floor((j + 1) L / m) - 1``, and one rank is drawn uniformly in each bin by a generator
+   seeded with ``train.seed`` (stratified: every part of the reward range is represented; rerunning with the same
+   seed and k picks the same genotypes).
 2. **Full-size training** of each, as step 1 of the top-k training (``topk``) does: a fresh cell (initialised from
    ``torch.manual_seed(s)``, ``s`` the candidate's search seed ``train.seed * 1000003 + cid``) trained with Adam at
    ``cells.cell_lr`` for ``final_cell_epochs`` epochs of ``final_batch_size`` windows (``evaluate.train_cell``) on the
@@ -56,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidnas.config import Config, config_to_dict
+from vidnas.config import CellsConfig, Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.models.cells import Cell, cell_in_channels
 from vidnas.plotting import plt, save_figure
@@ -176,7 +178,8 @@ def run_proxy_check(cfg: Config, result: CellSearchResult, n: int, *, cell_epoch
     Returns:
         What ``proxy_check.json`` holds.
     """
-    picks = select_for_check(result.records, n, cfg.cells.top_k, cfg.train.seed)  # refuses a bad N before any work
+    top_k = cfg.cells.top_k or CellsConfig().top_k  # --top-k 0: the k best a top-k training would take
+    picks = select_for_check(result.records, n, top_k, cfg.train.seed)  # refuses a bad N before any work
     if cell_epochs < 1:
         raise ValueError(f"--final-cell-epochs must be >= 1 for the proxy check, got {cell_epochs}")
     data_cfg = search_data_config(cfg, proxy=False)
