@@ -78,6 +78,7 @@ __all__ = [
     "select_for_check",
     "run_proxy_check",
     "format_proxy_check",
+    "format_proxy_correlations",
     "plot_proxy_check",
 ]
 
@@ -279,6 +280,22 @@ def format_proxy_check(data: dict[str, Any]) -> str:
         lines.append(f"| {r['proxy_rank']} | {r['cid']} | {r['role']} | {r['proxy_reward']:.4f} | "
                      f"{_num(r['proxy_miou'])} | {_num(r['proxy_latency_ratio'])} | {r['full_miou']:.4f} | "
                      f"{r['seconds']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def format_proxy_correlations(checks: dict[str, dict[str, Any]]) -> str:
+    """One markdown table of several runs' proxy checks (name -> ``proxy_check.json``): N, sizes, and Spearman rho /
+    Kendall tau-b of proxy reward and of proxy mIoU vs the full-size meta-val mIoU."""
+    lines = ["| run | N | proxy size -> full size | cell epochs (proxy -> full) | reward vs mIoU: rho | tau-b | "
+             "proxy mIoU vs mIoU: rho | tau-b | top-k full-size mIoU rank |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, d in checks.items():
+        a, b = d["correlations"]["proxy_reward_vs_full_miou"], d["correlations"]["proxy_miou_vs_full_miou"]
+        by_full = sorted(d["genotypes"], key=lambda r: -r["full_miou"])
+        ranks = ", ".join(str(by_full.index(r) + 1) for r in d["genotypes"] if r["role"] == "top-k") or "-"
+        lines.append(f"| {name} | {d['n']} | {'x'.join(map(str, d['proxy_size']))} -> "
+                     f"{'x'.join(map(str, d['full_size']))} | {d['proxy_cell_epochs']} -> "
+                     f"{d['settings']['cell_epochs']} | {_num(a['spearman'])} | {_num(a['kendall_tau_b'])} | "
+                     f"{_num(b['spearman'])} | {_num(b['kendall_tau_b'])} | {ranks} of {d['n']} |")
     return "\n".join(lines) + "\n"
 
 
