@@ -75,7 +75,8 @@ def test_cli_proxy_check_writes_the_correlations_and_a_rerun_keeps_finished_geno
     out = tmp_path / "run"
     args = ["--static", str(static), "--out", str(out), "-n", "4", "--workers", "0",
             "--final-cell-epochs", "1", "--final-epochs", "0", "--final-batch-size", "4", "--max-steps", "2", "-q",
-            "--set", "cells.proxy_scale=0.5", "--set", "cells.cell_epochs=1", *sum((["--set", t] for t in TINY), [])]
+            "--cache", "disk", "--set", "cells.proxy_scale=0.5", "--set", "cells.cell_epochs=1",
+            *sum((["--set", t] for t in TINY), [])]
     for bad, message in (("2", "at least 3 genotypes"), ("5", "more genotypes than the search's 4")):
         res = CliRunner().invoke(app, [*args, "--top-k", "1", "--proxy-check", bad])
         assert res.exit_code == 2 and message in res.output and not out.exists(), res.output
@@ -86,6 +87,12 @@ def test_cli_proxy_check_writes_the_correlations_and_a_rerun_keeps_finished_geno
     assert data["n"] == 3 and data["decided_on"] == DECIDED_ON == "meta-val" and data["top_k"] == 2
     assert data["proxy_size"] == [32, 32] and data["full_size"] == [32, 48] and not data["end_to_end"]
     assert data["meta_split"]["meta_val"] > 0
+    # the full-size cache holds the windows of the search's meta split, recut at the full size
+    search_index = json.loads((out / "cache" / "index.json").read_text())
+    full_index = json.loads((out / "proxy_check" / "cache" / "index.json").read_text())
+    assert search_index["info"]["image_hw"] == [32, 32] and full_index["info"]["image_hw"] == [32, 48]
+    for key in ("meta_train_windows", "meta_val_windows", "dropped_windows"):
+        assert full_index[key] == search_index[key], key
     for corr in data["correlations"].values():
         assert corr["n"] == 3
         for v in (corr["spearman"], corr["kendall_tau_b"]):

@@ -14,7 +14,8 @@ Protocol:
    ``L`` ranks by rank quantiles: those ranks are cut into ``m`` contiguous bins, bin ``j`` holding ranks
    ``k + floor(j L / m) .. k + floor((j + 1) L / m) - 1``, and one rank is drawn uniformly in each bin by a generator
    seeded with ``train.seed`` (stratified: every part of the reward range is represented; rerunning with the same
-   seed and k picks the same genotypes).
+   seed and k picks the same genotypes). An early-stopped candidate takes part with the reward the search gave it
+   (its halfway reward).
 2. **Full-size training** of each, as step 1 of the top-k training (``topk``) does: a fresh cell (initialised from
    ``torch.manual_seed(s)``, ``s`` the candidate's search seed ``train.seed * 1000003 + cid``) trained with Adam at
    ``cells.cell_lr`` for ``final_cell_epochs`` epochs of ``final_batch_size`` windows (``evaluate.train_cell``) on the
