@@ -77,8 +77,10 @@ def test_cli_proxy_check_writes_the_correlations_and_a_rerun_keeps_finished_geno
             "--final-cell-epochs", "1", "--final-epochs", "0", "--final-batch-size", "4", "--max-steps", "2", "-q",
             "--cache", "disk", "--set", "cells.proxy_scale=0.5", "--set", "cells.cell_epochs=1",
             *sum((["--set", t] for t in TINY), [])]
-    for bad, message in (("2", "at least 3 genotypes"), ("5", "more genotypes than the search's 4")):
-        res = CliRunner().invoke(app, [*args, "--top-k", "1", "--proxy-check", bad])
+    for bad, message in ((["--proxy-check", "2"], "at least 3 genotypes"),
+                         (["--proxy-check", "5"], "more genotypes than the search's 4"),
+                         (["--proxy-check", "3", "--final-cell-epochs", "0"], "--final-cell-epochs 0")):
+        res = CliRunner().invoke(app, [*args, "--top-k", "1", *bad])
         assert res.exit_code == 2 and message in res.output and not out.exists(), res.output
     res = CliRunner().invoke(app, [*args, "--top-k", "2", "--proxy-check", "3"])
     assert res.exit_code == 0, res.output

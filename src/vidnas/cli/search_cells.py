@@ -77,8 +77,8 @@ def cells_cmd(
         "--proxy-check", help="After the search, before the top-k training: train N genotypes (the top-k and others "
                               "spread over the reward range, N >= 3) again at the full size (cell only, "
                               "--final-cell-epochs), score them on meta-val and write the rank correlation of proxy "
-                              "reward and full-size mIoU to proxy_check.json. 0 = off. On a finished run: --resume "
-                              "--proxy-check N (finished genotypes are kept).")] = 0,
+                              "reward and full-size mIoU to proxy_check.json. 0 = off. The check alone on a "
+                              "finished run: --resume --proxy-check N --top-k 0 (finished genotypes are kept).")] = 0,
     max_steps: Annotated[Opt[int], typer.Option("--max-steps", help="Cap on steps per epoch everywhere (quick "
                                                                    "runs).")] = None,
     ray_address: Annotated[Opt[str], typer.Option("--ray-address", help="Existing Ray cluster (with --executor "
@@ -151,6 +151,8 @@ def cells_cmd(
         raise fail(f"--max-steps must be >= 1, got {max_steps}")
     if proxy_check < 0 or 0 < proxy_check < 3:
         raise fail(f"--proxy-check {proxy_check}: a rank correlation needs at least 3 genotypes (0 turns it off)")
+    if proxy_check and final_cell_epochs < 1:
+        raise fail(f"--final-cell-epochs {final_cell_epochs}: the proxy check trains each cell for it, >= 1")
 
     def as_started(c: Config) -> tuple[Config, str | None]:
         """A new run's step from its preset to the config it saves (and a note for the user): the static network's
