@@ -4,16 +4,22 @@
 #   1. the static arch2 network (STATIC_EPOCHS), and a second one trained STATIC_EPOCHS + FINAL_EPOCHS epochs: the
 #      per-frame baseline with the same total epochs as the cell models (static + end-to-end fine-tuning);
 #   2. a latency-aware search of N candidates at the proxy budget (configs/camvid_cells_cpu.yaml, latency weight
-#      -0.07), its top TOP_K cells trained end to end (FINAL_CELL_EPOCHS cell-only, FINAL_EPOCHS fine-tuning);
+#      -0.07); before its top TOP_K cells are trained end to end (FINAL_CELL_EPOCHS cell-only, FINAL_EPOCHS
+#      fine-tuning), the proxy check (issue 27): PROXY_CHECK genotypes (the top TOP_K and others spread over the
+#      reward range) trained again at the full size (FINAL_CELL_EPOCHS cell-only) and scored on meta-val, with the
+#      rank correlation of proxy reward and full-size mIoU (proxy_check.json; docs/CELLS.md);
 #   3. the random baseline: N candidates from a frozen uniform controller, everything else the same (no top-k);
-#   4. the paper's reward: the same search at latency weight 0, its top cells trained the same way;
-#   5. reward statistics at equal N (benchmarks/cells_compare.py), sampling proportions and top-cell drawings
-#      (each run's plots/), `vidnas eval` of every model on the dense val clip (mIoU, VC8, flicker), and one
-#      interleaved `vidnas bench` per size (SIZES) with PyTorch and onnxruntime rows (--runtime both).
+#   4. the paper's reward: the same search at latency weight 0, its proxy check and top cells the same way;
+#   5. reward statistics at equal N and the proxy checks' correlations (benchmarks/cells_compare.py), sampling
+#      proportions and top-cell drawings (each run's plots/), `vidnas eval` of every model on the dense val clip
+#      (mIoU, VC8, flicker), and one interleaved `vidnas bench` per size (SIZES) with PyTorch and onnxruntime rows (--runtime both).
 #
 # Defaults: the full evidence, several hours on a 2-core CPU (28-30 min per 300-candidate search with 1 worker
 # at the proxy budget, most of the rest in end-to-end fine-tuning). Every knob is an environment variable:
 #   OUT=runs/cells_camvid N=300 WORKERS=2 THREADS=1 TOP_K=2 STATIC_EPOCHS=8 FINAL_CELL_EPOCHS=3 FINAL_EPOCHS=10
+#   PROXY_CHECK=8 (genotypes of each search's proxy check, >= 3; 0: no check. A search finished before the check
+#   gets the check alone on the next run of the script, with the paper's k = 2 as its top-k: its top-k cells are
+#   not trained again)
 #   FRAMES=30 SIZES="176x240 360x480" (SIZES="": no benchmark) CEILING=2048 (the benchmark's roofline matmul; 0: none)
 #   DATA_ROOT=../shared/data/camvid PYTHON=python
 #   VIDNAS=vidnas (the command, words split: e.g. VIDNAS="python -m vidnas.cli.main")
@@ -33,6 +39,7 @@ TOP_K=${TOP_K:-2}
 STATIC_EPOCHS=${STATIC_EPOCHS:-8}
 FINAL_CELL_EPOCHS=${FINAL_CELL_EPOCHS:-3}
 FINAL_EPOCHS=${FINAL_EPOCHS:-10}
+PROXY_CHECK=${PROXY_CHECK:-8}
 FRAMES=${FRAMES:-30}
 SIZES=${SIZES-"176x240 360x480"}
 STATIC_CONFIG=${STATIC_CONFIG:-configs/camvid_sptcn_cpu.yaml}
@@ -60,16 +67,19 @@ static_run() {  # NAME EPOCHS
 search_run() {  # NAME TOP_K [options...]
   local name=$1 top=$2
   shift 2
+  local check=()
+  [ "$top" != 0 ] && [ "$PROXY_CHECK" != 0 ] && check=(--proxy-check "$PROXY_CHECK")
   if [ -f "$OUT/$name/search_summary.json" ] && { [ "$top" = 0 ] || [ -f "$OUT/$name/report.md" ]; }; then
-    say "$name: done"; return
+    if [ ${#check[@]} = 0 ] || [ -f "$OUT/$name/proxy_check.json" ]; then say "$name: done"; return; fi
+    top=0  # finished before the proxy check: the check alone, the top-k cells stay as they were trained
   fi
   local resume=()
   [ -f "$OUT/$name/candidates.jsonl" ] && resume=(--resume)
   say "$name: $N candidates $*"
   "${vidnas[@]}" search cells --config "$CELLS_CONFIG" --set "data.root=$DATA_ROOT" \
     --static "$OUT/static/checkpoints/best.pt" -n "$N" --workers "$WORKERS" --batch 2 --threads "$THREADS" \
-    --top-k "$top" --final-cell-epochs "$FINAL_CELL_EPOCHS" --final-epochs "$FINAL_EPOCHS" "${steps[@]}" \
-    "${extra[@]}" "$@" "${resume[@]}" --out "$OUT/$name" -q
+    --top-k "$top" "${check[@]}" --final-cell-epochs "$FINAL_CELL_EPOCHS" --final-epochs "$FINAL_EPOCHS" \
+    "${steps[@]}" "${extra[@]}" "$@" "${resume[@]}" --out "$OUT/$name" -q
 }
 
 static_run static "$STATIC_EPOCHS"

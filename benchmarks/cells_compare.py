@@ -12,15 +12,22 @@ there), best of N, mean accuracy reward, mean and median measured latency and FP
 the share of candidates faster than it. `--key accuracy_reward` compares the accuracy reward alone, e.g. a
 latency-weight-0 search against a random baseline run with a latency weight (the random sampler draws the same cells
 whatever the weight).
+
+Runs whose directory holds a `proxy_check.json` (`vidnas search cells --proxy-check N`) get a second table: the rank
+correlation (Spearman rho, Kendall tau-b) of the proxy reward and of the proxy mIoU with the full-size meta-val mIoU,
+and where the top-k cells rank by full-size mIoU among the N checked; the JSON holds each run's correlations under
+`proxy_check`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from vidnas.search.cells import compare_runs, format_comparison
+from vidnas.search.cells.proxy_check import PROXY_CHECK_NAME, format_proxy_correlations
 from vidnas.utils import atomic_write_json
 
 
@@ -47,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"statistics of the {args.key} over the first {next(iter(stats.values()))['candidates_compared']} "
           "candidates of each run")
     print(format_comparison(stats))
+    checks = {name: json.loads((Path(path) / PROXY_CHECK_NAME).read_text()) for name, path in runs.items()
+              if (Path(path) / PROXY_CHECK_NAME).is_file()}
+    if checks:
+        print("proxy check: rank correlation of the proxy score with the full-size meta-val mIoU")
+        print(format_proxy_correlations(checks))
+        for name, d in checks.items():
+            stats[name]["proxy_check"] = {"n": d["n"], "decided_on": d["decided_on"], **d["correlations"]}
     if args.json is not None:
         atomic_write_json(args.json, stats)
         print(f"written: {args.json}")

@@ -21,7 +21,7 @@ TINY = ("--set data.format=synthetic --set data.root=null --set data.height=32 -
 def test_cells_camvid_script_at_tiny_size(tmp_path: Path, vidnas_command: str, python_command: str) -> None:
     env = {**os.environ, "OUT": str(tmp_path / "out"), "N": "4", "WORKERS": "0", "TOP_K": "1", "STATIC_EPOCHS": "1",
            "FINAL_CELL_EPOCHS": "1", "FINAL_EPOCHS": "1", "FRAMES": "2", "CEILING": "0", "SIZES": "32x48",
-           "MAX_STEPS": "2",
+           "MAX_STEPS": "2", "PROXY_CHECK": "3",
            "EXTRA": TINY, "VIDNAS": vidnas_command, "PYTHON": python_command,
            "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run(["bash", str(REPO / "benchmarks" / "cells_camvid.sh")], cwd=REPO, env=env,
@@ -39,10 +39,21 @@ def test_cells_camvid_script_at_tiny_size(tmp_path: Path, vidnas_command: str, p
     assert rows == {"static", "static@ort", "search_cell0", "search_cell0@ort", "search_w0_cell0",
                     "search_w0_cell0@ort"}
     assert "| search_cell0 |" in res.stdout and "| random | 4 |" in res.stdout
-    # a second run finds every step done and only prints the tables again
+    for run in ("search", "search_w0"):  # the proxy check before each top-k training, its table in the comparison
+        check = json.loads((out / run / "proxy_check.json").read_text())
+        assert check["n"] == 3 and check["decided_on"] == "meta-val"
+    assert compare["search"]["proxy_check"]["n"] == 3 and "proxy_check" not in compare["random"]
+    assert not (out / "random" / "proxy_check.json").exists()  # no top-k, no check
+    assert "| search | 3 | " in res.stdout and "| search_w0 | 3 | " in res.stdout
+    # a second run finds every step done and only prints the tables again; a search finished without its proxy check
+    # (as before the check existed) gets the check alone, its top-k cell not trained again
+    (out / "search_w0" / "proxy_check.json").unlink()
+    trained = (out / "search_w0" / "top" / "cell0" / "model.pt").stat().st_mtime_ns
     again = subprocess.run(["bash", str(REPO / "benchmarks" / "cells_camvid.sh")], cwd=REPO, env={**env, "SIZES": ""},
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and again.stdout.count(": done") == 5, again.stdout[-2000:] + again.stderr[-2000:]
+    assert again.returncode == 0 and again.stdout.count(": done") == 4, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "search_w0: 4 candidates" in again.stdout and (out / "search_w0" / "proxy_check.json").exists()
+    assert (out / "search_w0" / "top" / "cell0" / "model.pt").stat().st_mtime_ns == trained
 
 
 def test_cells_truncated_script_at_tiny_size(tmp_path: Path) -> None:

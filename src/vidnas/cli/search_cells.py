@@ -73,6 +73,12 @@ def cells_cmd(
     final_cell_epochs: Annotated[int, typer.Option(help="Top-k: cell-only epochs on cached outputs.")] = 10,
     final_epochs: Annotated[int, typer.Option(help="Top-k: end-to-end fine-tuning epochs.")] = 100,
     final_batch_size: Annotated[int, typer.Option(help="Top-k: sequences per step.")] = 16,
+    proxy_check: Annotated[int, typer.Option(
+        "--proxy-check", help="After the search, before the top-k training: train N genotypes (the top-k and others "
+                              "spread over the reward range, N >= 3) again at the full size (cell only, "
+                              "--final-cell-epochs), score them on meta-val and write the rank correlation of proxy "
+                              "reward and full-size mIoU to proxy_check.json. 0 = off. The check alone on a "
+                              "finished run: --resume --proxy-check N --top-k 0 (finished genotypes are kept).")] = 0,
     max_steps: Annotated[Opt[int], typer.Option("--max-steps", help="Cap on steps per epoch everywhere (quick "
                                                                    "runs).")] = None,
     ray_address: Annotated[Opt[str], typer.Option("--ray-address", help="Existing Ray cluster (with --executor "
@@ -143,6 +149,10 @@ def cells_cmd(
     set_threads(threads)
     if max_steps is not None and max_steps < 1:
         raise fail(f"--max-steps must be >= 1, got {max_steps}")
+    if proxy_check < 0 or 0 < proxy_check < 3:
+        raise fail(f"--proxy-check {proxy_check}: a rank correlation needs at least 3 genotypes (0 turns it off)")
+    if proxy_check and final_cell_epochs < 1:
+        raise fail(f"--final-cell-epochs {final_cell_epochs}: the proxy check trains each cell for it, >= 1")
 
     def as_started(c: Config) -> tuple[Config, str | None]:
         """A new run's step from its preset to the config it saves (and a note for the user): the static network's
@@ -168,6 +178,8 @@ def cells_cmd(
     if note:
         typer.echo(note)
     check_run_inputs(cfg)
+    if proxy_check > cfg.cells.candidates:
+        raise fail(f"--proxy-check {proxy_check}: more genotypes than the search's {cfg.cells.candidates} candidates")
     try:  # every cells.* value of the loop, named, before the static network is trained or any feature cached
         check_cells_config(cfg.cells)
         CellSearchSpace.from_config(cfg.cells)
@@ -194,11 +206,26 @@ def cells_cmd(
         timing = (f", {cost['latency_ms']:.1f} ms/frame ({cost['fps_ratio']:.2f}x the static network's FPS)"
                   if cost.get("latency_ms") else "")
         typer.echo(f"  top{rank}: candidate {rec['cid']}, reward {rec['reward']:.4f}{timing}, tokens {rec['tokens']}")
+    sections = []
+    if proxy_check:
+        from vidnas.search.cells.proxy_check import format_proxy_check, run_proxy_check
+
+        try:
+            check = run_proxy_check(cfg, result, proxy_check, cell_epochs=final_cell_epochs,
+                                    batch_size=final_batch_size, max_steps_per_epoch=max_steps, show_progress=show)
+        except (ValueError, DataError, OSError) as e:
+            raise fail(str(e)) from e
+        corr = check["correlations"]["proxy_reward_vs_full_miou"]
+        c = {k: "n/a" if corr[k] is None else f"{corr[k]:.3f}" for k in ("spearman", "kendall_tau_b")}
+        typer.echo(f"proxy check: {check['n']} genotypes at {'x'.join(map(str, check['full_size']))} on "
+                   f"{check['decided_on']}, proxy reward vs full-size mIoU: Spearman {c['spearman']}, Kendall tau-b "
+                   f"{c['kendall_tau_b']}; {run / 'proxy_check.json'}")
+        sections.append(format_proxy_check(check))
     if cfg.cells.top_k > 0 and result.top:
         final = FinalOptions(cell_epochs=final_cell_epochs, epochs=final_epochs, batch_size=final_batch_size,
                              max_steps_per_epoch=max_steps, show_progress=show)
         try:
-            summaries = train_top_cells(cfg, result, options=final)
+            summaries = train_top_cells(cfg, result, options=final, report_sections=sections)
         except (ValueError, DataError, OSError) as e:
             raise fail(str(e)) from e
         for s in summaries:

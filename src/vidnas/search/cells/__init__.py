@@ -2,8 +2,8 @@
 loop.
 
 The cell and the video model it plugs into live in ``vidnas.models.cells`` (models never import search); this package
-samples, trains and scores cells. Entry points: ``run_cell_search`` then ``train_top_cells``; ``vidnas search cells``
-on the command line.
+samples, trains and scores cells. Entry points: ``run_cell_search`` then ``train_top_cells`` (``run_proxy_check``
+between them checks the proxy's ranking at the full size); ``vidnas search cells`` on the command line.
 """
 
 from vidnas.search.cells.cache import CacheInfo, DiskFeatureCache, FeatureCache, MemoryFeatureCache, build_caches
@@ -30,6 +30,7 @@ from vidnas.search.cells.executors import (
 from vidnas.search.cells.meta_split import MetaSplit, dataset_windows, split_meta, split_meta_frames
 from vidnas.search.cells.options import SearchOptions
 from vidnas.search.cells.ppo import PPOTrainer, ppo_loss, ppo_surrogate
+from vidnas.search.cells.proxy_check import kendall_tau_b, run_proxy_check, select_for_check, spearman_rho
 from vidnas.search.cells.records import compare_runs, read_log, select_top
 from vidnas.search.cells.reward import RewardBaseline, geometric_reward, latency_reward, reward_from_confusion
 from vidnas.search.cells.search import CellSearch, CellSearchResult, run_cell_search, top_genotypes
@@ -93,4 +94,8 @@ __all__ = [
     "FinalOptions",
     "measure_runtime",
     "train_top_cells",
+    "run_proxy_check",
+    "select_for_check",
+    "spearman_rho",
+    "kendall_tau_b",
 ]

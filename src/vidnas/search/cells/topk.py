@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,8 +173,10 @@ def measure_runtime(static: StaticSegmenter, model: DynamicCellModel, hw: tuple[
     }
 
 
-def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOptions | None = None) -> list[dict]:
-    """Train every top cell of ``result`` (cell only, then end to end), evaluate, write files (module docstring).
+def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOptions | None = None,
+                    report_sections: Sequence[str] = ()) -> list[dict]:
+    """Train every top cell of ``result`` (cell only, then end to end), evaluate, write files (module docstring);
+    ``report_sections`` (markdown, e.g. the proxy check's) end ``report.md``.
 
     Returns:
         One summary dict per cell: ``name``, ``candidate``, ``search_reward``, ``val`` (scores), ``baseline_val``,
@@ -226,11 +229,12 @@ def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOpti
         atomic_write_json(cell_dir / "metrics.json", summary)
         summaries.append(summary)
     atomic_write_json(out_dir / "runtime.json", {s["name"]: s["runtime"] for s in summaries})
-    atomic_write_text(result.run_dir / "report.md", _report(result, summaries, baseline_val))
+    atomic_write_text(result.run_dir / "report.md", _report(result, summaries, baseline_val, report_sections))
     return summaries
 
 
-def _report(result: CellSearchResult, summaries: list[dict], baseline_val: dict[str, float]) -> str:
+def _report(result: CellSearchResult, summaries: list[dict], baseline_val: dict[str, float],
+            sections: Sequence[str] = ()) -> str:
     ok = [r for r in result.records if not r["failed"]]
     lines = [
         "# Dynamic-cell search report",
@@ -265,6 +269,8 @@ def _report(result: CellSearchResult, summaries: list[dict], baseline_val: dict[
     lines += ["", "## Cells", ""]
     for s in summaries:
         lines += ["```", s["describe"], "```", ""]
+    for section in sections:
+        lines += [section.rstrip("\n"), ""]
     return "\n".join(lines) + "\n"
 
 
