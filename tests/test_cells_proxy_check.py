@@ -57,12 +57,6 @@ def test_rank_correlations_against_hand_computed_values() -> None:
     assert math.isnan(spearman_rho([1, 1, 1], [1, 2, 3])) and math.isnan(kendall_tau_b([1, 2, 3], [5, 5, 5]))
     with pytest.raises(ValueError, match="at least 3"):
         spearman_rho([1, 2], [1, 2])
-    try:
-        from scipy import stats
-    except ImportError:
-        return
-    assert spearman_rho(x, y) == pytest.approx(stats.spearmanr(x, y)[0])
-    assert kendall_tau_b(x, y) == pytest.approx(stats.kendalltau(x, y)[0])
 
 
 @pytest.mark.slow
