@@ -138,3 +138,18 @@ def test_cli_refuses_a_temporal_or_non_arch2_checkpoint_before_work(ops: tuple[s
     assert res.exit_code == 2, res.output
     assert str(ckpt) in res.output and ("temporal_k3" if ops else "'sptcn'") in res.output
     assert not out.exists()  # refused before the run directory was made
+
+
+def test_cli_refuses_a_swin_static_network_at_another_size(tmp_path: Path) -> None:
+    """arch2 on Swin is a static network, at its training size only: timm's Swin fixes its windows from it."""
+    cfg = load_config(None, [*TINY, "model.encoder=swin_test", "model.decoder=arch2", "data.window=1",
+                             "data.height=64", "data.width=96"])
+    ckpt = tmp_path / "swin.pt"
+    torch.save({"model": build_model(cfg, num_classes=4).state_dict(), "config": config_to_dict(cfg),
+                "num_classes": 4}, ckpt)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(_cells_app(), ["--static", str(ckpt), "--out", str(out), "-n", "2", "-q",
+                                            *(a for item in TINY for a in ("--set", item))])
+    assert res.exit_code == 2, res.output
+    assert str(ckpt) in res.output and "training size 64x96" in res.output and "top-k training 32x48" in res.output
+    assert not out.exists()

@@ -35,9 +35,10 @@ from vidnas.models import StaticSegmenter, load_model
 from vidnas.models.architecture import Arch, ArchError
 from vidnas.models.build import arch_from_config
 from vidnas.models.cells import CellError, as_static_network, static_network_error
+from vidnas.models.encoders.swin import SWIN_VARIANTS
 from vidnas.models.loading import checkpoint_kind
 from vidnas.search.cells.meta_split import MetaSplit, dataset_windows, split_meta, split_meta_frames
-from vidnas.search.cells.options import search_data_config
+from vidnas.search.cells.options import deployment_size, search_data_config
 from vidnas.utils import atomic_write
 
 __all__ = [
@@ -104,11 +105,23 @@ def adopt_static_model(cfg: Config, static: str | Path) -> tuple[Config, str | N
         (config, a note for the user when the config's model differed, else None).
 
     Raises:
-        CheckpointError: ``static`` is missing, unreadable or not a per-frame static network (``_static_arch``).
+        CheckpointError: ``static`` is missing, unreadable or not a per-frame static network (``_static_arch``);
+            a Swin encoder the search would run at another size than its training size (proxy, top-k or timing).
     """
     state = load_checkpoint(static)
     arch = _static_arch(state, static)
-    own = config_from_dict(state["config"]).model
+    own_cfg = config_from_dict(state["config"])
+    own = own_cfg.model
+    if arch.encoder in SWIN_VARIANTS:  # timm's Swin fixes its attention windows from the size it was built for
+        trained = (own_cfg.data.height, own_cfg.data.width)
+        sizes = {"cached features (cells.proxy_scale)": search_data_config(cfg), "top-k training": cfg.data}
+        runs = [f"{what} {d.height}x{d.width}" for what, d in sizes.items() if (d.height, d.width) != trained]
+        h, w = deployment_size(cfg)
+        runs += [f"timing (cells.latency_size) {h}x{w}"] if (h, w) != trained else []
+        if runs:
+            raise CheckpointError(f"--static {static}: its Swin encoder is built for its training size "
+                                  f"{trained[0]}x{trained[1]} but the search would run it at: {'; '.join(runs)}; "
+                                  "set data.height/width to that size with cells.proxy_scale=1, or use a CNN encoder")
     if arch.decoder == "arch2":
         model = dataclasses.replace(own, decoder="arch2", arch=None, weights=None)
     else:
