@@ -77,3 +77,22 @@ def test_cells_truncated_script_at_tiny_size(tmp_path: Path) -> None:
     assert torch.get_num_threads() == threads  # restored
     with pytest.raises(SystemExit):  # never overwrites a file
         script.main(["--json", str(out)])
+
+
+def test_cells_composed_flops_script_at_tiny_size(tmp_path: Path) -> None:
+    """benchmarks/cells_composed_flops.py: per-frame arch2_space points at both depths, static frame vs cell frame."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cells_composed", REPO / "benchmarks" / "cells_composed_flops.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "c.json"
+    assert script.main(["--encoder", "mobilenetv2_test", "--height", "32", "--width", "48", "--json", str(out)]) == 0
+    rows = {(tuple(r["depths"]), r["decoder"]): r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {(d, n) for d in ((1, 2, 2, 2), (1, 1, 1, 1)) for n in ("arch2", "cheapest")}
+    full, shallow = rows[(1, 2, 2, 2), "arch2"], rows[(1, 1, 1, 1), "arch2"]
+    assert shallow["encoder_gflops"] < full["encoder_gflops"] and shallow["decoder_share"] > full["decoder_share"]
+    assert rows[(1, 2, 2, 2), "cheapest"]["decoder_gflops"] < full["decoder_gflops"]
+    assert full["cell_encoder_gflops"] < full["encoder_gflops"]  # the cell stops the encoder after layer3
+    with pytest.raises(SystemExit):  # never overwrites a file
+        script.main(["--json", str(out)])

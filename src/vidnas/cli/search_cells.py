@@ -48,8 +48,9 @@ def cells_cmd(
     fmt: Annotated[Opt[str], typer.Option("--format", help="Data format (overrides data.format).")] = None,
     root: Annotated[Opt[str], typer.Option("--root", help="Data set root (overrides data.root).")] = None,
     static: Annotated[Opt[Path], typer.Option(
-        "--static", help="Trained arch2 checkpoint (static network). Without it one is trained first on a small "
-                         "budget (--static-epochs).")] = None,
+        "--static", help="Trained per-frame static network: arch2 on any encoder, or a per-frame arch2_space model "
+                         "(e.g. ST-NAS's result trained by `vidnas train --arch`). Without it arch2 is trained first "
+                         "on a small budget (--static-epochs).")] = None,
     candidates: Annotated[Opt[int], typer.Option("--candidates", "-n", help="Cells to sample and evaluate "
                                                                            "(cells.candidates).")] = None,
     workers: Annotated[Opt[int], typer.Option("--workers", help="Parallel evaluation workers (cells.workers); "

@@ -7,7 +7,8 @@ Kinds (``MODEL_KINDS``), told apart by what the checkpoint holds:
   when the checkpoint carries its ``arch``);
 * ``arch2``: the static segmenter of the cell search (``vidnas train --model arch2``, or ``static/static.pt`` of a
   cell search);
-* ``cell``: a dynamic-cell model of ``vidnas search cells`` (``top/cellN/model.pt``: the checkpoint has a ``cell``).
+* ``cell``: a dynamic-cell model of ``vidnas search cells`` (``top/cellN/model.pt``: the checkpoint has a ``cell``,
+  and a ``static_arch`` when its static network is a per-frame ``arch2_space`` model rather than arch2).
 
 The checkpoint holds every weight, so no pretrained encoder weights are loaded first. Streaming settings are not the
 loader's business: pass them to ``model.stream(...)``.
@@ -175,7 +176,8 @@ def load_model(
             if causal is False:
                 raise CheckpointError(f"{path} is a dynamic-cell model: it is causal by construction (no centred mode)")
             genotype = CellGenotype.from_dict(state["cell"], source=str(path))
-            model = build_cell_model(build_cfg, genotype, num_classes=num_classes)
+            static_arch = Arch.from_dict(state["static_arch"], source=str(path)) if state.get("static_arch") else None
+            model = build_cell_model(build_cfg, genotype, num_classes=num_classes, static_arch=static_arch)
             trained_causal = True
         else:
             arch = Arch.from_dict(state["arch"], source=str(path)) if state.get("arch") else arch_from_config(cfg)

@@ -59,7 +59,17 @@ from vidnas.models.cells.genotype import (
     CellLayer,
     resolve_names,
 )
-from vidnas.models.cells.model import Cell, CellOutput, DynamicCellModel, build_cell_model, cell_in_channels
+from vidnas.models.cells.model import (
+    STATIC_DECODERS,
+    Cell,
+    CellOutput,
+    DynamicCellModel,
+    as_static_network,
+    build_cell_model,
+    build_static_network,
+    cell_in_channels,
+    static_network_error,
+)
 from vidnas.models.cells.ops import CELL_OPS, DeformConv3x3, GlobalPoolOp, SepConv
 from vidnas.models.static_segmenter import build_static_segmenter
 
@@ -86,6 +96,10 @@ __all__ = [
     "CellOutput",
     "DynamicCellModel",
     "build_cell_model",
+    "STATIC_DECODERS",
+    "static_network_error",
+    "as_static_network",
+    "build_static_network",
     "build_static_segmenter",
     "resolve_names",
     "cell_in_channels",

@@ -2,10 +2,29 @@
 
 ``Cell`` computes one frame's ``dec`` and ``pred`` from the previous frame's tensors and the current encoder maps;
 ``DynamicCellModel`` runs the static segmenter on the first (key) frame and the encoder + cell on the following ones.
+
+The static network. Any per-frame network vidnas builds whose decoder has arch2's tail (``STATIC_DECODERS``) is one,
+held as a ``StaticSegmenter`` (``as_static_network``, ``build_static_network``):
+
+* ``arch2`` on any encoder (``vidnas train --model arch2``; the encoder's own depths: ``decoder: arch2`` never reads
+  ``model.encoder_depths``);
+* an ``arch2_space`` point without a temporal op (``arch.decoder_ops`` free of ``TEMPORAL_OPS``), at any encoder
+  depths: the per-frame result of ``vidnas search stnas --model arch2_space`` trained by ``vidnas train --arch``, or
+  the space's arch2 point (``ARCH2_OPS``) on a searched, shallower encoder (``arch.depths``). Its decoder runs per
+  frame as an ``Arch2SpaceFrameDecoder`` holding the same weights.
+
+What the cell reads from it, whichever it is: the encoder outputs ``layer2``, ``layer3``, ``layer4`` (strides 8, 16,
+32; the encoder's channels ``C2, C3, C4``, whatever its depths) and ``dec``, the static decoder's final feature
+before its classifier (F channels at stride 8: F = 64 for arch2, ``arch.fuse_channels`` for an ``arch2_space``
+point): the output of arch2's last residual block (``block3``; ``blocks.2`` in the space), whose Conv1x1 gives
+``pred``. A key frame runs the whole static network; a non-key frame its encoder up to the deepest map the cell reads,
+then the cell. A decoder with a temporal op, or of another family (SP-TCN, MS-TCN, the per-frame head: no ``dec``),
+is refused (``static_network_error``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,16 +34,31 @@ import torch
 from torch import nn
 
 from vidnas.config import Config
+from vidnas.models.architecture import Arch
+from vidnas.models.build import build_model
 from vidnas.models.cells.aggregations import AGGREGATIONS
 from vidnas.models.cells.genotype import CELL_INPUTS, NUM_CELL_INPUTS, CellError, CellGenotype, CellLayer
 from vidnas.models.cells.ops import CELL_OPS
+from vidnas.models.decoders.arch2_space import ARCH2_OPS, TEMPORAL_OPS, Arch2SpaceDecoder, Arch2SpaceFrameDecoder
 from vidnas.models.decoders.static import ARCH2_CHANNELS
 from vidnas.models.layers import ConvBNReLU, resize_to
+from vidnas.models.multiscale import MultiScaleSegmenter
 from vidnas.models.static_segmenter import StaticSegmenter, build_static_segmenter
 from vidnas.models.streaming import FrameStreamer, check_key_interval, check_stream_options, is_key_frame
 
-__all__ = ["CellOutput", "Cell", "DynamicCellModel", "cell_in_channels", "build_cell_model"]
+__all__ = [
+    "STATIC_DECODERS",
+    "CellOutput",
+    "Cell",
+    "DynamicCellModel",
+    "cell_in_channels",
+    "static_network_error",
+    "as_static_network",
+    "build_static_network",
+    "build_cell_model",
+]
 
+STATIC_DECODERS: tuple[str, ...] = ("arch2", "arch2_space")  # decoder families with arch2's dec (module docstring)
 
 
 class _CellLayerModule(nn.Module):
@@ -159,7 +193,7 @@ class DynamicCellModel(nn.Module):
     ``key_interval`` (tested). The static decoder's auxiliary heads are never used.
 
     Args:
-        static: the arch2 network (encoder, decoder with ``dec`` and ``pred``).
+        static: the static network (``as_static_network``: encoder, decoder with ``dec`` and ``pred``).
         cell: the dynamic cell (its ``in_channels`` must match the static encoder's).
         window: sequence length the model was trained on (informational: ``forward`` takes any T).
     """
@@ -311,9 +345,60 @@ def cell_in_channels(static: StaticSegmenter) -> tuple[int, int, int, int, int]:
     return (c[3], static.channels, c[1], c[2], c[3])
 
 
+def static_network_error(arch: Arch) -> str | None:
+    """Why a model of ``arch`` cannot be a cell model's static network (module docstring), or None."""
+    if arch.decoder not in STATIC_DECODERS:
+        return (f"its decoder is {arch.decoder!r}, which has no per-frame arch2 feature 'dec' for the cell to read; "
+                f"the static network must be {' or '.join(STATIC_DECODERS)} (per frame)")
+    temporal = [op for op in arch.decoder_ops or ARCH2_OPS if op in TEMPORAL_OPS] if arch.decoder == "arch2_space" \
+        else []
+    if temporal:
+        return (f"its arch2_space decoder has the temporal op(s) {', '.join(temporal)}: the cell's key frame needs a "
+                "per-frame static network (an encoding without temporal_k3 / temporal_block)")
+    return None
+
+
+def as_static_network(model: nn.Module) -> StaticSegmenter:
+    """``model`` as the cell's static network, sharing its weights: a ``StaticSegmenter`` as it is; a per-frame
+    ``arch2_space`` ``MultiScaleSegmenter`` as ``StaticSegmenter(encoder, K, decoder=Arch2SpaceFrameDecoder)`` (the
+    same state-dict keys, so its checkpoint loads onto either).
+
+    Raises:
+        CellError: another model, or an ``arch2_space`` decoder with a temporal op.
+    """
+    if isinstance(model, StaticSegmenter):
+        return model
+    if isinstance(model, MultiScaleSegmenter) and isinstance(model.decoder, Arch2SpaceDecoder):
+        try:
+            decoder = Arch2SpaceFrameDecoder(model.decoder)
+        except ValueError as e:
+            raise CellError(f"not a static network: {e}") from e
+        network = StaticSegmenter(model.encoder, model.num_classes, decoder=decoder, out_size=model.out_size)
+        return network.train(model.training)
+    raise CellError(f"a {type(model).__name__} is not a static network of the cell search (arch2 or a per-frame "
+                    "arch2_space model)")
+
+
+def build_static_network(cfg: Config, arch: Arch | None, *, num_classes: int) -> StaticSegmenter:
+    """A fresh static network: arch2 on ``cfg.model.encoder`` (``build_static_segmenter``) when ``arch`` is None,
+    else the model of ``arch`` (``build_model``; per frame, see ``static_network_error``) as a ``StaticSegmenter``.
+
+    Raises:
+        CellError: ``arch`` is not a per-frame arch2 or arch2_space architecture.
+    """
+    if arch is None:
+        return build_static_segmenter(cfg, num_classes=num_classes)
+    error = static_network_error(arch)
+    if error:
+        raise CellError(f"architecture {arch.name or arch.decoder!r}: {error}")
+    # a per-frame model reads one frame whatever the window: build it at the config's, which build_model expects
+    return as_static_network(build_model(cfg, dataclasses.replace(arch, window=cfg.data.window),
+                                         num_classes=num_classes))
+
+
 def build_cell_model(cfg: Config, genotype: CellGenotype, *, num_classes: int,
-                     static: StaticSegmenter | None = None) -> DynamicCellModel:
-    """Static arch2 network (built from ``cfg`` unless given) + a cell built from ``genotype``.
+                     static: StaticSegmenter | None = None, static_arch: Arch | None = None) -> DynamicCellModel:
+    """Static network (built from ``cfg`` and ``static_arch`` unless given) + a cell built from ``genotype``.
 
     Args:
         cfg: a ``vidnas.config.Config`` (``model.encoder``, ``model.weights``, ``data.height/width``,
@@ -321,8 +406,10 @@ def build_cell_model(cfg: Config, genotype: CellGenotype, *, num_classes: int,
         genotype: the cell.
         num_classes: K.
         static: an existing static network (e.g. a trained one) instead of a fresh one.
+        static_arch: the static network's architecture (``build_static_network``); None = arch2 on
+            ``cfg.model.encoder``.
     """
     if static is None:
-        static = build_static_segmenter(cfg, num_classes=num_classes)
+        static = build_static_network(cfg, static_arch, num_classes=num_classes)
     cell = Cell(genotype, in_channels=cell_in_channels(static), num_classes=num_classes)
     return DynamicCellModel(static, cell, window=cfg.cells.seq_len)

@@ -20,6 +20,7 @@ from vidnas.models.decoders.arch2_space import (
     SLOTS,
     Arch2SpaceDecoder,
     Arch2SpaceFamily,
+    Arch2SpaceFrameDecoder,
     space_ops_error,
 )
 from vidnas.models.decoders.base import DECODERS, DecoderFamily, Slotted
@@ -65,6 +66,7 @@ __all__ = [
     "OPS_PER_SCALE",
     "default_scale_ops",
     "Arch2SpaceDecoder",
+    "Arch2SpaceFrameDecoder",
     "Arch2SpaceFamily",
     "SLOTS",
     "ARCH2_OPS",

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidnas.models.decoders.base import DecoderFamily, Slotted
-from vidnas.models.decoders.mstcn import PerFrame, _GapAdd, arch2_top_down
+from vidnas.models.decoders.mstcn import PerFrame, _GapAdd, arch2_top_down, arch2_top_down_maps
 from vidnas.models.decoders.static import ARCH2_CHANNELS, StaticBlock
 from vidnas.models.layers import ConvBNReLU
 from vidnas.models.ops import ConvBNReLU3d, IdentityOp, STConv3d, temporal_extent
@@ -72,6 +72,7 @@ __all__ = [
     "SepBlock",
     "TemporalBlock",
     "Arch2SpaceDecoder",
+    "Arch2SpaceFrameDecoder",
     "Arch2SpaceFamily",
 ]
 
@@ -299,6 +300,51 @@ class Arch2SpaceDecoder(Slotted, nn.Module):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, causal={self.causal}, ops={list(self.ops)}"
+
+
+class Arch2SpaceFrameDecoder(nn.Module):
+    """A per-frame ``Arch2SpaceDecoder`` with ``StaticDecoder``'s contract, so a point of the space without a temporal
+    op is a static network of the cell search (``StaticSegmenter(encoder, K, decoder=Arch2SpaceFrameDecoder(d))``).
+
+    It holds the modules of ``decoder`` (shared, not copied) under the same names, so a ``MultiScaleSegmenter``'s
+    ``decoder.*`` tensors load onto it unchanged. Every frame is a window of one (a per-frame op reads frame t only,
+    so the logits equal the window decoder's at every frame)::
+
+        feats (strides 4, 8, 16, 32: fine first, (N, C_s, H/s, W/s))  -> (N, C_s, 1, H/s, W/s), coarse first
+        b1, b2, dec = arch2_top_down_maps(...)                          (module docstring's topology)
+        {"dec": dec (N, F, H/8, W/8), "pred": Conv1x1(dec) (N, K, H/8, W/8), "aux": [(N, K, H/16, W/16), (N, K, H/8,
+        W/8)] (empty without aux heads)}
+
+    ``dec`` is the last block's output before the classifier, arch2's ``dec`` (F = ``channels``, 64 for arch2).
+
+    Raises:
+        ValueError: ``decoder`` has a temporal op (its output reads past frames: not a per-frame network).
+    """
+
+    def __init__(self, decoder: Arch2SpaceDecoder) -> None:
+        super().__init__()
+        temporal = [op for op in decoder.ops if op in TEMPORAL_OPS]
+        if temporal:
+            raise ValueError(f"arch2_space ops {list(decoder.ops)} read past frames ({', '.join(temporal)}): not a "
+                             "per-frame decoder")
+        self.ops = decoder.ops
+        self.channels = decoder.channels
+        self.num_classes = decoder.num_classes
+        self.laterals, self.gap, self.blocks, self.down = decoder.laterals, decoder.gap, decoder.blocks, decoder.down
+        self.classifier, self.aux_heads = decoder.classifier, decoder.aux_heads
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """Four maps (strides 4, 8, 16, 32) -> ``{"dec", "pred", "aux"}`` (shapes in the class docstring)."""
+        if len(feats) != 4:
+            raise ValueError(f"expected 4 feature maps (strides 4, 8, 16, 32), got {len(feats)}")
+        x4, x8, x16, x32 = (f.unsqueeze(2) for f in feats)  # (N, C, 1, h, w)
+        a32, a16, a8, a4 = (lat(f) for lat, f in zip(self.laterals, (x32, x16, x8, x4), strict=True))
+        b1, b2, dec = arch2_top_down_maps(self, self.gap(a32), a16, a8, a4)  # (N, F, 1, h, w)
+        aux = [head(b).squeeze(2) for head, b in zip(self.aux_heads, (b1, b2), strict=False)]
+        return {"dec": dec.squeeze(2), "pred": self.classifier(dec).squeeze(2), "aux": aux}
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, ops={list(self.ops)}"
 
 
 class Arch2SpaceFamily(DecoderFamily):

@@ -75,6 +75,17 @@ def _up(y: torch.Tensor, hw: Sequence[int]) -> torch.Tensor:
     return z.reshape(b, t, c, *z.shape[-2:]).transpose(1, 2)  # (B, C, T, H, W)
 
 
+def arch2_top_down_maps(dec: nn.Module, top: torch.Tensor, a16: torch.Tensor, a8: torch.Tensor,
+                        a4: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The maps of ``arch2_top_down`` before its classifier: ``(b1 (B, F, T, h/16, w/16), b2 (B, F, T, h/8, w/8),
+    dec (B, F, T, h/8, w/8))``, the stride-16 block's, the stride-8 block's and the last block's outputs (``dec`` is
+    what the classifier reads)."""
+    b1 = dec.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
+    b2 = dec.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
+    out = dec.blocks[2](_up(dec.down(a4), b2.shape[-2:]) + b2)  # stride 8
+    return b1, b2, out
+
+
 def arch2_top_down(dec: nn.Module, top: torch.Tensor, a16: torch.Tensor, a8: torch.Tensor,
                    a4: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
     """arch2's top-down tail on ``(B, F, T, h, w)`` maps, shared by ``StaticFusionDecoder`` and the arch2 space:
@@ -85,9 +96,7 @@ def arch2_top_down(dec: nn.Module, top: torch.Tensor, a16: torch.Tensor, a8: tor
         logits (B, K, T, h/8, w/8); ``(logits, aux)`` in training mode when ``dec.aux_heads`` (on the stride-16 and
         stride-8 blocks' outputs).
     """
-    b1 = dec.blocks[0](_up(top, a16.shape[-2:]) + a16)  # stride 16
-    b2 = dec.blocks[1](_up(b1, a8.shape[-2:]) + a8)  # stride 8
-    out = dec.blocks[2](_up(dec.down(a4), b2.shape[-2:]) + b2)  # stride 8
+    b1, b2, out = arch2_top_down_maps(dec, top, a16, a8, a4)
     pred = dec.classifier(out)  # (B, K, T, h8, w8)
     if dec.training and len(dec.aux_heads):
         return pred, [head(b) for head, b in zip(dec.aux_heads, (b1, b2), strict=True)]

@@ -54,7 +54,8 @@ from tqdm.auto import tqdm
 
 from vidnas.config import Config, config_to_dict
 from vidnas.data import ClipDataset, open_source
-from vidnas.models import StaticSegmenter, load_model
+from vidnas.models import StaticSegmenter
+from vidnas.models.architecture import Arch
 from vidnas.models.cells import CellGenotype, cell_in_channels
 from vidnas.search.cells.cache import CacheInfo, FeatureCache, build_caches, cache_key
 from vidnas.search.cells.controller import Controller
@@ -73,7 +74,7 @@ from vidnas.search.cells.ppo import PPOTrainer
 from vidnas.search.cells.records import LOG_NAME, PPO_LOG_NAME, append_jsonl, read_log, select_top
 from vidnas.search.cells.reward import RewardBaseline
 from vidnas.search.cells.space import CellSearchSpace
-from vidnas.search.cells.static import meta_val_seen, static_identity
+from vidnas.search.cells.static import load_static_network, meta_val_seen, static_identity
 from vidnas.search.cells.summary import reward_stats
 from vidnas.utils import atomic_write, atomic_write_json
 
@@ -98,6 +99,7 @@ class CellSearchResult:
     train_cache: FeatureCache
     val_cache: FeatureCache
     evaluated: int = 0  # candidates run by this invocation (the others came from the log)
+    static_arch: Arch | None = None  # the static network's architecture when it is an arch2_space model
     plots: dict[str, Path] = field(default_factory=dict)
 
 
@@ -107,7 +109,8 @@ class CellSearch:
     Args:
         cfg: resolved config (``cells``, ``data``, ``train.seed``, ``train.device``).
         run_dir: the run directory.
-        static_path: checkpoint of the trained static arch2 network.
+        static_path: checkpoint of the trained static network (``load_static_network``: arch2, or a per-frame
+            arch2_space model).
         options: settings beyond the config.
     """
 
@@ -134,12 +137,12 @@ class CellSearch:
         self.log_path = self.run_dir / LOG_NAME
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
         self.static_saw_meta_val: list[str] = []  # set by _prepare
+        self.static_arch: Arch | None = None  # set by _prepare: an arch2_space static network's architecture
 
     # -- setup -------------------------------------------------------------------------------------------------
     def _prepare(self) -> tuple[StaticSegmenter, FeatureCache, FeatureCache, CostMeter | None]:
         cfg = self.cfg
-        loaded = load_model(self.static_path, device=cfg.train.device, kinds=("arch2",))
-        static, static_cfg = loaded.model, loaded.cfg
+        static, static_cfg, self.static_arch = load_static_network(self.static_path, device=cfg.train.device)
         data_cfg = search_data_config(cfg)
         source = open_source(data_cfg)
         if source.num_classes != static.num_classes:
@@ -316,7 +319,7 @@ class CellSearch:
         top = select_top(ordered, cfg.cells.top_k)
         best = select_top(ordered, max(cfg.cells.top_k, 3))  # reported and drawn even when nothing is trained
         result = CellSearchResult(self.run_dir, self.space, ordered, top, static, self.static_path, train_cache,
-                                  val_cache, evaluated=evaluated)
+                                  val_cache, evaluated=evaluated, static_arch=self.static_arch)
         if opts.plots:
             result.plots = self.write_plots(ordered, best)
         self._summary(ordered, best, time.perf_counter() - t0, evaluated)

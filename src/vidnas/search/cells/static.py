@@ -1,5 +1,13 @@
-"""The static network of the cell search: train one on a small budget (a trained one loads with
-``vidnas.models.load_model(path, kinds=("arch2",))``).
+"""The static network of the cell search: train one on a small budget, or adopt a trained one (``--static CKPT``).
+
+A trained static network is any per-frame model vidnas builds with arch2's decoder tail
+(``vidnas.models.cells.STATIC_DECODERS``): arch2 on any encoder (``vidnas train --model arch2``), or an
+``arch2_space`` point without a temporal op at any encoder depths (the per-frame result of
+``vidnas search stnas --model arch2_space``, trained by ``vidnas train --arch RUN/arch.json``; the space's arch2 point
+on a searched, shallower encoder). The cell reads its encoder's ``layer2``, ``layer3``, ``layer4`` and ``dec``, the
+static decoder's final feature before its classifier (``vidnas.models.cells.model``). ``adopt_static_model`` refuses
+anything else (a temporal op, SP-TCN / MS-TCN / head decoders, a cell model, an ST-NAS supernet) in one line naming
+the file, before any work; ``load_static_network`` loads it as a ``StaticSegmenter``.
 
 The checkpoint written here is an ordinary ``vidnas train`` checkpoint of the arch2 static segmenter, so it evaluates
 with ``vidnas eval`` and benchmarks with ``vidnas bench`` like any other.
@@ -20,12 +28,17 @@ from pathlib import Path
 from typing import Any
 
 from vidnas.checkpoint import CheckpointError, load_checkpoint
-from vidnas.config import Config, config_from_dict
+from vidnas.config import Config, ConfigError, config_from_dict
 from vidnas.data import ClipDataset, open_source
 from vidnas.engine.train import train
+from vidnas.models import StaticSegmenter, load_model
+from vidnas.models.architecture import Arch, ArchError
+from vidnas.models.build import arch_from_config
+from vidnas.models.cells import CellError, as_static_network, static_network_error
+from vidnas.models.encoders.swin import SWIN_VARIANTS
 from vidnas.models.loading import checkpoint_kind
 from vidnas.search.cells.meta_split import MetaSplit, dataset_windows, split_meta, split_meta_frames
-from vidnas.search.cells.options import search_data_config
+from vidnas.search.cells.options import deployment_size, search_data_config
 from vidnas.utils import atomic_write
 
 __all__ = [
@@ -34,6 +47,7 @@ __all__ = [
     "CNN_ENCODER",
     "static_network_config",
     "adopt_static_model",
+    "load_static_network",
     "prepare_static",
     "train_static",
     "static_identity",
@@ -59,27 +73,85 @@ def static_network_config(cfg: Config, *, encoder_chosen: bool) -> tuple[Config,
     return cfg, f"static network encoder: {CNN_ENCODER} (model.encoder was a Swin; pass --encoder to choose)"
 
 
+def _static_arch(state: dict[str, Any], static: str | Path) -> Arch:
+    """The architecture of the model checkpoint ``state`` (read from ``static``), checked as a static network.
+
+    Raises:
+        CheckpointError: not a model checkpoint, a cell model, or not a per-frame arch2 / arch2_space model; the
+            message names the file and why.
+    """
+    kind = checkpoint_kind(state, static)
+    if kind == "cell":
+        raise CheckpointError(f"--static {static} holds a dynamic-cell model; the cell search needs the per-frame "
+                              "static network it was built on (arch2, or a per-frame arch2_space model)")
+    try:
+        arch = Arch.from_dict(state["arch"], source=str(static)) if state.get("arch") else \
+            arch_from_config(config_from_dict(state["config"]))
+    except (ArchError, ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"--static {static}: cannot read its architecture: {e}") from e
+    error = static_network_error(arch)
+    if error:
+        raise CheckpointError(f"--static {static}: not a static network for the cell search: {error}")
+    return arch
+
+
 def adopt_static_model(cfg: Config, static: str | Path) -> tuple[Config, str | None]:
     """``cfg`` with the model section of the static checkpoint ``static``: the cell models of a search are built on
-    that network, so its own encoder (not the config's) is what their checkpoints must record to load again.
+    that network, so its own encoder (not the config's) is what their checkpoints must record to load again. An
+    ``arch2_space`` network's encoder, depths, decoder and width come from its architecture (its decoder ops are
+    saved in the cell checkpoints, ``static_arch``).
 
     Returns:
         (config, a note for the user when the config's model differed, else None).
 
     Raises:
-        CheckpointError: ``static`` is missing, unreadable or not an arch2 static segmenter.
+        CheckpointError: ``static`` is missing, unreadable or not a per-frame static network (``_static_arch``);
+            a Swin encoder the search would run at another size than its training size (proxy, top-k or timing).
     """
     state = load_checkpoint(static)
-    if checkpoint_kind(state, static) != "arch2":
-        raise CheckpointError(f"--static {static} holds a {checkpoint_kind(state, static)} model; the cell search "
-                              "needs an arch2 static network (`vidnas train --model arch2 ...`)")
-    own = config_from_dict(state["config"]).model
-    model = dataclasses.replace(own, decoder="arch2", arch=None, weights=None)
+    arch = _static_arch(state, static)
+    own_cfg = config_from_dict(state["config"])
+    own = own_cfg.model
+    if arch.encoder in SWIN_VARIANTS:  # timm's Swin fixes its attention windows from the size it was built for
+        trained = (own_cfg.data.height, own_cfg.data.width)
+        sizes = {"cached features (cells.proxy_scale)": search_data_config(cfg), "top-k training": cfg.data}
+        runs = [f"{what} {d.height}x{d.width}" for what, d in sizes.items() if (d.height, d.width) != trained]
+        h, w = deployment_size(cfg)
+        runs += [f"timing (cells.latency_size) {h}x{w}"] if (h, w) != trained else []
+        if runs:
+            raise CheckpointError(f"--static {static}: its Swin encoder is built for its training size "
+                                  f"{trained[0]}x{trained[1]} but the search would run it at: {'; '.join(runs)}; "
+                                  "set data.height/width to that size with cells.proxy_scale=1, or use a CNN encoder")
+    if arch.decoder == "arch2":
+        model = dataclasses.replace(own, decoder="arch2", arch=None, weights=None)
+    else:
+        model = dataclasses.replace(own, encoder=arch.encoder, encoder_depths=arch.depths, decoder=arch.decoder,
+                                    fuse_channels=arch.fuse_channels, arch=None, weights=None)
     note = None
     if model.encoder != cfg.model.encoder:
         note = (f"static network encoder: {model.encoder}, as {static} was trained (the config's "
                 f"model.encoder={cfg.model.encoder} does not apply to it)")
     return dataclasses.replace(cfg, model=model), note
+
+
+def load_static_network(static: str | Path, *, device: str = "cpu") -> tuple[StaticSegmenter, Config, Arch | None]:
+    """Load the static network of a cell search (eval mode, on ``device``).
+
+    Returns:
+        (the network as a ``StaticSegmenter``, its training config, its architecture when it is an ``arch2_space``
+        model (the cell checkpoints record it, ``static_arch``), else None).
+
+    Raises:
+        CheckpointError: as ``adopt_static_model``, or weights that do not fit.
+    """
+    _static_arch(load_checkpoint(static), static)  # one-line refusal before the model is built
+    loaded = load_model(static, device=device, kinds=("arch2", "window"))
+    try:
+        network = as_static_network(loaded.model)
+    except CellError as e:
+        raise CheckpointError(f"--static {static}: {e}") from e
+    arch = loaded.arch if loaded.kind == "window" else None
+    return network, loaded.cfg, arch
 
 
 def search_meta_split(cfg: Config) -> MetaSplit:

@@ -221,6 +221,8 @@ def train_top_cells(cfg: Config, result: CellSearchResult, *, options: FinalOpti
                                   repeats=opts.runtime_repeats) if opts.runtime_repeats > 0 else {}
         state = {"model": model.state_dict(), "config": config_to_dict(cfg), "cell": geno.to_dict(),
                  "num_classes": k, "class_names": list(source.class_names), "val": val}
+        if result.static_arch is not None:  # an arch2_space static network: its ops are not in the config
+            state["static_arch"] = result.static_arch.to_dict()
         atomic_write(cell_dir / "model.pt", lambda tmp, state=state: torch.save(state, tmp))
         summary = {"name": geno.name, "candidate": geno.extra["candidate"],
                    "search_reward": geno.extra["search_reward"], "cell_only_losses": phase1["losses"],
