@@ -1,0 +1,122 @@
+"""Latency tables priced in the deployment runtime (`vidnas latency --runtime/--precision`), on the tiny config:
+ONNX graphs per module in onnxruntime (fp32, INT8) and OpenVINO, the refusals, and a search priced by an INT8 table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vidnas.cli.main import app
+from vidnas.export.graph_timing import GraphTimer
+from vidnas.export.ort_streamers import openvino_available
+from vidnas.models import arch_from_config, build_encoder
+from vidnas.search.latency import LatencyTable, complete_model_parts, measure_latency_table
+from vidnas.search.stnas import read_search_record
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_YAML = str(REPO / "configs" / "tiny.yaml")  # swin_test at 64x96, SP-TCN width 8, dilations 1,2
+FAST = ["--iters", "2", "--warmup", "1", "--repeats", "1", "--threads", "1", "--quiet"]
+runner = CliRunner()
+
+
+def _latency(out: Path, *extra: str) -> tuple[int, str]:
+    res = runner.invoke(app, ["latency", "--config", TINY_YAML, "--decoder", *FAST, "--out", str(out), *extra])
+    return res.exit_code, res.output
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory) -> dict[str, Path]:
+    """The tiny model's table (encoder blocks and parts, SP-TCN decoder parts) in torch, ORT fp32 and ORT int8."""
+    d = tmp_path_factory.mktemp("lat")
+    out = {}
+    for name, args in {"torch": (), "ort_fp32": ("--runtime", "onnxruntime"),
+                       "ort_int8": ("--runtime", "onnxruntime", "--precision", "int8")}.items():
+        code, output = _latency(d / f"{name}.json", *args)
+        assert code == 0, output
+        out[name] = d / f"{name}.json"
+    return out
+
+
+@pytest.mark.parametrize("name,runtime,precision", [("ort_fp32", "onnxruntime", "fp32"),
+                                                    ("ort_int8", "onnxruntime", "int8")])
+def test_runtime_tables_have_every_key_of_the_torch_table(tables, name: str, runtime: str, precision: str) -> None:
+    ref = json.loads(tables["torch"].read_text())
+    got = json.loads(tables[name].read_text())
+    for field in ("blocks", "downsample", "parts"):
+        assert sorted(got[field]) == sorted(ref[field]) and got[field], field
+        assert all(v > 0 for v in got[field].values()), field
+    assert len(got["parts"]) > 10  # stem, outputs, both fixed decoders, 7 ops x 2 dilations, upsampling
+    assert (got["meta"]["runtime"], got["meta"]["precision"]) == (runtime, precision)
+    assert "onnxruntime" in got["meta"]["runtime_version"]
+    assert got["device"]["cpu"] == ref["device"]["cpu"]
+    assert (ref["meta"]["runtime"], ref["meta"]["precision"]) == ("torch", "fp32")
+    assert LatencyTable.load(tables[name]).pricing == (runtime, precision)
+
+
+def test_a_table_without_runtime_reads_as_torch_fp32(tables, tmp_path: Path) -> None:
+    data = json.loads(tables["torch"].read_text())
+    del data["meta"]["runtime"], data["meta"]["precision"]
+    assert LatencyTable.from_dict(data).pricing == ("torch", "fp32")
+
+
+@pytest.mark.skipif(not openvino_available(), reason="openvino not installed (extra vidnas[openvino])")
+def test_openvino_fp32_blocks() -> None:
+    enc = build_encoder("swin_test", img_size=(64, 96))
+    with GraphTimer("openvino", "fp32", threads=1) as timer:
+        table = measure_latency_table(enc, (64, 96), warmup=1, iters=2, repeats=1, timer=timer)
+    assert len(table.blocks) == 8 and all(v > 0 for v in table.blocks.values())
+    assert table.pricing == ("openvino", "fp32") and "openvino" in table.meta["runtime_version"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--precision", "int8"], "--precision int8: the torch runtime runs fp32 only; INT8 is priced in onnxruntime or "
+                              "openvino (--runtime)"),
+    (["--runtime", "onnxruntime", "--device", "cuda"],
+     "--device cuda: the onnxruntime runtime is timed on the CPU; use --device cpu"),
+    (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'; valid runtimes: torch, onnxruntime, openvino"),
+    (["--runtime", "onnxruntime", "--precision", "fp16"], "unknown precision 'fp16'; valid precisions: fp32, int8"),
+])
+def test_bad_combinations_fail_in_one_line_before_timing(tmp_path: Path, args: list[str], message: str) -> None:
+    code, output = _latency(tmp_path / "t.json", *args)
+    assert code == 2
+    assert output.strip().splitlines() == [f"error: {message}"]
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_openvino_missing_names_the_extra(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # what `import openvino` meets where it is not installed
+    code, output = _latency(tmp_path / "t.json", "--runtime", "openvino")
+    assert code == 2
+    assert output.strip().splitlines() == [
+        "error: the openvino runtime needs the openvino package: pip install 'vidnas[openvino]'"]
+
+
+def test_parts_are_not_completed_in_another_runtime(tables) -> None:
+    from vidnas.config import load_config
+
+    cfg = load_config(TINY_YAML)
+    table = LatencyTable.load(tables["ort_int8"])
+    enc = build_encoder("swin_test", img_size=(64, 96))
+    assert not complete_model_parts(table, enc, arch_from_config(cfg), 4)  # complete: nothing to time
+    table.parts = {k: v for k, v in table.parts.items() if not k.startswith("decoder/")}
+    with pytest.raises(ValueError, match=r"measured in onnxruntime/int8 .* --runtime onnxruntime --precision int8"):
+        complete_model_parts(table, enc, arch_from_config(cfg), 4)  # eager PyTorch would mix two runtimes
+
+
+def test_search_priced_by_an_int8_table_records_it(tables, tmp_path: Path) -> None:
+    sets = ["data.synthetic_videos=3", "data.synthetic_frames=6", "train.batch_size=2", "train.max_steps_per_epoch=2",
+            "stnas.encoder_epochs=1", "stnas.decoder_epochs=1", "stnas.warmup_epochs=0", "stnas.lam=0.05",
+            "stnas.depth_rule=paper"]
+    out = tmp_path / "search"
+    res = runner.invoke(app, ["search", "stnas", "--config", TINY_YAML, *sum((["--set", s] for s in sets), []),
+                              "--latency-table", str(tables["ort_int8"]), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    record = json.loads((out / "arch.json").read_text())["extra"]["search"]["latency_table"]
+    assert (record["runtime"], record["precision"]) == ("onnxruntime", "int8")
+    assert read_search_record(out / "arch.json").latency_table_path == str(tables["ort_int8"])
+    assert "latencies priced in: onnxruntime int8" in (out / "report.md").read_text()
+    assert LatencyTable.load(out / "latency_table.json").pricing == ("onnxruntime", "int8")
