@@ -120,3 +120,26 @@ def test_search_priced_by_an_int8_table_records_it(tables, tmp_path: Path) -> No
     assert read_search_record(out / "arch.json").latency_table_path == str(tables["ort_int8"])
     assert "latencies priced in: onnxruntime int8" in (out / "report.md").read_text()
     assert LatencyTable.load(out / "latency_table.json").pricing == ("onnxruntime", "int8")
+
+
+def test_compare_script_prints_every_slot_under_both_tables(tmp_path: Path, capsys) -> None:
+    import importlib.util
+
+    from vidnas.models.decoders.arch2_space import SLOTS
+
+    space = ["--set", "model.decoder=arch2_space", "--set", "model.fuse_channels=8"]
+    for name, args in {"a": (), "b": ("--runtime", "onnxruntime", "--precision", "int8")}.items():
+        code, output = _latency(tmp_path / f"{name}.json", *space, *args)
+        assert code == 0, output
+    spec = importlib.util.spec_from_file_location("latency_runtime_compare",
+                                                  REPO / "benchmarks" / "latency_runtime_compare.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([f"torch={tmp_path / 'a.json'}", f"int8={tmp_path / 'b.json'}", "--config", TINY_YAML,
+                     *space, "--classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "torch: torch fp32, int8: onnxruntime int8" in out.splitlines()[0]
+    assert all(f"{k} {name} (" in out for k, (name, *_) in enumerate(SLOTS))
+    assert out.count("cheapest first: torch:") == len(SLOTS)
+    assert "table latency of the arch2 point: torch" in out and "cheapest candidate changes in: " in out
