@@ -1,7 +1,7 @@
 """Two latency tables of the arch2 space side by side: what pricing the search in another runtime changes.
 
-    vidnas latency --config configs/camvid_arch2_fast_cpu.yaml --model arch2_space --set data.window=3 --decoder \\
-        --threads 1 --out torch.json
+    vidnas latency --config configs/camvid_arch2_fast_cpu.yaml --set model.decoder=arch2_space \\
+        --set data.window=3 --decoder --threads 1 --out torch.json
     vidnas latency ... --runtime onnxruntime --precision int8 --out ort_int8.json
     python benchmarks/latency_runtime_compare.py torch=torch.json ort_int8=ort_int8.json \\
         --config configs/camvid_arch2_fast_cpu.yaml --set model.decoder=arch2_space --set data.window=3

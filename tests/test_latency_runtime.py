@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from vidnas.cli.main import app
+from vidnas.export import DeployError
 from vidnas.export.graph_timing import GraphTimer
 from vidnas.export.ort_streamers import openvino_available
 from vidnas.models import arch_from_config, build_encoder
@@ -93,6 +95,20 @@ def test_openvino_missing_names_the_extra(tmp_path: Path, monkeypatch) -> None:
     assert code == 2
     assert output.strip().splitlines() == [
         "error: the openvino runtime needs the openvino package: pip install 'vidnas[openvino]'"]
+
+
+class _Svd(torch.nn.Module):
+    """A module with an operator the ONNX exporter has no translation for (``aten::linalg_svd``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.svd(x)[0]
+
+
+def test_a_module_the_runtime_refuses_is_named() -> None:
+    m = _Svd()
+    with GraphTimer("onnxruntime", "int8") as timer, pytest.raises(DeployError) as err:
+        timer("enc/s0/b1/1x4x4", m, m, [torch.randn(1, 4, 4)])
+    assert str(err.value).startswith("enc/s0/b1/1x4x4: onnxruntime int8: ") and "linalg_svd" in str(err.value)
 
 
 def test_parts_are_not_completed_in_another_runtime(tables) -> None:
