@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     except MissingLatencyError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    def priced(t: LatencyTable) -> str:
+        return " ".join(t.pricing) + ("" if t.decoder_precision == t.pricing[1] else f", decoder {t.decoder_precision}")
+
     print(f"{enc_name} at {hw[0]}x{hw[1]}, depths {depths}, window {base.window}, K {args.classes}; "
-          f"{na}: {' '.join(a.pricing)}, {nb}: {' '.join(b.pricing)}")
+          f"{na}: {priced(a)}; {nb}: {priced(b)}")
     print(f"\n{'slot':<32}{'candidate':<16}{na + ' ms':>14}{nb + ' ms':>14}{'ratio':>8}")
     changed = []
     for k, (name, kind, stride, cands) in enumerate(SLOTS):

@@ -32,11 +32,13 @@ def _latency(out: Path, *extra: str) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory) -> dict[str, Path]:
-    """The tiny model's table (encoder blocks and parts, SP-TCN decoder parts) in torch, ORT fp32 and ORT int8."""
+    """The tiny model's table (encoder blocks and parts, SP-TCN decoder parts) in torch, ORT fp32, ORT int8 and ORT
+    int8 with the decoder in fp32."""
     d = tmp_path_factory.mktemp("lat")
     out = {}
     for name, args in {"torch": (), "ort_fp32": ("--runtime", "onnxruntime"),
-                       "ort_int8": ("--runtime", "onnxruntime", "--precision", "int8")}.items():
+                       "ort_int8": ("--runtime", "onnxruntime", "--precision", "int8"),
+                       "ort_int8_dec32": ("--runtime", "onnxruntime", "--precision", "int8", "--fp32-decoder")}.items():
         code, output = _latency(d / f"{name}.json", *args)
         assert code == 0, output
         out[name] = d / f"{name}.json"
@@ -44,7 +46,8 @@ def tables(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("name,runtime,precision", [("ort_fp32", "onnxruntime", "fp32"),
-                                                    ("ort_int8", "onnxruntime", "int8")])
+                                                    ("ort_int8", "onnxruntime", "int8"),
+                                                    ("ort_int8_dec32", "onnxruntime", "int8")])
 def test_runtime_tables_have_every_key_of_the_torch_table(tables, name: str, runtime: str, precision: str) -> None:
     ref = json.loads(tables["torch"].read_text())
     got = json.loads(tables[name].read_text())
@@ -57,7 +60,15 @@ def test_runtime_tables_have_every_key_of_the_torch_table(tables, name: str, run
     assert got["device"]["cpu"] == ref["device"]["cpu"]
     assert (ref["meta"]["runtime"], ref["meta"]["precision"]) == ("torch", "fp32")
     assert LatencyTable.load(tables[name]).pricing == (runtime, precision)
+    assert LatencyTable.load(tables[name]).decoder_precision == ("fp32" if name.endswith("dec32") else precision)
 
+
+def test_fp32_decoder_is_recorded(tables) -> None:
+    """``--fp32-decoder`` (the decoder as ``vidnas export --precision int8`` deploys a window model) is in the table's
+    record; a plain INT8 table has no such key (its decoder precision is its precision)."""
+    t = json.loads(tables["ort_int8_dec32"].read_text())
+    assert t["meta"]["decoder_precision"] == "fp32" and t["meta"]["precision"] == "int8"
+    assert "decoder_precision" not in json.loads(tables["ort_int8"].read_text())["meta"]
 
 def test_a_table_without_runtime_reads_as_torch_fp32(tables, tmp_path: Path) -> None:
     data = json.loads(tables["torch"].read_text())
@@ -75,6 +86,8 @@ def test_openvino_fp32_blocks() -> None:
 
 
 @pytest.mark.parametrize("args,message", [
+    (["--runtime", "onnxruntime", "--fp32-decoder"], "--fp32-decoder prices the decoder parts of an INT8 table in "
+                                                     "fp32: it needs --precision int8 and --decoder"),
     (["--precision", "int8"], "--precision int8: the torch runtime runs fp32 only; INT8 is priced in onnxruntime or "
                               "openvino (--runtime)"),
     (["--runtime", "onnxruntime", "--device", "cuda"],
@@ -115,26 +128,32 @@ def test_parts_are_not_completed_in_another_runtime(tables) -> None:
     from vidnas.config import load_config
 
     cfg = load_config(TINY_YAML)
-    table = LatencyTable.load(tables["ort_int8"])
     enc = build_encoder("swin_test", img_size=(64, 96))
-    assert not complete_model_parts(table, enc, arch_from_config(cfg), 4)  # complete: nothing to time
-    table.parts = {k: v for k, v in table.parts.items() if not k.startswith("decoder/")}
-    with pytest.raises(ValueError, match=r"measured in onnxruntime/int8 .* --runtime onnxruntime --precision int8"):
-        complete_model_parts(table, enc, arch_from_config(cfg), 4)  # eager PyTorch would mix two runtimes
+    for name, want in (("ort_int8", "int8` for"), ("ort_int8_dec32", "int8 --fp32-decoder` for")):
+        table = LatencyTable.load(tables[name])
+        assert not complete_model_parts(table, enc, arch_from_config(cfg), 4)  # complete: nothing to time
+        table.parts = {k: v for k, v in table.parts.items() if not k.startswith("decoder/")}
+        with pytest.raises(ValueError, match=f"--runtime onnxruntime --precision {want} this model"):
+            complete_model_parts(table, enc, arch_from_config(cfg), 4)  # eager PyTorch would mix two runtimes
+    with GraphTimer("onnxruntime", "int8") as timer, pytest.raises(ValueError, match="onnxruntime/fp32 and lacks"):
+        complete_model_parts(table, enc, arch_from_config(cfg), 4, timer=timer)  # int8 decoder in an fp32-decoder table
 
 
-def test_search_priced_by_an_int8_table_records_it(tables, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name,line", [("ort_int8", "onnxruntime int8 (latency table)"),
+                                       ("ort_int8_dec32", "onnxruntime int8, decoder fp32 (latency table)")])
+def test_search_priced_by_an_int8_table_records_it(tables, tmp_path: Path, name: str, line: str) -> None:
     sets = ["data.synthetic_videos=3", "data.synthetic_frames=6", "train.batch_size=2", "train.max_steps_per_epoch=2",
             "stnas.encoder_epochs=1", "stnas.decoder_epochs=1", "stnas.warmup_epochs=0", "stnas.lam=0.05",
             "stnas.depth_rule=paper"]
     out = tmp_path / "search"
     res = runner.invoke(app, ["search", "stnas", "--config", TINY_YAML, *sum((["--set", s] for s in sets), []),
-                              "--latency-table", str(tables["ort_int8"]), "--out", str(out), "--quiet"])
+                              "--latency-table", str(tables[name]), "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     record = json.loads((out / "arch.json").read_text())["extra"]["search"]["latency_table"]
     assert (record["runtime"], record["precision"]) == ("onnxruntime", "int8")
-    assert read_search_record(out / "arch.json").latency_table_path == str(tables["ort_int8"])
-    assert "latencies priced in: onnxruntime int8" in (out / "report.md").read_text()
+    assert record["decoder_precision"] == ("fp32" if name.endswith("dec32") else "int8")
+    assert read_search_record(out / "arch.json").latency_table_path == str(tables[name])
+    assert f"- latencies priced in: {line}" in (out / "report.md").read_text()
     assert LatencyTable.load(out / "latency_table.json").pricing == ("onnxruntime", "int8")
 
 
@@ -155,7 +174,7 @@ def test_compare_script_prints_every_slot_under_both_tables(tmp_path: Path, caps
     assert mod.main([f"torch={tmp_path / 'a.json'}", f"int8={tmp_path / 'b.json'}", "--config", TINY_YAML,
                      *space, "--classes", "4"]) == 0
     out = capsys.readouterr().out
-    assert "torch: torch fp32, int8: onnxruntime int8" in out.splitlines()[0]
+    assert "torch: torch fp32; int8: onnxruntime int8" in out.splitlines()[0]
     assert all(f"{k} {name} (" in out for k, (name, *_) in enumerate(SLOTS))
     assert out.count("cheapest first: torch:") == len(SLOTS)
     assert "table latency of the arch2 point: torch" in out and "cheapest candidate changes in: " in out

@@ -363,6 +363,9 @@ def latency_cmd(
         help="fp32 | int8 (onnxruntime / openvino: each graph quantised by the quantiser of `vidnas export "
              "--precision int8`, calibrated on the random inputs it is timed on: enough for latency, not accuracy).")]
     = "fp32",
+    fp32_decoder: Annotated[bool, typer.Option(
+        "--fp32-decoder", help="With --precision int8 and --decoder: time the decoder parts in fp32, as `vidnas export "
+                               "--precision int8` deploys window models (their decoder.onnx stays fp32).")] = False,
 ) -> None:
     """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2).
 
@@ -382,6 +385,9 @@ def latency_cmd(
         check_pricing(runtime, precision, device)
     except DeployError as e:
         raise fail(str(e)) from e
+    if fp32_decoder and (precision != "int8" or not decoder):
+        raise fail("--fp32-decoder prices the decoder parts of an INT8 table in fp32: it needs --precision int8 and "
+                   "--decoder")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
     cfg = resolve_config(config, set_)
@@ -405,7 +411,10 @@ def latency_cmd(
         table = measure_latency_table(enc, hw, warmup=warmup, iters=iters, repeats=repeats, progress=bar.update,
                                       timer=timer)
         if decoder:
-            _decoder_parts(table, enc, cfg, name, depth_list, classes, timer)
+            if fp32_decoder:
+                table.meta["decoder_precision"] = "fp32"
+            _decoder_parts(table, enc, cfg, name, depth_list, classes, timer,
+                           GraphTimer(runtime, "fp32", threads=threads) if fp32_decoder else timer)
     except DeployError as e:
         raise fail(str(e)) from e
     finally:
@@ -429,15 +438,16 @@ def latency_cmd(
     typer.echo(
         f"{len(table.blocks)} blocks of {name} at {hw[0]}x{hw[1]}: {total:.2f} ms in blocks + {down:.2f} ms "
         f"in downsamples (median over {repeats} passes of the median of {iters} calls, {warmup} warm-up, batch 1, "
-        f"{runtime} {precision})"
+        f"{runtime} {precision}{', decoder fp32' if fp32_decoder else ''})"
     )
     typer.echo(device_line())
     typer.echo(f"written: {path}")
 
 
 def _decoder_parts(table: Any, enc: Any, cfg: Any, name: str, depth_list: tuple[int, ...] | None,
-                   classes: int | None, timer: Any) -> None:
-    """``vidnas latency --decoder``: the config's decoder parts into ``table`` (``complete_model_parts``)."""
+                   classes: int | None, timer: Any, decoder_timer: Any) -> None:
+    """``vidnas latency --decoder``: the config's decoder parts into ``table`` (``complete_model_parts``), timed by
+    ``decoder_timer``."""
     import dataclasses
 
     from vidnas.models import SEARCH_CANDIDATES, arch_from_config
@@ -449,6 +459,10 @@ def _decoder_parts(table: Any, enc: Any, cfg: Any, name: str, depth_list: tuple[
 
             classes = open_source(cfg.data).num_classes
         base = dataclasses.replace(arch_from_config(cfg), encoder=name, depths=depth_list)
-        complete_model_parts(table, enc, base, int(classes), cfg.stnas.candidates or SEARCH_CANDIDATES, timer=timer)
+        complete_model_parts(table, enc, base, int(classes), cfg.stnas.candidates or SEARCH_CANDIDATES, timer=timer,
+                             decoder_timer=decoder_timer)
     except (KeyError, ValueError, OSError) as e:
         raise fail(str(e).strip("\"'")) from e
+    finally:
+        if decoder_timer is not timer:
+            decoder_timer.close()

@@ -330,25 +330,29 @@ def _measure_space_parts(arch: Arch, in_channels: Sequence[int], num_classes: in
 
 
 def complete_model_parts(table: LatencyTable, encoder: Encoder, base: Arch, num_classes: int,
-                         candidates: Sequence[str] = SEARCH_CANDIDATES, *, timer: GraphTimer | None = None) -> bool:
+                         candidates: Sequence[str] = SEARCH_CANDIDATES, *, timer: GraphTimer | None = None,
+                         decoder_timer: GraphTimer | None = None) -> bool:
     """Measure the parts of ``model_latency`` that ``table`` lacks (stem, outputs, decoder parts), in place.
 
     ``base`` is the config's architecture: its SP-TCN decoder (baseline, fixed parts of a searched one, every op of
     ``candidates`` at its dilations) is what gets measured; ``encoder`` the full-depth encoder, on its device.
-    ``timer``: the runtime and precision to time them in; it must be the table's (``LatencyTable.pricing``), else
-    ``ValueError`` (a table priced in two runtimes would add up to no model anyone runs).
+    ``timer``: the runtime and precision to time the encoder parts in, ``decoder_timer`` (default ``timer``) the
+    decoder parts; each must be the table's (``LatencyTable.pricing``, ``decoder_precision``), else ``ValueError``
+    (a table priced in two runtimes would add up to no model anyone runs).
 
     Returns:
         Whether anything was added.
     """
     enc_keys, dec_keys = model_part_keys(encoder, base, num_classes, candidates)
-    if table.has_parts([*enc_keys, *dec_keys]):
-        return False
-    pricing = ("torch", "fp32") if timer is None else (timer.runtime, timer.precision)
-    if pricing != table.pricing:
-        raise ValueError(f"latency table {table.path or '(not saved)'} was measured in {'/'.join(table.pricing)} and "
-                         f"lacks parts of the model; add them with `vidnas latency --decoder --runtime "
-                         f"{table.pricing[0]} --precision {table.pricing[1]}` for this model and input size")
+    decoder_timer = timer if decoder_timer is None else decoder_timer
+    runtime, precision = table.pricing
+    for keys, t, want in ((enc_keys, timer, precision), (dec_keys, decoder_timer, table.decoder_precision)):
+        if not table.has_parts(keys) and (("torch", "fp32") if t is None else (t.runtime, t.precision)) != (
+                runtime, want):
+            raise ValueError(f"latency table {table.path or '(not saved)'} was measured in {runtime}/{want} and lacks "
+                             f"parts of the model; add them with `vidnas latency --decoder --runtime {runtime} "
+                             f"--precision {precision}{' --fp32-decoder' if want != precision else ''}` for this "
+                             "model and input size")
     added = False
     if not table.has_parts(enc_keys):
         logger.info("latency table: measuring the stem, downsamples and output conversions of %s", encoder.name)
@@ -365,7 +369,7 @@ def complete_model_parts(table: LatencyTable, encoder: Encoder, base: Arch, num_
         device = next(iter(encoder.parameters())).device
         channels, hw = decoder_inputs(encoder, base)
         parts = measure_decoder_parts(base, channels, num_classes, hw, encoder.img_size, candidates=candidates,
-                                      device=device, timer=timer)
+                                      device=device, timer=decoder_timer)
         for k, v in parts.items():
             table.parts.setdefault(k, v)
         added = True

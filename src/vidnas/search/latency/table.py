@@ -298,6 +298,17 @@ class LatencyTable(JsonFile):
         table from before they were recorded reads as (torch, fp32)."""
         return str(self.meta.get("runtime", "torch")), str(self.meta.get("precision", "fp32"))
 
+    @property
+    def decoder_precision(self) -> str:
+        """The precision of the decoder parts: ``meta.decoder_precision`` (``vidnas latency --fp32-decoder``: fp32 in
+        an int8 table, as ``vidnas export --precision int8`` keeps window decoders), else the table's."""
+        return str(self.meta.get("decoder_precision", self.pricing[1]))
+
+    def pricing_record(self) -> dict[str, str]:
+        """``{"runtime", "precision", "decoder_precision"}``: what a search records of the table that priced it."""
+        runtime, precision = self.pricing
+        return {"runtime": runtime, "precision": precision, "decoder_precision": self.decoder_precision}
+
     def matches_device(self, other: Mapping[str, Any] | None = None) -> bool:
         """Whether this table was measured on ``other`` (default: this machine, CPU), comparing ``DEVICE_KEYS``."""
         if other is None:

@@ -118,7 +118,7 @@ def _result(ctx: SearchContext, arch: Arch, base: Arch, threshold: float, enc: E
     cfg, run_dir, lam = ctx.cfg, ctx.run_dir, ctx.lam
     result = StnasResult(run_dir=run_dir, arch=arch, arch_path=run_dir / "arch.json", lam=lam, threshold=threshold,
                          full_depths=base.depths, depths=base.depths, depth_rule=cfg.stnas.depth_rule,
-                         latency_pricing=None if ctx.table is None else ctx.table.pricing)
+                         latency_pricing=None if ctx.table is None else ctx.table.pricing_record())
     if enc is not None:
         result.full_depths, result.depths, result.alphas = enc.full_depths, enc.depths, enc.alphas
         result.latency_table_path = enc.table.path
