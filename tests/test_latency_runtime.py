@@ -70,7 +70,8 @@ def test_fp32_decoder_is_recorded(tables) -> None:
     assert t["meta"]["decoder_precision"] == "fp32" and t["meta"]["precision"] == "int8"
     assert "decoder_precision" not in json.loads(tables["ort_int8"].read_text())["meta"]
 
-def test_a_table_without_runtime_reads_as_torch_fp32(tables, tmp_path: Path) -> None:
+
+def test_a_table_without_runtime_reads_as_torch_fp32(tables) -> None:
     data = json.loads(tables["torch"].read_text())
     del data["meta"]["runtime"], data["meta"]["precision"]
     assert LatencyTable.from_dict(data).pricing == ("torch", "fp32")
