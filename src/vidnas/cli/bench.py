@@ -356,18 +356,38 @@ def latency_cmd(
     classes: Annotated[OptInt, typer.Option("--classes", help="With --decoder: classes K of the head (default: "
                                                               "the config's data set).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    runtime: Annotated[str, typer.Option(
+        help="Where each module is timed: torch (eager) | onnxruntime | openvino (each block, stage part and decoder "
+             "candidate exported to ONNX and run in that runtime on the CPU, --threads intra-op threads).")] = "torch",
+    precision: Annotated[str, typer.Option(
+        help="fp32 | int8 (onnxruntime / openvino: each graph quantised by the quantiser of `vidnas export "
+             "--precision int8`, calibrated on the random inputs it is timed on: enough for latency, not accuracy).")]
+    = "fp32",
+    fp32_decoder: Annotated[bool, typer.Option(
+        "--fp32-decoder", help="With --precision int8 and --decoder: time the decoder parts in fp32, as `vidnas export "
+                               "--precision int8` deploys window models (their decoder.onnx stays fp32).")] = False,
 ) -> None:
     """Build the per-block latency table of an encoder on this device (the s_i of the ST-NAS penalty, Eq. 2).
 
-    The search measures its table by the same policy when it is given none (vidnas.search.latency).
+    The search measures its table by the same policy when it is given none (vidnas.search.latency). With --runtime
+    and --precision the table prices the deployed model (the table records both; the search reads it unchanged).
     """
     from vidnas.bench import BenchRow, device_line, format_table
+    from vidnas.export import DeployError
+    from vidnas.export.graph_timing import GraphTimer, check_pricing
     from vidnas.models.encoders import build_encoder
     from vidnas.search.latency import downsample_signature, measure_latency_table
 
     setup_logging()
     if iters < 1 or warmup < 0 or repeats < 1:
         raise fail(f"need --iters >= 1, --warmup >= 0 and --repeats >= 1, got {iters}, {warmup} and {repeats}")
+    try:
+        check_pricing(runtime, precision, device)
+    except DeployError as e:
+        raise fail(str(e)) from e
+    if fp32_decoder and (precision != "int8" or not decoder):
+        raise fail("--fp32-decoder prices the decoder parts of an INT8 table in fp32: it needs --precision int8 and "
+                   "--decoder")
     if (height is None) != (width is None):
         raise fail("give --height and --width together")
     cfg = resolve_config(config, set_)
@@ -386,25 +406,21 @@ def latency_cmd(
 
     modules = sum(1 + len(stage.blocks) for stage in enc.stages)
     bar = _progress_bar(modules * repeats, f"latency {name}", quiet)
+    timer = GraphTimer(runtime, precision, threads=threads) if runtime != "torch" else None
     try:
-        table = measure_latency_table(enc, hw, warmup=warmup, iters=iters, repeats=repeats, progress=bar.update)
+        table = measure_latency_table(enc, hw, warmup=warmup, iters=iters, repeats=repeats, progress=bar.update,
+                                      timer=timer)
+        if decoder:
+            if fp32_decoder:
+                table.meta["decoder_precision"] = "fp32"
+            _decoder_parts(table, enc, cfg, name, depth_list, classes, timer,
+                           GraphTimer(runtime, "fp32", threads=threads) if fp32_decoder else timer)
+    except DeployError as e:
+        raise fail(str(e)) from e
     finally:
         bar.close()
-    if decoder:
-        import dataclasses
-
-        from vidnas.models import SEARCH_CANDIDATES, arch_from_config
-        from vidnas.search.latency import complete_model_parts
-
-        try:
-            if classes is None:
-                from vidnas.data import open_source
-
-                classes = open_source(cfg.data).num_classes
-            base = dataclasses.replace(arch_from_config(cfg), encoder=name, depths=depth_list)
-            complete_model_parts(table, enc, base, int(classes), cfg.stnas.candidates or SEARCH_CANDIDATES)
-        except (KeyError, ValueError, OSError) as e:
-            raise fail(str(e).strip("\"'")) from e
+        if timer is not None:
+            timer.close()
     path = table.save(out)
 
     rows = []
@@ -421,7 +437,32 @@ def latency_cmd(
     down = sum(table.downsample.values())
     typer.echo(
         f"{len(table.blocks)} blocks of {name} at {hw[0]}x{hw[1]}: {total:.2f} ms in blocks + {down:.2f} ms "
-        f"in downsamples (median over {repeats} passes of the median of {iters} calls, {warmup} warm-up, batch 1)"
+        f"in downsamples (median over {repeats} passes of the median of {iters} calls, {warmup} warm-up, batch 1, "
+        f"{runtime} {precision}{', decoder fp32' if fp32_decoder else ''})"
     )
     typer.echo(device_line())
     typer.echo(f"written: {path}")
+
+
+def _decoder_parts(table: Any, enc: Any, cfg: Any, name: str, depth_list: tuple[int, ...] | None,
+                   classes: int | None, timer: Any, decoder_timer: Any) -> None:
+    """``vidnas latency --decoder``: the config's decoder parts into ``table`` (``complete_model_parts``), timed by
+    ``decoder_timer``."""
+    import dataclasses
+
+    from vidnas.models import SEARCH_CANDIDATES, arch_from_config
+    from vidnas.search.latency import complete_model_parts
+
+    try:
+        if classes is None:
+            from vidnas.data import open_source
+
+            classes = open_source(cfg.data).num_classes
+        base = dataclasses.replace(arch_from_config(cfg), encoder=name, depths=depth_list)
+        complete_model_parts(table, enc, base, int(classes), cfg.stnas.candidates or SEARCH_CANDIDATES, timer=timer,
+                             decoder_timer=decoder_timer)
+    except (KeyError, ValueError, OSError) as e:
+        raise fail(str(e).strip("\"'")) from e
+    finally:
+        if decoder_timer is not timer:
+            decoder_timer.close()

@@ -39,7 +39,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -186,11 +186,11 @@ def float_nodes(graph_model: Any, keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT
     return keep
 
 
-def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray],
-                   keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT) -> list[str]:
-    """Write ``dst``: ``src`` (one input, ``frame``) quantised to QDQ INT8 with ``frames`` as calibration data and
-    the ``keep_float`` parts (``float_nodes``) in float; returns the nodes kept in float. ``dst`` is written
-    atomically; ``src`` is read only."""
+def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray | Mapping[str, np.ndarray]],
+                   keep_float: Sequence[str] = DEFAULT_KEEP_FLOAT, *, keep: Sequence[str] | None = None) -> list[str]:
+    """Write ``dst``: ``src`` quantised to QDQ INT8 with ``frames`` as calibration data (arrays fed to the input
+    ``frame``, or input name -> array), the ``keep_float`` parts (``float_nodes``) in float, or exactly the nodes
+    named by ``keep``; returns the nodes kept in float. ``dst`` is written atomically; ``src`` is read only."""
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import (
@@ -207,9 +207,9 @@ def quantize_graph(src: Path, dst: Path, frames: Sequence[np.ndarray],
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self._it, None)
-            return None if x is None else {"frame": x}
+            return None if x is None else dict(x) if isinstance(x, Mapping) else {"frame": x}
 
-    keep = float_nodes(onnx.load(str(src)), keep_float)
+    keep = float_nodes(onnx.load(str(src)), keep_float) if keep is None else list(keep)
     ort.set_default_logger_severity(3)  # the calibrator's sessions list every constant they drop, as warnings
     with tempfile.TemporaryDirectory() as tmp:  # the calibrator writes an augmented copy of the graph there
         def write(out: str) -> None:

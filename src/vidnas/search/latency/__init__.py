@@ -33,11 +33,21 @@ finer scale's path and fusion ops on that scale's map. Stem and output conversio
 when a budget needs them). This is the ST-NAS protocol's unit (encode one frame + decode the window), minus the
 feature stacking and Python overhead of a push.
 
+**Runtime and precision** (``meta.runtime``, ``meta.precision``; ``LatencyTable.pricing``): by default every
+module is timed in eager PyTorch, fp32. ``measure_*(..., timer=GraphTimer("onnxruntime" | "openvino", "fp32" |
+"int8"))`` (``vidnas.export.graph_timing``) times each module (block, downsample, stem, output, decoder part, slot
+candidate, upsampling) as its own ONNX graph in that runtime, INT8 quantised at int8, with the same warm-up, passes and
+medians; so the search's penalty is the latency of the model as deployed. A table without these keys reads as
+torch / fp32. The sum of separately timed graphs is not the latency of the one fused graph of a whole model (fusions
+and quantise / dequantise pairs across module boundaries differ): the table ranks candidates, it does not predict a
+deployment to the millisecond.
+
 JSON layout (schema version 1; ``parts`` is optional, older tables have none)::
 
     {"schema_version": 1, "device": {...vidnas.bench.device_signature()..., "torch_device": "cpu"},
      "meta": {"encoder": "swin_tiny", "img_size": [320, 576], "warmup": 10, "iters": 50, "statistic": "median",
-              "batch": 1, "created": "2025-...Z"},
+              "batch": 1, "runtime": "torch", "precision": "fp32", "runtime_version": {"torch": "2..."},
+              "created": "2025-...Z"},
      "blocks": {signature: ms, ...}, "downsample": {signature: ms, ...}, "parts": {signature: ms, ...},
      "stats": {signature: {"median_ms", "mean_ms", "std_ms", "p90_ms", "n"}, ...}}
 """

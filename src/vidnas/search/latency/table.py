@@ -63,7 +63,8 @@ class LatencyTable(JsonFile):
         downsample: downsample signature -> median ms (not searched; part of ``model_latency``).
         parts: every other timed part (stem, output conversions, decoder parts, upsampling) -> median ms.
         stats: signature -> timing statistics (median, mean, std, p90, n) of blocks and downsamples.
-        meta: encoder name, image size, warm-up and timed calls, creation time.
+        meta: encoder name, image size, warm-up and timed calls, creation time, ``runtime`` and ``precision``
+            (``pricing``).
         path: the file this table was loaded from or saved to (used in error messages), None if never on disk.
     """
 
@@ -290,6 +291,23 @@ class LatencyTable(JsonFile):
             fixed, slots = keys["fixed"], OPS_PER_LAYER * len(base.dilations)
         costs = self.decoder_op_costs(encoder, base, num_classes, slots, candidates)
         return self.part(fixed) + self.part(keys["upsample"]) + float(costs.mean(dim=1).sum())
+
+    @property
+    def pricing(self) -> tuple[str, str]:
+        """(runtime, precision) the table was measured in (``meta``: torch / onnxruntime / openvino, fp32 / int8); a
+        table from before they were recorded reads as (torch, fp32)."""
+        return str(self.meta.get("runtime", "torch")), str(self.meta.get("precision", "fp32"))
+
+    @property
+    def decoder_precision(self) -> str:
+        """The precision of the decoder parts: ``meta.decoder_precision`` (``vidnas latency --fp32-decoder``: fp32 in
+        an int8 table, as ``vidnas export --precision int8`` keeps window decoders), else the table's."""
+        return str(self.meta.get("decoder_precision", self.pricing[1]))
+
+    def pricing_record(self) -> dict[str, str]:
+        """``{"runtime", "precision", "decoder_precision"}``: what a search records of the table that priced it."""
+        runtime, precision = self.pricing
+        return {"runtime": runtime, "precision": precision, "decoder_precision": self.decoder_precision}
 
     def matches_device(self, other: Mapping[str, Any] | None = None) -> bool:
         """Whether this table was measured on ``other`` (default: this machine, CPU), comparing ``DEVICE_KEYS``."""

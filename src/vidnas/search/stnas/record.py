@@ -161,6 +161,7 @@ def write_search_arch(
     method: str = "stnas",
     depth: Mapping[str, Any] | None = None,
     decoder: Mapping[str, Any] | None = None,
+    latency_table_pricing: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``arch`` with its search record in ``extra["search"]`` as an architecture file, atomically.
 
@@ -184,6 +185,8 @@ def write_search_arch(
         method: search method label.
         depth: the depth decision (``DepthDecision.to_dict()``).
         decoder: the decoder consensus (``decoder_consensus``) and the betas' lr.
+        latency_table_pricing: runtime, precision and decoder_precision of the table that priced the search
+            (``LatencyTable.pricing_record``), stored in ``latency_table`` beside its path; None: no table.
 
     Returns:
         The path written.
@@ -230,6 +233,7 @@ def write_search_arch(
         "latency_table": {
             "path": None if latency_table_path is None else str(latency_table_path),
             "device": None if latency_table_device is None else dict(latency_table_device),
+            **dict(latency_table_pricing or {}),
         },
         "depth": None if depth is None else dict(depth),
         "decoder": None if decoder is None else dict(decoder),
@@ -318,6 +322,8 @@ class StnasResult:
         model_latency_ms: table latency of the derived model (encoder + decoder, ``LatencyTable.model_latency``),
             None if the table lacks the parts.
         full_model_latency_ms: the same for the config's model.
+        latency_pricing: runtime, precision and decoder_precision of the latency table that priced the search
+            (``LatencyTable.pricing_record``), None without a table.
     """
 
     run_dir: Path
@@ -343,6 +349,7 @@ class StnasResult:
     decoder: dict[str, Any] | None = None
     model_latency_ms: float | None = None
     full_model_latency_ms: float | None = None
+    latency_pricing: dict[str, str] | None = None
 
     @property
     def search_seconds(self) -> float:
@@ -384,6 +391,7 @@ class StnasResult:
             "decoder": self.decoder,
             "model_latency_ms": self.model_latency_ms,
             "full_model_latency_ms": self.full_model_latency_ms,
+            "latency_pricing": self.latency_pricing,
         }
 
     @classmethod
@@ -417,6 +425,7 @@ class StnasResult:
             decoder=d.get("decoder"),
             model_latency_ms=d.get("model_latency_ms"),
             full_model_latency_ms=d.get("full_model_latency_ms"),
+            latency_pricing=d.get("latency_pricing"),
         )
 
 

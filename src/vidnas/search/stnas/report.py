@@ -122,6 +122,11 @@ def search_report(result: StnasResult) -> str:
     else:
         lines.append(f"- depth rule: truncated validation loss + lambda * latency, lambda {result.lam:g}")
     lines.append(f"- search time: encoder {result.encoder_seconds:.1f} s, decoder {result.decoder_seconds:.1f} s")
+    pricing = result.latency_pricing
+    if pricing is not None:
+        dec = pricing.get("decoder_precision", pricing["precision"])
+        dec = "" if dec == pricing["precision"] else f", decoder {dec}"
+        lines.append(f"- latencies priced in: {pricing['runtime']} {pricing['precision']}{dec} (latency table)")
     if result.alphas is not None:
         lines.append(f"- encoder depths: {_fmt_depths(result.full_depths)} -> {_fmt_depths(result.depths)}")
         saving = result.latency_saving

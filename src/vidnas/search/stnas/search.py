@@ -117,7 +117,8 @@ def _result(ctx: SearchContext, arch: Arch, base: Arch, threshold: float, enc: E
     """The ``StnasResult`` of the phases that ran (the config's depths / decoder for a skipped one)."""
     cfg, run_dir, lam = ctx.cfg, ctx.run_dir, ctx.lam
     result = StnasResult(run_dir=run_dir, arch=arch, arch_path=run_dir / "arch.json", lam=lam, threshold=threshold,
-                         full_depths=base.depths, depths=base.depths, depth_rule=cfg.stnas.depth_rule)
+                         full_depths=base.depths, depths=base.depths, depth_rule=cfg.stnas.depth_rule,
+                         latency_pricing=None if ctx.table is None else ctx.table.pricing_record())
     if enc is not None:
         result.full_depths, result.depths, result.alphas = enc.full_depths, enc.depths, enc.alphas
         result.latency_table_path = enc.table.path
@@ -149,6 +150,7 @@ def _write(ctx: SearchContext, result: StnasResult, enc: EncoderSearch | None, d
     device = None if enc is None else enc.table.device
     record = dict(alphas=result.alphas, betas=result.betas, lam=result.lam, threshold=result.threshold,
                   latency_table_path=result.latency_table_path, latency_table_device=device,
+                  latency_table_pricing=result.latency_pricing,
                   beta_columns=result.candidates, depth=result.depth, decoder=result.decoder)
     if dist_info.enabled:
         # each rank records what it derived; the test compares them
