@@ -33,18 +33,20 @@ from torch import nn
 from vidnas.export.exporter import DEFAULT_OPSET, DeployError, _export_graphs
 from vidnas.export.frame_models import required_opset
 from vidnas.export.ort_streamers import GRAPH_RUNTIMES, _open_graphs, require_openvino
-from vidnas.export.quantize import PRECISIONS, quantize_graph
+from vidnas.export.quantize import quantize_graph
 from vidnas.export.runtime import RUNTIMES, quiet_session_options
 
-__all__ = ["GraphTimer", "check_pricing", "runtime_versions"]
+__all__ = ["GraphTimer", "check_pricing", "runtime_versions", "TABLE_PRECISIONS"]
+
+TABLE_PRECISIONS = ("fp32", "int8")  # what a latency table can be priced in (bf16 tables: not built)
 
 
 def check_pricing(runtime: str, precision: str, device: str = "cpu") -> None:
     """Refuse a runtime / precision / torch device combination before any work (``DeployError``, one line)."""
     if runtime not in RUNTIMES:
         raise DeployError(f"unknown runtime {runtime!r}; valid runtimes: {', '.join(RUNTIMES)}")
-    if precision not in PRECISIONS:
-        raise DeployError(f"unknown precision {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    if precision not in TABLE_PRECISIONS:
+        raise DeployError(f"unknown precision {precision!r}; valid precisions: {', '.join(TABLE_PRECISIONS)}")
     if runtime == "torch" and precision != "fp32":
         raise DeployError(f"--precision {precision}: the torch runtime runs fp32 only; INT8 is priced in onnxruntime "
                           "or openvino (--runtime)")
