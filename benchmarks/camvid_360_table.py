@@ -2,11 +2,12 @@
 
     python benchmarks/camvid_360_table.py OUT [--seed S]      # OUT: the output directory of benchmarks/camvid_360.sh
 
-Reads, per size, ``OUT/arch2_<size>_s<S>/``: ``metrics.jsonl`` (each epoch's seconds, its loader share and its val
-mIoU), ``eval/last/eval.json`` (`vidnas eval` of ``checkpoints/last.pt``: the mIoU, per-class IoU, VC8 and flicker
-of the last epoch's weights, so no epoch was chosen on val) and ``OUT/bench.json`` (one interleaved `vidnas bench`,
-rows ``arch2_<size>``). Writes ``OUT/summary.json`` (only over a summary this script wrote) and prints the markdown
-table, with issue 29's goal: the 360x480 model at >= 0.70 val mIoU.
+Reads, per size, ``OUT/arch2_<size>_s<S>/``: ``config.yaml`` (the data set, for its class names),
+``metrics.jsonl`` (each epoch's seconds, its loader share and its val mIoU), ``eval/last/eval.json`` (`vidnas eval`
+of ``checkpoints/last.pt``: the mIoU, per-class IoU, VC8 and flicker of the last epoch's weights, so no epoch was
+chosen on val) and ``OUT/bench.json`` (one interleaved `vidnas bench`, rows ``arch2_<size>``). Writes
+``OUT/summary.json`` (only over a summary this script wrote) and prints the markdown table, with issue 29's goal: the
+360x480 model at >= 0.70 val mIoU. benchmarks/results/camvid_360/ holds those files of the run in docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vidnas.models import load_model
+from vidnas.config import load_config
+from vidnas.data import open_source
 from vidnas.utils import replace_own_json
 
 SIZES = ("176x240", "360x480")
@@ -40,7 +42,7 @@ def summarise(out: Path, seed: int) -> dict[str, Any]:
         epochs = _epochs(run)
         if not epochs:
             raise ValueError(f"{run / 'metrics.jsonl'}: no finished epoch")
-        names = names or list(load_model(run / "checkpoints" / "last.pt").class_names)
+        names = names or list(open_source(load_config(run / "config.yaml").data).class_names)
         seconds = sum(e["epoch_seconds"] for e in epochs)
         data = sum(e.get("data_seconds") or 0.0 for e in epochs)
         val = [e.get("val_miou") for e in epochs]  # None on epochs not validated (train.val_every)

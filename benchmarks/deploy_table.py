@@ -4,7 +4,8 @@
 
 ``OUT/bench.json``: one interleaved `vidnas bench --runtime all` of the model (rows ``model``, ``model@bf16``,
 ``model@ort``, ``model@ort@int8``, ``model@ov``, ``model@ov@int8``, ``model@ov@bf16``; each with ``fps``, its ratio
-to PyTorch fp32 ``x_torch``, ``miou`` on the validation frames and ``miou_delta`` to PyTorch fp32). Each EXPORT_DIR:
+to PyTorch fp32 ``x_torch``, ``miou`` on the validation frames and ``miou_delta`` = 100 x (its mIoU - PyTorch
+fp32's), in points). Each EXPORT_DIR:
 a `vidnas export --precision int8 --keep-float K` with its accuracy check (``export.json``: ``accuracy``,
 ``quantization.keep_float``). Writes ``OUT/summary.json`` (only over a summary this script wrote) and prints the
 table and the verdict on issue 28's goal: the best runtime and precision at >= 4x the PyTorch fp32 FPS with at most
@@ -33,7 +34,7 @@ def summarise(out: Path, exports: list[Path]) -> dict[str, Any]:
         delta = e.get("miou_delta")
         table.append({"name": r["name"], "runtime": e.get("runtime"), "precision": e.get("precision"),
                       "fps": r["fps"], "latency_ms": r["latency_ms"], "x_torch": e.get("x_torch"),
-                      "miou": e.get("miou"), "drop_points": None if delta is None else -100 * delta,
+                      "miou": e.get("miou"), "drop_points": None if delta is None else -delta,  # delta: points
                       "pixel_agreement": e.get("pixel_agreement"), "frames": e.get("agreement_frames")})
     ok = [t for t in table if t["x_torch"] is not None and t["drop_points"] is not None
           and t["drop_points"] <= GOAL_DROP_POINTS]

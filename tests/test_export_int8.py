@@ -184,6 +184,12 @@ def test_deploy_camvid_script_smoke(arch2_ckpt: Path, tmp_path: Path, vidnas_com
     assert [k["keep_float"] for k in s["keep_float"]] == [["stem", "head"], []]
     assert all(k["frames"] == 4 for k in s["keep_float"])
     assert "issue 28's goal" in proc.stdout and s["goal"]["fastest"] in names
+    bench = {r["name"]: r["extra"] for r in json.loads((out / "bench.json").read_text())}
+    for row in s["rows"]:  # points lost = minus the bench's delta, already in points
+        delta = bench[row["name"]].get("miou_delta")
+        assert row["drop_points"] == (None if delta is None else -delta)
+        if delta is not None:
+            assert delta == pytest.approx(100 * (bench[row["name"]]["miou"] - bench["model"]["miou"]))
 
 
 def test_bf16_export_is_the_fp32_graph_with_openvino_s_accuracy_check(arch2_ckpt: Path, tmp_path: Path) -> None:
