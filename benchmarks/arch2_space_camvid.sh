@@ -56,6 +56,12 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
   CEILING=0
 fi
 mkdir -p "$OUT"
+# bench.md and summary.md are written beside their JSONs only: a file of that name without its JSON is not ours
+for f in bench summary; do
+  if [[ -e "$OUT/$f.md" && ! -e "$OUT/$f.json" ]]; then
+    echo "error: $OUT/$f.md exists without $OUT/$f.json: not written by this script, not overwritten" >&2; exit 2
+  fi
+done
 
 # 1. the latency table of this machine: encoder blocks, stage entries and every candidate of every decoder slot
 if [[ ! -f "$OUT/latency.json" ]]; then
@@ -90,4 +96,4 @@ done
   --json "$OUT/bench.json" --overwrite > "$OUT/bench.md"
 
 # 4. every quoted figure, computed from the sweeps' and the benchmark's JSONs
-"${PY[@]}" "$(dirname "$0")/arch2_space_table.py" "$OUT" | tee "$OUT/summary.md"
+"${PY[@]}" "$(dirname "$0")/arch2_space_table.py" "$OUT"

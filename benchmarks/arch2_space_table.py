@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import replace_own_json
+from vidnas.utils import atomic_write_text, replace_own_json
 
 FPS_GOAL = 1.3  # x per-frame arch2's deployed FPS
 MIOU_MARGIN = -0.5  # points against arch2
@@ -151,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if not replace_own_json(target, summary, {"per_seed", "goal", "means"}):  # only over its own summary
         print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
         return 2
-    print(markdown(summary), end="")
-    print(f"written: {args.out / 'summary.json'}")
+    text = markdown(summary)
+    atomic_write_text(target.with_suffix(".md"), text)  # its twin: written only where summary.json is its own
+    print(text, end="")
+    print(f"written: {target} and {target.with_suffix('.md')}")
     return 0
 
 

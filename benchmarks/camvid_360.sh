@@ -39,6 +39,12 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
 fi
 declare -A CONFIGS=([176x240]=configs/camvid_arch2_fast_cpu.yaml [360x480]=configs/camvid_arch2_360_cpu.yaml)
 mkdir -p "$OUT"
+# bench.md and summary.md are written beside their JSONs only: a file of that name without its JSON is not ours
+for f in bench summary; do
+  if [[ -e "$OUT/$f.md" && ! -e "$OUT/$f.json" ]]; then
+    echo "error: $OUT/$f.md exists without $OUT/$f.json: not written by this script, not overwritten" >&2; exit 2
+  fi
+done
 
 CKPTS=()
 for SIZE in 176x240 360x480; do
@@ -61,4 +67,4 @@ if [[ ! -f "$OUT/bench.json" ]]; then
     --ceiling "$CEILING" --threads 1 --quiet --json "$OUT/bench.json" > "$OUT/bench.md"
 fi
 cat "$OUT/bench.md"
-"${PY[@]}" "$(dirname "$0")/camvid_360_table.py" "$OUT" --seed "$SEED" | tee "$OUT/summary.md"
+"${PY[@]}" "$(dirname "$0")/camvid_360_table.py" "$OUT" --seed "$SEED"

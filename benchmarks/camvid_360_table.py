@@ -20,7 +20,7 @@ from typing import Any
 
 from vidnas.config import load_config
 from vidnas.data import open_source
-from vidnas.utils import replace_own_json
+from vidnas.utils import atomic_write_text, replace_own_json
 
 SIZES = ("176x240", "360x480")
 GOAL_MIOU = 0.70  # issue 29: 360x480 per-frame arch2 on the CPU
@@ -111,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if not replace_own_json(target, summary, {"models", "goal", "fps_ratio"}):  # only over its own summary
         print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
         return 2
-    print(markdown(summary), end="")
-    print(f"written: {target}")
+    text = markdown(summary)
+    atomic_write_text(target.with_suffix(".md"), text)  # its twin: written only where summary.json is its own
+    print(text, end="")
+    print(f"written: {target} and {target.with_suffix('.md')}")
     return 0
 
 

@@ -33,6 +33,12 @@ if [[ "${SMOKE:-0}" == "1" ]]; then
 fi
 [[ -f "$CKPT" ]] || { echo "error: checkpoint not found: $CKPT" >&2; exit 2; }
 mkdir -p "$OUT"
+# bench.md and summary.md are written beside their JSONs only: a file of that name without its JSON is not ours
+for f in bench summary; do
+  if [[ -e "$OUT/$f.md" && ! -e "$OUT/$f.json" ]]; then
+    echo "error: $OUT/$f.md exists without $OUT/$f.json: not written by this script, not overwritten" >&2; exit 2
+  fi
+done
 
 if [[ ! -f "$OUT/bench.json" ]]; then
   "${VIDNAS_CMD[@]}" bench --checkpoint "model=$CKPT" --runtime all --calib-frames "$CALIB" \
@@ -49,4 +55,4 @@ for K in $KEEP_FLOAT; do
   fi
   EXPORTS+=("$DIR")
 done
-"${PY[@]}" "$(dirname "$0")/deploy_table.py" "$OUT" "${EXPORTS[@]}" | tee "$OUT/summary.md"
+"${PY[@]}" "$(dirname "$0")/deploy_table.py" "$OUT" "${EXPORTS[@]}"

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vidnas.utils import replace_own_json
+from vidnas.utils import atomic_write_text, replace_own_json
 
 GOAL_RATIO = 4.0
 GOAL_DROP_POINTS = 0.5
@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     if not replace_own_json(target, summary, {"rows", "keep_float", "goal"}):  # only over its own summary
         print(f"error: {target} exists and is not a summary of this script: not overwritten", file=sys.stderr)
         return 2
-    print(markdown(summary), end="")
-    print(f"written: {target}")
+    text = markdown(summary)
+    atomic_write_text(target.with_suffix(".md"), text)  # its twin: written only where summary.json is its own
+    print(text, end="")
+    print(f"written: {target} and {target.with_suffix('.md')}")
     return 0
 
 

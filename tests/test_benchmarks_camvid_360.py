@@ -42,3 +42,11 @@ def test_camvid_360_script_smoke(tmp_path, camvid_small_root, vidnas_command, py
                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert bad.returncode == 2 and "not overwritten" in bad.stderr
     assert (out / "summary.json").read_text() == '{"mine": 1}'
+    # a bench.md without its bench.json (a user's file) stops the script before any work
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "bench.md").write_text("my notes")
+    refused = subprocess.run(["bash", str(REPO / "benchmarks" / "camvid_360.sh"), str(mine)], capture_output=True,
+                             text=True, env=env, timeout=60, cwd=REPO)
+    assert refused.returncode == 2 and "not overwritten" in refused.stderr
+    assert (mine / "bench.md").read_text() == "my notes" and sorted(p.name for p in mine.iterdir()) == ["bench.md"]
