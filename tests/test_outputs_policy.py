@@ -448,3 +448,16 @@ def test_run_directories_record_their_kind(run: Path, search: Path, export: Path
         assert run_kind_of(search) == "stnas"  # although a search writes metrics.jsonl, a training run's marker
     finally:
         (search / "kept").rename(search / RUN_MANIFEST)
+
+
+def test_an_arch2_space_sweep_interrupted_before_any_stage_finished_can_resume(tmp_path: Path) -> None:
+    """Over the arch2 space with the arch2 reference a sweep has no baseline/: its reference's (or cheapest point's)
+    training in progress is what a --resume continues, not a run that "stopped before its first checkpoint"."""
+    from vidnas.rundir import RUN_KINDS
+
+    for kind in ("sweep", "demo"):
+        for started in ("ref_arch2/train", "cheapest/train"):
+            run = tmp_path / kind / started.split("/")[0]
+            (run / started).mkdir(parents=True)
+            assert RUN_KINDS[kind].can_resume(run)
+    assert not RUN_KINDS["sweep"].can_resume(tmp_path / "empty")

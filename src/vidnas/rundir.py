@@ -117,13 +117,15 @@ RUN_KINDS: dict[str, RunKind] = {
     ),
     "sweep": RunKind(
         "ST-NAS sweep",
-        markers=("sweep.json", "baseline/done.json", "baseline/train"),
+        # over the arch2 space with --references arch2 there is no baseline/ (the reference's training is that row):
+        # the reference's and the cheapest point's trainings, started beside the searches, mark the run too
+        markers=("sweep.json", "baseline/done.json", "baseline/train", "ref_arch2/train", "cheapest/train"),
         artifacts=("baseline", "sweep.json", "sweep.md", "pareto.png", "config.yaml"),  # + lam_*, random_*, ref_*
         safe_keys=("train.device", "data.num_workers", "data.cache_frames", "train.log_every"),
     ),
     "demo": RunKind(
         "demo",
-        markers=("demo.json", "baseline/done.json", "baseline/train"),
+        markers=("demo.json", "baseline/done.json", "baseline/train", "ref_arch2/train", "cheapest/train"),
         artifacts=("baseline", "demo.json", "report.md", "arch.json", "alphas.png", "betas.png", "decoder.png",
                    "pareto.png", "config.yaml", "latency_table.json"),  # + lam_*, random_*, ref_* folders
         safe_keys=("train.device", "data.num_workers", "data.cache_frames", "train.log_every"),
